@@ -1,0 +1,115 @@
+//! The command line: every subcommand and flag, with help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Push-to-deploy with atomic symlink flips.
+///
+/// `git push deploy main` warms up a release in releases/<commit> and points
+/// `warmup` at it; pushing a release tag (or `symdeploy promote`) switches
+/// `production` to it.
+#[derive(Debug, Parser)]
+#[command(name = "symdeploy", version, about, long_about)]
+pub struct Cli {
+    /// The deploy root (default: SYMDEPLOY_ROOT, else the current directory).
+    #[arg(long, global = true, env = "SYMDEPLOY_ROOT", value_name = "ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The git hook being run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum HookName {
+    /// After the refs are updated (the default hook).
+    PostReceive,
+    /// Before the refs are updated (strict mode).
+    PreReceive,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a deploy root: bare repository with its hook, releases/, common/, deploy.toml.
+    Init {
+        /// Where the deploy root goes.
+        dir: PathBuf,
+        /// Strict mode: install a pre-receive hook, so a failed warm-up rejects the push.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run as a git hook (what the installed hook script calls); reads ref updates on stdin.
+    Hook {
+        /// Which hook.
+        #[arg(value_enum)]
+        name: HookName,
+    },
+    /// Warm up a release by hand (default: the tip of the deploy branch).
+    Warmup {
+        /// Remove and rebuild the release even if it is ready (refused if production or warmup points at it).
+        #[arg(long)]
+        rebuild: bool,
+        /// Commit, branch or tag.
+        rev: Option<String>,
+    },
+    /// Switch production to a release (default: what warmup points at).
+    Promote {
+        /// Print what would happen and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Commit, branch or tag.
+        rev: Option<String>,
+    },
+    /// Switch production back to the previous good release (or RELEASE).
+    Rollback {
+        /// A release's commit (a unique prefix is enough).
+        release: Option<String>,
+    },
+    /// Show production, warmup, previous, the lock and interrupted runs.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List release directories with their state.
+    Releases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old, failed and incomplete releases.
+    Cleanup {
+        /// Ready releases to keep (default: keep_releases from deploy.toml).
+        #[arg(long)]
+        keep: Option<usize>,
+        /// Print what would be removed and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the deploy history from the journal.
+    Log {
+        /// How many runs to show.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate deploy.toml, the layout, the hook and the programs steps need.
+    Check,
+    /// Finish or undo runs that were interrupted (crash, kill, power cut).
+    Recover,
+    /// Export a commit to a new directory (like `git archive | tar -x`).
+    Export {
+        /// The git directory (default: GIT_DIR, else the deploy root's repository).
+        #[arg(long, value_name = "GIT_DIR")]
+        repo: Option<PathBuf>,
+        /// Commit, branch or tag.
+        rev: String,
+        /// Directory to create.
+        dir: PathBuf,
+    },
+}

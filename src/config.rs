@@ -1,0 +1,561 @@
+//! deploy.toml: the interface users write.
+//!
+//! The names and defaults follow the seed (make production-composer, ...).
+//! Every problem is reported with the file, the line and the key, because the
+//! person reading it is usually looking at a failed `git push`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// The commented template `symdeploy init` writes; parsing it gives the defaults.
+pub const TEMPLATE: &str = include_str!("../templates/deploy.toml");
+
+/// Which git hook drives deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// The push always lands; the warm-up runs after it.
+    PostReceive,
+    /// Strict mode: a failed warm-up rejects the push.
+    PreReceive,
+}
+
+impl HookKind {
+    /// The hook's file name in `repository/hooks/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            HookKind::PostReceive => "post-receive",
+            HookKind::PreReceive => "pre-receive",
+        }
+    }
+}
+
+/// Commands of the warm-up, in the seed's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warmup {
+    /// composer, assets.
+    pub build: Vec<String>,
+    /// project-specific links (`make production-links`).
+    pub links: Vec<String>,
+    /// database migrations.
+    pub migrate: Vec<String>,
+    /// run after `warmup` flipped.
+    pub notify: Vec<String>,
+}
+
+/// Commands and settings of a promote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promote {
+    /// Tag glob whose pushes promote.
+    pub tags: String,
+    /// Stop the daemons.
+    pub stop: Vec<String>,
+    /// Run after production flipped.
+    pub after_switch: Vec<String>,
+    /// Start the daemons.
+    pub start: Vec<String>,
+    /// Health checks, retried until `check_timeout`.
+    pub check: Vec<String>,
+    /// How long checks are retried.
+    pub check_timeout: Duration,
+    /// Run at the end, with SYMDEPLOY_RESULT.
+    pub notify: Vec<String>,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub file: Option<PathBuf>,
+    /// Branch whose pushes warm up.
+    pub branch: String,
+    /// Ready releases kept by cleanup.
+    pub keep_releases: usize,
+    /// Release paths linked to common/.
+    pub shared: Vec<String>,
+    /// Release paths copied from the previous release before the build.
+    pub carry: Vec<String>,
+    /// The git hook that drives deploys.
+    pub hook: HookKind,
+    /// How long to wait for the deploy lock.
+    pub lock_timeout: Duration,
+    /// How long one step may run.
+    pub step_timeout: Duration,
+    /// Static symlinks in the root: (name, target relative to the root).
+    pub links: Vec<(String, String)>,
+    /// The warm-up commands.
+    pub warmup: Warmup,
+    /// The promote commands.
+    pub promote: Promote,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    branch: Option<Spanned<String>>,
+    keep_releases: Option<Spanned<i64>>,
+    shared: Option<Vec<Spanned<String>>>,
+    carry: Option<Vec<Spanned<String>>>,
+    hook: Option<Spanned<String>>,
+    lock_timeout: Option<Spanned<i64>>,
+    step_timeout: Option<Spanned<i64>>,
+    links: Option<Spanned<toml::Table>>,
+    warmup: Option<RawWarmup>,
+    promote: Option<RawPromote>,
+}
+
+type Commands = Option<Vec<Spanned<String>>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWarmup {
+    build: Commands,
+    links: Commands,
+    migrate: Commands,
+    notify: Commands,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPromote {
+    tags: Option<Spanned<String>>,
+    stop: Commands,
+    after_switch: Commands,
+    start: Commands,
+    check: Commands,
+    check_timeout: Option<Spanned<i64>>,
+    notify: Commands,
+}
+
+/// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
+/// not take them.
+pub const RESERVED_ROOT_NAMES: &[&str] = &[
+    "repository",
+    "releases",
+    "common",
+    "deploy.toml",
+    ".symdeploy",
+    "warmup",
+    "production",
+];
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T> {
+        Err(Error::Config {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(span.start)),
+            message,
+        })
+    }
+
+    fn seconds(&self, key: &str, v: Option<Spanned<i64>>, default: Duration) -> Result<Duration> {
+        match v {
+            None => Ok(default),
+            Some(s) if *s.get_ref() > 0 && *s.get_ref() <= 7 * 24 * 3600 => {
+                Ok(Duration::from_secs(*s.get_ref() as u64))
+            }
+            Some(s) => self.err(
+                s.span(),
+                format!(
+                    "`{key}` must be a number of seconds between 1 and 604800, not {}",
+                    s.get_ref()
+                ),
+            ),
+        }
+    }
+
+    fn commands(&self, key: &str, v: Commands, default: &[String]) -> Result<Vec<String>> {
+        let Some(list) = v else {
+            return Ok(default.to_vec());
+        };
+        list.into_iter()
+            .map(|c| {
+                if c.get_ref().trim().is_empty() {
+                    self.err(
+                        c.span(),
+                        format!("`{key}` has an empty command; remove it or write the command"),
+                    )
+                } else {
+                    Ok(c.into_inner())
+                }
+            })
+            .collect()
+    }
+
+    fn paths(
+        &self,
+        key: &str,
+        v: Option<Vec<Spanned<String>>>,
+        default: &[String],
+    ) -> Result<Vec<String>> {
+        let Some(list) = v else {
+            return Ok(default.to_vec());
+        };
+        let mut out: Vec<String> = Vec::new();
+        for p in list {
+            let span = p.span();
+            let path = p.into_inner();
+            if let Err(why) = check_release_path(&path) {
+                return self.err(span, format!("`{key}` entry \"{path}\" {why}"));
+            }
+            let clean = path.trim_end_matches('/').to_string();
+            if let Some(other) = out.iter().find(|o| nested(o, &clean)) {
+                return self.err(
+                    span,
+                    format!("`{key}` entries \"{other}\" and \"{clean}\" overlap; list only one of them"),
+                );
+            }
+            out.push(clean);
+        }
+        Ok(out)
+    }
+}
+
+fn nested(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+}
+
+/// Why a release-relative path from the config is unsafe, if it is.
+pub fn check_release_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("is empty".into());
+    }
+    if path.starts_with('/') {
+        return Err(
+            "is absolute; write it relative to the release (like \"www/data/images\")".into(),
+        );
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return Err("contains a NUL or backslash".into());
+    }
+    for part in path.trim_end_matches('/').split('/') {
+        match part {
+            "" => return Err("has an empty component (`//`)".into()),
+            "." | ".." => {
+                return Err("contains `.` or `..`; it must stay inside the release".into())
+            }
+            p if p.eq_ignore_ascii_case(".git") => return Err("names a .git directory".into()),
+            _ => {}
+        }
+    }
+    if path.trim_end_matches('/') == "REVISION" {
+        return Err("is the REVISION file symdeploy writes".into());
+    }
+    Ok(())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The template is part of the binary and covered by a unit test.
+        parse_str(TEMPLATE, Path::new("(built-in defaults)"), None)
+            .unwrap_or_else(|e| panic!("built-in deploy.toml template is invalid: {e}"))
+    }
+}
+
+impl Config {
+    /// Load `path`; a missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => parse_str(&text, path, Some(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config {
+                    file: None,
+                    ..Config::default()
+                })
+            }
+            Err(e) => Err(Error::Config {
+                file: path.to_path_buf(),
+                line: None,
+                message: format!("cannot be read: {e}"),
+            }),
+        }
+    }
+
+    /// Does a tag name match `promote.tags`?
+    pub fn is_promote_tag(&self, tag: &str) -> bool {
+        gix::glob::wildmatch(
+            self.promote.tags.as_str().into(),
+            tag.into(),
+            gix::glob::wildmatch::Mode::empty(),
+        )
+    }
+
+    /// The branch's full ref name.
+    pub fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+}
+
+/// Parse and validate configuration text; `file` is used in error messages.
+pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Config> {
+    let ctx = Ctx { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config {
+        file: file.to_path_buf(),
+        line: e.span().map(|s| ctx.line_of(s.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    // The defaults are the seed's; spelled once, here.
+    let d = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let branch = match raw.branch {
+        None => "main".to_string(),
+        Some(b) => {
+            let full = format!("refs/heads/{}", b.get_ref());
+            if b.get_ref().is_empty()
+                || gix::validate::reference::name(full.as_str().into()).is_err()
+            {
+                return ctx.err(
+                    b.span(),
+                    format!("`branch` \"{}\" is not a valid branch name", b.get_ref()),
+                );
+            }
+            b.into_inner()
+        }
+    };
+    let keep_releases = match raw.keep_releases {
+        None => 5,
+        Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
+        Some(k) => {
+            return ctx.err(
+                k.span(),
+                format!(
+                    "`keep_releases` must be between 1 and 1000, not {}",
+                    k.get_ref()
+                ),
+            )
+        }
+    };
+    let shared = ctx.paths(
+        "shared",
+        raw.shared,
+        &d(&["log", "www/data/banners", "www/data/images"]),
+    )?;
+    let carry = ctx.paths("carry", raw.carry, &[])?;
+    for c in &carry {
+        if let Some(s) = shared.iter().find(|s| nested(s, c)) {
+            return Err(Error::Config {
+                file: file.to_path_buf(),
+                line: None,
+                message: format!("`carry` entry \"{c}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and need no carrying"),
+            });
+        }
+    }
+    let hook = match raw.hook {
+        None => HookKind::PostReceive,
+        Some(h) => match h.get_ref().as_str() {
+            "post-receive" => HookKind::PostReceive,
+            "pre-receive" => HookKind::PreReceive,
+            other => {
+                return ctx.err(
+                    h.span(),
+                    format!("`hook` must be \"post-receive\" or \"pre-receive\", not \"{other}\""),
+                )
+            }
+        },
+    };
+    let lock_timeout = ctx.seconds("lock_timeout", raw.lock_timeout, Duration::from_secs(600))?;
+    let step_timeout = ctx.seconds("step_timeout", raw.step_timeout, Duration::from_secs(1800))?;
+
+    let mut links = match raw.links {
+        None => vec![
+            ("www_warmup".to_string(), "warmup/www".to_string()),
+            ("www".to_string(), "production/www".to_string()),
+            ("app".to_string(), "production/app".to_string()),
+        ],
+        Some(table) => {
+            let span = table.span();
+            let mut out = Vec::new();
+            for (name, value) in table.into_inner() {
+                let Some(target) = value.as_str() else {
+                    return ctx.err(span, format!("`links.{name}` must be a string (a target relative to the deploy root)"));
+                };
+                if name.is_empty()
+                    || name.contains('/')
+                    || name.starts_with('.')
+                    || RESERVED_ROOT_NAMES.contains(&name.as_str())
+                {
+                    return ctx.err(span, format!("`links.{name}`: a link name must be one plain file name in the deploy root, not one of {RESERVED_ROOT_NAMES:?}"));
+                }
+                if let Err(why) = check_release_path(target) {
+                    return ctx.err(span, format!("`links.{name}` target \"{target}\" {why}"));
+                }
+                out.push((name, target.to_string()));
+            }
+            out
+        }
+    };
+
+    // A TOML table has no order; make ours stable.
+    links.sort();
+    let w = raw.warmup.unwrap_or_default();
+    let warmup = Warmup {
+        build: ctx.commands(
+            "warmup.build",
+            w.build,
+            &d(&["make production-composer", "make production-assets"]),
+        )?,
+        links: ctx.commands("warmup.links", w.links, &d(&["make production-links"]))?,
+        migrate: ctx.commands("warmup.migrate", w.migrate, &[])?,
+        notify: ctx.commands(
+            "warmup.notify",
+            w.notify,
+            &d(&["make deploy-notify-warmup"]),
+        )?,
+    };
+    let p = raw.promote.unwrap_or_default();
+    let tags = match p.tags {
+        None => "release-*".to_string(),
+        Some(t) if !t.get_ref().trim().is_empty() => t.into_inner(),
+        Some(t) => {
+            return ctx.err(
+                t.span(),
+                "`promote.tags` must be a glob like \"release-*\"".to_string(),
+            )
+        }
+    };
+    let promote = Promote {
+        tags,
+        stop: ctx.commands("promote.stop", p.stop, &d(&["supervisorctl stop all"]))?,
+        after_switch: ctx.commands(
+            "promote.after_switch",
+            p.after_switch,
+            &d(&["make production-supervisor"]),
+        )?,
+        start: ctx.commands("promote.start", p.start, &d(&["supervisorctl reload"]))?,
+        check: ctx.commands("promote.check", p.check, &[])?,
+        check_timeout: ctx.seconds(
+            "promote.check_timeout",
+            p.check_timeout,
+            Duration::from_secs(30),
+        )?,
+        notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+    };
+    Ok(Config {
+        file: source,
+        branch,
+        keep_releases,
+        shared,
+        carry,
+        hook,
+        lock_timeout,
+        step_timeout,
+        links,
+        warmup,
+        promote,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        parse_str(text, Path::new("deploy.toml"), None)
+    }
+
+    fn err_text(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_means_the_seed_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.branch, "main");
+        assert_eq!(c.keep_releases, 5);
+        assert_eq!(c.shared, vec!["log", "www/data/banners", "www/data/images"]);
+        assert_eq!(
+            c.warmup.build,
+            vec!["make production-composer", "make production-assets"]
+        );
+        assert_eq!(c.promote.start, vec!["supervisorctl reload"]);
+        assert_eq!(c.links.len(), 3);
+    }
+
+    #[test]
+    fn template_sets_every_key_to_its_default() {
+        let from_template = parse(TEMPLATE).unwrap();
+        assert_eq!(from_template, parse("").unwrap());
+        for key in [
+            "branch",
+            "keep_releases",
+            "shared",
+            "carry",
+            "hook",
+            "lock_timeout",
+            "step_timeout",
+            "[links]",
+            "[warmup]",
+            "build",
+            "links",
+            "migrate",
+            "notify",
+            "[promote]",
+            "tags",
+            "stop",
+            "after_switch",
+            "start",
+            "check",
+            "check_timeout",
+        ] {
+            assert!(TEMPLATE.contains(key), "template lacks {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = err_text("branch = \"main\"\nkeep_relases = 3\n");
+        assert!(e.starts_with("deploy.toml:2:"), "{e}");
+        assert!(e.contains("keep_relases"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = err_text("branch = \"main\"\n\nkeep_releases = \"five\"\n");
+        assert!(e.starts_with("deploy.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_their_line() {
+        assert!(err_text("keep_releases = 0").contains("keep_releases"));
+        let e = err_text("\nshared = [\"log\", \"../etc\"]\n");
+        assert!(
+            e.starts_with("deploy.toml:2:") && e.contains("../etc"),
+            "{e}"
+        );
+        assert!(err_text("shared = [\"/var/log\"]").contains("absolute"));
+        assert!(err_text("shared = [\"www\", \"www/data\"]").contains("overlap"));
+        assert!(err_text("branch = \"a..b\"").contains("branch"));
+        assert!(err_text("hook = \"update\"").contains("pre-receive"));
+        assert!(err_text("[links]\nreleases = \"x\"").contains("links.releases"));
+        assert!(err_text("[warmup]\nbuild = [\"\"]").contains("warmup.build"));
+        assert!(err_text("step_timeout = -1").contains("step_timeout"));
+        assert!(err_text("[promote]\nretries = 3").contains("retries"));
+    }
+
+    #[test]
+    fn tag_glob_matches() {
+        let c = parse("").unwrap();
+        assert!(c.is_promote_tag("release-42"));
+        assert!(!c.is_promote_tag("v1.0"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The one error type of symdeploy.
+//!
+//! Every variant renders for the operator: what failed, where (file, ref, step,
+//! path), and a `help:` line saying what to do next. Nothing here is meant for a
+//! developer reading a backtrace; that is what the tracing log is for.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can make a symdeploy command fail.
+#[derive(Debug)]
+pub enum Error {
+    /// A filesystem operation on `path` failed.
+    Io {
+        /// What we were doing, phrased as "create directory".
+        action: String,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// deploy.toml is malformed or holds a bad value.
+    Config {
+        /// The configuration file.
+        file: PathBuf,
+        /// 1-based line of the offending key, when known.
+        line: Option<usize>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A deploy step (a configured shell command) failed.
+    Step {
+        /// The stage the step belongs to (build, links, migrate, ...).
+        stage: String,
+        /// The command as configured.
+        command: String,
+        /// How it ended: "exit status 2", "killed by signal 9", "timed out after 30s".
+        status: String,
+        /// The per-deploy log with the whole output.
+        log: Option<PathBuf>,
+    },
+    /// The deploy lock could not be taken in time.
+    LockTimeout {
+        /// Seconds waited.
+        waited: u64,
+        /// Who holds it, as recorded by the holder.
+        holder: String,
+    },
+    /// Already shown to the user (a hook reports each ref as it goes); only
+    /// the exit code is left to deliver.
+    Reported {
+        /// The exit code of the first failure.
+        code: i32,
+    },
+    /// Anything else: a message and what to do about it.
+    Other {
+        /// What failed.
+        message: String,
+        /// What to do next, if there is something useful to say.
+        help: Option<String>,
+    },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A failure with a message and no specific advice.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error::Other {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// A failure with a message and a `help:` line.
+    pub fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Error::Other {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    /// A filesystem failure: `action` is phrased like "create directory".
+    pub fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
+        Error::Io {
+            action: action.into(),
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error: distinct codes let scripts react
+    /// (a lock timeout is worth retrying, a failed step is not).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Step { .. } => 3,
+            Error::LockTimeout { .. } => 4,
+            Error::Config { .. } => 5,
+            Error::Reported { code } => *code,
+            _ => 1,
+        }
+    }
+
+    /// The advice line shown after the error, if any.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            Error::Io { source, path, .. } => io_help(source, path),
+            Error::Config { file, .. } => Some(format!(
+                "fix {} and run `symdeploy check` to validate it",
+                file.display()
+            )),
+            Error::Step { log, .. } => Some(match log {
+                Some(log) => format!(
+                    "the whole output is in {}; fix the step or the commit and push again (or run `symdeploy warmup`)",
+                    log.display()
+                ),
+                None => "fix the step or the commit and try again".to_string(),
+            }),
+            Error::LockTimeout { .. } => Some(
+                "another deploy is running; wait for it to finish and try again (`symdeploy status` shows who holds the lock), or raise lock_timeout in deploy.toml"
+                    .to_string(),
+            ),
+            Error::Other { help, .. } => help.clone(),
+            Error::Reported { .. } => None,
+        }
+    }
+}
+
+fn io_help(source: &io::Error, path: &Path) -> Option<String> {
+    match source.raw_os_error() {
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
+            let free = crate::fsutil::free_space(path)
+                .map(|b| format!(" ({} free there now)", crate::fsutil::human_bytes(b)))
+                .unwrap_or_default();
+            Some(format!(
+                "the filesystem holding {} is full{free}; free some space (`symdeploy cleanup` removes old releases) and deploy again",
+                path.display()
+            ))
+        }
+        Some(code)
+            if code == nix::libc::EACCES
+                || code == nix::libc::EPERM
+                || code == nix::libc::EROFS =>
+        {
+            Some(format!(
+                "check the owner and permissions of {} (the deploy runs as user {})",
+                path.display(),
+                crate::fsutil::current_user()
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "could not {action} {}: {source}", path.display()),
+            Error::Config {
+                file,
+                line,
+                message,
+            } => match line {
+                Some(line) => write!(f, "{}:{line}: {message}", file.display()),
+                None => write!(f, "{}: {message}", file.display()),
+            },
+            Error::Step {
+                stage,
+                command,
+                status,
+                ..
+            } => write!(f, "{stage} step `{command}` failed: {status}"),
+            Error::LockTimeout { waited, holder } => write!(
+                f,
+                "gave up waiting for the deploy lock after {waited}s; it is held by {holder}"
+            ),
+            Error::Other { message, .. } => f.write_str(message),
+            Error::Reported { .. } => f.write_str("(reported above)"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Attach a path and an action to an `io::Result`, turning it into our error.
+pub trait IoContext<T> {
+    /// `action` is phrased like "create directory".
+    fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, io::Error::from(e)))
+    }
+}

@@ -1,0 +1,118 @@
+//! Small filesystem and process facts shared by several rooms.
+
+use std::path::Path;
+
+/// Free bytes available to us on the filesystem holding `path` (or its nearest
+/// existing ancestor), for error messages about a full disk.
+pub fn free_space(path: &Path) -> Option<u64> {
+    let mut p = Some(path);
+    while let Some(candidate) = p {
+        if let Ok(st) = nix::sys::statvfs::statvfs(candidate) {
+            return Some(st.blocks_available() * st.fragment_size());
+        }
+        p = candidate.parent();
+    }
+    None
+}
+
+/// `1.5 GiB`, `320 KiB`: sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The name of the user we run as: the pusher, when run from a hook over SSH.
+pub fn current_user() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => std::env::var("USER").unwrap_or_else(|_| format!("uid {uid}")),
+    }
+}
+
+/// This machine's host name, recorded in the journal and the lock so that an
+/// operator with several hosts knows which one spoke.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Seconds as people read them: `0.42s`, `12.3s`, `2m05s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.2}s")
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let whole = d.as_secs();
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
+
+/// The current time as RFC 3339 in UTC, second precision.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// How long ago an RFC 3339 time was, for `status` and `releases`.
+pub fn age(rfc3339: &str) -> String {
+    let Ok(then) = rfc3339.parse::<jiff::Timestamp>() else {
+        return "?".to_string();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - then.as_second()).max(0);
+    match secs {
+        s if s < 90 => format!("{s}s ago"),
+        s if s < 90 * 60 => format!("{}m ago", s / 60),
+        s if s < 36 * 3600 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
+}
+
+/// Total size in bytes of the files below `path`, not following symlinks.
+pub fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries.flatten().map(|e| tree_size(&e.path())).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_rendered_for_people() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn durations_are_rendered_for_people() {
+        use std::time::Duration;
+        assert_eq!(human_duration(Duration::from_millis(420)), "0.42s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+    }
+}

@@ -1,0 +1,172 @@
+//! The journal: one JSON object a line, appended, never rewritten.
+//!
+//! Every operation writes a `start` entry before it changes anything and an
+//! `end` entry when it is done. A start without its end is an interrupted run,
+//! which `status` shows and `recover` repairs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result};
+use crate::root::Root;
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Entry {
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Identifies one run: its start and end share it.
+    pub run: String,
+    /// warmup, promote, rollback, cleanup, recover.
+    pub event: String,
+    /// start or end.
+    pub phase: String,
+    /// The release's commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The ref pushed or given.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Who ran it (the pusher, over SSH).
+    pub user: String,
+    /// Which host.
+    #[serde(default)]
+    pub host: String,
+    /// The process.
+    #[serde(default)]
+    pub pid: u32,
+    /// ok, failed, rolled-back, unchanged, interrupted (end entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The production release before this run (promote, rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Seconds per stage.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub durations: BTreeMap<String, f64>,
+    /// What went wrong, for failed runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The per-deploy log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+impl Entry {
+    /// A start entry for a new run.
+    pub fn start(event: &str, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
+        Entry {
+            time: crate::fsutil::now_rfc3339(),
+            run: new_run_id(),
+            event: event.to_string(),
+            phase: "start".to_string(),
+            commit: commit.map(str::to_string),
+            git_ref: git_ref.map(str::to_string),
+            user: crate::fsutil::current_user(),
+            host: crate::fsutil::hostname(),
+            pid: std::process::id(),
+            log: crate::output::log_path().map(|p| p.display().to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// The matching end entry.
+    pub fn end(&self, result: &str) -> Entry {
+        Entry {
+            time: crate::fsutil::now_rfc3339(),
+            phase: "end".to_string(),
+            result: Some(result.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}-{}", nanos, std::process::id())
+}
+
+/// Append one entry (one write(2) with O_APPEND, then fsync).
+pub fn append(root: &Root, entry: &Entry) -> Result<()> {
+    let path = root.journal();
+    let mut line = serde_json::to_vec(entry)
+        .map_err(|e| crate::error::Error::msg(format!("cannot encode a journal entry: {e}")))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .at("open the journal", &path)?;
+    f.write_all(&line).at("append to the journal", &path)?;
+    f.sync_data().at("sync the journal", &path)?;
+    Ok(())
+}
+
+/// Every readable entry, oldest first. A torn last line (a crash mid-write)
+/// is skipped, not fatal.
+pub fn read(root: &Root) -> Vec<Entry> {
+    let Ok(text) = std::fs::read_to_string(root.journal()) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                tracing::warn!("skipping an unreadable journal line: {err}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Runs that started and never ended, oldest first.
+pub fn interrupted(entries: &[Entry]) -> Vec<&Entry> {
+    let ended: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.phase == "end")
+        .map(|e| e.run.as_str())
+        .collect();
+    entries
+        .iter()
+        .filter(|e| e.phase == "start" && !ended.contains(e.run.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_without_end_is_interrupted() {
+        let a = Entry::start("warmup", Some("c1"), Some("refs/heads/main"));
+        let b = Entry {
+            run: "other".into(),
+            ..Entry::start("promote", Some("c2"), None)
+        };
+        let entries = vec![a.clone(), b.clone(), a.end("ok")];
+        let open = interrupted(&entries);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].event, "promote");
+    }
+
+    #[test]
+    fn entries_round_trip_and_torn_lines_are_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        std::fs::create_dir_all(root.state_dir()).unwrap();
+        let e = Entry::start("warmup", Some("c1"), Some("refs/heads/main"));
+        append(&root, &e).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.journal())
+            .unwrap();
+        f.write_all(b"{\"time\":\"20").unwrap();
+        assert_eq!(read(&root), vec![e]);
+    }
+}

@@ -1,0 +1,62 @@
+//! symdeploy: push-to-deploy with atomic symlink flips.
+//!
+//! The data takes one road: push → hook → lock → export → shared links →
+//! steps → flip → journal. Each module below owns one idea of the design;
+//! `ops` composes them into the commands.
+
+#![deny(missing_docs)]
+
+pub mod carry;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod faults;
+pub mod fsutil;
+pub mod hook;
+pub mod journal;
+pub mod link;
+pub mod lock;
+pub mod ops;
+pub mod output;
+pub mod release;
+pub mod repo;
+pub mod root;
+pub mod shared;
+pub mod steps;
+
+use cli::{Cli, Command, HookName};
+use config::HookKind;
+use error::Result;
+use ops::Ctx;
+use root::Root;
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let root_arg = cli.root.as_deref();
+    let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
+    match cli.command {
+        Command::Init { dir, strict } => ops::init::run(&dir, strict),
+        Command::Hook { name } => hook::run(match name {
+            HookName::PostReceive => HookKind::PostReceive,
+            HookName::PreReceive => HookKind::PreReceive,
+        }),
+        Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
+        Command::Promote { dry_run, rev } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run),
+        Command::Rollback { release } => ops::rollback::run(&ctx()?, release.as_deref()),
+        Command::Status { json } => ops::status::run(&ctx()?, json),
+        Command::Releases { json } => ops::releases::run(&ctx()?, json),
+        Command::Cleanup { keep, dry_run } => ops::cleanup::run(&ctx()?, keep, dry_run),
+        Command::Log { n, json } => ops::log::run(&ctx()?, n, json),
+        Command::Check => ops::check::run(&Root::new(
+            &root_arg.map(Into::into).unwrap_or(
+                std::env::current_dir()
+                    .map_err(|e| error::Error::io("read", "the current directory", e))?,
+            ),
+        )?),
+        Command::Recover => ops::recover::run(&ctx()?),
+        Command::Export { repo, rev, dir } => {
+            ops::export::run(repo.as_deref(), root_arg, &rev, &dir)
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! One file per operation, like Deployer's recipes. Operations compose the
+//! rooms (export, shared, steps, link, lock, journal); rooms never call
+//! operations.
+
+pub mod check;
+pub mod cleanup;
+pub mod export;
+pub mod init;
+pub mod log;
+pub mod promote;
+pub mod recover;
+pub mod releases;
+pub mod rollback;
+pub mod status;
+pub mod warmup;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::lock::{self, DeployLock};
+use crate::root::Root;
+
+/// A deploy root and its configuration: what every operation works on.
+pub struct Ctx {
+    /// The deploy root.
+    pub root: Root,
+    /// Its deploy.toml (or the defaults).
+    pub config: Config,
+}
+
+impl Ctx {
+    /// Load the configuration of `root`.
+    pub fn load(root: Root) -> Result<Ctx> {
+        let config = Config::load(&root.config_file())?;
+        Ok(Ctx { root, config })
+    }
+}
+
+/// Start the per-run log file `.symdeploy/logs/<time>-<event>-<label>.log`;
+/// from here on every line people see is also kept there.
+pub fn open_run_log(root: &Root, event: &str, label: &str) {
+    if root.ensure_state_dirs().is_err() {
+        return; // the operation itself will report the unwritable root
+    }
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let path = root.logs().join(format!(
+        "{stamp}-{event}-{label}-{}.log",
+        std::process::id()
+    ));
+    if let Err(e) = crate::output::open_log(&path) {
+        crate::output::warning(&format!(
+            "cannot write the deploy log {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// Take the deploy lock, then repair whatever a crashed run left (interrupted
+/// promotes, temporary exports and links): every operation that changes the
+/// root starts here, so no crash needs a manual step.
+pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
+    ctx.root.ensure_state_dirs()?;
+    let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
+    recover::recover_locked(ctx)?;
+    warmup::tidy_leftovers(ctx);
+    Ok(lock)
+}

@@ -1,0 +1,389 @@
+//! Promote: the seed's production.sh, made safe.
+//!
+//! stop → sync → flip `production` → after_switch → start → check, and if
+//! anything after the flip fails: stop, flip back, start, mark the release bad.
+//! Every path that ran `stop` runs `start`, so the daemons are never left down.
+
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+
+use crate::error::{Error, Result};
+use crate::journal::{self, Entry};
+use crate::ops::Ctx;
+use crate::output::{self, Stage};
+use crate::release::{self, State};
+use crate::root::{short, PRODUCTION};
+use crate::steps::{self, StepEnv};
+use crate::{faults, link, repo};
+
+/// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
+pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+    let repo = repo::open(&ctx.root.repository())?;
+    let (commit, git_ref) = match rev {
+        Some(r) => (repo::resolve_commit(&repo, r)?, r.to_string()),
+        None => {
+            let w = ctx.root.warmup().ok_or_else(|| {
+                Error::with_help(
+                    "nothing to promote: warmup points at no release",
+                    "push the deploy branch first, or name a revision: `symdeploy promote REV`",
+                )
+            })?;
+            let id = ObjectId::from_hex(w.as_bytes())
+                .map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
+            let git_ref = release::load(&ctx.root, &w)
+                .map(|r| r.git_ref)
+                .unwrap_or_else(|| "warmup".into());
+            (id, git_ref)
+        }
+    };
+    if dry_run {
+        return dry(ctx, &commit.to_string());
+    }
+    crate::ops::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
+    let _lock =
+        crate::ops::lock_and_recover(ctx, &format!("promote of {}", short(&commit.to_string())))?;
+    promote_locked(ctx, &repo, commit, &git_ref, false)
+}
+
+fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
+    let p = &ctx.config.promote;
+    output::header(&format!(
+        "promote {} (dry run: nothing is changed)",
+        short(hex)
+    ));
+    if ctx.root.production().as_deref() == Some(hex) {
+        output::detail("it is already production; a promote would do nothing");
+        return Ok(());
+    }
+    if !release::is_ready(&ctx.root, hex) {
+        output::detail("it has no ready release: it would be warmed up first");
+    }
+    let cur = ctx
+        .root
+        .production()
+        .map(|c| format!("releases/{c}"))
+        .unwrap_or_else(|| "nothing".into());
+    for (stage, cmds) in [("stop", &p.stop)] {
+        for c in cmds.iter() {
+            output::detail(&format!("{stage}: {c}"));
+        }
+    }
+    output::detail(&format!("flip production: {cur} -> releases/{hex}"));
+    for (stage, cmds) in [
+        ("after_switch", &p.after_switch),
+        ("start", &p.start),
+        ("check", &p.check),
+        ("notify", &p.notify),
+    ] {
+        for c in cmds.iter() {
+            output::detail(&format!("{stage}: {c}"));
+        }
+    }
+    output::detail(&format!(
+        "then cleanup, keeping {} ready releases",
+        ctx.config.keep_releases
+    ));
+    Ok(())
+}
+
+/// Promote `commit` with the lock held. A commit without a ready release is
+/// warmed up first. `via_tag` only changes wording.
+pub fn promote_locked(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    via_tag: bool,
+) -> Result<()> {
+    let hex = commit.to_string();
+    if ctx.root.production().as_deref() == Some(hex.as_str()) {
+        output::line(&format!(
+            "-----> {} is already production; nothing to do",
+            short(&hex)
+        ));
+        if via_tag {
+            output::success(&format!("production -> releases/{hex} (unchanged)"));
+        }
+        return Ok(());
+    }
+    if !release::is_ready(&ctx.root, &hex) {
+        output::detail(&format!(
+            "{} has no ready release yet: warming it up first",
+            short(&hex)
+        ));
+        crate::ops::warmup::warm(ctx, repo, commit, git_ref, false)?;
+    }
+    switch(ctx, &hex, "promote", git_ref)?;
+    crate::ops::cleanup::cleanup_locked(ctx, ctx.config.keep_releases, false)?;
+    Ok(())
+}
+
+/// What can go wrong after the flip, for the rollback message.
+pub(crate) struct Failure {
+    /// Which stage failed.
+    pub what: String,
+    /// How.
+    pub error: Error,
+}
+
+/// Switch production to `hex` through stop/flip/start/check, rolling back by
+/// itself if anything after the flip fails. Used by promote and rollback.
+pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
+    let root = &ctx.root;
+    let p = &ctx.config.promote;
+    let previous = root.production();
+    output::header(&format!(
+        "{event}: production {} -> {}",
+        previous.as_deref().map(short).unwrap_or("(none)"),
+        short(hex)
+    ));
+    let mut entry = Entry::start(event, Some(hex), Some(git_ref));
+    entry.previous = previous.clone();
+    journal::append(root, &entry)?;
+    let started = Instant::now();
+    let env = |release: &str, prev: Option<&String>, extra: Vec<(String, String)>| {
+        step_env(ctx, release, prev.map(String::as_str), git_ref, extra)
+    };
+    let new_env = env(hex, previous.as_ref(), vec![]);
+
+    // 1. stop
+    let stage = Stage::start("stop");
+    faults::point("stop");
+    if let Err(e) = steps::run_stage("stop", &p.stop, &new_env) {
+        output::error(&format!(
+            "stopping the daemons failed; production stays on {}",
+            describe(&previous)
+        ));
+        start_anyway(
+            &p.start,
+            &env(
+                previous.as_deref().unwrap_or(hex),
+                previous.as_ref(),
+                vec![],
+            ),
+        );
+        entry.error = Some(e.to_string());
+        journal::append(root, &entry.end("failed"))?;
+        return Err(e);
+    }
+    stage.done();
+
+    // 2. durable, then flip
+    let stage = Stage::start("switch production");
+    if let Err(e) = sync_release(&root.release(hex)) {
+        start_anyway(
+            &p.start,
+            &env(
+                previous.as_deref().unwrap_or(hex),
+                previous.as_ref(),
+                vec![],
+            ),
+        );
+        entry.error = Some(e.to_string());
+        journal::append(root, &entry.end("failed"))?;
+        return Err(e);
+    }
+    faults::point("before-flip-production");
+    if let Err(e) = link::flip(&root.dir, PRODUCTION, &link::release_target(hex)) {
+        start_anyway(
+            &p.start,
+            &env(
+                previous.as_deref().unwrap_or(hex),
+                previous.as_ref(),
+                vec![],
+            ),
+        );
+        entry.error = Some(e.to_string());
+        journal::append(root, &entry.end("failed"))?;
+        return Err(e);
+    }
+    faults::point("after-flip-production");
+    output::detail(&format!("production -> releases/{hex}"));
+    link::ensure_static(&root.dir, &ctx.config.links)?;
+    stage.done();
+
+    // 3. after_switch, start, check
+    let failure = after_flip(ctx, &new_env);
+    let result = match failure {
+        None => "ok",
+        Some(ref f) => {
+            output::error(&format!("{} failed after the switch: {}", f.what, f.error));
+            roll_back(ctx, hex, previous.as_deref(), git_ref);
+            release::set_state(
+                root,
+                hex,
+                State::Bad,
+                Some(format!("{}: {}", f.what, f.error)),
+            )?;
+            "rolled-back"
+        }
+    };
+
+    // 4. notify, journal
+    let stage = Stage::start("notify");
+    let notify_env = env(
+        hex,
+        previous.as_ref(),
+        vec![("SYMDEPLOY_RESULT".into(), result.into())],
+    );
+    if let Err(e) = steps::run_stage("notify", &p.notify, &notify_env) {
+        output::warning(&format!("{e}"));
+    }
+    stage.done();
+    entry
+        .durations
+        .insert("total".into(), started.elapsed().as_secs_f64());
+    match failure {
+        None => {
+            journal::append(root, &entry.end("ok"))?;
+            output::success(&format!(
+                "production -> releases/{hex} ({event} took {})",
+                crate::fsutil::human_duration(started.elapsed())
+            ));
+            Ok(())
+        }
+        Some(f) => {
+            entry.error = Some(format!("{}: {}", f.what, f.error));
+            journal::append(root, &entry.end("rolled-back"))?;
+            Err(Error::with_help(
+                format!(
+                    "{event} of {} rolled back: {} failed; production is back on {}",
+                    short(hex),
+                    f.what,
+                    describe(&previous)
+                ),
+                format!(
+                    "releases/{} is marked bad; see the output above and the log {}",
+                    short(hex),
+                    output::log_path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            ))
+        }
+    }
+}
+
+/// The environment of promote steps run in `release`.
+pub fn step_env(
+    ctx: &Ctx,
+    release: &str,
+    previous: Option<&str>,
+    git_ref: &str,
+    extra: Vec<(String, String)>,
+) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(release),
+        commit: release.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: previous.map(|c| ctx.root.release(c)),
+        extra,
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+/// after_switch, start and check; the first failure is returned.
+pub(crate) fn after_flip(ctx: &Ctx, env: &StepEnv) -> Option<Failure> {
+    let p = &ctx.config.promote;
+    for (name, cmds) in [("after_switch", &p.after_switch), ("start", &p.start)] {
+        let stage = Stage::start(name);
+        faults::point(name);
+        if let Err(error) = steps::run_stage(name, cmds, env) {
+            return Some(Failure {
+                what: name.to_string(),
+                error,
+            });
+        }
+        stage.done();
+    }
+    if !p.check.is_empty() {
+        let stage = Stage::start("check");
+        if let Err(error) = check_until(&p.check, env, p.check_timeout) {
+            return Some(Failure {
+                what: "check".to_string(),
+                error,
+            });
+        }
+        stage.done();
+    }
+    None
+}
+
+/// Retry all checks until they pass together or the time is up.
+fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 1;
+    loop {
+        match steps::run_stage("check", checks, env) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                output::detail(&format!(
+                    "check failed; retrying (attempt {attempt}, up to {}s in all)",
+                    timeout.as_secs()
+                ));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Undo a flip: stop, production back to `previous` (or removed if there was
+/// none), start.
+pub(crate) fn roll_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+    let root = &ctx.root;
+    let p = &ctx.config.promote;
+    let stage = Stage::start("roll back");
+    if let Err(e) = steps::run_stage(
+        "stop",
+        &p.stop,
+        &step_env(ctx, hex, previous, git_ref, vec![]),
+    ) {
+        output::warning(&format!("stop during rollback: {e}"));
+    }
+    match previous {
+        Some(prev) => match link::flip(&root.dir, PRODUCTION, &link::release_target(prev)) {
+            Ok(()) => output::detail(&format!("production -> releases/{prev} (back)")),
+            Err(e) => output::error(&format!("could not flip production back: {e}")),
+        },
+        None => {
+            // Nothing served before this promote; serving nothing beats serving a bad release.
+            let _ = std::fs::remove_file(root.link(PRODUCTION));
+            output::detail("production removed (there was no earlier production release)");
+        }
+    }
+    let back = previous.unwrap_or(hex);
+    start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+    stage.done();
+}
+
+/// Run `start` whatever happens; its failure is reported, not raised, because
+/// we are already on an error path.
+pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
+    let stage = Stage::start("start (restoring the daemons)");
+    if let Err(e) = steps::run_stage("start", start, env) {
+        output::error(&format!(
+            "starting the daemons failed too: {e}; start them by hand"
+        ));
+    }
+    stage.done();
+}
+
+/// Make the release durable before production points at it: a power cut after
+/// the flip must not leave production on empty or half-written files.
+fn sync_release(dir: &std::path::Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))?;
+    tracing::info!(dir = %dir.display(), "syncfs before flip");
+    Ok(())
+}
+
+pub(crate) fn describe(previous: &Option<String>) -> String {
+    previous
+        .as_deref()
+        .map(|c| format!("releases/{c}"))
+        .unwrap_or_else(|| "nothing (no earlier production)".into())
+}

@@ -1,0 +1,108 @@
+//! `symdeploy recover`, and the repair every locked operation runs first:
+//! finish or undo runs that the journal shows as started and never ended
+//! (a SIGKILL, a power cut, an OOM kill).
+//!
+//! The lock is held while this runs, so no such run is still alive: the
+//! kernel dropped its flock when it died.
+
+use crate::error::Result;
+use crate::journal::{self, Entry};
+use crate::ops::promote::{self, after_flip, roll_back, start_anyway};
+use crate::ops::Ctx;
+use crate::output;
+use crate::release::{self, State};
+use crate::root::short;
+
+/// `symdeploy recover`: take the lock, repair, report.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    crate::ops::open_run_log(&ctx.root, "recover", "journal");
+    let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
+    let repaired = recover_locked(ctx)?;
+    crate::ops::warmup::tidy_leftovers(ctx);
+    if repaired == 0 {
+        output::success("nothing to recover: every run in the journal finished");
+    }
+    Ok(())
+}
+
+/// Repair interrupted runs; returns how many there were. Call with the lock held.
+pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
+    let entries = journal::read(&ctx.root);
+    let open: Vec<Entry> = journal::interrupted(&entries)
+        .into_iter()
+        .cloned()
+        .collect();
+    for e in &open {
+        repair(ctx, e)?;
+    }
+    Ok(open.len())
+}
+
+fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
+    let root = &ctx.root;
+    let commit = e.commit.clone().unwrap_or_default();
+    let git_ref = e.git_ref.clone().unwrap_or_default();
+    output::header(&format!(
+        "recovering an interrupted {} of {} (started {} by {}, pid {})",
+        e.event,
+        short(&commit),
+        e.time,
+        e.user,
+        e.pid
+    ));
+    let mut end = e.end("interrupted");
+    match e.event.as_str() {
+        "warmup" => {
+            if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
+                release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
+            }
+            output::detail(&format!(
+                "releases/{} was never warmed up; warmup stays on {}",
+                short(&commit),
+                root.warmup().as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
+        "promote" | "rollback" => {
+            let previous = e.previous.as_deref();
+            if root.production().as_deref() == Some(commit.as_str()) {
+                output::detail(
+                    "production had already been switched; finishing: after_switch, start, check",
+                );
+                let env = promote::step_env(ctx, &commit, previous, &git_ref, vec![]);
+                match after_flip(ctx, &env) {
+                    None => {
+                        output::success(&format!(
+                            "production -> releases/{commit} (finished after the interruption)"
+                        ));
+                        end = e.end("ok");
+                    }
+                    Some(f) => {
+                        output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
+                        roll_back(ctx, &commit, previous, &git_ref);
+                        release::set_state(
+                            root,
+                            &commit,
+                            State::Bad,
+                            Some(format!("{}: {}", f.what, f.error)),
+                        )?;
+                        end = e.end("rolled-back");
+                    }
+                }
+            } else {
+                output::detail(&format!(
+                    "production was not switched (still {}); starting the daemons that were stopped",
+                    promote::describe(&root.production())
+                ));
+                let back = root.production().unwrap_or(commit.clone());
+                start_anyway(
+                    &ctx.config.promote.start,
+                    &promote::step_env(ctx, &back, None, &git_ref, vec![]),
+                );
+            }
+        }
+        _ => output::detail("nothing to repair for this kind of run"),
+    }
+    end.time = crate::fsutil::now_rfc3339();
+    end.pid = std::process::id();
+    journal::append(root, &end)
+}

@@ -1,0 +1,100 @@
+//! `symdeploy releases [--json]`: every release directory with its state.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ops::Ctx;
+use crate::release;
+use crate::root::short;
+
+/// One row of the listing.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// Full commit hash.
+    pub commit: String,
+    /// ready, failed, bad or incomplete.
+    pub state: String,
+    /// Commit subject.
+    pub subject: String,
+    /// Bytes on disk (files below the release, symlinks not followed).
+    pub size: u64,
+    /// When it was built (RFC 3339).
+    pub created: Option<String>,
+    /// production, warmup, previous.
+    pub markers: Vec<String>,
+    /// Why it failed, for failed and bad releases.
+    pub error: Option<String>,
+}
+
+/// All releases, newest first.
+pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
+    let production = ctx.root.production();
+    let warmup = ctx.root.warmup();
+    let previous = crate::ops::status::previous_production(ctx);
+    let mut rows: Vec<Row> = ctx
+        .root
+        .release_dirs()?
+        .into_iter()
+        .map(|c| {
+            let rec = release::load(&ctx.root, &c);
+            let mut markers = Vec::new();
+            for (name, p) in [
+                ("production", &production),
+                ("warmup", &warmup),
+                ("previous", &previous),
+            ] {
+                if p.as_deref() == Some(c.as_str()) {
+                    markers.push(name.to_string());
+                }
+            }
+            Row {
+                state: release::effective_state(&ctx.root, &c).to_string(),
+                subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
+                size: crate::fsutil::tree_size(&ctx.root.release(&c)),
+                created: rec.as_ref().map(|r| r.created.clone()),
+                error: rec.and_then(|r| r.error),
+                markers,
+                commit: c,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(rows)
+}
+
+/// `symdeploy releases`.
+pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
+    let rows = rows(ctx)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "no releases yet: push the deploy branch ({})",
+            ctx.config.branch
+        );
+    }
+    for r in rows {
+        println!(
+            "{} {:<10} {:>10} {:>8}  {}{}",
+            short(&r.commit),
+            r.state,
+            crate::fsutil::human_bytes(r.size),
+            r.created
+                .as_deref()
+                .map(crate::fsutil::age)
+                .unwrap_or_default(),
+            r.subject,
+            if r.markers.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", r.markers.join(", "))
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `symdeploy rollback [RELEASE]`: back to the previous good production
+//! release, through the same stop/flip/start/check path as promote.
+
+use crate::error::{Error, Result};
+use crate::ops::Ctx;
+use crate::release;
+use crate::root::short;
+
+/// Roll production back to `target` (a commit prefix) or to the previous good
+/// production release from the journal.
+pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
+    crate::ops::open_run_log(&ctx.root, "rollback", target.unwrap_or("previous"));
+    let _lock = crate::ops::lock_and_recover(ctx, "rollback")?;
+    let current = ctx.root.production();
+    let to = match target {
+        Some(prefix) => {
+            let c = resolve_release(ctx, prefix)?;
+            if !release::is_ready(&ctx.root, &c) {
+                return Err(Error::with_help(
+                    format!("releases/{c} is {}, not ready; production only ever points at ready releases", release::effective_state(&ctx.root, &c)),
+                    "pick a ready release (`symdeploy releases` lists them), or warm this commit up again with `symdeploy warmup --rebuild`",
+                ));
+            }
+            c
+        }
+        None => crate::ops::status::previous_production(ctx).ok_or_else(|| {
+            Error::with_help(
+                "nothing to roll back to: no earlier production release that is still ready and on disk",
+                "`symdeploy releases` lists what there is; `symdeploy rollback RELEASE` picks one by hand",
+            )
+        })?,
+    };
+    if current.as_deref() == Some(to.as_str()) {
+        return Err(Error::with_help(
+            format!("production already is releases/{}", short(&to)),
+            "nothing to do",
+        ));
+    }
+    crate::ops::promote::switch(ctx, &to, "rollback", "rollback")
+}
+
+/// A release directory named by a unique prefix of its commit.
+pub fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
+    let prefix = prefix.trim_start_matches("releases/").trim_end_matches('/');
+    let matches: Vec<String> = ctx
+        .root
+        .release_dirs()?
+        .into_iter()
+        .filter(|c| c.starts_with(prefix))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().unwrap_or_default()),
+        0 => Err(Error::with_help(
+            format!("no release matches `{prefix}`"),
+            "`symdeploy releases` lists the releases on this host",
+        )),
+        _ => Err(Error::with_help(
+            format!("`{prefix}` matches {} releases", matches.len()),
+            "give more characters of the commit",
+        )),
+    }
+}

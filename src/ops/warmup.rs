@@ -1,0 +1,280 @@
+//! The warm-up, in the seed's order: lock, export, shared links, build, links,
+//! migrate, flip `warmup`, notify, journal.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use gix::ObjectId;
+
+use crate::error::{Error, IoContext, Result};
+use crate::journal::{self, Entry};
+use crate::ops::Ctx;
+use crate::output::{self, Stage};
+use crate::release::{self, Record, State};
+use crate::root::{short, WARMUP};
+use crate::steps::{self, StepEnv};
+use crate::{carry, export, faults, link, repo, shared};
+
+/// `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
+pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
+    let repo = repo::open(&ctx.root.repository())?;
+    let branch_ref = ctx.config.branch_ref();
+    let rev = rev.unwrap_or(&branch_ref);
+    let commit = repo::resolve_commit(&repo, rev)?;
+    let git_ref = if rev == branch_ref {
+        branch_ref.clone()
+    } else {
+        rev.to_string()
+    };
+    crate::ops::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
+    let _lock = crate::ops::lock_and_recover(
+        ctx,
+        &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
+    )?;
+    warm(ctx, &repo, commit, &git_ref, rebuild).map(|_| ())
+}
+
+/// Remove what crashed runs left behind: temporary export directories and
+/// temporary links. Only ever called with the lock held.
+pub fn tidy_leftovers(ctx: &Ctx) {
+    link::remove_leftovers(&ctx.root.dir);
+    let releases = ctx.root.releases();
+    let Ok(entries) = std::fs::read_dir(&releases) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with(crate::root::TMP_PREFIX) {
+            output::detail(&format!(
+                "removing {}, left by an interrupted deploy",
+                e.path().display()
+            ));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Warm up `commit` with the lock held; returns the commit's hex id.
+/// A commit that already has a ready release only re-points `warmup`.
+pub fn warm(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    rebuild: bool,
+) -> Result<String> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let dir = root.release(&hex);
+    output::header(&format!(
+        "warming up {} ({git_ref}): {subject}",
+        short(&hex)
+    ));
+
+    let pinned = [root.production(), root.warmup()]
+        .into_iter()
+        .flatten()
+        .any(|c| c == hex);
+    if release::is_ready(root, &hex) && !rebuild {
+        let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+        journal::append(root, &entry)?;
+        output::detail(&format!("releases/{hex} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)"));
+        point_warmup(ctx, &hex)?;
+        journal::append(root, &entry.end("unchanged"))?;
+        finish_message(&hex);
+        return Ok(hex);
+    }
+    if dir.exists() {
+        if pinned {
+            let which = if root.production().as_deref() == Some(hex.as_str()) {
+                "production"
+            } else {
+                "warmup"
+            };
+            return Err(Error::with_help(
+                format!(
+                    "releases/{hex} is what {which} points at, so it cannot be rebuilt in place"
+                ),
+                "warm up and promote another commit first, then rebuild this one",
+            ));
+        }
+        output::detail(&format!(
+            "removing the earlier {} build of releases/{}",
+            release::effective_state(root, &hex),
+            short(&hex)
+        ));
+        std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+        release::forget(root, &hex);
+    }
+
+    let mut entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    release::save(
+        root,
+        &Record {
+            state: State::Building,
+            commit: hex.clone(),
+            git_ref: git_ref.to_string(),
+            subject,
+            user: crate::fsutil::current_user(),
+            created: crate::fsutil::now_rfc3339(),
+            ready_at: None,
+            error: None,
+        },
+    )?;
+    let mut durations = BTreeMap::new();
+    let started = Instant::now();
+    match build(ctx, repo, commit, git_ref, &mut durations) {
+        Ok(()) => {}
+        Err(e) => {
+            release::set_state(root, &hex, State::Failed, Some(e.to_string()))?;
+            entry.durations = durations;
+            entry.error = Some(e.to_string());
+            journal::append(root, &entry.end("failed"))?;
+            output::error(&format!(
+                "warm-up of {} failed; warmup still points at {}",
+                short(&hex),
+                describe(root.warmup())
+            ));
+            return Err(e);
+        }
+    }
+    release::set_state(root, &hex, State::Ready, None)?;
+    faults::point("before-flip-warmup");
+    point_warmup(ctx, &hex)?;
+    faults::point("after-flip-warmup");
+
+    let notify = Stage::start("notify");
+    let env = step_env(ctx, &hex, git_ref);
+    if let Err(e) = steps::run_stage("notify", &ctx.config.warmup.notify, &env) {
+        output::warning(&format!("{e} (the release is warmed up all the same)"));
+    }
+    durations.insert("notify".into(), notify.done().as_secs_f64());
+    durations.insert("total".into(), started.elapsed().as_secs_f64());
+    entry.durations = durations;
+    journal::append(root, &entry.end("ok"))?;
+    finish_message(&hex);
+    Ok(hex)
+}
+
+fn build(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(&hex);
+
+    let stage = Stage::start("export");
+    let tmp = root.releases().join(format!(
+        "{}{hex}-{}",
+        crate::root::TMP_PREFIX,
+        std::process::id()
+    ));
+    faults::point("export");
+    let stats = match export::export_commit(repo, commit, &tmp) {
+        Ok(s) => s,
+        Err(e) => {
+            // A partial export is worth nothing; with a full disk it is worse than nothing.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = export::write_revision(&tmp, &hex) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    faults::point("before-rename-release");
+    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
+    link::sync_dir(&root.releases());
+    output::detail(&format!(
+        "{} files, {} symlinks, {} ({} excluded by export-ignore)",
+        stats.files,
+        stats.symlinks,
+        crate::fsutil::human_bytes(stats.bytes),
+        stats.ignored
+    ));
+    for sub in &stats.submodules {
+        output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
+    }
+    durations.insert("export".into(), stage.done().as_secs_f64());
+
+    if !ctx.config.carry.is_empty() {
+        let stage = Stage::start("carry");
+        let previous = [root.warmup(), root.production()]
+            .into_iter()
+            .flatten()
+            .find(|c| *c != hex && release::is_ready(root, c));
+        match previous {
+            Some(prev) => carry::carry(&root.release(&prev), &dir, &ctx.config.carry)?,
+            None => output::detail("no previous release to carry from"),
+        }
+        durations.insert("carry".into(), stage.done().as_secs_f64());
+    }
+
+    if !ctx.config.shared.is_empty() {
+        let stage = Stage::start("shared");
+        shared::link_all(&dir, &root.common(), &ctx.config.shared)?;
+        durations.insert("shared".into(), stage.done().as_secs_f64());
+    }
+
+    let env = step_env(ctx, &hex, git_ref);
+    for (name, commands) in [
+        ("build", &ctx.config.warmup.build),
+        ("links", &ctx.config.warmup.links),
+        ("migrate", &ctx.config.warmup.migrate),
+    ] {
+        if commands.is_empty() {
+            continue;
+        }
+        let stage = Stage::start(name);
+        faults::point(name);
+        steps::run_stage(name, commands, &env)?;
+        durations.insert(name.into(), stage.done().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The environment warm-up steps get.
+pub fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(hex),
+        commit: hex.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: ctx.root.production().map(|c| ctx.root.release(&c)),
+        extra: Vec::new(),
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
+    let stage = Stage::start("switch warmup");
+    link::flip(&ctx.root.dir, WARMUP, &link::release_target(hex))?;
+    output::detail(&format!("warmup -> releases/{hex}"));
+    for changed in link::ensure_static(&ctx.root.dir, &ctx.config.links)? {
+        output::detail(&format!("made link {changed}"));
+    }
+    stage.done();
+    Ok(())
+}
+
+fn describe(commit: Option<String>) -> String {
+    match commit {
+        Some(c) => format!("releases/{}", short(&c)),
+        None => "nothing (no release warmed up yet)".to_string(),
+    }
+}
+
+fn finish_message(hex: &str) {
+    output::success(&format!("warmup -> releases/{hex}"));
+    output::line(&format!(
+        "       promote it with `symdeploy promote {}` on the server, or push a release tag: git tag release-N {} && git push deploy release-N",
+        short(hex),
+        short(hex)
+    ));
+}

@@ -1,0 +1,181 @@
+//! What people see, and what operators keep.
+//!
+//! Human output goes to stderr, which in a hook is what the pusher sees behind
+//! `remote:`. Lines that mean trouble start with `error:` or `warning:` and good
+//! news with `success:`, because git colours exactly those words at the start of
+//! a remote line. Every line is also copied to the per-deploy log file once one
+//! is open, and tracing events for operators go to the same file.
+//!
+//! Writing to stderr never fails a deploy: when the pusher hangs up (EPIPE), the
+//! deploy goes on and the log file keeps the whole story.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+struct Sink {
+    log: Option<(File, PathBuf)>,
+    stderr_gone: bool,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    log: None,
+    stderr_gone: false,
+});
+
+fn with_sink<R>(f: impl FnOnce(&mut Sink) -> R) -> R {
+    // A panic while holding the lock must not silence every later line.
+    let mut guard = SINK.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut guard)
+}
+
+/// Write one line for people (stderr) and to the deploy log.
+pub fn line(text: &str) {
+    with_sink(|sink| {
+        if !sink.stderr_gone {
+            let mut err = std::io::stderr().lock();
+            if writeln!(err, "{text}").is_err() {
+                // The pusher went away; keep deploying, keep logging.
+                sink.stderr_gone = true;
+            }
+        }
+        if let Some((file, _)) = sink.log.as_mut() {
+            let _ = writeln!(file, "{text}");
+        }
+    });
+}
+
+/// A stage header: `-----> export`.
+pub fn header(title: &str) {
+    line(&format!("-----> {title}"));
+}
+
+/// An indented detail line under a stage.
+pub fn detail(text: &str) {
+    line(&format!("       {text}"));
+}
+
+/// A line that git colours as a warning on the pusher's side.
+pub fn warning(text: &str) {
+    line(&format!("warning: {text}"));
+}
+
+/// A line that git colours as an error on the pusher's side.
+pub fn error(text: &str) {
+    line(&format!("error: {text}"));
+}
+
+/// A hint line under an error.
+pub fn help(text: &str) {
+    line(&format!("help: {text}"));
+}
+
+/// A line that git colours as success on the pusher's side.
+pub fn success(text: &str) {
+    line(&format!("success: {text}"));
+}
+
+/// Render an error the way an operator should read it.
+pub fn report(err: &crate::error::Error) {
+    error(&err.to_string());
+    if let Some(h) = err.help() {
+        help(&h);
+    }
+}
+
+/// Open the per-deploy log file; every later line is copied into it.
+pub fn open_log(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    with_sink(|sink| sink.log = Some((file, path.to_path_buf())));
+    Ok(())
+}
+
+/// Stop copying into the log file (flushes it to disk first).
+pub fn close_log() {
+    with_sink(|sink| {
+        if let Some((file, _)) = sink.log.take() {
+            let _ = file.sync_data();
+        }
+    });
+}
+
+/// The path of the log file being written, if any.
+pub fn log_path() -> Option<PathBuf> {
+    with_sink(|sink| sink.log.as_ref().map(|(_, p)| p.clone()))
+}
+
+/// Times a stage: prints its header now and its duration when finished.
+pub struct Stage {
+    name: String,
+    start: Instant,
+}
+
+impl Stage {
+    /// Print the header and start the clock.
+    pub fn start(name: &str) -> Stage {
+        header(name);
+        tracing::info!(stage = name, "stage started");
+        Stage {
+            name: name.to_string(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Print the duration and return it.
+    pub fn done(self) -> Duration {
+        let took = self.start.elapsed();
+        detail(&format!(
+            "{} done in {}",
+            self.name,
+            crate::fsutil::human_duration(took)
+        ));
+        tracing::info!(stage = %self.name, seconds = took.as_secs_f64(), "stage done");
+        took
+    }
+}
+
+/// A `tracing` writer that appends to the current deploy log, if one is open.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        with_sink(|sink| {
+            if let Some((file, _)) = sink.log.as_mut() {
+                let _ = file.write_all(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Set up tracing: RUST_LOG (default: warnings) to stderr, INFO and up to the
+/// per-deploy log file.
+pub fn init_tracing() {
+    let stderr_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(stderr_filter);
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(|| LogWriter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init();
+}

@@ -1,0 +1,122 @@
+//! What state each release is in, recorded next to (never inside) the release.
+//!
+//! A release directory is complete once its export was renamed into place, but
+//! it is only `ready` once every warm-up step succeeded. Only ready releases are
+//! ever pointed at by warmup or production. The record lives in
+//! `.symdeploy/releases/<commit>.json`, written atomically, because a release
+//! directory is never modified after it is complete.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::root::Root;
+
+/// The life of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being exported or warmed up (or interrupted while it was).
+    Building,
+    /// Warmed up; may be pointed at.
+    Ready,
+    /// A warm-up step failed.
+    Failed,
+    /// Was promoted and failed in production (rolled back).
+    Bad,
+}
+
+impl State {
+    /// Lowercase name, as shown and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Building => "building",
+            State::Ready => "ready",
+            State::Failed => "failed",
+            State::Bad => "bad",
+        }
+    }
+}
+
+/// The stored record of one release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Current state.
+    pub state: State,
+    /// Full commit hash (also the directory name).
+    pub commit: String,
+    /// The ref it was built from.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// First line of the commit message.
+    #[serde(default)]
+    pub subject: String,
+    /// Who pushed or ran it.
+    #[serde(default)]
+    pub user: String,
+    /// When the build started (RFC 3339).
+    pub created: String,
+    /// When it became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
+    /// Why it failed or went bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Read a release's record, if there is one.
+pub fn load(root: &Root, commit: &str) -> Option<Record> {
+    let text = std::fs::read_to_string(root.states().join(format!("{commit}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Write a release's record atomically and durably.
+pub fn save(root: &Root, record: &Record) -> Result<()> {
+    let dir = root.states();
+    let path = dir.join(format!("{}.json", record.commit));
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::msg(format!("cannot encode release record: {e}")))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).at("create a temporary file in", &dir)?;
+    tmp.write_all(&json).at("write", tmp.path())?;
+    tmp.as_file().sync_data().at("sync", tmp.path())?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("write", &path, e.error))?;
+    crate::link::sync_dir(&dir);
+    Ok(())
+}
+
+/// Change the state of an existing record.
+pub fn set_state(root: &Root, commit: &str, state: State, error: Option<String>) -> Result<()> {
+    if let Some(mut r) = load(root, commit) {
+        r.state = state;
+        if state == State::Ready {
+            r.ready_at = Some(crate::fsutil::now_rfc3339());
+            r.error = None;
+        }
+        if error.is_some() {
+            r.error = error;
+        }
+        save(root, &r)?;
+    }
+    Ok(())
+}
+
+/// Remove a release's record (with its directory, by cleanup or rebuild).
+pub fn forget(root: &Root, commit: &str) {
+    let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
+}
+
+/// What a release directory amounts to: its recorded state, or `incomplete`
+/// when it has no record or was interrupted while building.
+pub fn effective_state(root: &Root, commit: &str) -> &'static str {
+    match load(root, commit) {
+        Some(r) if r.state != State::Building => r.state.as_str(),
+        _ => "incomplete",
+    }
+}
+
+/// Is this release ready to be pointed at?
+pub fn is_ready(root: &Root, commit: &str) -> bool {
+    root.release(commit).is_dir() && load(root, commit).is_some_and(|r| r.state == State::Ready)
+}

@@ -1,0 +1,205 @@
+//! The deploy root's layout: the one place that knows the seed's paths and names.
+//!
+//! ```text
+//! ROOT/repository/              bare repository, the push target
+//! ROOT/releases/<commit>/       one exported commit each
+//! ROOT/common/                  persistent data, never deleted by symdeploy
+//! ROOT/deploy.toml              configuration
+//! ROOT/.symdeploy/              lock, journal, release states, logs
+//! ROOT/warmup -> releases/<commit>     ROOT/production -> releases/<commit>
+//! ROOT/www_warmup, www, app     static links through warmup/production
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The name of the warm-up symlink.
+pub const WARMUP: &str = "warmup";
+/// The name of the production symlink.
+pub const PRODUCTION: &str = "production";
+/// Prefix of temporary export directories inside releases/.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Paths of one deploy root.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// The deploy root itself (absolute).
+    pub dir: PathBuf,
+}
+
+impl Root {
+    /// A root at `dir`, made absolute (not canonicalized: the root may be a
+    /// symlink or a bind mount and links inside it are relative anyway).
+    pub fn new(dir: &Path) -> Result<Root> {
+        let dir = std::path::absolute(dir).at("resolve", dir)?;
+        Ok(Root { dir })
+    }
+
+    /// Find the root for a command: `--root`, else SYMDEPLOY_ROOT, else the
+    /// current directory; it must look like a deploy root.
+    pub fn locate(explicit: Option<&Path>) -> Result<Root> {
+        let dir = match explicit {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_dir().at("read", "the current directory")?,
+        };
+        let root = Root::new(&dir)?;
+        root.ensure_exists()?;
+        Ok(root)
+    }
+
+    /// Fail with advice unless this looks like a deploy root.
+    pub fn ensure_exists(&self) -> Result<()> {
+        if self.repository().join("HEAD").is_file() && self.releases().is_dir() {
+            Ok(())
+        } else {
+            Err(Error::with_help(
+                format!("{} is not a symdeploy deploy root (no repository/ and releases/ there)", self.dir.display()),
+                format!(
+                    "create one with `symdeploy init {}`, or point at an existing one with --root or SYMDEPLOY_ROOT",
+                    self.dir.display()
+                ),
+            ))
+        }
+    }
+
+    /// The root that contains the bare repository `git_dir` (hooks run there).
+    pub fn from_repository(git_dir: &Path) -> Result<Root> {
+        let git_dir = std::path::absolute(git_dir).at("resolve", git_dir)?;
+        let git_dir = std::fs::canonicalize(&git_dir).unwrap_or(git_dir);
+        match git_dir.parent() {
+            Some(parent) if git_dir.file_name().is_some_and(|n| n == "repository") => {
+                let root = Root::new(parent)?;
+                root.ensure_exists()?;
+                Ok(root)
+            }
+            _ => Err(Error::with_help(
+                format!("the hook runs in {}, which is not a deploy root's `repository`", git_dir.display()),
+                "symdeploy hooks belong in ROOT/repository/hooks; create the root with `symdeploy init ROOT`",
+            )),
+        }
+    }
+
+    /// ROOT/repository
+    pub fn repository(&self) -> PathBuf {
+        self.dir.join("repository")
+    }
+    /// ROOT/releases
+    pub fn releases(&self) -> PathBuf {
+        self.dir.join("releases")
+    }
+    /// ROOT/releases/<commit>
+    pub fn release(&self, commit: &str) -> PathBuf {
+        self.releases().join(commit)
+    }
+    /// ROOT/common
+    pub fn common(&self) -> PathBuf {
+        self.dir.join("common")
+    }
+    /// ROOT/deploy.toml
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("deploy.toml")
+    }
+    /// ROOT/.symdeploy: symdeploy's own state.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(".symdeploy")
+    }
+    /// The lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir().join("lock")
+    }
+    /// The journal: one JSON object a line.
+    pub fn journal(&self) -> PathBuf {
+        self.state_dir().join("journal.jsonl")
+    }
+    /// Per-deploy logs.
+    pub fn logs(&self) -> PathBuf {
+        self.state_dir().join("logs")
+    }
+    /// Per-release state records.
+    pub fn states(&self) -> PathBuf {
+        self.state_dir().join("releases")
+    }
+    /// A symlink in the root (warmup, production, www, ...).
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Create the state directories if missing (cheap; done by every deploy so
+    /// that a root made by hand, or an older version, just works).
+    pub fn ensure_state_dirs(&self) -> Result<()> {
+        for d in [self.state_dir(), self.logs(), self.states(), self.common()] {
+            std::fs::create_dir_all(&d).at("create directory", &d)?;
+        }
+        Ok(())
+    }
+
+    /// The commit a root symlink (`warmup`, `production`) points at, if it
+    /// points at a release directory.
+    pub fn pointed_release(&self, name: &str) -> Option<String> {
+        let target = std::fs::read_link(self.link(name)).ok()?;
+        let target = target.to_str()?;
+        let commit = target.strip_prefix("releases/")?.trim_end_matches('/');
+        is_commit_hash(commit).then(|| commit.to_string())
+    }
+
+    /// The release production points at.
+    pub fn production(&self) -> Option<String> {
+        self.pointed_release(PRODUCTION)
+    }
+
+    /// The release warmup points at.
+    pub fn warmup(&self) -> Option<String> {
+        self.pointed_release(WARMUP)
+    }
+
+    /// Release directories present (complete exports; temporaries excluded).
+    pub fn release_dirs(&self) -> Result<Vec<String>> {
+        let dir = self.releases();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).at("read directory", &dir)? {
+            let entry = entry.at("read directory", &dir)?;
+            if let Some(name) = entry.file_name().to_str() {
+                if is_commit_hash(name) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A full hexadecimal object id (SHA-1 or SHA-256).
+pub fn is_commit_hash(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64)
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The short form used in messages.
+pub fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_hashes_are_recognised() {
+        assert!(is_commit_hash(&"a".repeat(40)));
+        assert!(!is_commit_hash(&"A".repeat(40)));
+        assert!(!is_commit_hash("../../etc"));
+        assert!(!is_commit_hash(".tmp-abc"));
+    }
+
+    #[test]
+    fn pointed_release_reads_relative_links() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let c = "0123456789abcdef0123456789abcdef01234567";
+        std::os::unix::fs::symlink(format!("releases/{c}"), root.link(WARMUP)).unwrap();
+        assert_eq!(root.warmup().as_deref(), Some(c));
+        assert_eq!(root.production(), None);
+    }
+}

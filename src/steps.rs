@@ -1,0 +1,312 @@
+//! Run configured commands: `sh -c` in the release, a clean environment, output
+//! streamed live line by line, a timeout that kills the whole process group.
+//!
+//! A step's output goes through a pipe we own, never straight to our stderr:
+//! a daemon that a step leaves behind keeps only that pipe open, so the push
+//! (which waits for the hook's stderr to close) never hangs on it.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::output;
+
+/// How long we keep reading a step's output after it exited, for lines still
+/// in flight; a leftover background child does not get longer than this.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Grace between SIGTERM and SIGKILL for a timed-out step.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// A line longer than this is cut into pieces rather than buffered whole.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What every step gets in its environment.
+#[derive(Debug, Clone)]
+pub struct StepEnv {
+    /// The deploy root.
+    pub root: PathBuf,
+    /// The release directory the step runs in.
+    pub release: PathBuf,
+    /// The release's commit.
+    pub commit: String,
+    /// The ref that was pushed (or given by hand).
+    pub git_ref: String,
+    /// The current production release directory, if any.
+    pub previous: Option<PathBuf>,
+    /// Extra variables (SYMDEPLOY_RESULT for promote.notify).
+    pub extra: Vec<(String, String)>,
+    /// How long one command may run.
+    pub timeout: Duration,
+}
+
+/// Run `commands` of `stage` in order; the first failure stops the stage.
+pub fn run_stage(stage: &str, commands: &[String], env: &StepEnv) -> Result<()> {
+    for command in commands {
+        run_one(stage, command, env)?;
+    }
+    Ok(())
+}
+
+/// Run one command and report how it ended.
+pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
+    output::line(&format!("       $ {command}"));
+    let started = Instant::now();
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::io("create a pipe for", command, e))?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(command).current_dir(&env.release);
+    for (key, _) in std::env::vars_os() {
+        // Variables of the push (GIT_DIR, GIT_QUARANTINE_PATH, GIT_PUSH_OPTION_*,
+        // ...) would make a `git` inside a step act on the deploy repository.
+        if key.to_string_lossy().starts_with("GIT_") || key == "SYMDEPLOY_FAULT" {
+            cmd.env_remove(key);
+        }
+    }
+    let previous = env
+        .previous
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    cmd.env("SYMDEPLOY_ROOT", &env.root)
+        .env("SYMDEPLOY_RELEASE", &env.release)
+        .env("SYMDEPLOY_COMMIT", &env.commit)
+        .env("SYMDEPLOY_REF", &env.git_ref)
+        .env("SYMDEPLOY_STAGE", stage)
+        .env("SYMDEPLOY_PREVIOUS", previous)
+        .envs(env.extra.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(
+            writer
+                .try_clone()
+                .map_err(|e| Error::io("duplicate a pipe for", command, e))?,
+        )
+        .stderr(writer)
+        // Its own process group, so a timeout kills everything it started.
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::with_help(
+            format!(
+                "cannot start `sh -c {command}` in {}: {e}",
+                env.release.display()
+            ),
+            "check that /bin/sh exists and the release directory is accessible",
+        )
+    })?;
+    // Our copies of the pipe's write end must be closed, or EOF never comes.
+    drop(cmd);
+    let streamer = std::thread::spawn(move || stream_lines(reader));
+
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(Error::io("wait for", command, e)),
+        }
+        if !timed_out && started.elapsed() > env.timeout {
+            timed_out = true;
+            output::warning(&format!(
+                "`{command}` ran longer than step_timeout ({}s); killing its process group",
+                env.timeout.as_secs()
+            ));
+            kill_group(pgid, &mut child);
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if timed_out {
+        // Whatever it started is ours to end too.
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+    wait_for_streamer(streamer);
+    let took = started.elapsed();
+    tracing::info!(
+        stage,
+        command,
+        ?status,
+        seconds = took.as_secs_f64(),
+        "step finished"
+    );
+    if status.success() && !timed_out {
+        return Ok(());
+    }
+    let how = if timed_out {
+        format!(
+            "timed out after {}s (step_timeout); its process group was killed",
+            env.timeout.as_secs()
+        )
+    } else if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| sig.to_string());
+        format!("killed by signal {sig} ({name})")
+    } else {
+        format!("{status}")
+    };
+    Err(Error::Step {
+        stage: stage.to_string(),
+        command: command.to_string(),
+        status: how,
+        log: output::log_path(),
+    })
+}
+
+fn kill_group(pgid: nix::unistd::Pid, child: &mut std::process::Child) {
+    use nix::sys::signal::{killpg, Signal};
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+/// Wait briefly for the output thread. If a background child of the step still
+/// holds the pipe, give up on it: the thread is left blocked on a pipe nobody
+/// will read after we exit, and the deploy goes on.
+fn wait_for_streamer(handle: std::thread::JoinHandle<()>) {
+    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            output::detail("(a process started by this step is still running and holds its output open; not waiting for it)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = handle.join();
+}
+
+fn stream_lines(mut reader: impl Read) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            emit(&pending[start..start + pos]);
+            start += pos + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            emit(&pending);
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() {
+        emit(&pending);
+    }
+}
+
+fn emit(line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    output::detail(text.trim_end_matches('\r'));
+}
+
+/// Does `program` (the first word of a command) exist on PATH? For `check`.
+pub fn program_on_path(command: &str) -> Option<bool> {
+    let first = command.split_whitespace().next()?;
+    // Assignments and shell syntax are not programs to look for.
+    if first.contains('=') || first.starts_with(['(', '{', '$', '"', '\'']) {
+        return None;
+    }
+    if first.contains('/') {
+        return Some(Path::new(first).exists());
+    }
+    const BUILTINS: &[&str] = &[
+        "cd", "echo", "test", "[", "true", "false", "exit", "export", "set", ":", ".", "exec",
+        "printf", "if", "for", "while",
+    ];
+    if BUILTINS.contains(&first) {
+        return Some(true);
+    }
+    let path = std::env::var_os("PATH")?;
+    Some(std::env::split_paths(&path).any(|d| d.join(first).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(dir: &Path, timeout: Duration) -> StepEnv {
+        StepEnv {
+            root: dir.to_path_buf(),
+            release: dir.to_path_buf(),
+            commit: "c0ffee".into(),
+            git_ref: "refs/heads/main".into(),
+            previous: None,
+            extra: vec![],
+            timeout,
+        }
+    }
+
+    #[test]
+    fn runs_in_the_release_with_symdeploy_variables() {
+        let t = tempfile::tempdir().unwrap();
+        run_one(
+            "build",
+            "echo \"$SYMDEPLOY_STAGE $SYMDEPLOY_COMMIT ${GIT_DIR:-none}\" > out",
+            &env(t.path(), Duration::from_secs(10)),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("out")).unwrap(),
+            "build c0ffee none\n"
+        );
+    }
+
+    #[test]
+    fn failure_reports_exit_status() {
+        let t = tempfile::tempdir().unwrap();
+        let e = run_one("build", "exit 7", &env(t.path(), Duration::from_secs(10))).unwrap_err();
+        assert!(e.to_string().contains("exit status 7"), "{e}");
+        let e = run_one(
+            "build",
+            "kill -9 $$",
+            &env(t.path(), Duration::from_secs(10)),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("signal 9"), "{e}");
+    }
+
+    #[test]
+    fn timeout_kills_the_process_group() {
+        let t = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let e = run_one(
+            "build",
+            "sleep 30 & sleep 30",
+            &env(t.path(), Duration::from_secs(1)),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("timed out"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_background_child_does_not_hang_the_step() {
+        let t = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        run_one(
+            "build",
+            "sleep 20 & echo started",
+            &env(t.path(), Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
