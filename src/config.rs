@@ -275,12 +275,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
             Ok(text) => parse_str(&text, path, Some(path.to_path_buf())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Config {
-                    file: None,
-                    ..Config::default()
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config {
+                file: None,
+                ..Config::default()
+            }),
             Err(e) => Err(Error::Config {
                 file: path.to_path_buf(),
                 line: None,

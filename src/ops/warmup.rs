@@ -132,12 +132,15 @@ pub fn warm(
             entry.durations = durations;
             entry.error = Some(e.to_string());
             journal::append(root, &entry.end("failed"))?;
+            output::report(&e);
             output::error(&format!(
                 "warm-up of {} failed; warmup still points at {}",
                 short(&hex),
                 describe(root.warmup())
             ));
-            return Err(e);
+            return Err(Error::Reported {
+                code: e.exit_code(),
+            });
         }
     }
     release::set_state(root, &hex, State::Ready, None)?;

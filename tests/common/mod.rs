@@ -1,0 +1,285 @@
+//! The test harness: a temporary deploy root made by the real binary, a
+//! project clone with the seed's Makefile targets, and real `git push`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The symdeploy binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_symdeploy"))
+}
+
+/// The seed's Makefile: every target records itself in ROOT/trace.log with
+/// the stage and the directory it ran in.
+pub const MAKEFILE: &str = "\
+TRACE = $(SYMDEPLOY_ROOT)/trace.log
+production-composer:
+\techo \"composer $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+production-assets:
+\techo \"assets $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+production-links:
+\techo \"links $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+production-migrate:
+\techo \"migrate $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+deploy-notify-warmup:
+\techo \"notify-warmup $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+production-supervisor:
+\techo \"supervisor $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)
+deploy-notify:
+\techo \"notify $$SYMDEPLOY_STAGE $$SYMDEPLOY_RESULT $$PWD\" >> $(TRACE)
+";
+
+/// A deploy config whose daemons are simulated by echo lines in the trace.
+pub const TEST_CONFIG: &str = r#"
+branch = "main"
+keep_releases = 5
+shared = ["log", "www/data/images"]
+lock_timeout = 120
+[warmup]
+build = ["make production-composer", "make production-assets"]
+links = ["make production-links"]
+migrate = ["make production-migrate"]
+notify = ["make deploy-notify-warmup"]
+[promote]
+stop = ["echo \"stop $SYMDEPLOY_STAGE $PWD\" >> \"$SYMDEPLOY_ROOT/trace.log\""]
+after_switch = ["make production-supervisor"]
+start = ["echo \"start $SYMDEPLOY_STAGE $PWD\" >> \"$SYMDEPLOY_ROOT/trace.log\""]
+notify = ["make deploy-notify"]
+"#;
+
+/// A deploy root and a project clone in a temporary directory.
+pub struct Env {
+    /// Keeps everything alive for the test.
+    pub tmp: tempfile::TempDir,
+    /// The deploy root.
+    pub root: PathBuf,
+    /// The project clone that pushes.
+    pub work: PathBuf,
+}
+
+/// Run a command, returning its output; panics only if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// stdout + stderr as one string, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A git command isolated from the machine's configuration.
+pub fn git_cmd(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Tester")
+        .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Tester")
+        .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    c
+}
+
+impl Env {
+    /// `symdeploy init`, TEST_CONFIG, and a project with the seed's layout,
+    /// committed once (not pushed).
+    pub fn new() -> Env {
+        Self::with_config(TEST_CONFIG)
+    }
+
+    /// Like `new`, with another deploy.toml.
+    pub fn with_config(config: &str) -> Env {
+        Self::with_init_args(config, &[])
+    }
+
+    /// Like `with_config`, passing extra arguments to `symdeploy init`.
+    pub fn with_init_args(config: &str, init_args: &[&str]) -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("symdeploy-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().join("root");
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("deploy.toml"), config).unwrap();
+        let env = Env { tmp, root, work };
+        let out = env.symdeploy_raw(&[&["init", env.root.to_str().unwrap()], init_args].concat());
+        assert!(out.status.success(), "init failed: {}", text(&out));
+        std::fs::create_dir_all(&env.work).unwrap();
+        env.git(&["init", "-q", "-b", "main"]);
+        env.git(&[
+            "remote",
+            "add",
+            "deploy",
+            env.root.join("repository").to_str().unwrap(),
+        ]);
+        env.write("Makefile", MAKEFILE);
+        env.write("www/index.html", "hello\n");
+        env.write("www/data/images/logo.svg", "<svg/>\n");
+        env.write("app/config.neon", "parameters:\n");
+        env.commit("initial commit");
+        env
+    }
+
+    /// Run symdeploy with `--root ROOT` and args.
+    pub fn symdeploy(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--root", self.root.to_str().unwrap()];
+        full.extend_from_slice(args);
+        self.symdeploy_raw(&full)
+    }
+
+    /// Run symdeploy with exactly these args.
+    pub fn symdeploy_raw(&self, args: &[&str]) -> Output {
+        run(Command::new(bin())
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env_remove("SYMDEPLOY_ROOT"))
+    }
+
+    /// Run git in the project clone; panics on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = run(git_cmd(&self.work).args(args));
+        assert!(out.status.success(), "git {args:?} failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `git push deploy ARGS...`, returning the output (success or not).
+    pub fn push(&self, args: &[&str]) -> Output {
+        let mut full = vec!["push", "deploy"];
+        full.extend_from_slice(args);
+        run(git_cmd(&self.work).args(full))
+    }
+
+    /// Push and insist it worked; returns the output text.
+    pub fn push_ok(&self, args: &[&str]) -> String {
+        let out = self.push(args);
+        let t = text(&out);
+        assert!(out.status.success(), "push {args:?} failed: {t}");
+        t
+    }
+
+    /// Write a file in the clone (parents created).
+    pub fn write(&self, path: &str, content: &str) {
+        let p = self.work.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// Make a file in the clone executable.
+    pub fn chmod_x(&self, path: &str) {
+        std::fs::set_permissions(self.work.join(path), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+
+    /// Commit everything; returns the commit hash.
+    pub fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// The commit a root symlink points at (releases/<hash>).
+    pub fn pointed(&self, name: &str) -> Option<String> {
+        let t = std::fs::read_link(self.root.join(name)).ok()?;
+        t.to_str()?.strip_prefix("releases/").map(str::to_string)
+    }
+
+    /// The lines of ROOT/trace.log.
+    pub fn trace(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("trace.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Forget the trace so far.
+    pub fn clear_trace(&self) {
+        let _ = std::fs::remove_file(self.root.join("trace.log"));
+    }
+
+    /// The release directory of a commit.
+    pub fn release(&self, commit: &str) -> PathBuf {
+        self.root.join("releases").join(commit)
+    }
+
+    /// Replace deploy.toml.
+    pub fn set_config(&self, config: &str) {
+        std::fs::write(self.root.join("deploy.toml"), config).unwrap();
+    }
+
+    /// The journal's entries.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join(".symdeploy/journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
+            .collect()
+    }
+}
+
+/// What a file tree holds, for byte-for-byte comparisons: path → kind,
+/// executable bit, content or symlink target.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link {}", std::fs::read_link(&p).unwrap().display()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(base, &p, out);
+            } else {
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(
+                    rel,
+                    format!("file exec={exec} {}", String::from_utf8_lossy(&bytes)),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `git archive COMMIT | tar -x` of the deploy repository into a new dir.
+pub fn git_archive(repo: &Path, commit: &str, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let archive = run(git_cmd(repo).args(["archive", commit]));
+    assert!(archive.status.success(), "git archive: {}", text(&archive));
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C", dest.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin
+        .take()
+        .unwrap()
+        .write_all(&archive.stdout)
+        .unwrap();
+    assert!(tar.wait().unwrap().success());
+}
