@@ -362,7 +362,7 @@ fn concurrent_deploys_are_serialised_by_the_lock() {
     env.git(&["push", "-q", "deploy", "main:refs/heads/other"]);
     std::fs::remove_file(env.root.join("order")).unwrap();
     // A push of main (hook) and a hand warm-up of another commit, at once.
-    let mut push = git_cmd(&env.work)
+    let push = git_cmd(&env.work)
         .args(["push", "deploy", "main"])
         .stderr(std::process::Stdio::piped())
         .spawn()
