@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build symdeploy, install it, and create (or complete) a deploy root.
+#
+#   ./install.sh ROOT [--strict] [--prefix DIR]
+#
+# ROOT      the deploy root to create, e.g. /srv/myapp (its repository/ is what you push to)
+# --strict  install a pre-receive hook: a failed warm-up rejects the push
+# --prefix  where the binary goes (default: /usr/local as root, else ~/.local); PREFIX/bin/symdeploy
+set -euo pipefail
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+root=""
+strict=()
+if [ "$(id -u)" = 0 ]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --strict) strict=(--strict) ;;
+    --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
+    -h|--help) usage ;;
+    -*) echo "install.sh: unknown option $1" >&2; usage ;;
+    *) [ -z "$root" ] || usage; root="$1" ;;
+  esac
+  shift
+done
+[ -n "$root" ] || usage
+
+command -v cargo >/dev/null || { echo "install.sh: cargo is needed (https://rustup.rs); install it and run again" >&2; exit 1; }
+command -v git >/dev/null || { echo "install.sh: git is needed on the server (apt-get install git)" >&2; exit 1; }
+
+here="$(cd "$(dirname "$0")" && pwd)"
+echo "==> building symdeploy (release)"
+cargo build --release --locked --manifest-path "$here/Cargo.toml"
+echo "==> installing $prefix/bin/symdeploy"
+install -d "$prefix/bin"
+install -m 0755 "$here/target/release/symdeploy" "$prefix/bin/symdeploy"
+echo "==> symdeploy init $root ${strict[*]:-}"
+"$prefix/bin/symdeploy" init "$root" "${strict[@]}"
+case ":$PATH:" in
+  *":$prefix/bin:"*) ;;
+  *) echo "note: $prefix/bin is not on PATH; the hook calls the binary by its full path, but add it for the CLI" ;;
+esac
