@@ -170,7 +170,7 @@ pub fn run(kind: HookKind) -> Result<()> {
                 let result = deploy(&ctx, &objects.repo, update, promote_option);
                 output::close_log();
                 if let Err(e) = result {
-                    output::report(&e);
+                    report_once(&e);
                     failures.push(e);
                 }
             }
@@ -178,7 +178,7 @@ pub fn run(kind: HookKind) -> Result<()> {
                 let result = promote(&ctx, &objects.repo, update);
                 output::close_log();
                 if let Err(e) = result {
-                    output::report(&e);
+                    report_once(&e);
                     failures.push(e);
                 }
             }
@@ -221,6 +221,14 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         ),
     )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
+}
+
+/// Show a ref's failure, unless the operation already did (a failed warm-up
+/// prints its own error lines and returns `Reported`).
+fn report_once(e: &Error) {
+    if !matches!(e, Error::Reported { .. }) {
+        output::report(e);
+    }
 }
 
 fn parse_id(hex: &str) -> Result<ObjectId> {
