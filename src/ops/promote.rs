@@ -200,22 +200,32 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
     }
     faults::point("after-flip-production");
     output::detail(&format!("production -> releases/{hex}"));
-    link::ensure_static(&root.dir, &ctx.config.links)?;
+    // From here on every failure goes through the rollback, which starts the daemons.
+    let links = link::ensure_static(&root.dir, &ctx.config.links);
     stage.done();
 
     // 3. after_switch, start, check
-    let failure = after_flip(ctx, &new_env);
+    let failure = match links {
+        Err(error) => Some(Failure {
+            what: "the root links".to_string(),
+            error,
+        }),
+        Ok(_) => after_flip(ctx, &new_env),
+    };
     let result = match failure {
         None => "ok",
         Some(ref f) => {
             output::error(&format!("{} failed after the switch: {}", f.what, f.error));
             roll_back(ctx, hex, previous.as_deref(), git_ref);
-            release::set_state(
+            // Not `?`: notify and the journal's end entry must still follow.
+            if let Err(e) = release::set_state(
                 root,
                 hex,
                 State::Bad,
                 Some(format!("{}: {}", f.what, f.error)),
-            )?;
+            ) {
+                output::warning(&format!("could not mark releases/{hex} bad: {e}"));
+            }
             "rolled-back"
         }
     };
@@ -316,7 +326,13 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
     let deadline = Instant::now() + timeout;
     let mut attempt = 1;
     loop {
-        match steps::run_stage("check", checks, env) {
+        // A hanging check (curl without -m) must not outlive check_timeout.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let env = StepEnv {
+            timeout: env.timeout.min(left.max(Duration::from_secs(1))),
+            ..env.clone()
+        };
+        match steps::run_stage("check", checks, &env) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => {
