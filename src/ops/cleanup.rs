@@ -39,20 +39,18 @@ pub fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
     let production = root.production();
     let warmup = root.warmup();
     let previous = crate::ops::status::previous_production(ctx);
-    let mut all: Vec<(String, &'static str, String)> = root
+    let mut all: Vec<(String, &'static str, MadeAt)> = root
         .release_dirs()?
         .into_iter()
         .map(|c| {
             let state = release::effective_state(root, &c);
-            let when = release::load(root, &c)
-                .map(|r| r.ready_at.unwrap_or(r.created))
-                .unwrap_or_else(|| mtime_rfc3339(&root.release(&c)));
+            let when = made_at(root, &c);
             (c, state, when)
         })
         .collect();
-    // Newest first; RFC 3339 UTC strings sort by time.
+    // Newest first.
     all.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    let newest_ready = all.iter().find(|r| r.1 == "ready").map(|r| r.2.clone());
+    let newest_ready = all.iter().find(|r| r.1 == "ready").map(|r| r.2);
     let mut ready_seen = 0;
     let mut out = Vec::new();
     for (commit, state, when) in all {
@@ -146,11 +144,28 @@ fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
     Ok(())
 }
 
-fn mtime_rfc3339(path: &std::path::Path) -> String {
-    std::fs::symlink_metadata(path)
+/// When a release was made, for "newest first": its recorded time (ready,
+/// else created; whole seconds), then its directory's mtime, which has
+/// sub-second precision and orders releases made within the same second.
+/// A release without a record is dated by its directory alone.
+pub type MadeAt = (jiff::Timestamp, std::time::SystemTime);
+
+/// The `MadeAt` of one release.
+pub fn made_at(root: &crate::root::Root, commit: &str) -> MadeAt {
+    let mtime = std::fs::symlink_metadata(root.release(commit))
         .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| jiff::Timestamp::try_from(t).ok())
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
-        .unwrap_or_default()
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let recorded = release::load(root, commit).and_then(|r| {
+        r.ready_at
+            .unwrap_or(r.created)
+            .parse::<jiff::Timestamp>()
+            .ok()
+    });
+    let from_mtime = || {
+        jiff::Timestamp::try_from(mtime)
+            .ok()
+            .and_then(|t| t.round(jiff::Unit::Second).ok())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    };
+    (recorded.unwrap_or_else(from_mtime), mtime)
 }

@@ -31,7 +31,7 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
     let production = ctx.root.production();
     let warmup = ctx.root.warmup();
     let previous = crate::ops::status::previous_production(ctx);
-    let mut rows: Vec<Row> = ctx
+    let mut rows: Vec<(crate::ops::cleanup::MadeAt, Row)> = ctx
         .root
         .release_dirs()?
         .into_iter()
@@ -47,7 +47,8 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                     markers.push(name.to_string());
                 }
             }
-            Row {
+            let made = crate::ops::cleanup::made_at(&ctx.root, &c);
+            let row = Row {
                 state: release::effective_state(&ctx.root, &c).to_string(),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::fsutil::tree_size(&ctx.root.release(&c)),
@@ -55,11 +56,13 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                 error: rec.and_then(|r| r.error),
                 markers,
                 commit: c,
-            }
+            };
+            (made, row)
         })
         .collect();
-    rows.sort_by(|a, b| b.created.cmp(&a.created));
-    Ok(rows)
+    // Newest first, the order cleanup counts in.
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 /// `symdeploy releases`.
