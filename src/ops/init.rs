@@ -39,6 +39,14 @@ pub fn run(dir: &Path, strict: bool) -> Result<()> {
     } else {
         config.hook
     };
+    if strict && config.hook != HookKind::PreReceive {
+        // The kept deploy.toml is the user's; say what to change rather than edit it.
+        output::warning(&format!(
+            "{} says hook = \"{}\": add hook = \"pre-receive\" to it (above the first [section]), or pushes will warn and `symdeploy check` will look for the wrong hook",
+            config_path.display(),
+            config.hook.file_name()
+        ));
+    }
 
     for d in [root.releases(), root.common()] {
         std::fs::create_dir_all(&d).at("create directory", &d)?;
