@@ -7,7 +7,7 @@
 //! a hard-linked vendor/ would change the running production release.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::output;
@@ -69,32 +69,92 @@ fn ensure_real_dirs(release: &Path, dir: &Path) -> Result<()> {
 
 /// Copy a file or directory tree, keeping modes and symlinks; returns the
 /// number of files copied. Symlinks are copied as symlinks, never followed.
+/// Directories are made by this thread; files are copied by one thread per
+/// core, which matters when reflinks are not available.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<u64> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<(PathBuf, PathBuf, std::fs::Permissions)>>(16);
+    let failed = std::sync::Mutex::new(None::<Error>);
+    let copied = std::sync::atomic::AtomicU64::new(0);
+    let mut dirs = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let (failed, copied) = (&failed, &copied);
+            scope.spawn(move || {
+                for batch in rx {
+                    for (src, dst, perms) in batch {
+                        if let Err(e) = copy_file(&src, &dst, perms) {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
+                        copied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut batch = Vec::new();
+        let walked = walk(from, to, &tx, &mut batch, &mut dirs);
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        if let Err(e) = walked {
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    // Directory modes last: a read-only directory would have refused its files.
+    for (dir, perms) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&dir, perms).at("set permissions of", &dir)?;
+    }
+    Ok(copied.into_inner())
+}
+
+type Batch = Vec<(PathBuf, PathBuf, std::fs::Permissions)>;
+
+fn walk(
+    from: &Path,
+    to: &Path,
+    tx: &crossbeam_channel::Sender<Batch>,
+    batch: &mut Batch,
+    dirs: &mut Vec<(PathBuf, std::fs::Permissions)>,
+) -> Result<()> {
     let meta = std::fs::symlink_metadata(from).at("inspect", from)?;
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(from).at("read symlink", from)?;
         std::os::unix::fs::symlink(target, to).at("create symlink", to)?;
-        Ok(0)
     } else if ft.is_dir() {
         std::fs::create_dir(to).at("create directory", to)?;
-        let mut n = 0;
+        dirs.push((to.to_path_buf(), meta.permissions()));
         for entry in std::fs::read_dir(from).at("read directory", from)? {
             let entry = entry.at("read directory", from)?;
-            n += copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            walk(&entry.path(), &to.join(entry.file_name()), tx, batch, dirs)?;
         }
-        std::fs::set_permissions(to, meta.permissions()).at("set permissions of", to)?;
-        Ok(n)
     } else if ft.is_file() {
-        copy_file(from, to, &meta)?;
-        Ok(1)
-    } else {
-        // Sockets, fifos, devices have no business in a release.
-        Ok(0)
+        batch.push((from.to_path_buf(), to.to_path_buf(), meta.permissions()));
+        if batch.len() >= 64 {
+            // A send fails only when every worker stopped on an error, reported later.
+            let _ = tx.send(std::mem::take(batch));
+        }
     }
+    // Sockets, fifos and devices have no business in a release: skipped.
+    Ok(())
 }
 
-fn copy_file(from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
+fn copy_file(from: &Path, to: &Path, perms: std::fs::Permissions) -> Result<()> {
     let src = std::fs::File::open(from).at("open", from)?;
     let dst = std::fs::OpenOptions::new()
         .write(true)
@@ -117,8 +177,7 @@ fn copy_file(from: &Path, to: &Path, meta: &std::fs::Metadata) -> Result<()> {
         // std::io::copy uses copy_file_range on Linux: in-kernel, no user buffer.
         std::io::copy(&mut src, &mut dst_w).at("copy into", to)?;
     }
-    dst.set_permissions(meta.permissions())
-        .at("set permissions of", to)?;
+    dst.set_permissions(perms).at("set permissions of", to)?;
     Ok(())
 }
 
