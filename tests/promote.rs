@@ -405,6 +405,43 @@ fn a_root_link_that_cannot_be_made_after_the_flip_rolls_back_and_starts() {
 }
 
 #[test]
+fn the_release_is_synced_to_disk_before_production_flips() {
+    // strace shows the order of the syscalls: syncfs on the release must come
+    // before the rename(2) that makes production point at it.
+    let env = env();
+    let a = push_commit(&env, "first");
+    let trace_file = env.tmp.path().join("strace.txt");
+    let out = run(std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=syncfs,fsync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&trace_file)
+        .arg(bin())
+        .arg("--root")
+        .arg(&env.root)
+        .arg("promote"));
+    ok(&out);
+    assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
+    let calls = std::fs::read_to_string(&trace_file).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let flip = lines
+        .iter()
+        .position(|l| {
+            l.contains("rename") && l.contains(&format!("{}/production\"", env.root.display()))
+        })
+        .unwrap_or_else(|| panic!("no rename onto production: {calls}"));
+    let sync = lines
+        .iter()
+        .position(|l| l.contains("syncfs(") && l.contains("= 0"))
+        .unwrap_or_else(|| panic!("no successful syncfs: {calls}"));
+    assert!(sync < flip, "syncfs came after the flip: {calls}");
+}
+
+#[test]
 fn a_failing_stop_leaves_production_untouched_and_runs_start() {
     let env = env();
     let a = push_commit(&env, "first");
@@ -794,6 +831,35 @@ fn strict_mode_rejects_a_push_whose_build_fails_and_keeps_the_ref() {
         .filter(|n| n.starts_with("quarantine-view-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn strict_mode_promotes_a_tag_whose_objects_are_still_in_quarantine() {
+    let env = Env::with_config(&config("hook = \"pre-receive\"", ""));
+    let a = push_commit(&env, "first");
+    env.write("www/index.html", "only behind the tag\n");
+    let c = env.commit("tagged, never on main");
+    env.git(&["tag", "-a", "-m", "release 9", "release-9"]);
+    env.clear_trace();
+    let t = env.push_ok(&["release-9"]);
+    assert!(
+        t.contains(&format!("remote: success: production -> releases/{c}")),
+        "{t}"
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(c.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(env.root.join("www/index.html")).unwrap(),
+        "only behind the tag\n"
+    );
+    assert_eq!(env.trace().len(), 9, "{:?}", env.trace());
+    // A promote that rolls back rejects the tag push in strict mode.
+    flag(&env, "fail-after-switch", true);
+    env.git(&["tag", "release-10", &a]);
+    let out = env.push(&["release-10"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(env.pointed("production").as_deref(), Some(c.as_str()));
+    let tags = run(git_cmd(&env.root.join("repository")).args(["tag", "-l"]));
+    assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "release-9");
 }
 
 #[test]
