@@ -58,7 +58,9 @@ pub fn acquire(root: &Root, purpose: &str, timeout: Duration) -> Result<DeployLo
                         holder,
                     });
                 }
-                if !said {
+                // A `status` probing the lock holds it (shared) for an instant;
+                // only a lock still busy after a retry is someone's deploy.
+                if !said && started.elapsed() >= Duration::from_millis(150) {
                     output::line(&format!(
                         "-----> waiting for the deploy lock, held by {holder} (giving up after {}s)",
                         timeout.as_secs()
@@ -74,7 +76,9 @@ pub fn acquire(root: &Root, purpose: &str, timeout: Duration) -> Result<DeployLo
 
 /// Who holds the lock right now, if anyone.
 pub fn holder(root: &Root) -> Option<String> {
-    let file = open(root).ok()?;
+    // Read-only, never created: `status` may run as a user who cannot write
+    // the root, and must still see the holder.
+    let file = File::open(root.lock_file()).ok()?;
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         Ok(_free) => None,
         Err((mut f, _)) => Some(read_holder(&mut f)),
