@@ -1030,3 +1030,61 @@ fn status_shows_who_holds_the_lock_while_a_deploy_runs() {
     assert!(st["lock"].is_null(), "{st}");
     assert_eq!(st["warmup"]["commit"], c.as_str());
 }
+
+#[test]
+fn status_and_log_show_an_interrupted_promote_until_it_is_repaired() {
+    let env = env();
+    push_commit(&env, "first");
+    ok(&env.symdeploy(&["promote"]));
+    let b = push_commit(&env, "second");
+    let killed = run(std::process::Command::new(bin())
+        .args(["--root", env.root.to_str().unwrap(), "promote"])
+        .env("SYMDEPLOY_FAULT", "after_switch"));
+    assert!(!killed.status.success(), "{}", text(&killed));
+    let s = json(&env.symdeploy(&["status", "--json"]));
+    let open = s["interrupted"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{s}");
+    assert_eq!(open[0]["event"], "promote");
+    assert_eq!(open[0]["commit"], b.as_str());
+    assert!(s["lock"].is_null(), "a dead holder keeps no lock: {s}");
+    let t = ok(&env.symdeploy(&["status"]));
+    assert!(
+        t.contains(&format!("warning: interrupted promote of {}", &b[..12])),
+        "{t}"
+    );
+    let t = ok(&env.symdeploy(&["log"]));
+    assert!(t.contains("promote  interrupted"), "{t}");
+    ok(&env.symdeploy(&["recover"]));
+    let s = json(&env.symdeploy(&["status", "--json"]));
+    assert_eq!(s["interrupted"], serde_json::json!([]), "{s}");
+    assert_eq!(s["production"]["commit"], b.as_str());
+    let t = ok(&env.symdeploy(&["log", "-n", "1"]));
+    assert!(t.contains("promote  ok") && t.contains(&b[..12]), "{t}");
+}
+
+#[test]
+fn the_reporting_commands_change_nothing() {
+    let env = env();
+    push_commit(&env, "first");
+    ok(&env.symdeploy(&["promote"]));
+    push_commit(&env, "second");
+    // No deploy holds the lock now; its file is recreated by the next one.
+    std::fs::remove_file(env.root.join(".symdeploy/lock")).unwrap();
+    let before = snapshot(&env.root);
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["releases"],
+        &["releases", "--json"],
+        &["log"],
+        &["log", "--json"],
+        &["check"],
+    ] {
+        ok(&env.symdeploy(args));
+        assert_eq!(
+            snapshot(&env.root),
+            before,
+            "symdeploy {args:?} changed the root"
+        );
+    }
+}
