@@ -574,7 +574,7 @@ fn cleanup_keeps_exactly_what_it_must_among_12_releases_of_mixed_states() {
     }
     ok(&env.symdeploy(&["promote", &r[1]]));
     ok(&env.symdeploy(&["promote", &r[3]]));
-    ok(&env.symdeploy(&["warmup", &r[10]]));
+    ok(&env.symdeploy(&["warmup", &r[5]]));
     // Distinct, known times: r[i] was made at second i.
     for (i, c) in r.iter().enumerate().skip(1) {
         let t = format!("2024-01-01T00:00:{i:02}Z");
@@ -611,20 +611,21 @@ fn cleanup_keeps_exactly_what_it_must_among_12_releases_of_mixed_states() {
         assert_eq!(row(&r[i])["state"], want, "r{i}");
     }
     assert_eq!(row(&r[3])["markers"], serde_json::json!(["production"]));
-    assert_eq!(row(&r[10])["markers"], serde_json::json!(["warmup"]));
+    assert_eq!(row(&r[5])["markers"], serde_json::json!(["warmup"]));
     assert_eq!(row(&r[1])["markers"], serde_json::json!(["previous"]));
     assert_eq!(rows[0]["commit"], r[12].as_str(), "newest first");
 
-    // Ready, newest first: r11, r10 (warmup), r9, r7, r5, r3 (production),
-    // r1 (previous). With --keep 3: r11, r10, r9, plus production and previous.
+    // Ready, newest first: r11, r10, r9, r7, r5 (warmup), r3 (production),
+    // r1 (previous). With --keep 3: r11, r10, r9, plus warmup, production and
+    // previous, which are kept although older than the 3 newest.
     // Failed, bad and incomplete older than r11 go; r12 (failed, newer than any
     // ready release) stays for inspection.
-    let expected_kept: BTreeSet<String> = [1, 3, 9, 10, 11, 12]
+    let expected_kept: BTreeSet<String> = [1, 3, 5, 9, 10, 11, 12]
         .iter()
         .map(|&i| r[i].clone())
         .collect();
     let expected_removed: BTreeSet<String> =
-        [2, 4, 5, 6, 7, 8].iter().map(|&i| r[i].clone()).collect();
+        [2, 4, 6, 7, 8].iter().map(|&i| r[i].clone()).collect();
 
     let before = snapshot(&env.root);
     let t = ok(&env.symdeploy(&["cleanup", "--keep", "3", "--dry-run"]));
@@ -652,7 +653,7 @@ fn cleanup_keeps_exactly_what_it_must_among_12_releases_of_mixed_states() {
         );
     }
     assert_eq!(env.pointed("production").as_deref(), Some(r[3].as_str()));
-    assert_eq!(env.pointed("warmup").as_deref(), Some(r[10].as_str()));
+    assert_eq!(env.pointed("warmup").as_deref(), Some(r[5].as_str()));
     assert_eq!(
         std::fs::read_to_string(env.root.join("www/index.html")).unwrap(),
         "release 3\n"
