@@ -36,7 +36,11 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             "nothing to do",
         ));
     }
-    crate::ops::promote::switch(ctx, &to, "rollback", "rollback")
+    // Steps see the ref the release was built from, as they did when it was promoted.
+    let git_ref = release::load(&ctx.root, &to)
+        .map(|r| r.git_ref)
+        .unwrap_or_else(|| "rollback".into());
+    crate::ops::promote::switch(ctx, &to, "rollback", &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.
