@@ -147,53 +147,15 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
     };
     let new_env = env(hex, previous.as_ref(), vec![]);
 
-    // 1. stop
-    let stage = Stage::start("stop");
-    faults::point("stop");
-    if let Err(e) = steps::run_stage("stop", &p.stop, &new_env) {
+    // 1-2. stop, make durable, flip. A failure here leaves production as it
+    // was; the daemons are started again.
+    if let Err((what, e)) = stop_sync_flip(ctx, hex, &new_env) {
         output::error(&format!(
-            "stopping the daemons failed; production stays on {}",
+            "{what} failed; production stays on {}",
             describe(&previous)
         ));
-        start_anyway(
-            &p.start,
-            &env(
-                previous.as_deref().unwrap_or(hex),
-                previous.as_ref(),
-                vec![],
-            ),
-        );
-        entry.error = Some(e.to_string());
-        journal::append(root, &entry.end("failed"))?;
-        return Err(e);
-    }
-    stage.done();
-
-    // 2. durable, then flip
-    let stage = Stage::start("switch production");
-    if let Err(e) = sync_release(&root.release(hex)) {
-        start_anyway(
-            &p.start,
-            &env(
-                previous.as_deref().unwrap_or(hex),
-                previous.as_ref(),
-                vec![],
-            ),
-        );
-        entry.error = Some(e.to_string());
-        journal::append(root, &entry.end("failed"))?;
-        return Err(e);
-    }
-    faults::point("before-flip-production");
-    if let Err(e) = link::flip(&root.dir, PRODUCTION, &link::release_target(hex)) {
-        start_anyway(
-            &p.start,
-            &env(
-                previous.as_deref().unwrap_or(hex),
-                previous.as_ref(),
-                vec![],
-            ),
-        );
+        let back = previous.as_deref().unwrap_or(hex);
+        start_anyway(&p.start, &env(back, previous.as_ref(), vec![]));
         entry.error = Some(e.to_string());
         journal::append(root, &entry.end("failed"))?;
         return Err(e);
@@ -202,7 +164,6 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
     output::detail(&format!("production -> releases/{hex}"));
     // From here on every failure goes through the rollback, which starts the daemons.
     let links = link::ensure_static(&root.dir, &ctx.config.links);
-    stage.done();
 
     // 3. after_switch, start, check
     let failure = match links {
@@ -273,6 +234,27 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
             ))
         }
     }
+}
+
+/// Stop the daemons, sync the release to disk, flip production: the part of a
+/// switch whose failure needs no rollback.
+fn stop_sync_flip(
+    ctx: &Ctx,
+    hex: &str,
+    env: &StepEnv,
+) -> std::result::Result<(), (&'static str, Error)> {
+    let stage = Stage::start("stop");
+    faults::point("stop");
+    steps::run_stage("stop", &ctx.config.promote.stop, env)
+        .map_err(|e| ("stopping the daemons", e))?;
+    stage.done();
+    let stage = Stage::start("switch production");
+    sync_release(&ctx.root.release(hex)).map_err(|e| ("syncing the release to disk", e))?;
+    faults::point("before-flip-production");
+    link::flip(&ctx.root.dir, PRODUCTION, &link::release_target(hex))
+        .map_err(|e| ("switching production", e))?;
+    stage.done();
+    Ok(())
 }
 
 /// The environment of promote steps run in `release`.
