@@ -76,6 +76,43 @@ pub fn export_commit(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> R
     export_tree(repo, tree, dest)
 }
 
+/// The bytes an export of `commit` writes (blob sizes from object headers,
+/// nothing inflated; export-ignore not applied), for a full-disk message.
+pub fn commit_bytes(repo: &gix::Repository, commit: ObjectId) -> Result<u64> {
+    fn walk(
+        repo: &gix::Repository,
+        tree: ObjectId,
+        depth: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64> {
+        if depth > MAX_DEPTH {
+            return Ok(0);
+        }
+        let entries: Vec<(bool, ObjectId)> = repo
+            .objects
+            .find_tree(&tree, buf)
+            .map_err(|e| Error::msg(format!("cannot read tree {tree}: {e}")))?
+            .entries
+            .iter()
+            .filter(|e| !e.mode.is_commit())
+            .map(|e| (e.mode.is_tree(), e.oid.to_owned()))
+            .collect();
+        let mut total = 0;
+        for (is_tree, id) in entries {
+            total += if is_tree {
+                walk(repo, id, depth + 1, buf)?
+            } else {
+                repo.find_header(id)
+                    .map_err(|e| Error::msg(format!("cannot read object {id}: {e}")))?
+                    .size()
+            };
+        }
+        Ok(total)
+    }
+    let tree = crate::repo::tree_of(repo, commit)?;
+    walk(repo, tree, 0, &mut Vec::new())
+}
+
 /// Write `REVISION` (the commit hash) at the top of an export. A REVISION the
 /// commit brings itself is replaced, never written through (it may be a symlink).
 pub fn write_revision(dir: &Path, hex: &str) -> Result<()> {

@@ -15,6 +15,16 @@ pub fn free_space(path: &Path) -> Option<u64> {
     None
 }
 
+/// syncfs(2) the filesystem holding `dir`: everything written there so far
+/// (an export, what the build steps wrote) is on disk when this returns.
+pub fn sync_filesystem(dir: &Path) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))?;
+    tracing::info!(dir = %dir.display(), "syncfs");
+    Ok(())
+}
+
 /// `1.5 GiB`, `320 KiB`: sizes for people.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

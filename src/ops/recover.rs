@@ -52,12 +52,24 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
     ));
     let mut end = e.end("interrupted");
     match e.event.as_str() {
+        "warmup" if release::is_ready(root, &commit) => {
+            // Every step had succeeded; only the flip (or what follows it) was cut short.
+            if root.warmup().as_deref() != Some(commit.as_str()) {
+                crate::ops::warmup::point_warmup(ctx, &commit)?;
+            }
+            output::detail(&format!(
+                "releases/{} had been warmed up completely; warmup -> releases/{} (its notify step did not run)",
+                short(&commit),
+                short(&commit)
+            ));
+            end = e.end("ok");
+        }
         "warmup" => {
             if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
                 release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
             }
             output::detail(&format!(
-                "releases/{} was never warmed up; warmup stays on {}",
+                "releases/{} was never warmed up (marked failed); warmup stays on {}",
                 short(&commit),
                 root.warmup().as_deref().map(short).unwrap_or("nothing")
             ));

@@ -184,7 +184,7 @@ fn build(
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+            return Err(explain_full_disk(e, repo, commit, &root.releases()));
         }
     };
     if let Err(e) = export::write_revision(&tmp, &hex) {
@@ -239,7 +239,50 @@ fn build(
         steps::run_stage(name, commands, &env)?;
         durations.insert(name.into(), stage.done().as_secs_f64());
     }
+    // `ready` is recorded durably next; the files it vouches for must be on
+    // disk first, or a power cut could leave a ready release of empty files.
+    crate::fsutil::sync_filesystem(&dir)?;
     Ok(())
+}
+
+/// A full disk during the export, told with what the operator needs: where,
+/// how much is free now that the partial export is gone, and how much the
+/// commit needs. Other errors pass through unchanged.
+fn explain_full_disk(
+    e: Error,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    releases: &std::path::Path,
+) -> Error {
+    let Error::Io { source, path, .. } = &e else {
+        return e;
+    };
+    let full = matches!(source.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT);
+    if !full {
+        return e;
+    }
+    let free = crate::fsutil::free_space(releases)
+        .map(crate::fsutil::human_bytes)
+        .unwrap_or_else(|| "an unknown amount".into());
+    let needed = export::commit_bytes(repo, commit)
+        .map(|b| {
+            format!(
+                ", and {} needs about {}",
+                short(&commit.to_string()),
+                crate::fsutil::human_bytes(b)
+            )
+        })
+        .unwrap_or_default();
+    Error::with_help(
+        format!(
+            "the disk is full: could not write {} ({source}); the partial export was removed",
+            path.display()
+        ),
+        format!(
+            "the filesystem holding {} has {free} free{needed}; free some space (`symdeploy cleanup` removes old releases) or grow the filesystem, then deploy again",
+            releases.display()
+        ),
+    )
 }
 
 /// The environment warm-up steps get.
@@ -255,7 +298,8 @@ pub fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
     }
 }
 
-fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
+/// Flip `warmup` to `hex` and repair the static links.
+pub(crate) fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
     let stage = Stage::start("switch warmup");
     link::flip(&ctx.root.dir, WARMUP, &link::release_target(hex))?;
     output::detail(&format!("warmup -> releases/{hex}"));
