@@ -98,6 +98,16 @@ pid_alive() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
 }
 
+# pid_gone PID : the process has exited. A daemon's parent is init, and an init that is not a
+# real one (a container's PID 1) may reap zombies only now and then: a zombie counts as gone.
+pid_gone() {
+    kill -0 "$1" 2>/dev/null || return 0
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    stat="${stat##*) }"
+    [ "${stat%% *}" = Z ]
+}
+
 # stop_pidfile LABEL PIDFILE NAME [SIGNAL] [TIMEOUT] : signal, wait, then SIGKILL.
 stop_pidfile() {
     local label="$1" pidfile="$2" name="$3" sig="${4:-TERM}" timeout="${5:-10}" pid
@@ -107,10 +117,10 @@ stop_pidfile() {
     fi
     pid="$(tr -dc 0-9 <"$pidfile")"
     kill -"$sig" "$pid" 2>/dev/null || true
-    if ! wait_for "$timeout" "$label (pid $pid) to exit" sh -c "! kill -0 $pid"; then
+    if ! wait_for "$timeout" "$label (pid $pid) to exit" pid_gone "$pid"; then
         say "$label (pid $pid) ignored SIG$sig for ${timeout}s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        wait_for 5 "$label (pid $pid) to die" sh -c "! kill -0 $pid" || true
+        wait_for 5 "$label (pid $pid) to die" pid_gone "$pid" || true
     fi
     rm -f "$pidfile"
     say "stopped $label (pid $pid)"
