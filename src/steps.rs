@@ -85,6 +85,12 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
         .stderr(writer)
         // Its own process group, so a timeout kills everything it started.
         .process_group(0);
+    // Recorded before and after the spawn, so that if we are killed while the
+    // step runs, the recovery can end what it left running (end_orphans).
+    let token = step_token();
+    cmd.env(STEP_VAR, &token);
+    let record = record_path(env);
+    let _ = std::fs::write(&record, format!("{token}\n"));
     let mut child = cmd.spawn().map_err(|e| {
         Error::with_help(
             format!(
@@ -99,6 +105,7 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     let streamer = std::thread::spawn(move || stream_lines(reader));
 
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = std::fs::write(&record, format!("{token}\n{pgid}\n{stage}: {command}\n"));
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -122,6 +129,7 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     }
     wait_for_streamer(streamer);
+    let _ = std::fs::remove_file(&record);
     let took = started.elapsed();
     tracing::info!(
         stage,
@@ -154,6 +162,86 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
         status: how,
         log: output::log_path(),
     })
+}
+
+/// The variable that marks every process of one step run.
+const STEP_VAR: &str = "SYMDEPLOY_STEP_ID";
+
+fn step_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// `ROOT/.symdeploy/step`: the step running now (token, process group, what).
+fn record_path(env: &StepEnv) -> PathBuf {
+    env.root.join(".symdeploy").join("step")
+}
+
+/// After a crash, end the processes of the step that was running when the
+/// run died: those still in its process group and carrying its token (never
+/// a daemon that left the group, never an unrelated process that reused the
+/// number). Without this, an orphaned `stop` could stop the daemons after the
+/// recovery has started them again. Call with the deploy lock held; returns
+/// what was done, for the operator.
+pub fn end_orphans(root: &Path) -> Option<String> {
+    let record = root.join(".symdeploy").join("step");
+    let text = std::fs::read_to_string(&record).ok()?;
+    let mut lines = text.lines();
+    let token = lines.next().unwrap_or_default().to_string();
+    let pgid: Option<i32> = lines.next().and_then(|l| l.trim().parse().ok());
+    let what = lines.next().unwrap_or("a step").to_string();
+    let wanted = format!("{STEP_VAR}={token}");
+    let mut ended = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pgid.is_some_and(|g| process_group(pid) != Some(g)) {
+            continue;
+        }
+        let marked = std::fs::read(entry.path().join("environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == wanted.as_bytes()));
+        if marked && !token.is_empty() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            ended.push(pid);
+        }
+    }
+    // SIGKILL is asynchronous: wait until they are really gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && ended.iter().any(|&p| process_group(p).is_some()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&record);
+    Some(if ended.is_empty() {
+        format!("the interrupted step ({what}) had already ended")
+    } else {
+        format!(
+            "ended {} process(es) still running from the interrupted step ({what})",
+            ended.len()
+        )
+    })
+}
+
+/// The process group of a live (non-zombie) process.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(1)?.parse().ok()
 }
 
 fn kill_group(pgid: nix::unistd::Pid, child: &mut std::process::Child) {

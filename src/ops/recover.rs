@@ -27,6 +27,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
 /// Repair interrupted runs; returns how many there were. Call with the lock held.
 pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
+    if let Some(note) = crate::steps::end_orphans(&ctx.root.dir) {
+        output::header("a deploy step was interrupted");
+        output::detail(&note);
+    }
     let entries = journal::read(&ctx.root);
     let open: Vec<Entry> = journal::interrupted(&entries)
         .into_iter()
