@@ -143,16 +143,16 @@ pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Resul
     std::fs::create_dir(dest).at("create directory", dest)?;
     let top = open_dir_path(dest)?;
 
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 16);
+    let threads = writer_threads();
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(QUEUE);
     let shared = Shared {
+        gate: std::sync::RwLock::new(()),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
         files: AtomicU64::new(0),
         symlinks: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        touched: AtomicU64::new(0),
         dest: dest.to_path_buf(),
     };
     let sync_repo = repo.clone().into_sync();
@@ -194,15 +194,26 @@ pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Resul
 }
 
 struct Shared {
+    /// Held for reading around every object lookup, for writing while pack
+    /// pages are released, so that no mapping can change under the release.
+    gate: std::sync::RwLock<()>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     files: AtomicU64,
     symlinks: AtomicU64,
     bytes: AtomicU64,
+    /// Drives release_pack_pages.
+    touched: AtomicU64,
     dest: PathBuf,
 }
 
 impl Shared {
+    /// Run an object lookup inside the gate.
+    fn reading<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _reading = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
     fn fail(&self, e: Error) {
         let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
@@ -271,23 +282,23 @@ impl<'a> Walker<'a> {
                 "is nested more than 256 directories deep",
             ));
         }
+        let (repo, buf) = (self.repo, &mut self.buf);
         let entries: Vec<(gix::objs::tree::EntryKind, BString, ObjectId)> =
-            {
-                let t =
-                    self.repo
-                        .objects
-                        .find_tree(&tree, &mut self.buf)
-                        .map_err(|e| {
-                            Error::with_help(
-                    format!("cannot read tree {tree} at `{}`: {e}", display_dir(prefix.as_ref())),
-                    "the repository is missing objects or is corrupt; run `git fsck` in it",
+            self.shared.reading(|| {
+                let t = repo.objects.find_tree(&tree, buf).map_err(|e| {
+                    let at = display_dir(prefix.as_ref());
+                    Error::with_help(
+                        format!("cannot read tree {tree} at `{at}`: {e}"),
+                        "the repository is missing objects or is corrupt; run `git fsck` in it",
+                    )
+                })?;
+                Ok::<_, Error>(
+                    t.entries
+                        .iter()
+                        .map(|e| (e.mode.kind(), e.filename.to_owned(), e.oid.to_owned()))
+                        .collect(),
                 )
-                        })?;
-                t.entries
-                    .iter()
-                    .map(|e| (e.mode.kind(), e.filename.to_owned(), e.oid.to_owned()))
-                    .collect()
-            };
+            })?;
 
         let pushed = match entries.iter().find(|(k, n, _)| {
             n == ".gitattributes"
@@ -297,17 +308,16 @@ impl<'a> Walker<'a> {
                 )
         }) {
             Some((_, _, id)) => {
-                let data = self
-                    .repo
-                    .objects
-                    .find_blob(id, &mut self.buf)
-                    .map_err(|e| {
-                        Error::msg(format!(
-                            "cannot read {}.gitattributes: {e}",
-                            prefix_slash(prefix.as_ref())
-                        ))
-                    })?;
-                let data = data.data.to_vec();
+                let (repo, buf) = (self.repo, &mut self.buf);
+                let data = self.shared.reading(|| {
+                    repo.objects
+                        .find_blob(id, buf)
+                        .map(|b| b.data.to_vec())
+                        .map_err(|e| {
+                            let at = prefix_slash(prefix.as_ref());
+                            Error::msg(format!("cannot read {at}.gitattributes: {e}"))
+                        })
+                })?;
                 self.attrs.push(&data, prefix.as_ref())?;
                 true
             }
@@ -414,12 +424,14 @@ fn worker(repo: gix::Repository, rx: crossbeam_channel::Receiver<Vec<Job>>, shar
 }
 
 fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shared) -> Result<()> {
-    let blob = repo.objects.find_blob(&job.id, buf).map_err(|e| {
-        Error::with_help(
-            format!("cannot read blob {} for `{}`: {e}", job.id, job.path),
-            "the repository is missing objects or is corrupt; run `git fsck` in it",
-        )
-    })?;
+    let blob = shared
+        .reading(|| repo.objects.find_blob(&job.id, buf))
+        .map_err(|e| {
+            Error::with_help(
+                format!("cannot read blob {} for `{}`: {e}", job.id, job.path),
+                "the repository is missing objects or is corrupt; run `git fsck` in it",
+            )
+        })?;
     let name = OsStr::from_bytes(&job.path[job.name_at..]);
     match job.kind {
         Kind::Symlink => {
@@ -454,9 +466,17 @@ fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shar
             file.write_all(blob.data)
                 .map_err(|e| Error::io("write", shared.path(job.path.as_ref()), e))?;
             shared.files.fetch_add(1, Ordering::Relaxed);
-            shared
-                .bytes
-                .fetch_add(blob.data.len() as u64, Ordering::Relaxed);
+            let len = blob.data.len() as u64;
+            shared.bytes.fetch_add(len, Ordering::Relaxed);
+            // Each file also costs a pack-index lookup, which touches index pages.
+            let weight = len + PER_FILE_WEIGHT;
+            let before = shared.touched.fetch_add(weight, Ordering::Relaxed);
+            if before / TRIM_EVERY != (before + weight) / TRIM_EVERY {
+                // No thread may be inside gix (which could unmap a pack)
+                // while the pages are released: see release_pack_pages.
+                let _alone = shared.gate.write().unwrap_or_else(|p| p.into_inner());
+                release_pack_pages();
+            }
         }
     }
     Ok(())
@@ -525,6 +545,74 @@ fn display_dir(prefix: &BStr) -> String {
         "/".to_string()
     } else {
         prefix.to_str_lossy().into_owned()
+    }
+}
+
+/// Writer threads: one per core, or SYMDEPLOY_EXPORT_THREADS (for tuning and
+/// benchmarks; file creation can profit from more threads than cores when the
+/// filesystem's journal makes writers wait).
+fn writer_threads() -> usize {
+    std::env::var("SYMDEPLOY_EXPORT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .clamp(1, 64)
+}
+
+/// Weighted bytes (blob bytes plus PER_FILE_WEIGHT a file) between two
+/// releases of the pack's resident pages.
+const TRIM_EVERY: u64 = 8 << 20;
+/// What one object lookup counts for in TRIM_EVERY: a few pack-index pages.
+const PER_FILE_WEIGHT: u64 = 16 << 10;
+
+/// Keep memory flat however big the repository is.
+///
+/// gix reads packs through read-only private mappings, and every page of the
+/// pack an export touches stays resident in our address space until exit:
+/// a 110 MiB pack makes a 120 MiB process though the heap is under 8 MiB.
+/// Dropping those pages from our page tables (MADV_DONTNEED) costs nothing
+/// of value: they stay in the page cache, and a later access is a minor
+/// fault that maps the same page again. The mapping is never written, so no
+/// data can be lost.
+fn release_pack_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(path)) = (fields.next(), fields.next(), fields.nth(3))
+        else {
+            continue;
+        };
+        if perms != "r--p" || !(path.ends_with(".pack") || path.ends_with(".idx")) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
+            continue;
+        };
+        // SAFETY: the range is a read-only private file mapping of a pack or
+        // index (r--p, never written by gix), taken from the kernel's own map
+        // of this process. The caller holds the gate for writing, so no
+        // thread is inside gix, the only code that maps or unmaps packs: the
+        // range cannot have been unmapped and reused since the map was read.
+        // MADV_DONTNEED only drops its resident pages, which the next access
+        // faults in again from the unchanged file.
+        let _ = unsafe {
+            nix::sys::mman::madvise(
+                addr,
+                end.saturating_sub(start),
+                nix::sys::mman::MmapAdvise::MADV_DONTNEED,
+            )
+        };
     }
 }
 

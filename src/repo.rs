@@ -15,15 +15,12 @@ pub fn open(git_dir: &Path) -> Result<gix::Repository> {
     let opts = gix::open::Options::isolated()
         .strict_config(false)
         .with(gix::sec::Trust::Full);
-    let mut repo = gix::open_opts(git_dir, opts).map_err(|e| {
+    let repo = gix::open_opts(git_dir, opts).map_err(|e| {
         Error::with_help(
             format!("cannot open the repository {}: {e}", git_dir.display()),
             "check that it is a bare git repository (symdeploy init creates one)",
         )
     })?;
-    // Tree and commit objects are read more than once (walk, subject); a small
-    // cache makes that free.
-    repo.object_cache_size_if_unset(4 * 1024 * 1024);
     Ok(repo)
 }
 
