@@ -1032,12 +1032,12 @@ fn promote_and_rollback_under_load_drop_no_request() {
 // 3. Two hosts behind one remote
 // ---------------------------------------------------------------------------
 
-/// `<!-- snippet: NAME -->` blocks of docs/stack.md (and of README.md if the
-/// snippet was merged there): every copy, with the file it came from.
+/// `<!-- snippet: NAME -->` blocks of README.md: every copy, with the file it
+/// came from.
 fn doc_snippets(name: &str) -> Vec<(String, String)> {
     let marker = format!("<!-- snippet: {name} -->");
     let mut found = Vec::new();
-    for file in ["docs/stack.md", "README.md"] {
+    for file in ["README.md"] {
         let Ok(doc) = std::fs::read_to_string(repo_path(file)) else {
             continue;
         };
@@ -1056,7 +1056,7 @@ fn doc_snippets(name: &str) -> Vec<(String, String)> {
     }
     assert!(
         !found.is_empty(),
-        "no `{marker}` in docs/stack.md or README.md"
+        "no `{marker}` in README.md"
     );
     found
 }
@@ -1111,7 +1111,7 @@ fn two_hosts_one_remote_strict_mode() {
     let ssh = h1.git_ssh_command();
     let project = Project::new(stack.path().join("work"));
 
-    // The remote, set up by the commands of docs/stack.md.
+    // The remote, set up by the commands of the README.
     let copies = doc_snippets("multi-host-remote");
     assert!(
         copies.iter().all(|(_, s)| *s == copies[0].1),
