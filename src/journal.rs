@@ -100,8 +100,21 @@ pub fn append(root: &Root, entry: &Entry) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(&path)
         .at("open the journal", &path)?;
+    // A line torn by a crash or a full disk must not swallow this one: glued
+    // to the fragment, it would be unreadable and its run never recovered.
+    let len = f.metadata().at("read the journal", &path)?.len();
+    if len > 0 {
+        use std::os::unix::fs::FileExt;
+        let mut last = [0u8];
+        f.read_exact_at(&mut last, len - 1)
+            .at("read the journal", &path)?;
+        if last[0] != b'\n' {
+            line.insert(0, b'\n');
+        }
+    }
     f.write_all(&line).at("append to the journal", &path)?;
     f.sync_data().at("sync the journal", &path)?;
     Ok(())
