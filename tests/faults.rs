@@ -125,6 +125,16 @@ fn leftovers(env: &Env) -> Vec<String> {
     out
 }
 
+/// The journal's readable entries (a torn line, as a crash leaves it, is skipped
+/// like symdeploy skips it).
+fn journal(env: &Env) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.root.join(".symdeploy/journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn common_snapshot(env: &Env) -> BTreeMap<String, String> {
     snapshot(&env.root.join("common"))
 }
@@ -146,7 +156,7 @@ fn state_fingerprint(env: &Env) -> String {
         names.sort();
         s += &format!("{dir}: {names:?}\n");
     }
-    s += &format!("journal: {} lines\n", env.journal().len());
+    s += &format!("journal: {} lines\n", journal(env).len());
     s += &format!("common: {:?}\n", common_snapshot(env));
     s
 }
@@ -255,9 +265,8 @@ fn assert_next_deploy_works(s: &Scene, context: &str) {
     assert_invariants(env, &s.common, context);
     assert_daemons_running(env, context);
     assert!(
-        env.journal().iter().all(|e| e["phase"] == "end"
-            || env
-                .journal()
+        journal(env).iter().all(|e| e["phase"] == "end"
+            || journal(env)
                 .iter()
                 .any(|x| x["run"] == e["run"] && x["phase"] == "end")),
         "{context}: a run is still open in the journal"
@@ -367,7 +376,7 @@ fn sigkill_during_promote_at_every_point_then_recover() {
         }
         assert_daemons_running(env, point);
         assert_invariants(env, &s.common, point);
-        let last = env.journal().pop().unwrap();
+        let last = journal(env).pop().unwrap();
         assert_eq!(last["phase"], "end", "{point}");
         assert_next_deploy_works(&s, point);
     }
@@ -481,12 +490,11 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
     drop(push.stdout.take());
     let _ = push.wait();
     wait_for("the deploy to end", Duration::from_secs(120), || {
-        env.journal()
+        journal(env)
             .iter()
             .any(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
     });
-    let end = env
-        .journal()
+    let end = journal(env)
         .into_iter()
         .find(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
         .unwrap();
@@ -573,7 +581,7 @@ fn a_full_disk_during_export_fails_cleanly() {
     );
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
-    assert_eq!(env.journal().last().unwrap()["result"], "failed");
+    assert_eq!(journal(&env).last().unwrap()["result"], "failed");
     assert_invariants(&env, &common, "disk full");
     // Once the commit fits, the next deploy goes through.
     env.git(&["rm", "-q", "www/big.txt"]);
@@ -615,7 +623,7 @@ fn assert_serialised(env: &Env) -> Vec<String> {
 }
 
 fn journal_ends(env: &Env, event: &str) -> Vec<(String, String)> {
-    env.journal()
+    journal(env)
         .iter()
         .filter(|e| e["phase"] == "end" && e["event"] == event)
         .map(|e| {
@@ -628,7 +636,7 @@ fn journal_ends(env: &Env, event: &str) -> Vec<(String, String)> {
 }
 
 fn last_started(env: &Env, event: &str) -> String {
-    env.journal()
+    journal(env)
         .iter()
         .rev()
         .find(|e| e["phase"] == "start" && e["event"] == event)
@@ -643,7 +651,7 @@ fn eight_pushes_at_once_are_serialised() {
     let env = Env::with_config(MARKED_CONFIG);
     env.push_ok(&["main"]);
     let _ = std::fs::remove_file(env.root.join("order"));
-    let base_journal = env.journal().len();
+    let base_journal = journal(&env).len();
     let mut clones = Vec::new();
     for i in 0..8 {
         let dir = env.tmp.path().join(format!("clone{i}"));
@@ -710,7 +718,7 @@ fn eight_pushes_at_once_are_serialised() {
     assert!(landed >= 1);
     let built = assert_serialised(&env);
     assert_eq!(built.len(), landed);
-    let journal = env.journal();
+    let journal = journal(&env);
     assert_eq!(
         journal.len(),
         base_journal + 2 * landed,
@@ -906,7 +914,7 @@ fn assert_warmup_failed_cleanly(s: &Scene, t: &str, context: &str) {
         )),
         "{context}: {t}"
     );
-    let last = env.journal().pop().unwrap();
+    let last = journal(env).pop().unwrap();
     assert_eq!(last["result"], "failed", "{context}");
     assert_invariants(env, &s.common, context);
     assert_lock_free(env);
@@ -1713,4 +1721,37 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
     assert!(!env.root.join(".symdeploy/step").exists());
     assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
     assert_next_deploy_works(&s, "orphaned stop");
+}
+
+#[test]
+fn a_torn_journal_line_does_not_swallow_the_next_entry() {
+    // A power cut or a full disk can leave half a line at the end of the
+    // journal; the next run's start entry must still be readable, or its
+    // interruption would go unnoticed.
+    let s = scene();
+    let env = &s.env;
+    env.push_ok(&["main"]);
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.root.join(".symdeploy/journal.jsonl"))
+        .unwrap()
+        .write_all(b"{\"time\":\"2026-")
+        .unwrap();
+    let out = symdeploy_with(
+        env,
+        &["promote"],
+        &[("SYMDEPLOY_FAULT", "after-flip-production")],
+    );
+    assert!(killed(&out), "{}", text(&out));
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(
+        t.contains(&format!(
+            "recovering an interrupted promote of {}",
+            short(&s.b)
+        )),
+        "{t}"
+    );
+    assert_daemons_running(env, "torn journal");
+    assert_next_deploy_works(&s, "torn journal");
 }
