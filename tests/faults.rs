@@ -334,12 +334,41 @@ fn sigkill_during_a_pushed_warmup_at_every_point() {
             assert_eq!(warm.as_deref(), Some(s.b.as_str()), "{point}: {t}");
         } else {
             assert_eq!(warm.as_deref(), Some(s.a.as_str()), "{point}: {t}");
-            let state = env.symdeploy(&["releases"]);
-            assert!(!text(&state).contains("building"), "{}", text(&state));
+            let record: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(
+                    env.root.join(format!(".symdeploy/releases/{}.json", s.b)),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(record["state"], "failed", "{point}: {record}");
         }
         assert_invariants(env, &s.common, point);
         let again = ok(&env.symdeploy(&["recover"]));
         assert!(again.contains("nothing to recover"), "{point}: {again}");
+        assert_next_deploy_works(&s, point);
+    }
+}
+
+#[test]
+fn sigkill_during_a_warmup_is_repaired_by_the_next_push_itself() {
+    for point in ["export", "build", "before-flip-warmup"] {
+        let s = scene();
+        let env = &s.env;
+        let out = push_with(env, &["main"], &[("SYMDEPLOY_FAULT", point)]);
+        assert!(!text(&out).contains("success: warmup"), "{point}");
+        env.write("www/index.html", "third\n");
+        let c = env.commit("third");
+        let t = env.push_ok(&["main"]);
+        assert!(
+            t.contains(&format!(
+                "remote: -----> recovering an interrupted warmup of {}",
+                short(&s.b)
+            )) && t.contains(&format!("success: warmup -> releases/{c}")),
+            "{point}: {t}"
+        );
+        assert!(leftovers(env).is_empty(), "{point}: {:?}", leftovers(env));
+        assert_invariants(env, &s.common, point);
         assert_next_deploy_works(&s, point);
     }
 }
