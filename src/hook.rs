@@ -235,6 +235,10 @@ fn parse_id(hex: &str) -> Result<ObjectId> {
     ObjectId::from_hex(hex.as_bytes()).map_err(|e| Error::msg(format!("bad object id {hex}: {e}")))
 }
 
+/// Prefix of the temporary quarantine views in ROOT/.symdeploy, followed by
+/// the pid of the hook that made it.
+pub const QUARANTINE_VIEW_PREFIX: &str = "quarantine-view-";
+
 /// The repository as a hook must read it. In pre-receive the pushed objects
 /// are still in quarantine (GIT_QUARANTINE_PATH), which gix does not read from
 /// the environment; a throwaway git directory whose alternates name both the
@@ -254,7 +258,8 @@ impl HookObjects {
             });
         };
         let view = tempfile::Builder::new()
-            .prefix("quarantine-view-")
+            // The pid lets a later deploy remove the view of a hook that was killed.
+            .prefix(&format!("{QUARANTINE_VIEW_PREFIX}{}-", std::process::id()))
             .tempdir_in(root.state_dir())
             .at("create a temporary directory in", root.state_dir())?;
         let dir = view.path();

@@ -42,6 +42,45 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
     Ok(open.len())
 }
 
+/// Is the commit in the repository (not only in a rejected push's quarantine)?
+fn landed(ctx: &Ctx, commit: &str) -> bool {
+    // When unsure (no commit recorded, no readable repository), assume it
+    // landed: repairs then go on as for a post-receive hook.
+    let Ok(id) = gix::ObjectId::from_hex(commit.as_bytes()) else {
+        return true;
+    };
+    crate::repo::open(&ctx.root.repository()).map_or(true, |r| r.has_object(id))
+}
+
+/// Move warmup off a rejected commit (if it points there); returns where
+/// warmup points now.
+fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
+    if ctx.root.warmup().as_deref() != Some(rejected) {
+        return Ok(ctx.root.warmup());
+    }
+    let back = fallback_warmup(ctx, rejected);
+    match &back {
+        Some(b) => crate::ops::warmup::point_warmup(ctx, b)?,
+        None => {
+            let _ = std::fs::remove_file(ctx.root.link(crate::root::WARMUP));
+        }
+    }
+    Ok(back)
+}
+
+/// Where warmup goes back to when it points at a rejected commit: the newest
+/// earlier warm-up that is still ready and in the repository, else production.
+fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
+    journal::read(&ctx.root)
+        .iter()
+        .rev()
+        .filter(|e| e.event == "warmup" && e.phase == "end")
+        .filter(|e| matches!(e.result.as_deref(), Some("ok" | "unchanged")))
+        .filter_map(|e| e.commit.clone())
+        .find(|c| c != rejected && release::is_ready(&ctx.root, c) && landed(ctx, c))
+        .or_else(|| ctx.root.production())
+}
+
 fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
     let root = &ctx.root;
     let commit = e.commit.clone().unwrap_or_default();
@@ -56,6 +95,25 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
     ));
     let mut end = e.end("interrupted");
     match e.event.as_str() {
+        "warmup" if !landed(ctx, &commit) => {
+            // A strict-mode (pre-receive) hook died: git rejected the push and
+            // dropped its objects. Nothing may stay pointed at that commit.
+            if release::load(root, &commit).is_some() {
+                release::set_state(
+                    root,
+                    &commit,
+                    State::Failed,
+                    Some("interrupted; the push was rejected".into()),
+                )?;
+            }
+            let back = warmup_off(ctx, &commit)?;
+            output::detail(&format!(
+                "the push of {} was rejected (its hook was killed), so releases/{} is marked failed; warmup -> {}",
+                short(&commit),
+                short(&commit),
+                back.as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
         "warmup" if release::is_ready(root, &commit) => {
             // Every step had succeeded; only the flip (or what follows it) was cut short.
             if root.warmup().as_deref() != Some(commit.as_str()) {
@@ -80,7 +138,30 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
         }
         "promote" | "rollback" => {
             let previous = e.previous.as_deref();
-            if root.production().as_deref() == Some(commit.as_str()) {
+            let switched = root.production().as_deref() == Some(commit.as_str());
+            if switched && !landed(ctx, &commit) {
+                // A strict-mode tag push whose hook died: git rejected it, so
+                // production must not stay on it.
+                output::detail(&format!(
+                    "production had been switched, but the push of {} was rejected (its hook was killed); switching back",
+                    short(&commit)
+                ));
+                roll_back(ctx, &commit, previous, &git_ref);
+                release::set_state(
+                    root,
+                    &commit,
+                    State::Failed,
+                    Some("interrupted; the push was rejected".into()),
+                )?;
+                if root.warmup().as_deref() == Some(commit.as_str()) {
+                    let back = warmup_off(ctx, &commit)?;
+                    output::detail(&format!(
+                        "warmup -> {}",
+                        back.as_deref().map(short).unwrap_or("nothing")
+                    ));
+                }
+                end = e.end("rolled-back");
+            } else if switched {
                 output::detail(
                     "production had already been switched; finishing: after_switch, start, check",
                 );

@@ -38,6 +38,7 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
 /// temporary links. Only ever called with the lock held.
 pub fn tidy_leftovers(ctx: &Ctx) {
     link::remove_leftovers(&ctx.root.dir);
+    remove_dead_quarantine_views(&ctx.root.state_dir());
     let releases = ctx.root.releases();
     let Ok(entries) = std::fs::read_dir(&releases) else {
         return;
@@ -49,6 +50,28 @@ pub fn tidy_leftovers(ctx: &Ctx) {
                 "removing {}, left by an interrupted deploy",
                 e.path().display()
             ));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Remove the quarantine views of pre-receive hooks that died (a live hook
+/// may be waiting for the lock with its view in use: its pid is alive).
+fn remove_dead_quarantine_views(state_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(crate::hook::QUARANTINE_VIEW_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
