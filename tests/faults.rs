@@ -1784,3 +1784,62 @@ fn a_torn_journal_line_does_not_swallow_the_next_entry() {
     assert_daemons_running(env, "torn journal");
     assert_next_deploy_works(&s, "torn journal");
 }
+
+#[test]
+fn sigkill_of_a_strict_pre_receive_hook_rejects_the_push_and_is_repaired() {
+    let config = format!("hook = \"pre-receive\"\n{TEST_CONFIG}");
+    for point in ["build", "before-flip-warmup", "after-flip-warmup"] {
+        let s = scene_with(&config);
+        let env = &s.env;
+        assert!(env.root.join("repository/hooks/pre-receive").is_file());
+        let out = push_with(env, &["main"], &[("SYMDEPLOY_FAULT", point)]);
+        let t = text(&out);
+        // The hook died: git rejects the push and drops its objects.
+        assert!(!out.status.success(), "{point}: {t}");
+        let deployed = run(git_cmd(&env.root.join("repository")).args(["rev-parse", "main"]));
+        assert_eq!(String::from_utf8_lossy(&deployed.stdout).trim(), s.a);
+        let t = ok(&env.symdeploy(&["recover"]));
+        assert!(
+            t.contains(&format!(
+                "recovering an interrupted warmup of {}",
+                short(&s.b)
+            )),
+            "{point}: {t}"
+        );
+        // Nothing may point at a commit the repository refused.
+        assert_eq!(
+            env.pointed("warmup").as_deref(),
+            Some(s.a.as_str()),
+            "{point}: {t}"
+        );
+        assert_invariants(env, &s.common, point);
+        let views: Vec<_> = std::fs::read_dir(env.root.join(".symdeploy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("quarantine-view-"))
+            .collect();
+        assert!(views.is_empty(), "{point}: left over: {views:?}");
+        assert_next_deploy_works(&s, point);
+    }
+    // A release tag on a new commit, killed right after production flipped:
+    // the tag push is rejected, so production goes back.
+    let s = scene_with(&config);
+    let env = &s.env;
+    env.git(&["tag", "release-1"]);
+    let out = push_with(
+        env,
+        &["release-1"],
+        &[("SYMDEPLOY_FAULT", "after-flip-production")],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(env.pointed("production").as_deref(), Some(s.b.as_str()));
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(
+        t.contains("was rejected (its hook was killed); switching back"),
+        "{t}"
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
+    assert_daemons_running(env, "strict tag");
+    assert_invariants(env, &s.common, "strict tag");
+    assert_next_deploy_works(&s, "strict tag");
+}
