@@ -1717,7 +1717,7 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
     // `stop` takes a while and says so at its end, like `supervisorctl stop all`.
     let config = TEST_CONFIG.replace(
         "stop = [\"echo \\\"stop $SYMDEPLOY_STAGE $PWD\\\" >> \\\"$SYMDEPLOY_ROOT/trace.log\\\"\"]",
-        "stop = [\"echo stopping >> \\\"$SYMDEPLOY_ROOT/stopping\\\"; sleep 2; echo \\\"stop $SYMDEPLOY_STAGE $PWD\\\" >> \\\"$SYMDEPLOY_ROOT/trace.log\\\"\"]",
+        "stop = [\"echo stopping >> \\\"$SYMDEPLOY_ROOT/stopping\\\"; sleep 4; echo \\\"stop $SYMDEPLOY_STAGE $PWD\\\" >> \\\"$SYMDEPLOY_ROOT/trace.log\\\"\"]",
     );
     assert_ne!(config, TEST_CONFIG);
     let s = scene_with(&config);
@@ -1745,7 +1745,8 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
         "{t}"
     );
     assert!(t.contains("starting the daemons that were stopped"), "{t}");
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the moment the orphaned `stop` would have written its line.
+    std::thread::sleep(Duration::from_secs(5));
     assert_daemons_running(env, "orphaned stop");
     assert!(!env.root.join(".symdeploy/step").exists());
     assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
