@@ -39,6 +39,15 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
 pub fn tidy_leftovers(ctx: &Ctx) {
     link::remove_leftovers(&ctx.root.dir);
     remove_dead_quarantine_views(&ctx.root.state_dir());
+    // Half-written release records (release::save writes a temporary file
+    // then renames it; only lock holders write them).
+    if let Ok(entries) = std::fs::read_dir(ctx.root.states()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let releases = ctx.root.releases();
     let Ok(entries) = std::fs::read_dir(&releases) else {
         return;
