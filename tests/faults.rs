@@ -114,6 +114,8 @@ fn leftovers(env: &Env) -> Vec<String> {
     for (dir, prefix) in [
         (env.root.join("releases"), ".tmp-"),
         (env.root.clone(), ".symdeploy-link-"),
+        (env.root.join(".symdeploy/releases"), ".tmp"),
+        (env.root.join(".symdeploy"), "quarantine-view-"),
     ] {
         for e in std::fs::read_dir(&dir).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -311,6 +313,8 @@ fn sigkill_during_a_pushed_warmup_at_every_point() {
         assert_invariants(env, &s.common, point);
         assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
         assert_lock_free(env);
+        // What a kill inside release::save leaves: a temporary record.
+        std::fs::write(env.root.join(".symdeploy/releases/.tmpKILLED"), "{\"sta").unwrap();
 
         let rec = env.symdeploy(&["recover"]);
         let t = ok(&rec);
