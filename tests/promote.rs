@@ -270,6 +270,12 @@ fn a_failing_after_switch_rolls_back_to_the_previous_release_and_starts_the_daem
         ]
     );
     assert_eq!(release_state(&env, &b), "bad");
+    // warmup pointed at b (the push warmed it); it must not stay on a bad release.
+    assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
+    assert!(
+        t.contains(&format!("warmup -> releases/{a} (off the bad release)")),
+        "{t}"
+    );
     let last = ends(&env, "promote").pop().unwrap();
     assert_eq!(last["result"], "rolled-back");
     assert_eq!(last["commit"], b.as_str());

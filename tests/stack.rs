@@ -1054,10 +1054,7 @@ fn doc_snippets(name: &str) -> Vec<(String, String)> {
             rest = &rest[body_start + body_len..];
         }
     }
-    assert!(
-        !found.is_empty(),
-        "no `{marker}` in README.md"
-    );
+    assert!(!found.is_empty(), "no `{marker}` in README.md");
     found
 }
 

@@ -177,16 +177,8 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
         None => "ok",
         Some(ref f) => {
             output::error(&format!("{} failed after the switch: {}", f.what, f.error));
-            roll_back(ctx, hex, previous.as_deref(), git_ref);
-            // Not `?`: notify and the journal's end entry must still follow.
-            if let Err(e) = release::set_state(
-                root,
-                hex,
-                State::Bad,
-                Some(format!("{}: {}", f.what, f.error)),
-            ) {
-                output::warning(&format!("could not mark releases/{hex} bad: {e}"));
-            }
+            let why = format!("{}: {}", f.what, f.error);
+            roll_back(ctx, hex, previous.as_deref(), git_ref, State::Bad, why);
             "rolled-back"
         }
     };
@@ -249,7 +241,9 @@ fn stop_sync_flip(
         .map_err(|e| ("stopping the daemons", e))?;
     stage.done();
     let stage = Stage::start("switch production");
-    sync_release(&ctx.root.release(hex)).map_err(|e| ("syncing the release to disk", e))?;
+    // A power cut after the flip must not leave production on empty files.
+    crate::fsutil::sync_filesystem(&ctx.root.release(hex))
+        .map_err(|e| ("syncing the release to disk", e))?;
     faults::point("before-flip-production");
     link::flip(&ctx.root.dir, PRODUCTION, &link::release_target(hex))
         .map_err(|e| ("switching production", e))?;
@@ -330,8 +324,17 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
 }
 
 /// Undo a flip: stop, production back to `previous` (or removed if there was
-/// none), start.
-pub(crate) fn roll_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+/// none), start; then mark the release `state` (bad, or failed when its push
+/// was rejected) for `why`, and move `warmup` off it. Never fails: it runs on
+/// an error path, and every failure is reported.
+pub(crate) fn roll_back(
+    ctx: &Ctx,
+    hex: &str,
+    previous: Option<&str>,
+    git_ref: &str,
+    state: State,
+    why: String,
+) {
     let root = &ctx.root;
     let p = &ctx.config.promote;
     let stage = Stage::start("roll back");
@@ -355,6 +358,26 @@ pub(crate) fn roll_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
     }
     let back = previous.unwrap_or(hex);
     start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+    if let Err(e) = release::set_state(root, hex, state, Some(why)) {
+        output::warning(&format!(
+            "could not mark releases/{hex} {}: {e}",
+            state.as_str()
+        ));
+    }
+    // A release that just failed in production must not stay the one a
+    // promote without arguments (or www_warmup) would pick.
+    if root.warmup().as_deref() == Some(hex) {
+        match crate::ops::recover::warmup_off(ctx, hex) {
+            Ok(back) => output::detail(&format!(
+                "warmup -> {} (off the {} release)",
+                back.as_deref()
+                    .map(|c| format!("releases/{c}"))
+                    .unwrap_or_else(|| "nothing".into()),
+                state.as_str()
+            )),
+            Err(e) => output::warning(&format!("warmup still points at releases/{hex}: {e}")),
+        }
+    }
     stage.done();
 }
 
@@ -368,15 +391,6 @@ pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
         ));
     }
     stage.done();
-}
-
-/// Make the release durable before production points at it: a power cut after
-/// the flip must not leave production on empty or half-written files.
-fn sync_release(dir: &std::path::Path) -> Result<()> {
-    let f = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))?;
-    tracing::info!(dir = %dir.display(), "syncfs before flip");
-    Ok(())
 }
 
 pub(crate) fn describe(previous: &Option<String>) -> String {

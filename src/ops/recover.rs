@@ -54,7 +54,7 @@ fn landed(ctx: &Ctx, commit: &str) -> bool {
 
 /// Move warmup off a rejected commit (if it points there); returns where
 /// warmup points now.
-fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
+pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
     if ctx.root.warmup().as_deref() != Some(rejected) {
         return Ok(ctx.root.warmup());
     }
@@ -146,20 +146,8 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                     "production had been switched, but the push of {} was rejected (its hook was killed); switching back",
                     short(&commit)
                 ));
-                roll_back(ctx, &commit, previous, &git_ref);
-                release::set_state(
-                    root,
-                    &commit,
-                    State::Failed,
-                    Some("interrupted; the push was rejected".into()),
-                )?;
-                if root.warmup().as_deref() == Some(commit.as_str()) {
-                    let back = warmup_off(ctx, &commit)?;
-                    output::detail(&format!(
-                        "warmup -> {}",
-                        back.as_deref().map(short).unwrap_or("nothing")
-                    ));
-                }
+                let why = "interrupted; the push was rejected".to_string();
+                roll_back(ctx, &commit, previous, &git_ref, State::Failed, why);
                 end = e.end("rolled-back");
             } else if switched {
                 output::detail(
@@ -175,13 +163,8 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                     }
                     Some(f) => {
                         output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
-                        roll_back(ctx, &commit, previous, &git_ref);
-                        release::set_state(
-                            root,
-                            &commit,
-                            State::Bad,
-                            Some(format!("{}: {}", f.what, f.error)),
-                        )?;
+                        let why = format!("{}: {}", f.what, f.error);
+                        roll_back(ctx, &commit, previous, &git_ref, State::Bad, why);
                         end = e.end("rolled-back");
                     }
                 }
