@@ -114,7 +114,7 @@ pub fn warm(
         output::detail(&format!("releases/{hex} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)"));
         point_warmup(ctx, &hex)?;
         journal::append(root, &entry.end("unchanged"))?;
-        finish_message(&hex);
+        finish_message(ctx, &hex);
         return Ok(hex);
     }
     if dir.exists() {
@@ -189,7 +189,7 @@ pub fn warm(
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
     journal::append(root, &entry.end("ok"))?;
-    finish_message(&hex);
+    finish_message(ctx, &hex);
     Ok(hex)
 }
 
@@ -353,10 +353,12 @@ fn describe(commit: Option<String>) -> String {
     }
 }
 
-fn finish_message(hex: &str) {
+fn finish_message(ctx: &Ctx, hex: &str) {
     output::success(&format!("warmup -> releases/{hex}"));
+    // A tag name the configured glob accepts: `release-*` becomes `release-N`.
+    let tag = ctx.config.promote.tags.replace('*', "N").replace('?', "N");
     output::line(&format!(
-        "       promote it with `symdeploy promote {}` on the server, or push a release tag: git tag release-N {} && git push deploy release-N",
+        "       promote it with `symdeploy promote {}` on the server, or push a release tag: git tag {tag} {} && git push deploy {tag}",
         short(hex),
         short(hex)
     ));
