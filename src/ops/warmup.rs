@@ -356,7 +356,7 @@ fn describe(commit: Option<String>) -> String {
 fn finish_message(ctx: &Ctx, hex: &str) {
     output::success(&format!("warmup -> releases/{hex}"));
     // A tag name the configured glob accepts: `release-*` becomes `release-N`.
-    let tag = ctx.config.promote.tags.replace('*', "N").replace('?', "N");
+    let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
     output::line(&format!(
         "       promote it with `symdeploy promote {}` on the server, or push a release tag: git tag {tag} {} && git push deploy {tag}",
         short(hex),
