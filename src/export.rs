@@ -152,6 +152,7 @@ pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Resul
         files: AtomicU64::new(0),
         symlinks: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        stream_threshold: crate::blobstream::threshold(),
         touched: AtomicU64::new(0),
         dest: dest.to_path_buf(),
     };
@@ -202,6 +203,8 @@ struct Shared {
     files: AtomicU64,
     symlinks: AtomicU64,
     bytes: AtomicU64,
+    /// Blobs this big are streamed, not read whole.
+    stream_threshold: u64,
     /// Drives release_pack_pages.
     touched: AtomicU64,
     dest: PathBuf,
@@ -424,6 +427,15 @@ fn worker(repo: gix::Repository, rx: crossbeam_channel::Receiver<Vec<Job>>, shar
 }
 
 fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shared) -> Result<()> {
+    if !matches!(job.kind, Kind::Symlink) {
+        let size = shared
+            .reading(|| repo.find_header(job.id))
+            .map(|h| h.size())
+            .unwrap_or(0);
+        if size >= shared.stream_threshold && write_streamed(repo, job, size, shared)? {
+            return Ok(());
+        }
+    }
     let blob = shared
         .reading(|| repo.objects.find_blob(&job.id, buf))
         .map_err(|e| {
@@ -446,23 +458,7 @@ fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shar
             shared.symlinks.fetch_add(1, Ordering::Relaxed);
         }
         Kind::File | Kind::Executable => {
-            let mode = if matches!(job.kind, Kind::Executable) {
-                0o777
-            } else {
-                0o666
-            };
-            let fd = openat(
-                job.dir.as_fd(),
-                name,
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(mode),
-            )
-            .map_err(|e| create_error(e, job, shared))?;
-            let mut file = std::fs::File::from(fd);
+            let mut file = std::fs::File::from(create_file(job, shared)?);
             file.write_all(blob.data)
                 .map_err(|e| Error::io("write", shared.path(job.path.as_ref()), e))?;
             shared.files.fetch_add(1, Ordering::Relaxed);
@@ -480,6 +476,47 @@ fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shar
         }
     }
     Ok(())
+}
+
+/// Write a big blob straight from the object store (see blobstream); false
+/// when it is not streamable, with nothing created.
+fn write_streamed(repo: &gix::Repository, job: &Job, size: u64, shared: &Shared) -> Result<bool> {
+    let objects = repo.common_dir().join("objects");
+    let name = OsStr::from_bytes(&job.path[job.name_at..]);
+    let mut file = std::fs::File::from(create_file(job, shared)?);
+    let path = shared.path(job.path.as_ref());
+    let streamed = shared
+        .reading(|| crate::blobstream::stream(&objects, &job.id, size, &mut file))
+        .map_err(|e| Error::io("write", &path, e))?;
+    if !streamed {
+        // Not streamable (a delta): the ordinary path creates it again.
+        let _ = nix::unistd::unlinkat(
+            job.dir.as_fd(),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        return Ok(false);
+    }
+    tracing::info!(path = %job.path, size, "streamed from the object store");
+    shared.files.fetch_add(1, Ordering::Relaxed);
+    shared.bytes.fetch_add(size, Ordering::Relaxed);
+    Ok(true)
+}
+
+/// Create the job's file, never following or replacing anything there.
+fn create_file(job: &Job, shared: &Shared) -> Result<OwnedFd> {
+    let mode = if matches!(job.kind, Kind::Executable) {
+        0o777
+    } else {
+        0o666
+    };
+    openat(
+        job.dir.as_fd(),
+        OsStr::from_bytes(&job.path[job.name_at..]),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| create_error(e, job, shared))
 }
 
 fn create_error(e: nix::errno::Errno, job: &Job, shared: &Shared) -> Error {

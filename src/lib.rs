@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod blobstream;
 pub mod carry;
 pub mod cli;
 pub mod config;

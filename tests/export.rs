@@ -92,3 +92,68 @@ fn carry_copies_vendor_from_the_previous_release_without_sharing_files() {
     assert_ne!(a.ino(), b.ino(), "carry must copy, never hard-link");
     assert_eq!(b.nlink(), 1);
 }
+
+#[test]
+fn big_blobs_are_streamed_from_loose_objects_and_packs_and_deltas_fall_back() {
+    let env = Env::new();
+    let mut body = String::new();
+    for i in 0..2000 {
+        body.push_str(&format!("line {i} of a file big enough to be streamed\n"));
+    }
+    env.write("big/a.txt", &body);
+    env.write("big/b.txt", &body.replace("line", "row"));
+    env.push_ok(&["main"]);
+    env.write("big/a.txt", &format!("{body}one more line\n"));
+    let commit = env.commit("a small change to a big file: a delta once packed");
+    env.push_ok(&["main"]);
+    let repo = env.root.join("repository");
+    let archive = env.tmp.path().join("archive");
+    git_archive(&repo, &commit, &archive);
+    let expected = snapshot(&archive);
+    let export = |name: &str| {
+        let dir = env.tmp.path().join(name);
+        let out = run(std::process::Command::new(bin())
+            .env("SYMDEPLOY_STREAM_THRESHOLD", "1000")
+            .env("RUST_LOG", "info")
+            .args([
+                "export",
+                "--repo",
+                repo.to_str().unwrap(),
+                &commit,
+                dir.to_str().unwrap(),
+            ]));
+        assert!(out.status.success(), "{}", text(&out));
+        let mut got = snapshot(&dir);
+        got.remove("REVISION");
+        let streamed = text(&out).matches("streamed from the object store").count();
+        (got, streamed)
+    };
+    // Small pushes arrive as loose objects.
+    assert!(std::fs::read_dir(repo.join("objects/pack"))
+        .unwrap()
+        .next()
+        .is_none());
+    let (got, streamed) = export("from-loose");
+    assert_eq!(got, expected);
+    assert_eq!(
+        streamed, 2,
+        "both big files stream from their loose objects"
+    );
+    // Packed, the changed file becomes a delta (not streamable: gix reads it).
+    let gc = run(git_cmd(&repo).args(["gc", "-q", "--aggressive"]));
+    assert!(gc.status.success(), "{}", text(&gc));
+    let verify = run(git_cmd(&repo).args(["verify-pack", "-v"]).arg(
+        std::fs::read_dir(repo.join("objects/pack"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx"))
+            .unwrap(),
+    ));
+    assert!(text(&verify).contains(" blob "), "{}", text(&verify));
+    let (got, streamed) = export("from-pack");
+    assert_eq!(got, expected);
+    assert!(
+        streamed >= 1,
+        "the unchanged big file is a whole pack entry"
+    );
+}
