@@ -50,6 +50,15 @@ pub fn current_user() -> String {
     }
 }
 
+/// A token unique to this moment and process (journal runs, step marks).
+pub fn unique_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
 /// This machine's host name, recorded in the journal and the lock so that an
 /// operator with several hosts knows which one spoke.
 pub fn hostname() -> String {

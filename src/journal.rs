@@ -59,7 +59,7 @@ impl Entry {
     pub fn start(event: &str, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
         Entry {
             time: crate::fsutil::now_rfc3339(),
-            run: new_run_id(),
+            run: crate::fsutil::unique_token(),
             event: event.to_string(),
             phase: "start".to_string(),
             commit: commit.map(str::to_string),
@@ -81,14 +81,6 @@ impl Entry {
             ..self.clone()
         }
     }
-}
-
-fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:x}-{}", nanos, std::process::id())
 }
 
 /// Append one entry (one write(2) with O_APPEND, then fsync).

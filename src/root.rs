@@ -112,6 +112,10 @@ impl Root {
     pub fn journal(&self) -> PathBuf {
         self.state_dir().join("journal.jsonl")
     }
+    /// The step running now (token, process group, what), for recovery.
+    pub fn running_step(&self) -> PathBuf {
+        self.state_dir().join("step")
+    }
     /// Per-deploy logs.
     pub fn logs(&self) -> PathBuf {
         self.state_dir().join("logs")

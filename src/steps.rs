@@ -87,7 +87,7 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
         .process_group(0);
     // Recorded before and after the spawn, so that if we are killed while the
     // step runs, the recovery can end what it left running (end_orphans).
-    let token = step_token();
+    let token = crate::fsutil::unique_token();
     cmd.env(STEP_VAR, &token);
     let record = record_path(env);
     let _ = std::fs::write(&record, format!("{token}\n"));
@@ -167,17 +167,12 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
 /// The variable that marks every process of one step run.
 const STEP_VAR: &str = "SYMDEPLOY_STEP_ID";
 
-fn step_token() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{}-{nanos:x}", std::process::id())
-}
-
 /// `ROOT/.symdeploy/step`: the step running now (token, process group, what).
 fn record_path(env: &StepEnv) -> PathBuf {
-    env.root.join(".symdeploy").join("step")
+    crate::root::Root {
+        dir: env.root.clone(),
+    }
+    .running_step()
 }
 
 /// After a crash, end the processes of the step that was running when the
@@ -186,8 +181,8 @@ fn record_path(env: &StepEnv) -> PathBuf {
 /// number). Without this, an orphaned `stop` could stop the daemons after the
 /// recovery has started them again. Call with the deploy lock held; returns
 /// what was done, for the operator.
-pub fn end_orphans(root: &Path) -> Option<String> {
-    let record = root.join(".symdeploy").join("step");
+pub fn end_orphans(root: &crate::root::Root) -> Option<String> {
+    let record = root.running_step();
     let text = std::fs::read_to_string(&record).ok()?;
     let mut lines = text.lines();
     let token = lines.next().unwrap_or_default().to_string();

@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
 /// Repair interrupted runs; returns how many there were. Call with the lock held.
 pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
-    if let Some(note) = crate::steps::end_orphans(&ctx.root.dir) {
+    if let Some(note) = crate::steps::end_orphans(&ctx.root) {
         output::header("a deploy step was interrupted");
         output::detail(&note);
     }
