@@ -237,6 +237,13 @@ fn build(
         output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
     }
     durations.insert("export".into(), stage.done().as_secs_f64());
+    // Flush the export to disk while carry, shared links and the steps run
+    // (composer takes seconds): the sync before `ready` then only waits for
+    // what they wrote. The result does not matter: that final sync vouches.
+    let early_sync = {
+        let dir = dir.clone();
+        std::thread::spawn(move || crate::fsutil::sync_filesystem(&dir).is_ok())
+    };
 
     if !ctx.config.carry.is_empty() {
         let stage = Stage::start("carry");
@@ -258,10 +265,11 @@ fn build(
     }
 
     let env = step_env(ctx, &hex, git_ref);
+    let w = &ctx.config.warmup;
     for (name, commands) in [
-        ("build", &ctx.config.warmup.build),
-        ("links", &ctx.config.warmup.links),
-        ("migrate", &ctx.config.warmup.migrate),
+        ("build", &w.build),
+        ("links", &w.links),
+        ("migrate", &w.migrate),
     ] {
         if commands.is_empty() {
             continue;
@@ -276,6 +284,7 @@ fn build(
     // On a big release this is most of what the warm-up costs beyond the
     // export itself, so it is a stage of its own, timed like the others.
     let stage = Stage::start("sync");
+    let _ = early_sync.join();
     crate::fsutil::sync_filesystem(&dir)?;
     durations.insert("sync".into(), stage.done().as_secs_f64());
     Ok(())
