@@ -121,11 +121,7 @@ pub fn write_revision(dir: &Path, hex: &str) -> Result<()> {
         crate::output::warning(
             "the commit has its own REVISION; replacing it with the commit hash",
         );
-        if meta.is_dir() {
-            std::fs::remove_dir_all(&path).at("remove", &path)?;
-        } else {
-            std::fs::remove_file(&path).at("remove", &path)?;
-        }
+        crate::shared::remove_release_copy(&path, &meta)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)

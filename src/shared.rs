@@ -98,7 +98,10 @@ fn relative_target(path: &str) -> PathBuf {
     t
 }
 
-fn remove_release_copy(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+/// Remove a file, symlink or whole directory at `path` (described by its
+/// `symlink_metadata`), never following a symlink. Only ever used inside a
+/// release being built.
+pub(crate) fn remove_release_copy(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     // Only ever inside the release being built; remove_dir_all does not follow symlinks.
     if meta.is_dir() {
         std::fs::remove_dir_all(path).at("remove the release's copy of", path)
