@@ -40,6 +40,9 @@ pub enum Command {
         /// Strict mode: install a pre-receive hook, so a failed warm-up rejects the push.
         #[arg(long)]
         strict: bool,
+        /// The deploy user who pushes: the root is made owned by it (run init as root).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Run as a git hook (what the installed hook script calls); reads ref updates on stdin.
     Hook {
@@ -112,4 +115,22 @@ pub enum Command {
         /// Directory to create.
         dir: PathBuf,
     },
+    /// Write the man page or shell completions (what the Debian package ships).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Files `symdeploy generate` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Generated {
+    /// symdeploy.1 (roff), from these definitions.
+    Man,
+    /// symdeploy.bash, _symdeploy (zsh), symdeploy.fish.
+    Completions,
 }

@@ -91,6 +91,11 @@ pub struct Config {
     pub warmup: Warmup,
     /// The promote commands.
     pub promote: Promote,
+    /// The user the web server / php-fpm runs as, who must write the shared
+    /// paths and `writable`; `None`: symdeploy leaves permissions alone.
+    pub web_user: Option<String>,
+    /// Release-relative directories the web user must write (caches, temp/).
+    pub writable: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +111,8 @@ struct RawConfig {
     links: Option<Spanned<toml::Table>>,
     warmup: Option<RawWarmup>,
     promote: Option<RawPromote>,
+    web_user: Option<Spanned<String>>,
+    writable: Option<Vec<Spanned<String>>>,
 }
 
 type Commands = Option<Vec<Spanned<String>>>;
@@ -446,6 +453,36 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         )?,
         notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
     };
+    let web_user = match raw.web_user {
+        None => None,
+        Some(u) if valid_user_name(u.get_ref()) => Some(u.into_inner()),
+        Some(u) => {
+            return ctx.err(
+                u.span(),
+                format!(
+                    "`web_user` \"{}\" is not a user name (like \"www-data\"); write the user php-fpm runs as, or remove the key",
+                    u.get_ref()
+                ),
+            )
+        }
+    };
+    let writable = ctx.paths("writable", raw.writable, &[])?;
+    for w in &writable {
+        if let Some(s) = shared.iter().find(|s| nested(s, w)) {
+            return Err(Error::Config {
+                file: file.to_path_buf(),
+                line: None,
+                message: format!("`writable` entry \"{w}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and are made writable there"),
+            });
+        }
+    }
+    if !writable.is_empty() && web_user.is_none() {
+        return Err(Error::Config {
+            file: file.to_path_buf(),
+            line: None,
+            message: "`writable` is set but `web_user` is not: say which user must write them (e.g. web_user = \"www-data\")".to_string(),
+        });
+    }
     Ok(Config {
         file: source,
         branch,
@@ -458,7 +495,20 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         links,
         warmup,
         promote,
+        web_user,
+        writable,
     })
+}
+
+/// A plausible POSIX user name: what `useradd` accepts, and nothing a shell
+/// or an ACL entry (`u:NAME:rwx`) could misread.
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -514,9 +564,23 @@ mod tests {
             "start",
             "check",
             "check_timeout",
+            "web_user",
+            "writable",
         ] {
             assert!(TEMPLATE.contains(key), "template lacks {key}");
         }
+    }
+
+    #[test]
+    fn web_user_and_writable() {
+        let c = parse("web_user = \"www-data\"\nwritable = [\"temp\", \"var/cache/\"]").unwrap();
+        assert_eq!(c.web_user.as_deref(), Some("www-data"));
+        assert_eq!(c.writable, vec!["temp", "var/cache"]);
+        assert_eq!(parse("").unwrap().web_user, None);
+        assert!(err_text("writable = [\"temp\"]").contains("web_user"));
+        assert!(err_text("web_user = \"a b\"").starts_with("deploy.toml:1:"));
+        assert!(err_text("web_user = \"x\"\nwritable = [\"../x\"]").contains("writable"));
+        assert!(err_text("web_user = \"x\"\nwritable = [\"log/x\"]").contains("overlaps"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod blobstream;
 pub mod carry;
 pub mod cli;
@@ -37,7 +38,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let root_arg = cli.root.as_deref();
     let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
     match cli.command {
-        Command::Init { dir, strict } => ops::init::run(&dir, strict),
+        Command::Init { dir, strict, user } => ops::init::run(&dir, strict, user.as_deref()),
+        Command::Generate { what, dir } => ops::generate::run(what, &dir),
         Command::Hook { name } => hook::run(match name {
             HookName::PostReceive => HookKind::PostReceive,
             HookName::PreReceive => HookKind::PreReceive,

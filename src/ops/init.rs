@@ -12,8 +12,10 @@ use crate::root::Root;
 const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
 const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
 
-/// Create or complete the deploy root at `dir`.
-pub fn run(dir: &Path, strict: bool) -> Result<()> {
+/// Create or complete the deploy root at `dir`; with `user`, give it to that
+/// (non-root) deploy user.
+pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
+    let owner = user.map(deploy_user).transpose()?;
     std::fs::create_dir_all(dir).at("create directory", dir)?;
     let root = Root::new(dir)?;
     let mut did: Vec<String> = Vec::new();
@@ -27,7 +29,22 @@ pub fn run(dir: &Path, strict: bool) -> Result<()> {
         } else {
             TEMPLATE.to_string()
         };
+        let (text, left_out) = adapt_template(&text);
         std::fs::write(&config_path, text).at("write", &config_path)?;
+        let mut progs: Vec<&String> = left_out.iter().map(|(_, _, p)| p).collect();
+        progs.sort();
+        progs.dedup();
+        for prog in progs {
+            let keys: Vec<String> = left_out
+                .iter()
+                .filter(|(_, _, p)| p == prog)
+                .map(|(k, c, _)| format!("{k} \"{c}\""))
+                .collect();
+            output::warning(&format!(
+                "`{prog}` is not on PATH here: left out {} (commented out in deploy.toml; install {prog} and restore them, or write your own commands)",
+                keys.join(", ")
+            ));
+        }
         did.push(format!(
             "wrote {} (every key, with comments)",
             config_path.display()
@@ -123,6 +140,33 @@ pub fn run(dir: &Path, strict: bool) -> Result<()> {
         }
     }
 
+    let me = nix::unistd::geteuid();
+    match &owner {
+        Some(u) if me.is_root() => {
+            chown_tree(&root.dir, u.uid, u.gid)?;
+            did.push(format!(
+                "gave {} to {} (owner of every file in it; pushes as {} work)",
+                root.dir.display(),
+                u.name,
+                u.name
+            ));
+            if let Some(why) = unreachable_for(&binary, u) {
+                output::warning(&format!(
+                    "{} cannot run {} ({why}): its pushes will fail; install symdeploy where every user can run it (the package puts it in /usr/bin)",
+                    u.name,
+                    binary.display()
+                ));
+            }
+        }
+        Some(_) => {}
+        None if me.is_root() => output::warning(&format!(
+            "{} is owned by root: pushes must then come as root (git refuses a repository owned by someone else: `dubious ownership`); to deploy as a normal user, run `symdeploy init {} --user NAME`",
+            root.dir.display(),
+            root.dir.display()
+        )),
+        None => {}
+    }
+
     for line in &did {
         output::detail(line);
     }
@@ -173,6 +217,186 @@ fn configure_repository(repo_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The deploy user `init --user NAME` gives the root to.
+struct Owner {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn deploy_user(name: &str) -> Result<Owner> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| Error::msg(format!("cannot look up the user \"{name}\": {e}")))?
+        .ok_or_else(|| {
+            Error::with_help(
+                format!("the deploy user \"{name}\" does not exist"),
+                format!("create it first: `useradd --create-home --shell /bin/bash {name}`, then add its SSH key to ~{name}/.ssh/authorized_keys"),
+            )
+        })?;
+    if user.uid.is_root() {
+        return Err(Error::with_help(
+            format!("--user {name} is root; the deploy user must be a normal user"),
+            "create one (`useradd --create-home --shell /bin/bash deploy`) and pass --user deploy, or leave --user out to keep the root owned by root",
+        ));
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && me != user.uid {
+        return Err(Error::with_help(
+            format!(
+                "--user {name}: only root can give a deploy root to another user (you are {})",
+                crate::fsutil::current_user()
+            ),
+            format!("run it as root (`sudo symdeploy init ROOT --user {name}`), or as {name} without --user"),
+        ));
+    }
+    Ok(Owner {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
+}
+
+/// `chown -R uid:gid dir`, symlinks themselves rather than their targets.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).at("chown", dir)?;
+    let meta = std::fs::symlink_metadata(dir).at("inspect", dir)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).at("read directory", dir)? {
+            let entry = entry.at("read directory", dir)?;
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Why `owner` could not execute `binary`, if it could not: a private home
+/// (`/root/.cargo/bin`) is the usual reason.
+fn unreachable_for(binary: &Path, owner: &Owner) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let groups = std::ffi::CString::new(owner.name.as_str())
+        .ok()
+        .and_then(|c| nix::unistd::getgrouplist(&c, nix::unistd::Gid::from_raw(owner.gid)).ok())
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec![owner.gid]);
+    let allowed = |m: &std::fs::Metadata| {
+        let mode = m.mode();
+        if m.uid() == owner.uid {
+            mode & 0o100 != 0
+        } else if groups.contains(&m.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    };
+    for p in binary.ancestors() {
+        let Ok(m) = std::fs::metadata(p) else {
+            continue;
+        };
+        if !allowed(&m) {
+            return Some(format!("no execute permission on {}", p.display()));
+        }
+    }
+    None
+}
+
+/// The template with every step whose program is missing here commented out
+/// (with a note), and the list of what was left out: (key, command, program).
+/// A server without supervisord then does not fail its first promote on
+/// `supervisorctl: not found`.
+fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
+    adapt_template_with(text, |c| crate::steps::program_on_path(c) == Some(false))
+}
+
+fn adapt_template_with(
+    text: &str,
+    missing: impl Fn(&str) -> bool,
+) -> (String, Vec<(String, String, String)>) {
+    const STEP_KEYS: &[&str] = &[
+        "build",
+        "links",
+        "migrate",
+        "notify",
+        "stop",
+        "after_switch",
+        "start",
+        "check",
+    ];
+    let mut out = String::new();
+    let mut left_out = Vec::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.trim_matches(['[', ']']).to_string();
+        }
+        let key = trimmed.split('=').next().unwrap_or_default().trim();
+        let parsed = (section == "warmup" || section == "promote")
+            && STEP_KEYS.contains(&key)
+            && !trimmed.starts_with('#');
+        let commands: Option<Vec<String>> = parsed
+            .then(|| line.parse::<toml::Table>().ok())
+            .flatten()
+            .and_then(|t| t.get(key).and_then(|v| v.as_array()).cloned())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            });
+        let Some(commands) = commands else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (keep, missing): (Vec<&String>, Vec<&String>) =
+            commands.iter().partition(|c| !missing(c));
+        if missing.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let progs: Vec<String> = missing
+            .iter()
+            .filter_map(|c| c.split_whitespace().next().map(str::to_string))
+            .collect();
+        let mut uniq = progs.clone();
+        uniq.dedup();
+        out.push_str(&format!(
+            "# {} is not on PATH on this machine (symdeploy init); install it and restore:\n# {line}\n",
+            uniq.join(", ")
+        ));
+        let kept: Vec<String> = keep.iter().map(|c| format!("{c:?}")).collect();
+        out.push_str(&format!("{key} = [{}]\n", kept.join(", ")));
+        for (c, p) in missing.iter().zip(progs) {
+            left_out.push((format!("{section}.{key}"), c.to_string(), p));
+        }
+    }
+    (out, left_out)
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_programs_are_commented_out_and_the_rest_kept() {
+        let (text, left) = adapt_template_with(TEMPLATE, |c| c.starts_with("supervisorctl"));
+        let c = crate::config::parse_str(&text, Path::new("deploy.toml"), None).unwrap();
+        assert!(c.promote.stop.is_empty() && c.promote.start.is_empty());
+        assert_eq!(c.promote.after_switch, vec!["make production-supervisor"]);
+        assert_eq!(c.warmup.build, Config::default().warmup.build);
+        assert!(
+            text.contains("# stop = [\"supervisorctl stop all\"]"),
+            "{text}"
+        );
+        let keys: Vec<&str> = left.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["promote.stop", "promote.start"]);
+
+        let (text, left) = adapt_template_with(TEMPLATE, |_| false);
+        assert_eq!(text, TEMPLATE);
+        assert!(left.is_empty());
+    }
 }

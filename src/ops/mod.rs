@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cleanup;
 pub mod export;
+pub mod generate;
 pub mod init;
 pub mod log;
 pub mod promote;

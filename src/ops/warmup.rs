@@ -279,6 +279,19 @@ fn build(
         steps::run_stage(name, commands, &env)?;
         durations.insert(name.into(), stage.done().as_secs_f64());
     }
+    if let Some(name) = &ctx.config.web_user {
+        // After the steps, so that caches they warmed up are covered too.
+        let stage = Stage::start("writable");
+        let web = crate::acl::resolve(name)?;
+        crate::acl::grant_all(
+            &web,
+            &root.common(),
+            &ctx.config.shared,
+            &dir,
+            &ctx.config.writable,
+        )?;
+        durations.insert("writable".into(), stage.done().as_secs_f64());
+    }
     // `ready` is recorded durably next; the files it vouches for must be on
     // disk first, or a power cut could leave a ready release of empty files.
     // On a big release this is most of what the warm-up costs beyond the
