@@ -339,17 +339,24 @@ fn has_default_entry(path: &Path, uid: u32) -> bool {
 pub fn can_write(path: &Path, web: &WebUser) -> std::result::Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot be inspected: {e}"))?;
     let need = if meta.is_dir() { 2 | 1 } else { 2 };
-    let mode = meta.permissions().mode();
-    let acl = getfacl(path).unwrap_or_else(|| Acl {
-        owner: Some(((mode >> 6) & 7) as u8),
-        group_owner: Some(((mode >> 3) & 7) as u8),
-        other: Some((mode & 7) as u8),
-        ..Acl::default()
-    });
-    let granted = evaluate(&acl, meta.uid(), meta.gid(), web);
-    if granted & need == need {
+    // It must reach the path too: search permission on every directory above.
+    if let Ok(real) = std::fs::canonicalize(path) {
+        for dir in real.ancestors().skip(1) {
+            if let Ok(m) = std::fs::metadata(dir) {
+                if granted(dir, &m, web) & 1 == 0 {
+                    return Err(format!(
+                        "is out of reach for the web user {}: no search (x) permission on {}",
+                        web.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    if granted(path, &meta, web) & need == need {
         Ok(())
     } else {
+        let mode = meta.permissions().mode();
         Err(format!(
             "is not writable for the web user {} (owner uid {}, mode {:o})",
             web.name,
@@ -357,6 +364,17 @@ pub fn can_write(path: &Path, web: &WebUser) -> std::result::Result<(), String> 
             mode & 0o7777
         ))
     }
+}
+
+fn granted(path: &Path, meta: &std::fs::Metadata, web: &WebUser) -> u8 {
+    let mode = meta.permissions().mode();
+    let acl = getfacl(path).unwrap_or_else(|| Acl {
+        owner: Some(((mode >> 6) & 7) as u8),
+        group_owner: Some(((mode >> 3) & 7) as u8),
+        other: Some((mode & 7) as u8),
+        ..Acl::default()
+    });
+    evaluate(&acl, meta.uid(), meta.gid(), web)
 }
 
 /// The permissions `web` gets from `acl`, in the kernel's order: owner,

@@ -77,6 +77,11 @@ pub fn run(root: &Root) -> Result<()> {
         }
     }
 
+    ownership(&mut r, root);
+    if let Some(c) = &config {
+        web_user(&mut r, root, c);
+    }
+
     if let Some(c) = &config {
         let hook = repo.join("hooks").join(c.hook.file_name());
         match std::fs::read_to_string(&hook) {
@@ -166,6 +171,126 @@ pub fn run(root: &Root) -> Result<()> {
         Err(Error::Reported { code: 1 })
     } else {
         Ok(())
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The root, its repository and releases/ must belong to whoever runs
+/// symdeploy (the pushing user runs the hook): git refuses a repository owned
+/// by someone else ("dubious ownership"), and files made by another user
+/// cannot be cleaned up.
+fn ownership(r: &mut Report, root: &Root) {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let me_name = crate::fsutil::current_user();
+    let mut fine = true;
+    for path in [root.dir.clone(), root.repository(), root.releases()] {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // reported as missing above
+        };
+        if meta.uid() == me.as_raw() {
+            continue;
+        }
+        fine = false;
+        let owner = user_name(meta.uid());
+        if me.is_root() {
+            r.say(Level::Warn, &format!(
+                "{} is owned by {owner}, not root: pushes come as {owner}; run symdeploy as {owner} too (`runuser -u {owner} -- symdeploy --root {} check`), or files root makes there are ones {owner} cannot remove",
+                path.display(),
+                root.dir.display()
+            ));
+        } else {
+            r.say(Level::Error, &format!(
+                "{} is owned by {owner}, not by you ({me_name}): pushes and deploys as {me_name} fail (git: \"dubious ownership\"); as root, run `chown -R {me_name}: {}` (or `symdeploy init {} --user {me_name}`)",
+                path.display(),
+                root.dir.display(),
+                root.dir.display()
+            ));
+        }
+    }
+    if fine {
+        r.say(
+            Level::Ok,
+            &format!(
+                "{}, its repository and releases/ are owned by {me_name}, who runs this",
+                root.dir.display()
+            ),
+        );
+    }
+}
+
+/// With `web_user`: it exists, setfacl is there, and it can write the shared
+/// paths in common/ and the `writable` dirs of production and warmup.
+fn web_user(r: &mut Report, root: &Root, c: &Config) {
+    let Some(name) = &c.web_user else {
+        return;
+    };
+    let web = match crate::acl::resolve(name) {
+        Ok(w) => w,
+        Err(e) => {
+            r.say(Level::Error, &format!("{e}"));
+            return;
+        }
+    };
+    if crate::steps::program_on_path("setfacl") == Some(false) {
+        r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
+    }
+    let grant = |p: &std::path::Path| {
+        format!(
+            "the next warm-up grants it, or now: `setfacl -R -m u:{name}:rwX,d:u:{name}:rwx {}`",
+            p.display()
+        )
+    };
+    for s in &c.shared {
+        let path = root.common().join(s);
+        if !path.exists() {
+            r.say(
+                Level::Warn,
+                &format!("{} is missing: the next warm-up makes it", path.display()),
+            );
+            continue;
+        }
+        match crate::acl::can_write(&path, &web) {
+            Ok(()) => r.say(
+                Level::Ok,
+                &format!("{} is writable for {name}", path.display()),
+            ),
+            Err(why) => r.say(
+                Level::Error,
+                &format!("{} {why}; {}", path.display(), grant(&path)),
+            ),
+        }
+    }
+    let mut releases: Vec<String> = [root.production(), root.warmup()]
+        .into_iter()
+        .flatten()
+        .collect();
+    releases.dedup();
+    for hex in releases {
+        for w in &c.writable {
+            let path = root.release(&hex).join(w);
+            if !path.is_dir() {
+                r.say(Level::Error, &format!("{} is missing (that release predates `writable`): the next warm-up makes it in its release; `mkdir` it by hand to fix this one", path.display()));
+                continue;
+            }
+            match crate::acl::can_write(&path, &web) {
+                Ok(()) => r.say(
+                    Level::Ok,
+                    &format!("{} is writable for {name}", path.display()),
+                ),
+                Err(why) => r.say(
+                    Level::Error,
+                    &format!("{} {why}; {}", path.display(), grant(&path)),
+                ),
+            }
+        }
     }
 }
 

@@ -1,0 +1,606 @@
+//! A server set up the way operators do it: a non-root deploy user owns the
+//! root (`init --user`), pushes come as that user by file path and over SSH,
+//! php-fpm's `www-data` writes the shared paths and the release's `writable`
+//! dirs, and the deploy user's cleanup removes a release `www-data` wrote
+//! into. Also: the README's Quick start, command by command.
+//!
+//! These need root (useradd, setpriv): run as another user they skip with a
+//! message; CI runs them as root. Users made here are named `sd11…` and
+//! removed (by that name) when the test ends.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{bin, run, text};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skip (visibly) unless root; CI sets SYMDEPLOY_REQUIRE_STACK=1 and must not skip.
+fn need_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
+        "{test}: needs root (useradd, setpriv) and SYMDEPLOY_REQUIRE_STACK is set"
+    );
+    eprintln!(
+        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
+    );
+    false
+}
+
+/// A system user made for one test, removed by its name when dropped.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+impl TestUser {
+    fn create(tag: &str) -> TestUser {
+        let name = format!("sd11{tag}{}", std::process::id() % 100_000);
+        let out = run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", &name]));
+        assert!(out.status.success(), "useradd {name}: {}", text(&out));
+        // useradd leaves the password locked (`!`), and an sshd without PAM refuses
+        // locked accounts even for key logins: `*` is "no password" without the lock.
+        let out = run(Command::new("usermod").args(["-p", "*", &name]));
+        assert!(out.status.success(), "usermod {name}: {}", text(&out));
+        let user = nix::unistd::User::from_name(&name)
+            .unwrap()
+            .expect("the user useradd made");
+        TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        }
+    }
+
+    /// `cmd` run as this user (setpriv: uid, gid, supplementary groups, HOME).
+    fn cmd(&self, program: &str, dir: &Path) -> Command {
+        as_user(self.uid, self.gid, &self.home, program, dir)
+    }
+
+    /// git as this user, isolated from the machine's git configuration.
+    fn git(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut c = self.cmd("git", dir);
+        c.args(args);
+        git_env(&mut c);
+        run(&mut c)
+    }
+
+    fn git_ok(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.git(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} as {}: {}",
+            self.name,
+            text(&out)
+        );
+        text(&out)
+    }
+
+    fn symdeploy(&self, root: &Path, args: &[&str]) -> Output {
+        let mut c = self.cmd(bin().to_str().unwrap(), root);
+        c.arg("--root").arg(root).args(args);
+        run(&mut c)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let out = Command::new("userdel")
+            .args(["--remove", &self.name])
+            .stdin(Stdio::null())
+            .output();
+        if let Ok(o) = out {
+            // userdel -r says "mail spool not found" for users without one; harmless
+            if !o.status.success() && o.status.code() != Some(12) {
+                eprintln!("userdel {}: {}", self.name, text(&o));
+            }
+        }
+    }
+}
+
+fn as_user(uid: u32, gid: u32, home: &Path, program: &str, dir: &Path) -> Command {
+    // By absolute path: callers may give the child a PATH without it.
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("setpriv");
+    let mut c = Command::new(setpriv);
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--init-groups")
+        .arg("--")
+        .arg(program)
+        .current_dir(dir)
+        .env("HOME", home)
+        .env_remove("SYMDEPLOY_ROOT");
+    c
+}
+
+fn git_env(c: &mut Command) {
+    c.env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Tester")
+        .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Tester")
+        .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+}
+
+/// Run `sh -c script` as www-data (uid 33 on Debian), like php-fpm would write.
+fn as_web_user(script: &str) -> Output {
+    let web = nix::unistd::User::from_name("www-data")
+        .unwrap()
+        .expect("www-data exists (Debian base system)");
+    let mut c = as_user(
+        web.uid.as_raw(),
+        web.gid.as_raw(),
+        Path::new("/"),
+        "sh",
+        Path::new("/"),
+    );
+    c.args(["-c", script]);
+    run(&mut c)
+}
+
+/// A temporary directory every user can reach (tempdirs are 0700).
+fn open_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::Builder::new()
+        .prefix("sd11-server-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    tmp
+}
+
+fn owner(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .uid()
+}
+
+fn pointed(root: &Path, name: &str) -> Option<String> {
+    std::fs::read_link(root.join(name))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+const SERVER_CONFIG: &str = r#"
+shared = ["log", "www/data/images"]
+web_user = "www-data"
+writable = ["temp"]
+lock_timeout = 120
+[warmup]
+build = ["mkdir -p temp/cache && echo warmed > temp/cache/boot"]
+links = []
+migrate = []
+notify = []
+[promote]
+stop = ["true"]
+after_switch = []
+start = ["true"]
+notify = []
+"#;
+
+/// The whole story of issue 11 on one machine, as root playing the operator.
+#[test]
+fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
+    if !need_root("deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote") {
+        return;
+    }
+    let user = TestUser::create("d");
+    let tmp = open_tempdir();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("deploy.toml"), SERVER_CONFIG).unwrap();
+
+    // init as root, giving the root to the deploy user
+    let out = run(Command::new(bin())
+        .args(["init", root.to_str().unwrap(), "--user", &user.name])
+        .env_remove("SYMDEPLOY_ROOT"));
+    assert!(out.status.success(), "init --user: {}", text(&out));
+    assert!(!text(&out).contains("owned by root"), "{}", text(&out));
+    for p in [
+        root.clone(),
+        root.join("repository"),
+        root.join("repository/HEAD"),
+        root.join("repository/hooks/post-receive"),
+        root.join("releases"),
+        root.join("common"),
+        root.join(".symdeploy"),
+        root.join("deploy.toml"),
+        root.join("www"),
+    ] {
+        assert_eq!(
+            owner(&p),
+            user.uid,
+            "{} is not owned by the deploy user",
+            p.display()
+        );
+    }
+
+    // the project, in a clone the deploy user owns (it is the one pushing)
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(user.uid), Some(user.gid)).unwrap();
+    user.git_ok(&work, &["init", "-q", "-b", "main"]);
+    for (path, body) in [
+        ("www/index.html", "one\n"),
+        ("www/data/images/logo.svg", "<svg/>\n"),
+        ("temp/.gitignore", "*\n!.gitignore\n"),
+    ] {
+        let mut c = user.cmd("sh", &work);
+        c.args([
+            "-c",
+            &format!("mkdir -p \"$(dirname {path})\" && printf '{body}' > {path}"),
+        ]);
+        assert!(run(&mut c).status.success());
+    }
+    user.git_ok(&work, &["add", "-A"]);
+    user.git_ok(&work, &["commit", "-qm", "one"]);
+    let c1 = user
+        .git_ok(&work, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+
+    // push by file path, as the deploy user
+    let repo = root.join("repository");
+    user.git_ok(&work, &["remote", "add", "deploy", repo.to_str().unwrap()]);
+    let out = user.git(&work, &["push", "deploy", "main"]);
+    assert!(
+        out.status.success(),
+        "file push as {}: {}",
+        user.name,
+        text(&out)
+    );
+    let pushed = text(&out);
+    assert!(pushed.contains("writable for www-data"), "{pushed}");
+    assert_eq!(
+        pointed(&root, "warmup").as_deref(),
+        Some(c1.as_str()),
+        "{pushed}"
+    );
+    let rel1 = root.join("releases").join(&c1);
+    assert_eq!(owner(&rel1), user.uid);
+
+    // php-fpm's user writes the shared log and the release's temp/ (also the
+    // cache dir the build step made as the deploy user)
+    let out = as_web_user(&format!(
+        "echo hit >> {log}/access.log && mkdir -p {log}/app && echo x > {log}/app/x.log \
+         && mkdir -p {tmpd}/sessions && echo s > {tmpd}/sessions/sess_1 && echo c >> {tmpd}/cache/boot",
+        log = root.join("common/log").display(),
+        tmpd = rel1.join("temp").display(),
+    ));
+    assert!(
+        out.status.success(),
+        "www-data cannot write: {}",
+        text(&out)
+    );
+    assert_eq!(owner(&rel1.join("temp/sessions/sess_1")), 33);
+    // and it cannot write elsewhere in the release
+    let out = as_web_user(&format!("echo x > {}/www/hack.php", rel1.display()));
+    assert!(!out.status.success(), "www-data could write the code");
+
+    // check, as the deploy user: ownership and the web user's access are fine
+    let out = user.symdeploy(&root, &["check"]);
+    let t = text(&out);
+    assert!(out.status.success(), "check as the deploy user: {t}");
+    assert!(t.contains("owned by") && t.contains(&user.name), "{t}");
+    assert!(t.contains("temp is writable for www-data"), "{t}");
+    assert!(t.contains("common/log is writable for www-data"), "{t}");
+
+    // push over SSH, logging in as the deploy user, and promote with a tag
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let port = free_port();
+    let bin_dir = bin().parent().unwrap().to_str().unwrap().to_string();
+    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
+        .arg(&state)
+        .arg(port.to_string())
+        .env("STACK_SSH_USER", &user.name)
+        .env("STACK_SSH_EXACT_PATH", "1")
+        .env(
+            "STACK_REMOTE_PATH",
+            format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ));
+    let _stop = StopSshd(state.clone());
+    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+    let vars = String::from_utf8_lossy(&sshd.stdout).to_string();
+    let ssh_cmd = var(&vars, "GIT_SSH_COMMAND");
+
+    {
+        let mut c = user.cmd("sh", &work);
+        c.args(["-c", "printf 'two\\n' > www/index.html"]);
+        assert!(run(&mut c).status.success());
+    }
+    user.git_ok(&work, &["commit", "-qam", "two"]);
+    let c2 = user
+        .git_ok(&work, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    user.git_ok(&work, &["tag", "release-2"]);
+    // The ssh client runs as root (it holds the test key); the server side,
+    // receive-pack, hook and steps, runs as the deploy user.
+    let url = format!("ssh://{}@127.0.0.1:{port}{}", user.name, repo.display());
+    let mut push = common::git_cmd(&work);
+    push.args(["-c", "safe.directory=*", "push", &url, "main", "release-2"])
+        .env("GIT_SSH_COMMAND", &ssh_cmd);
+    let out = run(&mut push);
+    assert!(out.status.success(), "ssh push: {}", text(&out));
+    assert_eq!(
+        pointed(&root, "production").as_deref(),
+        Some(c2.as_str()),
+        "{}",
+        text(&out)
+    );
+    let rel2 = root.join("releases").join(&c2);
+    assert_eq!(
+        owner(&rel2),
+        user.uid,
+        "the ssh push's release belongs to the deploy user"
+    );
+    let out = as_web_user(&format!("echo s > {}/temp/s2", rel2.display()));
+    assert!(
+        out.status.success(),
+        "www-data cannot write release 2's temp: {}",
+        text(&out)
+    );
+
+    // cleanup, as the deploy user, removes release 1 with www-data's files in it
+    let out = user.symdeploy(&root, &["cleanup", "--keep", "1"]);
+    assert!(
+        out.status.success(),
+        "cleanup as the deploy user: {}",
+        text(&out)
+    );
+    assert!(!rel1.exists(), "release 1 is still there: {}", text(&out));
+    assert!(rel2.exists());
+    // common/ is never touched: www-data's log survives
+    assert!(root.join("common/log/app/x.log").exists());
+
+    // a root given back to root is reported to the deploy user, with the chown to run
+    std::os::unix::fs::chown(root.join("releases"), Some(0), Some(0)).unwrap();
+    let out = user.symdeploy(&root, &["check"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains(&format!("chown -R {}:", user.name)), "{t}");
+}
+
+#[test]
+fn init_as_root_without_user_warns_and_refuses_root_as_user() {
+    if !need_root("init_as_root_without_user_warns_and_refuses_root_as_user") {
+        return;
+    }
+    let tmp = open_tempdir();
+    let root = tmp.path().join("root");
+    let out = run(Command::new(bin()).args(["init", root.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("owned by root: pushes must then come as root"),
+        "{}",
+        text(&out)
+    );
+    let out = run(Command::new(bin()).args(["init", root.to_str().unwrap(), "--user", "root"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("must be a normal user"),
+        "{}",
+        text(&out)
+    );
+    let out = run(Command::new(bin()).args([
+        "init",
+        root.to_str().unwrap(),
+        "--user",
+        "sd11-nobody-here",
+    ]));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("useradd"), "{}", text(&out));
+}
+
+/// The README's Quick start, command by command, with the example names
+/// replaced by this test's (user, root, binary). The package install is
+/// CI's `scripts/deb-smoke`; the push goes by file path here (SSH is the test
+/// above).
+#[test]
+fn readme_quick_start_works_top_to_bottom() {
+    if !need_root("readme_quick_start_works_top_to_bottom") {
+        return;
+    }
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let server = snippet(&readme, "quickstart-server");
+    let client = snippet(&readme, "quickstart-client");
+    let user = TestUser::create("q");
+    let tmp = open_tempdir();
+    let root = tmp.path().join("myapp");
+    let key = tmp.path().join("id.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyForTheQuickStartTest test\n",
+    )
+    .unwrap();
+    let repo_dir = root.join("repository");
+    // Word by word: `deploy` is the user (and the remote's name), `symdeploy`
+    // the binary under test (runuser may reset PATH), /srv/myapp our root.
+    let subst = |line: &str| -> String {
+        line.split(' ')
+            .map(|w| {
+                let w = w.replace(
+                    "ssh://deploy@server/srv/myapp/repository",
+                    repo_dir.to_str().unwrap(),
+                );
+                let w = w
+                    .replace("/srv/myapp", root.to_str().unwrap())
+                    .replace("your_key.pub", key.to_str().unwrap());
+                if w == "symdeploy" {
+                    bin().to_str().unwrap().to_string()
+                } else if w == "deploy" {
+                    user.name.clone()
+                } else if let Some(rest) = w.strip_prefix("~deploy") {
+                    format!("~{}{rest}", user.name)
+                } else if let Some(rest) = w.strip_prefix("deploy:") {
+                    format!("{}:{rest}", user.name)
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // A server without supervisord: PATH has what the Quick start and the
+    // seed's make targets need, and no supervisorctl; init must leave it out.
+    let shim = tmp.path().join("shim");
+    std::fs::create_dir(&shim).unwrap();
+    for prog in [
+        "sh", "git", "make", "install", "cat", "chown", "runuser", "echo", "mkdir", "printf", "id",
+        "env", "true", "dirname", "rm",
+    ] {
+        let out = run(Command::new("sh").args(["-c", &format!("command -v {prog}")]));
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if found.starts_with('/') {
+            std::os::unix::fs::symlink(&found, shim.join(prog)).unwrap();
+        }
+    }
+    let path = shim.to_str().unwrap().to_string();
+    let mut init_output = String::new();
+    let mut ran = 0;
+    for line in commands(&server) {
+        if line.starts_with("apt-get install ./") {
+            continue; // the package: scripts/deb-smoke in CI; here the binary under test
+        }
+        let line = if line.starts_with("useradd ") {
+            // made (and removed) by the test under its own name
+            continue;
+        } else {
+            subst(&line)
+        };
+        let out = run(Command::new("sh")
+            .args(["-ec", &line])
+            .env("PATH", &path)
+            .current_dir(tmp.path()));
+        assert!(
+            out.status.success(),
+            "Quick start (server) `{line}` failed: {}",
+            text(&out)
+        );
+        if line.contains(" init ") {
+            init_output = text(&out);
+        }
+        ran += 1;
+    }
+    assert!(
+        ran >= 3,
+        "too few server commands in the Quick start:\n{server}"
+    );
+    assert_eq!(
+        owner(&root),
+        user.uid,
+        "after the Quick start the root belongs to the deploy user"
+    );
+    assert!(
+        init_output.contains("`supervisorctl` is not on PATH here: left out promote.stop"),
+        "init did not say it left supervisorctl out:\n{init_output}"
+    );
+    assert!(
+        std::fs::read_to_string(user.home.join(".ssh/authorized_keys"))
+            .unwrap()
+            .contains("KeyForTheQuickStartTest")
+    );
+
+    // the client side: a project clone of the deploy user's, pushed by path
+    let work = tmp.path().join("project");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(user.uid), Some(user.gid)).unwrap();
+    user.git_ok(&work, &["init", "-q", "-b", "main"]);
+    let mut c = user.cmd("sh", &work);
+    c.args(["-c", "mkdir -p www && echo hi > www/index.html"]);
+    assert!(run(&mut c).status.success());
+    // the seed's make targets, which the generated deploy.toml runs
+    std::fs::write(work.join("Makefile"), common::MAKEFILE).unwrap();
+    user.git_ok(&work, &["add", "-A"]);
+    user.git_ok(&work, &["commit", "-qm", "first"]);
+    let head = user
+        .git_ok(&work, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    for line in commands(&client) {
+        let line = subst(&line);
+        let mut c = user.cmd("sh", &work);
+        c.args(["-ec", &line]).env("PATH", &path);
+        git_env(&mut c);
+        let out = run(&mut c);
+        assert!(
+            out.status.success(),
+            "Quick start (client) `{line}` failed: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(pointed(&root, "production").as_deref(), Some(head.as_str()));
+}
+
+/// The lines of a `<!-- snippet: NAME -->` block, comments stripped.
+fn snippet(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- snippet: {name} -->");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"));
+    let rest = &readme[start + marker.len()..];
+    let open = rest.find("```").expect("a code block after the marker");
+    let body = &rest[open + 3..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").expect("the block's end")].to_string()
+}
+
+fn commands(block: &str) -> Vec<String> {
+    block
+        .lines()
+        .map(|l| match l.find("  #") {
+            Some(i) => l[..i].trim().to_string(),
+            None => l.trim().to_string(),
+        })
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn var(vars: &str, name: &str) -> String {
+    vars.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .map(|v| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("start-sshd printed no {name}:\n{vars}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct StopSshd(PathBuf);
+
+impl Drop for StopSshd {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_path("scripts/stack/stop-sshd"))
+            .arg(&self.0)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
