@@ -604,3 +604,85 @@ impl Drop for StopSshd {
             .output();
     }
 }
+
+/// Without ACLs (an ext4 mounted `noacl`) the warm-up falls back to the web
+/// user's group with setgid directories, and says so in the push output.
+#[test]
+fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
+    if !need_root("without_acls_the_warmup_falls_back_to_group_and_says_so") {
+        return;
+    }
+    let tmp = open_tempdir();
+    let image = tmp.path().join("noacl.img");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let f = std::fs::File::create(&image).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    let out = run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+    if !out.status.success() {
+        eprintln!("SKIPPED without_acls...: mkfs.ext4 failed: {}", text(&out));
+        return;
+    }
+    let out = run(Command::new("mount")
+        .args(["-o", "loop,noacl"])
+        .arg(&image)
+        .arg(&mnt));
+    if !out.status.success() {
+        assert!(
+            std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
+            "cannot loop-mount: {}",
+            text(&out)
+        );
+        eprintln!(
+            "SKIPPED without_acls...: cannot loop-mount here: {}",
+            text(&out)
+        );
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).output();
+        }
+    }
+    let _umount = Unmount(mnt.clone());
+    std::fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let root = mnt.join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("deploy.toml"), SERVER_CONFIG).unwrap();
+    let out = run(Command::new(bin()).args(["init", root.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out));
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let git = |args: &[&str]| {
+        let out = run(common::git_cmd(&work).args(args));
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        text(&out)
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("www")).unwrap();
+    std::fs::write(work.join("www/index.html"), "x\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "one"]);
+    let pushed = git(&["push", root.join("repository").to_str().unwrap(), "main"]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_string();
+    assert!(pushed.contains("no POSIX ACLs"), "{pushed}");
+    assert_eq!(
+        pointed(&root, "warmup").as_deref(),
+        Some(head.as_str()),
+        "{pushed}"
+    );
+    let temp = root.join("releases").join(&head).join("temp");
+    let meta = std::fs::metadata(&temp).unwrap();
+    assert_eq!(meta.gid(), 33, "temp/ belongs to www-data's group");
+    assert_eq!(
+        meta.mode() & 0o2070,
+        0o2070,
+        "temp/ is group-writable and setgid"
+    );
+    // and www-data can write there, through its group
+    let out = as_web_user(&format!("echo s > {}/s", temp.display()));
+    assert!(out.status.success(), "{}", text(&out));
+}
