@@ -686,3 +686,96 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
     let out = as_web_user(&format!("echo s > {}/s", temp.display()));
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The README's optional restriction: git-shell as the deploy user's login
+/// shell, symdeploy its one extra command. Pushes and `ssh … symdeploy
+/// status` work over SSH; a plain shell command does not.
+#[test]
+fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
+    if !need_root("git_shell_deploy_user_pushes_and_runs_symdeploy_only") {
+        return;
+    }
+    let found = String::from_utf8_lossy(
+        &run(Command::new("sh").args(["-c", "command -v git-shell"])).stdout,
+    )
+    .trim()
+    .to_string();
+    let Some(git_shell) = [
+        found.as_str(),
+        "/usr/bin/git-shell",
+        "/usr/lib/git-core/git-shell",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED git_shell…: no git-shell on this machine");
+        return;
+    };
+    let user = TestUser::create("g");
+    // the README's three commands, with the binary under test for /usr/bin/symdeploy
+    let out = run(Command::new("usermod").args(["--shell", git_shell, &user.name]));
+    assert!(out.status.success(), "usermod --shell: {}", text(&out));
+    let cmds = user.home.join("git-shell-commands");
+    std::fs::create_dir(&cmds).unwrap();
+    std::os::unix::fs::chown(&cmds, Some(user.uid), Some(user.gid)).unwrap();
+    std::os::unix::fs::symlink(bin(), cmds.join("symdeploy")).unwrap();
+
+    let tmp = open_tempdir();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("deploy.toml"), SERVER_CONFIG).unwrap();
+    let out = run(Command::new(bin()).args(["init", root.to_str().unwrap(), "--user", &user.name]));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let port = free_port();
+    // No STACK_SSH_EXACT_PATH: its ForceCommand would bypass the login shell;
+    // no login check either: git-shell refuses its `echo login-ok`.
+    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
+        .arg(&state)
+        .arg(port.to_string())
+        .env("STACK_SSH_USER", &user.name)
+        .env("STACK_SSH_SKIP_LOGIN_CHECK", "1"));
+    let _stop = StopSshd(state.clone());
+    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+    let key = state.join("ssh/id_ed25519");
+    let ssh = format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        key.display()
+    );
+    let ssh_run = |command: &str| {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            &format!("{ssh} -p {port} {}@127.0.0.1 {command}", user.name),
+        ]);
+        run(&mut c)
+    };
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("www")).unwrap();
+    std::fs::write(work.join("www/index.html"), "x\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = run(common::git_cmd(&work)
+            .args(args)
+            .env("GIT_SSH_COMMAND", &ssh));
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        text(&out)
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "one"]);
+    let head = git(&["rev-parse", "HEAD"]).trim().to_string();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{port}{}/repository",
+        user.name,
+        root.display()
+    );
+    git(&["push", &url, "main"]);
+    assert_eq!(pointed(&root, "warmup").as_deref(), Some(head.as_str()));
+
+    let out = ssh_run(&format!("symdeploy --root {} status", root.display()));
+    assert!(out.status.success(), "ssh symdeploy status: {}", text(&out));
+    assert!(text(&out).contains(&head[..12]), "{}", text(&out));
+    let out = ssh_run("id");
+    assert!(!out.status.success(), "git-shell ran `id`: {}", text(&out));
+}
