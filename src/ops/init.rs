@@ -171,10 +171,23 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         output::detail(line);
     }
     output::success(&format!("deploy root ready at {}", root.dir.display()));
-    output::line("next, from your project's clone:");
+    let check = format!("symdeploy --root {} check", root.dir.display());
+    match &owner {
+        Some(o) if me.is_root() => output::line(&format!(
+            "next, edit {} and run `runuser -u {} -- {check}` until it finds 0 errors",
+            config_path.display(),
+            o.name
+        )),
+        _ => output::line(&format!(
+            "next, edit {} and run `{check}` until it finds 0 errors",
+            config_path.display()
+        )),
+    }
+    output::line("then, from your project's clone:");
     output::line(&format!(
-        "       git remote add deploy {}        (or ssh://USER@HOST{} from another machine)",
+        "       git remote add deploy {}        (or ssh://{}@HOST{} from another machine)",
         repo_dir.display(),
+        owner.as_ref().map_or("USER", |o| o.name.as_str()),
         repo_dir.display()
     ));
     output::line(&format!("       git push deploy {}", config.branch));
