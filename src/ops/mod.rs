@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod export;
 pub mod init;
 pub mod log;
+pub mod outcome;
 pub mod promote;
 pub mod recover;
 pub mod releases;
