@@ -16,6 +16,7 @@
 //!
 //! Without ansible-playbook, sshd or root the test is skipped with a line
 //! naming what is missing; `SYMDEPLOY_REQUIRE_STACK=1` makes that a failure.
+//! `SYMDEPLOY_SHOW_PLAYS=1` prints every deploy's Ansible output.
 
 mod common;
 
@@ -481,6 +482,9 @@ impl Fleet {
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, out, took) = self.playbook("deploy.yml", &args);
+        if std::env::var_os("SYMDEPLOY_SHOW_PLAYS").is_some() {
+            say(&out);
+        }
         say(&format!(
             "fleet: deploy.yml rev={} {} took {:.1}s ({})",
             short(rev),
@@ -618,7 +622,15 @@ fn fleet_deploys_are_all_or_nothing() {
     assert!(!ok, "the play must fail:\n{out}");
     fleet.assert_all_on(&a, &out);
     assert!(
-        out.contains(&format!("switch to {} failed on host3", short(&b))),
+        out.contains(&format!("switch to {} failed on host3;", short(&b))),
+        "{out}"
+    );
+    assert!(
+        out.contains("fatal: [host3]"),
+        "the recap names host3:\n{out}"
+    );
+    assert!(
+        !out.contains("fatal: [host1]") && !out.contains("fatal: [host2]"),
         "{out}"
     );
     assert!(
@@ -643,11 +655,11 @@ fn fleet_deploys_are_all_or_nothing() {
     assert!(!ok, "the play must fail:\n{out}");
     assert_eq!(fleet.productions(), before, "{out}");
     assert!(
-        out.contains("warm-up failed, so no host was promoted"),
+        out.contains("failed here, so no host was promoted: the push to"),
         "{out}"
     );
     assert!(
-        out.contains("host2: the push to"),
+        out.contains("fatal: [host2]"),
         "the play names host 2:\n{out}"
     );
     assert!(
@@ -655,7 +667,7 @@ fn fleet_deploys_are_all_or_nothing() {
         "with its error:\n{out}"
     );
     assert!(
-        !out.contains("host1: the push") && !out.contains("host3: the push"),
+        !out.contains("fatal: [host1]") && !out.contains("fatal: [host3]"),
         "{out}"
     );
     for h in &fleet.hosts {
@@ -668,6 +680,23 @@ fn fleet_deploys_are_all_or_nothing() {
     assert!(ok, "the fixed deploy failed:\n{out}");
     fleet.assert_all_on(&d, &out);
     let ansible_skew = fleet.skew(&d);
+    // The same deploy again changes nothing, and every task says so.
+    let (ok, out) = fleet.deploy(&d, &[]);
+    assert!(ok, "{out}");
+    for h in &fleet.hosts {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&h.name) && l.contains(" changed=0 ")),
+            "{} reports changes on a deploy that changed nothing:\n{out}",
+            h.name
+        );
+        assert_eq!(
+            h.runs("promote", &d),
+            ["ok"],
+            "one promote of d on {}",
+            h.name
+        );
+    }
 
     // The same deploy done with three push URLs on one remote: pushes promote one host
     // after another.
@@ -696,9 +725,10 @@ fn fleet_deploys_are_all_or_nothing() {
     assert!(!ok, "the play must fail:\n{out}");
     fleet.assert_all_on(&e, &out);
     assert!(
-        out.contains(&format!("switch to {} failed on host2", short(&f))),
+        out.contains(&format!("switch to {} failed on host2;", short(&f))),
         "{out}"
     );
+    assert!(out.contains("fatal: [host2]"), "{out}");
     assert_eq!(hosts[0].runs("promote", &f), ["ok"], "{out}");
     assert_eq!(hosts[0].runs("rollback", &e), ["ok"], "{out}");
     assert_eq!(hosts[1].runs("promote", &f), ["rolled-back"], "{out}");
