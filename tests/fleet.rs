@@ -743,3 +743,132 @@ fn fleet_deploys_are_all_or_nothing() {
         test_started.elapsed().as_secs_f64()
     ));
 }
+
+/// The one JSON object `promote --json` / `rollback --json` print on stdout.
+fn report(o: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of JSON on stdout:\n{}", text(o));
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
+}
+
+/// What the Ansible module reads, without Ansible: every outcome of a switch.
+#[test]
+fn promote_and_rollback_json_say_what_moved() {
+    let env = common::Env::with_config(
+        r#"
+shared = []
+[warmup]
+build = []
+links = []
+notify = []
+[promote]
+stop = []
+after_switch = []
+start = []
+notify = []
+check = ["test ! -e fail-check"]
+check_timeout = 1
+"#,
+    );
+    let a = env.git(&["rev-parse", "HEAD"]);
+    env.push_ok(&["main"]);
+
+    // A first promote: from nothing to a.
+    let o = env.symdeploy(&["promote", "--json", "main"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = report(&o);
+    assert_eq!(r["event"], "promote");
+    assert_eq!(r["result"], "ok");
+    assert_eq!(r["changed"], true);
+    assert_eq!(r["commit"], a.as_str());
+    assert_eq!(r["production_before"], serde_json::Value::Null);
+    assert_eq!(r["production_after"], a.as_str());
+    assert_eq!(r["exit_code"], 0);
+    let switched: jiff::Timestamp = r["switched_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        r["switched_at"].as_str().unwrap().len(),
+        "2026-01-01T00:00:00.000Z".len()
+    );
+    // The journal dates the same flip.
+    let end = env
+        .journal()
+        .into_iter()
+        .rev()
+        .find(|e| e["event"] == "promote" && e["phase"] == "end")
+        .unwrap();
+    let flip = end["durations"]["flip"].as_f64().unwrap();
+    assert!(flip > 0.0 && flip <= end["durations"]["total"].as_f64().unwrap());
+    let start = env
+        .journal()
+        .into_iter()
+        .find(|e| e["run"] == end["run"] && e["phase"] == "start")
+        .unwrap();
+    let started: jiff::Timestamp = start["time"].as_str().unwrap().parse().unwrap();
+    assert!(started <= switched, "{started} <= {switched}");
+
+    // Again: nothing to do, exit 0, unchanged.
+    let r = report(&env.symdeploy(&["promote", "--json", &a]));
+    assert_eq!(
+        (r["result"].as_str(), r["changed"].as_bool()),
+        (Some("unchanged"), Some(false))
+    );
+    assert_eq!(r["switched_at"], serde_json::Value::Null);
+
+    // A release whose check fails: switched, rolled back by itself, exit 1, symdeploy's error.
+    env.write("fail-check", "x\n");
+    let b = env.commit("check fails");
+    env.push_ok(&["main"]);
+    let o = env.symdeploy(&["promote", "--json", &b]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = report(&o);
+    assert_eq!(r["result"], "rolled-back");
+    assert_eq!(r["changed"], false);
+    assert_eq!(r["commit"], b.as_str());
+    assert_eq!(r["production_after"], a.as_str());
+    assert!(r["switched_at"].is_string());
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back: check failed"),
+        "{r}"
+    );
+    assert!(r["help"].as_str().unwrap().contains("marked bad"), "{r}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("error: "),
+        "stderr as usual"
+    );
+
+    // A good c, then rollback --json to a.
+    std::fs::remove_file(env.work.join("fail-check")).unwrap();
+    let c = env.commit("fixed");
+    env.push_ok(&["main"]);
+    assert!(env.symdeploy(&["promote", &c]).status.success());
+    let o = env.symdeploy(&["rollback", "--json", &a[..8]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = report(&o);
+    assert_eq!(r["event"], "rollback");
+    assert_eq!(r["result"], "ok");
+    assert_eq!(r["changed"], true);
+    assert_eq!(r["production_before"], c.as_str());
+    assert_eq!(r["production_after"], a.as_str());
+
+    // Failing before any switch: a JSON report anyway, production untouched.
+    let o = env.symdeploy(&["rollback", "--json", "0000000"]);
+    assert_eq!(o.status.code(), Some(1));
+    let r = report(&o);
+    assert_eq!(
+        (r["result"].as_str(), r["changed"].as_bool()),
+        (Some("failed"), Some(false))
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("no release matches"),
+        "{r}"
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
+
+    // --json does not go with --dry-run.
+    let o = env.symdeploy(&["promote", "--json", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
