@@ -618,6 +618,26 @@ fn fleet_deploys_are_all_or_nothing() {
 
     // 2. Host 3's health check fails: all three end on the previous release.
     let b = fleet.commit("check fails on host3", &["fail-check-host3"], &[]);
+
+    // (But first host 3's deploy.toml is broken: `symdeploy check` fails in the prepare
+    // phase, with symdeploy's own words, and nothing is pushed anywhere.)
+    let toml = fleet.hosts[2].root.join("deploy.toml");
+    let good = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("colour = \"blue\"\n{good}")).unwrap();
+    let (ok, out) = fleet.deploy(&b, &[]);
+    std::fs::write(&toml, &good).unwrap();
+    assert!(!ok, "the play must fail:\n{out}");
+    assert!(out.contains("fatal: [host3]"), "{out}");
+    assert!(out.contains("symdeploy check failed: error:"), "{out}");
+    assert!(
+        out.contains("colour"),
+        "the check names the bad key:\n{out}"
+    );
+    for h in &fleet.hosts {
+        assert!(h.runs("warmup", &b).is_empty(), "{} warmed up {b}", h.name);
+    }
+    fleet.assert_all_on(&a, &out);
+
     let (ok, out) = fleet.deploy(&b, &[]);
     assert!(!ok, "the play must fail:\n{out}");
     fleet.assert_all_on(&a, &out);

@@ -83,13 +83,18 @@ def last_json(stdout):
         return None
 
 
-def problem_lines(stderr):
-    """symdeploy's `error:` and `help:` lines, in order, without repeats."""
+def problem_lines(*texts):
+    """symdeploy's `error:` and `help:` lines (stderr; `check` reports on stdout), in
+    order, without repeats."""
     out = []
-    for line in stderr.splitlines():
-        line = line.strip()
-        if (line.startswith("error:") or line.startswith("help:")) and line not in out:
-            out.append(line)
+    for text in texts:
+        for line in (text or "").splitlines():
+            line = line.strip()
+            for prefix in ("error:", "help:"):
+                if line.startswith(prefix):
+                    line = prefix + " " + line[len(prefix):].strip()
+                    if line not in out:
+                        out.append(line)
     return out
 
 
@@ -104,7 +109,7 @@ def run(module, args):
 
 
 def fail(module, what, rc, out, err, cmd, **extra):
-    lines = problem_lines(err)
+    lines = problem_lines(err, out)
     if not lines:
         tail = [l for l in (err or out).splitlines() if l.strip()][-5:]
         lines = tail or ["exit status %d and no output" % rc]
