@@ -603,6 +603,25 @@ fn fleet_deploys_are_all_or_nothing() {
         );
     }
 
+    // Provisioning again changes nothing.
+    let (ok, out, took) = fleet.playbook(
+        "provision.yml",
+        &["-e", "ansible_user=root", "-e", "ansible_become_method=su"],
+    );
+    say(&format!(
+        "fleet: provision.yml again took {:.1}s",
+        took.as_secs_f64()
+    ));
+    assert!(ok, "{out}");
+    for h in &fleet.hosts {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&h.name) && l.contains(" changed=0 ")),
+            "provisioning {} again changed something:\n{out}",
+            h.name
+        );
+    }
+
     // 1. A good deploy moves all three.
     let a = fleet.git(&["rev-parse", "HEAD"]);
     let (ok, out) = fleet.deploy("main", &[]);
