@@ -760,7 +760,15 @@ fn fleet_deploys_are_all_or_nothing() {
     // 5. Rolling, one host at a time, host 2's check fails: host 1 (switched) is rolled
     // back, host 3 is never touched.
     let f = fleet.commit("check fails on host2", &["fail-check-host2"], &[]);
-    let (ok, out) = fleet.deploy(&f, &["-e", "strategy=rolling", "-e", "batch=1"]);
+    let (ok, out) = fleet.deploy(
+        &f,
+        &[
+            "-e",
+            "symdeploy_strategy=rolling",
+            "-e",
+            "symdeploy_batch=1",
+        ],
+    );
     assert!(!ok, "the play must fail:\n{out}");
     fleet.assert_all_on(&e, &out);
     assert!(
