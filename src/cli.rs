@@ -63,11 +63,17 @@ pub enum Command {
         /// Print what would happen and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also print one JSON object on stdout: result, production before and after, the switch time.
+        #[arg(long, conflicts_with = "dry_run")]
+        json: bool,
         /// Commit, branch or tag.
         rev: Option<String>,
     },
     /// Switch production back to the previous good release (or RELEASE).
     Rollback {
+        /// Also print one JSON object on stdout: result, production before and after, the switch time.
+        #[arg(long)]
+        json: bool,
         /// A release's commit (a unique prefix is enough).
         release: Option<String>,
     },

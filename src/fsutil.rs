@@ -81,12 +81,19 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-/// The current time as RFC 3339 in UTC, second precision.
+/// The current time as RFC 3339 in UTC, millisecond precision (always three
+/// digits, so that the times of one root sort as text): flip skew across hosts
+/// is read from journal times. Older second-precision times still parse.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    rfc3339_ms(jiff::Timestamp::now())
+}
+
+/// `t` as RFC 3339 in UTC with exactly three fractional digits.
+pub fn rfc3339_ms(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Millisecond)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// How long ago an RFC 3339 time was, for `status` and `releases`.
@@ -120,6 +127,18 @@ pub fn tree_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_have_milliseconds_and_old_ones_still_parse() {
+        let t: jiff::Timestamp = "2026-11-26T13:55:01.5Z".parse().unwrap();
+        assert_eq!(rfc3339_ms(t), "2026-11-26T13:55:01.500Z");
+        let t: jiff::Timestamp = "2026-11-26T13:55:01.0004Z".parse().unwrap();
+        assert_eq!(rfc3339_ms(t), "2026-11-26T13:55:01.000Z");
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2026-11-26T13:55:01.000Z".len(), "{now}");
+        assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
+        assert!("2026-11-26T13:55:01Z".parse::<jiff::Timestamp>().is_ok());
+    }
 
     #[test]
     fn bytes_are_rendered_for_people() {

@@ -45,8 +45,23 @@ pub fn run(cli: Cli) -> Result<()> {
             HookName::PreReceive => HookKind::PreReceive,
         }),
         Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
-        Command::Promote { dry_run, rev } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run),
-        Command::Rollback { release } => ops::rollback::run(&ctx()?, release.as_deref()),
+        Command::Promote {
+            dry_run,
+            json: true,
+            rev,
+        } => ops::outcome::report(&ctx()?, "promote", |c| {
+            ops::promote::run(c, rev.as_deref(), dry_run)
+        }),
+        Command::Promote { dry_run, rev, .. } => {
+            ops::promote::run(&ctx()?, rev.as_deref(), dry_run)
+        }
+        Command::Rollback {
+            json: true,
+            release,
+        } => ops::outcome::report(&ctx()?, "rollback", |c| {
+            ops::rollback::run(c, release.as_deref())
+        }),
+        Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
         Command::Status { json } => ops::status::run(&ctx()?, json),
         Command::Releases { json } => ops::releases::run(&ctx()?, json),
         Command::Cleanup { keep, dry_run } => ops::cleanup::run(&ctx()?, keep, dry_run),

@@ -8,6 +8,7 @@ pub mod export;
 pub mod generate;
 pub mod init;
 pub mod log;
+pub mod outcome;
 pub mod promote;
 pub mod recover;
 pub mod releases;

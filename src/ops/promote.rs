@@ -161,6 +161,11 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
         return Err(e);
     }
     faults::point("after-flip-production");
+    // Seconds from the run's start to the flip: with the end entry's time and
+    // `total` this dates the flip to the millisecond (fleet skew, --json).
+    entry
+        .durations
+        .insert("flip".into(), started.elapsed().as_secs_f64());
     output::detail(&format!("production -> releases/{hex}"));
     // From here on every failure goes through the rollback, which starts the daemons.
     let links = link::ensure_static(&root.dir, &ctx.config.links);
