@@ -19,7 +19,8 @@ pub fn run(dir: &Path, strict: bool) -> Result<()> {
     let mut did: Vec<String> = Vec::new();
 
     let config_path = root.config_file();
-    if config_path.exists() {
+    // A dangling symlink is kept (and refused by the load below), never written through.
+    if std::fs::symlink_metadata(&config_path).is_ok() {
         did.push(format!("kept the existing {}", config_path.display()));
     } else {
         let text = if strict {
