@@ -25,6 +25,7 @@ pub mod repo;
 pub mod root;
 pub mod shared;
 pub mod steps;
+pub mod strict;
 
 use cli::{Cli, Command, HookName};
 use config::HookKind;
@@ -38,10 +39,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
     match cli.command {
         Command::Init { dir, strict } => ops::init::run(&dir, strict),
-        Command::Hook { name } => hook::run(match name {
-            HookName::PostReceive => HookKind::PostReceive,
-            HookName::PreReceive => HookKind::PreReceive,
-        }),
+        Command::Hook { name, state } => match name {
+            HookName::PostReceive => hook::run(HookKind::PostReceive),
+            HookName::PreReceive => hook::run(HookKind::PreReceive),
+            HookName::ReferenceTransaction => {
+                strict::reference_transaction(state.as_deref().unwrap_or_default())
+            }
+        },
         Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
         Command::Promote { dry_run, rev } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run),
         Command::Rollback { release } => ops::rollback::run(&ctx()?, release.as_deref()),
