@@ -581,5 +581,5 @@ pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: &str) -> bool {
     crate::repo::open(&ctx.root.repository())
         .ok()
         .and_then(|r| crate::repo::ref_commit(&r, git_ref))
-        .is_some_and(|c| c.to_hex().to_string() == commit)
+        .is_some_and(|c| gix::ObjectId::from_hex(commit.as_bytes()).ok() == Some(c))
 }
