@@ -528,7 +528,9 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
             );
         }
     }
-    if root.warmup().as_deref() == Some(commit.as_str()) {
+    let before = run.txn.as_ref().and_then(|t| t.warmup_before.as_deref());
+    // Warmup is only moved back if this run moved it there.
+    if root.warmup().as_deref() == Some(commit.as_str()) && before != Some(commit.as_str()) {
         let before = run
             .txn
             .as_ref()
