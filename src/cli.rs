@@ -28,6 +28,8 @@ pub enum HookName {
     PostReceive,
     /// Before the refs are updated (strict mode).
     PreReceive,
+    /// While git updates refs (strict mode's flips): takes the state argument.
+    ReferenceTransaction,
 }
 
 /// Subcommands.
@@ -49,6 +51,9 @@ pub enum Command {
         /// Which hook.
         #[arg(value_enum)]
         name: HookName,
+        /// The transaction state git passes to reference-transaction
+        /// (prepared, committed, aborted).
+        state: Option<String>,
     },
     /// Warm up a release by hand (default: the tip of the deploy branch).
     Warmup {

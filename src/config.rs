@@ -280,16 +280,11 @@ impl Default for Config {
 impl Config {
     /// Load `path`; a missing file means the defaults.
     pub fn load(path: &Path) -> Result<Config> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => parse_str(&text, path, Some(path.to_path_buf())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config {
+        match read_config_file(path)? {
+            Some(text) => parse_str(&text, path, Some(path.to_path_buf())),
+            None => Ok(Config {
                 file: None,
                 ..Config::default()
-            }),
-            Err(e) => Err(Error::Config {
-                file: path.to_path_buf(),
-                line: None,
-                message: format!("cannot be read: {e}"),
             }),
         }
     }
@@ -307,6 +302,107 @@ impl Config {
     pub fn branch_ref(&self) -> String {
         format!("refs/heads/{}", self.branch)
     }
+}
+
+/// The largest deploy.toml read; a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Read deploy.toml, or `None` when there is none at all. Only "does not
+/// exist" means the defaults: a dangling symlink (a missing config mount)
+/// running the seed's `supervisorctl stop all` would act on the whole host.
+/// The type is checked before opening, and the file is opened non-blocking,
+/// so a FIFO or device never hangs or floods a command.
+fn read_config_file(path: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let refuse = |what: String, help: &str| Error::Config {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("{what}; {help}"),
+    };
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(refuse(
+                format!("cannot be examined: {e}"),
+                "check its permissions",
+            ))
+        }
+    };
+    let meta = if link.file_type().is_symlink() {
+        match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                let target = std::fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Err(refuse(
+                    format!("is a symlink to {target}, which cannot be followed ({e})"),
+                    "a missing config (an unmounted volume?) never means the defaults; restore the target, or remove the symlink to use the built-in defaults",
+                ));
+            }
+        }
+    } else {
+        link
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        return Err(refuse(
+            format!("is {kind}, not a regular file"),
+            "deploy.toml must be a regular file (or absent, for the defaults)",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            format!(
+                "is {} bytes, more than the 1 MiB a deploy.toml may have",
+                meta.len()
+            ),
+            "is it the right file?",
+        ));
+    }
+    // Checked again on the open file: the path could change in between.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot be read: {e}"), "check its permissions"))?;
+    let opened = file
+        .metadata()
+        .map_err(|e| refuse(format!("cannot be read: {e}"), "check its permissions"))?;
+    if !opened.file_type().is_file() {
+        return Err(refuse(
+            "is not a regular file".into(),
+            "deploy.toml must be a regular file (or absent, for the defaults)",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(format!("cannot be read: {e}"), "check its permissions"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(
+            "is more than the 1 MiB a deploy.toml may have".into(),
+            "is it the right file?",
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| refuse("is not UTF-8 text".into(), "save it as UTF-8"))
 }
 
 /// Parse and validate configuration text; `file` is used in error messages.

@@ -162,6 +162,10 @@ pub fn run(kind: HookKind) -> Result<()> {
     }
 
     let objects = HookObjects::open(&ctx.root)?;
+    if kind == HookKind::PreReceive {
+        // Strict mode: build now, flip once git has the refs locked.
+        return crate::strict::pre_receive(&ctx, &objects.repo, &updates, promote_option);
+    }
     let mut failures = Vec::new();
     for update in &updates {
         match route(&ctx, update) {

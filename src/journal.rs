@@ -52,6 +52,10 @@ pub struct Entry {
     /// The per-deploy log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// A strict-mode flip made while git held the ref locked: whether it
+    /// stands depends on what git does with the ref (see `crate::strict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<crate::strict::GitTxn>,
 }
 
 impl Entry {

@@ -26,6 +26,7 @@ pub mod repo;
 pub mod root;
 pub mod shared;
 pub mod steps;
+pub mod strict;
 
 use cli::{Cli, Command, HookName};
 use config::HookKind;
@@ -40,10 +41,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { dir, strict, user } => ops::init::run(&dir, strict, user.as_deref()),
         Command::Generate { what, dir } => ops::generate::run(what, &dir),
-        Command::Hook { name } => hook::run(match name {
-            HookName::PostReceive => HookKind::PostReceive,
-            HookName::PreReceive => HookKind::PreReceive,
-        }),
+        Command::Hook { name, state } => match name {
+            HookName::PostReceive => hook::run(HookKind::PostReceive),
+            HookName::PreReceive => hook::run(HookKind::PreReceive),
+            HookName::ReferenceTransaction => {
+                strict::reference_transaction(state.as_deref().unwrap_or_default())
+            }
+        },
         Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
         Command::Promote {
             dry_run,

@@ -35,8 +35,40 @@ fn with_sink<R>(f: impl FnOnce(&mut Sink) -> R) -> R {
     f(&mut guard)
 }
 
-/// Write one line for people (stderr) and to the deploy log.
+/// Make text from the repository (commit subjects, ref names, paths, step
+/// output) safe for a terminal: control characters are shown the way `cat -v`
+/// and git show them (`\x1b` as `^[`, BEL as `^G`, DEL as `^?`), C1 controls
+/// and the invisible direction overrides (U+202E and friends) as `<U+XXXX>`.
+/// A tab stays a tab. Text without such characters is returned as is.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !hostile(c) => out.push(c),
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c => out.push_str(&format!("<U+{:04X}>", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Write one line for people (stderr) and to the deploy log. Control
+/// characters are escaped ([`escape`]): much of what is shown came from the
+/// repository, and a pusher's terminal must not obey it.
 pub fn line(text: &str) {
+    let escaped = text.split('\n').map(escape).collect::<Vec<_>>().join("\n");
+    let text = escaped.as_str();
     with_sink(|sink| {
         if !sink.stderr_gone {
             let mut err = std::io::stderr().lock();
@@ -178,4 +210,19 @@ pub fn init_tracing() {
         .with(stderr_layer)
         .with(file_layer)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(escape("plain subject\tok"), "plain subject\tok");
+        assert_eq!(
+            escape("a\u{1b}[2J\u{1b}[31mred\u{7}\u{202e}cba\u{7f}\r"),
+            "a^[[2J^[[31mred^G<U+202E>cba^?^M"
+        );
+        assert_eq!(escape("\u{9b}31m"), "<U+009B>31m");
+    }
 }

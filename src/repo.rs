@@ -63,6 +63,51 @@ pub fn peel_to_commit(repo: &gix::Repository, id: ObjectId, what: &str) -> Resul
     }
 }
 
+/// Is `commit` reachable from any ref (branch, tag, anything under refs/)?
+/// A commit can be in the object store without being kept: git migrates a
+/// push's objects before it updates the refs, and a rejected ref leaves them
+/// behind, unreferenced. Only a reachable commit is one git accepted.
+pub fn reachable_from_refs(repo: &gix::Repository, commit: ObjectId) -> Result<bool> {
+    let what = |e: &dyn std::fmt::Display| {
+        Error::msg(format!(
+            "cannot list the refs of {}: {e}",
+            repo.git_dir().display()
+        ))
+    };
+    let platform = repo.references().map_err(|e| what(&e))?;
+    let mut tips = Vec::new();
+    for r in platform.all().map_err(|e| what(&e))? {
+        let Ok(mut r) = r else { continue };
+        let Ok(id) = r.peel_to_id() else { continue };
+        // Refs naming trees or blobs are nobody's history.
+        if let Ok(c) = peel_to_commit(repo, id.detach(), "ref") {
+            if c == commit {
+                return Ok(true);
+            }
+            tips.push(c);
+        }
+    }
+    if tips.is_empty() {
+        return Ok(false);
+    }
+    let walk = repo.rev_walk(tips).all().map_err(|e| what(&e))?;
+    for info in walk {
+        match info {
+            Ok(info) if info.id == commit => return Ok(true),
+            Ok(_) => {}
+            Err(e) => return Err(what(&e)),
+        }
+    }
+    Ok(false)
+}
+
+/// The commit a ref points at now (annotated tags peeled), if it exists.
+pub fn ref_commit(repo: &gix::Repository, name: &str) -> Option<ObjectId> {
+    let mut r = repo.try_find_reference(name).ok()??;
+    let id = r.peel_to_id().ok()?.detach();
+    peel_to_commit(repo, id, name).ok()
+}
+
 /// The root tree of a commit.
 pub fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId> {
     let commit_obj = repo

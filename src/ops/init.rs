@@ -11,6 +11,7 @@ use crate::root::Root;
 
 const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
 const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
+const REFERENCE_TRANSACTION: &str = include_str!("../../hooks/reference-transaction");
 
 /// Create or complete the deploy root at `dir`; with `user`, give it to that
 /// (non-root) deploy user.
@@ -21,7 +22,8 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let mut did: Vec<String> = Vec::new();
 
     let config_path = root.config_file();
-    if config_path.exists() {
+    // A dangling symlink is kept (and refused by the load below), never written through.
+    if std::fs::symlink_metadata(&config_path).is_ok() {
         did.push(format!("kept the existing {}", config_path.display()));
     } else {
         let text = if strict {
@@ -117,6 +119,25 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
             std::fs::write(&hook_path, wanted).at("write", &hook_path)?;
             std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).at("make executable", &hook_path)?;
             did.push(format!("installed {} calling {}", hook_path.display(), binary.display()));
+        }
+    }
+    if hook_kind == HookKind::PreReceive {
+        // Strict mode's second half; an existing strict root gets it here.
+        let path = hooks.join("reference-transaction");
+        let wanted = REFERENCE_TRANSACTION
+            .replace("@SYMDEPLOY@", &shell_quote(&binary.display().to_string()));
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == wanted => did.push(format!("kept {}", path.display())),
+            Ok(_) => output::warning(&format!(
+                "{} exists and differs from symdeploy's; strict pushes are refused until it calls `symdeploy hook reference-transaction \"$1\"` (remove it and run init again)",
+                path.display()
+            )),
+            Err(_) => {
+                std::fs::write(&path, wanted).at("write", &path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .at("make executable", &path)?;
+                did.push(format!("installed {}", path.display()));
+            }
         }
     }
     let other = hooks.join(match hook_kind {

@@ -42,13 +42,13 @@ pub fn run(ctx: &Ctx, n: usize, json: bool) -> Result<()> {
             e.event,
             result,
             e.commit.as_deref().map(short).unwrap_or("-"),
-            e.git_ref.as_deref().unwrap_or("-"),
+            crate::output::escape(e.git_ref.as_deref().unwrap_or("-")),
             e.user,
             e.host,
             took,
             e.error
                 .as_deref()
-                .map(|x| format!("\n    {x}"))
+                .map(|x| format!("\n    {}", crate::output::escape(x)))
                 .unwrap_or_default()
         );
     }

@@ -31,6 +31,14 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
             })?;
             let id = ObjectId::from_hex(w.as_bytes())
                 .map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
+            // The objects of a refused push stay in the repository; only a
+            // ref says git accepted the commit.
+            if !repo::reachable_from_refs(&repo, id)? {
+                return Err(Error::with_help(
+                    format!("warmup points at releases/{w}, whose commit no branch or tag of the repository contains (its push was refused or interrupted); not promoting it"),
+                    "run `symdeploy recover` (it moves warmup back), or push the commit again",
+                ));
+            }
             let git_ref = release::load(&ctx.root, &w)
                 .map(|r| r.git_ref)
                 .unwrap_or_else(|| "warmup".into());
@@ -130,6 +138,19 @@ pub(crate) struct Failure {
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails. Used by promote and rollback.
 pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
+    switch_with(ctx, hex, event, git_ref, None).map(|_| ())
+}
+
+/// [`switch`], in strict mode part of git's ref transaction (`txn`): on
+/// success the run is left `prepared`, not ended, because whether it stands
+/// is up to git (`crate::strict` ends or undoes it). Returns the run's entry.
+pub(crate) fn switch_with(
+    ctx: &Ctx,
+    hex: &str,
+    event: &str,
+    git_ref: &str,
+    txn: Option<crate::strict::GitTxn>,
+) -> Result<Entry> {
     let root = &ctx.root;
     let p = &ctx.config.promote;
     let previous = root.production();
@@ -140,6 +161,7 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
     ));
     let mut entry = Entry::start(event, Some(hex), Some(git_ref));
     entry.previous = previous.clone();
+    entry.txn = txn;
     journal::append(root, &entry)?;
     let started = Instant::now();
     let env = |release: &str, prev: Option<&String>, extra: Vec<(String, String)>| {
@@ -183,7 +205,7 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
         Some(ref f) => {
             output::error(&format!("{} failed after the switch: {}", f.what, f.error));
             let why = format!("{}: {}", f.what, f.error);
-            roll_back(ctx, hex, previous.as_deref(), git_ref, State::Bad, why);
+            roll_back(ctx, &entry, previous.as_deref(), git_ref, State::Bad, why);
             "rolled-back"
         }
     };
@@ -203,13 +225,22 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
         .durations
         .insert("total".into(), started.elapsed().as_secs_f64());
     match failure {
+        None if entry.txn.is_some() => {
+            journal::append(root, &crate::strict::prepared(&entry))?;
+            output::success(&format!(
+                "production -> releases/{hex} ({event} took {}); git updates {} next",
+                crate::fsutil::human_duration(started.elapsed()),
+                git_ref
+            ));
+            Ok(entry)
+        }
         None => {
             journal::append(root, &entry.end("ok"))?;
             output::success(&format!(
                 "production -> releases/{hex} ({event} took {})",
                 crate::fsutil::human_duration(started.elapsed())
             ));
-            Ok(())
+            Ok(entry)
         }
         Some(f) => {
             entry.error = Some(format!("{}: {}", f.what, f.error));
@@ -332,17 +363,44 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
 /// none), start; then mark the release `state` (bad, or failed when its push
 /// was rejected) for `why`, and move `warmup` off it. Never fails: it runs on
 /// an error path, and every failure is reported.
+///
+/// The whole of it is one recoverable step: an `undo` line in `run`'s journal
+/// records the intent first, and a recovery that finds it does all of this
+/// again (every part is idempotent), so a kill between marking the release
+/// and moving warmup off it never leaves warmup on a release that is not ready.
 pub(crate) fn roll_back(
     ctx: &Ctx,
-    hex: &str,
+    run: &Entry,
     previous: Option<&str>,
     git_ref: &str,
     state: State,
     why: String,
 ) {
     let root = &ctx.root;
-    let p = &ctx.config.promote;
+    let hex = run.commit.as_deref().unwrap_or_default();
+    let intent = Entry {
+        time: crate::fsutil::now_rfc3339(),
+        phase: UNDO_PHASE.to_string(),
+        result: Some(state.as_str().to_string()),
+        error: Some(why.clone()),
+        pid: std::process::id(),
+        ..run.clone()
+    };
+    if let Err(e) = journal::append(root, &intent) {
+        output::warning(&format!(
+            "could not record the rollback in the journal: {e}"
+        ));
+    }
     let stage = Stage::start("roll back");
+    flip_back(ctx, hex, previous, git_ref);
+    mark_and_move_warmup_off(ctx, hex, state, why);
+    stage.done();
+}
+
+/// Stop, production back to `previous` (removed if there was none), start.
+pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+    let root = &ctx.root;
+    let p = &ctx.config.promote;
     if let Err(e) = steps::run_stage(
         "stop",
         &p.stop,
@@ -363,12 +421,22 @@ pub(crate) fn roll_back(
     }
     let back = previous.unwrap_or(hex);
     start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+}
+
+/// The journal phase recording that a run is being rolled back (state and
+/// reason in `result` and `error`), written before the rollback starts.
+pub(crate) const UNDO_PHASE: &str = "undo";
+
+/// Mark `hex` `state` and move warmup off it: the end of a rollback.
+pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
+    let root = &ctx.root;
     if let Err(e) = release::set_state(root, hex, state, Some(why)) {
         output::warning(&format!(
             "could not mark releases/{hex} {}: {e}",
             state.as_str()
         ));
     }
+    faults::point("after-mark-bad");
     // A release that just failed in production must not stay the one a
     // promote without arguments (or www_warmup) would pick.
     if root.warmup().as_deref() == Some(hex) {
@@ -383,7 +451,6 @@ pub(crate) fn roll_back(
             Err(e) => output::warning(&format!("warmup still points at releases/{hex}: {e}")),
         }
     }
-    stage.done();
 }
 
 /// Run `start` whatever happens; its failure is reported, not raised, because

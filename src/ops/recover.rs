@@ -34,22 +34,34 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
     let entries = journal::read(&ctx.root);
     let open: Vec<Entry> = journal::interrupted(&entries)
         .into_iter()
+        // A strict run whose receive-pack still runs is not interrupted:
+        // git has not decided its ref yet, and its own hook ends it.
+        .filter(|e| !e.txn.as_ref().is_some_and(|t| t.undecided()))
         .cloned()
         .collect();
     for e in &open {
-        repair(ctx, e)?;
+        let lines: Vec<&Entry> = entries.iter().filter(|x| x.run == e.run).collect();
+        repair(ctx, e, &lines)?;
+    }
+    // Whatever a crash interrupted, warmup ends on a ready release (or none).
+    if let Some(w) = ctx.root.warmup() {
+        if !release::is_ready(&ctx.root, &w) {
+            let back = warmup_off(ctx, &w)?;
+            output::detail(&format!(
+                "warmup pointed at releases/{} ({}); warmup -> {}",
+                short(&w),
+                release::effective_state(&ctx.root, &w),
+                back.as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
     }
     Ok(open.len())
 }
 
-/// Is the commit in the repository (not only in a rejected push's quarantine)?
+/// Is the commit one git accepted: reachable from a ref? Objects alone prove
+/// nothing: git migrates a push's objects before it updates the refs.
 fn landed(ctx: &Ctx, commit: &str) -> bool {
-    // When unsure (no commit recorded, no readable repository), assume it
-    // landed: repairs then go on as for a post-receive hook.
-    let Ok(id) = gix::ObjectId::from_hex(commit.as_bytes()) else {
-        return true;
-    };
-    crate::repo::open(&ctx.root.repository()).map_or(true, |r| r.has_object(id))
+    crate::strict::kept(ctx, commit)
 }
 
 /// Move warmup off a rejected commit (if it points there); returns where
@@ -81,7 +93,7 @@ fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
         .or_else(|| ctx.root.production())
 }
 
-fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
+fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
     let root = &ctx.root;
     let commit = e.commit.clone().unwrap_or_default();
     let git_ref = e.git_ref.clone().unwrap_or_default();
@@ -94,7 +106,46 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
         e.pid
     ));
     let mut end = e.end("interrupted");
+    let undo_line = lines.iter().rev().find(|x| x.phase == promote::UNDO_PHASE);
+    let prepared = lines
+        .iter()
+        .any(|x| x.phase == crate::strict::PREPARED_PHASE);
+    let git_kept = e
+        .txn
+        .as_ref()
+        .map(|_| crate::strict::ref_kept(ctx, &git_ref, &commit));
     match e.event.as_str() {
+        "promote" | "rollback" if undo_line.is_some() => {
+            // Killed while rolling back: the rollback is one step; do it all again.
+            let u = undo_line.copied().cloned().unwrap_or_default();
+            let state = match u.result.as_deref() {
+                Some("failed") => State::Failed,
+                _ => State::Bad,
+            };
+            let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
+            output::detail(&format!(
+                "it was rolling back ({why}); finishing the rollback"
+            ));
+            roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
+            end = e.end("rolled-back");
+        }
+        _ if git_kept == Some(false) => {
+            output::detail(&format!(
+                "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
+                output::escape(&git_ref),
+                short(&commit)
+            ));
+            crate::strict::undo(ctx, e, "interrupted before git updated the ref");
+            return Ok(());
+        }
+        _ if git_kept == Some(true) && prepared => {
+            output::detail(&format!(
+                "git updated {} to {}; its flips were complete, so the run stands",
+                output::escape(&git_ref),
+                short(&commit)
+            ));
+            end = e.end("ok");
+        }
         "warmup" if !landed(ctx, &commit) => {
             // A strict-mode (pre-receive) hook died: git rejected the push and
             // dropped its objects. Nothing may stay pointed at that commit.
@@ -147,7 +198,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                     short(&commit)
                 ));
                 let why = "interrupted; the push was rejected".to_string();
-                roll_back(ctx, &commit, previous, &git_ref, State::Failed, why);
+                roll_back(ctx, e, previous, &git_ref, State::Failed, why);
                 end = e.end("rolled-back");
             } else if switched {
                 output::detail(
@@ -164,7 +215,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                     Some(f) => {
                         output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
                         let why = format!("{}: {}", f.what, f.error);
-                        roll_back(ctx, &commit, previous, &git_ref, State::Bad, why);
+                        roll_back(ctx, e, previous, &git_ref, State::Bad, why);
                         end = e.end("rolled-back");
                     }
                 }

@@ -91,7 +91,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
                 .as_deref()
                 .map(crate::fsutil::age)
                 .unwrap_or_default(),
-            r.subject,
+            crate::output::escape(&r.subject),
             if r.markers.is_empty() {
                 String::new()
             } else {

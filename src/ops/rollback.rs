@@ -9,7 +9,15 @@ use crate::root::short;
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal.
 pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, "rollback", target.unwrap_or("previous"));
+    // The log's name comes from the resolved commit, never from the argument:
+    // user input is not a path component (`releases/abc` has a slash).
+    let label = match target {
+        Some(t) => resolve_release(ctx, t)
+            .map(|c| short(&c).to_string())
+            .unwrap_or_else(|_| "unresolved".into()),
+        None => "previous".into(),
+    };
+    crate::ops::open_run_log(&ctx.root, "rollback", &label);
     let _lock = crate::ops::lock_and_recover(ctx, "rollback")?;
     let current = ctx.root.production();
     let to = match target {

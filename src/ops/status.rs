@@ -152,7 +152,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
                 "{name:<11} {} {:<8} {}{}",
                 short(&sl.commit),
                 sl.state,
-                sl.subject,
+                crate::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
                     (Some(t), Some(u)) => format!("  ({} by {u})", crate::fsutil::age(t)),
                     (Some(t), None) => format!("  ({})", crate::fsutil::age(t)),

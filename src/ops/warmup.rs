@@ -39,6 +39,7 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
 pub fn tidy_leftovers(ctx: &Ctx) {
     link::remove_leftovers(&ctx.root.dir);
     remove_dead_quarantine_views(&ctx.root.state_dir());
+    crate::strict::remove_stale(&ctx.root);
     // Half-written release records (release::save writes a temporary file
     // then renames it; only lock holders write them).
     if let Ok(entries) = std::fs::read_dir(ctx.root.states()) {
@@ -95,6 +96,29 @@ pub fn warm(
     git_ref: &str,
     rebuild: bool,
 ) -> Result<String> {
+    warm_impl(ctx, repo, commit, git_ref, rebuild, true).map(|_| commit.to_string())
+}
+
+/// Strict mode's first half: build `commit`'s release (if it has no ready
+/// one) without flipping `warmup`, which waits until git has the ref locked.
+/// Returns whether a release was built.
+pub fn build_only(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+) -> Result<bool> {
+    warm_impl(ctx, repo, commit, git_ref, false, false)
+}
+
+fn warm_impl(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    rebuild: bool,
+    flip: bool,
+) -> Result<bool> {
     let root = &ctx.root;
     let hex = commit.to_string();
     let subject = repo::subject(repo, commit).unwrap_or_default();
@@ -108,6 +132,12 @@ pub fn warm(
         .into_iter()
         .flatten()
         .any(|c| c == hex);
+    if release::is_ready(root, &hex) && !rebuild && !flip {
+        output::detail(&format!(
+            "releases/{hex} is already warmed up; warmup flips to it once git accepts {git_ref}"
+        ));
+        return Ok(false);
+    }
     if release::is_ready(root, &hex) && !rebuild {
         let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
         journal::append(root, &entry)?;
@@ -115,7 +145,7 @@ pub fn warm(
         point_warmup(ctx, &hex)?;
         journal::append(root, &entry.end("unchanged"))?;
         finish_message(ctx, &hex);
-        return Ok(hex);
+        return Ok(false);
     }
     if dir.exists() {
         if pinned {
@@ -176,6 +206,14 @@ pub fn warm(
         }
     }
     release::set_state(root, &hex, State::Ready, None)?;
+    if !flip {
+        entry.durations = durations;
+        journal::append(root, &entry.end("built"))?;
+        output::detail(&format!(
+            "releases/{hex} is ready; warmup flips to it once git accepts {git_ref}"
+        ));
+        return Ok(true);
+    }
     faults::point("before-flip-warmup");
     point_warmup(ctx, &hex)?;
     faults::point("after-flip-warmup");
@@ -190,7 +228,7 @@ pub fn warm(
     entry.durations = durations;
     journal::append(root, &entry.end("ok"))?;
     finish_message(ctx, &hex);
-    Ok(hex)
+    Ok(true)
 }
 
 fn build(
@@ -368,14 +406,14 @@ pub(crate) fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
     Ok(())
 }
 
-fn describe(commit: Option<String>) -> String {
+pub(crate) fn describe(commit: Option<String>) -> String {
     match commit {
         Some(c) => format!("releases/{}", short(&c)),
         None => "nothing (no release warmed up yet)".to_string(),
     }
 }
 
-fn finish_message(ctx: &Ctx, hex: &str) {
+pub(crate) fn finish_message(ctx: &Ctx, hex: &str) {
     output::success(&format!("warmup -> releases/{hex}"));
     // A tag name the configured glob accepts: `release-*` becomes `release-N`.
     let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
