@@ -292,6 +292,14 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
         text(&out)
     );
     assert_eq!(owner(&rel1.join("temp/sessions/sess_1")), 33);
+    // init again (an operator completing the root) leaves www-data's files to www-data
+    let out = run(Command::new(bin())
+        .args(["init", root.to_str().unwrap(), "--user", &user.name])
+        .env_remove("SYMDEPLOY_ROOT"));
+    assert!(out.status.success(), "second init --user: {}", text(&out));
+    assert_eq!(owner(&root.join("common/log/app/x.log")), 33);
+    assert_eq!(owner(&rel1.join("temp/sessions")), 33);
+    assert_eq!(owner(&root.join("repository/HEAD")), user.uid);
     // and it cannot write elsewhere in the release
     let out = as_web_user(&format!("echo x > {}/www/hack.php", rel1.display()));
     assert!(!out.status.success(), "www-data could write the code");
