@@ -208,7 +208,11 @@ pub fn grant(path: &Path, web: &WebUser, recursive: bool) -> Result<Method> {
             web.name,
             stderr.trim()
         ),
-        "the deploy user must own the path (`symdeploy check` names the chown to run)",
+        format!(
+            "only its owner (or root) can change its ACLs: as root, `chown {}: {}`, then push again",
+            crate::fsutil::current_user(),
+            path.display()
+        ),
     ))
 }
 

@@ -166,7 +166,7 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         Some(u) if me.is_root() => {
             chown_tree(&root.dir, u.uid, u.gid)?;
             did.push(format!(
-                "gave {} to {} (owner of every file in it; pushes as {} work)",
+                "gave {} to {} (every file root owned in it; pushes as {} work)",
                 root.dir.display(),
                 u.name,
                 u.name
@@ -290,10 +290,16 @@ fn deploy_user(name: &str) -> Result<Owner> {
     })
 }
 
-/// `chown -R uid:gid dir`, symlinks themselves rather than their targets.
+/// `chown -R uid:gid dir` for what root owns, symlinks themselves rather
+/// than their targets. Files of other users (the web user's uploads in
+/// common/, its caches in a release) keep their owner: re-running init on an
+/// existing root must not take them from the web user.
 fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).at("chown", dir)?;
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).at("inspect", dir)?;
+    if meta.uid() == 0 {
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).at("chown", dir)?;
+    }
     if meta.is_dir() {
         for entry in std::fs::read_dir(dir).at("read directory", dir)? {
             let entry = entry.at("read directory", dir)?;
