@@ -61,7 +61,10 @@ impl GitTxn {
 
 /// A process's start time, from /proc/PID/stat (field 22).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
@@ -584,4 +587,59 @@ pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: &str) -> bool {
         .ok()
         .and_then(|r| crate::repo::ref_commit(&r, git_ref))
         .is_some_and(|c| gix::ObjectId::from_hex(commit.as_bytes()).ok() == Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let stat =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        let me = start_time(std::process::id());
+        assert!(me.is_some());
+        assert_eq!(me, start_time(std::process::id()));
+    }
+
+    #[test]
+    fn a_txn_is_undecided_only_while_its_process_lives() {
+        let me = std::process::id();
+        let started = start_time(me).unwrap();
+        let txn = |started| GitTxn {
+            receive_pack: me,
+            started,
+            new: String::new(),
+            warmup_before: None,
+        };
+        assert!(txn(started).undecided());
+        // The same pid with another start time is another process.
+        assert!(!txn(started + 1).undecided());
+    }
+
+    #[test]
+    fn pending_updates_match_git_lines_exactly() {
+        let z = "0".repeat(40);
+        let a = "a".repeat(40);
+        let u = PendingUpdate {
+            old: z.clone(),
+            new: a.clone(),
+            name: "refs/tags/release-1".into(),
+            commit: a.clone(),
+            warm: true,
+            promote: true,
+            state: "built".into(),
+            runs: Vec::new(),
+        };
+        let line = |old: &str, new: &str, name: &str| RefUpdate {
+            old: old.into(),
+            new: new.into(),
+            name: name.into(),
+        };
+        assert!(u.matches(&line(&z, &a, "refs/tags/release-1")));
+        assert!(!u.matches(&line(&a, &a, "refs/tags/release-1")));
+        assert!(!u.matches(&line(&z, &a, "refs/tags/release-2")));
+    }
 }

@@ -558,11 +558,63 @@ fn an_existing_strict_root_without_the_new_hook_is_told_what_to_run() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("symdeploy init"), "{t}");
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
+    let out = env.symdeploy(&["check"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("reference-transaction is missing"),
+        "{}",
+        text(&out)
+    );
     let out = env.symdeploy_raw(&["init", env.root.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(hook.is_file());
     env.push_ok(&["main"]);
     assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
+    let t = text(&env.symdeploy(&["check"]));
+    assert!(
+        t.contains("reference-transaction flips strict pushes"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_branch_and_a_tag_in_one_push_flip_together_or_not_at_all() {
+    let (env, _) = strict_scene("");
+    // Non-atomic: each ref is its own transaction; both are kept.
+    env.write("www/index.html", "second\n");
+    let b = env.commit("second");
+    env.git(&["tag", "release-1"]);
+    env.push_ok(&["main", "release-1"]);
+    assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+    // Atomic, with a failing check: one transaction, git keeps neither ref,
+    // and the warmup flip of the branch is undone with the promote.
+    env.set_config(&format!(
+        "{}check = [\"false\"]\ncheck_timeout = 1\n",
+        strict_config()
+    ));
+    env.write("www/index.html", "third\n");
+    let c = env.commit("third");
+    env.git(&["tag", "release-2"]);
+    let out = env.push(&["--atomic", "main", "release-2"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(
+        repo_ref(&env, "refs/heads/main").as_deref(),
+        Some(b.as_str())
+    );
+    assert_eq!(repo_ref(&env, "refs/tags/release-2"), None);
+    assert_eq!(
+        env.pointed("warmup").as_deref(),
+        Some(b.as_str()),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+    assert_ne!(release_state(&env, &c), "ready");
+    assert_daemons_running(&env, "atomic");
+    ok(&env.symdeploy(&["recover"]));
+    assert_no_open_runs(&env, "atomic");
+    assert_pointers_kept(&env, "atomic");
 }
 
 // ----------------------------------------------------------------------------- the rollback is one step

@@ -110,6 +110,15 @@ pub fn run(root: &Root) -> Result<()> {
                 }
             }
         }
+        if c.hook == crate::config::HookKind::PreReceive {
+            // Strict mode's second half (issue 14): without it strict pushes are refused.
+            let rt = repo.join("hooks/reference-transaction");
+            if crate::strict::hook_installed(root) {
+                r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));
+            } else {
+                r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
+            }
+        }
         let all = [
             ("warmup.build", &c.warmup.build),
             ("warmup.links", &c.warmup.links),
