@@ -24,6 +24,7 @@ pub mod release;
 pub mod repo;
 pub mod root;
 pub mod shared;
+pub mod signals;
 pub mod steps;
 
 use cli::{Cli, Command, HookName};

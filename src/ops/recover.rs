@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::journal::{self, Entry};
+use crate::ops::decide::{self, Recovery, Unfinished};
 use crate::ops::promote::{self, after_flip, roll_back, start_anyway};
 use crate::ops::Ctx;
 use crate::output;
@@ -16,6 +17,7 @@ use crate::root::short;
 /// `symdeploy recover`: take the lock, repair, report.
 pub fn run(ctx: &Ctx) -> Result<()> {
     crate::ops::open_run_log(&ctx.root, "recover", "journal");
+    crate::signals::install();
     let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
     let repaired = recover_locked(ctx)?;
     crate::ops::warmup::tidy_leftovers(ctx);
@@ -27,6 +29,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
 /// Repair interrupted runs; returns how many there were. Call with the lock held.
 pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
+    // Repairs restart daemons and roll back: no Ctrl-C may cut them short.
+    let _unwinding = crate::signals::unwinding("recovering an interrupted run");
     if let Some(note) = crate::steps::end_orphans(&ctx.root) {
         output::header("a deploy step was interrupted");
         output::detail(&note);
@@ -94,8 +98,46 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
         e.pid
     ));
     let mut end = e.end("interrupted");
-    match e.event.as_str() {
-        "warmup" if !landed(ctx, &commit) => {
+    let decision = decide::recovery(Unfinished {
+        event: &e.event,
+        landed: landed(ctx, &commit),
+        ready: release::is_ready(root, &commit),
+        in_production: root.production().as_deref() == Some(commit.as_str()),
+    });
+    // The interrupted run's own commands: the daemons it stopped are the ones
+    // its start starts, whatever deploy.toml says now.
+    let recorded;
+    let ctx = match (&e.commands, decision) {
+        (
+            Some(commands),
+            Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain,
+        ) => {
+            recorded = Ctx {
+                root: ctx.root.clone(),
+                config: crate::config::Config {
+                    promote: commands.apply(&ctx.config.promote),
+                    ..ctx.config.clone()
+                },
+            };
+            output::detail(&format!(
+                "running the commands recorded by the interrupted run{} (start: {})",
+                if recorded.config.promote != ctx.config.promote {
+                    ", not deploy.toml's current ones"
+                } else {
+                    ""
+                },
+                if commands.start.is_empty() {
+                    "none".to_string()
+                } else {
+                    commands.start.join("; ")
+                }
+            ));
+            &recorded
+        }
+        _ => ctx,
+    };
+    match decision {
+        Recovery::RejectWarmup => {
             // A strict-mode (pre-receive) hook died: git rejected the push and
             // dropped its objects. Nothing may stay pointed at that commit.
             if release::load(root, &commit).is_some() {
@@ -114,7 +156,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                 back.as_deref().map(short).unwrap_or("nothing")
             ));
         }
-        "warmup" if release::is_ready(root, &commit) => {
+        Recovery::FinishWarmup => {
             // Every step had succeeded; only the flip (or what follows it) was cut short.
             if root.warmup().as_deref() != Some(commit.as_str()) {
                 crate::ops::warmup::point_warmup(ctx, &commit)?;
@@ -126,7 +168,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
             ));
             end = e.end("ok");
         }
-        "warmup" => {
+        Recovery::FailWarmup => {
             if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
                 release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
             }
@@ -136,10 +178,9 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                 root.warmup().as_deref().map(short).unwrap_or("nothing")
             ));
         }
-        "promote" | "rollback" => {
+        Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain => {
             let previous = e.previous.as_deref();
-            let switched = root.production().as_deref() == Some(commit.as_str());
-            if switched && !landed(ctx, &commit) {
+            if decision == Recovery::RollBackRejected {
                 // A strict-mode tag push whose hook died: git rejected it, so
                 // production must not stay on it.
                 output::detail(&format!(
@@ -149,7 +190,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                 let why = "interrupted; the push was rejected".to_string();
                 roll_back(ctx, &commit, previous, &git_ref, State::Failed, why);
                 end = e.end("rolled-back");
-            } else if switched {
+            } else if decision == Recovery::FinishSwitch {
                 output::detail(
                     "production had already been switched; finishing: after_switch, start, check",
                 );
@@ -180,7 +221,7 @@ fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
                 );
             }
         }
-        _ => output::detail("nothing to repair for this kind of run"),
+        Recovery::Nothing => output::detail("nothing to repair for this kind of run"),
     }
     end.time = crate::fsutil::now_rfc3339();
     end.pid = std::process::id();
