@@ -288,6 +288,8 @@ fn wait_step(
             }
         }
     };
+    // The signal thread may have ended the group before this loop saw the flag.
+    interrupted |= !status.success() && crate::signals::should_stop();
     if timed_out || interrupted {
         // Whatever it started is ours to end too.
         let _ = killpg(pgid, Signal::SIGKILL);
