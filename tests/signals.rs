@@ -459,3 +459,107 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
     assert!(out.status.success(), "{}", text(&out));
     assert!(!env.release(&a).exists());
 }
+
+/// The last journal entry about `commit`, once its run has ended.
+fn wait_for_end(env: &Env, commit: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(e) = env
+            .journal()
+            .into_iter()
+            .rev()
+            .find(|e| e["commit"] == commit && e["phase"] == "end")
+        {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "the run of {commit} never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_on_a_push_during_its_warm_up_fails_the_release_and_keeps_warmup() {
+    let env = Env::with_config(&config("start"));
+    let a = env.git(&["rev-parse", "HEAD"]);
+    env.push_ok(&["main"]);
+    env.write("www/index.html", "second\n");
+    let b = env.commit("second");
+    std::fs::write(env.root.join("block-build"), "").unwrap();
+    // git push, its receive-pack and the hook share the pusher's process
+    // group, as from a terminal; Ctrl-C reaches all of them.
+    let mut push = git_cmd(&env.work)
+        .args(["push", "deploy", "main"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for(&env.root.join("in-build"), &mut push);
+    send(&push, Signal::SIGINT, To::Group);
+    let _ = push.wait_with_output();
+    let end = wait_for_end(&env, &b);
+    assert_eq!(end["event"], "warmup", "{end}");
+    assert_eq!(end["result"], "interrupted", "{end}");
+    assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{b}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "failed");
+    // The hook has ended (its lock is free) once status sees no holder.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = env.symdeploy(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if s["lock"].is_null() || Instant::now() > deadline {
+            assert_eq!(s["interrupted"], serde_json::json!([]), "{s}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_the_lock_changes_nothing() {
+    let (env, _a, b) = two_releases();
+    std::fs::write(env.root.join("block-stop"), "").unwrap();
+    let mut first = spawn(&env, &["promote"]);
+    wait_for(&env.root.join("in-stop"), &mut first);
+    let mut second = spawn(&env, &["promote"]);
+    // Read its output as it comes, to see it waiting.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = second.stderr.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.lock().unwrap().contains("waiting for the deploy lock") {
+        assert!(Instant::now() < deadline, "{}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let journal_before = env.journal().len();
+    send(&second, Signal::SIGINT, To::Group);
+    let status = second.wait().unwrap();
+    let _ = reader.join();
+    let t = seen.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "{t}");
+    assert!(t.contains("nothing was changed"), "{t}");
+    assert_eq!(env.journal().len(), journal_before, "{t}");
+    // The first promote is not disturbed.
+    std::fs::write(env.root.join("go"), "").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+}

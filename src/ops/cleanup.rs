@@ -366,3 +366,52 @@ pub fn made_at(root: &crate::root::Root, commit: &str) -> MadeAt {
     };
     (recorded.unwrap_or_else(from_mtime), mtime)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ordinary_tree_is_removable() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", t.path().join("a/link")).unwrap();
+        assert_eq!(removable(t.path()), Ok(()));
+    }
+
+    #[test]
+    fn an_immutable_file_is_found_before_anything_is_removed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        let stuck = t.path().join("a/b/f");
+        std::fs::write(&stuck, "x").unwrap();
+        let set = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&stuck)
+            .output();
+        if !set.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIPPED: chattr +i does not work on {}", t.path().display());
+            return;
+        }
+        let found = removable(t.path());
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&stuck)
+            .status();
+        assert_eq!(
+            found,
+            Err(Blocker {
+                path: stuck,
+                kind: BlockerKind::Immutable
+            })
+        );
+        let e = Blocker {
+            path: "/r/x".into(),
+            kind: BlockerKind::Immutable,
+        }
+        .error("releases/abc");
+        assert!(e.to_string().contains("immutable"), "{e}");
+        assert!(e.help().unwrap().contains("chattr -i /r/x"));
+    }
+}

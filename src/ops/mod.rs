@@ -68,5 +68,7 @@ pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
     recover::recover_locked(ctx)?;
     warmup::tidy_leftovers(ctx);
+    // Interrupted while waiting or recovering: the operation itself never starts.
+    crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
     Ok(lock)
 }
