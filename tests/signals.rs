@@ -47,7 +47,7 @@ after_switch = [{after}]
 start = [{start}]
 check = [{check}]
 check_timeout = 300
-notify = [{notify}]
+notify = [{notify}, {notify_gate}]
 "#,
         build = toml_str(&gate("build")),
         stop_trace = toml_str(&trace("stop")),
@@ -56,6 +56,7 @@ notify = [{notify}]
         start = toml_str(&trace(start)),
         check = toml_str(check),
         notify = toml_str(&trace("notify")),
+        notify_gate = toml_str(&gate("notify")),
     )
 }
 
@@ -282,6 +283,30 @@ fn sighup_during_after_switch_finishes_the_promote() {
 #[test]
 fn sighup_during_check_retries_finishes_the_promote() {
     hang_up_promote_at("check");
+}
+
+#[test]
+fn sigint_when_only_notify_is_left_finishes_the_promote() {
+    let (env, _a, b) = two_releases();
+    std::fs::write(env.root.join("block-notify"), "").unwrap();
+    let mut child = spawn(&env, &["promote"]);
+    wait_for(&env.root.join("in-notify"), &mut child);
+    send(&child, Signal::SIGINT, To::Group);
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    // Production moved and the daemons run: the promote happened.
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("warning: interrupted by SIGINT"), "{t}");
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(b.as_str()),
+        "{t}"
+    );
+    assert_started_after_stop(&env, &t);
+    let end = last(&env, "promote");
+    assert_eq!(end["phase"], "end", "{t}");
+    assert_eq!(end["result"], "ok", "{t}");
+    assert_nothing_interrupted(&env);
 }
 
 #[test]
