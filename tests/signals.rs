@@ -588,3 +588,39 @@ fn ctrl_c_while_waiting_for_the_lock_changes_nothing() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
 }
+
+#[test]
+fn a_real_terminal_hanging_up_does_not_stop_the_promote() {
+    // A pseudo-terminal whose master side closes: from then on every write
+    // to it fails with EIO, as on a dropped SSH session with a pty.
+    let (env, _a, b) = two_releases();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    std::fs::write(env.root.join("block-stop"), "").unwrap();
+    let mut child = Command::new(bin())
+        .arg("--root")
+        .arg(&env.root)
+        .arg("promote")
+        .current_dir(env.tmp.path())
+        .env_remove("SYMDEPLOY_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave))
+        .process_group(0)
+        .spawn()
+        .expect("spawn symdeploy");
+    wait_for(&env.root.join("in-stop"), &mut child);
+    drop(pty.master);
+    send(&child, Signal::SIGHUP, To::Group);
+    std::fs::write(env.root.join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}; trace {:?}",
+        env.trace()
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+    assert_started_after_stop(&env, "pty hang-up");
+    assert_eq!(last(&env, "promote")["result"], "ok");
+    assert_nothing_interrupted(&env);
+}
