@@ -197,12 +197,22 @@ fn interrupt_promote_at(stage: &str, signal: Signal, to: To) {
         !env.trace().iter().any(|l| l.starts_with("notify")),
         "{context}"
     );
-    if stage == "stop" {
-        // Nothing was marked: the next promote simply works.
-        let again = env.symdeploy(&["promote", &b]);
-        assert!(again.status.success(), "{}", text(&again));
-        assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
-    }
+    // An interrupt says nothing about the release: it stays ready and
+    // warmup stays on it, so the next promote simply tries it again.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{b}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "ready", "{context}");
+    assert_eq!(
+        env.pointed("warmup").as_deref(),
+        Some(b.as_str()),
+        "{context}"
+    );
+    let _ = std::fs::remove_file(env.root.join("block-check"));
+    let again = env.symdeploy(&["promote"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
 }
 
 /// SIGHUP (the terminal went away, its pipe closed) at `stage`: the promote

@@ -38,7 +38,8 @@ pub enum Cause {
 pub enum Unwind {
     /// Production was not touched: start the daemons again, nothing else.
     StartAgain,
-    /// Production was flipped: stop, flip back, start, mark the release bad.
+    /// Production was flipped: stop, flip back, start; after a failure (not
+    /// an interrupt, which says nothing about the release) mark it bad.
     RollBack,
     /// Everything that matters is done: finish, production stays new.
     Finish,

@@ -216,8 +216,16 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
                 Cause::Failed => "failed",
             };
             output::error(&format!("{} {how} after the switch: {}", f.what, f.error));
-            let why = format!("{}: {}", f.what, f.error);
-            roll_back(ctx, hex, previous.as_deref(), git_ref, State::Bad, why);
+            if cause(&f.error) == Cause::Interrupted {
+                // An interrupt says nothing about the release: it stays
+                // ready, and warmup on it, for the next promote.
+                let stage = Stage::start("roll back");
+                undo_flip(ctx, hex, previous.as_deref(), git_ref);
+                stage.done();
+            } else {
+                let why = format!("{}: {}", f.what, f.error);
+                roll_back(ctx, hex, previous.as_deref(), git_ref, State::Bad, why);
+            }
             "rolled-back"
         }
     };
@@ -258,10 +266,11 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
             )?;
             if cause == Cause::Interrupted {
                 return Err(crate::signals::error(format!(
-                    "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again",
+                    "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
                     short(hex),
                     f.what,
-                    describe(&previous)
+                    describe(&previous),
+                    short(hex)
                 )));
             }
             Err(Error::with_help(
@@ -398,28 +407,8 @@ pub(crate) fn roll_back(
 ) {
     let _unwinding = crate::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
-    let p = &ctx.config.promote;
     let stage = Stage::start("roll back");
-    if let Err(e) = steps::run_stage(
-        "stop",
-        &p.stop,
-        &step_env(ctx, hex, previous, git_ref, vec![]),
-    ) {
-        output::warning(&format!("stop during rollback: {e}"));
-    }
-    match previous {
-        Some(prev) => match link::flip(&root.dir, PRODUCTION, &link::release_target(prev)) {
-            Ok(()) => output::detail(&format!("production -> releases/{prev} (back)")),
-            Err(e) => output::error(&format!("could not flip production back: {e}")),
-        },
-        None => {
-            // Nothing served before this promote; serving nothing beats serving a bad release.
-            let _ = std::fs::remove_file(root.link(PRODUCTION));
-            output::detail("production removed (there was no earlier production release)");
-        }
-    }
-    let back = previous.unwrap_or(hex);
-    start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+    undo_flip(ctx, hex, previous, git_ref);
     if let Err(e) = release::set_state(root, hex, state, Some(why)) {
         output::warning(&format!(
             "could not mark releases/{hex} {}: {e}",
@@ -441,6 +430,35 @@ pub(crate) fn roll_back(
         }
     }
     stage.done();
+}
+
+/// The undoing half of a rollback: stop, production back to `previous` (or
+/// removed if there was none), start. The release itself is not judged: an
+/// interrupted promote rolls back this way and leaves the release ready.
+pub(crate) fn undo_flip(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+    let _unwinding = crate::signals::unwinding("rolling back and starting the daemons again");
+    let root = &ctx.root;
+    let p = &ctx.config.promote;
+    if let Err(e) = steps::run_stage(
+        "stop",
+        &p.stop,
+        &step_env(ctx, hex, previous, git_ref, vec![]),
+    ) {
+        output::warning(&format!("stop during rollback: {e}"));
+    }
+    match previous {
+        Some(prev) => match link::flip(&root.dir, PRODUCTION, &link::release_target(prev)) {
+            Ok(()) => output::detail(&format!("production -> releases/{prev} (back)")),
+            Err(e) => output::error(&format!("could not flip production back: {e}")),
+        },
+        None => {
+            // Nothing served before this promote; serving nothing beats serving a bad release.
+            let _ = std::fs::remove_file(root.link(PRODUCTION));
+            output::detail("production removed (there was no earlier production release)");
+        }
+    }
+    let back = previous.unwrap_or(hex);
+    start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
 }
 
 /// Run `start` whatever happens; its failure is reported, not raised, because

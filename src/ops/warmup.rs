@@ -170,8 +170,13 @@ pub fn warm(
             journal::append(root, &entry.end(result))?;
             output::report(&e);
             output::error(&format!(
-                "warm-up of {} failed; warmup still points at {}",
+                "warm-up of {} {}; warmup still points at {}",
                 short(&hex),
+                if result == "interrupted" {
+                    "was interrupted (the release is marked failed)"
+                } else {
+                    "failed"
+                },
                 describe(root.warmup())
             ));
             return Err(Error::Reported {
