@@ -387,6 +387,22 @@ fn recover_after_sigkill_in_stop_runs_the_recorded_start() {
     wait_for(&env.root.join("in-stop"), &mut child);
     send(&child, Signal::SIGKILL, To::Pid);
     let _ = child.wait_with_output().unwrap();
+    let started = env
+        .journal()
+        .into_iter()
+        .rev()
+        .find(|e| e["event"] == "promote" && e["phase"] == "start")
+        .unwrap();
+    assert_eq!(
+        started["commands"]["start"],
+        serde_json::json!([trace("start")]),
+        "{started}"
+    );
+    assert_eq!(
+        started["commands"]["stop"],
+        serde_json::json!([trace("stop"), gate("stop")]),
+        "{started}"
+    );
     // The operator edits deploy.toml before recovering.
     env.set_config(&config("start-edited"));
     let out = env.symdeploy(&["recover"]);
@@ -632,5 +648,30 @@ fn a_real_terminal_hanging_up_does_not_stop_the_promote() {
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
     assert_started_after_stop(&env, "pty hang-up");
     assert_eq!(last(&env, "promote")["result"], "ok");
+    assert_nothing_interrupted(&env);
+}
+
+#[test]
+fn sigint_during_a_rollback_stop_keeps_production_and_starts_the_daemons() {
+    let (env, _a, b) = two_releases();
+    let out = env.symdeploy(&["promote"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+    std::fs::write(env.root.join("block-stop"), "").unwrap();
+    let mut child = spawn(&env, &["rollback"]);
+    wait_for(&env.root.join("in-stop"), &mut child);
+    send(&child, Signal::SIGINT, To::Group);
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(b.as_str()),
+        "{t}"
+    );
+    assert_started_after_stop(&env, &t);
+    let end = last(&env, "rollback");
+    assert_eq!(end["phase"], "end", "{t}");
+    assert_eq!(end["result"], "interrupted", "{t}");
     assert_nothing_interrupted(&env);
 }
