@@ -129,6 +129,8 @@ impl Entry {
             time: crate::fsutil::now_rfc3339(),
             phase: "end".to_string(),
             result: Some(result.to_string()),
+            // Recorded once, in the start entry, which is what recovery reads.
+            commands: None,
             ..self.clone()
         }
     }
