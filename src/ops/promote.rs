@@ -247,10 +247,8 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
         .insert("total".into(), started.elapsed().as_secs_f64());
     match failure {
         None => {
-            journal::append(
-                root,
-                &entry.end(decide::journal_result(Unwind::Finish, Cause::Failed)),
-            )?;
+            // Also when notify was interrupted: the promote itself is done.
+            journal::append(root, &entry.end("ok"))?;
             output::success(&format!(
                 "production -> releases/{hex} ({event} took {})",
                 crate::fsutil::human_duration(started.elapsed())
