@@ -47,6 +47,14 @@ pub enum Error {
         /// Who holds it, as recorded by the holder.
         holder: String,
     },
+    /// SIGINT or SIGTERM stopped the run; it was unwound (daemons started,
+    /// production back where it was) before this is returned.
+    Interrupted {
+        /// The signal number; the exit status is 128 + it.
+        signal: i32,
+        /// What was interrupted and where production is now.
+        message: String,
+    },
     /// Already shown to the user (a hook reports each ref as it goes); only
     /// the exit code is left to deliver.
     Reported {
@@ -99,6 +107,8 @@ impl Error {
             Error::LockTimeout { .. } => 4,
             Error::Config { .. } => 5,
             Error::Reported { code } => *code,
+            // The shell's convention for "killed by that signal": 130, 143.
+            Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
         }
     }
@@ -123,6 +133,10 @@ impl Error {
                     .to_string(),
             ),
             Error::Other { help, .. } => help.clone(),
+            Error::Interrupted { .. } => Some(
+                "the run was undone as far as it needs to be (see above); run the command again when ready; `symdeploy status` shows where production and warmup point"
+                    .to_string(),
+            ),
             Error::Reported { .. } => None,
         }
     }
@@ -181,6 +195,7 @@ impl fmt::Display for Error {
                 "gave up waiting for the deploy lock after {waited}s; it is held by {holder}"
             ),
             Error::Other { message, .. } => f.write_str(message),
+            Error::Interrupted { message, .. } => f.write_str(message),
             Error::Reported { .. } => f.write_str("(reported above)"),
         }
     }

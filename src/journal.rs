@@ -56,6 +56,57 @@ pub struct Entry {
     /// stands depends on what git does with the ref (see `crate::strict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<crate::strict::GitTxn>,
+    /// The step commands a promote/rollback runs, as configured when it
+    /// started: a recovery runs these, not what deploy.toml says later.
+    /// Absent in entries written before symdeploy recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<Commands>,
+}
+
+/// The promote steps a switch runs, recorded in its start entry.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct Commands {
+    /// promote.stop
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// promote.after_switch
+    #[serde(default)]
+    pub after_switch: Vec<String>,
+    /// promote.start
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// promote.check
+    #[serde(default)]
+    pub check: Vec<String>,
+    /// promote.notify
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+impl Commands {
+    /// The commands of `promote` as configured now.
+    pub fn of(promote: &crate::config::Promote) -> Commands {
+        Commands {
+            stop: promote.stop.clone(),
+            after_switch: promote.after_switch.clone(),
+            start: promote.start.clone(),
+            check: promote.check.clone(),
+            notify: promote.notify.clone(),
+        }
+    }
+
+    /// `promote` with these commands in place of its own (timeouts and
+    /// the tag glob stay as configured).
+    pub fn apply(&self, promote: &crate::config::Promote) -> crate::config::Promote {
+        crate::config::Promote {
+            stop: self.stop.clone(),
+            after_switch: self.after_switch.clone(),
+            start: self.start.clone(),
+            check: self.check.clone(),
+            notify: self.notify.clone(),
+            ..promote.clone()
+        }
+    }
 }
 
 impl Entry {
@@ -82,6 +133,8 @@ impl Entry {
             time: crate::fsutil::now_rfc3339(),
             phase: "end".to_string(),
             result: Some(result.to_string()),
+            // Recorded once, in the start entry, which is what recovery reads.
+            commands: None,
             ..self.clone()
         }
     }
@@ -162,6 +215,21 @@ mod tests {
         let open = interrupted(&entries);
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].event, "promote");
+    }
+
+    #[test]
+    fn old_entries_without_commands_still_read_and_new_ones_round_trip() {
+        let old = r#"{"time":"2026-01-01T00:00:00Z","run":"r1","event":"promote","phase":"start","commit":"c1","user":"u","host":"h","pid":1}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.commands, None);
+        let mut new = Entry::start("promote", Some("c2"), None);
+        new.commands = Some(Commands {
+            start: vec!["systemctl start app".into()],
+            ..Default::default()
+        });
+        let text = serde_json::to_string(&new).unwrap();
+        let back: Entry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.commands.unwrap().start, vec!["systemctl start app"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod release;
 pub mod repo;
 pub mod root;
 pub mod shared;
+pub mod signals;
 pub mod steps;
 pub mod strict;
 

@@ -51,6 +51,8 @@ pub fn acquire(root: &Root, purpose: &str, timeout: Duration) -> Result<DeployLo
             }
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
                 file = f;
+                // Nothing is changed yet: an interrupt simply ends the wait.
+                crate::signals::check("while waiting for the deploy lock; nothing was changed")?;
                 let holder = read_holder(&mut file);
                 if started.elapsed() >= timeout {
                     return Err(Error::LockTimeout {

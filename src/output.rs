@@ -83,6 +83,18 @@ pub fn line(text: &str) {
     });
 }
 
+/// The operator's terminal is gone (SIGHUP): keep `note` in the log, and from
+/// now on write only to the log. Writing to a hung-up terminal fails (EIO),
+/// or could block on a full pipe nobody reads; neither may stop a deploy.
+pub fn detach_terminal(note: &str) {
+    with_sink(|sink| {
+        sink.stderr_gone = true;
+        if let Some((file, _)) = sink.log.as_mut() {
+            let _ = writeln!(file, "{note}");
+        }
+    });
+}
+
 /// A stage header: `-----> export`.
 pub fn header(title: &str) {
     line(&format!("-----> {title}"));

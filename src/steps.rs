@@ -51,6 +51,8 @@ pub fn run_stage(stage: &str, commands: &[String], env: &StepEnv) -> Result<()> 
 
 /// Run one command and report how it ended.
 pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
+    // After Ctrl-C only an unwind (starting the daemons again) runs steps.
+    crate::signals::check(&format!("the {stage} step `{command}` was not started"))?;
     output::line(&format!("       $ {command}"));
     let started = Instant::now();
     let (reader, writer) =
@@ -91,7 +93,7 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     cmd.env(STEP_VAR, &token);
     let record = record_path(env);
     let _ = std::fs::write(&record, format!("{token}\n"));
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         Error::with_help(
             format!(
                 "cannot start `sh -c {command}` in {}: {e}",
@@ -102,33 +104,19 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     })?;
     // Our copies of the pipe's write end must be closed, or EOF never comes.
     drop(cmd);
-    let streamer = std::thread::spawn(move || stream_lines(reader));
+    let (line_done, lines_ended) = crossbeam_channel::bounded(1);
+    let streamer = std::thread::spawn(move || {
+        stream_lines(reader);
+        let _ = line_done.send(());
+    });
 
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = std::fs::write(&record, format!("{token}\n{pgid}\n{stage}: {command}\n"));
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => return Err(Error::io("wait for", command, e)),
-        }
-        if !timed_out && started.elapsed() > env.timeout {
-            timed_out = true;
-            output::warning(&format!(
-                "`{command}` ran longer than step_timeout ({}s); killing its process group",
-                env.timeout.as_secs()
-            ));
-            kill_group(pgid, &mut child);
-            continue;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    if timed_out {
-        // Whatever it started is ours to end too.
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-    }
-    wait_for_streamer(streamer);
+    // From here an interrupt (SIGINT/SIGTERM) ends this group too.
+    let running = crate::signals::running_step(pgid.as_raw());
+    let (status, timed_out, interrupted) = wait_step(child, pgid, env.timeout, command)?;
+    drop(running);
+    wait_for_streamer(streamer, lines_ended);
     let _ = std::fs::remove_file(&record);
     let took = started.elapsed();
     tracing::info!(
@@ -140,6 +128,11 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     );
     if status.success() && !timed_out {
         return Ok(());
+    }
+    if interrupted {
+        return Err(crate::signals::error(format!(
+            "the {stage} step `{command}` was ended"
+        )));
     }
     let how = if timed_out {
         format!(
@@ -239,30 +232,78 @@ fn process_group(pid: i32) -> Option<i32> {
     fields.nth(1)?.parse().ok()
 }
 
-fn kill_group(pgid: nix::unistd::Pid, child: &mut std::process::Child) {
+/// Wait for a step to end: until it exits, or its timeout (then SIGTERM to
+/// its group, SIGKILL after a grace), or an interrupt (the signal thread has
+/// sent SIGTERM; SIGKILL after the same grace). Returns its status, whether
+/// it timed out, and whether an interrupt ended it.
+fn wait_step(
+    mut child: std::process::Child,
+    pgid: nix::unistd::Pid,
+    timeout: Duration,
+    command: &str,
+) -> Result<(std::process::ExitStatus, bool, bool)> {
     use nix::sys::signal::{killpg, Signal};
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+    let (tx, exited) = crossbeam_channel::bounded(1);
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let wakeups = crate::signals::wakeups();
+    let started = Instant::now();
+    let mut timed_out = false;
+    let mut interrupted = false;
+    // When the group gets SIGKILL, once SIGTERM was sent.
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        if !interrupted && crate::signals::should_stop() {
+            // The signal thread sent SIGTERM (or will, racing us: once more is harmless).
+            interrupted = true;
+            let _ = killpg(pgid, Signal::SIGTERM);
+            kill_at.get_or_insert(Instant::now() + KILL_GRACE);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let next = match kill_at {
+            Some(k) => k,
+            None => started + timeout,
+        };
+        crossbeam_channel::select! {
+            recv(exited) -> r => match r {
+                Ok(Ok(status)) => break status,
+                Ok(Err(e)) => return Err(Error::io("wait for", command, e)),
+                Err(_) => return Err(Error::msg(format!("lost track of `{command}` (pid {pid})"))),
+            },
+            recv(wakeups) -> _ => continue,
+            default(next.saturating_duration_since(Instant::now())) => {
+                if kill_at.is_some() {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    kill_at = Some(Instant::now() + Duration::from_secs(3600));
+                } else {
+                    timed_out = true;
+                    output::warning(&format!(
+                        "`{command}` ran longer than step_timeout ({}s); killing its process group",
+                        timeout.as_secs()
+                    ));
+                    let _ = killpg(pgid, Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + KILL_GRACE);
+                }
+            }
+        }
+    };
+    // The signal thread may have ended the group before this loop saw the flag.
+    interrupted |= !status.success() && crate::signals::should_stop();
+    if timed_out || interrupted {
+        // Whatever it started is ours to end too.
+        let _ = killpg(pgid, Signal::SIGKILL);
     }
-    let _ = killpg(pgid, Signal::SIGKILL);
+    Ok((status, timed_out, interrupted))
 }
 
 /// Wait briefly for the output thread. If a background child of the step still
 /// holds the pipe, give up on it: the thread is left blocked on a pipe nobody
 /// will read after we exit, and the deploy goes on.
-fn wait_for_streamer(handle: std::thread::JoinHandle<()>) {
-    let deadline = Instant::now() + DRAIN_AFTER_EXIT;
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            output::detail("(a process started by this step is still running and holds its output open; not waiting for it)");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+fn wait_for_streamer(handle: std::thread::JoinHandle<()>, ended: crossbeam_channel::Receiver<()>) {
+    if ended.recv_timeout(DRAIN_AFTER_EXIT).is_err() {
+        output::detail("(a process started by this step is still running and holds its output open; not waiting for it)");
+        return;
     }
     let _ = handle.join();
 }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cleanup;
+pub mod decide;
 pub mod export;
 pub mod generate;
 pub mod init;
@@ -63,8 +64,13 @@ pub fn open_run_log(root: &Root, event: &str, label: &str) {
 /// root starts here, so no crash needs a manual step.
 pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     ctx.root.ensure_state_dirs()?;
+    // From here on Ctrl-C, SIGTERM and SIGHUP unwind or detach (src/signals.rs)
+    // instead of killing us halfway.
+    crate::signals::install();
     let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
     recover::recover_locked(ctx)?;
     warmup::tidy_leftovers(ctx);
+    // Interrupted while waiting or recovering: the operation itself never starts.
+    crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
     Ok(lock)
 }

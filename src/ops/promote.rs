@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 
 use crate::error::{Error, Result};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Commands, Entry};
+use crate::ops::decide::{self, Cause, Phase, Unwind};
 use crate::ops::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, State};
@@ -123,7 +124,8 @@ pub fn promote_locked(
         crate::ops::warmup::warm(ctx, repo, commit, git_ref, false)?;
     }
     switch(ctx, &hex, "promote", git_ref)?;
-    crate::ops::cleanup::cleanup_locked(ctx, ctx.config.keep_releases, false)?;
+    // Production has moved: a cleanup problem is a warning, never a failure.
+    crate::ops::cleanup::cleanup_after_switch(ctx);
     Ok(())
 }
 
@@ -135,8 +137,17 @@ pub(crate) struct Failure {
     pub error: Error,
 }
 
+/// Failed or interrupted, as the phase decisions see it.
+fn cause(error: &Error) -> Cause {
+    match error {
+        Error::Interrupted { .. } => Cause::Interrupted,
+        _ => Cause::Failed,
+    }
+}
+
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
-/// itself if anything after the flip fails. Used by promote and rollback.
+/// itself if anything after the flip fails or is interrupted (Ctrl-C,
+/// SIGTERM: see src/signals.rs). Used by promote and rollback.
 pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
     switch_with(ctx, hex, event, git_ref, None).map(|_| ())
 }
@@ -154,6 +165,12 @@ pub(crate) fn switch_with(
     let root = &ctx.root;
     let p = &ctx.config.promote;
     let previous = root.production();
+    // Nothing is changed yet, so an earlier interrupt needs no unwinding.
+    crate::signals::check(&format!(
+        "{event} of {} not started; production stays on {}",
+        short(hex),
+        describe(&previous)
+    ))?;
     output::header(&format!(
         "{event}: production {} -> {}",
         previous.as_deref().map(short).unwrap_or("(none)"),
@@ -162,6 +179,7 @@ pub(crate) fn switch_with(
     let mut entry = Entry::start(event, Some(hex), Some(git_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
+    entry.commands = Some(Commands::of(p));
     journal::append(root, &entry)?;
     let started = Instant::now();
     let env = |release: &str, prev: Option<&String>, extra: Vec<(String, String)>| {
@@ -171,15 +189,32 @@ pub(crate) fn switch_with(
 
     // 1-2. stop, make durable, flip. A failure here leaves production as it
     // was; the daemons are started again.
-    if let Err((what, e)) = stop_sync_flip(ctx, hex, &new_env) {
+    if let Err((phase, what, e)) = stop_sync_flip(ctx, hex, &new_env) {
+        let cause = cause(&e);
+        debug_assert_eq!(decide::unwind(phase, cause), Unwind::StartAgain);
         output::error(&format!(
-            "{what} failed; production stays on {}",
+            "{what} {}; production stays on {}",
+            if cause == Cause::Interrupted {
+                "was interrupted"
+            } else {
+                "failed"
+            },
             describe(&previous)
         ));
         let back = previous.as_deref().unwrap_or(hex);
         start_anyway(&p.start, &env(back, previous.as_ref(), vec![]));
         entry.error = Some(e.to_string());
-        journal::append(root, &entry.end("failed"))?;
+        journal::append(
+            root,
+            &entry.end(decide::journal_result(Unwind::StartAgain, cause)),
+        )?;
+        if cause == Cause::Interrupted {
+            return Err(crate::signals::error(format!(
+                "{event} of {} stopped during {what}, before the switch; production stays on {}, and the daemons were started again",
+                short(hex),
+                describe(&previous)
+            )));
+        }
         return Err(e);
     }
     faults::point("after-flip-production");
@@ -203,14 +238,27 @@ pub(crate) fn switch_with(
     let result = match failure {
         None => "ok",
         Some(ref f) => {
-            output::error(&format!("{} failed after the switch: {}", f.what, f.error));
-            let why = format!("{}: {}", f.what, f.error);
-            roll_back(ctx, &entry, previous.as_deref(), git_ref, State::Bad, why);
+            let how = match cause(&f.error) {
+                Cause::Interrupted => "was interrupted",
+                Cause::Failed => "failed",
+            };
+            output::error(&format!("{} {how} after the switch: {}", f.what, f.error));
+            if cause(&f.error) == Cause::Interrupted {
+                // An interrupt says nothing about the release: it stays
+                // ready, and warmup on it, for the next promote.
+                let stage = Stage::start("roll back");
+                flip_back(ctx, hex, previous.as_deref(), git_ref);
+                stage.done();
+            } else {
+                let why = format!("{}: {}", f.what, f.error);
+                roll_back(ctx, &entry, previous.as_deref(), git_ref, State::Bad, why);
+            }
             "rolled-back"
         }
     };
 
-    // 4. notify, journal
+    // 4. notify, journal. After an interrupt notify is not started: the
+    // operator asked to stop, and all that matters is done.
     let stage = Stage::start("notify");
     let notify_env = env(
         hex,
@@ -235,6 +283,7 @@ pub(crate) fn switch_with(
             Ok(entry)
         }
         None => {
+            // Also when notify was interrupted: the promote itself is done.
             journal::append(root, &entry.end("ok"))?;
             output::success(&format!(
                 "production -> releases/{hex} ({event} took {})",
@@ -243,8 +292,21 @@ pub(crate) fn switch_with(
             Ok(entry)
         }
         Some(f) => {
+            let cause = cause(&f.error);
             entry.error = Some(format!("{}: {}", f.what, f.error));
-            journal::append(root, &entry.end("rolled-back"))?;
+            journal::append(
+                root,
+                &entry.end(decide::journal_result(Unwind::RollBack, cause)),
+            )?;
+            if cause == Cause::Interrupted {
+                return Err(crate::signals::error(format!(
+                    "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
+                    short(hex),
+                    f.what,
+                    describe(&previous),
+                    short(hex)
+                )));
+            }
             Err(Error::with_help(
                 format!(
                     "{event} of {} rolled back: {} failed; production is back on {}",
@@ -265,24 +327,27 @@ pub(crate) fn switch_with(
 }
 
 /// Stop the daemons, sync the release to disk, flip production: the part of a
-/// switch whose failure needs no rollback.
+/// switch whose failure needs no rollback. An error names its phase.
 fn stop_sync_flip(
     ctx: &Ctx,
     hex: &str,
     env: &StepEnv,
-) -> std::result::Result<(), (&'static str, Error)> {
+) -> std::result::Result<(), (Phase, &'static str, Error)> {
     let stage = Stage::start("stop");
     faults::point("stop");
     steps::run_stage("stop", &ctx.config.promote.stop, env)
-        .map_err(|e| ("stopping the daemons", e))?;
+        .map_err(|e| (Phase::Stop, "stopping the daemons", e))?;
     stage.done();
     let stage = Stage::start("switch production");
     // A power cut after the flip must not leave production on empty files.
     crate::fsutil::sync_filesystem(&ctx.root.release(hex))
-        .map_err(|e| ("syncing the release to disk", e))?;
+        .map_err(|e| (Phase::Sync, "syncing the release to disk", e))?;
+    // The last moment an interrupt leaves production untouched.
+    crate::signals::check("production was not switched")
+        .map_err(|e| (Phase::Flip, "switching production", e))?;
     faults::point("before-flip-production");
     link::flip(&ctx.root.dir, PRODUCTION, &link::release_target(hex))
-        .map_err(|e| ("switching production", e))?;
+        .map_err(|e| (Phase::Flip, "switching production", e))?;
     stage.done();
     Ok(())
 }
@@ -346,6 +411,7 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
         };
         match steps::run_stage("check", checks, &env) {
             Ok(()) => return Ok(()),
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => {
                 attempt += 1;
@@ -353,7 +419,9 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
                     "check failed; retrying (attempt {attempt}, up to {}s in all)",
                     timeout.as_secs()
                 ));
-                std::thread::sleep(Duration::from_secs(1));
+                // A second between attempts, cut short by an interrupt.
+                let _ = crate::signals::wakeups().recv_timeout(Duration::from_secs(1));
+                crate::signals::check("the check was retrying")?;
             }
         }
     }
@@ -376,6 +444,7 @@ pub(crate) fn roll_back(
     state: State,
     why: String,
 ) {
+    let _unwinding = crate::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let hex = run.commit.as_deref().unwrap_or_default();
     let intent = Entry {
@@ -399,6 +468,7 @@ pub(crate) fn roll_back(
 
 /// Stop, production back to `previous` (removed if there was none), start.
 pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+    let _unwinding = crate::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let p = &ctx.config.promote;
     if let Err(e) = steps::run_stage(
@@ -456,6 +526,7 @@ pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: 
 /// Run `start` whatever happens; its failure is reported, not raised, because
 /// we are already on an error path.
 pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
+    let _unwinding = crate::signals::unwinding("starting the daemons again");
     let stage = Stage::start("start (restoring the daemons)");
     if let Err(e) = steps::run_stage("start", start, env) {
         output::error(&format!(

@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::journal::{self, Entry};
+use crate::ops::decide::{self, Recovery, Unfinished};
 use crate::ops::promote::{self, after_flip, roll_back, start_anyway};
 use crate::ops::Ctx;
 use crate::output;
@@ -16,6 +17,7 @@ use crate::root::short;
 /// `symdeploy recover`: take the lock, repair, report.
 pub fn run(ctx: &Ctx) -> Result<()> {
     crate::ops::open_run_log(&ctx.root, "recover", "journal");
+    crate::signals::install();
     let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
     let repaired = recover_locked(ctx)?;
     crate::ops::warmup::tidy_leftovers(ctx);
@@ -27,6 +29,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
 /// Repair interrupted runs; returns how many there were. Call with the lock held.
 pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
+    // Repairs restart daemons and roll back: no Ctrl-C may cut them short.
+    let _unwinding = crate::signals::unwinding("recovering an interrupted run");
     if let Some(note) = crate::steps::end_orphans(&ctx.root) {
         output::header("a deploy step was interrupted");
         output::detail(&note);
@@ -114,124 +118,162 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
         .txn
         .as_ref()
         .map(|_| crate::strict::ref_kept(ctx, &git_ref, &commit));
-    match e.event.as_str() {
-        "promote" | "rollback" if undo_line.is_some() => {
-            // Killed while rolling back: the rollback is one step; do it all again.
-            let u = undo_line.copied().cloned().unwrap_or_default();
-            let state = match u.result.as_deref() {
-                Some("failed") => State::Failed,
-                _ => State::Bad,
+    let decision = decide::recovery(Unfinished {
+        event: &e.event,
+        landed: landed(ctx, &commit),
+        ready: release::is_ready(root, &commit),
+        in_production: root.production().as_deref() == Some(commit.as_str()),
+    });
+    // The interrupted run's own commands: the daemons it stopped are the ones
+    // its start starts, whatever deploy.toml says now.
+    let runs_daemons = undo_line.is_some()
+        || git_kept == Some(false)
+        || matches!(
+            decision,
+            Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain
+        );
+    let recorded;
+    let ctx = match &e.commands {
+        Some(commands) if runs_daemons => {
+            recorded = Ctx {
+                root: ctx.root.clone(),
+                config: crate::config::Config {
+                    promote: commands.apply(&ctx.config.promote),
+                    ..ctx.config.clone()
+                },
             };
-            let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
             output::detail(&format!(
-                "it was rolling back ({why}); finishing the rollback"
+                "running the commands recorded by the interrupted run{} (start: {})",
+                if recorded.config.promote != ctx.config.promote {
+                    ", not deploy.toml's current ones"
+                } else {
+                    ""
+                },
+                if commands.start.is_empty() {
+                    "none".to_string()
+                } else {
+                    commands.start.join("; ")
+                }
             ));
-            roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
-            end = e.end("rolled-back");
+            &recorded
         }
-        _ if git_kept == Some(false) => {
-            output::detail(&format!(
-                "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
-                output::escape(&git_ref),
-                short(&commit)
-            ));
-            crate::strict::undo(ctx, e, "interrupted before git updated the ref");
-            return Ok(());
-        }
-        _ if git_kept == Some(true) && prepared => {
-            output::detail(&format!(
-                "git updated {} to {}; its flips were complete, so the run stands",
-                output::escape(&git_ref),
-                short(&commit)
-            ));
-            end = e.end("ok");
-        }
-        "warmup" if !landed(ctx, &commit) => {
-            // A strict-mode (pre-receive) hook died: git rejected the push and
-            // dropped its objects. Nothing may stay pointed at that commit.
-            if release::load(root, &commit).is_some() {
-                release::set_state(
-                    root,
-                    &commit,
-                    State::Failed,
-                    Some("interrupted; the push was rejected".into()),
-                )?;
-            }
-            let back = warmup_off(ctx, &commit)?;
-            output::detail(&format!(
+        _ => ctx,
+    };
+    if let Some(u) = undo_line {
+        // Killed while rolling back: the rollback is one step; do it all again.
+        let state = match u.result.as_deref() {
+            Some("failed") => State::Failed,
+            _ => State::Bad,
+        };
+        let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
+        output::detail(&format!(
+            "it was rolling back ({why}); finishing the rollback"
+        ));
+        roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
+        end = e.end("rolled-back");
+    } else if git_kept == Some(false) {
+        output::detail(&format!(
+            "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
+            output::escape(&git_ref),
+            short(&commit)
+        ));
+        crate::strict::undo(ctx, e, "interrupted before git updated the ref");
+        return Ok(());
+    } else if git_kept == Some(true) && prepared {
+        output::detail(&format!(
+            "git updated {} to {}; its flips were complete, so the run stands",
+            output::escape(&git_ref),
+            short(&commit)
+        ));
+        end = e.end("ok");
+    } else {
+        match decision {
+            Recovery::RejectWarmup => {
+                // A strict-mode (pre-receive) hook died: git rejected the push and
+                // dropped its objects. Nothing may stay pointed at that commit.
+                if release::load(root, &commit).is_some() {
+                    release::set_state(
+                        root,
+                        &commit,
+                        State::Failed,
+                        Some("interrupted; the push was rejected".into()),
+                    )?;
+                }
+                let back = warmup_off(ctx, &commit)?;
+                output::detail(&format!(
                 "the push of {} was rejected (its hook was killed), so releases/{} is marked failed; warmup -> {}",
                 short(&commit),
                 short(&commit),
                 back.as_deref().map(short).unwrap_or("nothing")
             ));
-        }
-        "warmup" if release::is_ready(root, &commit) => {
-            // Every step had succeeded; only the flip (or what follows it) was cut short.
-            if root.warmup().as_deref() != Some(commit.as_str()) {
-                crate::ops::warmup::point_warmup(ctx, &commit)?;
             }
-            output::detail(&format!(
+            Recovery::FinishWarmup => {
+                // Every step had succeeded; only the flip (or what follows it) was cut short.
+                if root.warmup().as_deref() != Some(commit.as_str()) {
+                    crate::ops::warmup::point_warmup(ctx, &commit)?;
+                }
+                output::detail(&format!(
                 "releases/{} had been warmed up completely; warmup -> releases/{} (its notify step did not run)",
                 short(&commit),
                 short(&commit)
             ));
-            end = e.end("ok");
-        }
-        "warmup" => {
-            if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
-                release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
+                end = e.end("ok");
             }
-            output::detail(&format!(
-                "releases/{} was never warmed up (marked failed); warmup stays on {}",
-                short(&commit),
-                root.warmup().as_deref().map(short).unwrap_or("nothing")
-            ));
-        }
-        "promote" | "rollback" => {
-            let previous = e.previous.as_deref();
-            let switched = root.production().as_deref() == Some(commit.as_str());
-            if switched && !landed(ctx, &commit) {
-                // A strict-mode tag push whose hook died: git rejected it, so
-                // production must not stay on it.
+            Recovery::FailWarmup => {
+                if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
+                    release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
+                }
                 output::detail(&format!(
+                    "releases/{} was never warmed up (marked failed); warmup stays on {}",
+                    short(&commit),
+                    root.warmup().as_deref().map(short).unwrap_or("nothing")
+                ));
+            }
+            Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain => {
+                let previous = e.previous.as_deref();
+                if decision == Recovery::RollBackRejected {
+                    // A strict-mode tag push whose hook died: git rejected it, so
+                    // production must not stay on it.
+                    output::detail(&format!(
                     "production had been switched, but the push of {} was rejected (its hook was killed); switching back",
                     short(&commit)
                 ));
-                let why = "interrupted; the push was rejected".to_string();
-                roll_back(ctx, e, previous, &git_ref, State::Failed, why);
-                end = e.end("rolled-back");
-            } else if switched {
-                output::detail(
+                    let why = "interrupted; the push was rejected".to_string();
+                    roll_back(ctx, e, previous, &git_ref, State::Failed, why);
+                    end = e.end("rolled-back");
+                } else if decision == Recovery::FinishSwitch {
+                    output::detail(
                     "production had already been switched; finishing: after_switch, start, check",
                 );
-                let env = promote::step_env(ctx, &commit, previous, &git_ref, vec![]);
-                match after_flip(ctx, &env) {
-                    None => {
-                        output::success(&format!(
-                            "production -> releases/{commit} (finished after the interruption)"
-                        ));
-                        end = e.end("ok");
+                    let env = promote::step_env(ctx, &commit, previous, &git_ref, vec![]);
+                    match after_flip(ctx, &env) {
+                        None => {
+                            output::success(&format!(
+                                "production -> releases/{commit} (finished after the interruption)"
+                            ));
+                            end = e.end("ok");
+                        }
+                        Some(f) => {
+                            output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
+                            let why = format!("{}: {}", f.what, f.error);
+                            roll_back(ctx, e, previous, &git_ref, State::Bad, why);
+                            end = e.end("rolled-back");
+                        }
                     }
-                    Some(f) => {
-                        output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
-                        let why = format!("{}: {}", f.what, f.error);
-                        roll_back(ctx, e, previous, &git_ref, State::Bad, why);
-                        end = e.end("rolled-back");
-                    }
-                }
-            } else {
-                output::detail(&format!(
+                } else {
+                    output::detail(&format!(
                     "production was not switched (still {}); starting the daemons that were stopped",
                     promote::describe(&root.production())
                 ));
-                let back = root.production().unwrap_or(commit.clone());
-                start_anyway(
-                    &ctx.config.promote.start,
-                    &promote::step_env(ctx, &back, None, &git_ref, vec![]),
-                );
+                    let back = root.production().unwrap_or(commit.clone());
+                    start_anyway(
+                        &ctx.config.promote.start,
+                        &promote::step_env(ctx, &back, None, &git_ref, vec![]),
+                    );
+                }
             }
+            Recovery::Nothing => output::detail("nothing to repair for this kind of run"),
         }
-        _ => output::detail("nothing to repair for this kind of run"),
     }
     end.time = crate::fsutil::now_rfc3339();
     end.pid = std::process::id();

@@ -193,11 +193,20 @@ fn warm_impl(
             release::set_state(root, &hex, State::Failed, Some(e.to_string()))?;
             entry.durations = durations;
             entry.error = Some(e.to_string());
-            journal::append(root, &entry.end("failed"))?;
+            let result = match e {
+                Error::Interrupted { .. } => "interrupted",
+                _ => "failed",
+            };
+            journal::append(root, &entry.end(result))?;
             output::report(&e);
             output::error(&format!(
-                "warm-up of {} failed; warmup still points at {}",
+                "warm-up of {} {}; warmup still points at {}",
                 short(&hex),
+                if result == "interrupted" {
+                    "was interrupted (the release is marked failed)"
+                } else {
+                    "failed"
+                },
                 describe(root.warmup())
             ));
             return Err(Error::Reported {
@@ -275,6 +284,7 @@ fn build(
         output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
     }
     durations.insert("export".into(), stage.done().as_secs_f64());
+    crate::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
     // what they wrote. The result does not matter: that final sync vouches.
@@ -334,6 +344,7 @@ fn build(
     // disk first, or a power cut could leave a ready release of empty files.
     // On a big release this is most of what the warm-up costs beyond the
     // export itself, so it is a stage of its own, timed like the others.
+    crate::signals::check("the warm-up stopped before the release was marked ready")?;
     let stage = Stage::start("sync");
     let _ = early_sync.join();
     crate::fsutil::sync_filesystem(&dir)?;

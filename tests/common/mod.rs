@@ -105,9 +105,16 @@ impl Env {
 
     /// Like `with_config`, passing extra arguments to `symdeploy init`.
     pub fn with_init_args(config: &str, init_args: &[&str]) -> Env {
+        Self::with_init_args_in(config, init_args, &std::env::temp_dir())
+    }
+
+    /// Like `with_init_args`, with the temporary directory made under `base`
+    /// (a filesystem with a feature a test needs, such as chattr).
+    pub fn with_init_args_in(config: &str, init_args: &[&str], base: &Path) -> Env {
+        std::fs::create_dir_all(base).expect("test base directory");
         let tmp = tempfile::Builder::new()
             .prefix("symdeploy-test-")
-            .tempdir()
+            .tempdir_in(base)
             .expect("tempdir");
         let root = tmp.path().join("root");
         let work = tmp.path().join("work");

@@ -1,0 +1,198 @@
+//! The decisions of a switch and of a recovery, as pure functions: what to
+//! do when a phase of a promote fails or is interrupted, and what an
+//! unfinished run in the journal needs. Kept apart from the code that acts
+//! on them so they can be read, and tested, without running anything.
+
+/// The phases of a switch, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// promote.stop
+    Stop,
+    /// Flushing the release to disk.
+    Sync,
+    /// The rename(2) of `production`.
+    Flip,
+    /// The root's static links.
+    Links,
+    /// promote.after_switch
+    AfterSwitch,
+    /// promote.start
+    Start,
+    /// promote.check, retried.
+    Check,
+    /// promote.notify
+    Notify,
+}
+
+/// Why a phase did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// It failed (a step's exit status, an I/O error).
+    Failed,
+    /// SIGINT or SIGTERM.
+    Interrupted,
+}
+
+/// How a switch unwinds from a phase that did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwind {
+    /// Production was not touched: start the daemons again, nothing else.
+    StartAgain,
+    /// Production was flipped: stop, flip back, start; after a failure (not
+    /// an interrupt, which says nothing about the release) mark it bad.
+    RollBack,
+    /// Everything that matters is done: finish, production stays new.
+    Finish,
+}
+
+/// What to do when `phase` does not complete. The cause does not matter: an
+/// interrupt unwinds through the same path as a failure.
+pub fn unwind(phase: Phase, _cause: Cause) -> Unwind {
+    match phase {
+        Phase::Stop | Phase::Sync | Phase::Flip => Unwind::StartAgain,
+        Phase::Links | Phase::AfterSwitch | Phase::Start | Phase::Check => Unwind::RollBack,
+        Phase::Notify => Unwind::Finish,
+    }
+}
+
+/// The journal `end` result of a switch that unwound this way.
+pub fn journal_result(unwind: Unwind, cause: Cause) -> &'static str {
+    match (unwind, cause) {
+        (Unwind::Finish, _) => "ok",
+        (_, Cause::Interrupted) => "interrupted",
+        (Unwind::StartAgain, Cause::Failed) => "failed",
+        (Unwind::RollBack, Cause::Failed) => "rolled-back",
+    }
+}
+
+/// What a run that started and never ended left, as recovery sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfinished<'a> {
+    /// Its journal event: warmup, promote, rollback, ...
+    pub event: &'a str,
+    /// Is its commit in the repository (not only in a rejected push)?
+    pub landed: bool,
+    /// Does its commit have a ready release?
+    pub ready: bool,
+    /// Does `production` point at its commit?
+    pub in_production: bool,
+}
+
+/// What recovery does for an unfinished run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// A strict-mode warm-up whose push git rejected: mark it failed, move
+    /// `warmup` off it.
+    RejectWarmup,
+    /// A warm-up whose steps all succeeded: point `warmup` at it.
+    FinishWarmup,
+    /// A warm-up cut short: mark it failed, `warmup` stays.
+    FailWarmup,
+    /// Production was flipped to a commit git rejected: roll back.
+    RollBackRejected,
+    /// Production was flipped: run after_switch, start, check (roll back if
+    /// they fail).
+    FinishSwitch,
+    /// Production was not flipped: start the daemons that were stopped.
+    StartAgain,
+    /// Nothing to repair for this kind of run.
+    Nothing,
+}
+
+/// Decide what recovery does for `run`.
+pub fn recovery(run: Unfinished<'_>) -> Recovery {
+    match run.event {
+        "warmup" if !run.landed => Recovery::RejectWarmup,
+        "warmup" if run.ready => Recovery::FinishWarmup,
+        "warmup" => Recovery::FailWarmup,
+        "promote" | "rollback" if run.in_production && !run.landed => Recovery::RollBackRejected,
+        "promote" | "rollback" if run.in_production => Recovery::FinishSwitch,
+        "promote" | "rollback" => Recovery::StartAgain,
+        _ => Recovery::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Phase; 8] = [
+        Phase::Stop,
+        Phase::Sync,
+        Phase::Flip,
+        Phase::Links,
+        Phase::AfterSwitch,
+        Phase::Start,
+        Phase::Check,
+        Phase::Notify,
+    ];
+
+    #[test]
+    fn before_the_flip_only_start_again_after_it_roll_back_notify_finishes() {
+        let got: Vec<Unwind> = ALL.iter().map(|&p| unwind(p, Cause::Failed)).collect();
+        use Unwind::*;
+        assert_eq!(
+            got,
+            [StartAgain, StartAgain, StartAgain, RollBack, RollBack, RollBack, RollBack, Finish]
+        );
+    }
+
+    #[test]
+    fn an_interrupt_unwinds_exactly_like_a_failure() {
+        for p in ALL {
+            assert_eq!(
+                unwind(p, Cause::Interrupted),
+                unwind(p, Cause::Failed),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn journal_results() {
+        use Unwind::*;
+        assert_eq!(journal_result(StartAgain, Cause::Failed), "failed");
+        assert_eq!(journal_result(RollBack, Cause::Failed), "rolled-back");
+        assert_eq!(
+            journal_result(StartAgain, Cause::Interrupted),
+            "interrupted"
+        );
+        assert_eq!(journal_result(RollBack, Cause::Interrupted), "interrupted");
+        // Only notify was left: the promote happened, whatever stopped notify.
+        assert_eq!(journal_result(Finish, Cause::Interrupted), "ok");
+        assert_eq!(journal_result(Finish, Cause::Failed), "ok");
+    }
+
+    fn run(event: &str, landed: bool, ready: bool, in_production: bool) -> Recovery {
+        recovery(Unfinished {
+            event,
+            landed,
+            ready,
+            in_production,
+        })
+    }
+
+    #[test]
+    fn recovery_of_warmups() {
+        assert_eq!(run("warmup", false, true, false), Recovery::RejectWarmup);
+        assert_eq!(run("warmup", true, true, false), Recovery::FinishWarmup);
+        assert_eq!(run("warmup", true, false, false), Recovery::FailWarmup);
+    }
+
+    #[test]
+    fn recovery_of_switches() {
+        for event in ["promote", "rollback"] {
+            assert_eq!(run(event, true, true, true), Recovery::FinishSwitch);
+            assert_eq!(run(event, false, true, true), Recovery::RollBackRejected);
+            assert_eq!(run(event, true, true, false), Recovery::StartAgain);
+            // Not flipped and rejected: production never moved, only the daemons matter.
+            assert_eq!(run(event, false, true, false), Recovery::StartAgain);
+        }
+    }
+
+    #[test]
+    fn other_runs_need_nothing() {
+        assert_eq!(run("cleanup", true, true, false), Recovery::Nothing);
+        assert_eq!(run("recover", true, true, true), Recovery::Nothing);
+    }
+}
