@@ -481,12 +481,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
     pending.updates.retain(|u| u.state != "done");
     if promoted {
         // Without waiting: another deploy holding the lock cleans up itself.
+        // Production has moved: a cleanup problem is a warning, never a failure.
         if let Ok(_lock) = crate::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO) {
-            if let Err(e) =
-                crate::ops::cleanup::cleanup_locked(ctx, ctx.config.keep_releases, false)
-            {
-                output::warning(&format!("cleanup after the promote: {e}"));
-            }
+            crate::ops::cleanup::cleanup_after_switch(ctx);
         }
     }
     Ok(())
