@@ -4,6 +4,12 @@
 //! the process SIGKILLs itself there: the most abrupt death there is, with no
 //! destructor or cleanup running, exactly like `kill -9` or a power cut of the
 //! process. Unset (always, in production) this costs one cached env lookup.
+//!
+//! Points of the rollback and of strict mode (issue 14): `after-mark-bad`
+//! (a rollback killed between marking the release bad and moving warmup off
+//! it) and `strict-before-flip-warmup` (the reference-transaction hook killed
+//! with git holding the ref, before warmup moves). The promote's own points
+//! (`stop`, `after-flip-production`, ...) also fire inside that hook.
 
 use std::sync::OnceLock;
 

@@ -660,6 +660,37 @@ fn a_kill_between_mark_bad_and_move_warmup_is_finished_by_recovery() {
     // A plain promote now does not trip over a bad warmup.
     let t = ok(&env.symdeploy(&["promote"]));
     assert!(t.contains("already production"), "{t}");
+
+    // The same kill in a strict `-o promote` push: the push fails, git keeps
+    // the old ref, and recovery leaves warmup on a ready, kept release.
+    let (env, a) = strict_scene("");
+    env.set_config(&format!(
+        "{}check = [\"false\"]\ncheck_timeout = 1\n",
+        strict_config()
+    ));
+    env.write("www/index.html", "second\n");
+    let b = env.commit("second");
+    let out = push_env(
+        &env,
+        &["deploy", "-o", "promote", "main"],
+        &[("SYMDEPLOY_FAULT", "after-mark-bad")],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(
+        repo_ref(&env, "refs/heads/main").as_deref(),
+        Some(a.as_str())
+    );
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()), "{t}");
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(a.as_str()),
+        "{t}"
+    );
+    assert_eq!(release_state(&env, &b), "bad");
+    assert_pointers_kept(&env, "strict after-mark-bad");
+    assert_daemons_running(&env, "strict after-mark-bad");
+    assert_no_open_runs(&env, "strict after-mark-bad");
 }
 
 trait SignalKill {
