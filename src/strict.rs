@@ -202,6 +202,43 @@ pub fn remove_stale(root: &Root) {
     }
 }
 
+const REFERENCE_TRANSACTION: &str = include_str!("../hooks/reference-transaction");
+
+/// What [`install_hook`] found or did.
+#[derive(Debug)]
+pub enum HookInstall {
+    /// symdeploy's hook, calling this binary, was already there.
+    Kept(PathBuf),
+    /// It was missing and is now installed.
+    Installed(PathBuf),
+    /// Another hook of that name is there; it is left alone.
+    Foreign(PathBuf),
+}
+
+/// Install strict mode's reference-transaction hook in `hooks` (calling
+/// `binary`) unless a hook of that name exists already.
+pub fn install_hook(hooks: &Path, binary: &Path) -> Result<HookInstall> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = hooks.join("reference-transaction");
+    let wanted = REFERENCE_TRANSACTION.replace(
+        "@SYMDEPLOY@",
+        &crate::ops::init::shell_quote(&binary.display().to_string()),
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if existing == wanted => Ok(HookInstall::Kept(path)),
+        Ok(_) => Ok(HookInstall::Foreign(path)),
+        Err(_) => {
+            // Written aside and renamed: git may look for the hook at any moment.
+            let tmp = hooks.join(".reference-transaction.tmp");
+            std::fs::write(&tmp, wanted).at("write", &tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .at("make executable", &tmp)?;
+            std::fs::rename(&tmp, &path).at("install", &path)?;
+            Ok(HookInstall::Installed(path))
+        }
+    }
+}
+
 /// The reference-transaction hook of `root`'s repository, if it is symdeploy's.
 pub fn hook_installed(root: &Root) -> bool {
     std::fs::read_to_string(root.repository().join("hooks/reference-transaction"))
@@ -219,20 +256,32 @@ pub fn pre_receive(
     promote_option: bool,
 ) -> Result<()> {
     if !hook_installed(&ctx.root) {
-        let e = Error::with_help(
-            format!(
-                "strict mode needs {}, which this deploy root lacks (an older `symdeploy init` did not install it); nothing was deployed and the push is refused",
-                ctx.root.repository().join("hooks/reference-transaction").display()
-            ),
-            format!(
-                "run `symdeploy init {}` on the server (it adds the missing hook and changes nothing else), then push again",
-                ctx.root.dir.display()
-            ),
-        );
-        output::report(&e);
-        return Err(Error::Reported {
-            code: e.exit_code(),
-        });
+        // A root made by an older `init` has only the pre-receive hook. Git
+        // looks a hook up each time it runs one, so installing it now makes
+        // this very push two-phase; a foreign hook of that name is refused.
+        let binary = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .at("find", "the symdeploy binary")?;
+        match install_hook(&ctx.root.repository().join("hooks"), &binary)? {
+            HookInstall::Installed(path) => output::detail(&format!(
+                "installed {} (strict mode's second half, which an older `symdeploy init` did not install)",
+                path.display()
+            )),
+            HookInstall::Kept(_) => {}
+            HookInstall::Foreign(path) => {
+                let e = Error::with_help(
+                    format!(
+                        "strict mode needs symdeploy's {}, but another hook of that name is there; nothing was deployed and the push is refused",
+                        path.display()
+                    ),
+                    "make that hook also call `symdeploy hook reference-transaction \"$1\"` (reading the same stdin), or remove it and run `symdeploy init ROOT`, then push again",
+                );
+                output::report(&e);
+                return Err(Error::Reported {
+                    code: e.exit_code(),
+                });
+            }
+        }
     }
     let (pid, started) = receive_pack()?;
     let mut pending = Pending {

@@ -547,17 +547,11 @@ fn a_killed_strict_tag_push_of_an_existing_commit_is_undone() {
 }
 
 #[test]
-fn an_existing_strict_root_without_the_new_hook_is_told_what_to_run() {
+fn an_existing_strict_root_without_the_new_hook_keeps_working() {
     let (env, a) = strict_scene("");
     let hook = env.root.join("repository/hooks/reference-transaction");
     std::fs::remove_file(&hook).unwrap();
-    env.write("www/index.html", "second\n");
-    let b = env.commit("second");
-    let out = env.push(&["main"]);
-    let t = text(&out);
-    assert!(!out.status.success(), "{t}");
-    assert!(t.contains("symdeploy init"), "{t}");
-    assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
+    // `check` names the missing hook.
     let out = env.symdeploy(&["check"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -565,16 +559,35 @@ fn an_existing_strict_root_without_the_new_hook_is_told_what_to_run() {
         "{}",
         text(&out)
     );
-    let out = env.symdeploy_raw(&["init", env.root.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    // A push to a root made by an older init installs it and is two-phase.
+    env.write("www/index.html", "second\n");
+    let b = env.commit("second");
+    let t = env.push_ok(&["main"]);
+    assert!(
+        t.contains("installed") && t.contains("reference-transaction"),
+        "{t}"
+    );
     assert!(hook.is_file());
-    env.push_ok(&["main"]);
     assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
     let t = text(&env.symdeploy(&["check"]));
     assert!(
         t.contains("reference-transaction flips strict pushes"),
         "{t}"
     );
+    // Someone else's hook of that name is never replaced: the push is refused.
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    env.write("www/index.html", "third\n");
+    env.commit("third");
+    let out = env.push(&["main"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("another hook of that name"), "{t}");
+    assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(&hook).unwrap(),
+        "#!/bin/sh\nexit 0\n"
+    );
+    let _ = a;
 }
 
 #[test]

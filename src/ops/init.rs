@@ -11,7 +11,6 @@ use crate::root::Root;
 
 const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
 const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
-const REFERENCE_TRANSACTION: &str = include_str!("../../hooks/reference-transaction");
 
 /// Create or complete the deploy root at `dir`; with `user`, give it to that
 /// (non-root) deploy user.
@@ -123,21 +122,15 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
-        let path = hooks.join("reference-transaction");
-        let wanted = REFERENCE_TRANSACTION
-            .replace("@SYMDEPLOY@", &shell_quote(&binary.display().to_string()));
-        match std::fs::read_to_string(&path) {
-            Ok(existing) if existing == wanted => did.push(format!("kept {}", path.display())),
-            Ok(_) => output::warning(&format!(
+        match crate::strict::install_hook(&hooks, &binary)? {
+            crate::strict::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::strict::HookInstall::Installed(path) => {
+                did.push(format!("installed {}", path.display()))
+            }
+            crate::strict::HookInstall::Foreign(path) => output::warning(&format!(
                 "{} exists and differs from symdeploy's; strict pushes are refused until it calls `symdeploy hook reference-transaction \"$1\"` (remove it and run init again)",
                 path.display()
             )),
-            Err(_) => {
-                std::fs::write(&path, wanted).at("write", &path)?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                    .at("make executable", &path)?;
-                did.push(format!("installed {}", path.display()));
-            }
         }
     }
     let other = hooks.join(match hook_kind {
@@ -413,7 +406,8 @@ fn adapt_template_with(
     (out, left_out)
 }
 
-fn shell_quote(s: &str) -> String {
+/// `s` as one word for `sh`.
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
