@@ -25,6 +25,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{bin, git_cmd, run, text};
@@ -115,7 +116,8 @@ struct Host {
     dir: PathBuf,
     root: PathBuf,
     bin: PathBuf,
-    sshd_pid: Option<i32>,
+    /// The sshd listener (0 once stopped).
+    sshd_pid: AtomicI32,
 }
 
 impl Host {
@@ -133,6 +135,37 @@ impl Host {
             self.port,
             self.root.join("repository").display()
         )
+    }
+
+    /// Take the host off the network: stop its sshd listener and end the
+    /// connections it serves (the per-connection sshd processes are its
+    /// children, found by their parent pid). Processes the sessions started go on.
+    fn cut_off(&self) {
+        let listener = self.sshd_pid.swap(0, Ordering::SeqCst);
+        if listener <= 0 {
+            return;
+        }
+        let term = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        };
+        term(listener);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(listener) {
+                term(pid);
+            }
+        }
     }
 
     /// The journal's finished runs (`symdeploy log --json`, read-only).
@@ -251,7 +284,7 @@ impl Fleet {
                 bin: dir.join("bin/symdeploy"),
                 dir,
                 user,
-                sshd_pid: None,
+                sshd_pid: AtomicI32::new(0),
             });
         }
         let mut fleet = Fleet {
@@ -329,9 +362,11 @@ impl Fleet {
             Duration::from_secs(10),
             || std::fs::read_to_string(&pidfile).is_ok_and(|s| s.trim().parse::<i32>().is_ok()),
         );
-        h.sshd_pid = std::fs::read_to_string(&pidfile)
+        let pid = std::fs::read_to_string(&pidfile)
             .ok()
-            .and_then(|s| s.trim().parse().ok());
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        h.sshd_pid.store(pid, Ordering::SeqCst);
         let (addr, port) = (h.addr.clone(), h.port);
         wait_for(
             &format!("sshd on {addr}:{port}"),
@@ -413,7 +448,9 @@ impl Fleet {
             (
                 "check.sh",
                 "#!/bin/sh\n# the health check: fails on host $1 while the commit holds fail-check-$1\n\
-                 if [ -e \"fail-check-$1\" ]; then echo \"health check failed on $1\" >&2; exit 1; fi\n",
+                 if [ -e \"fail-check-$1\" ]; then echo \"health check failed on $1\" >&2; exit 1; fi\n\
+                 # slow-check-$1: a slow check, during which the test takes the host off the network\n\
+                 if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 4; fi\n",
             ),
             ("www/index.html", "hello\n"),
         ] {
@@ -537,12 +574,7 @@ impl Drop for Fleet {
             }
         }
         for h in &self.hosts {
-            if let Some(pid) = h.sshd_pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+            h.cut_off();
         }
         for h in &self.hosts {
             remove_user(&h.user);
@@ -784,6 +816,51 @@ fn fleet_deploys_are_all_or_nothing() {
         "host3 was touched:\n{out}"
     );
     assert!(out.contains("host3: not started"), "{out}");
+
+    // 6. Host 3 is lost while it switches (its check is slow, and its sshd and the
+    // connections it serves are ended meanwhile): it counts as failed, the others are
+    // rolled back, and the summary says host 3's outcome is unknown.
+    let g = fleet.commit(
+        "host3 is lost while it switches",
+        &["slow-check-host3"],
+        &["fail-check-host2"],
+    );
+    let checking = hosts[2].root.join("checking");
+    let (ok, out) = std::thread::scope(|s| {
+        let deploy = s.spawn(|| fleet.deploy(&g, &[]));
+        wait_for("host3's slow check", Duration::from_secs(120), || {
+            checking.exists() || deploy.is_finished()
+        });
+        hosts[2].cut_off();
+        deploy.join().unwrap()
+    });
+    assert!(checking.exists(), "host3 never ran its check:\n{out}");
+    assert!(!ok, "the play must fail:\n{out}");
+    for h in &hosts[..2] {
+        assert_eq!(
+            h.production().as_deref(),
+            Some(e.as_str()),
+            "{}\n{out}",
+            h.name
+        );
+        assert_eq!(h.runs("promote", &g), ["ok"], "{}\n{out}", h.name);
+    }
+    assert!(
+        out.contains(&format!("switch to {} failed on host3;", short(&g))),
+        "{out}"
+    );
+    assert!(
+        out.contains("host3: unreachable (whether it switched is unknown"),
+        "{out}"
+    );
+    say(&format!(
+        "fleet: host3, lost while switching, ended on {}",
+        hosts[2]
+            .production()
+            .as_deref()
+            .map(short)
+            .unwrap_or("nothing")
+    ));
 
     say(&format!(
         "fleet: whole story took {:.1}s",
