@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cleanup;
+pub mod disk;
 pub mod export;
 pub mod init;
 pub mod log;
@@ -62,7 +63,26 @@ pub fn open_run_log(root: &Root, event: &str, label: &str) {
 pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     ctx.root.ensure_state_dirs()?;
     let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
+    maintain_journal(ctx);
     recover::recover_locked(ctx)?;
     warmup::tidy_leftovers(ctx);
     Ok(lock)
+}
+
+/// With the lock held: carry an older root's single-file journal forward and
+/// compress the current segment once it is big (before recovery, which reads
+/// only the open-run files, so a run interrupted before a rotation is still
+/// found). Failures are warnings: the journal stays readable as it is.
+pub fn maintain_journal(ctx: &Ctx) {
+    if let Err(e) = crate::journal::migrate(&ctx.root) {
+        crate::output::warning(&format!("cannot carry the journal forward: {e}"));
+        return;
+    }
+    let max = ctx.config.journal_segment_kib.saturating_mul(1024);
+    if let Err(e) = crate::journal::rotate(&ctx.root, max) {
+        crate::output::warning(&format!(
+            "cannot compress the journal's older entries: {e} (they stay in {})",
+            ctx.root.journal().display()
+        ));
+    }
 }

@@ -115,7 +115,7 @@ pub fn promote_locked(
         crate::ops::warmup::warm(ctx, repo, commit, git_ref, false)?;
     }
     switch(ctx, &hex, "promote", git_ref)?;
-    crate::ops::cleanup::cleanup_locked(ctx, ctx.config.keep_releases, false)?;
+    crate::ops::cleanup::after_promote(ctx)?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::root::short;
 pub fn run(ctx: &Ctx) -> Result<()> {
     crate::ops::open_run_log(&ctx.root, "recover", "journal");
     let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
+    crate::ops::maintain_journal(ctx);
     let repaired = recover_locked(ctx)?;
     crate::ops::warmup::tidy_leftovers(ctx);
     if repaired == 0 {
@@ -31,11 +32,8 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
         output::header("a deploy step was interrupted");
         output::detail(&note);
     }
-    let entries = journal::read(&ctx.root);
-    let open: Vec<Entry> = journal::interrupted(&entries)
-        .into_iter()
-        .cloned()
-        .collect();
+    // The open-run files, not the history: the cost does not grow with it.
+    let open: Vec<Entry> = journal::open_runs(&ctx.root);
     for e in &open {
         repair(ctx, e)?;
     }
@@ -71,14 +69,22 @@ pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
 /// Where warmup goes back to when it points at a rejected commit: the newest
 /// earlier warm-up that is still ready and in the repository, else production.
 fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
-    journal::read(&ctx.root)
-        .iter()
-        .rev()
-        .filter(|e| e.event == "warmup" && e.phase == "end")
-        .filter(|e| matches!(e.result.as_deref(), Some("ok" | "unchanged")))
-        .filter_map(|e| e.commit.clone())
-        .find(|c| c != rejected && release::is_ready(&ctx.root, c) && landed(ctx, c))
-        .or_else(|| ctx.root.production())
+    let mut found = None;
+    journal::for_each_rev(&ctx.root, |e| {
+        let Some(c) = e.commit.filter(|_| e.event == "warmup" && e.phase == "end") else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        if matches!(e.result.as_deref(), Some("ok" | "unchanged"))
+            && c != rejected
+            && release::is_ready(&ctx.root, &c)
+            && landed(ctx, &c)
+        {
+            found = Some(c);
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found.or_else(|| ctx.root.production())
 }
 
 fn repair(ctx: &Ctx, e: &Entry) -> Result<()> {
