@@ -102,6 +102,11 @@ pub struct Config {
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MinFree {
+    /// 10% of the filesystem, at most 1 GiB (the default).
+    Auto,
+    /// No preflight at all (a filesystem whose free space is not what
+    /// statvfs says, like some network or thin-provisioned ones).
+    Off,
     /// Percent of the filesystem (of its blocks, and of its inodes).
     Percent(u8),
     /// Bytes (inodes in the same proportion of the filesystem).
@@ -112,14 +117,21 @@ impl MinFree {
     /// The reserve in bytes on a filesystem of `total` bytes.
     pub fn bytes(self, total: u64) -> u64 {
         match self {
+            MinFree::Auto => (total / 10).min(1 << 30),
+            MinFree::Off => 0,
             MinFree::Percent(p) => total / 100 * u64::from(p),
             MinFree::Bytes(b) => b.min(total),
         }
     }
 
-    /// Parse `"10%"`, `"1GiB"`, `"512MiB"`, `"0"`.
+    /// Parse `"auto"`, `"off"`, `"10%"`, `"1GiB"`, `"512MiB"`, `"0"`.
     pub fn parse(s: &str) -> Option<MinFree> {
         let s = s.trim();
+        match s {
+            "auto" => return Some(MinFree::Auto),
+            "off" => return Some(MinFree::Off),
+            _ => {}
+        }
         if let Some(p) = s.strip_suffix('%') {
             return p
                 .trim()
@@ -512,14 +524,14 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         }
     };
     let min_free = match raw.min_free {
-        None => MinFree::Bytes(1 << 30),
+        None => MinFree::Auto,
         Some(m) => match MinFree::parse(m.get_ref()) {
             Some(v) => v,
             None => {
                 return ctx.err(
                     m.span(),
                     format!(
-                        "`min_free` must be a percentage up to 90% (\"10%\") or a size (\"1GiB\", \"512MiB\", \"0\"), not \"{}\"",
+                        "`min_free` must be \"auto\", \"off\", a percentage up to 90% (\"10%\") or a size (\"1GiB\", \"512MiB\", \"0\"), not \"{}\"",
                         m.get_ref()
                     ),
                 )
@@ -527,7 +539,7 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         },
     };
     let journal_segment_kib = match raw.journal_segment_kib {
-        None => 4096,
+        None => 1024,
         Some(k) if (1..=1_048_576).contains(k.get_ref()) => *k.get_ref() as u64,
         Some(k) => {
             return ctx.err(
@@ -669,6 +681,10 @@ mod tests {
         assert!(err_text("journal_segment_kib = 0").contains("journal_segment_kib"));
         assert_eq!(MinFree::Percent(10).bytes(1000), 100);
         assert_eq!(MinFree::Bytes(1 << 30).bytes(1000), 1000);
+        assert_eq!(parse("").unwrap().min_free, MinFree::Auto);
+        assert_eq!(MinFree::Auto.bytes(1000), 100);
+        assert_eq!(MinFree::Auto.bytes(1 << 40), 1 << 30);
+        assert_eq!(parse("min_free = \"off\"").unwrap().min_free, MinFree::Off);
     }
 
     #[test]

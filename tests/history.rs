@@ -7,9 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-use common::{git_cmd, run, text, Env, TEST_CONFIG};
+use common::{background_pids, git_cmd, run, text, wait_all, wait_gone, Env, TEST_CONFIG};
 
 fn ok(out: &Output) -> String {
     let t = text(out);
@@ -37,40 +36,6 @@ fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// The pids of the background cleanups a push or command announced.
-fn background_pids(t: &str) -> Vec<i32> {
-    t.match_indices("deleting in the background (pid ")
-        .filter_map(|(i, m)| {
-            let rest = &t[i + m.len()..];
-            rest[..rest.find(',')?].parse().ok()
-        })
-        .collect()
-}
-
-/// Wait (generously) until a process has exited (or is a zombie no one reaps).
-fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or("");
-        if stat.is_empty() || state == "Z" || state == "X" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "process {pid} still running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_all(t: &str) {
-    for pid in background_pids(t) {
-        wait_gone(pid);
-    }
 }
 
 fn config(extra: &str) -> String {

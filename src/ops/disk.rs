@@ -119,6 +119,9 @@ pub fn preflight(
     commit: ObjectId,
     previous: Option<&str>,
 ) -> Result<()> {
+    if ctx.config.min_free == crate::config::MinFree::Off {
+        return Ok(());
+    }
     let releases = ctx.root.releases();
     let block = nix::sys::statvfs::statvfs(&releases)
         .map(|s| s.fragment_size())

@@ -1,8 +1,6 @@
 //! `symdeploy status [--json]`: production, warmup and previous, each with its
 //! commit, subject, when and by whom; the lock holder; interrupted runs.
 
-use std::ops::ControlFlow;
-
 use serde::Serialize;
 
 use crate::error::Result;
@@ -59,10 +57,6 @@ pub fn previous_production(ctx: &Ctx) -> Option<String> {
         .find(|c| release::is_ready(&ctx.root, c))
 }
 
-/// How far back `status` looks for when warmup took its release: the
-/// release record answers when the journal's tail does not.
-const WARMUP_LOOKBACK: usize = 2000;
-
 fn slot(
     ctx: &Ctx,
     commit: Option<String>,
@@ -71,26 +65,11 @@ fn slot(
 ) -> Option<Slot> {
     let commit = commit?;
     let record = release::load(&ctx.root, &commit);
+    // Production: when and by whom it took production (production.json).
+    // Warmup: the record's ready time and pusher, which is when its warm-up
+    // ended; no history is read either way.
     let last: Option<(String, String)> = if role == "warmup" {
-        let mut found = None;
-        let mut seen = 0;
-        journal::for_each_rev(&ctx.root, |e| {
-            seen += 1;
-            if e.phase == "end"
-                && e.event == "warmup"
-                && e.result.as_deref() == Some("ok")
-                && e.commit.as_deref() == Some(commit.as_str())
-            {
-                found = Some((e.time, e.user));
-                return ControlFlow::Break(());
-            }
-            if seen >= WARMUP_LOOKBACK {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        found
+        None
     } else {
         stack
             .iter()
