@@ -70,8 +70,8 @@ pub fn after_promote(ctx: &Ctx) -> Result<()> {
     for d in &removing {
         move_aside(ctx, &d.commit)?;
     }
-    let trash = trash_entries(ctx);
-    if trash == 0 && !retention_due(ctx) {
+    // Moved aside into releases/ itself (its own filesystem) counts too.
+    if removing.is_empty() && trash_entries(ctx) == 0 && !retention_due(ctx) {
         return Ok(());
     }
     match spawn_background(ctx) {
