@@ -120,10 +120,11 @@ pub fn production_file(root: &Root) -> PathBuf {
     root.state_dir().join("production.json")
 }
 
-/// How many production changes `production.json` remembers: rollback only
-/// ever goes back to a release still on disk, and cleanup keeps at most
-/// `keep_releases` (≤ 1000) of them.
-const PRODUCTION_KEPT: usize = 1000;
+/// How many production changes `production.json` remembers: rollback goes
+/// back to the newest one still ready on disk, and cleanup always keeps the
+/// previous production release, so the newest few are what matter; an
+/// older one can still be named (`symdeploy rollback RELEASE`).
+const PRODUCTION_KEPT: usize = 100;
 
 fn open_file(root: &Root, run: &str) -> PathBuf {
     // Run ids are ours (hex time, pid); never let one name another path.
@@ -473,9 +474,11 @@ fn split_into_segments(root: &Root, rotation: u64, source: &Path, max: u64) -> R
         let path = dir.join(format!("{rotation:06}-{part:04}.jsonl.gz"));
         let tmp = dir.join(format!(".tmp-{rotation:06}-{part:04}.jsonl.gz"));
         let file = std::fs::File::create(&tmp).at("create", &tmp)?;
+        // Fast level: the first rotation of an old root's journal runs
+        // under the lock, and JSON compresses well at any level.
         let mut gz = flate2::write::GzEncoder::new(
             std::io::BufWriter::new(file),
-            flate2::Compression::default(),
+            flate2::Compression::fast(),
         );
         let mut written = 0u64;
         let mut eof = false;
