@@ -391,3 +391,40 @@ fn a_warmup_that_would_cross_min_free_cleans_failed_releases_then_refuses() {
         serde_json::from_str(&ok(&env.symdeploy(&["status", "--json"]))).unwrap();
     assert!(s["interrupted"].as_array().unwrap().is_empty(), "{s}");
 }
+
+#[test]
+fn a_warmup_short_of_inodes_is_refused_before_writing_anything() {
+    let env = Env::with_config(&format!("min_free = \"0\"\n{TEST_CONFIG}"));
+    // Plenty of bytes, few inodes.
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m,nr_inodes=300", "tmpfs"])
+        .arg(env.root.join("releases"))
+        .output()
+        .expect("run mount");
+    assert!(out.status.success(), "needs root: {}", text(&out));
+    let _fs = Tmpfs(env.root.join("releases"));
+    env.push_ok(&["main"]);
+    for i in 0..400 {
+        env.write(&format!("www/many/f{i}.txt"), "x\n");
+    }
+    let many = env.commit("400 files");
+    let before = names(&env.root.join("releases"));
+    let t = text(&env.push(&["main"]));
+    assert!(t.contains("not enough disk space to warm up"), "{t}");
+    assert!(t.contains("inodes: "), "{t}");
+    assert_eq!(names(&env.root.join("releases")), before);
+    assert!(!env.release(&many).exists());
+}
+
+#[test]
+fn what_a_killed_background_cleanup_left_aside_is_deleted_by_the_next_locked_command() {
+    let env = Env::new();
+    env.push_ok(&["main"]);
+    // As a background cleanup killed mid-deletion would leave it.
+    let aside = env.root.join(".symdeploy/trash/0123-abc/www/data");
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::write(aside.join("f"), "x").unwrap();
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("deleted 0123-abc"), "{t}");
+    assert!(names(&env.root.join(".symdeploy/trash")).is_empty());
+}
