@@ -539,7 +539,7 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         },
     };
     let journal_segment_kib = match raw.journal_segment_kib {
-        None => 1024,
+        None => 256,
         Some(k) if (1..=1_048_576).contains(k.get_ref()) => *k.get_ref() as u64,
         Some(k) => {
             return ctx.err(
