@@ -454,6 +454,9 @@ pub fn rotate(root: &Root, max_bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of the newest entries that a rotation puts in a part of their own.
+const TAIL_PART: u64 = 16 * 1024;
+
 fn split_into_segments(root: &Root, rotation: u64, source: &Path, max: u64) -> Result<()> {
     let dir = segments_dir(root);
     // Parts of an interrupted attempt are redone from the source.
@@ -466,9 +469,15 @@ fn split_into_segments(root: &Root, rotation: u64, source: &Path, max: u64) -> R
         }
     }
     let input = std::fs::File::open(source).at("read", source)?;
+    let size = input.metadata().at("read", source)?.len();
+    // The newest entries get a small part of their own: right after a
+    // rotation, `log -n` inflates that, not a whole segment.
+    let tail_start = size.saturating_sub(TAIL_PART);
     let mut input = std::io::BufReader::with_capacity(256 * 1024, input);
     let mut part = 0u64;
     let mut line = Vec::new();
+    let mut pos = 0u64;
+    let mut in_tail = false;
     loop {
         part += 1;
         let path = dir.join(format!("{rotation:06}-{part:04}.jsonl.gz"));
@@ -483,12 +492,19 @@ fn split_into_segments(root: &Root, rotation: u64, source: &Path, max: u64) -> R
         let mut written = 0u64;
         let mut eof = false;
         while written < max {
+            if !in_tail && pos >= tail_start {
+                in_tail = true;
+                if written > 0 {
+                    break;
+                }
+            }
             line.clear();
             let n = input.read_until(b'\n', &mut line).at("read", source)?;
             if n == 0 {
                 eof = true;
                 break;
             }
+            pos += n as u64;
             if !line.ends_with(b"\n") {
                 line.push(b'\n');
             }
@@ -711,6 +727,8 @@ mod tests {
         assert!(!root.journal().exists());
         let (segs, rotating) = segments(&root);
         assert!(segs.len() > 5 && rotating.is_none(), "{segs:?}");
+        let newest = segs.last().unwrap();
+        assert!(gz_text(&newest.path).len() as u64 <= TAIL_PART.min(4096) + 512);
         let open = open_runs(&root);
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].run, "run7");
