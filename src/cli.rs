@@ -102,12 +102,19 @@ pub enum Command {
         /// Print what would be removed and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Delete what a promote moved aside, and apply retention (run by
+        /// symdeploy itself, detached, after a promote).
+        #[arg(long, hide = true)]
+        background: bool,
     },
     /// Show the deploy history from the journal.
     Log {
         /// How many runs to show.
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
+        /// The whole history, oldest first, including compressed segments.
+        #[arg(long, conflicts_with = "n")]
+        all: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

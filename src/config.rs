@@ -96,6 +96,67 @@ pub struct Config {
     pub web_user: Option<String>,
     /// Release-relative directories the web user must write (caches, temp/).
     pub writable: Vec<String>,
+    /// Run logs cleanup keeps (besides those of releases still on disk).
+    pub keep_logs: usize,
+    /// Free space a warm-up leaves on the releases filesystem.
+    pub min_free: MinFree,
+    /// Size (KiB) past which the journal's current segment is compressed away.
+    pub journal_segment_kib: u64,
+}
+
+/// The reserve a warm-up must leave free: a share of the filesystem or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinFree {
+    /// 10% of the filesystem, at most 1 GiB (the default).
+    Auto,
+    /// No preflight at all (a filesystem whose free space is not what
+    /// statvfs says, like some network or thin-provisioned ones).
+    Off,
+    /// Percent of the filesystem (of its blocks, and of its inodes).
+    Percent(u8),
+    /// Bytes (inodes in the same proportion of the filesystem).
+    Bytes(u64),
+}
+
+impl MinFree {
+    /// The reserve in bytes on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MinFree::Auto => (total / 10).min(1 << 30),
+            MinFree::Off => 0,
+            MinFree::Percent(p) => total / 100 * u64::from(p),
+            MinFree::Bytes(b) => b.min(total),
+        }
+    }
+
+    /// Parse `"auto"`, `"off"`, `"10%"`, `"1GiB"`, `"512MiB"`, `"0"`.
+    pub fn parse(s: &str) -> Option<MinFree> {
+        let s = s.trim();
+        match s {
+            "auto" => return Some(MinFree::Auto),
+            "off" => return Some(MinFree::Off),
+            _ => {}
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            return p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 90)
+                .map(MinFree::Percent);
+        }
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let n: u64 = s[..digits].parse().ok()?;
+        let unit: u64 = match s[digits..].trim() {
+            "" | "B" => 1,
+            "K" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            "T" | "TiB" => 1 << 40,
+            _ => return None,
+        };
+        n.checked_mul(unit).map(MinFree::Bytes)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -113,6 +174,9 @@ struct RawConfig {
     promote: Option<RawPromote>,
     web_user: Option<Spanned<String>>,
     writable: Option<Vec<Spanned<String>>>,
+    keep_logs: Option<Spanned<i64>>,
+    min_free: Option<Spanned<String>>,
+    journal_segment_kib: Option<Spanned<i64>>,
 }
 
 type Commands = Option<Vec<Spanned<String>>>;
@@ -562,6 +626,19 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
             )
         }
     };
+    let keep_logs = match raw.keep_logs {
+        None => 100,
+        Some(k) if (1..=1_000_000).contains(k.get_ref()) => *k.get_ref() as usize,
+        Some(k) => {
+            return ctx.err(
+                k.span(),
+                format!(
+                    "`keep_logs` must be between 1 and 1000000, not {}",
+                    k.get_ref()
+                ),
+            )
+        }
+    };
     let writable = ctx.paths("writable", raw.writable, &[])?;
     for w in &writable {
         if let Some(s) = shared.iter().find(|s| nested(s, w)) {
@@ -579,7 +656,38 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
             message: "`writable` is set but `web_user` is not: say which user must write them (e.g. web_user = \"www-data\")".to_string(),
         });
     }
+    let min_free = match raw.min_free {
+        None => MinFree::Auto,
+        Some(m) => match MinFree::parse(m.get_ref()) {
+            Some(v) => v,
+            None => {
+                return ctx.err(
+                    m.span(),
+                    format!(
+                        "`min_free` must be \"auto\", \"off\", a percentage up to 90% (\"10%\") or a size (\"1GiB\", \"512MiB\", \"0\"), not \"{}\"",
+                        m.get_ref()
+                    ),
+                )
+            }
+        },
+    };
+    let journal_segment_kib = match raw.journal_segment_kib {
+        None => 256,
+        Some(k) if (1..=1_048_576).contains(k.get_ref()) => *k.get_ref() as u64,
+        Some(k) => {
+            return ctx.err(
+                k.span(),
+                format!(
+                    "`journal_segment_kib` must be between 1 and 1048576, not {}",
+                    k.get_ref()
+                ),
+            )
+        }
+    };
     Ok(Config {
+        keep_logs,
+        min_free,
+        journal_segment_kib,
         file: source,
         branch,
         keep_releases,
@@ -662,6 +770,9 @@ mod tests {
             "check_timeout",
             "web_user",
             "writable",
+            "keep_logs",
+            "min_free",
+            "journal_segment_kib",
         ] {
             assert!(TEMPLATE.contains(key), "template lacks {key}");
         }
@@ -708,6 +819,32 @@ mod tests {
         assert!(err_text("[warmup]\nbuild = [\"\"]").contains("warmup.build"));
         assert!(err_text("step_timeout = -1").contains("step_timeout"));
         assert!(err_text("[promote]\nretries = 3").contains("retries"));
+    }
+
+    #[test]
+    fn history_keys_are_checked() {
+        let c = parse("keep_logs = 7\nmin_free = \"5%\"\njournal_segment_kib = 2").unwrap();
+        assert_eq!(c.keep_logs, 7);
+        assert_eq!(c.min_free, MinFree::Percent(5));
+        assert_eq!(c.journal_segment_kib, 2);
+        assert_eq!(
+            parse("min_free = \"512MiB\"").unwrap().min_free,
+            MinFree::Bytes(512 << 20)
+        );
+        assert_eq!(
+            parse("min_free = \"0\"").unwrap().min_free,
+            MinFree::Bytes(0)
+        );
+        assert!(err_text("keep_logs = 0").contains("keep_logs"));
+        assert!(err_text("min_free = \"lots\"").contains("min_free"));
+        assert!(err_text("min_free = \"95%\"").contains("min_free"));
+        assert!(err_text("journal_segment_kib = 0").contains("journal_segment_kib"));
+        assert_eq!(MinFree::Percent(10).bytes(1000), 100);
+        assert_eq!(MinFree::Bytes(1 << 30).bytes(1000), 1000);
+        assert_eq!(parse("").unwrap().min_free, MinFree::Auto);
+        assert_eq!(MinFree::Auto.bytes(1000), 100);
+        assert_eq!(MinFree::Auto.bytes(1 << 40), 1 << 30);
+        assert_eq!(parse("min_free = \"off\"").unwrap().min_free, MinFree::Off);
     }
 
     #[test]

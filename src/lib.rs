@@ -69,8 +69,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
         Command::Status { json } => ops::status::run(&ctx()?, json),
         Command::Releases { json } => ops::releases::run(&ctx()?, json),
-        Command::Cleanup { keep, dry_run } => ops::cleanup::run(&ctx()?, keep, dry_run),
-        Command::Log { n, json } => ops::log::run(&ctx()?, n, json),
+        Command::Cleanup {
+            keep,
+            dry_run,
+            background,
+        } => ops::cleanup::run(&ctx()?, keep, dry_run, background),
+        Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(
                 std::env::current_dir()

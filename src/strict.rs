@@ -532,7 +532,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
         // Without waiting: another deploy holding the lock cleans up itself.
         // Production has moved: a cleanup problem is a warning, never a failure.
         if let Ok(_lock) = crate::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO) {
-            crate::ops::cleanup::cleanup_after_switch(ctx);
+            crate::ops::cleanup::after_promote(ctx);
         }
     }
     Ok(())

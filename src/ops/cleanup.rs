@@ -2,6 +2,16 @@
 //! promote. Keeps the newest N ready releases plus production, warmup and the
 //! previous production release; removes failed, bad and incomplete releases
 //! older than the newest ready one. Never touches common/.
+//!
+//! Retention: the records of releases no longer on disk go, and run logs
+//! beyond the newest `keep_logs` unless they belong to a release still on
+//! disk. The journal is never trimmed (it is compressed; see journal.rs).
+//!
+//! After a promote the pusher does not wait for deletions: doomed releases
+//! are renamed into `.symdeploy/trash/` (one rename(2) each), and a detached
+//! `symdeploy cleanup --background` deletes them once it gets the deploy
+//! lock, so it never races a deploy. Whatever a killed one leaves there, the
+//! next locked command deletes.
 
 use crate::error::{Error, IoContext, Result};
 use crate::ops::Ctx;
@@ -22,15 +32,244 @@ pub struct Decision {
     pub why: String,
 }
 
-/// `symdeploy cleanup` by hand: takes the lock.
-pub fn run(ctx: &Ctx, keep: Option<usize>, dry_run: bool) -> Result<()> {
+/// `symdeploy cleanup` by hand: takes the lock. `background` is the detached
+/// run a promote starts: it only empties the trash and applies retention.
+pub fn run(ctx: &Ctx, keep: Option<usize>, dry_run: bool, background: bool) -> Result<()> {
     let keep = keep.unwrap_or(ctx.config.keep_releases);
     if dry_run {
         return cleanup_locked(ctx, keep, true);
     }
+    if background {
+        crate::ops::open_run_log(&ctx.root, "cleanup", "background");
+        // lock_and_recover empties the trash (tidy_leftovers) with the lock held.
+        let _lock = crate::ops::lock_and_recover(ctx, "cleanup in the background")?;
+        retention(ctx, false)?;
+        output::success("background cleanup done");
+        return Ok(());
+    }
     crate::ops::open_run_log(&ctx.root, "cleanup", "releases");
     let _lock = crate::ops::lock_and_recover(ctx, "cleanup")?;
     cleanup_locked(ctx, keep, false)
+}
+
+/// The cleanup after a successful promote, with the lock held: decide as
+/// `cleanup` does, move the doomed releases aside (cheap), and leave their
+/// deletion and the retention of logs and records to a detached process.
+///
+/// Production has moved and notify has run: nothing found here may fail the
+/// promote (or make git reject a strict-mode tag push), so every problem is a
+/// `warning:` saying what was left, why, and what to run. A release that
+/// cannot be removed is checked before it is moved, so it keeps its name,
+/// its files and its record.
+pub fn after_promote(ctx: &Ctx) {
+    let decisions = match plan(ctx, ctx.config.keep_releases) {
+        Ok(d) => d,
+        Err(e) => {
+            output::warning(&format!(
+                "cleanup skipped: {e}; the promote itself succeeded (run `symdeploy cleanup` once that is fixed)"
+            ));
+            return;
+        }
+    };
+    let removing: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
+    output::header(&format!(
+        "cleanup: {} releases, removing {}",
+        decisions.len(),
+        removing.len()
+    ));
+    for d in &decisions {
+        let verb = if d.keep { "keep  " } else { "remove" };
+        output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
+    }
+    let mut moved = 0;
+    for d in &removing {
+        let name = format!("releases/{}", short(&d.commit));
+        let moved_now = removable(&ctx.root.release(&d.commit))
+            .map_err(|blocker| blocker.error(&name))
+            .and_then(|()| move_aside(ctx, &d.commit));
+        match moved_now {
+            Ok(()) => moved += 1,
+            Err(e) => {
+                output::warning(&format!(
+                    "{e}; the promote itself succeeded, production is unchanged by this"
+                ));
+                if let Some(help) = e.help() {
+                    output::warning(&help);
+                }
+            }
+        }
+    }
+    // Moved aside into releases/ itself (its own filesystem) counts too.
+    if moved == 0 && trash_entries(ctx) == 0 && !retention_due(ctx) {
+        return;
+    }
+    match spawn_background(ctx) {
+        Ok(pid) => output::detail(&format!(
+            "deleting in the background (pid {pid}, log .symdeploy/logs/*-cleanup-background-{pid}.log); deploys wait for it"
+        )),
+        Err(e) => {
+            // Not worth failing a promote over: the next locked command
+            // empties the trash and the next cleanup applies retention.
+            output::warning(&format!(
+                "cannot start the background cleanup ({e}); the next deploy or `symdeploy cleanup` finishes it"
+            ));
+        }
+    }
+}
+
+fn spawn_background(ctx: &Ctx) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(&ctx.root.dir)
+        .args(["cleanup", "--background"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: the pusher's hang-up or ^C is not for it.
+        .process_group(0);
+    // Nothing of the hook's git environment (quarantine, push options).
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    // Not waited for: it outlives us, and init reaps it.
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
+/// `.symdeploy/trash`: releases moved aside, waiting for deletion.
+pub fn trash_dir(root: &crate::root::Root) -> std::path::PathBuf {
+    root.state_dir().join("trash")
+}
+
+fn trash_entries(ctx: &Ctx) -> usize {
+    std::fs::read_dir(trash_dir(&ctx.root)).map_or(0, |d| d.count())
+}
+
+/// Delete what was moved aside; with the lock held.
+pub fn empty_trash(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(trash_dir(&ctx.root)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let started = std::time::Instant::now();
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => output::detail(&format!(
+                "deleted {} in {}",
+                e.file_name().to_string_lossy(),
+                crate::fsutil::human_duration(started.elapsed())
+            )),
+            Err(err) => output::warning(&format!("cannot delete {}: {err}", e.path().display())),
+        }
+    }
+}
+
+/// Move a release out of releases/ (one rename) and forget its record.
+fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
+    let dir = ctx.root.release(commit);
+    let trash = trash_dir(&ctx.root);
+    std::fs::create_dir_all(&trash).at("create directory", &trash)?;
+    let target = trash.join(format!("{commit}-{}", crate::fsutil::unique_token()));
+    match std::fs::rename(&dir, &target) {
+        Ok(()) => {}
+        // releases/ on its own filesystem: aside within it, as a temporary
+        // that tidy_leftovers deletes.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            let doomed = ctx
+                .root
+                .releases()
+                .join(format!("{}delete-{commit}", crate::root::TMP_PREFIX));
+            std::fs::rename(&dir, &doomed).at("move away", &dir)?;
+        }
+        Err(e) => return Err(crate::error::Error::io("move away", &dir, e)),
+    }
+    crate::link::sync_dir(&ctx.root.releases());
+    release::forget(&ctx.root, commit);
+    Ok(())
+}
+
+/// What retention would remove: run logs, release records.
+struct Retention {
+    logs: Vec<std::path::PathBuf>,
+    records: Vec<std::path::PathBuf>,
+}
+
+fn retention_plan(ctx: &Ctx) -> Retention {
+    let root = &ctx.root;
+    let on_disk: std::collections::HashSet<String> = root
+        .release_dirs()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let shorts: std::collections::HashSet<&str> = on_disk.iter().map(|c| short(c)).collect();
+    let mut records = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root.states()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(commit) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if crate::root::is_commit_hash(commit) && !on_disk.contains(commit) {
+                records.push(e.path());
+            }
+        }
+    }
+    // Log names start with a UTC timestamp: name order is time order.
+    let mut logs: Vec<String> = std::fs::read_dir(root.logs())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    let old = logs.len().saturating_sub(ctx.config.keep_logs.max(1));
+    let logs = logs
+        .into_iter()
+        .take(old)
+        // <time>-<event>-<label>-<pid>.log: the label of a warm-up or promote
+        // is the release's short commit.
+        .filter(|n| n.split('-').nth(2).is_none_or(|l| !shorts.contains(l)))
+        .map(|n| root.logs().join(n))
+        .collect();
+    Retention { logs, records }
+}
+
+fn retention_due(ctx: &Ctx) -> bool {
+    let r = retention_plan(ctx);
+    !r.logs.is_empty() || !r.records.is_empty()
+}
+
+/// Remove the run logs and release records retention lets go (with the lock
+/// held), or say what would go.
+pub fn retention(ctx: &Ctx, dry_run: bool) -> Result<()> {
+    let r = retention_plan(ctx);
+    if r.logs.is_empty() && r.records.is_empty() {
+        return Ok(());
+    }
+    output::detail(&format!(
+        "{} {} run logs (keeping the newest {} and those of releases on disk) and {} records of removed releases",
+        if dry_run { "would remove" } else { "removing" },
+        r.logs.len(),
+        ctx.config.keep_logs,
+        r.records.len()
+    ));
+    if dry_run {
+        return Ok(());
+    }
+    for p in r.logs.iter().chain(&r.records) {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::error::Error::io("remove", p, e)),
+        }
+    }
+    crate::link::sync_dir(&ctx.root.states());
+    Ok(())
 }
 
 /// Decide what to keep; pure apart from reading state.
@@ -121,8 +360,10 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
         output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
     }
     if dry_run {
-        return Ok(());
+        return retention(ctx, true);
     }
+    // Every release is tried: one that is in the way does not keep the
+    // others (or retention) from being cleaned up; the run still fails.
     let mut failed = Vec::new();
     for d in removing {
         if let Err(e) = remove_release(ctx, &d.commit) {
@@ -130,53 +371,17 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
             failed.push(short(&d.commit).to_string());
         }
     }
+    retention(ctx, false)?;
     match failed.len() {
         0 => Ok(()),
-        _ => Err(Error::with_help(
+        n => Err(Error::with_help(
             format!(
-                "cleanup could not remove {} release(s): {}",
-                failed.len(),
+                "cleanup could not remove {n} release{}: {}",
+                if n == 1 { "" } else { "s" },
                 failed.join(", ")
             ),
             "see the errors above; each says what is in the way and what to run",
         )),
-    }
-}
-
-/// The cleanup after a successful switch. Production has moved and notify
-/// has run: nothing found here may fail the promote (or make git reject a
-/// strict-mode tag push), so every problem becomes a `warning:` saying what
-/// was left, why, and what to run.
-pub fn cleanup_after_switch(ctx: &Ctx) {
-    let keep = ctx.config.keep_releases;
-    let decisions = match plan(ctx, keep) {
-        Ok(d) => d,
-        Err(e) => {
-            output::warning(&format!(
-                "cleanup skipped: {e}; the promote itself succeeded (run `symdeploy cleanup` once that is fixed)"
-            ));
-            return;
-        }
-    };
-    let removing: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
-    output::header(&format!(
-        "cleanup: {} releases, removing {}",
-        decisions.len(),
-        removing.len()
-    ));
-    for d in &decisions {
-        let verb = if d.keep { "keep  " } else { "remove" };
-        output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
-    }
-    for d in removing {
-        if let Err(e) = remove_release(ctx, &d.commit) {
-            output::warning(&format!(
-                "{e}; the promote itself succeeded, production is unchanged by this"
-            ));
-            if let Some(help) = e.help() {
-                output::warning(&help);
-            }
-        }
     }
 }
 
@@ -186,7 +391,7 @@ pub fn cleanup_after_switch(ctx: &Ctx) {
 /// shows under its own name. Should removal still fail halfway (a race, a
 /// cause the check does not know), the name is restored and the release
 /// marked failed: never a ready record on missing files.
-fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
+pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
     let dir = ctx.root.release(commit);
     let name = format!("releases/{}", short(commit));
     if let Err(blocker) = removable(&dir) {

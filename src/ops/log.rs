@@ -1,56 +1,101 @@
-//! `symdeploy log [-n N] [--json]`: the journal as a readable history.
+//! `symdeploy log [-n N | --all] [--json]`: the journal as a readable history.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 use crate::error::Result;
-use crate::journal;
+use crate::journal::{self, Entry};
 use crate::ops::Ctx;
 use crate::root::short;
 
-/// Print the last `n` finished or interrupted runs.
-pub fn run(ctx: &Ctx, n: usize, json: bool) -> Result<()> {
-    let entries = journal::read(&ctx.root);
-    let interrupted: Vec<&journal::Entry> = journal::interrupted(&entries);
-    let mut shown: Vec<&journal::Entry> = entries
-        .iter()
-        .filter(|e| e.phase == "end" || interrupted.iter().any(|i| i.run == e.run))
+/// Print the last `n` finished or interrupted runs (all of them with `all`).
+/// `-n` reads backwards from the end, so it costs the same however long the
+/// history; `--all` streams every segment, oldest first.
+pub fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
+    let open: HashSet<String> = journal::open_runs(&ctx.root)
+        .into_iter()
+        .map(|e| e.run)
         .collect();
-    let skip = shown.len().saturating_sub(n);
-    shown.drain(..skip);
+    // A run shows once: by its end, or by its start while it is still open.
+    let shown = |e: &Entry| e.phase == "end" || open.contains(&e.run);
+    if all {
+        let mut first = true;
+        if json {
+            println!("[");
+        }
+        journal::for_each(&ctx.root, |e| {
+            if shown(&e) {
+                if json {
+                    let sep = if first { "" } else { "," };
+                    println!("{sep}{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    print_entry(&e);
+                }
+                first = false;
+            }
+            ControlFlow::Continue(())
+        })?;
+        if json {
+            println!("]");
+        } else if first {
+            println!("the journal is empty: nothing was deployed here yet");
+        }
+        return Ok(());
+    }
+    let mut newest: Vec<Entry> = Vec::new();
+    if n > 0 {
+        journal::for_each_rev(&ctx.root, |e| {
+            if shown(&e) {
+                newest.push(e);
+            }
+            if newest.len() >= n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+    }
+    newest.reverse();
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
+            serde_json::to_string_pretty(&newest).unwrap_or_default()
         );
         return Ok(());
     }
-    if shown.is_empty() {
+    if newest.is_empty() {
         println!("the journal is empty: nothing was deployed here yet");
     }
-    for e in shown {
-        let result = if e.phase == "start" {
-            "interrupted"
-        } else {
-            e.result.as_deref().unwrap_or("?")
-        };
-        let took = e
-            .durations
-            .get("total")
-            .map(|s| format!(" in {s:.1}s"))
-            .unwrap_or_default();
-        println!(
-            "{}  {:<8} {:<12} {}  {}  by {}@{}{}{}",
-            e.time,
-            e.event,
-            result,
-            e.commit.as_deref().map(short).unwrap_or("-"),
-            crate::output::escape(e.git_ref.as_deref().unwrap_or("-")),
-            e.user,
-            e.host,
-            took,
-            e.error
-                .as_deref()
-                .map(|x| format!("\n    {}", crate::output::escape(x)))
-                .unwrap_or_default()
-        );
+    for e in &newest {
+        print_entry(e);
     }
     Ok(())
+}
+
+fn print_entry(e: &Entry) {
+    let result = if e.phase == "start" {
+        "interrupted"
+    } else {
+        e.result.as_deref().unwrap_or("?")
+    };
+    let took = e
+        .durations
+        .get("total")
+        .map(|s| format!(" in {s:.1}s"))
+        .unwrap_or_default();
+    println!(
+        "{}  {:<8} {:<12} {}  {}  by {}@{}{}{}",
+        e.time,
+        e.event,
+        result,
+        e.commit.as_deref().map(short).unwrap_or("-"),
+        crate::output::escape(e.git_ref.as_deref().unwrap_or("-")),
+        e.user,
+        e.host,
+        took,
+        e.error
+            .as_deref()
+            .map(|x| format!("\n    {}", crate::output::escape(x)))
+            .unwrap_or_default()
+    );
 }

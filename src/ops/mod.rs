@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cleanup;
 pub mod decide;
+pub mod disk;
 pub mod export;
 pub mod generate;
 pub mod init;
@@ -68,9 +69,28 @@ pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     // instead of killing us halfway.
     crate::signals::install();
     let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
+    maintain_journal(ctx);
     recover::recover_locked(ctx)?;
     warmup::tidy_leftovers(ctx);
     // Interrupted while waiting or recovering: the operation itself never starts.
     crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
     Ok(lock)
+}
+
+/// With the lock held: carry an older root's single-file journal forward and
+/// compress the current segment once it is big (before recovery, which reads
+/// only the open-run files, so a run interrupted before a rotation is still
+/// found). Failures are warnings: the journal stays readable as it is.
+pub fn maintain_journal(ctx: &Ctx) {
+    if let Err(e) = crate::journal::migrate(&ctx.root) {
+        crate::output::warning(&format!("cannot carry the journal forward: {e}"));
+        return;
+    }
+    let max = ctx.config.journal_segment_kib.saturating_mul(1024);
+    if let Err(e) = crate::journal::rotate(&ctx.root, max) {
+        crate::output::warning(&format!(
+            "cannot compress the journal's older entries: {e} (they stay in {})",
+            ctx.root.journal().display()
+        ));
+    }
 }

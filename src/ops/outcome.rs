@@ -53,7 +53,20 @@ pub fn report(ctx: &Ctx, event: &str, op: impl FnOnce(&Ctx) -> Result<()>) -> Re
     let before = ctx.root.production();
     let res = op(ctx);
     let after = ctx.root.production();
-    let entries = journal::read(&ctx.root);
+    // Read backwards only as far as this run: the cost does not grow with history.
+    let mut entries = Vec::new();
+    journal::for_each_rev(&ctx.root, |e| {
+        let older = e
+            .time
+            .parse::<jiff::Timestamp>()
+            .is_ok_and(|t| t < started - jiff::SignedDuration::from_secs(1));
+        if older {
+            return std::ops::ControlFlow::Break(());
+        }
+        entries.push(e);
+        std::ops::ControlFlow::Continue(())
+    });
+    entries.reverse();
     let ours = own_entries(&entries, std::process::id(), started);
     let outcome = summarize(event, &res, before, after, &ours);
     println!(

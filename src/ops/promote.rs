@@ -125,7 +125,7 @@ pub fn promote_locked(
     }
     switch(ctx, &hex, "promote", git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
-    crate::ops::cleanup::cleanup_after_switch(ctx);
+    crate::ops::cleanup::after_promote(ctx);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     crate::ops::open_run_log(&ctx.root, "recover", "journal");
     crate::signals::install();
     let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
+    crate::ops::maintain_journal(ctx);
     let repaired = recover_locked(ctx)?;
     crate::ops::warmup::tidy_leftovers(ctx);
     if repaired == 0 {
@@ -35,16 +36,16 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
         output::header("a deploy step was interrupted");
         output::detail(&note);
     }
-    let entries = journal::read(&ctx.root);
-    let open: Vec<Entry> = journal::interrupted(&entries)
+    // The open-run files, not the history: the cost does not grow with it.
+    let open: Vec<Entry> = journal::open_runs(&ctx.root)
         .into_iter()
         // A strict run whose receive-pack still runs is not interrupted:
         // git has not decided its ref yet, and its own hook ends it.
         .filter(|e| !e.txn.as_ref().is_some_and(|t| t.undecided()))
-        .cloned()
         .collect();
     for e in &open {
-        let lines: Vec<&Entry> = entries.iter().filter(|x| x.run == e.run).collect();
+        let lines = run_lines(ctx, e);
+        let lines: Vec<&Entry> = lines.iter().collect();
         repair(ctx, e, &lines)?;
     }
     // Whatever a crash interrupted, warmup ends on a ready release (or none).
@@ -60,6 +61,27 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
         }
     }
     Ok(open.len())
+}
+
+/// Every journal line of the open run `e`, oldest first: read backwards from
+/// the end only as far as the run's start, so the cost is that of the lines
+/// written since it started, not of the history.
+fn run_lines(ctx: &Ctx, e: &Entry) -> Vec<Entry> {
+    let mut out = Vec::new();
+    journal::for_each_rev(&ctx.root, |x| {
+        if x.run != e.run {
+            return std::ops::ControlFlow::Continue(());
+        }
+        let start = x.phase == "start";
+        out.push(x);
+        if start {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    out.reverse();
+    out
 }
 
 /// Is the commit one git accepted: reachable from a ref? Objects alone prove
@@ -87,14 +109,22 @@ pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
 /// Where warmup goes back to when it points at a rejected commit: the newest
 /// earlier warm-up that is still ready and in the repository, else production.
 fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
-    journal::read(&ctx.root)
-        .iter()
-        .rev()
-        .filter(|e| e.event == "warmup" && e.phase == "end")
-        .filter(|e| matches!(e.result.as_deref(), Some("ok" | "unchanged")))
-        .filter_map(|e| e.commit.clone())
-        .find(|c| c != rejected && release::is_ready(&ctx.root, c) && landed(ctx, c))
-        .or_else(|| ctx.root.production())
+    let mut found = None;
+    journal::for_each_rev(&ctx.root, |e| {
+        let Some(c) = e.commit.filter(|_| e.event == "warmup" && e.phase == "end") else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        if matches!(e.result.as_deref(), Some("ok" | "unchanged"))
+            && c != rejected
+            && release::is_ready(&ctx.root, &c)
+            && landed(ctx, &c)
+        {
+            found = Some(c);
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found.or_else(|| ctx.root.production())
 }
 
 fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {

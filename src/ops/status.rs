@@ -44,56 +44,39 @@ pub struct Status {
     pub interrupted: Vec<journal::Entry>,
 }
 
-/// The stack of production releases, oldest first, from the journal:
-/// promotes push, rollbacks pop back to their target.
-pub fn production_history(entries: &[journal::Entry]) -> Vec<String> {
-    let mut stack: Vec<String> = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| e.phase == "end" && e.result.as_deref() == Some("ok"))
-    {
-        let Some(c) = e.commit.clone() else { continue };
-        match e.event.as_str() {
-            "promote" if stack.last() != Some(&c) => stack.push(c),
-            "promote" => {}
-            "rollback" => {
-                if let Some(pos) = stack.iter().rposition(|s| *s == c) {
-                    stack.truncate(pos + 1);
-                } else {
-                    stack.push(c);
-                }
-            }
-            _ => {}
-        }
-    }
-    stack
-}
-
 /// The release rollback would go back to: the newest production release
-/// before the current one that is still ready and on disk.
+/// before the current one that is still ready and on disk. Reads
+/// `production.json`, never the history.
 pub fn previous_production(ctx: &Ctx) -> Option<String> {
     let current = ctx.root.production();
-    let history = production_history(&journal::read(&ctx.root));
-    history
-        .iter()
+    journal::production_stack(&ctx.root)
+        .into_iter()
         .rev()
-        .filter(|c| Some(*c) != current.as_ref())
+        .map(|c| c.commit)
+        .filter(|c| Some(c) != current.as_ref())
         .find(|c| release::is_ready(&ctx.root, c))
-        .cloned()
 }
 
-fn slot(ctx: &Ctx, commit: Option<String>, role: &str, entries: &[journal::Entry]) -> Option<Slot> {
+fn slot(
+    ctx: &Ctx,
+    commit: Option<String>,
+    role: &str,
+    stack: &[journal::ProductionChange],
+) -> Option<Slot> {
     let commit = commit?;
     let record = release::load(&ctx.root, &commit);
-    let last = entries.iter().rev().find(|e| {
-        e.phase == "end"
-            && e.result.as_deref() == Some("ok")
-            && e.commit.as_deref() == Some(commit.as_str())
-            && match role {
-                "warmup" => e.event == "warmup",
-                _ => e.event == "promote" || e.event == "rollback",
-            }
-    });
+    // Production: when and by whom it took production (production.json).
+    // Warmup: the record's ready time and pusher, which is when its warm-up
+    // ended; no history is read either way.
+    let last: Option<(String, String)> = if role == "warmup" {
+        None
+    } else {
+        stack
+            .iter()
+            .rev()
+            .find(|c| c.commit == commit)
+            .map(|c| (c.time.clone(), c.user.clone()))
+    };
     Some(Slot {
         release: format!("releases/{commit}"),
         state: release::effective_state(&ctx.root, &commit).to_string(),
@@ -102,10 +85,11 @@ fn slot(ctx: &Ctx, commit: Option<String>, role: &str, entries: &[journal::Entry
             .map(|r| r.subject.clone())
             .unwrap_or_default(),
         since: last
-            .map(|e| e.time.clone())
+            .as_ref()
+            .map(|l| l.0.clone())
             .or_else(|| record.as_ref().and_then(|r| r.ready_at.clone())),
         by: last
-            .map(|e| e.user.clone())
+            .map(|l| l.1)
             .or_else(|| record.as_ref().map(|r| r.user.clone())),
         commit,
     })
@@ -113,22 +97,21 @@ fn slot(ctx: &Ctx, commit: Option<String>, role: &str, entries: &[journal::Entry
 
 /// Gather the status.
 pub fn gather(ctx: &Ctx) -> Status {
-    let entries = journal::read(&ctx.root);
+    let stack = journal::production_stack(&ctx.root);
     let lock = crate::lock::holder(&ctx.root);
     // While a run holds the lock, its own start entry is not an interruption.
-    let interrupted = journal::interrupted(&entries)
+    let interrupted = journal::open_runs(&ctx.root)
         .into_iter()
         .filter(|e| {
             lock.as_ref()
                 .is_none_or(|l| !l.starts_with(&format!("pid {} ", e.pid)))
         })
-        .cloned()
         .collect();
     Status {
         root: ctx.root.dir.display().to_string(),
-        production: slot(ctx, ctx.root.production(), "production", &entries),
-        warmup: slot(ctx, ctx.root.warmup(), "warmup", &entries),
-        previous: slot(ctx, previous_production(ctx), "production", &entries),
+        production: slot(ctx, ctx.root.production(), "production", &stack),
+        warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
+        previous: slot(ctx, previous_production(ctx), "production", &stack),
         lock,
         interrupted,
     }
@@ -177,26 +160,4 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::journal::Entry;
-
-    fn ended(event: &str, commit: &str, result: &str) -> Entry {
-        Entry::start(event, Some(commit), None).end(result)
-    }
-
-    #[test]
-    fn history_is_a_stack() {
-        let e = vec![
-            ended("promote", "a", "ok"),
-            ended("promote", "b", "ok"),
-            ended("promote", "c", "rolled-back"),
-            ended("promote", "d", "ok"),
-            ended("rollback", "b", "ok"),
-        ];
-        assert_eq!(production_history(&e), vec!["a", "b"]);
-    }
 }

@@ -38,6 +38,7 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
 /// temporary links. Only ever called with the lock held.
 pub fn tidy_leftovers(ctx: &Ctx) {
     link::remove_leftovers(&ctx.root.dir);
+    crate::ops::cleanup::empty_trash(ctx);
     remove_dead_quarantine_views(&ctx.root.state_dir());
     crate::strict::remove_stale(&ctx.root);
     // Half-written release records (release::save writes a temporary file
@@ -250,6 +251,20 @@ fn build(
     let root = &ctx.root;
     let hex = commit.to_string();
     let dir = root.release(&hex);
+
+    // Before anything is written: a deploy must not fill the disk.
+    let carry_from = [root.warmup(), root.production()]
+        .into_iter()
+        .flatten()
+        .find(|c| *c != hex && release::is_ready(root, c));
+    crate::ops::disk::preflight(
+        ctx,
+        repo,
+        commit,
+        carry_from
+            .as_deref()
+            .filter(|_| !ctx.config.carry.is_empty()),
+    )?;
 
     let stage = Stage::start("export");
     let tmp = root.releases().join(format!(

@@ -290,3 +290,43 @@ pub fn git_archive(repo: &Path, commit: &str, dest: &Path) {
         .unwrap();
     assert!(tar.wait().unwrap().success());
 }
+
+/// The pids of the background cleanups a push or command announced
+/// ("deleting in the background (pid N, ...").
+pub fn background_pids(t: &str) -> Vec<i32> {
+    t.match_indices("deleting in the background (pid ")
+        .filter_map(|(i, m)| {
+            let rest = &t[i + m.len()..];
+            rest[..rest.find(',')?].parse().ok()
+        })
+        .collect()
+}
+
+/// Wait (generously) until a process has exited (or is a zombie no one reaps).
+pub fn wait_gone(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("");
+        if stat.is_empty() || state == "Z" || state == "X" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Wait for every background cleanup announced in `t` to finish (they hold
+/// the deploy lock while they delete).
+pub fn wait_all(t: &str) {
+    for pid in background_pids(t) {
+        wait_gone(pid);
+    }
+}
