@@ -381,6 +381,18 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     // common/ is never touched: www-data's log survives
     assert!(root.join("common/log/app/x.log").exists());
 
+    // check notices a writable dir the web user lost, and names the setfacl to run
+    let out = run(Command::new("setfacl").arg("-b").arg(rel2.join("temp")));
+    assert!(out.status.success(), "setfacl -b: {}", text(&out));
+    let out = user.symdeploy(&root, &["check"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("temp is not writable for the web user www-data"),
+        "{t}"
+    );
+    assert!(t.contains("setfacl -R -m u:www-data:rwX"), "{t}");
+
     // a root given back to root is reported to the deploy user, with the chown to run
     std::os::unix::fs::chown(root.join("releases"), Some(0), Some(0)).unwrap();
     let out = user.symdeploy(&root, &["check"]);
