@@ -415,6 +415,29 @@ fn init_as_root_without_user_warns_and_refuses_root_as_user() {
         "{}",
         text(&out)
     );
+    // a binary the deploy user cannot reach (a private home, like /root/.cargo/bin) is named
+    let user = TestUser::create("p");
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::copy(bin(), private.join("symdeploy")).unwrap();
+    let out = run(Command::new(private.join("symdeploy")).args([
+        "init",
+        tmp.path().join("root2").to_str().unwrap(),
+        "--user",
+        &user.name,
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} cannot run", user.name))
+            && text(&out).contains("no execute permission on"),
+        "{}",
+        text(&out)
+    );
     let out = run(Command::new(bin()).args(["init", root.to_str().unwrap(), "--user", "root"]));
     assert!(!out.status.success());
     assert!(
