@@ -381,6 +381,18 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     // common/ is never touched: www-data's log survives
     assert!(root.join("common/log/app/x.log").exists());
 
+    // check notices a writable dir the web user lost, and names the setfacl to run
+    let out = run(Command::new("setfacl").arg("-b").arg(rel2.join("temp")));
+    assert!(out.status.success(), "setfacl -b: {}", text(&out));
+    let out = user.symdeploy(&root, &["check"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("temp is not writable for the web user www-data"),
+        "{t}"
+    );
+    assert!(t.contains("setfacl -R -m u:www-data:rwX"), "{t}");
+
     // a root given back to root is reported to the deploy user, with the chown to run
     std::os::unix::fs::chown(root.join("releases"), Some(0), Some(0)).unwrap();
     let out = user.symdeploy(&root, &["check"]);
@@ -400,6 +412,29 @@ fn init_as_root_without_user_warns_and_refuses_root_as_user() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("owned by root: pushes must then come as root"),
+        "{}",
+        text(&out)
+    );
+    // a binary the deploy user cannot reach (a private home, like /root/.cargo/bin) is named
+    let user = TestUser::create("p");
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::copy(bin(), private.join("symdeploy")).unwrap();
+    let out = run(Command::new(private.join("symdeploy")).args([
+        "init",
+        tmp.path().join("root2").to_str().unwrap(),
+        "--user",
+        &user.name,
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} cannot run", user.name))
+            && text(&out).contains("no execute permission on"),
         "{}",
         text(&out)
     );
