@@ -144,6 +144,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Commands that change nothing on disk (they print what they read).
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Status { .. }
+                | Command::Releases { .. }
+                | Command::Log { .. }
+                | Command::Check
+                | Command::Generate { .. }
+        )
+    }
+}
+
 /// Files `symdeploy generate` writes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Generated {
