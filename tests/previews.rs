@@ -135,6 +135,14 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
 
+    // The root with a preview is a valid root.
+    let t = ok(&env.symdeploy(&["check"]));
+    assert!(t.contains("0 errors, 0 warnings"), "{t}");
+    assert!(
+        t.contains("previews/feature-login-form -> releases/preview-feature-login-form-"),
+        "{t}"
+    );
+
     // status, releases and preview list show it.
     let s = ok(&env.symdeploy(&["status"]));
     assert!(
@@ -512,4 +520,50 @@ fn a_bad_previews_config_names_file_and_line() {
     env.git(&["checkout", "-q", "-b", "feature/x"]);
     let t = text(&env.push(&["feature/x"]));
     assert!(t.contains(&format!("deploy.toml:{line}:")), "{t}");
+}
+
+#[test]
+fn strict_mode_a_kill_while_git_holds_the_ref_leaves_the_old_preview() {
+    let env = Env::with_init_args(&config(""), &["--strict"]);
+    env.push_ok(&["main"]);
+    env.git(&["checkout", "-q", "-b", "feature/login-form"]);
+    env.write("www/index.html", "v1\n");
+    let b = env.commit("v1");
+    env.push_ok(&["feature/login-form"]);
+    env.write("www/index.html", "v2\n");
+    env.commit("v2");
+    let out = run(git_cmd(&env.work)
+        .args(["push", "deploy", "feature/login-form"])
+        .env("SYMDEPLOY_FAULT", "strict-before-flip-preview"));
+    // The reference-transaction hook died in `prepared`: git aborts the update.
+    assert!(!out.status.success(), "{}", text(&out));
+    let tip =
+        run(git_cmd(&env.root.join("repository"))
+            .args(["rev-parse", "refs/heads/feature/login-form"]));
+    assert_eq!(String::from_utf8_lossy(&tip.stdout).trim(), b);
+    assert_eq!(
+        read(&env.root.join("previews/feature-login-form/www/index.html")),
+        "v1\n"
+    );
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("recovering an interrupted preview"), "{t}");
+    assert!(t.contains("git did not update"), "{t}");
+    assert_eq!(
+        preview_target(&env, "feature-login-form").as_deref(),
+        Some(format!("preview-feature-login-form-{b}").as_str())
+    );
+    let j = env.journal();
+    assert!(j
+        .iter()
+        .any(|e| e["event"] == "preview" && e["result"] == "rejected"));
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("nothing to recover"), "{t}");
+    // The next push goes through.
+    env.write("www/index.html", "v3\n");
+    env.commit("v3");
+    env.push_ok(&["feature/login-form"]);
+    assert_eq!(
+        read(&env.root.join("previews/feature-login-form/www/index.html")),
+        "v3\n"
+    );
 }
