@@ -501,6 +501,26 @@ fn strict_mode_a_failed_preview_build_rejects_the_branch_push() {
     assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
     let r = ok(&env.symdeploy(&["recover"]));
     assert!(r.contains("nothing to recover"), "{r}");
+
+    // A new branch whose first build fails is refused; cleanup forgets it.
+    env.git(&["checkout", "-q", "-b", "feature/never"]);
+    let out = env.push(&["feature/never"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let l = ok(&env.symdeploy(&["preview", "list"]));
+    assert!(l.contains("feature-never"), "{l}");
+    let t = ok(&env.symdeploy(&["cleanup"]));
+    assert!(
+        t.contains("its branch feature/never no longer exists"),
+        "{t}"
+    );
+    let l = ok(&env.symdeploy(&["preview", "list"]));
+    assert!(!l.contains("feature-never"), "{l}");
+    let names: Vec<String> = std::fs::read_dir(env.root.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("preview-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }
 
 #[test]

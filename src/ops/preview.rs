@@ -698,8 +698,9 @@ pub fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// What cleanup does with previews: remove those past `ttl_days`, then the
-/// least recently pushed beyond `keep`, then releases no preview points at.
+/// What cleanup does with previews: remove those whose branch is gone, those
+/// past `ttl_days`, then the least recently pushed beyond `keep`, then
+/// releases no preview points at.
 /// Lock held (or `dry_run`).
 pub fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
     let root = &ctx.root;
@@ -710,7 +711,17 @@ pub fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
     let ttl = jiff::SignedDuration::from_hours(24 * p.ttl_days as i64);
     let mut doomed: Vec<(Meta, String)> = Vec::new();
     let mut kept = 0;
+    let repo = repo::open(&root.repository()).ok();
     for m in metas {
+        // Deleted while previews were off, or a new branch a strict push refused.
+        let gone = repo
+            .as_ref()
+            .is_some_and(|r| repo::ref_commit(r, &format!("refs/heads/{}", m.branch)).is_none());
+        if gone {
+            let why = format!("its branch {} no longer exists", output::escape(&m.branch));
+            doomed.push((m, why));
+            continue;
+        }
         let age = m
             .pushed
             .parse::<jiff::Timestamp>()
