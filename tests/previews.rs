@@ -154,6 +154,12 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
         r.contains("[preview feature-login-form of feature/login-form, served]"),
         "{r}"
     );
+    // releases --json stays the array of main releases (the ansible module reads it).
+    let rj: serde_json::Value =
+        serde_json::from_str(ok(&env.symdeploy(&["releases", "--json"])).trim()).unwrap();
+    let rj = rj.as_array().expect("an array");
+    assert_eq!(rj.len(), 1, "{rj:?}");
+    assert_eq!(rj[0]["commit"], a.as_str());
     let l = ok(&env.symdeploy(&["preview", "list", "--json"]));
     let rows: serde_json::Value = serde_json::from_str(l.trim()).unwrap();
     assert_eq!(rows[0]["slug"], "feature-login-form");

@@ -78,13 +78,6 @@ pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
     Ok(out)
 }
 
-/// The JSON of `releases --json`.
-#[derive(Debug, Serialize)]
-struct Listing {
-    releases: Vec<Row>,
-    previews: Vec<PreviewRow>,
-}
-
 /// All releases, newest first.
 pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
     let production = ctx.root.production();
@@ -127,26 +120,16 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
 /// `symdeploy releases`.
 pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     let rows = rows(ctx)?;
-    let previews = preview_rows(ctx)?;
-    if json && previews.is_empty() {
-        // Unchanged for roots without previews: an array of releases.
+    if json {
+        // An array of the main releases, as always (the ansible module reads
+        // it): `preview list --json` and `status --json` have the previews.
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(());
     }
-    if json {
-        let listing = Listing {
-            releases: rows,
-            previews,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&listing).unwrap_or_default()
-        );
-        return Ok(());
-    }
+    let previews = preview_rows(ctx)?;
     if rows.is_empty() {
         println!(
             "no releases yet: push the deploy branch ({})",
