@@ -199,6 +199,12 @@ pub fn run(kind: HookKind) -> Result<()> {
                 }
             }
             Action::Preview => {
+                if promote_option {
+                    output::warning(&format!(
+                        "-o promote does not apply to {}: a preview branch never moves production",
+                        output::escape(&update.name)
+                    ));
+                }
                 let result = parse_id(&update.new)
                     .and_then(|id| crate::repo::peel_to_commit(&objects.repo, id, &update.name))
                     .and_then(|c| {

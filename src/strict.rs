@@ -336,6 +336,12 @@ pub fn pre_receive(
                 continue;
             }
             Action::Preview => {
+                if promote_option {
+                    output::warning(&format!(
+                        "-o promote does not apply to {}: a preview branch never moves production",
+                        output::escape(&update.name)
+                    ));
+                }
                 let result = build_preview(ctx, repo, update);
                 output::close_log();
                 match result {

@@ -48,11 +48,12 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     env.clear_trace();
     env.write("www/index.html", "login form v1\n");
     let b = env.commit("login form");
-    let t = env.push_ok(&["feature/login-form"]);
+    let t = env.push_ok(&["-o", "promote", "feature/login-form"]);
     assert!(
         t.contains("previews/feature-login-form -> releases/preview-feature-login-form-"),
         "{t}"
     );
+    assert!(t.contains("-o promote does not apply"), "{t}");
 
     let www = env.root.join("previews/feature-login-form/www/index.html");
     assert_eq!(read(&www), "login form v1\n");
