@@ -594,3 +594,36 @@ fn strict_mode_a_kill_while_git_holds_the_ref_leaves_the_old_preview() {
         "v3\n"
     );
 }
+
+#[test]
+fn sigkill_during_a_preview_removal_is_finished_by_recovery() {
+    let (env, a) = scene("");
+    env.write("www/index.html", "v1\n");
+    let b = env.commit("v1");
+    env.push_ok(&["feature/login-form"]);
+    let out = run(git_cmd(&env.work)
+        .args(["push", "deploy", ":feature/login-form"])
+        .env("SYMDEPLOY_FAULT", "preview-remove"));
+    assert!(
+        text(&out).contains("died of signal 9"),
+        "the fault did not fire: {}",
+        text(&out)
+    );
+    // The link went first: nothing serves a half-removed preview.
+    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(
+        t.contains("recovering an interrupted preview-remove"),
+        "{t}"
+    );
+    assert!(t.contains("preview feature-login-form removed"), "{t}");
+    assert!(!env
+        .root
+        .join(format!("releases/preview-feature-login-form-{b}"))
+        .exists());
+    let l = ok(&env.symdeploy(&["preview", "list"]));
+    assert!(l.contains("no previews yet"), "{l}");
+    assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("nothing to recover"), "{t}");
+}
