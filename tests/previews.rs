@@ -611,11 +611,19 @@ fn sigkill_during_a_preview_removal_is_finished_by_recovery() {
     );
     // The link went first: nothing serves a half-removed preview.
     assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
+    // What a kill inside a flip or a seed copy leaves; the next locked command tidies it.
+    let stray_link = env.root.join("previews/.symdeploy-link-feature-x-99999");
+    std::os::unix::fs::symlink("../releases/nothing", &stray_link).unwrap();
+    let stray_seed = env.root.join("common-previews/.tmp-feature-x-99999");
+    std::fs::create_dir_all(stray_seed.join("app")).unwrap();
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(
         t.contains("recovering an interrupted preview-remove"),
         "{t}"
     );
+    assert!(std::fs::symlink_metadata(&stray_link).is_err());
+    assert!(!stray_seed.exists());
+    assert!(env.root.join("common-previews/feature-login-form").is_dir());
     assert!(t.contains("preview feature-login-form removed"), "{t}");
     assert!(!env
         .root

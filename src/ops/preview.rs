@@ -513,6 +513,31 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     Ok(())
 }
 
+/// Remove what a crashed preview run left (lock held): temporary links in
+/// previews/, half-copied seeds in common-previews/ and half-written
+/// records (all named `.tmp-*` or with the flip's temporary prefix; nothing
+/// a preview serves or a tester wrote).
+pub fn tidy(ctx: &Ctx) {
+    link::remove_leftovers(&ctx.root.previews());
+    for dir in [
+        ctx.root.dir.join("common-previews"),
+        ctx.root.preview_records(),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let p = e.path();
+                let _ = match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                    _ => std::fs::remove_file(&p),
+                };
+            }
+        }
+    }
+}
+
 /// The hook's handling of a deleted preview branch: lock, remove.
 pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
     let branch = git_ref.trim_start_matches("refs/heads/");
