@@ -635,3 +635,64 @@ fn sigkill_during_a_preview_removal_is_finished_by_recovery() {
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(t.contains("nothing to recover"), "{t}");
 }
+
+/// `sh -c script` as www-data (uid 33 on Debian), like php-fpm would write.
+fn as_www_data(script: &str) -> Option<std::process::Output> {
+    let web = nix::unistd::User::from_name("www-data").ok()??;
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    Some(run(Command::new(setpriv)
+        .arg(format!("--reuid={}", web.uid))
+        .arg(format!("--regid={}", web.gid))
+        .arg("--clear-groups")
+        .args(["--", "sh", "-c", script])
+        .current_dir("/")))
+}
+
+#[test]
+fn web_user_writes_the_previews_data_and_temp_not_commons() {
+    if !nix::unistd::geteuid().is_root() || as_www_data("true").is_none() {
+        assert!(
+            std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
+            "needs root, setpriv and www-data, and SYMDEPLOY_REQUIRE_STACK is set"
+        );
+        eprintln!("SKIPPED web_user_writes_the_previews_data_and_temp_not_commons: needs root, setpriv and the www-data user");
+        return;
+    }
+    let (env, _) = scene("");
+    let cfg = config("").replace(
+        "lock_timeout = 120",
+        "lock_timeout = 120\nweb_user = \"www-data\"\nwritable = [\"temp\"]",
+    );
+    env.set_config(&cfg);
+    // Temp dirs are 0700: www-data must be able to walk to the root.
+    let mut p = env.root.clone();
+    while p != Path::new("/") && p != Path::new("/tmp") {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p.pop();
+    }
+    env.write("temp/.gitignore", "*\n!.gitignore\n");
+    env.commit("temp");
+    let t = env.push_ok(&["feature/login-form"]);
+    assert!(t.contains("writable for www-data"), "{t}");
+    let preview = env.root.join("previews/feature-login-form");
+    let out = as_www_data(&format!(
+        "echo hit >> {p}/log/access.log && echo s > {p}/temp/sess_1",
+        p = preview.display()
+    ))
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "www-data cannot write: {}",
+        text(&out)
+    );
+    assert!(env
+        .root
+        .join("common-previews/feature-login-form/log/access.log")
+        .exists());
+    assert!(!env.root.join("common/log/access.log").exists());
+    // What www-data wrote does not keep the preview from going.
+    env.push_ok(&[":feature/login-form"]);
+    assert!(std::fs::symlink_metadata(&preview).is_err());
+}
