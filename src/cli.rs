@@ -107,6 +107,12 @@ pub enum Command {
         #[arg(long, hide = true)]
         background: bool,
     },
+    /// Preview environments of branches (`[previews]` in deploy.toml).
+    Preview {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: PreviewCommand,
+    },
     /// Show the deploy history from the journal.
     Log {
         /// How many runs to show.
@@ -154,8 +160,30 @@ impl Command {
                 | Command::Log { .. }
                 | Command::Check
                 | Command::Generate { .. }
+                | Command::Preview {
+                    command: PreviewCommand::List { .. }
+                }
         )
     }
+}
+
+/// `symdeploy preview ...`.
+#[derive(Debug, Subcommand)]
+pub enum PreviewCommand {
+    /// List previews: slug, branch, commit, age of the last push.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a preview: its link, its releases and its record.
+    Rm {
+        /// The preview's slug (as `symdeploy preview list` shows it).
+        slug: String,
+        /// Also delete its data in common-previews/<slug>/ (kept otherwise).
+        #[arg(long)]
+        data: bool,
+    },
 }
 
 /// Files `symdeploy generate` writes.

@@ -66,6 +66,42 @@ pub struct Promote {
     pub notify: Vec<String>,
 }
 
+/// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previews {
+    /// Branch glob (`"feature/*"`); `None`: previews are off.
+    pub branches: Option<String>,
+    /// Most previews at once; the least recently pushed go first.
+    pub keep: usize,
+    /// A preview not pushed to for this many days is removed by cleanup.
+    pub ttl_days: u64,
+    /// A directory (absolute, or relative to the root) copied into a new
+    /// preview's `common-previews/<slug>/`; `None`: it starts empty.
+    pub seed: Option<PathBuf>,
+    /// Build commands (default: the warm-up's).
+    pub build: Vec<String>,
+    /// Link commands (default: the warm-up's).
+    pub links: Vec<String>,
+    /// Migrations (default: none: a preview never migrates unless told to).
+    pub migrate: Vec<String>,
+    /// Run after the preview flipped, with SYMDEPLOY_STAGE=preview
+    /// (default: the warm-up's notify).
+    pub notify: Vec<String>,
+}
+
+impl Previews {
+    /// Is `branch` (without refs/heads/) one that gets a preview?
+    pub fn matches(&self, branch: &str) -> bool {
+        self.branches.as_deref().is_some_and(|glob| {
+            gix::glob::wildmatch(
+                glob.into(),
+                branch.into(),
+                gix::glob::wildmatch::Mode::empty(),
+            )
+        })
+    }
+}
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -102,6 +138,8 @@ pub struct Config {
     pub min_free: MinFree,
     /// Size (KiB) past which the journal's current segment is compressed away.
     pub journal_segment_kib: u64,
+    /// Preview environments per branch.
+    pub previews: Previews,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -177,6 +215,20 @@ struct RawConfig {
     keep_logs: Option<Spanned<i64>>,
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
+    previews: Option<RawPreviews>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPreviews {
+    branches: Option<Spanned<String>>,
+    keep: Option<Spanned<i64>>,
+    ttl_days: Option<Spanned<i64>>,
+    seed: Option<Spanned<String>>,
+    build: Commands,
+    links: Commands,
+    migrate: Commands,
+    notify: Commands,
 }
 
 type Commands = Option<Vec<Spanned<String>>>;
@@ -212,6 +264,8 @@ pub const RESERVED_ROOT_NAMES: &[&str] = &[
     ".symdeploy",
     "warmup",
     "production",
+    "previews",
+    "common-previews",
 ];
 
 struct Ctx<'a> {
@@ -684,7 +738,9 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
             )
         }
     };
+    let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
     Ok(Config {
+        previews,
         keep_logs,
         min_free,
         journal_segment_kib,
@@ -701,6 +757,88 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         promote,
         web_user,
         writable,
+    })
+}
+
+fn previews(ctx: &Ctx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Result<Previews> {
+    let branches = match p.branches {
+        None => None,
+        Some(b) if b.get_ref().trim().is_empty() => None,
+        Some(b) => {
+            let glob = b.get_ref().trim();
+            if glob.starts_with("refs/") || glob.contains(char::is_whitespace) {
+                return ctx.err(
+                    b.span(),
+                    format!("`previews.branches` \"{glob}\" must be a branch glob without refs/heads/ and without spaces, like \"feature/*\""),
+                );
+            }
+            if glob == branch {
+                return ctx.err(
+                    b.span(),
+                    format!("`previews.branches` \"{glob}\" is the deploy branch itself; previews are for other branches (like \"feature/*\")"),
+                );
+            }
+            Some(glob.to_string())
+        }
+    };
+    let keep = match p.keep {
+        None => 10,
+        Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
+        Some(k) => {
+            return ctx.err(
+                k.span(),
+                format!(
+                    "`previews.keep` must be between 1 and 1000, not {}",
+                    k.get_ref()
+                ),
+            )
+        }
+    };
+    let ttl_days = match p.ttl_days {
+        None => 14,
+        Some(k) if (1..=3650).contains(k.get_ref()) => *k.get_ref() as u64,
+        Some(k) => {
+            return ctx.err(
+                k.span(),
+                format!(
+                    "`previews.ttl_days` must be between 1 and 3650, not {}",
+                    k.get_ref()
+                ),
+            )
+        }
+    };
+    let seed = match p.seed {
+        None => None,
+        Some(s) if s.get_ref().trim().is_empty() => None,
+        Some(s) => {
+            let path = PathBuf::from(s.get_ref().trim());
+            if path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return ctx.err(
+                    s.span(),
+                    format!("`previews.seed` \"{}\" contains `..`; write an absolute path or one relative to the deploy root", s.get_ref()),
+                );
+            }
+            if path.starts_with("common") && !path.starts_with("common-") {
+                return ctx.err(
+                    s.span(),
+                    format!("`previews.seed` \"{}\" is inside common/; production's data is never handed to previews, make a seed directory of its own (like \"previews-seed\")", s.get_ref()),
+                );
+            }
+            Some(path)
+        }
+    };
+    Ok(Previews {
+        branches,
+        keep,
+        ttl_days,
+        seed,
+        build: ctx.commands("previews.build", p.build, &warmup.build)?,
+        links: ctx.commands("previews.links", p.links, &warmup.links)?,
+        migrate: ctx.commands("previews.migrate", p.migrate, &[])?,
+        notify: ctx.commands("previews.notify", p.notify, &warmup.notify)?,
     })
 }
 
@@ -773,6 +911,10 @@ mod tests {
             "keep_logs",
             "min_free",
             "journal_segment_kib",
+            "[previews]",
+            "branches",
+            "ttl_days",
+            "seed",
         ] {
             assert!(TEMPLATE.contains(key), "template lacks {key}");
         }
@@ -845,6 +987,39 @@ mod tests {
         assert_eq!(MinFree::Auto.bytes(1000), 100);
         assert_eq!(MinFree::Auto.bytes(1 << 40), 1 << 30);
         assert_eq!(parse("min_free = \"off\"").unwrap().min_free, MinFree::Off);
+    }
+
+    #[test]
+    fn previews_are_off_by_default_and_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.previews.branches, None);
+        assert!(!c.previews.matches("feature/x"));
+        assert_eq!(c.previews.keep, 10);
+        assert_eq!(c.previews.ttl_days, 14);
+        assert_eq!(c.previews.build, c.warmup.build);
+        assert_eq!(c.previews.links, c.warmup.links);
+        assert!(c.previews.migrate.is_empty());
+        let c = parse("[warmup]\nmigrate = [\"m\"]\n[previews]\nbranches = \"feature/*\"\nkeep = 3\nttl_days = 2\nseed = \"previews-seed\"\n").unwrap();
+        assert!(c.previews.matches("feature/login-form"));
+        assert!(!c.previews.matches("main"));
+        assert!(!c.previews.matches("bugfix/x"));
+        assert!(
+            c.previews.migrate.is_empty(),
+            "no migrate unless configured"
+        );
+        assert_eq!(c.previews.seed.as_deref(), Some(Path::new("previews-seed")));
+        let e = err_text("[previews]\nbranches = \"feature/*\"\nkeep = 0\n");
+        assert!(
+            e.starts_with("deploy.toml:3:") && e.contains("previews.keep"),
+            "{e}"
+        );
+        assert!(err_text("[previews]\nttl_days = -1").contains("previews.ttl_days"));
+        assert!(err_text("[previews]\nbranches = \"refs/heads/x\"").contains("previews.branches"));
+        assert!(err_text("[previews]\nbranches = \"main\"").contains("deploy branch"));
+        assert!(err_text("[previews]\nseed = \"../x\"").contains("previews.seed"));
+        assert!(err_text("[previews]\nseed = \"common/db\"").contains("common/"));
+        assert!(err_text("[previews]\nbuild = [\"\"]").contains("previews.build"));
+        assert!(err_text("[previews]\nbranchs = \"x\"").contains("branchs"));
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! it) and `strict-before-flip-warmup` (the reference-transaction hook killed
 //! with git holding the ref, before warmup moves). The promote's own points
 //! (`stop`, `after-flip-production`, ...) also fire inside that hook.
+//!
+//! Points of a preview (issue 15): `preview-build`, `preview-links`,
+//! `preview-migrate`, `before-flip-preview`, `after-flip-preview`,
+//! `before-rename-<slug>` (the flip's own), `preview-remove` (after the link
+//! went, before the releases), and `strict-before-flip-preview`.
 
 use std::sync::OnceLock;
 

@@ -2,7 +2,8 @@
 //!
 //! The whole of stdin is parsed and checked before anything runs, so a
 //! malformed line means nothing is half-processed. Branch pushes warm up,
-//! release tags promote, everything else is reported and ignored.
+//! release tags promote, branches matching `previews.branches` get (or, when
+//! deleted, lose) a preview, everything else is reported and ignored.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,10 @@ pub enum Action {
     Warmup,
     /// Warm up (if needed) and promote the pushed tag's commit.
     Promote,
+    /// Warm the pushed commit up as its branch's preview.
+    Preview,
+    /// The branch of a preview was deleted: remove the preview.
+    RemovePreview,
     /// Nothing; the reason is shown.
     Ignore(String),
 }
@@ -90,6 +95,13 @@ fn truncate(s: &str, n: usize) -> &str {
 /// Decide what to do with one ref update.
 pub fn route(ctx: &Ctx, update: &RefUpdate) -> Action {
     let branch_ref = ctx.config.branch_ref();
+    if crate::ops::preview::preview_branch(ctx, &update.name).is_some() {
+        return if update.is_deletion() {
+            Action::RemovePreview
+        } else {
+            Action::Preview
+        };
+    }
     if update.is_deletion() {
         return Action::Ignore(format!(
             "{} deleted; symdeploy never removes releases on a push",
@@ -180,6 +192,32 @@ pub fn run(kind: HookKind) -> Result<()> {
             }
             Action::Promote => {
                 let result = promote(&ctx, &objects.repo, update);
+                output::close_log();
+                if let Err(e) = result {
+                    report_once(&e);
+                    failures.push(e);
+                }
+            }
+            Action::Preview => {
+                if promote_option {
+                    output::warning(&format!(
+                        "-o promote does not apply to {}: a preview branch never moves production",
+                        output::escape(&update.name)
+                    ));
+                }
+                let result = parse_id(&update.new)
+                    .and_then(|id| crate::repo::peel_to_commit(&objects.repo, id, &update.name))
+                    .and_then(|c| {
+                        crate::ops::preview::deploy(&ctx, &objects.repo, c, &update.name)
+                    });
+                output::close_log();
+                if let Err(e) = result {
+                    report_once(&e);
+                    failures.push(e);
+                }
+            }
+            Action::RemovePreview => {
+                let result = crate::ops::preview::delete_branch(&ctx, &update.name);
                 output::close_log();
                 if let Err(e) = result {
                     report_once(&e);

@@ -74,6 +74,10 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             background,
         } => ops::cleanup::run(&ctx()?, keep, dry_run, background),
+        Command::Preview { command } => match command {
+            cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
+            cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
+        },
         Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(

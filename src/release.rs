@@ -73,8 +73,14 @@ pub fn load(root: &Root, commit: &str) -> Option<Record> {
 
 /// Write a release's record atomically and durably.
 pub fn save(root: &Root, record: &Record) -> Result<()> {
+    save_as(root, &record.commit, record)
+}
+
+/// Write the record of the release directory `name` (a commit for a main
+/// release, `preview-<slug>-<commit>` for a preview's).
+pub fn save_as(root: &Root, name: &str, record: &Record) -> Result<()> {
     let dir = root.states();
-    let path = dir.join(format!("{}.json", record.commit));
+    let path = dir.join(format!("{name}.json"));
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| Error::msg(format!("cannot encode release record: {e}")))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).at("create a temporary file in", &dir)?;
@@ -86,7 +92,7 @@ pub fn save(root: &Root, record: &Record) -> Result<()> {
     Ok(())
 }
 
-/// Change the state of an existing record.
+/// Change the state of an existing record (`commit`: the release directory's name).
 pub fn set_state(root: &Root, commit: &str, state: State, error: Option<String>) -> Result<()> {
     if let Some(mut r) = load(root, commit) {
         r.state = state;
@@ -97,7 +103,7 @@ pub fn set_state(root: &Root, commit: &str, state: State, error: Option<String>)
         if error.is_some() {
             r.error = error;
         }
-        save(root, &r)?;
+        save_as(root, commit, &r)?;
     }
     Ok(())
 }

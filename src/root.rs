@@ -8,7 +8,15 @@
 //! ROOT/.symdeploy/              lock, journal, release states, logs
 //! ROOT/warmup -> releases/<commit>     ROOT/production -> releases/<commit>
 //! ROOT/www_warmup, www, app     static links through warmup/production
+//! ROOT/previews/<slug> -> ../releases/preview-<slug>-<commit>   one per branch preview
+//! ROOT/common-previews/<slug>/  a preview's own shared data (never common/)
+//! ROOT/.symdeploy/previews/<slug>.json   which branch a slug belongs to, last push
 //! ```
+//!
+//! A preview's release lives in releases/ like every export (same filesystem,
+//! same temporary-export cleanup) but under a name that is never a bare
+//! commit hash, so it never shares a directory with a main release of the
+//! same commit, and everything that lists main releases skips it.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +26,10 @@ use crate::error::{Error, IoContext, Result};
 pub const WARMUP: &str = "warmup";
 /// The name of the production symlink.
 pub const PRODUCTION: &str = "production";
+/// The directory of the preview links.
+pub const PREVIEWS: &str = "previews";
+/// Prefix of preview release directories inside releases/.
+pub const PREVIEW_RELEASE_PREFIX: &str = "preview-";
 /// Prefix of temporary export directories inside releases/.
 pub const TMP_PREFIX: &str = ".tmp-";
 
@@ -129,6 +141,56 @@ impl Root {
         self.dir.join(name)
     }
 
+    /// ROOT/previews: one symlink per preview.
+    pub fn previews(&self) -> PathBuf {
+        self.dir.join(PREVIEWS)
+    }
+    /// ROOT/previews/<slug>
+    pub fn preview_link(&self, slug: &str) -> PathBuf {
+        self.previews().join(slug)
+    }
+    /// The name (in releases/) of a preview's release of `commit`.
+    pub fn preview_release_name(&self, slug: &str, commit: &str) -> String {
+        format!("{PREVIEW_RELEASE_PREFIX}{slug}-{commit}")
+    }
+    /// The target text of `previews/<slug>` for the release `name`.
+    pub fn preview_target(&self, name: &str) -> String {
+        format!("../releases/{name}")
+    }
+    /// The release name `previews/<slug>` points at, if any.
+    pub fn preview_pointed(&self, slug: &str) -> Option<String> {
+        let target = std::fs::read_link(self.preview_link(slug)).ok()?;
+        let name = target.to_str()?.strip_prefix("../releases/")?;
+        name.starts_with(PREVIEW_RELEASE_PREFIX)
+            .then(|| name.trim_end_matches('/').to_string())
+    }
+    /// ROOT/common-previews/<slug>: the shared data of one preview.
+    pub fn common_preview(&self, slug: &str) -> PathBuf {
+        self.dir.join("common-previews").join(slug)
+    }
+    /// The shared-data directory of a preview, relative to the root (link targets).
+    pub fn common_preview_rel(&self, slug: &str) -> PathBuf {
+        Path::new("common-previews").join(slug)
+    }
+    /// .symdeploy/previews: one record per preview (branch, slug, last push).
+    pub fn preview_records(&self) -> PathBuf {
+        self.state_dir().join("previews")
+    }
+    /// Preview release directories present: (name, slug, commit).
+    pub fn preview_release_dirs(&self) -> Result<Vec<(String, String, String)>> {
+        let dir = self.releases();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).at("read directory", &dir)? {
+            let entry = entry.at("read directory", &dir)?;
+            if let Some(name) = entry.file_name().to_str() {
+                if let Some((slug, commit)) = parse_preview_release(name) {
+                    out.push((name.to_string(), slug.to_string(), commit.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Create the state directories if missing (cheap; done by every deploy so
     /// that a root made by hand, or an older version, just works).
     pub fn ensure_state_dirs(&self) -> Result<()> {
@@ -180,6 +242,13 @@ pub fn is_commit_hash(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Split a preview release name `preview-<slug>-<commit>` into slug and commit.
+pub fn parse_preview_release(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(PREVIEW_RELEASE_PREFIX)?;
+    let (slug, commit) = rest.rsplit_once('-')?;
+    (is_commit_hash(commit) && !slug.is_empty()).then_some((slug, commit))
+}
+
 /// The short form used in messages.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
@@ -195,6 +264,18 @@ mod tests {
         assert!(!is_commit_hash(&"A".repeat(40)));
         assert!(!is_commit_hash("../../etc"));
         assert!(!is_commit_hash(".tmp-abc"));
+    }
+
+    #[test]
+    fn preview_release_names_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        let c = "0123456789abcdef0123456789abcdef01234567";
+        let name = root.preview_release_name("feature-a-b", c);
+        assert_eq!(parse_preview_release(&name), Some(("feature-a-b", c)));
+        assert!(!is_commit_hash(&name), "never taken for a main release");
+        assert_eq!(parse_preview_release(c), None);
+        assert_eq!(parse_preview_release("preview--x"), None);
     }
 
     #[test]

@@ -12,13 +12,24 @@ use crate::output;
 
 /// Link every shared path of `release` (a directory in releases/) into `common`.
 pub fn link_all(release: &Path, common: &Path, paths: &[String]) -> Result<()> {
+    link_all_into(release, common, Path::new("common"), paths)
+}
+
+/// Link every shared path of `release` into `common`, which is `common_rel`
+/// relative to the root (`common-previews/<slug>` for a preview).
+pub fn link_all_into(
+    release: &Path,
+    common: &Path,
+    common_rel: &Path,
+    paths: &[String],
+) -> Result<()> {
     for path in paths {
-        link_one(release, common, path)?;
+        link_one(release, common, common_rel, path)?;
     }
     Ok(())
 }
 
-fn link_one(release: &Path, common: &Path, path: &str) -> Result<()> {
+fn link_one(release: &Path, common: &Path, common_rel: &Path, path: &str) -> Result<()> {
     let parts: Vec<&str> = path.split('/').collect();
     // Parents inside the release must be real directories: a symlink there
     // (say `www -> /etc`) would make us write outside the release.
@@ -80,20 +91,20 @@ fn link_one(release: &Path, common: &Path, path: &str) -> Result<()> {
             }
         }
     }
-    let target = relative_target(path);
+    let target = relative_target(common_rel, path);
     std::os::unix::fs::symlink(&target, &in_release).at("create symlink", &in_release)?;
-    output::detail(&format!("{path} -> common/{path}{note}"));
+    output::detail(&format!("{path} -> {}/{path}{note}", common_rel.display()));
     Ok(())
 }
 
-/// From `releases/<commit>/a/b/c` back up to the root and into common/.
-fn relative_target(path: &str) -> PathBuf {
+/// From `releases/<name>/a/b/c` back up to the root and into `common_rel`.
+fn relative_target(common_rel: &Path, path: &str) -> PathBuf {
     let depth = path.split('/').count() - 1 + 2;
     let mut t = PathBuf::new();
     for _ in 0..depth {
         t.push("..");
     }
-    t.push("common");
+    t.push(common_rel);
     t.push(path);
     t
 }
@@ -130,10 +141,18 @@ mod tests {
 
     #[test]
     fn targets_climb_back_to_the_root() {
-        assert_eq!(relative_target("log"), Path::new("../../common/log"));
+        let common = Path::new("common");
         assert_eq!(
-            relative_target("www/data/images"),
+            relative_target(common, "log"),
+            Path::new("../../common/log")
+        );
+        assert_eq!(
+            relative_target(common, "www/data/images"),
             Path::new("../../../../common/www/data/images")
+        );
+        assert_eq!(
+            relative_target(Path::new("common-previews/feature-x"), "log"),
+            Path::new("../../common-previews/feature-x/log")
         );
     }
 

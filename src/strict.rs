@@ -50,6 +50,9 @@ pub struct GitTxn {
     /// Where warmup pointed before this run: where an undo puts it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_before: Option<String>,
+    /// For a preview: the release `previews/<slug>` pointed at before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_before: Option<String>,
 }
 
 impl GitTxn {
@@ -116,6 +119,12 @@ struct PendingUpdate {
     /// The journal runs `prepared` left open.
     #[serde(default)]
     runs: Vec<Entry>,
+    /// A preview branch: the preview's slug; `previews/<slug>` flips instead of warmup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview: Option<String>,
+    /// A deleted preview branch: the preview goes once git committed the deletion.
+    #[serde(default)]
+    remove_preview: bool,
 }
 
 impl PendingUpdate {
@@ -180,7 +189,11 @@ pub fn remove_stale(root: &Root) {
                 continue;
             }
             let repo = crate::repo::open(&root.repository()).ok();
-            for u in p.updates.iter().filter(|u| u.state == "built") {
+            for u in p
+                .updates
+                .iter()
+                .filter(|u| u.state == "built" && !u.remove_preview)
+            {
                 let now = repo
                     .as_ref()
                     .and_then(|r| crate::repo::ref_commit(r, &u.name))
@@ -188,7 +201,13 @@ pub fn remove_stale(root: &Root) {
                 if now.as_deref() == Some(u.commit.as_str()) {
                     continue;
                 }
-                let event = if u.promote { "promote" } else { "warmup" };
+                let event = if u.preview.is_some() {
+                    crate::ops::preview::EVENT
+                } else if u.promote {
+                    "promote"
+                } else {
+                    "warmup"
+                };
                 let mut end = Entry::start(event, Some(&u.commit), Some(&u.name)).end("rejected");
                 end.error = Some(format!(
                     "git refused {} before updating it (e.g. not a fast-forward, the tag exists, or another push won the race); warmup and production were not moved",
@@ -297,6 +316,56 @@ pub fn pre_receive(
                 output::line(&format!("-----> ignored: {why}"));
                 continue;
             }
+            Action::RemovePreview => {
+                output::line(&format!(
+                    "-----> {}: its preview is removed once git deletes the branch",
+                    output::escape(&update.name)
+                ));
+                pending.updates.push(PendingUpdate {
+                    old: update.old.clone(),
+                    new: update.new.clone(),
+                    name: update.name.clone(),
+                    commit: String::new(),
+                    warm: false,
+                    promote: false,
+                    state: "built".into(),
+                    runs: Vec::new(),
+                    preview: None,
+                    remove_preview: true,
+                });
+                continue;
+            }
+            Action::Preview => {
+                if promote_option {
+                    output::warning(&format!(
+                        "-o promote does not apply to {}: a preview branch never moves production",
+                        output::escape(&update.name)
+                    ));
+                }
+                let result = build_preview(ctx, repo, update);
+                output::close_log();
+                match result {
+                    Ok(built) => pending.updates.push(PendingUpdate {
+                        old: update.old.clone(),
+                        new: update.new.clone(),
+                        name: update.name.clone(),
+                        commit: built.commit,
+                        warm: false,
+                        promote: false,
+                        state: "built".into(),
+                        runs: Vec::new(),
+                        preview: Some(built.slug),
+                        remove_preview: false,
+                    }),
+                    Err(e) => {
+                        if !matches!(e, Error::Reported { .. }) {
+                            output::report(&e);
+                        }
+                        failure.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
             Action::Warmup => (true, promote_option),
             Action::Promote => (false, true),
         };
@@ -314,6 +383,8 @@ pub fn pre_receive(
                 promote,
                 state: "built".into(),
                 runs: Vec::new(),
+                preview: None,
+                remove_preview: false,
             }),
             Err(e) => {
                 if !matches!(e, Error::Reported { .. }) {
@@ -329,6 +400,31 @@ pub fn pre_receive(
         });
     }
     save(&ctx.root, &pending)
+}
+
+/// Build a preview branch's release without flipping `previews/<slug>`.
+fn build_preview(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    update: &RefUpdate,
+) -> Result<crate::ops::preview::Built> {
+    let new = gix::ObjectId::from_hex(update.new.as_bytes())
+        .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
+    let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
+    ops::open_run_log(
+        &ctx.root,
+        crate::ops::preview::EVENT,
+        short(&commit.to_string()),
+    );
+    let _lock = ops::lock_and_recover(
+        ctx,
+        &format!(
+            "preview build of {} ({}) for a strict push",
+            short(&commit.to_string()),
+            update.name
+        ),
+    )?;
+    crate::ops::preview::warm(ctx, repo, commit, &update.name, false)
 }
 
 fn build(
@@ -472,7 +568,15 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         started: pending.started,
         new: u.new.clone(),
         warmup_before: root.warmup(),
+        preview_before: None,
     };
+    if u.remove_preview {
+        // Removed once git has deleted the branch (`committed`).
+        return Ok(());
+    }
+    if let Some(slug) = &u.preview {
+        return flip_preview(ctx, txn, u, slug, runs);
+    }
     if !release::is_ready(root, &u.commit) {
         return Err(Error::with_help(
             format!(
@@ -516,10 +620,55 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
     Ok(())
 }
 
+/// A preview's flip, with git holding its branch locked.
+fn flip_preview(
+    ctx: &Ctx,
+    mut txn: GitTxn,
+    u: &PendingUpdate,
+    slug: &str,
+    runs: &mut Vec<Entry>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let name = root.preview_release_name(slug, &u.commit);
+    if !release::is_ready(root, &name) {
+        return Err(Error::with_help(
+            format!(
+                "releases/{name} is {} now, no longer the ready preview the pre-receive hook built",
+                release::effective_state(root, &name)
+            ),
+            "something changed it in between (a cleanup, `preview rm`); push again",
+        ));
+    }
+    txn.preview_before = root.preview_pointed(slug);
+    let mut run = Entry::start(crate::ops::preview::EVENT, Some(&u.commit), Some(&u.name));
+    run.txn = Some(txn);
+    journal::append(root, &run)?;
+    runs.push(run.clone());
+    crate::faults::point("strict-before-flip-preview");
+    crate::ops::preview::point(ctx, slug, &name)?;
+    let built = crate::ops::preview::Built {
+        slug: slug.to_string(),
+        name,
+        commit: u.commit.clone(),
+    };
+    crate::ops::preview::notify(ctx, &built, &u.name, &mut Default::default());
+    journal::append(root, &prepared(&run))?;
+    output::success(&format!("previews/{slug} -> releases/{}", built.name));
+    Ok(())
+}
+
 fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
     let mut promoted = false;
+    let mut removals = Vec::new();
+    let mut previews = Vec::new();
     for &i in matched {
         let u = &mut pending.updates[i];
+        if u.remove_preview {
+            removals.push(u.name.clone());
+        }
+        if let Some(slug) = &u.preview {
+            previews.push(slug.clone());
+        }
         for run in &u.runs {
             journal::append(&ctx.root, &run.end("ok"))?;
             promoted |= run.event == "promote";
@@ -528,6 +677,22 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
         u.state = "done".into();
     }
     pending.updates.retain(|u| u.state != "done");
+    for git_ref in removals {
+        // git has deleted the branch: its preview goes now.
+        if let Err(e) = crate::ops::preview::delete_branch(ctx, &git_ref) {
+            output::warning(&format!(
+                "{e}; remove it with `symdeploy preview rm` (the branch is deleted all the same)"
+            ));
+        }
+    }
+    if !previews.is_empty() {
+        // The releases the new ones replace; without waiting, like the cleanup below.
+        if let Ok(_lock) = crate::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO) {
+            for slug in previews {
+                crate::ops::preview::remove_unpointed(ctx, &slug);
+            }
+        }
+    }
     if promoted {
         // Without waiting: another deploy holding the lock cleans up itself.
         // Production has moved: a cleanup problem is a warning, never a failure.
@@ -561,6 +726,10 @@ fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()>
 /// keeps its commit, and the run ended `rejected`. Never fails: every step is
 /// reported, and it is safe to repeat (recovery repeats it after a kill).
 pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
+    if run.event == crate::ops::preview::EVENT {
+        let before = run.txn.as_ref().and_then(|t| t.preview_before.as_deref());
+        return crate::ops::preview::undo(ctx, run, before, why);
+    }
     let root = &ctx.root;
     let commit = run.commit.clone().unwrap_or_default();
     let git_ref = run.git_ref.clone().unwrap_or_default();
@@ -659,6 +828,7 @@ mod tests {
             started,
             new: String::new(),
             warmup_before: None,
+            preview_before: None,
         };
         assert!(txn(started).undecided());
         // The same pid with another start time is another process.
@@ -678,6 +848,8 @@ mod tests {
             promote: true,
             state: "built".into(),
             runs: Vec::new(),
+            preview: None,
+            remove_preview: false,
         };
         let line = |old: &str, new: &str, name: &str| RefUpdate {
             old: old.into(),

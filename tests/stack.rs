@@ -134,6 +134,8 @@ impl Stack {
     fn start(&self, script: &str, args: &[&str], env: &[(&str, String)]) -> Vars {
         let out = run(Command::new(stack_script(script))
             .args(args)
+            // Removed first: only what the test passes in `env` counts.
+            .env_remove("PREVIEW_DOMAIN")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("PHP_FPM_CHILDREN")
             .env_remove("NGINX_WORKERS")
@@ -183,7 +185,15 @@ impl Stack {
 
         let root_s = root.to_str().unwrap();
         let state_s = state.to_str().unwrap();
-        let web = self.start("start-web", &[root_s, state_s, &http_port.to_string()], &[]);
+        let web_env: Vec<(&str, String)> = opts
+            .preview_domain
+            .map(|d| vec![("PREVIEW_DOMAIN", d.to_string())])
+            .unwrap_or_default();
+        let web = self.start(
+            "start-web",
+            &[root_s, state_s, &http_port.to_string()],
+            &web_env,
+        );
         let sup = self.start("start-supervisor", &[root_s, state_s], &[]);
         assert_eq!(
             sup["SUPERVISOR_CONF"],
@@ -243,6 +253,8 @@ struct HostOpts {
     greeting: &'static str,
     /// Change the deploy.toml text.
     edit: Option<fn(&str) -> String>,
+    /// Serve previews as SLUG.<this> (start-web's PREVIEW_DOMAIN).
+    preview_domain: Option<&'static str>,
 }
 
 /// examples/php-app/deploy.toml with the test's port and supervisord config.
@@ -399,12 +411,17 @@ fn pid_of(s: &str) -> Option<u32> {
 
 /// One HTTP/1.0 GET on a new connection: (status, body).
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_host(port, "localhost", path)
+}
+
+/// One HTTP/1.0 GET with this Host header: (status, body).
+fn http_get_host(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -1477,4 +1494,143 @@ fn docs_snippets_are_the_configs_the_servers_run() {
     }
     // nginx runs with that config (404: nothing is deployed yet).
     assert_eq!(host.get("/health.php").0, 404);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Previews (issue 15)
+// ---------------------------------------------------------------------------
+
+/// The example's deploy.toml with previews of feature/* branches, seeded
+/// from ROOT/previews-seed (the preview's own local.ini).
+fn with_previews(config: &str) -> String {
+    format!("{config}\n[previews]\nbranches = \"feature/*\"\nseed = \"previews-seed\"\n")
+}
+
+#[test]
+fn previews_are_served_by_slug_and_production_keeps_serving() {
+    if !stack_ready(
+        "previews_are_served_by_slug_and_production_keeps_serving",
+        &["web", "supervisor", "app"],
+    ) {
+        return;
+    }
+    let _machine = shared_machine();
+    let stack = Stack::new();
+    let host = stack.host(
+        "h1",
+        HostOpts {
+            greeting: "production",
+            edit: Some(with_previews),
+            preview_domain: Some("preview.test"),
+            ..Default::default()
+        },
+    );
+    let seed = host.root.join("previews-seed/app/config");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("local.ini"), "greeting = preview\n").unwrap();
+    // The server block nginx runs is README's nginx-preview-server snippet.
+    let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
+    let start = nginx
+        .find("server_name ~^")
+        .expect("the preview server block");
+    let block = section(
+        &nginx[nginx[..start].rfind("server {").unwrap()..],
+        "server {",
+        true,
+    );
+    let root = host.root.display().to_string();
+    let state = host.state.display().to_string();
+    for (file, snippet) in doc_snippets("nginx-preview-server") {
+        let got = instantiate(
+            &file,
+            &snippet,
+            &[
+                (
+                    "listen 80;",
+                    format!("listen 127.0.0.1:{};", host.http_port()),
+                ),
+                ("preview\\.example\\.com", "preview\\.test".into()),
+                ("/srv/myapp", root.clone()),
+                (
+                    "unix:/run/php/myapp.sock",
+                    format!("unix:{state}/php-fpm.sock"),
+                ),
+            ],
+        );
+        assert_eq!(
+            directives(&got, &["#"]),
+            directives(&block, &["#"]),
+            "{file}: the nginx-preview-server snippet differs from the block nginx runs"
+        );
+    }
+
+    let project = Project::new(stack.path().join("work"));
+    let url = host.root.join("repository").display().to_string();
+    let a = project.git(&["rev-parse", "HEAD"]);
+    project.push_ok(&[&url, "main"], None);
+    host.symdeploy_ok(&["promote"]);
+    host.assert_serves(&a);
+
+    // Production keeps answering while preview pushes run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = host.http_port();
+    let probe = {
+        let stop = stop.clone();
+        let a = a.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n == 0 {
+                let (status, body) = http_get(port, "/").expect("GET / during preview pushes");
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(commit_of(&body), Some(a.as_str()), "{body}");
+                n += 1;
+            }
+            n
+        })
+    };
+    project.git(&["checkout", "-q", "-b", "feature/login-form"]);
+    let b = project.change("www/login.html", "login form\n", "login form");
+    let t = project.push_ok(&[&url, "feature/login-form"], None);
+    assert!(t.contains("previews/feature-login-form ->"), "{t}");
+    let preview = |path: &str| {
+        http_get_host(port, "feature-login-form.preview.test", path).expect("GET preview")
+    };
+    let (status, body) = preview("/");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(commit_of(&body), Some(b.as_str()), "{body}");
+    assert!(
+        body.contains("greeting=preview"),
+        "the preview's own config: {body}"
+    );
+    assert_eq!(preview("/login.html"), (200, "login form\n".to_string()));
+    // Production does not have the branch's file: its front controller answers.
+    let (_, body) = http_get(port, "/login.html").unwrap();
+    assert_eq!(commit_of(&body), Some(a.as_str()), "{body}");
+
+    // A second push: the preview serves it at once.
+    let c = project.change("www/login.html", "login form 2\n", "login form 2");
+    project.push_ok(&[&url, "feature/login-form"], None);
+    let (_, body) = preview("/");
+    assert_eq!(commit_of(&body), Some(c.as_str()), "{body}");
+    assert_eq!(preview("/login.html"), (200, "login form 2\n".to_string()));
+
+    // Unknown slugs get 404.
+    let (status, _) = http_get_host(port, "nope.preview.test", "/").unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = http_get_host(port, "nope.preview.test", "/index.php").unwrap();
+    assert_eq!(status, 404);
+
+    // The branch deleted: the preview is gone, production untouched.
+    project.push_ok(&[&url, ":feature/login-form"], None);
+    let (status, _) = preview("/");
+    assert_eq!(status, 404);
+    stop.store(true, Ordering::Relaxed);
+    let served = probe.join().expect("production kept serving");
+    say(&format!(
+        "stack: production answered {served} requests during the preview pushes, all with {}",
+        short(&a)
+    ));
+    host.assert_serves(&a);
+    assert_eq!(host.pointed("production").as_deref(), Some(a.as_str()));
+    assert_eq!(host.pointed("warmup").as_deref(), Some(a.as_str()));
 }

@@ -129,6 +129,10 @@ pub fn run(root: &Root) -> Result<()> {
             ("promote.start", &c.promote.start),
             ("promote.check", &c.promote.check),
             ("promote.notify", &c.promote.notify),
+            ("previews.build", &c.previews.build),
+            ("previews.links", &c.previews.links),
+            ("previews.migrate", &c.previews.migrate),
+            ("previews.notify", &c.previews.notify),
         ];
         for (key, cmds) in all {
             for cmd in cmds.iter() {
@@ -170,6 +174,31 @@ pub fn run(root: &Root) -> Result<()> {
                     ),
                 );
             }
+        }
+    }
+    for m in crate::ops::preview::all_meta(root) {
+        match root.preview_pointed(&m.slug) {
+            Some(n) if crate::release::is_ready(root, &n) => r.say(
+                Level::Ok,
+                &format!("previews/{} -> releases/{n} (ready)", m.slug),
+            ),
+            Some(n) => r.say(
+                Level::Error,
+                &format!(
+                    "previews/{} points at releases/{n}, which is {}; push {} again or `symdeploy preview rm {}`",
+                    m.slug,
+                    crate::release::effective_state(root, &n),
+                    m.branch,
+                    m.slug
+                ),
+            ),
+            None => r.say(
+                Level::Warn,
+                &format!(
+                    "preview {} ({}) serves nothing yet (its first build failed or was refused); push the branch again or `symdeploy preview rm {}`",
+                    m.slug, m.branch, m.slug
+                ),
+            ),
         }
     }
     if let Some(h) = crate::lock::holder(root) {

@@ -360,8 +360,10 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
         output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
     }
     if dry_run {
+        crate::ops::preview::cleanup(ctx, true)?;
         return retention(ctx, true);
     }
+    let previews = crate::ops::preview::cleanup(ctx, false);
     // Every release is tried: one that is in the way does not keep the
     // others (or retention) from being cleaned up; the run still fails.
     let mut failed = Vec::new();
@@ -372,6 +374,7 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
         }
     }
     retention(ctx, false)?;
+    previews?;
     match failed.len() {
         0 => Ok(()),
         n => Err(Error::with_help(

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod init;
 pub mod log;
 pub mod outcome;
+pub mod preview;
 pub mod promote;
 pub mod recover;
 pub mod releases;

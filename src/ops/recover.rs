@@ -139,6 +139,16 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
         e.user,
         e.pid
     ));
+    if e.event == crate::ops::preview::EVENT || e.event == crate::ops::preview::REMOVE_EVENT {
+        return match crate::ops::preview::repair(ctx, e, lines)? {
+            Some(mut end) => {
+                end.time = crate::fsutil::now_rfc3339();
+                end.pid = std::process::id();
+                journal::append(root, &end)
+            }
+            None => Ok(()),
+        };
+    }
     let mut end = e.end("interrupted");
     let undo_line = lines.iter().rev().find(|x| x.phase == promote::UNDO_PHASE);
     let prepared = lines

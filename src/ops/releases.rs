@@ -26,6 +26,58 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+/// A preview's release directory, as `releases` lists it.
+#[derive(Debug, Serialize)]
+pub struct PreviewRow {
+    /// The directory name in releases/.
+    pub name: String,
+    /// The preview's slug.
+    pub slug: String,
+    /// Full commit hash.
+    pub commit: String,
+    /// ready, failed or incomplete.
+    pub state: String,
+    /// Does `previews/<slug>` point at it?
+    pub served: bool,
+    /// The preview's branch, if it still has a record.
+    pub branch: Option<String>,
+    /// Commit subject.
+    pub subject: String,
+    /// Bytes on disk.
+    pub size: u64,
+    /// When it was built (RFC 3339).
+    pub created: Option<String>,
+}
+
+/// Preview release directories, by slug.
+pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
+    let metas = crate::ops::preview::all_meta(&ctx.root);
+    let mut out: Vec<PreviewRow> = ctx
+        .root
+        .preview_release_dirs()?
+        .into_iter()
+        .map(|(name, slug, commit)| {
+            let rec = release::load(&ctx.root, &name);
+            PreviewRow {
+                state: release::effective_state(&ctx.root, &name).to_string(),
+                served: ctx.root.preview_pointed(&slug).as_ref() == Some(&name),
+                branch: metas
+                    .iter()
+                    .find(|m| m.slug == slug)
+                    .map(|m| m.branch.clone()),
+                subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
+                size: crate::fsutil::tree_size(&ctx.root.release(&name)),
+                created: rec.map(|r| r.created),
+                name,
+                slug,
+                commit,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.slug.cmp(&b.slug).then(b.created.cmp(&a.created)));
+    Ok(out)
+}
+
 /// All releases, newest first.
 pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
     let production = ctx.root.production();
@@ -69,12 +121,15 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
 pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
     let rows = rows(ctx)?;
     if json {
+        // An array of the main releases, as always (the ansible module reads
+        // it): `preview list --json` and `status --json` have the previews.
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
         return Ok(());
     }
+    let previews = preview_rows(ctx)?;
     if rows.is_empty() {
         println!(
             "no releases yet: push the deploy branch ({})",
@@ -97,6 +152,25 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
             } else {
                 format!("  [{}]", r.markers.join(", "))
             }
+        );
+    }
+    for p in previews {
+        println!(
+            "{} {:<10} {:>10} {:>8}  {}  [preview {}{}{}]",
+            short(&p.commit),
+            p.state,
+            crate::fsutil::human_bytes(p.size),
+            p.created
+                .as_deref()
+                .map(crate::fsutil::age)
+                .unwrap_or_default(),
+            crate::output::escape(&p.subject),
+            p.slug,
+            p.branch
+                .as_deref()
+                .map(|b| format!(" of {}", crate::output::escape(b)))
+                .unwrap_or_default(),
+            if p.served { ", served" } else { "" }
         );
     }
     Ok(())

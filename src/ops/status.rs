@@ -42,6 +42,8 @@ pub struct Status {
     pub lock: Option<String>,
     /// Runs that started and never finished.
     pub interrupted: Vec<journal::Entry>,
+    /// Preview environments, most recently pushed first.
+    pub previews: Vec<crate::ops::preview::Row>,
 }
 
 /// The release rollback would go back to: the newest production release
@@ -114,6 +116,7 @@ pub fn gather(ctx: &Ctx) -> Status {
         previous: slot(ctx, previous_production(ctx), "production", &stack),
         lock,
         interrupted,
+        previews: crate::ops::preview::rows(ctx),
     }
 }
 
@@ -145,6 +148,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
             None => println!("{name:<11} (none)"),
         }
     }
+    crate::ops::preview::print_rows(&s.previews);
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),

@@ -41,6 +41,7 @@ pub fn tidy_leftovers(ctx: &Ctx) {
     crate::ops::cleanup::empty_trash(ctx);
     remove_dead_quarantine_views(&ctx.root.state_dir());
     crate::strict::remove_stale(&ctx.root);
+    crate::ops::preview::tidy(ctx);
     // Half-written release records (release::save writes a temporary file
     // then renames it; only lock holders write them).
     if let Ok(entries) = std::fs::read_dir(ctx.root.states()) {
