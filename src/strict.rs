@@ -466,6 +466,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
 
 /// The flips of one ref, with git holding it locked.
 fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) -> Result<()> {
+    let started = std::time::Instant::now();
     let root = &ctx.root;
     let txn = GitTxn {
         receive_pack: pending.receive_pack,
@@ -490,16 +491,9 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         runs.push(run.clone());
         crate::faults::point("strict-before-flip-warmup");
         crate::ops::warmup::point_warmup(ctx, &u.commit)?;
-        let env = crate::ops::warmup::step_env(ctx, &u.commit, &u.name);
-        if let Err(e) = crate::steps::run_stage("notify", &ctx.config.warmup.notify, &env) {
-            output::warning(&format!("{e} (the release is warmed up all the same)"));
-        }
+        crate::ops::warmup::notify(ctx, &u.commit, &u.name, "ok", None);
         journal::append(root, &prepared(&run))?;
-        if u.promote {
-            output::success(&format!("warmup -> releases/{}", u.commit));
-        } else {
-            crate::ops::warmup::finish_message(ctx, &u.commit);
-        }
+        crate::ops::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
     }
     if u.promote {
         if root.production().as_deref() == Some(u.commit.as_str()) {
