@@ -256,7 +256,7 @@ fn assert_next_deploy_works(s: &Scene, context: &str) {
     assert!(
         // (no `remote:` before it in strict mode: the flip runs in the
         // reference-transaction hook, whose lines git passes through as they are)
-        t.contains(&format!("success: warmup -> releases/{c}")),
+        t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
         "{context}: next push: {t}"
     );
     assert!(
@@ -370,7 +370,7 @@ fn sigkill_during_a_warmup_is_repaired_by_the_next_push_itself() {
             t.contains(&format!(
                 "remote: -----> recovering an interrupted warmup of {}",
                 short(&s.b)
-            )) && t.contains(&format!("success: warmup -> releases/{c}")),
+            )) && t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
             "{point}: {t}"
         );
         assert!(leftovers(env).is_empty(), "{point}: {:?}", leftovers(env));
@@ -539,7 +539,7 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
     for want in [
         "output line 2000",
         "build-ends",
-        &format!("success: warmup -> releases/{}", s.b),
+        &format!("success: warmup -> releases/{}", &s.b[..12]),
     ] {
         assert!(log.contains(want), "{want} missing from the log: {log}");
     }
@@ -743,7 +743,7 @@ fn eight_pushes_at_once_are_serialised() {
                 "{commit} pushed but not warmed: {t}"
             );
             assert!(
-                t.contains(&format!("success: warmup -> releases/{commit}")),
+                t.contains(&format!("success: warmup -> releases/{}", &commit[..12])),
                 "{t}"
             );
         } else {
@@ -801,7 +801,10 @@ fn eight_pushes_at_once_are_serialised() {
             "{commit} not in the journal: {t}"
         );
         assert!(
-            t.contains(&format!("success: production -> releases/{commit}")),
+            t.contains(&format!(
+                "success: production -> releases/{}",
+                &commit[..12]
+            )),
             "{t}"
         );
     }
@@ -864,7 +867,7 @@ fn eight_warmups_and_two_promotes_at_once_are_serialised() {
         let out = child.wait_with_output().unwrap();
         let t = ok(&out);
         assert!(
-            t.contains(&format!("success: warmup -> releases/{c}")),
+            t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
             "{t}"
         );
     }
@@ -951,11 +954,13 @@ fn assert_warmup_failed_cleanly(s: &Scene, t: &str, context: &str) {
     );
     assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
     assert!(
-        t.contains(&format!(
-            "error: warm-up of {} failed; warmup still points at releases/{}",
-            short(&s.b),
-            short(&s.a)
-        )),
+        t.contains(&format!("error: warm-up of {} failed: ", short(&s.b))),
+        "{context}: {t}"
+    );
+    // One error line per failure, then where things point now.
+    assert_eq!(t.matches("error: ").count(), 1, "{context}: {t}");
+    assert!(
+        t.contains(&format!("       warmup     -> releases/{}", short(&s.a))),
         "{context}: {t}"
     );
     let last = journal(env).pop().unwrap();
@@ -976,7 +981,7 @@ fn step_failures_of_every_kind_leave_warmup_alone() {
     let (s, t, _) = failing_step(&step_config("echo about to fail; exit 3", ""));
     assert!(t.contains("remote:        about to fail"), "{t}");
     assert!(
-        t.contains("error: build step `echo about to fail; exit 3` failed: exit status 3"),
+        t.contains("failed: build step `echo about to fail; exit 3` failed: exit status 3"),
         "{t}"
     );
     assert_warmup_failed_cleanly(&s, &t, "exit 3");

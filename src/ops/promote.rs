@@ -287,12 +287,12 @@ pub(crate) fn switch_with(
             // Also when notify was interrupted: the promote itself is done.
             journal::append(root, &entry.end("ok"))?;
             output::success(&format!(
-                "production {} -> releases/{} ({event} took {})",
+                "production -> releases/{} (was {}; {event} took {})",
+                short(hex),
                 previous
                     .as_deref()
                     .map(|c| format!("releases/{}", short(c)))
-                    .unwrap_or_else(|| "(none)".into()),
-                short(hex),
+                    .unwrap_or_else(|| "nothing".into()),
                 crate::fsutil::human_duration(started.elapsed())
             ));
             Ok(entry)
