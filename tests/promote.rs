@@ -202,7 +202,7 @@ fn an_annotated_tag_on_an_unpushed_commit_is_warmed_up_then_promoted() {
     env.clear_trace();
     let t = env.push_ok(&["release-7"]);
     assert!(
-        t.contains("has no ready release yet: warming it up first"),
+        t.contains("it has no ready release yet, so it is warmed up first"),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(c.as_str()));

@@ -117,8 +117,8 @@ pub fn promote_locked(
         return Ok(());
     }
     if !release::is_ready(&ctx.root, &hex) {
-        output::detail(&format!(
-            "{} has no ready release yet: warming it up first",
+        output::header(&format!(
+            "promoting {} ({git_ref}): it has no ready release yet, so it is warmed up first",
             short(&hex)
         ));
         crate::ops::warmup::warm(ctx, repo, commit, git_ref, false, true)?;

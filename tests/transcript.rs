@@ -1,0 +1,168 @@
+//! What the pusher sees, pinned: golden transcripts (insta snapshots under
+//! tests/snapshots/) of real pushes and commands, with hashes, times, paths
+//! and pids redacted (`common::redact`), so a change of wording shows up in
+//! review as the transcript itself. Also: notify hears every outcome.
+//!
+//! A changed transcript fails the test; `INSTA_UPDATE=always cargo test
+//! --test transcript` rewrites the snapshots (then review the diff). CI runs
+//! with `CI=true`, where insta never writes a snapshot, only fails.
+
+mod common;
+
+use common::{redact, text, Env};
+
+/// A root whose steps print nothing and whose daemons are not configured.
+const EMPTY_STEPS: &str = r#"
+branch = "main"
+shared = []
+[warmup]
+build = []
+links = []
+migrate = []
+notify = []
+[promote]
+stop = []
+after_switch = []
+start = []
+notify = []
+"#;
+
+/// Steps that print something, a health check that needs the release's
+/// `healthy` file, and notify commands that say what they heard.
+const WITH_OUTPUT: &str = r#"
+branch = "main"
+shared = ["log"]
+[warmup]
+build = ["echo compiling 3 templates", "test ! -e broken || { echo 'templates/home.latte: unknown tag {foo}'; exit 2; }"]
+links = ["ln -sfn ../common/log log-link && echo linked"]
+notify = ["echo \"notify: $SYMDEPLOY_RESULT ${SYMDEPLOY_ERROR:-}\""]
+[promote]
+stop = ["echo stopping the workers"]
+after_switch = []
+start = ["echo starting the workers"]
+check = ["test -e healthy || { echo 'GET /health: 503'; exit 1; }"]
+check_timeout = 1
+notify = ["echo \"notify: $SYMDEPLOY_RESULT\""]
+"#;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn remote_lines(t: &str) -> usize {
+    t.lines().filter(|l| l.starts_with("remote:")).count()
+}
+
+#[test]
+fn empty_steps_warmup() {
+    let env = Env::with_config(EMPTY_STEPS);
+    let t = env.push_ok(&["main"]);
+    assert!(remote_lines(&t) <= 10, "{t}");
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn warmup_with_output() {
+    let env = Env::with_config(WITH_OUTPUT);
+    let t = env.push_ok(&["main"]);
+    assert!(t.contains("remote:        notify: ok"), "{t}");
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn failed_build() {
+    let env = Env::with_config(WITH_OUTPUT);
+    env.push_ok(&["main"]);
+    env.write("broken", "");
+    env.commit("a template with an unknown tag");
+    // post-receive: git takes the commit, the warm-up fails, the push exits 0.
+    let t = env.push_ok(&["main"]);
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    // warmup.notify heard the failure, and why, on one line.
+    assert!(
+        t.contains("remote:        notify: failed build step `test ! -e broken"),
+        "{t}"
+    );
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn promote() {
+    let env = Env::with_config(WITH_OUTPUT);
+    env.write("healthy", "");
+    env.commit("healthy");
+    env.push_ok(&["main"]);
+    let o = env.symdeploy(&["promote"]);
+    assert!(o.status.success(), "{}", text(&o));
+    insta::assert_snapshot!(redact(&stderr(&o), &env));
+}
+
+#[test]
+fn promote_rolled_back_by_a_failed_check() {
+    let env = Env::with_config(WITH_OUTPUT);
+    env.write("healthy", "");
+    env.commit("healthy");
+    env.push_ok(&["main"]);
+    assert!(env.symdeploy(&["promote"]).status.success());
+    env.git(&["rm", "-q", "healthy"]);
+    env.commit("forgot the health endpoint");
+    env.push_ok(&["main"]);
+    let o = env.symdeploy(&["promote"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let t = stderr(&o);
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    assert!(t.contains("notify: rolled-back"), "{t}");
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn tag_push_whose_warmup_fails() {
+    let env = Env::with_config(WITH_OUTPUT);
+    env.write("healthy", "");
+    env.commit("healthy");
+    env.push_ok(&["main"]);
+    assert!(env.symdeploy(&["promote"]).status.success());
+    env.write("broken", "");
+    env.commit("a template with an unknown tag");
+    env.git(&["tag", "release-2"]);
+    let t = env.push_ok(&["release-2"]);
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    // Production is unchanged, and the transcript says so.
+    assert!(t.contains("remote:        production -> releases/"), "{t}");
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn repoint_without_rebuild() {
+    let env = Env::with_config(EMPTY_STEPS);
+    let first = env.git(&["rev-parse", "HEAD"]);
+    env.push_ok(&["main"]);
+    env.write("www/index.html", "second\n");
+    env.commit("second");
+    env.push_ok(&["main"]);
+    let t = env.push_ok(&["-f", &format!("{first}:refs/heads/main")]);
+    assert_eq!(env.pointed("warmup").as_deref(), Some(first.as_str()));
+    insta::assert_snapshot!(redact(&t, &env));
+}
+
+#[test]
+fn broken_deploy_toml() {
+    let env = Env::with_config(EMPTY_STEPS);
+    env.push_ok(&["main"]);
+    env.set_config("branch = \"main\"\n[warmup]\nbuild = \"make\"\n");
+    env.write("www/index.html", "second\n");
+    env.commit("second");
+    let t = env.push_ok(&["main"]);
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    // Journaled as a failed run with a run log of its own.
+    let last = env.journal().pop().unwrap();
+    assert_eq!(last["result"], "failed", "{last}");
+    let log = last["log"].as_str().expect("a run log");
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("deploy.toml"),
+        "{log}"
+    );
+    insta::assert_snapshot!(redact(&t, &env));
+}
