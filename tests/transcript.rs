@@ -166,3 +166,43 @@ fn broken_deploy_toml() {
     );
     insta::assert_snapshot!(redact(&t, &env));
 }
+
+#[test]
+fn rust_log_writes_no_colour_codes_into_a_pipe() {
+    let env = Env::with_config(EMPTY_STEPS);
+    env.push_ok(&["main"]);
+    let o = common::run(
+        std::process::Command::new(common::bin())
+            .args(["--root", env.root.to_str().unwrap(), "warmup"])
+            .env("RUST_LOG", "info"),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // The tracing lines are there, in plain text.
+    assert!(t.contains("INFO"), "{t}");
+    assert!(!t.contains('\u{1b}'), "ANSI codes in a pipe: {t:?}");
+}
+
+#[test]
+fn install_sh_help_prints_its_usage() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let o = common::run(
+        std::process::Command::new("bash")
+            .arg(&script)
+            .arg("--help"),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.starts_with("Build symdeploy"), "{out}");
+    assert!(out.contains("./install.sh ROOT [--user NAME]"), "{out}");
+    assert!(
+        !out.contains("sed "),
+        "a line of code instead of the usage: {out}"
+    );
+    let o = common::run(
+        std::process::Command::new("bash")
+            .arg(&script)
+            .arg("--bogus"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
