@@ -35,7 +35,8 @@ fn status_with_a_broken_deploy_toml_shows_the_error_then_the_state() {
     let o = env.symdeploy(&["status"]);
     let err = String::from_utf8_lossy(&o.stderr);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", text(&o));
+    // Everything is shown, and the exit code still says the config is broken.
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     assert!(
         err.starts_with("error: "),
         "the config error comes first: {err}"
@@ -59,6 +60,7 @@ fn status_with_a_broken_deploy_toml_shows_the_error_then_the_state() {
         text(&o)
     );
     let o = env.symdeploy(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["config_error"]
         .as_str()

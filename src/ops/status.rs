@@ -526,9 +526,18 @@ pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Resu
     }
     let mut s = gather(&ctx);
     s.config_error = config_error.as_ref().map(|e| e.to_string());
+    // Everything readable is shown, yet a broken deploy.toml is still an
+    // error for scripts (exit 5), except to --prometheus (its cron job must
+    // write the metrics, config_ok 0 among them) and --check (exit 1).
+    let config_failed = || match &config_error {
+        Some(e) => Err(Error::Reported {
+            code: e.exit_code(),
+        }),
+        None => Ok(()),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-        return Ok(());
+        return config_failed();
     }
     if prom {
         print!("{}", prometheus(&s, ctx.config.lock_timeout));
@@ -551,7 +560,7 @@ pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Resu
         return Err(Error::Reported { code: 1 });
     }
     print_human(&s);
-    Ok(())
+    config_failed()
 }
 
 fn print_human(s: &Status) {
