@@ -206,3 +206,30 @@ fn install_sh_help_prints_its_usage() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// The README's output examples are these snapshots: each block after a
+/// `<!-- transcript: NAME -->` marker must be the snapshot NAME's text.
+#[test]
+fn readme_examples_are_the_snapshots() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mut checked = 0;
+    for part in readme.split("<!-- transcript: ").skip(1) {
+        let (name, rest) = part.split_once(" -->").unwrap();
+        let block = rest
+            .split_once("```text\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .map(|(b, _)| b)
+            .unwrap_or_else(|| panic!("no ```text block after the {name} marker"));
+        let snap =
+            std::fs::read_to_string(dir.join(format!("tests/snapshots/transcript__{name}.snap")))
+                .unwrap_or_else(|e| panic!("README names snapshot {name}: {e}"));
+        let body = snap.splitn(3, "---\n").nth(2).unwrap().trim_end();
+        assert_eq!(
+            block, body,
+            "README's {name} example differs from tests/snapshots/transcript__{name}.snap; copy it in"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} examples in the README");
+}
