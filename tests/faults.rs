@@ -529,6 +529,12 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
             .iter()
             .any(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
     });
+    // The success line follows the journal's end entry.
+    wait_for(
+        "the success line in the log",
+        Duration::from_secs(60),
+        || logs_text(env, &s.b).contains("success: warmup"),
+    );
     let end = journal(env)
         .into_iter()
         .find(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
@@ -601,7 +607,7 @@ fn a_full_disk_during_export_fails_cleanly() {
         "the error must name the path: {t}"
     );
     assert!(
-        t.contains("error: the disk is full")
+        t.contains("failed: the disk is full")
             && t.contains(&format!(
                 "the filesystem holding {} has ",
                 releases.display()
@@ -1412,7 +1418,9 @@ fn hostile_trees_are_refused_and_write_nothing_outside_the_release() {
         let out = env.push(&["-f", &format!("{commit}:refs/heads/main")]);
         let t = text(&out);
         assert!(
-            t.contains("remote: error: refusing to export") && t.contains("help: "),
+            t.contains("remote: error: warm-up of ")
+                && t.contains("failed: refusing to export")
+                && t.contains("help: "),
             "{what}: {t}"
         );
         assert!(!env.release(&commit).exists(), "{what}");
@@ -1467,7 +1475,7 @@ fn a_shared_path_through_a_symlink_to_etc_is_refused() {
     let t = text(&env.push(&["main"]));
     assert!(
         t.contains(&format!(
-            "error: shared path \"www/{probe}\" goes through a symlink in the release"
+            "failed: shared path \"www/{probe}\" goes through a symlink in the release"
         )) && t.contains("-> /etc"),
         "{t}"
     );
@@ -1532,9 +1540,30 @@ fn broken_or_escaping_config_is_refused_and_changes_nothing() {
                 "{config} {args:?}: {t}"
             );
         }
+        let journal_before = journal(env).len();
         let out = hook_with_stdin(env, format!("{} {} refs/heads/main\n", s.a, s.b).as_bytes());
         assert!(text(&out).contains(want), "{config}: {}", text(&out));
-        assert_eq!(state_fingerprint(env), before, "{config}");
+        // The hook leaves a trace of the refused push: one failed run in the
+        // journal (start and end), naming the config error; nothing else changes.
+        let entries = journal(env);
+        assert_eq!(entries.len(), journal_before + 2, "{config}");
+        let end = entries.last().unwrap();
+        assert_eq!(end["result"], "failed", "{config}: {end}");
+        assert!(
+            end["error"].as_str().unwrap_or_default().contains(want),
+            "{config}: {end}"
+        );
+        let without_journal = |f: String| -> String {
+            f.lines()
+                .filter(|l| !l.starts_with("journal: "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            without_journal(state_fingerprint(env)),
+            without_journal(before.clone()),
+            "{config}"
+        );
     }
 }
 
@@ -1579,7 +1608,7 @@ fn an_unwritable_releases_directory_fails_clearly() {
     let t = text(&env.push(&["main"]));
     assert!(
         t.contains(&format!(
-            "error: could not create directory {}/.tmp-",
+            "failed: could not create directory {}/.tmp-",
             releases.display()
         )) && (t.contains("Operation not permitted") || t.contains("Read-only file system")),
         "{t}"

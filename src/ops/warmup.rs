@@ -447,6 +447,7 @@ pub(crate) fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
     let stage = Stage::start("switch warmup");
     flip_warmup(ctx, hex)?;
     stage.done_with(&format!("warmup -> releases/{}", short(hex)));
+    output::log_only(&format!("       (full commit: {hex})"));
     Ok(())
 }
 
@@ -454,7 +455,6 @@ pub(crate) fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
 /// own (a rollback moving warmup off a bad release says so itself).
 pub(crate) fn flip_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
     link::flip(&ctx.root.dir, WARMUP, &link::release_target(hex))?;
-    output::log_only(&format!("       warmup -> releases/{hex}"));
     for changed in link::ensure_static(&ctx.root.dir, &ctx.config.links)? {
         output::detail(&format!("made link {changed}"));
     }
