@@ -277,7 +277,7 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
 /// Show a ref's failure, unless the operation already did (a failed warm-up
 /// prints its own error lines and returns `Reported`).
 fn report_once(e: &Error) {
-    if !matches!(e, Error::Reported { .. }) {
+    if !e.is_reported() {
         output::report(e);
     }
 }

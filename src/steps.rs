@@ -283,8 +283,8 @@ pub fn end_orphans(root: &crate::root::Root) -> Option<String> {
         format!("the interrupted step ({what}) had already ended")
     } else {
         format!(
-            "ended {} process(es) still running from the interrupted step ({what})",
-            ended.len()
+            "ended {} still running from the interrupted step ({what})",
+            output::count(ended.len() as u64, "process", "processes")
         )
     })
 }

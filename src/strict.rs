@@ -316,7 +316,7 @@ pub fn pre_receive(
                 runs: Vec::new(),
             }),
             Err(e) => {
-                if !matches!(e, Error::Reported { .. }) {
+                if !e.is_reported() {
                     output::report(&e);
                 }
                 failure.get_or_insert(e);
@@ -433,7 +433,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         let result = flip(ctx, pending, &u, &mut runs);
         done.push((i, runs));
         if let Err(e) = result {
-            if !matches!(e, Error::Reported { .. }) {
+            if !e.is_reported() {
                 output::report(&e);
             }
             // git aborts the transaction without calling `aborted`: undo

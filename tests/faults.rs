@@ -1789,7 +1789,7 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(
         t.contains(
-            "ended 2 process(es) still running from the interrupted step (stop: echo stopping"
+            "ended 2 processes still running from the interrupted step (stop: echo stopping"
         ),
         "{t}"
     );

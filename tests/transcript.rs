@@ -108,7 +108,7 @@ fn promote_rolled_back_by_a_failed_check() {
     env.commit("forgot the health endpoint");
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["promote"]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = stderr(&o);
     assert_eq!(t.matches("error:").count(), 1, "{t}");
     assert!(t.contains("notify: rolled-back"), "{t}");
@@ -129,6 +129,16 @@ fn tag_push_whose_warmup_fails() {
     assert_eq!(t.matches("error:").count(), 1, "{t}");
     // Production is unchanged, and the transcript says so.
     assert!(t.contains("remote:        production -> releases/"), "{t}");
+    // warmup.notify and promote.notify both heard `failed`.
+    assert!(
+        t.contains("remote:        notify: failed build step"),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.trim_end() == "remote:        notify: failed"),
+        "{t}"
+    );
     insta::assert_snapshot!(redact(&t, &env));
 }
 

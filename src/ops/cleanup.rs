@@ -351,13 +351,13 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
     let decisions = plan(ctx, keep)?;
     let removing: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
     output::header(&format!(
-        "cleanup{}: {} releases, removing {}",
+        "cleanup{}: {}, removing {}",
         if dry_run {
             " (dry run: nothing is removed)"
         } else {
             ""
         },
-        decisions.len(),
+        output::count(decisions.len() as u64, "release", "releases"),
         removing.len()
     ));
     for d in &decisions {

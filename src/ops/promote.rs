@@ -202,17 +202,17 @@ pub(crate) fn switch_with(
         if cause != Cause::Interrupted {
             // Nothing was switched: `failed`, and chat and CI hear of it.
             notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(&e));
-            output::failure(
-                &format!(
-                    "{event} of {} failed: {} (production was not switched)",
-                    short(hex),
-                    failed(what, &e)
-                ),
-                &crate::ops::warmup::where_now(&ctx.root),
-                &promote_advice(&e, hex, event, false),
+            let message = format!(
+                "{event} of {} failed: {} (production was not switched)",
+                short(hex),
+                failed(what, &e)
             );
-            return Err(Error::Reported {
+            let help = promote_advice(&e, hex, event, false);
+            output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
+            return Err(Error::Shown {
                 code: e.exit_code(),
+                message,
+                help: Some(help),
             });
         }
         if cause == Cause::Interrupted {
@@ -313,17 +313,19 @@ pub(crate) fn switch_with(
                     short(hex)
                 )));
             }
-            output::failure(
-                &format!(
-                    "{event} of {} rolled back: {}",
-                    short(hex),
-                    failed(&f.what, &f.error)
-                ),
-                &crate::ops::warmup::where_now(&ctx.root),
-                &promote_advice(&f.error, hex, event, true),
+            let message = format!(
+                "{event} of {} rolled back: {}",
+                short(hex),
+                failed(&f.what, &f.error)
             );
-            Err(Error::Reported {
-                code: f.error.exit_code(),
+            let help = promote_advice(&f.error, hex, event, true);
+            output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
+            // 1, as any rollback: the step's own code (3) would say "nothing
+            // happened", and scripts (the fleet playbook) tell them apart.
+            Err(Error::Shown {
+                code: 1,
+                message,
+                help: Some(help),
             })
         }
     }
@@ -487,7 +489,7 @@ fn failed(what: &str, e: &Error) -> String {
 /// Run promote.notify with `SYMDEPLOY_RESULT` (ok, rolled-back or failed)
 /// and, after a failure, `SYMDEPLOY_ERROR` (one line). Its failure is a
 /// warning: the outcome above stands.
-fn notify(
+pub(crate) fn notify(
     ctx: &Ctx,
     hex: &str,
     previous: Option<&String>,

@@ -212,6 +212,18 @@ fn warm_impl(
                 // Chat and CI hear of a failure too (a post-receive hook's
                 // push exits 0 whatever happens).
                 notify(ctx, &hex, git_ref, "failed", Some(&e));
+                if then_promote {
+                    // A promote was asked for (a tag, `-o promote`) and
+                    // nothing was switched: its notify hears `failed` too.
+                    crate::ops::promote::notify(
+                        ctx,
+                        &hex,
+                        root.production().as_ref(),
+                        git_ref,
+                        "failed",
+                        Some(&e),
+                    );
+                }
             }
             let what = if interrupted {
                 format!(
@@ -227,8 +239,10 @@ fn warm_impl(
                 advice(&e, &hex, then_promote)
             };
             output::failure(&what, &where_now(&ctx.root), &help);
-            return Err(Error::Reported {
+            return Err(Error::Shown {
                 code: e.exit_code(),
+                message: what,
+                help: Some(help).filter(|h| !h.is_empty()),
             });
         }
     }
