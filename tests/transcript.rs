@@ -243,3 +243,30 @@ fn readme_examples_are_the_snapshots() {
     }
     assert!(checked >= 8, "only {checked} examples in the README");
 }
+
+/// A line a step's background child prints after the step returned (and
+/// after the short drain) is not shown under the next stage: it goes to the
+/// run log, tagged with the stage it came from.
+#[test]
+fn background_output_goes_to_the_run_log_tagged() {
+    let env = Env::with_config(&EMPTY_STEPS.replace(
+        "build = []\nlinks = []",
+        "build = [\"(sleep 4; echo lat\\\"\\\"e-line) & echo started\"]\nlinks = [\"sleep 7; echo links-ran\"]",
+    ));
+    let c = env.git(&["rev-parse", "HEAD"]);
+    let t = env.push_ok(&["main"]);
+    assert!(t.contains("remote:        started"), "{t}");
+    assert!(t.contains("remote:        links-ran"), "{t}");
+    assert!(!t.contains("late-line"), "background output on screen: {t}");
+    let logs = env.root.join(".symdeploy/logs");
+    let log: String = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(&c[..12]))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        log.contains("       [build, background] late-line"),
+        "not in the run log, tagged: {log}"
+    );
+}
