@@ -228,3 +228,59 @@ fn prometheus_output_parses_with_the_official_parser() {
     assert_eq!(value("symdeploy_branch_tip_warmed_up", "main"), 0.0);
     assert_eq!(value("symdeploy_problems", "root"), 1.0);
 }
+
+/// Poll `f` until it is true, up to a generous deadline.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn check_reports_a_lock_held_too_long_and_low_free_space() {
+    let env = Env::with_config(&CONFIG.replace("shared = []", "shared = []\nlock_timeout = 1"));
+    env.push_ok(&["main"]);
+    // A warm-up that holds the lock for a while.
+    env.set_config(
+        &CONFIG
+            .replace("shared = []", "shared = []\nlock_timeout = 1")
+            .replace(
+                "build = [\"test ! -e broken || { echo 'the build is broken'; exit 2; }\"]",
+                "build = [\"sleep 6\"]",
+            ),
+    );
+    env.write("www/index.html", "second\n");
+    env.commit("second");
+    let mut warm = common::git_cmd(&env.work)
+        .args(["push", "deploy", "main"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = String::new();
+    wait_until(
+        "status --check to see the lock held past lock_timeout",
+        || {
+            let o = env.symdeploy(&["status", "--check"]);
+            last = text(&o);
+            o.status.code() == Some(1) && last.contains("the deploy lock has been held for")
+        },
+    );
+    assert!(last.contains("longer than lock_timeout (1s)"), "{last}");
+    assert!(warm.wait().unwrap().success());
+    let o = env.symdeploy(&["status", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A min_free that this filesystem cannot meet.
+    env.set_config(&CONFIG.replace("min_free = \"off\"", "min_free = \"999999GiB\""));
+    let o = env.symdeploy(&["status", "--check"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("under min_free"), "{t}");
+}
