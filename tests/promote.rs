@@ -1003,7 +1003,7 @@ fn dry_runs_change_nothing() {
     let t = ok(&env.symdeploy(&["promote", "--dry-run"]));
     assert!(t.contains("dry run"), "{t}");
     assert!(
-        t.contains(&format!("releases/{b}")) && t.contains("stop: "),
+        t.contains(&format!("-> releases/{}", &b[..12])) && t.contains("stop: "),
         "{t}"
     );
     let t = ok(&env.symdeploy(&["promote", "--dry-run", &c]));

@@ -71,14 +71,17 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
     let cur = ctx
         .root
         .production()
-        .map(|c| format!("releases/{c}"))
+        .map(|c| format!("releases/{}", short(&c)))
         .unwrap_or_else(|| "nothing".into());
     for (stage, cmds) in [("stop", &p.stop)] {
         for c in cmds.iter() {
             output::detail(&format!("{stage}: {c}"));
         }
     }
-    output::detail(&format!("flip production: {cur} -> releases/{hex}"));
+    output::detail(&format!(
+        "flip production: {cur} -> releases/{}",
+        short(hex)
+    ));
     for (stage, cmds) in [
         ("after_switch", &p.after_switch),
         ("start", &p.start),
