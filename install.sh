@@ -11,7 +11,10 @@
 # The Debian package (scripts/build-deb) is the usual way onto a server; this is the from-source one.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+# The comment block above is the usage: --help prints it (exit 0), a bad
+# command line prints it to stderr (exit 2).
+usage_text() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { usage_text >&2; exit 2; }
 
 root=""
 strict=()
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --strict) strict=(--strict) ;;
     --user) [ $# -ge 2 ] || usage; user=(--user "$2"); shift ;;
     --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage_text; exit 0 ;;
     -*) echo "install.sh: unknown option $1" >&2; usage ;;
     *) [ -z "$root" ] || usage; root="$1" ;;
   esac

@@ -82,11 +82,20 @@ pub enum Command {
         /// A release's commit (a unique prefix is enough).
         release: Option<String>,
     },
-    /// Show production, warmup, previous, the lock and interrupted runs.
+    /// Show production, warmup, previous, the deploy branch's tip, the lock
+    /// and interrupted runs (also with a broken deploy.toml).
     Status {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["check", "prometheus"])]
         json: bool,
+        /// For monitoring (cron, Nagios): exit 0 when all is well, 1 listing
+        /// each problem.
+        #[arg(long, conflicts_with = "prometheus")]
+        check: bool,
+        /// Print metrics in the Prometheus text format (node_exporter's
+        /// textfile collector).
+        #[arg(long)]
+        prometheus: bool,
     },
     /// List release directories with their state.
     Releases {

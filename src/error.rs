@@ -61,6 +61,16 @@ pub enum Error {
         /// The exit code of the first failure.
         code: i32,
     },
+    /// Shown to the user already (one `error:` line, where things point,
+    /// one `help:`), kept as text for machine reports (`promote --json`).
+    Shown {
+        /// The exit code.
+        code: i32,
+        /// The `error:` line's text.
+        message: String,
+        /// The `help:` line's text.
+        help: Option<String>,
+    },
     /// Anything else: a message and what to do about it.
     Other {
         /// What failed.
@@ -99,6 +109,11 @@ impl Error {
         }
     }
 
+    /// Was it shown to the user already (so it must not be printed again)?
+    pub fn is_reported(&self) -> bool {
+        matches!(self, Error::Reported { .. } | Error::Shown { .. })
+    }
+
     /// The process exit code for this error: distinct codes let scripts react
     /// (a lock timeout is worth retrying, a failed step is not).
     pub fn exit_code(&self) -> i32 {
@@ -106,7 +121,7 @@ impl Error {
             Error::Step { .. } => 3,
             Error::LockTimeout { .. } => 4,
             Error::Config { .. } => 5,
-            Error::Reported { code } => *code,
+            Error::Reported { code } | Error::Shown { code, .. } => *code,
             // The shell's convention for "killed by that signal": 130, 143.
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
@@ -138,6 +153,7 @@ impl Error {
                     .to_string(),
             ),
             Error::Reported { .. } => None,
+            Error::Shown { help, .. } => help.clone(),
         }
     }
 }
@@ -197,6 +213,7 @@ impl fmt::Display for Error {
             Error::Other { message, .. } => f.write_str(message),
             Error::Interrupted { message, .. } => f.write_str(message),
             Error::Reported { .. } => f.write_str("(reported above)"),
+            Error::Shown { message, .. } => f.write_str(message),
         }
     }
 }

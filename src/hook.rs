@@ -157,7 +157,10 @@ pub fn run(kind: HookKind) -> Result<()> {
         )
     })?;
     let updates = parse_input(&input)?;
-    let ctx = Ctx::load(root)?;
+    let ctx = match Ctx::load(root.clone()) {
+        Ok(ctx) => ctx,
+        Err(e) => return config_broken(&root, &updates, e),
+    };
     if ctx.config.hook != kind {
         output::warning(&format!(
             "this is the {} hook, but deploy.toml says hook = \"{}\"; deploying anyway (run `symdeploy init` to install the configured hook)",
@@ -235,6 +238,50 @@ pub fn run(kind: HookKind) -> Result<()> {
     }
 }
 
+/// deploy.toml cannot be read: nothing can be routed or run, but the push
+/// must not go unnoticed. The failure gets a run log and a failed run in the
+/// journal (so `status` and `log` show it), and one error with its fix.
+fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
+    let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
+        return Err(e);
+    };
+    ops::open_run_log(root, "warmup", short(&update.new));
+    let recorded = crate::lock::acquire(
+        root,
+        "recording a push refused by a broken deploy.toml",
+        std::time::Duration::from_secs(600),
+    )
+    .and_then(|_lock| {
+        let mut entry =
+            crate::journal::Entry::start("warmup", Some(&update.new), Some(&update.name));
+        crate::journal::append(root, &entry)?;
+        entry.error = Some(e.to_string());
+        crate::journal::append(root, &entry.end("failed"))
+    });
+    if let Err(j) = recorded {
+        output::warning(&format!("could not record the failure in the journal: {j}"));
+    }
+    let what = updates
+        .iter()
+        .filter(|u| !u.is_deletion())
+        .map(|u| format!("{} ({})", short(&u.new), u.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    output::failure(
+        &format!("deploy.toml is broken, so nothing was deployed for {what}: {e}"),
+        &crate::ops::warmup::where_now(root),
+        &format!(
+            "fix {} on the server (`symdeploy check` validates it), then run `symdeploy warmup {}` there (pushing the same commit again runs no hook)",
+            root.config_file().display(),
+            short(&update.new)
+        ),
+    );
+    output::close_log();
+    Err(Error::Reported {
+        code: e.exit_code(),
+    })
+}
+
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
@@ -243,7 +290,7 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
         ctx,
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
-    crate::ops::warmup::warm(ctx, repo, commit, &update.name, false)?;
+    crate::ops::warmup::warm(ctx, repo, commit, &update.name, false, and_promote)?;
     if and_promote {
         crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, false)?;
     }
@@ -268,7 +315,7 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
 /// Show a ref's failure, unless the operation already did (a failed warm-up
 /// prints its own error lines and returns `Reported`).
 fn report_once(e: &Error) {
-    if !matches!(e, Error::Reported { .. }) {
+    if !e.is_reported() {
         output::report(e);
     }
 }

@@ -67,7 +67,12 @@ pub fn run(cli: Cli) -> Result<()> {
             ops::rollback::run(c, release.as_deref())
         }),
         Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
-        Command::Status { json } => ops::status::run(&ctx()?, json),
+        // Not through ctx(): status must work with a broken deploy.toml.
+        Command::Status {
+            json,
+            check,
+            prometheus,
+        } => ops::status::run(Root::locate(root_arg)?, json, check, prometheus),
         Command::Releases { json } => ops::releases::run(&ctx()?, json),
         Command::Cleanup {
             keep,

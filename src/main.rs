@@ -21,7 +21,7 @@ fn main() {
     let code = match symdeploy::run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            if !matches!(e, symdeploy::error::Error::Reported { .. }) {
+            if !e.is_reported() {
                 symdeploy::output::report(&e);
             }
             e.exit_code()

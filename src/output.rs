@@ -22,11 +22,16 @@ use tracing_subscriber::Layer;
 struct Sink {
     log: Option<(File, PathBuf)>,
     stderr_gone: bool,
+    /// The header of a stage that has printed nothing yet: it is shown just
+    /// before the stage's first line, or with its duration when it ends, so
+    /// a stage that did nothing worth a line costs one line at most.
+    pending: Option<String>,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     log: None,
     stderr_gone: false,
+    pending: None,
 });
 
 fn with_sink<R>(f: impl FnOnce(&mut Sink) -> R) -> R {
@@ -70,6 +75,16 @@ pub fn line(text: &str) {
     let escaped = text.split('\n').map(escape).collect::<Vec<_>>().join("\n");
     let text = escaped.as_str();
     with_sink(|sink| {
+        if let Some(header) = sink.pending.take() {
+            write_both(sink, &format!("-----> {header}"));
+        }
+        write_both(sink, text);
+    });
+}
+
+/// Write `text` to stderr (unless the terminal is gone) and to the log.
+fn write_both(sink: &mut Sink, text: &str) {
+    {
         if !sink.stderr_gone {
             let mut err = std::io::stderr().lock();
             if writeln!(err, "{text}").is_err() {
@@ -80,7 +95,35 @@ pub fn line(text: &str) {
         if let Some((file, _)) = sink.log.as_mut() {
             let _ = writeln!(file, "{text}");
         }
+    }
+}
+
+/// Write one line to the deploy log only (full hashes, background output of
+/// a step that already returned): what the operator may need later, but not
+/// on the pusher's screen.
+pub fn log_only(text: &str) {
+    let escaped = text.split('\n').map(escape).collect::<Vec<_>>().join("\n");
+    with_sink(|sink| {
+        if let Some((file, _)) = sink.log.as_mut() {
+            let _ = writeln!(file, "{escaped}");
+        }
     });
+}
+
+/// A detail line whose screen form names a release by its short hash; the
+/// log also gets the full hash, for scripts and for the record.
+pub fn detail_full(screen: &str, hex: &str) {
+    detail(screen);
+    log_only(&format!("       (full commit: {hex})"));
+}
+
+/// Plural-aware count: `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 /// The operator's terminal is gone (SIGHUP): keep `note` in the log, and from
@@ -125,6 +168,18 @@ pub fn success(text: &str) {
     line(&format!("success: {text}"));
 }
 
+/// A failure as the operator reads it: exactly one `error:` line, then
+/// where things point now (indented), then one `help:` line.
+pub fn failure(what: &str, now: &[String], help_text: &str) {
+    error(what);
+    for l in now {
+        detail(l);
+    }
+    if !help_text.is_empty() {
+        help(help_text);
+    }
+}
+
 /// Render an error the way an operator should read it.
 pub fn report(err: &crate::error::Error) {
     error(&err.to_string());
@@ -157,16 +212,26 @@ pub fn log_path() -> Option<PathBuf> {
     with_sink(|sink| sink.log.as_ref().map(|(_, p)| p.clone()))
 }
 
-/// Times a stage: prints its header now and its duration when finished.
+/// Times a stage. Its header (`-----> build`) is shown just before the
+/// stage's first line; a stage that printed nothing is shown when it ends,
+/// as one line with its duration (`-----> export: 2 files, 10 B (0.01s)`).
+/// A stage dropped without [`Stage::done`] (it failed) shows no header of its
+/// own: the error line that follows names what failed.
 pub struct Stage {
     name: String,
     start: Instant,
 }
 
 impl Stage {
-    /// Print the header and start the clock.
+    /// Start the clock; the header waits for the stage's first line.
     pub fn start(name: &str) -> Stage {
-        header(name);
+        // A stage inside a stage (the daemons' start inside a rollback): the
+        // outer one's header goes first.
+        let outer = with_sink(|sink| sink.pending.take());
+        if let Some(outer) = outer {
+            header(&outer);
+        }
+        with_sink(|sink| sink.pending = Some(name.to_string()));
         tracing::info!(stage = name, "stage started");
         Stage {
             name: name.to_string(),
@@ -174,16 +239,38 @@ impl Stage {
         }
     }
 
-    /// Print the duration and return it.
+    /// End the stage; returns its duration.
     pub fn done(self) -> Duration {
+        self.finish(None)
+    }
+
+    /// End the stage with a summary for its one line (`2 files, 10 B`).
+    pub fn done_with(self, summary: &str) -> Duration {
+        self.finish(Some(summary))
+    }
+
+    fn finish(&self, summary: Option<&str>) -> Duration {
         let took = self.start.elapsed();
-        detail(&format!(
-            "{} done in {}",
-            self.name,
-            crate::fsutil::human_duration(took)
-        ));
+        let dur = crate::fsutil::human_duration(took);
+        let quiet = with_sink(|sink| sink.pending.take_if(|p| *p == self.name).is_some());
+        match (quiet, summary) {
+            (true, Some(s)) => line(&format!("-----> {}: {s} ({dur})", self.name)),
+            (true, None) => line(&format!("-----> {} ({dur})", self.name)),
+            (false, Some(s)) => detail(&format!("{s}; {} done in {dur}", self.name)),
+            (false, None) => detail(&format!("{} done in {dur}", self.name)),
+        }
         tracing::info!(stage = %self.name, seconds = took.as_secs_f64(), "stage done");
         took
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        // Dropped after `done` (already taken) or on an error path: a header
+        // never shown must not appear above unrelated lines later.
+        with_sink(|sink| {
+            sink.pending.take_if(|p| *p == self.name);
+        });
     }
 }
 
@@ -211,6 +298,8 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colour codes are for people: a pipe or a file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(stderr_filter);
     let file_layer = tracing_subscriber::fmt::layer()

@@ -9,6 +9,8 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -49,11 +51,77 @@ pub fn run_stage(stage: &str, commands: &[String], env: &StepEnv) -> Result<()> 
     Ok(())
 }
 
+/// Run `commands` of `stage` like [`run_stage`], but keep their lines (the
+/// command lines too) off the screen: they go to the run log and are
+/// returned, so a retried health check can show only what matters.
+pub fn run_stage_captured(
+    stage: &str,
+    commands: &[String],
+    env: &StepEnv,
+) -> (Result<()>, Vec<String>) {
+    let capture = Capture::default();
+    for command in commands {
+        if let Err(e) = run_one_with(stage, command, env, Some(&capture)) {
+            return (Err(e), capture.take());
+        }
+    }
+    (Ok(()), capture.take())
+}
+
+/// Lines of a step kept aside instead of shown.
+#[derive(Default, Clone)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl Capture {
+    fn push(&self, line: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Where a step's output lines go.
+struct Echo {
+    stage: String,
+    /// Set once the step returned and we stopped waiting for its output: a
+    /// background child's later lines belong to no stage on screen.
+    detached: AtomicBool,
+    capture: Option<Capture>,
+}
+
+impl Echo {
+    fn show(&self, text: &str) {
+        if self.detached.load(Ordering::SeqCst) {
+            output::log_only(&format!("       [{}, background] {text}", self.stage));
+        } else if let Some(c) = &self.capture {
+            output::log_only(&format!("       {text}"));
+            c.push(text.to_string());
+        } else {
+            output::detail(text);
+        }
+    }
+}
+
 /// Run one command and report how it ended.
 pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
+    run_one_with(stage, command, env, None)
+}
+
+fn run_one_with(
+    stage: &str,
+    command: &str,
+    env: &StepEnv,
+    capture: Option<&Capture>,
+) -> Result<()> {
     // After Ctrl-C only an unwind (starting the daemons again) runs steps.
     crate::signals::check(&format!("the {stage} step `{command}` was not started"))?;
-    output::line(&format!("       $ {command}"));
+    let echo = Arc::new(Echo {
+        stage: stage.to_string(),
+        detached: AtomicBool::new(false),
+        capture: capture.cloned(),
+    });
+    echo.show(&format!("$ {command}"));
     let started = Instant::now();
     let (reader, writer) =
         std::io::pipe().map_err(|e| Error::io("create a pipe for", command, e))?;
@@ -105,8 +173,9 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     // Our copies of the pipe's write end must be closed, or EOF never comes.
     drop(cmd);
     let (line_done, lines_ended) = crossbeam_channel::bounded(1);
+    let streamer_echo = Arc::clone(&echo);
     let streamer = std::thread::spawn(move || {
-        stream_lines(reader);
+        stream_lines(reader, &streamer_echo);
         let _ = line_done.send(());
     });
 
@@ -116,7 +185,7 @@ pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
     let running = crate::signals::running_step(pgid.as_raw());
     let (status, timed_out, interrupted) = wait_step(child, pgid, env.timeout, command)?;
     drop(running);
-    wait_for_streamer(streamer, lines_ended);
+    wait_for_streamer(streamer, lines_ended, &echo);
     let _ = std::fs::remove_file(&record);
     let took = started.elapsed();
     tracing::info!(
@@ -214,8 +283,8 @@ pub fn end_orphans(root: &crate::root::Root) -> Option<String> {
         format!("the interrupted step ({what}) had already ended")
     } else {
         format!(
-            "ended {} process(es) still running from the interrupted step ({what})",
-            ended.len()
+            "ended {} still running from the interrupted step ({what})",
+            output::count(ended.len() as u64, "process", "processes")
         )
     })
 }
@@ -300,15 +369,25 @@ fn wait_step(
 /// Wait briefly for the output thread. If a background child of the step still
 /// holds the pipe, give up on it: the thread is left blocked on a pipe nobody
 /// will read after we exit, and the deploy goes on.
-fn wait_for_streamer(handle: std::thread::JoinHandle<()>, ended: crossbeam_channel::Receiver<()>) {
+fn wait_for_streamer(
+    handle: std::thread::JoinHandle<()>,
+    ended: crossbeam_channel::Receiver<()>,
+    echo: &Echo,
+) {
     if ended.recv_timeout(DRAIN_AFTER_EXIT).is_err() {
-        output::detail("(a process started by this step is still running and holds its output open; not waiting for it)");
+        let note = format!(
+            "(a process this step started is still running; its later output goes to the run log only, tagged [{}, background])",
+            echo.stage
+        );
+        // Shown before the flag is set, so it stays with this step's lines.
+        echo.show(&note);
+        echo.detached.store(true, Ordering::SeqCst);
         return;
     }
     let _ = handle.join();
 }
 
-fn stream_lines(mut reader: impl Read) {
+fn stream_lines(mut reader: impl Read, echo: &Echo) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -321,24 +400,24 @@ fn stream_lines(mut reader: impl Read) {
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
         while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
-            emit(&pending[start..start + pos]);
+            emit(&pending[start..start + pos], echo);
             start += pos + 1;
         }
         pending.drain(..start);
         while pending.len() >= MAX_LINE {
             let rest = pending.split_off(MAX_LINE);
-            emit(&pending);
+            emit(&pending, echo);
             pending = rest;
         }
     }
     if !pending.is_empty() {
-        emit(&pending);
+        emit(&pending, echo);
     }
 }
 
-fn emit(line: &[u8]) {
+fn emit(line: &[u8], echo: &Echo) {
     let text = String::from_utf8_lossy(line);
-    output::detail(text.trim_end_matches('\r'));
+    echo.show(text.trim_end_matches('\r'));
 }
 
 /// Does `program` (the first word of a command) exist on PATH? For `check`.

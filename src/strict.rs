@@ -387,7 +387,7 @@ pub fn pre_receive(
                 remove_preview: false,
             }),
             Err(e) => {
-                if !matches!(e, Error::Reported { .. }) {
+                if !e.is_reported() {
                     output::report(&e);
                 }
                 failure.get_or_insert(e);
@@ -529,7 +529,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         let result = flip(ctx, pending, &u, &mut runs);
         done.push((i, runs));
         if let Err(e) = result {
-            if !matches!(e, Error::Reported { .. }) {
+            if !e.is_reported() {
                 output::report(&e);
             }
             // git aborts the transaction without calling `aborted`: undo
@@ -562,6 +562,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
 
 /// The flips of one ref, with git holding it locked.
 fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) -> Result<()> {
+    let started = std::time::Instant::now();
     let root = &ctx.root;
     let txn = GitTxn {
         receive_pack: pending.receive_pack,
@@ -594,16 +595,9 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         runs.push(run.clone());
         crate::faults::point("strict-before-flip-warmup");
         crate::ops::warmup::point_warmup(ctx, &u.commit)?;
-        let env = crate::ops::warmup::step_env(ctx, &u.commit, &u.name);
-        if let Err(e) = crate::steps::run_stage("notify", &ctx.config.warmup.notify, &env) {
-            output::warning(&format!("{e} (the release is warmed up all the same)"));
-        }
+        crate::ops::warmup::notify(ctx, &u.commit, &u.name, "ok", None);
         journal::append(root, &prepared(&run))?;
-        if u.promote {
-            output::success(&format!("warmup -> releases/{}", u.commit));
-        } else {
-            crate::ops::warmup::finish_message(ctx, &u.commit);
-        }
+        crate::ops::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
     }
     if u.promote {
         if root.production().as_deref() == Some(u.commit.as_str()) {

@@ -256,7 +256,7 @@ fn assert_next_deploy_works(s: &Scene, context: &str) {
     assert!(
         // (no `remote:` before it in strict mode: the flip runs in the
         // reference-transaction hook, whose lines git passes through as they are)
-        t.contains(&format!("success: warmup -> releases/{c}")),
+        t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
         "{context}: next push: {t}"
     );
     assert!(
@@ -370,7 +370,7 @@ fn sigkill_during_a_warmup_is_repaired_by_the_next_push_itself() {
             t.contains(&format!(
                 "remote: -----> recovering an interrupted warmup of {}",
                 short(&s.b)
-            )) && t.contains(&format!("success: warmup -> releases/{c}")),
+            )) && t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
             "{point}: {t}"
         );
         assert!(leftovers(env).is_empty(), "{point}: {:?}", leftovers(env));
@@ -529,6 +529,12 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
             .iter()
             .any(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
     });
+    // The success line follows the journal's end entry.
+    wait_for(
+        "the success line in the log",
+        Duration::from_secs(60),
+        || logs_text(env, &s.b).contains("success: warmup"),
+    );
     let end = journal(env)
         .into_iter()
         .find(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
@@ -539,7 +545,7 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
     for want in [
         "output line 2000",
         "build-ends",
-        &format!("success: warmup -> releases/{}", s.b),
+        &format!("success: warmup -> releases/{}", &s.b[..12]),
     ] {
         assert!(log.contains(want), "{want} missing from the log: {log}");
     }
@@ -601,7 +607,7 @@ fn a_full_disk_during_export_fails_cleanly() {
         "the error must name the path: {t}"
     );
     assert!(
-        t.contains("error: the disk is full")
+        t.contains("failed: the disk is full")
             && t.contains(&format!(
                 "the filesystem holding {} has ",
                 releases.display()
@@ -743,7 +749,7 @@ fn eight_pushes_at_once_are_serialised() {
                 "{commit} pushed but not warmed: {t}"
             );
             assert!(
-                t.contains(&format!("success: warmup -> releases/{commit}")),
+                t.contains(&format!("success: warmup -> releases/{}", &commit[..12])),
                 "{t}"
             );
         } else {
@@ -801,7 +807,10 @@ fn eight_pushes_at_once_are_serialised() {
             "{commit} not in the journal: {t}"
         );
         assert!(
-            t.contains(&format!("success: production -> releases/{commit}")),
+            t.contains(&format!(
+                "success: production -> releases/{}",
+                &commit[..12]
+            )),
             "{t}"
         );
     }
@@ -864,7 +873,7 @@ fn eight_warmups_and_two_promotes_at_once_are_serialised() {
         let out = child.wait_with_output().unwrap();
         let t = ok(&out);
         assert!(
-            t.contains(&format!("success: warmup -> releases/{c}")),
+            t.contains(&format!("success: warmup -> releases/{}", &c[..12])),
             "{t}"
         );
     }
@@ -951,11 +960,13 @@ fn assert_warmup_failed_cleanly(s: &Scene, t: &str, context: &str) {
     );
     assert_eq!(env.pointed("production").as_deref(), Some(s.a.as_str()));
     assert!(
-        t.contains(&format!(
-            "error: warm-up of {} failed; warmup still points at releases/{}",
-            short(&s.b),
-            short(&s.a)
-        )),
+        t.contains(&format!("error: warm-up of {} failed: ", short(&s.b))),
+        "{context}: {t}"
+    );
+    // One error line per failure, then where things point now.
+    assert_eq!(t.matches("error: ").count(), 1, "{context}: {t}");
+    assert!(
+        t.contains(&format!("       warmup     -> releases/{}", short(&s.a))),
         "{context}: {t}"
     );
     let last = journal(env).pop().unwrap();
@@ -976,7 +987,7 @@ fn step_failures_of_every_kind_leave_warmup_alone() {
     let (s, t, _) = failing_step(&step_config("echo about to fail; exit 3", ""));
     assert!(t.contains("remote:        about to fail"), "{t}");
     assert!(
-        t.contains("error: build step `echo about to fail; exit 3` failed: exit status 3"),
+        t.contains("failed: build step `echo about to fail; exit 3` failed: exit status 3"),
         "{t}"
     );
     assert_warmup_failed_cleanly(&s, &t, "exit 3");
@@ -1407,7 +1418,9 @@ fn hostile_trees_are_refused_and_write_nothing_outside_the_release() {
         let out = env.push(&["-f", &format!("{commit}:refs/heads/main")]);
         let t = text(&out);
         assert!(
-            t.contains("remote: error: refusing to export") && t.contains("help: "),
+            t.contains("remote: error: warm-up of ")
+                && t.contains("failed: refusing to export")
+                && t.contains("help: "),
             "{what}: {t}"
         );
         assert!(!env.release(&commit).exists(), "{what}");
@@ -1462,7 +1475,7 @@ fn a_shared_path_through_a_symlink_to_etc_is_refused() {
     let t = text(&env.push(&["main"]));
     assert!(
         t.contains(&format!(
-            "error: shared path \"www/{probe}\" goes through a symlink in the release"
+            "failed: shared path \"www/{probe}\" goes through a symlink in the release"
         )) && t.contains("-> /etc"),
         "{t}"
     );
@@ -1527,9 +1540,30 @@ fn broken_or_escaping_config_is_refused_and_changes_nothing() {
                 "{config} {args:?}: {t}"
             );
         }
+        let journal_before = journal(env).len();
         let out = hook_with_stdin(env, format!("{} {} refs/heads/main\n", s.a, s.b).as_bytes());
         assert!(text(&out).contains(want), "{config}: {}", text(&out));
-        assert_eq!(state_fingerprint(env), before, "{config}");
+        // The hook leaves a trace of the refused push: one failed run in the
+        // journal (start and end), naming the config error; nothing else changes.
+        let entries = journal(env);
+        assert_eq!(entries.len(), journal_before + 2, "{config}");
+        let end = entries.last().unwrap();
+        assert_eq!(end["result"], "failed", "{config}: {end}");
+        assert!(
+            end["error"].as_str().unwrap_or_default().contains(want),
+            "{config}: {end}"
+        );
+        let without_journal = |f: String| -> String {
+            f.lines()
+                .filter(|l| !l.starts_with("journal: "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            without_journal(state_fingerprint(env)),
+            without_journal(before.clone()),
+            "{config}"
+        );
     }
 }
 
@@ -1574,7 +1608,7 @@ fn an_unwritable_releases_directory_fails_clearly() {
     let t = text(&env.push(&["main"]));
     assert!(
         t.contains(&format!(
-            "error: could not create directory {}/.tmp-",
+            "failed: could not create directory {}/.tmp-",
             releases.display()
         )) && (t.contains("Operation not permitted") || t.contains("Read-only file system")),
         "{t}"
@@ -1755,7 +1789,7 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(
         t.contains(
-            "ended 2 process(es) still running from the interrupted step (stop: echo stopping"
+            "ended 2 processes still running from the interrupted step (stop: echo stopping"
         ),
         "{t}"
     );

@@ -955,7 +955,7 @@ check_timeout = 1
         r["error"]
             .as_str()
             .unwrap()
-            .contains("rolled back: check failed"),
+            .contains("rolled back: check step `test ! -e fail-check` failed"),
         "{r}"
     );
     assert!(r["help"].as_str().unwrap().contains("marked bad"), "{r}");

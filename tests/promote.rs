@@ -35,6 +35,17 @@ notify = ["make deploy-notify"]
 @PROMOTE@
 "#;
 
+/// The text of the newest run log whose name holds `event` (`promote-<hash>`).
+fn newest_log(env: &Env, event: &str) -> String {
+    let mut logs: Vec<_> = std::fs::read_dir(env.root.join(".symdeploy/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(&format!("-{event}-")))
+        .collect();
+    logs.sort();
+    std::fs::read_to_string(logs.pop().expect("no run log")).unwrap()
+}
+
 fn config(top: &str, promote: &str) -> String {
     PROMOTE_CONFIG
         .replace("@TOP@", top)
@@ -122,7 +133,10 @@ fn tag_push_promotes_stop_flip_after_switch_start_notify_in_order() {
     env.git(&["tag", "release-1"]);
     let t = env.push_ok(&["release-1"]);
     assert!(
-        t.contains(&format!("remote: success: production -> releases/{a}")),
+        t.contains(&format!(
+            "remote: success: production -> releases/{}",
+            &a[..12]
+        )),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
@@ -147,7 +161,14 @@ fn tag_push_promotes_stop_flip_after_switch_start_notify_in_order() {
     env.clear_trace();
     env.git(&["tag", "release-2"]);
     let t = env.push_ok(&["release-2"]);
-    assert!(t.contains("remote: -----> cleanup"), "{t}");
+    // The cleanup ran after the promote; with nothing to remove it shows
+    // nothing, and its decisions are in the run log.
+    assert!(!t.contains("remote: -----> cleanup"), "{t}");
+    let log = newest_log(&env, &format!("promote-{}", &b[..12]));
+    assert!(
+        log.contains(&format!("keep   {} (production)", &b[..12])),
+        "{log}"
+    );
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
     assert_eq!(
         env.trace(),
@@ -181,7 +202,7 @@ fn an_annotated_tag_on_an_unpushed_commit_is_warmed_up_then_promoted() {
     env.clear_trace();
     let t = env.push_ok(&["release-7"]);
     assert!(
-        t.contains("has no ready release yet: warming it up first"),
+        t.contains("it has no ready release yet, so it is warmed up first"),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(c.as_str()));
@@ -203,11 +224,14 @@ fn push_option_promote_warms_up_and_promotes_in_one_push() {
     env.clear_trace();
     let t = env.push_ok(&["-o", "promote", "main"]);
     assert!(
-        t.contains(&format!("remote: success: warmup -> releases/{b}")),
+        t.contains(&format!("remote: success: warmup -> releases/{}", &b[..12])),
         "{t}"
     );
     assert!(
-        t.contains(&format!("remote: success: production -> releases/{b}")),
+        t.contains(&format!(
+            "remote: success: production -> releases/{}",
+            &b[..12]
+        )),
         "{t}"
     );
     assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
@@ -248,11 +272,19 @@ fn a_failing_after_switch_rolls_back_to_the_previous_release_and_starts_the_daem
     let t = env.push_ok(&["release-2"]);
     assert!(
         t.contains(&format!(
-            "remote: error: promote of {} rolled back: after_switch failed; production is back on releases/{a}",
+            "remote: error: promote of {} rolled back: after_switch step `test ! -e \"$SYMDEPLOY_ROOT/fail-after-switch\"` failed: exit status 1",
             &b[..12]
         )),
         "{t}"
     );
+    assert!(
+        t.contains(&format!(
+            "remote:        production -> releases/{}",
+            &a[..12]
+        )),
+        "{t}"
+    );
+    assert_eq!(t.matches("error: ").count(), 1, "{t}");
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(
         std::fs::read_to_string(env.root.join("www/index.html")).unwrap(),
@@ -273,7 +305,10 @@ fn a_failing_after_switch_rolls_back_to_the_previous_release_and_starts_the_daem
     // warmup pointed at b (the push warmed it); it must not stay on a bad release.
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
     assert!(
-        t.contains(&format!("warmup -> releases/{a} (off the bad release)")),
+        t.contains(&format!(
+            "warmup -> releases/{} (off the bad release)",
+            &a[..12]
+        )),
         "{t}"
     );
     let last = ends(&env, "promote").pop().unwrap();
@@ -312,9 +347,11 @@ check_timeout = 2"#;
     let started = Instant::now();
     let t = fails(&env.symdeploy(&["promote"]));
     let took = started.elapsed();
-    assert!(t.contains("check failed; retrying (attempt 2"), "{t}");
+    assert!(t.contains("check failed; retrying for up to 2s"), "{t}");
+    assert!(t.contains("last attempt:"), "{t}");
+    assert!(t.contains("rolled back: check step"), "{t}");
     assert!(
-        t.contains(&format!("check failed; production is back on releases/{a}")),
+        t.contains(&format!("       production -> releases/{}", &a[..12])),
         "{t}"
     );
     let attempts: u32 = std::fs::read_to_string(env.root.join("attempts"))
@@ -368,7 +405,8 @@ fn a_hanging_check_is_cut_off_at_check_timeout() {
     let t = fails(&env.symdeploy(&["promote", &b]));
     // A bound to detect the hang, far below the check's own 120s.
     assert!(started.elapsed() < Duration::from_secs(60), "{t}");
-    assert!(t.contains("check failed; production is back on"), "{t}");
+    assert!(t.contains("rolled back: check step"), "{t}");
+    assert!(t.contains("timed out"), "{t}");
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
 }
 
@@ -385,8 +423,9 @@ fn a_root_link_that_cannot_be_made_after_the_flip_rolls_back_and_starts() {
     env.clear_trace();
     let t = fails(&env.symdeploy(&["promote"]));
     assert!(t.contains("is a real directory"), "{t}");
+    assert!(t.contains("rolled back: the root links failed"), "{t}");
     assert!(
-        t.contains(&format!("production is back on releases/{a}")),
+        t.contains(&format!("       production -> releases/{}", &a[..12])),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
@@ -457,17 +496,23 @@ fn a_failing_stop_leaves_production_untouched_and_runs_start() {
     env.clear_trace();
     let t = fails(&env.symdeploy(&["promote"]));
     assert!(
-        t.contains(&format!(
-            "error: stopping the daemons failed; production stays on releases/{a}"
-        )),
+        t.contains(&format!("error: promote of {} failed: stop step", &b[..12])),
         "{t}"
     );
+    assert!(t.contains("(production was not switched)"), "{t}");
+    assert!(
+        t.contains(&format!("       production -> releases/{}", &a[..12])),
+        "{t}"
+    );
+    assert_eq!(t.matches("error: ").count(), 1, "{t}");
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(
         env.trace(),
         vec![
             stop_line(&env, &b, Some(&a), Some(&a)),
             start_line(&env, &a, &a),
+            // Nothing was switched: notify hears `failed`.
+            format!("notify notify failed {}", dir(&env, &b)),
         ]
     );
     // Not the release's fault: it stays ready and can be promoted later.
@@ -489,7 +534,7 @@ fn rollback_walks_back_through_production_history() {
     env.clear_trace();
     let t = ok(&env.symdeploy(&["rollback"]));
     assert!(
-        t.contains(&format!("success: production -> releases/{}", c[1])),
+        t.contains(&format!("success: production -> releases/{}", &c[1][..12])),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(c[1].as_str()));
@@ -824,7 +869,7 @@ fn strict_mode_rejects_a_push_whose_build_fails_and_keeps_the_ref() {
     assert!(!out.status.success(), "strict push should be rejected: {t}");
     assert!(t.contains("pre-receive hook declined"), "{t}");
     assert!(
-        t.contains("remote: error: build step `make production-assets` failed"),
+        t.contains("failed: build step `make production-assets` failed"),
         "{t}"
     );
     assert!(!t.contains("(reported above)"), "{t}");
@@ -852,7 +897,7 @@ fn strict_mode_promotes_a_tag_whose_objects_are_still_in_quarantine() {
     // The flips run in the reference-transaction hook, whose lines git does
     // not prefix with `remote:`.
     assert!(
-        t.contains(&format!("success: production -> releases/{c}")),
+        t.contains(&format!("success: production -> releases/{}", &c[..12])),
         "{t}"
     );
     assert_eq!(env.pointed("production").as_deref(), Some(c.as_str()));
@@ -958,7 +1003,7 @@ fn dry_runs_change_nothing() {
     let t = ok(&env.symdeploy(&["promote", "--dry-run"]));
     assert!(t.contains("dry run"), "{t}");
     assert!(
-        t.contains(&format!("releases/{b}")) && t.contains("stop: "),
+        t.contains(&format!("-> releases/{}", &b[..12])) && t.contains("stop: "),
         "{t}"
     );
     let t = ok(&env.symdeploy(&["promote", "--dry-run", &c]));

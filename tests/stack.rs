@@ -635,7 +635,7 @@ fn ssh_push_streams_warmup_then_tag_promotes() {
     let out = seen.join("\n");
     assert!(status.success(), "ssh push of main failed:\n{out}");
     for want in [
-        format!("remote: success: warmup -> releases/{a}"),
+        format!("remote: success: warmup -> releases/{}", &a[..12]),
         "remote:        migrate: applied 001_create_visits.sql".to_string(),
         "remote:        production-assets: built www/assets/app.css".to_string(),
     ] {
@@ -649,7 +649,10 @@ fn ssh_push_streams_warmup_then_tag_promotes() {
     project.git(&["tag", "release-1"]);
     let out = project.push_ok(&[&url, "release-1"], Some(&ssh));
     assert!(
-        out.contains(&format!("remote: success: production -> releases/{a}")),
+        out.contains(&format!(
+            "remote: success: production -> releases/{}",
+            &a[..12]
+        )),
         "{out}"
     );
     for stage in [
@@ -1169,7 +1172,7 @@ fn two_hosts_one_remote_strict_mode() {
     let a = project.git(&["rev-parse", "HEAD"]);
     let out = project.push_ok(&["deploy", "main"], Some(&ssh));
     assert_eq!(
-        out.matches(&format!("success: warmup -> releases/{a}"))
+        out.matches(&format!("success: warmup -> releases/{}", &a[..12]))
             .count(),
         2,
         "{out}"
@@ -1226,7 +1229,7 @@ fn two_hosts_one_remote_strict_mode() {
     project.git(&["tag", "release-1", &a]);
     let out = project.push_ok(&["deploy", "release-1"], Some(&ssh));
     assert_eq!(
-        out.matches(&format!("success: production -> releases/{a}"))
+        out.matches(&format!("success: production -> releases/{}", &a[..12]))
             .count(),
         2,
         "{out}"
@@ -1253,7 +1256,7 @@ fn two_hosts_one_remote_strict_mode() {
         "{out}"
     );
     assert_eq!(
-        out.matches(&format!("success: production -> releases/{b}"))
+        out.matches(&format!("success: production -> releases/{}", &b[..12]))
             .count(),
         1,
         "{out}"
@@ -1280,7 +1283,7 @@ fn two_hosts_one_remote_strict_mode() {
     assert_eq!(out.matches("success: warmup").count(), 1, "{out}");
     let out = project.push_ok(&["deploy", "release-2"], Some(&ssh));
     assert_eq!(
-        out.matches(&format!("success: production -> releases/{b}"))
+        out.matches(&format!("success: production -> releases/{}", &b[..12]))
             .count(),
         1,
         "{out}"

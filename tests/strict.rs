@@ -360,7 +360,7 @@ fn a_failing_check_still_refuses_a_strict_promote_push() {
     let out = env.push(&["-o", "promote", "main"]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("rolled back: check failed"), "{t}");
+    assert!(t.contains("rolled back: check step `false` failed"), "{t}");
     assert!(t.contains("ref updates aborted by hook"), "{t}");
     assert_eq!(
         repo_ref(&env, "refs/heads/main").as_deref(),

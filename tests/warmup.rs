@@ -102,7 +102,7 @@ fn second_push_flips_warmup_and_keeps_the_first_release() {
     let second = env.commit("second");
     let out = env.push_ok(&["main"]);
     assert!(
-        out.contains(&format!("warmup -> releases/{second}")),
+        out.contains(&format!("warmup -> releases/{}", &second[..12])),
         "{out}"
     );
     assert_eq!(env.pointed("warmup").as_deref(), Some(second.as_str()));
@@ -150,9 +150,23 @@ fn a_failing_step_leaves_warmup_where_it_was() {
     // post-receive: the push itself lands, the deploy reports the failure.
     assert!(t.contains("remote:        assets are broken"), "{t}");
     assert!(
-        t.contains("remote: error: build step `make production-assets` failed: exit status 2"),
+        t.contains(&format!(
+            "remote: error: warm-up of {} failed: build step `make production-assets` failed: exit status 2",
+            &bad[..12]
+        )),
         "{t}"
     );
+    // Exactly one error line, then where production and warmup point, then
+    // advice that fits a fault of the commit.
+    assert_eq!(t.matches("error: ").count(), 1, "{t}");
+    assert!(
+        t.contains(&format!(
+            "remote:        warmup     -> releases/{}",
+            &good[..12]
+        )),
+        "{t}"
+    );
+    assert!(t.contains("fix the commit and push it again"), "{t}");
     assert!(t.contains(".symdeploy/logs/"), "log path missing: {t}");
     assert_eq!(env.pointed("warmup").as_deref(), Some(good.as_str()));
     let state: serde_json::Value = serde_json::from_str(

@@ -204,7 +204,11 @@ pub fn run(root: &Root) -> Result<()> {
     if let Some(h) = crate::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
     }
-    println!("{} errors, {} warnings", r.errors, r.warnings);
+    println!(
+        "{}, {}",
+        crate::output::count(r.errors as u64, "error", "errors"),
+        crate::output::count(r.warnings as u64, "warning", "warnings")
+    );
     if r.errors > 0 {
         Err(Error::Reported { code: 1 })
     } else {

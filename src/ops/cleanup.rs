@@ -72,14 +72,23 @@ pub fn after_promote(ctx: &Ctx) {
         }
     };
     let removing: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
-    output::header(&format!(
-        "cleanup: {} releases, removing {}",
-        decisions.len(),
-        removing.len()
-    ));
+    // After a promote only removals are news; what is kept, and why, is in
+    // the run log (and `symdeploy cleanup --dry-run` shows it any time).
+    if !removing.is_empty() {
+        output::header(&format!(
+            "cleanup: removing {} of {}",
+            removing.len(),
+            output::count(decisions.len() as u64, "release", "releases")
+        ));
+    }
     for d in &decisions {
         let verb = if d.keep { "keep  " } else { "remove" };
-        output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
+        let text = format!("       {verb} {} ({})", short(&d.commit), d.why);
+        if d.keep {
+            output::log_only(&text);
+        } else {
+            output::line(&text);
+        }
     }
     let mut moved = 0;
     for d in &removing {
@@ -342,13 +351,13 @@ pub fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()> {
     let decisions = plan(ctx, keep)?;
     let removing: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
     output::header(&format!(
-        "cleanup{}: {} releases, removing {}",
+        "cleanup{}: {}, removing {}",
         if dry_run {
             " (dry run: nothing is removed)"
         } else {
             ""
         },
-        decisions.len(),
+        output::count(decisions.len() as u64, "release", "releases"),
         removing.len()
     ));
     for d in &decisions {

@@ -71,14 +71,17 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
     let cur = ctx
         .root
         .production()
-        .map(|c| format!("releases/{c}"))
+        .map(|c| format!("releases/{}", short(&c)))
         .unwrap_or_else(|| "nothing".into());
     for (stage, cmds) in [("stop", &p.stop)] {
         for c in cmds.iter() {
             output::detail(&format!("{stage}: {c}"));
         }
     }
-    output::detail(&format!("flip production: {cur} -> releases/{hex}"));
+    output::detail(&format!(
+        "flip production: {cur} -> releases/{}",
+        short(hex)
+    ));
     for (stage, cmds) in [
         ("after_switch", &p.after_switch),
         ("start", &p.start),
@@ -117,11 +120,11 @@ pub fn promote_locked(
         return Ok(());
     }
     if !release::is_ready(&ctx.root, &hex) {
-        output::detail(&format!(
-            "{} has no ready release yet: warming it up first",
+        output::header(&format!(
+            "promoting {} ({git_ref}): it has no ready release yet, so it is warmed up first",
             short(&hex)
         ));
-        crate::ops::warmup::warm(ctx, repo, commit, git_ref, false)?;
+        crate::ops::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
     }
     switch(ctx, &hex, "promote", git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
@@ -192,15 +195,6 @@ pub(crate) fn switch_with(
     if let Err((phase, what, e)) = stop_sync_flip(ctx, hex, &new_env) {
         let cause = cause(&e);
         debug_assert_eq!(decide::unwind(phase, cause), Unwind::StartAgain);
-        output::error(&format!(
-            "{what} {}; production stays on {}",
-            if cause == Cause::Interrupted {
-                "was interrupted"
-            } else {
-                "failed"
-            },
-            describe(&previous)
-        ));
         let back = previous.as_deref().unwrap_or(hex);
         start_anyway(&p.start, &env(back, previous.as_ref(), vec![]));
         entry.error = Some(e.to_string());
@@ -208,6 +202,22 @@ pub(crate) fn switch_with(
             root,
             &entry.end(decide::journal_result(Unwind::StartAgain, cause)),
         )?;
+        if cause != Cause::Interrupted {
+            // Nothing was switched: `failed`, and chat and CI hear of it.
+            notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(&e));
+            let message = format!(
+                "{event} of {} failed: {} (production was not switched)",
+                short(hex),
+                failed(what, &e)
+            );
+            let help = promote_advice(&e, hex, event, false);
+            output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
+            return Err(Error::Shown {
+                code: e.exit_code(),
+                message,
+                help: Some(help),
+            });
+        }
         if cause == Cause::Interrupted {
             return Err(crate::signals::error(format!(
                 "{event} of {} stopped during {what}, before the switch; production stays on {}, and the daemons were started again",
@@ -223,7 +233,7 @@ pub(crate) fn switch_with(
     entry
         .durations
         .insert("flip".into(), started.elapsed().as_secs_f64());
-    output::detail(&format!("production -> releases/{hex}"));
+    output::log_only(&format!("       production -> releases/{hex}"));
     // From here on every failure goes through the rollback, which starts the daemons.
     let links = link::ensure_static(&root.dir, &ctx.config.links);
 
@@ -238,11 +248,6 @@ pub(crate) fn switch_with(
     let result = match failure {
         None => "ok",
         Some(ref f) => {
-            let how = match cause(&f.error) {
-                Cause::Interrupted => "was interrupted",
-                Cause::Failed => "failed",
-            };
-            output::error(&format!("{} {how} after the switch: {}", f.what, f.error));
             if cause(&f.error) == Cause::Interrupted {
                 // An interrupt says nothing about the release: it stays
                 // ready, and warmup on it, for the next promote.
@@ -259,16 +264,14 @@ pub(crate) fn switch_with(
 
     // 4. notify, journal. After an interrupt notify is not started: the
     // operator asked to stop, and all that matters is done.
-    let stage = Stage::start("notify");
-    let notify_env = env(
+    notify(
+        ctx,
         hex,
         previous.as_ref(),
-        vec![("SYMDEPLOY_RESULT".into(), result.into())],
+        git_ref,
+        result,
+        failure.as_ref().map(|f| &f.error),
     );
-    if let Err(e) = steps::run_stage("notify", &p.notify, &notify_env) {
-        output::warning(&format!("{e}"));
-    }
-    stage.done();
     entry
         .durations
         .insert("total".into(), started.elapsed().as_secs_f64());
@@ -276,7 +279,8 @@ pub(crate) fn switch_with(
         None if entry.txn.is_some() => {
             journal::append(root, &crate::strict::prepared(&entry))?;
             output::success(&format!(
-                "production -> releases/{hex} ({event} took {}); git updates {} next",
+                "production -> releases/{} ({event} took {}); git updates {} next",
+                short(hex),
                 crate::fsutil::human_duration(started.elapsed()),
                 git_ref
             ));
@@ -286,7 +290,12 @@ pub(crate) fn switch_with(
             // Also when notify was interrupted: the promote itself is done.
             journal::append(root, &entry.end("ok"))?;
             output::success(&format!(
-                "production -> releases/{hex} ({event} took {})",
+                "production -> releases/{} (was {}; {event} took {})",
+                short(hex),
+                previous
+                    .as_deref()
+                    .map(|c| format!("releases/{}", short(c)))
+                    .unwrap_or_else(|| "nothing".into()),
                 crate::fsutil::human_duration(started.elapsed())
             ));
             Ok(entry)
@@ -307,21 +316,20 @@ pub(crate) fn switch_with(
                     short(hex)
                 )));
             }
-            Err(Error::with_help(
-                format!(
-                    "{event} of {} rolled back: {} failed; production is back on {}",
-                    short(hex),
-                    f.what,
-                    describe(&previous)
-                ),
-                format!(
-                    "releases/{} is marked bad; see the output above and the log {}",
-                    short(hex),
-                    output::log_path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-            ))
+            let message = format!(
+                "{event} of {} rolled back: {}",
+                short(hex),
+                failed(&f.what, &f.error)
+            );
+            let help = promote_advice(&f.error, hex, event, true);
+            output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
+            // 1, as any rollback: the step's own code (3) would say "nothing
+            // happened", and scripts (the fleet playbook) tell them apart.
+            Err(Error::Shown {
+                code: 1,
+                message,
+                help: Some(help),
+            })
         }
     }
 }
@@ -333,11 +341,13 @@ fn stop_sync_flip(
     hex: &str,
     env: &StepEnv,
 ) -> std::result::Result<(), (Phase, &'static str, Error)> {
-    let stage = Stage::start("stop");
+    let stage = (!ctx.config.promote.stop.is_empty()).then(|| Stage::start("stop"));
     faults::point("stop");
     steps::run_stage("stop", &ctx.config.promote.stop, env)
         .map_err(|e| (Phase::Stop, "stopping the daemons", e))?;
-    stage.done();
+    if let Some(stage) = stage {
+        stage.done();
+    }
     let stage = Stage::start("switch production");
     // A power cut after the flip must not leave production on empty files.
     crate::fsutil::sync_filesystem(&ctx.root.release(hex))
@@ -348,7 +358,7 @@ fn stop_sync_flip(
     faults::point("before-flip-production");
     link::flip(&ctx.root.dir, PRODUCTION, &link::release_target(hex))
         .map_err(|e| (Phase::Flip, "switching production", e))?;
-    stage.done();
+    stage.done_with(&format!("production -> releases/{}", short(hex)));
     Ok(())
 }
 
@@ -375,6 +385,10 @@ pub fn step_env(
 pub(crate) fn after_flip(ctx: &Ctx, env: &StepEnv) -> Option<Failure> {
     let p = &ctx.config.promote;
     for (name, cmds) in [("after_switch", &p.after_switch), ("start", &p.start)] {
+        if cmds.is_empty() {
+            faults::point(name);
+            continue;
+        }
         let stage = Stage::start(name);
         faults::point(name);
         if let Err(error) = steps::run_stage(name, cmds, env) {
@@ -398,10 +412,15 @@ pub(crate) fn after_flip(ctx: &Ctx, env: &StepEnv) -> Option<Failure> {
     None
 }
 
-/// Retry all checks until they pass together or the time is up.
+/// Retry all checks until they pass together or the time is up. The screen
+/// gets the first failure's output, one line per attempt at most every few
+/// seconds, and the last attempt's output; the run log gets every attempt.
 fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut attempt = 1;
+    let mut last_line = Instant::now();
     loop {
         // A hanging check (curl without -m) must not outlive check_timeout.
         let left = deadline.saturating_duration_since(Instant::now());
@@ -409,21 +428,129 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
             timeout: env.timeout.min(left.max(Duration::from_secs(1))),
             ..env.clone()
         };
-        match steps::run_stage("check", checks, &env) {
-            Ok(()) => return Ok(()),
+        let (result, lines) = steps::run_stage_captured("check", checks, &env);
+        if attempt == 1 {
+            for l in &lines {
+                output::detail(l);
+            }
+        }
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    output::detail(&format!(
+                        "passed on attempt {attempt}, after {}",
+                        crate::fsutil::human_duration(started.elapsed())
+                    ));
+                }
+                return Ok(());
+            }
             Err(e @ Error::Interrupted { .. }) => return Err(e),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {
+            Err(e) if Instant::now() >= deadline => {
+                if attempt > 1 {
+                    output::detail("last attempt:");
+                    for l in &lines {
+                        output::detail(&format!("  {l}"));
+                    }
+                    output::log_only(&format!("       ({attempt} attempts in all)"));
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                if attempt == 1 {
+                    output::detail(&format!(
+                        "check failed; retrying for up to {}s (check_timeout)",
+                        timeout.as_secs()
+                    ));
+                } else if last_line.elapsed() >= PROGRESS_EVERY {
+                    output::detail(&format!(
+                        "attempt {attempt} failed too ({e}); {}s left",
+                        deadline.saturating_duration_since(Instant::now()).as_secs()
+                    ));
+                    last_line = Instant::now();
+                }
+                output::log_only(&format!("       attempt {attempt} failed: {e}"));
                 attempt += 1;
-                output::detail(&format!(
-                    "check failed; retrying (attempt {attempt}, up to {}s in all)",
-                    timeout.as_secs()
-                ));
-                // A second between attempts, cut short by an interrupt.
-                let _ = crate::signals::wakeups().recv_timeout(Duration::from_secs(1));
+                // A second between attempts (never past the deadline), cut
+                // short by an interrupt.
+                let pause =
+                    Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+                let _ = crate::signals::wakeups().recv_timeout(pause);
                 crate::signals::check("the check was retrying")?;
             }
         }
+    }
+}
+
+/// What failed, said once: a step's error names its stage already.
+fn failed(what: &str, e: &Error) -> String {
+    match e {
+        Error::Step { .. } => e.to_string(),
+        _ => format!("{what} failed: {e}"),
+    }
+}
+
+/// Run promote.notify with `SYMDEPLOY_RESULT` (ok, rolled-back or failed)
+/// and, after a failure, `SYMDEPLOY_ERROR` (one line). Its failure is a
+/// warning: the outcome above stands.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    hex: &str,
+    previous: Option<&String>,
+    git_ref: &str,
+    result: &str,
+    error: Option<&Error>,
+) {
+    let p = &ctx.config.promote;
+    if p.notify.is_empty() {
+        return;
+    }
+    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.to_string())];
+    if let Some(e) = error {
+        extra.push((
+            "SYMDEPLOY_ERROR".into(),
+            crate::ops::warmup::one_line(&e.to_string()),
+        ));
+    }
+    let stage = Stage::start("notify");
+    let env = step_env(ctx, hex, previous.map(String::as_str), git_ref, extra);
+    if let Err(e) = steps::run_stage("notify", &p.notify, &env) {
+        output::warning(&format!("{e} (the {result} outcome above stands)"));
+        return;
+    }
+    stage.done();
+}
+
+/// The one piece of advice after a failed promote: a fault of the commit
+/// needs a new commit, pushed and promoted; a fault of the server (a missing
+/// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
+fn promote_advice(e: &Error, hex: &str, event: &str, marked_bad: bool) -> String {
+    let log = output::log_path()
+        .map(|p| format!("the whole output is in {}; ", p.display()))
+        .unwrap_or_default();
+    let bad = if marked_bad {
+        format!("releases/{} is marked bad; ", short(hex))
+    } else {
+        String::new()
+    };
+    let again = if event == "rollback" {
+        "`symdeploy rollback` again".to_string()
+    } else {
+        format!("`symdeploy promote {}`", short(hex))
+    };
+    match e {
+        Error::Step { stage, status, .. }
+            if status == "exit status 127" || stage == "stop" || stage == "start" =>
+        {
+            format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
+        }
+        Error::Step { .. } if marked_bad => format!(
+            "{log}{bad}fix the commit, push it and promote the new one (if the server was at fault, fix it and run {again})"
+        ),
+        Error::Step { .. } => format!("{log}fix the cause, then run {again}"),
+        other => match other.help() {
+            Some(h) => format!("{h}; then run {again}"),
+            None => format!("{log}fix the cause on the server, then run {again}"),
+        },
     }
 }
 
@@ -480,7 +607,10 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
     }
     match previous {
         Some(prev) => match link::flip(&root.dir, PRODUCTION, &link::release_target(prev)) {
-            Ok(()) => output::detail(&format!("production -> releases/{prev} (back)")),
+            Ok(()) => output::detail_full(
+                &format!("production -> releases/{} (back)", short(prev)),
+                prev,
+            ),
             Err(e) => output::error(&format!("could not flip production back: {e}")),
         },
         None => {
@@ -514,7 +644,7 @@ pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: 
             Ok(back) => output::detail(&format!(
                 "warmup -> {} (off the {} release)",
                 back.as_deref()
-                    .map(|c| format!("releases/{c}"))
+                    .map(|c| format!("releases/{}", short(c)))
                     .unwrap_or_else(|| "nothing".into()),
                 state.as_str()
             )),
@@ -527,6 +657,9 @@ pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: 
 /// we are already on an error path.
 pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
     let _unwinding = crate::signals::unwinding("starting the daemons again");
+    if start.is_empty() {
+        return;
+    }
     let stage = Stage::start("start (restoring the daemons)");
     if let Err(e) = steps::run_stage("start", start, env) {
         output::error(&format!(

@@ -98,7 +98,7 @@ pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
     }
     let back = fallback_warmup(ctx, rejected);
     match &back {
-        Some(b) => crate::ops::warmup::point_warmup(ctx, b)?,
+        Some(b) => crate::ops::warmup::flip_warmup(ctx, b)?,
         None => {
             let _ = std::fs::remove_file(ctx.root.link(crate::root::WARMUP));
         }

@@ -1,9 +1,16 @@
-//! `symdeploy status [--json]`: production, warmup and previous, each with its
-//! commit, subject, when and by whom; the lock holder; interrupted runs.
+//! `symdeploy status [--json|--check|--prometheus]`: production, warmup and
+//! previous, each with its commit, subject, when and by whom; the deploy
+//! branch's tip and whether it is warmed up; the lock holder; interrupted
+//! runs. A broken deploy.toml is reported first, then everything else that
+//! can be read without it: status is what an operator runs when things are
+//! wrong.
+
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::journal;
 use crate::ops::Ctx;
 use crate::output;
@@ -44,6 +51,41 @@ pub struct Status {
     pub interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
     pub previews: Vec<crate::ops::preview::Row>,
+    /// deploy.toml's error, when it cannot be read (the defaults stand in).
+    pub config_error: Option<String>,
+    /// The deploy branch's tip and whether it is warmed up.
+    pub tip: Option<Tip>,
+    /// The newest finished warm-up.
+    pub last_warmup: Option<journal::Entry>,
+    /// The newest finished promote or rollback.
+    pub last_promote: Option<journal::Entry>,
+    /// Seconds the deploy lock has been held, if it is.
+    pub lock_held_seconds: Option<u64>,
+    /// Free bytes on the root's filesystem.
+    pub free_bytes: Option<u64>,
+    /// What min_free keeps free there (0 when off).
+    pub min_free_bytes: u64,
+    /// Release directories by state.
+    pub releases: std::collections::BTreeMap<String, u64>,
+}
+
+/// The deploy branch's newest commit and how far it got.
+#[derive(Debug, Serialize)]
+pub struct Tip {
+    /// The branch name.
+    pub branch: String,
+    /// Its commit, full.
+    pub commit: String,
+    /// Does warmup point at it?
+    pub warmed_up: bool,
+    /// Its release's state (ready, failed, building, ...), or "none".
+    pub state: String,
+    /// Why it is not warmed up, when a warm-up of it failed.
+    pub error: Option<String>,
+    /// The run log of its last warm-up.
+    pub log: Option<String>,
+    /// Did its last warm-up fail (or was it refused by a broken deploy.toml)?
+    pub failed: bool,
 }
 
 /// The release rollback would go back to: the newest production release
@@ -97,6 +139,66 @@ fn slot(
     })
 }
 
+/// How far back the journal is read for the last runs (a bound, so status
+/// stays fast on a long history).
+const SCAN_LIMIT: usize = 5000;
+
+/// The newest finished warm-up, the newest finished promote or rollback, and
+/// the newest finished warm-up of `tip`.
+fn last_runs(
+    ctx: &Ctx,
+    tip: Option<&str>,
+) -> (
+    Option<journal::Entry>,
+    Option<journal::Entry>,
+    Option<journal::Entry>,
+) {
+    let (mut warm, mut promote, mut of_tip) = (None, None, None);
+    let mut seen = 0;
+    journal::for_each_rev(&ctx.root, |e| {
+        seen += 1;
+        if e.phase == "end" {
+            if e.event == "warmup" {
+                if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
+                    of_tip = Some(e.clone());
+                }
+                if warm.is_none() {
+                    warm = Some(e);
+                }
+            } else if matches!(e.event.as_str(), "promote" | "rollback") && promote.is_none() {
+                promote = Some(e);
+            }
+        }
+        let done = warm.is_some() && promote.is_some() && (tip.is_none() || of_tip.is_some());
+        if done || seen >= SCAN_LIMIT {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    (warm, promote, of_tip)
+}
+
+fn branch_tip(ctx: &Ctx) -> Option<String> {
+    let repo = crate::repo::open(&ctx.root.repository()).ok()?;
+    let id = repo
+        .find_reference(ctx.config.branch_ref().as_str())
+        .ok()?
+        .peel_to_id()
+        .ok()?;
+    crate::repo::peel_to_commit(&repo, id.detach(), &ctx.config.branch_ref())
+        .ok()
+        .map(|c| c.to_string())
+}
+
+/// Seconds since the lock holder's `since <time>`.
+fn held_seconds(holder: &str) -> Option<u64> {
+    let since = holder.rsplit_once("since ")?.1.trim();
+    let t: jiff::Timestamp = since.parse().ok()?;
+    let secs = jiff::Timestamp::now().as_second() - t.as_second();
+    Some(secs.max(0) as u64)
+}
+
 /// Gather the status.
 pub fn gather(ctx: &Ctx) -> Status {
     let stack = journal::production_stack(&ctx.root);
@@ -109,7 +211,56 @@ pub fn gather(ctx: &Ctx) -> Status {
                 .is_none_or(|l| !l.starts_with(&format!("pid {} ", e.pid)))
         })
         .collect();
+    let tip_commit = branch_tip(ctx);
+    let (last_warmup, last_promote, tip_run) = last_runs(ctx, tip_commit.as_deref());
+    let tip = tip_commit.map(|commit| {
+        let warmed_up = ctx.root.warmup().as_deref() == Some(commit.as_str());
+        let state =
+            if ctx.root.release(&commit).exists() || release::load(&ctx.root, &commit).is_some() {
+                release::effective_state(&ctx.root, &commit).to_string()
+            } else {
+                "none".to_string()
+            };
+        let failed = !warmed_up
+            && tip_run
+                .as_ref()
+                .is_some_and(|r| matches!(r.result.as_deref(), Some("failed" | "interrupted")));
+        Tip {
+            branch: ctx.config.branch.clone(),
+            warmed_up,
+            state,
+            error: tip_run
+                .as_ref()
+                .filter(|_| failed)
+                .and_then(|r| r.error.clone()),
+            log: tip_run.as_ref().and_then(|r| r.log.clone()),
+            failed,
+            commit,
+        }
+    });
+    let mut releases = std::collections::BTreeMap::new();
+    for c in ctx.root.release_dirs().unwrap_or_default() {
+        *releases
+            .entry(release::effective_state(&ctx.root, &c).to_string())
+            .or_insert(0) += 1;
+    }
+    let total = nix::sys::statvfs::statvfs(&ctx.root.dir)
+        .map(|st| st.blocks() * st.fragment_size())
+        .unwrap_or(0);
+    let min_free_bytes = if ctx.config.min_free == crate::config::MinFree::Off {
+        0
+    } else {
+        ctx.config.min_free.bytes(total)
+    };
     Status {
+        config_error: None,
+        tip,
+        last_warmup,
+        last_promote,
+        lock_held_seconds: lock.as_deref().and_then(held_seconds),
+        free_bytes: crate::fsutil::free_space(&ctx.root.dir),
+        min_free_bytes,
+        releases,
         root: ctx.root.dir.display().to_string(),
         production: slot(ctx, ctx.root.production(), "production", &stack),
         warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
@@ -120,13 +271,302 @@ pub fn gather(ctx: &Ctx) -> Status {
     }
 }
 
-/// `symdeploy status`.
-pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
-    let s = gather(ctx);
+/// The problems `status --check` reports, one line each.
+pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(e) = &s.config_error {
+        out.push(format!("deploy.toml cannot be read: {e}"));
+    }
+    if let Some(t) = &s.tip {
+        if t.failed {
+            out.push(format!(
+                "the tip of {} ({}) is not warmed up: its warm-up failed{}{}",
+                t.branch,
+                short(&t.commit),
+                t.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+                t.log
+                    .as_deref()
+                    .map(|l| format!(" (log: {l})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(p) = &s.last_promote {
+        if p.result.as_deref() == Some("rolled-back") {
+            out.push(format!(
+                "the last {} ({}, {}) was rolled back{}",
+                p.event,
+                p.commit.as_deref().map(short).unwrap_or("?"),
+                p.time,
+                p.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(p) = &s.production {
+        if p.state != "ready" {
+            out.push(format!(
+                "production is on releases/{}, which is {}",
+                short(&p.commit),
+                p.state
+            ));
+        }
+    }
+    for e in &s.interrupted {
+        out.push(format!(
+            "an interrupted {} of {} (started {} by {}, pid {}); `symdeploy recover` repairs it",
+            e.event,
+            e.commit.as_deref().map(short).unwrap_or("?"),
+            e.time,
+            e.user,
+            e.pid
+        ));
+    }
+    if let (Some(held), Some(who)) = (s.lock_held_seconds, &s.lock) {
+        if held > lock_timeout.as_secs() {
+            out.push(format!(
+                "the deploy lock has been held for {held}s, longer than lock_timeout ({}s): {who}",
+                lock_timeout.as_secs()
+            ));
+        }
+    }
+    if let Some(free) = s.free_bytes {
+        if free < s.min_free_bytes {
+            out.push(format!(
+                "only {} free on the filesystem of {}, under min_free ({})",
+                crate::fsutil::human_bytes(free),
+                s.root,
+                crate::fsutil::human_bytes(s.min_free_bytes)
+            ));
+        }
+    }
+    out
+}
+
+/// Escape a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn unix_seconds(time: &str) -> Option<f64> {
+    let t: jiff::Timestamp = time.parse().ok()?;
+    Some(t.as_millisecond() as f64 / 1000.0)
+}
+
+/// The status in the Prometheus text exposition format.
+pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(o, "# HELP symdeploy_{name} {help}");
+        let _ = writeln!(o, "# TYPE symdeploy_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(o, "symdeploy_{name}{labels} {value}");
+        }
+    };
+    let root = label(&s.root);
+    metric(
+        "config_ok",
+        "gauge",
+        "1 if deploy.toml can be read, 0 if not.",
+        vec![(
+            format!("{{root=\"{root}\"}}"),
+            f64::from(u8::from(s.config_error.is_none())),
+        )],
+    );
+    for (name, slot, help) in [
+        (
+            "production_info",
+            &s.production,
+            "The release production points at (value 1).",
+        ),
+        (
+            "warmup_info",
+            &s.warmup,
+            "The release warmup points at (value 1).",
+        ),
+    ] {
+        metric(
+            name,
+            "gauge",
+            help,
+            slot.iter()
+                .map(|sl| {
+                    (
+                        format!(
+                            "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\"}}",
+                            label(&sl.commit),
+                            short(&sl.commit),
+                            label(&sl.state)
+                        ),
+                        1.0,
+                    )
+                })
+                .collect(),
+        );
+    }
+    metric(
+        "branch_tip_warmed_up",
+        "gauge",
+        "1 if warmup points at the deploy branch's tip, 0 if not.",
+        s.tip
+            .iter()
+            .map(|t| {
+                (
+                    format!(
+                        "{{root=\"{root}\",branch=\"{}\",commit=\"{}\"}}",
+                        label(&t.branch),
+                        t.commit
+                    ),
+                    f64::from(u8::from(t.warmed_up)),
+                )
+            })
+            .collect(),
+    );
+    for (event, run) in [("warmup", &s.last_warmup), ("promote", &s.last_promote)] {
+        metric(
+            &format!("last_{event}_timestamp_seconds"),
+            "gauge",
+            &format!("When the last {event} ended (Unix time)."),
+            run.iter()
+                .filter_map(|r| unix_seconds(&r.time))
+                .map(|t| (format!("{{root=\"{root}\"}}"), t))
+                .collect(),
+        );
+        metric(
+            &format!("last_{event}_success"),
+            "gauge",
+            &format!("1 if the last {event} ended ok (or unchanged), 0 if not."),
+            run.iter()
+                .map(|r| {
+                    let ok = matches!(r.result.as_deref(), Some("ok" | "unchanged"));
+                    (
+                        format!(
+                            "{{root=\"{root}\",result=\"{}\"}}",
+                            label(r.result.as_deref().unwrap_or("unknown"))
+                        ),
+                        f64::from(u8::from(ok)),
+                    )
+                })
+                .collect(),
+        );
+    }
+    let mut states: std::collections::BTreeMap<String, u64> =
+        ["ready", "failed", "bad", "building", "incomplete"]
+            .iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+    for (k, v) in &s.releases {
+        states.insert(k.clone(), *v);
+    }
+    metric(
+        "releases",
+        "gauge",
+        "Release directories by state.",
+        states
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("{{root=\"{root}\",state=\"{}\"}}", label(k)),
+                    *v as f64,
+                )
+            })
+            .collect(),
+    );
+    metric(
+        "free_bytes",
+        "gauge",
+        "Free bytes on the filesystem of the deploy root.",
+        s.free_bytes
+            .iter()
+            .map(|b| (format!("{{root=\"{root}\"}}"), *b as f64))
+            .collect(),
+    );
+    metric(
+        "lock_held_seconds",
+        "gauge",
+        "How long the deploy lock has been held (0 when free).",
+        vec![(
+            format!("{{root=\"{root}\"}}"),
+            s.lock_held_seconds.unwrap_or(0) as f64,
+        )],
+    );
+    metric(
+        "interrupted_runs",
+        "gauge",
+        "Runs that started and never finished.",
+        vec![(format!("{{root=\"{root}\"}}"), s.interrupted.len() as f64)],
+    );
+    metric(
+        "problems",
+        "gauge",
+        "Problems `symdeploy status --check` reports.",
+        vec![(
+            format!("{{root=\"{root}\"}}"),
+            problems(s, lock_timeout).len() as f64,
+        )],
+    );
+    o
+}
+
+/// `symdeploy status [--json|--check|--prometheus]`.
+pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Result<()> {
+    let (config, config_error) = match Config::load(&root.config_file()) {
+        Ok(c) => (c, None),
+        Err(e) => (Config::default(), Some(e)),
+    };
+    let ctx = Ctx { root, config };
+    if let (Some(e), false) = (&config_error, json || prom || check) {
+        // First, before anything read with the defaults standing in.
+        output::report(e);
+        output::warning("what follows is read with the default settings");
+    }
+    let mut s = gather(&ctx);
+    s.config_error = config_error.as_ref().map(|e| e.to_string());
+    // Everything readable is shown, yet a broken deploy.toml is still an
+    // error for scripts (exit 5), except to --prometheus (its cron job must
+    // write the metrics, config_ok 0 among them) and --check (exit 1).
+    let config_failed = || match &config_error {
+        Some(e) => Err(Error::Reported {
+            code: e.exit_code(),
+        }),
+        None => Ok(()),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return config_failed();
+    }
+    if prom {
+        print!("{}", prometheus(&s, ctx.config.lock_timeout));
         return Ok(());
     }
+    if check {
+        let found = problems(&s, ctx.config.lock_timeout);
+        if found.is_empty() {
+            println!("OK: symdeploy at {}: no problems", s.root);
+            return Ok(());
+        }
+        println!(
+            "PROBLEM: symdeploy at {}: {}",
+            s.root,
+            output::count(found.len() as u64, "problem", "problems")
+        );
+        for p in &found {
+            println!("- {}", output::escape(p));
+        }
+        return Err(Error::Reported { code: 1 });
+    }
+    print_human(&s);
+    config_failed()
+}
+
+fn print_human(s: &Status) {
     println!("deploy root {}", s.root);
     for (name, slot) in [
         ("production", &s.production),
@@ -148,6 +588,36 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
             None => println!("{name:<11} (none)"),
         }
     }
+    match &s.tip {
+        Some(t) => println!(
+            "{:<11} {} {}",
+            output::escape(&t.branch),
+            short(&t.commit),
+            if t.warmed_up {
+                "warmed up (warmup points at it)".to_string()
+            } else if t.failed {
+                format!(
+                    "NOT warmed up: its warm-up failed{}{}",
+                    t.error
+                        .as_deref()
+                        .map(|e| format!(": {}", output::escape(e)))
+                        .unwrap_or_default(),
+                    t.log
+                        .as_deref()
+                        .map(|l| format!(" (log: {l})"))
+                        .unwrap_or_default()
+                )
+            } else if t.state == "none" {
+                "not warmed up (no warm-up of it has run)".to_string()
+            } else {
+                format!(
+                    "not warmed up (its release is {}; warmup points elsewhere)",
+                    t.state
+                )
+            }
+        ),
+        None => println!("branch      (not pushed yet)"),
+    }
     crate::ops::preview::print_rows(&s.previews);
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
@@ -163,5 +633,4 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
             e.pid
         ));
     }
-    Ok(())
 }

@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
         ctx,
         &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
     )?;
-    warm(ctx, &repo, commit, &git_ref, rebuild).map(|_| ())
+    warm(ctx, &repo, commit, &git_ref, rebuild, false).map(|_| ())
 }
 
 /// Remove what crashed runs left behind: temporary export directories and
@@ -91,14 +91,17 @@ fn remove_dead_quarantine_views(state_dir: &std::path::Path) {
 
 /// Warm up `commit` with the lock held; returns the commit's hex id.
 /// A commit that already has a ready release only re-points `warmup`.
+/// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
+/// promote is left out and a failure's advice names `symdeploy promote`.
 pub fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: ObjectId,
     git_ref: &str,
     rebuild: bool,
+    then_promote: bool,
 ) -> Result<String> {
-    warm_impl(ctx, repo, commit, git_ref, rebuild, true).map(|_| commit.to_string())
+    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit.to_string())
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -110,7 +113,7 @@ pub fn build_only(
     commit: ObjectId,
     git_ref: &str,
 ) -> Result<bool> {
-    warm_impl(ctx, repo, commit, git_ref, false, false)
+    warm_impl(ctx, repo, commit, git_ref, false, None)
 }
 
 fn warm_impl(
@@ -119,8 +122,11 @@ fn warm_impl(
     commit: ObjectId,
     git_ref: &str,
     rebuild: bool,
-    flip: bool,
+    // None: strict mode's build without the flip; Some(then_promote).
+    flip: Option<bool>,
 ) -> Result<bool> {
+    let then_promote = flip.unwrap_or(true);
+    let flip = flip.is_some();
     let root = &ctx.root;
     let hex = commit.to_string();
     let subject = repo::subject(repo, commit).unwrap_or_default();
@@ -135,18 +141,23 @@ fn warm_impl(
         .flatten()
         .any(|c| c == hex);
     if release::is_ready(root, &hex) && !rebuild && !flip {
-        output::detail(&format!(
-            "releases/{hex} is already warmed up; warmup flips to it once git accepts {git_ref}"
-        ));
+        output::detail_full(
+            &format!(
+                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
+                short(&hex)
+            ),
+            &hex,
+        );
         return Ok(false);
     }
     if release::is_ready(root, &hex) && !rebuild {
         let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
         journal::append(root, &entry)?;
-        output::detail(&format!("releases/{hex} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)"));
+        let started = Instant::now();
+        output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(&hex)), &hex);
         point_warmup(ctx, &hex)?;
         journal::append(root, &entry.end("unchanged"))?;
-        finish_message(ctx, &hex);
+        finish_message(ctx, &hex, started.elapsed(), then_promote);
         return Ok(false);
     }
     if dir.exists() {
@@ -195,24 +206,44 @@ fn warm_impl(
             release::set_state(root, &hex, State::Failed, Some(e.to_string()))?;
             entry.durations = durations;
             entry.error = Some(e.to_string());
-            let result = match e {
-                Error::Interrupted { .. } => "interrupted",
-                _ => "failed",
-            };
+            let interrupted = matches!(e, Error::Interrupted { .. });
+            let result = if interrupted { "interrupted" } else { "failed" };
             journal::append(root, &entry.end(result))?;
-            output::report(&e);
-            output::error(&format!(
-                "warm-up of {} {}; warmup still points at {}",
-                short(&hex),
-                if result == "interrupted" {
-                    "was interrupted (the release is marked failed)"
-                } else {
-                    "failed"
-                },
-                describe(root.warmup())
-            ));
-            return Err(Error::Reported {
+            if !interrupted {
+                // Chat and CI hear of a failure too (a post-receive hook's
+                // push exits 0 whatever happens).
+                notify(ctx, &hex, git_ref, "failed", Some(&e));
+                if then_promote {
+                    // A promote was asked for (a tag, `-o promote`) and
+                    // nothing was switched: its notify hears `failed` too.
+                    crate::ops::promote::notify(
+                        ctx,
+                        &hex,
+                        root.production().as_ref(),
+                        git_ref,
+                        "failed",
+                        Some(&e),
+                    );
+                }
+            }
+            let what = if interrupted {
+                format!(
+                    "warm-up of {} was interrupted (the release is marked failed): {e}",
+                    short(&hex)
+                )
+            } else {
+                format!("warm-up of {} failed: {e}", short(&hex))
+            };
+            let help = if interrupted {
+                e.help().unwrap_or_default()
+            } else {
+                advice(&e, &hex, then_promote)
+            };
+            output::failure(&what, &where_now(&ctx.root), &help);
+            return Err(Error::Shown {
                 code: e.exit_code(),
+                message: what,
+                help: Some(help).filter(|h| !h.is_empty()),
             });
         }
     }
@@ -220,25 +251,26 @@ fn warm_impl(
     if !flip {
         entry.durations = durations;
         journal::append(root, &entry.end("built"))?;
-        output::detail(&format!(
-            "releases/{hex} is ready; warmup flips to it once git accepts {git_ref}"
-        ));
+        output::detail_full(
+            &format!(
+                "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
+                short(&hex)
+            ),
+            &hex,
+        );
         return Ok(true);
     }
     faults::point("before-flip-warmup");
     point_warmup(ctx, &hex)?;
     faults::point("after-flip-warmup");
 
-    let notify = Stage::start("notify");
-    let env = step_env(ctx, &hex, git_ref);
-    if let Err(e) = steps::run_stage("notify", &ctx.config.warmup.notify, &env) {
-        output::warning(&format!("{e} (the release is warmed up all the same)"));
+    if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
+        durations.insert("notify".into(), took.as_secs_f64());
     }
-    durations.insert("notify".into(), notify.done().as_secs_f64());
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
     journal::append(root, &entry.end("ok"))?;
-    finish_message(ctx, &hex);
+    finish_message(ctx, &hex, started.elapsed(), then_promote);
     Ok(true)
 }
 
@@ -289,17 +321,21 @@ fn build(
     faults::point("before-rename-release");
     std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
     link::sync_dir(&root.releases());
-    output::detail(&format!(
-        "{} files, {} symlinks, {} ({} excluded by export-ignore)",
-        stats.files,
-        stats.symlinks,
-        crate::fsutil::human_bytes(stats.bytes),
-        stats.ignored
-    ));
+    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    if stats.symlinks > 0 {
+        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+    }
+    summary.push(crate::fsutil::human_bytes(stats.bytes));
+    if stats.ignored > 0 {
+        summary.push(format!("{} excluded by export-ignore", stats.ignored));
+    }
     for sub in &stats.submodules {
         output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
     }
-    durations.insert("export".into(), stage.done().as_secs_f64());
+    durations.insert(
+        "export".into(),
+        stage.done_with(&summary.join(", ")).as_secs_f64(),
+    );
     crate::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -424,28 +460,123 @@ pub fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
 /// Flip `warmup` to `hex` and repair the static links.
 pub(crate) fn point_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
     let stage = Stage::start("switch warmup");
-    link::flip(&ctx.root.dir, WARMUP, &link::release_target(hex))?;
-    output::detail(&format!("warmup -> releases/{hex}"));
-    for changed in link::ensure_static(&ctx.root.dir, &ctx.config.links)? {
-        output::detail(&format!("made link {changed}"));
-    }
-    stage.done();
+    flip_warmup(ctx, hex)?;
+    stage.done_with(&format!("warmup -> releases/{}", short(hex)));
+    output::log_only(&format!("       (full commit: {hex})"));
     Ok(())
 }
 
-pub(crate) fn describe(commit: Option<String>) -> String {
-    match commit {
+/// Flip `warmup` to `hex` and repair the static links, with no stage of its
+/// own (a rollback moving warmup off a bad release says so itself).
+pub(crate) fn flip_warmup(ctx: &Ctx, hex: &str) -> Result<()> {
+    link::flip(&ctx.root.dir, WARMUP, &link::release_target(hex))?;
+    for changed in link::ensure_static(&ctx.root.dir, &ctx.config.links)? {
+        output::detail(&format!("made link {changed}"));
+    }
+    Ok(())
+}
+
+/// Run warmup.notify with `SYMDEPLOY_RESULT` (ok or failed) and, after a
+/// failure, `SYMDEPLOY_ERROR` (one line). Its own failure is a warning.
+/// Returns how long it took, if it had commands.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    hex: &str,
+    git_ref: &str,
+    result: &str,
+    error: Option<&Error>,
+) -> Option<std::time::Duration> {
+    let commands = &ctx.config.warmup.notify;
+    if commands.is_empty() {
+        return None;
+    }
+    let stage = Stage::start("notify");
+    let mut env = step_env(ctx, hex, git_ref);
+    env.extra.push(("SYMDEPLOY_RESULT".into(), result.into()));
+    if let Some(e) = error {
+        env.extra
+            .push(("SYMDEPLOY_ERROR".into(), one_line(&e.to_string())));
+    }
+    if let Err(e) = steps::run_stage("notify", commands, &env) {
+        output::warning(&format!(
+            "{e} ({})",
+            if result == "ok" {
+                "the release is warmed up all the same"
+            } else {
+                "the failure above stands as reported"
+            }
+        ));
+        return None;
+    }
+    Some(stage.done())
+}
+
+/// Text for one environment variable or one line: newlines and runs of
+/// spaces become single spaces.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Where production and warmup point now, for the lines after an error.
+pub(crate) fn where_now(root: &crate::root::Root) -> Vec<String> {
+    let name = |c: Option<String>| match c {
         Some(c) => format!("releases/{}", short(&c)),
-        None => "nothing (no release warmed up yet)".to_string(),
+        None => "nothing".to_string(),
+    };
+    vec![
+        format!("production -> {}", name(root.production())),
+        format!("warmup     -> {}", name(root.warmup())),
+    ]
+}
+
+/// The one piece of advice after a failed warm-up: fixed in the commit means
+/// a new push; fixed on the server (deploy.toml, `common/`, a missing
+/// program, permissions, disk) means running it again there, since pushing
+/// the same commit again runs no hook ("Everything up-to-date").
+pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
+    let again = if then_promote {
+        format!("`symdeploy promote {}`", short(hex))
+    } else {
+        format!("`symdeploy warmup {}`", short(hex))
+    };
+    let log = output::log_path()
+        .map(|p| format!("the whole output is in {}; ", p.display()))
+        .unwrap_or_default();
+    match e {
+        Error::Step { status, .. } if status == "exit status 127" => format!(
+            "{log}a program the step runs is missing on the server: install it (or fix the command in deploy.toml), then run {again} there"
+        ),
+        Error::Step { status, .. } if status.starts_with("timed out") => format!(
+            "{log}make the step faster (in the commit, then push it again) or raise step_timeout in deploy.toml and run {again} on the server"
+        ),
+        Error::Step { .. } => format!(
+            "{log}fix the commit and push it again (if the server was at fault, e.g. deploy.toml or common/, fix it there and run {again})"
+        ),
+        Error::Config { file, .. } => format!(
+            "fix {} (`symdeploy check` validates it), then run {again} on the server",
+            file.display()
+        ),
+        other => match other.help() {
+            Some(h) => format!("{h}; then run {again} on the server"),
+            None => format!("fix the cause on the server, then run {again} there"),
+        },
     }
 }
 
-pub(crate) fn finish_message(ctx: &Ctx, hex: &str) {
-    output::success(&format!("warmup -> releases/{hex}"));
+pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, then_promote: bool) {
+    output::success(&format!(
+        "warmup -> releases/{} (warm-up took {})",
+        short(hex),
+        crate::fsutil::human_duration(took)
+    ));
+    output::log_only(&format!("       warmup -> releases/{hex}"));
+    if then_promote {
+        return;
+    }
     // A tag name the configured glob accepts: `release-*` becomes `release-N`.
     let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
-    output::line(&format!(
-        "       promote it with `symdeploy promote {}` on the server, or push a release tag: git tag {tag} {} && git push deploy {tag}",
+    output::detail(&format!(
+        "promote it: `symdeploy promote {}` on the server, or git tag {tag} {} && git push deploy {tag}",
         short(hex),
         short(hex)
     ));
