@@ -318,6 +318,9 @@ pub(crate) fn notify(
     git_ref: &str,
     durations: &mut BTreeMap<String, f64>,
 ) {
+    if ctx.config.previews.notify.is_empty() {
+        return; // no stage on screen for a step list that is empty
+    }
     let stage = Stage::start("notify");
     let mut env = step_env(ctx, &built.slug, &built.name, &built.commit, git_ref);
     env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
@@ -330,8 +333,10 @@ pub(crate) fn notify(
 pub(crate) fn finish(ctx: &Ctx, built: &Built) {
     output::success(&format!(
         "previews/{} -> releases/{}",
-        built.slug, built.name
+        built.slug,
+        shown(&built.name)
     ));
+    output::log_only(&format!("       (release: releases/{})", built.name));
     output::line(&format!(
         "       serve it as {}.<your preview domain> (README: Previews); production and warmup are unchanged",
         built.slug
@@ -345,8 +350,22 @@ pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
     let dir = ctx.root.previews();
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
     link::flip(&dir, slug, &ctx.root.preview_target(name))?;
-    output::detail(&format!("previews/{slug} -> releases/{name}"));
+    output::detail_full(
+        &format!("previews/{slug} -> releases/{}", shown(name)),
+        name.rsplit('-').next().unwrap_or(name),
+    );
     Ok(())
+}
+
+/// A preview release's name as the pusher sees it: the commit in it cut to
+/// 12 hex digits, like every hash on screen (the run log keeps it whole).
+fn shown(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((head, hex)) if crate::root::is_commit_hash(hex) => {
+            format!("{head}-{}", crate::root::short(hex))
+        }
+        _ => name.to_string(),
+    }
 }
 
 /// Remove the releases of `slug` that `previews/<slug>` does not point at.
@@ -416,13 +435,19 @@ fn build(
     }
     std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
     link::sync_dir(&root.releases());
-    output::detail(&format!(
-        "{} files, {} symlinks, {}",
-        stats.files,
-        stats.symlinks,
-        crate::fsutil::human_bytes(stats.bytes)
-    ));
-    durations.insert("export".into(), stage.done().as_secs_f64());
+    // The same one-line summary as a warm-up's export.
+    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    if stats.symlinks > 0 {
+        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+    }
+    summary.push(crate::fsutil::human_bytes(stats.bytes));
+    if stats.ignored > 0 {
+        summary.push(format!("{} excluded by export-ignore", stats.ignored));
+    }
+    durations.insert(
+        "export".into(),
+        stage.done_with(&summary.join(", ")).as_secs_f64(),
+    );
     crate::signals::check("the preview stopped after the export")?;
 
     let common = root.common_preview(&meta.slug);
