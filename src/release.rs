@@ -65,6 +65,22 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+impl Record {
+    /// The record of a build starting now, by the user running symdeploy.
+    pub fn building(commit: &str, git_ref: &str, subject: String) -> Record {
+        Record {
+            state: State::Building,
+            commit: commit.to_string(),
+            git_ref: git_ref.to_string(),
+            subject,
+            user: crate::fsutil::current_user(),
+            created: crate::fsutil::now_rfc3339(),
+            ready_at: None,
+            error: None,
+        }
+    }
+}
+
 /// Read a release's record, if there is one.
 pub fn load(root: &Root, commit: &str) -> Option<Record> {
     let text = std::fs::read_to_string(root.states().join(format!("{commit}.json"))).ok()?;

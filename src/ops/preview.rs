@@ -254,20 +254,7 @@ pub fn warm(
 
     let mut entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
     journal::append(root, &entry)?;
-    release::save_as(
-        root,
-        &name,
-        &Record {
-            state: State::Building,
-            commit: hex.clone(),
-            git_ref: git_ref.to_string(),
-            subject,
-            user: crate::fsutil::current_user(),
-            created: crate::fsutil::now_rfc3339(),
-            ready_at: None,
-            error: None,
-        },
-    )?;
+    release::save_as(root, &name, &Record::building(&hex, git_ref, subject))?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
     if let Err(e) = build(ctx, repo, commit, git_ref, &meta, &name, &mut durations) {

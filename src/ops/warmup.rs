@@ -185,19 +185,7 @@ fn warm_impl(
 
     let mut entry = Entry::start("warmup", Some(&hex), Some(git_ref));
     journal::append(root, &entry)?;
-    release::save(
-        root,
-        &Record {
-            state: State::Building,
-            commit: hex.clone(),
-            git_ref: git_ref.to_string(),
-            subject,
-            user: crate::fsutil::current_user(),
-            created: crate::fsutil::now_rfc3339(),
-            ready_at: None,
-            error: None,
-        },
-    )?;
+    release::save(root, &Record::building(&hex, git_ref, subject))?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
     match build(ctx, repo, commit, git_ref, &mut durations) {
