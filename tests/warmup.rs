@@ -330,7 +330,8 @@ fn steps_get_a_clean_environment() {
 
 #[test]
 fn a_step_that_leaves_a_daemon_does_not_hang_the_push() {
-    let env = Env::with_config("shared = []\n[warmup]\nbuild = [\"sleep 300 &\", \"echo after\"]\nlinks = []\nnotify = []\n");
+    // The daemon records its pid, so the test ends exactly the process it started.
+    let env = Env::with_config("shared = []\n[warmup]\nbuild = [\"sleep 300 & echo $! > \\\"$SYMDEPLOY_ROOT/daemon.pid\\\"\", \"echo after\"]\nlinks = []\nnotify = []\n");
     let started = Instant::now();
     let t = env.push_ok(&["main"]);
     assert!(
@@ -339,8 +340,9 @@ fn a_step_that_leaves_a_daemon_does_not_hang_the_push() {
         started.elapsed()
     );
     assert!(t.contains("remote:        after"), "{t}");
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "^sleep 300$"])
+    let pid = std::fs::read_to_string(env.root.join("daemon.pid")).unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg(pid.trim())
         .status();
 }
 
