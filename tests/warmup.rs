@@ -341,9 +341,7 @@ fn a_step_that_leaves_a_daemon_does_not_hang_the_push() {
     );
     assert!(t.contains("remote:        after"), "{t}");
     let pid = std::fs::read_to_string(env.root.join("daemon.pid")).unwrap();
-    let _ = std::process::Command::new("kill")
-        .arg(pid.trim())
-        .status();
+    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
 }
 
 #[test]

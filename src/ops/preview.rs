@@ -35,7 +35,7 @@ use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
 use crate::root::{short, Root};
 use crate::steps::{self, StepEnv};
-use crate::{export, faults, link, repo};
+use crate::{faults, link, repo};
 
 /// The journal event of a preview's warm-up.
 pub const EVENT: &str = "preview";
@@ -402,39 +402,8 @@ fn build(
     let dir = root.release(name);
     crate::ops::disk::preflight(ctx, repo, commit, None)?;
 
-    let stage = Stage::start("export");
-    let tmp = root.releases().join(format!(
-        "{}{name}-{}",
-        crate::root::TMP_PREFIX,
-        std::process::id()
-    ));
-    faults::point("export");
-    let stats = match export::export_commit(repo, commit, &tmp) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = export::write_revision(&tmp, &hex) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
-    link::sync_dir(&root.releases());
-    // The same one-line summary as a warm-up's export.
-    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
-    if stats.symlinks > 0 {
-        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
-    }
-    summary.push(crate::fsutil::human_bytes(stats.bytes));
-    if stats.ignored > 0 {
-        summary.push(format!("{} excluded by export-ignore", stats.ignored));
-    }
-    durations.insert(
-        "export".into(),
-        stage.done_with(&summary.join(", ")).as_secs_f64(),
-    );
+    // The same export, into the preview's own release directory.
+    crate::ops::warmup::export_stage(ctx, repo, commit, name, durations)?;
     crate::signals::check("the preview stopped after the export")?;
 
     let common = root.common_preview(&meta.slug);

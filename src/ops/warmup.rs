@@ -287,43 +287,7 @@ fn build(
             .filter(|_| !ctx.config.carry.is_empty()),
     )?;
 
-    let stage = Stage::start("export");
-    let tmp = root.releases().join(format!(
-        "{}{hex}-{}",
-        crate::root::TMP_PREFIX,
-        std::process::id()
-    ));
-    faults::point("export");
-    let stats = match export::export_commit(repo, commit, &tmp) {
-        Ok(s) => s,
-        Err(e) => {
-            // A partial export is worth nothing; with a full disk it is worse than nothing.
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(explain_full_disk(e, repo, commit, &root.releases()));
-        }
-    };
-    if let Err(e) = export::write_revision(&tmp, &hex) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    faults::point("before-rename-release");
-    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
-    link::sync_dir(&root.releases());
-    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
-    if stats.symlinks > 0 {
-        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
-    }
-    summary.push(crate::fsutil::human_bytes(stats.bytes));
-    if stats.ignored > 0 {
-        summary.push(format!("{} excluded by export-ignore", stats.ignored));
-    }
-    for sub in &stats.submodules {
-        output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
-    }
-    durations.insert(
-        "export".into(),
-        stage.done_with(&summary.join(", ")).as_secs_f64(),
-    );
+    export_stage(ctx, repo, commit, &hex, durations)?;
     crate::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -389,6 +353,60 @@ fn build(
     let _ = early_sync.join();
     crate::fsutil::sync_filesystem(&dir)?;
     durations.insert("sync".into(), stage.done().as_secs_f64());
+    Ok(())
+}
+
+/// The export stage of a warm-up or a preview: `commit` exported to a
+/// temporary directory in releases/, its REVISION written, renamed to
+/// `releases/<name>` (one rename), with the stage's one-line summary.
+/// Nothing is left behind when it fails.
+pub(crate) fn export_stage(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    name: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(name);
+    let stage = Stage::start("export");
+    let tmp = root.releases().join(format!(
+        "{}{name}-{}",
+        crate::root::TMP_PREFIX,
+        std::process::id()
+    ));
+    faults::point("export");
+    let stats = match export::export_commit(repo, commit, &tmp) {
+        Ok(s) => s,
+        Err(e) => {
+            // A partial export is worth nothing; with a full disk it is worse than nothing.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(explain_full_disk(e, repo, commit, &root.releases()));
+        }
+    };
+    if let Err(e) = export::write_revision(&tmp, &hex) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    faults::point("before-rename-release");
+    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
+    link::sync_dir(&root.releases());
+    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    if stats.symlinks > 0 {
+        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+    }
+    summary.push(crate::fsutil::human_bytes(stats.bytes));
+    if stats.ignored > 0 {
+        summary.push(format!("{} excluded by export-ignore", stats.ignored));
+    }
+    for sub in &stats.submodules {
+        output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
+    }
+    durations.insert(
+        "export".into(),
+        stage.done_with(&summary.join(", ")).as_secs_f64(),
+    );
     Ok(())
 }
 
