@@ -284,11 +284,23 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
     if crate::steps::program_on_path("setfacl") == Some(false) {
         r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
     }
-    let grant = |p: &std::path::Path| {
-        format!(
-            "the next warm-up grants it, or now: `setfacl -R -m u:{name}:rwX,d:u:{name}:rwx {}`",
-            p.display()
-        )
+    // One verdict for a path the web user must write: ok, or what to run.
+    let writable = |r: &mut Report, path: &std::path::Path| {
+        match crate::acl::can_write(path, &web)
+    {
+        Ok(()) => r.say(
+            Level::Ok,
+            &format!("{} is writable for {name}", path.display()),
+        ),
+        Err(why) => r.say(
+            Level::Error,
+            &format!(
+                "{} {why}; the next warm-up grants it, or now: `setfacl -R -m u:{name}:rwX,d:u:{name}:rwx {}`",
+                path.display(),
+                path.display()
+            ),
+        ),
+    }
     };
     for s in &c.shared {
         let path = root.common().join(s);
@@ -299,16 +311,7 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
             );
             continue;
         }
-        match crate::acl::can_write(&path, &web) {
-            Ok(()) => r.say(
-                Level::Ok,
-                &format!("{} is writable for {name}", path.display()),
-            ),
-            Err(why) => r.say(
-                Level::Error,
-                &format!("{} {why}; {}", path.display(), grant(&path)),
-            ),
-        }
+        writable(r, &path);
     }
     let mut releases: Vec<String> = [root.production(), root.warmup()]
         .into_iter()
@@ -322,16 +325,7 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
                 r.say(Level::Error, &format!("{} is missing (that release predates `writable`): the next warm-up makes it in its release; `mkdir` it by hand to fix this one", path.display()));
                 continue;
             }
-            match crate::acl::can_write(&path, &web) {
-                Ok(()) => r.say(
-                    Level::Ok,
-                    &format!("{} is writable for {name}", path.display()),
-                ),
-                Err(why) => r.say(
-                    Level::Error,
-                    &format!("{} {why}; {}", path.display(), grant(&path)),
-                ),
-            }
+            writable(r, &path);
         }
     }
 }
