@@ -12,7 +12,7 @@ use gix::ObjectId;
 
 use crate::config::HookKind;
 use crate::error::{Error, IoContext, Result};
-use crate::ops::{self, Ctx};
+use crate::ctx::Ctx;
 use crate::output;
 use crate::root::{short, Root};
 
@@ -245,7 +245,7 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
     let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
         return Err(e);
     };
-    ops::open_run_log(root, "warmup", short(&update.new));
+    crate::session::open_run_log(root, "warmup", short(&update.new));
     let recorded = crate::lock::acquire(
         root,
         "recording a push refused by a broken deploy.toml",
@@ -285,8 +285,8 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    ops::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
-    let _lock = ops::lock_and_recover(
+    crate::session::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
@@ -300,8 +300,8 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
 fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    ops::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
-    let _lock = ops::lock_and_recover(
+    crate::session::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!(
             "promote of {} ({})",

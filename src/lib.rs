@@ -11,6 +11,9 @@ pub mod blobstream;
 pub mod carry;
 pub mod cli;
 pub mod config;
+pub mod ctx;
+pub mod decide;
+pub mod disk;
 pub mod error;
 pub mod export;
 pub mod faults;
@@ -20,10 +23,12 @@ pub mod journal;
 pub mod link;
 pub mod lock;
 pub mod ops;
+pub mod outcome;
 pub mod output;
 pub mod release;
 pub mod repo;
 pub mod root;
+pub mod session;
 pub mod shared;
 pub mod signals;
 pub mod steps;
@@ -32,7 +37,7 @@ pub mod strict;
 use cli::{Cli, Command, HookName};
 use config::HookKind;
 use error::Result;
-use ops::Ctx;
+use ctx::Ctx;
 use root::Root;
 
 /// Run one parsed command line.
@@ -54,7 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             json: true,
             rev,
-        } => ops::outcome::report(&ctx()?, "promote", |c| {
+        } => outcome::report(&ctx()?, "promote", |c| {
             ops::promote::run(c, rev.as_deref(), dry_run)
         }),
         Command::Promote { dry_run, rev, .. } => {
@@ -63,7 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback {
             json: true,
             release,
-        } => ops::outcome::report(&ctx()?, "rollback", |c| {
+        } => outcome::report(&ctx()?, "rollback", |c| {
             ops::rollback::run(c, release.as_deref())
         }),
         Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),

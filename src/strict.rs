@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::hook::{Action, RefUpdate};
 use crate::journal::{self, Entry};
-use crate::ops::{self, Ctx};
+use crate::ctx::Ctx;
 use crate::output;
 use crate::release::{self, State};
 use crate::root::{short, Root};
@@ -411,12 +411,12 @@ fn build_preview(
     let new = gix::ObjectId::from_hex(update.new.as_bytes())
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    ops::open_run_log(
+    crate::session::open_run_log(
         &ctx.root,
         crate::ops::preview::EVENT,
         short(&commit.to_string()),
     );
-    let _lock = ops::lock_and_recover(
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!(
             "preview build of {} ({}) for a strict push",
@@ -437,12 +437,12 @@ fn build(
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
     let hex = commit.to_string();
-    ops::open_run_log(
+    crate::session::open_run_log(
         &ctx.root,
         if warm { "warmup" } else { "promote" },
         short(&hex),
     );
-    let _lock = ops::lock_and_recover(
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!(
             "build of {} ({}) for a strict push",
@@ -502,7 +502,7 @@ pub fn reference_transaction(state: &str) -> Result<()> {
     }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
-    ops::open_run_log(&ctx.root, state, short(&first));
+    crate::session::open_run_log(&ctx.root, state, short(&first));
     let result = match state {
         "prepared" => on_prepared(&ctx, &mut pending, &matched),
         "committed" => on_committed(&ctx, &mut pending, &matched),
@@ -518,7 +518,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         .iter()
         .map(|&i| output::escape(&pending.updates[i].name).into_owned())
         .collect();
-    let _lock = ops::lock_and_recover(
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!("strict flips for {} (git holds the refs)", refs.join(" ")),
     )?;
@@ -698,7 +698,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
 }
 
 fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
-    let _lock = ops::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
+    let _lock = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
     for &i in matched {
         let u = &mut pending.updates[i];
         output::error(&format!(

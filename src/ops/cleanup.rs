@@ -14,7 +14,7 @@
 //! next locked command deletes.
 
 use crate::error::{Error, IoContext, Result};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use crate::release;
 use crate::root::short;
@@ -40,15 +40,15 @@ pub fn run(ctx: &Ctx, keep: Option<usize>, dry_run: bool, background: bool) -> R
         return cleanup_locked(ctx, keep, true);
     }
     if background {
-        crate::ops::open_run_log(&ctx.root, "cleanup", "background");
+        crate::session::open_run_log(&ctx.root, "cleanup", "background");
         // lock_and_recover empties the trash (tidy_leftovers) with the lock held.
-        let _lock = crate::ops::lock_and_recover(ctx, "cleanup in the background")?;
+        let _lock = crate::session::lock_and_recover(ctx, "cleanup in the background")?;
         retention(ctx, false)?;
         output::success("background cleanup done");
         return Ok(());
     }
-    crate::ops::open_run_log(&ctx.root, "cleanup", "releases");
-    let _lock = crate::ops::lock_and_recover(ctx, "cleanup")?;
+    crate::session::open_run_log(&ctx.root, "cleanup", "releases");
+    let _lock = crate::session::lock_and_recover(ctx, "cleanup")?;
     cleanup_locked(ctx, keep, false)
 }
 

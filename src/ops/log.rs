@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use crate::error::Result;
 use crate::journal::{self, Entry};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::root::short;
 
 /// Print the last `n` finished or interrupted runs (all of them with `all`).

@@ -1,16 +1,15 @@
-//! One file per operation, like Deployer's recipes. Operations compose the
-//! rooms (export, shared, steps, link, lock, journal); rooms never call
-//! operations.
+//! One file per command, like Deployer's recipes. An operation parses what
+//! the operator asked for, opens a [`crate::session`] and hands the work to
+//! the shared modules (`warm`, `switch`, `pointers`, `recovery`, `cleanup`,
+//! `preview`). Operations never call each other: what two of them share
+//! lives in one of those modules.
 
 pub mod check;
 pub mod cleanup;
-pub mod decide;
-pub mod disk;
 pub mod export;
 pub mod generate;
 pub mod init;
 pub mod log;
-pub mod outcome;
 pub mod preview;
 pub mod promote;
 pub mod recover;
@@ -18,80 +17,3 @@ pub mod releases;
 pub mod rollback;
 pub mod status;
 pub mod warmup;
-
-use crate::config::Config;
-use crate::error::Result;
-use crate::lock::{self, DeployLock};
-use crate::root::Root;
-
-/// A deploy root and its configuration: what every operation works on.
-pub struct Ctx {
-    /// The deploy root.
-    pub root: Root,
-    /// Its deploy.toml (or the defaults).
-    pub config: Config,
-}
-
-impl Ctx {
-    /// Load the configuration of `root`.
-    pub fn load(root: Root) -> Result<Ctx> {
-        let config = Config::load(&root.config_file())?;
-        Ok(Ctx { root, config })
-    }
-}
-
-/// Start the per-run log file `.symdeploy/logs/<time>-<event>-<label>.log`;
-/// from here on every line people see is also kept there.
-pub fn open_run_log(root: &Root, event: &str, label: &str) {
-    if root.ensure_state_dirs().is_err() {
-        return; // the operation itself will report the unwritable root
-    }
-    let stamp = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
-    let path = root.logs().join(format!(
-        "{stamp}-{event}-{label}-{}.log",
-        std::process::id()
-    ));
-    if let Err(e) = crate::output::open_log(&path) {
-        crate::output::warning(&format!(
-            "cannot write the deploy log {}: {e}",
-            path.display()
-        ));
-    }
-}
-
-/// Take the deploy lock, then repair whatever a crashed run left (interrupted
-/// promotes, temporary exports and links): every operation that changes the
-/// root starts here, so no crash needs a manual step.
-pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
-    ctx.root.ensure_state_dirs()?;
-    // From here on Ctrl-C, SIGTERM and SIGHUP unwind or detach (src/signals.rs)
-    // instead of killing us halfway.
-    crate::signals::install();
-    let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
-    maintain_journal(ctx);
-    recover::recover_locked(ctx)?;
-    warmup::tidy_leftovers(ctx);
-    // Interrupted while waiting or recovering: the operation itself never starts.
-    crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
-    Ok(lock)
-}
-
-/// With the lock held: carry an older root's single-file journal forward and
-/// compress the current segment once it is big (before recovery, which reads
-/// only the open-run files, so a run interrupted before a rotation is still
-/// found). Failures are warnings: the journal stays readable as it is.
-pub fn maintain_journal(ctx: &Ctx) {
-    if let Err(e) = crate::journal::migrate(&ctx.root) {
-        crate::output::warning(&format!("cannot carry the journal forward: {e}"));
-        return;
-    }
-    let max = ctx.config.journal_segment_kib.saturating_mul(1024);
-    if let Err(e) = crate::journal::rotate(&ctx.root, max) {
-        crate::output::warning(&format!(
-            "cannot compress the journal's older entries: {e} (they stay in {})",
-            ctx.root.journal().display()
-        ));
-    }
-}

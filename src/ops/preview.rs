@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::journal::{self, Entry};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
 use crate::root::{short, Root};
@@ -182,8 +182,8 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
 pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: ObjectId, git_ref: &str) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, EVENT, short(&commit.to_string()));
-    let _lock = crate::ops::lock_and_recover(
+    crate::session::open_run_log(&ctx.root, EVENT, short(&commit.to_string()));
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!("preview of {} ({git_ref})", short(&commit.to_string())),
     )?;
@@ -400,7 +400,7 @@ fn build(
     let root = &ctx.root;
     let hex = commit.to_string();
     let dir = root.release(name);
-    crate::ops::disk::preflight(ctx, repo, commit, None)?;
+    crate::disk::preflight(ctx, repo, commit, None)?;
 
     // The same export, into the preview's own release directory.
     crate::ops::warmup::export_stage(ctx, repo, commit, name, durations)?;
@@ -528,8 +528,8 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
         ));
         return Ok(());
     };
-    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT, &meta.slug);
-    let _lock = crate::ops::lock_and_recover(
+    crate::session::open_run_log(&ctx.root, REMOVE_EVENT, &meta.slug);
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!("removal of preview {} ({git_ref} deleted)", meta.slug),
     )?;
@@ -605,8 +605,8 @@ pub fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
 
 /// `symdeploy preview rm SLUG [--data]`.
 pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT, slug);
-    let _lock = crate::ops::lock_and_recover(ctx, &format!("removal of preview {slug}"))?;
+    crate::session::open_run_log(&ctx.root, REMOVE_EVENT, slug);
+    let _lock = crate::session::lock_and_recover(ctx, &format!("removal of preview {slug}"))?;
     let metas = all_meta(&ctx.root);
     let Some(meta) = metas.iter().find(|m| m.slug == slug) else {
         let known: Vec<&str> = metas.iter().map(|m| m.slug.as_str()).collect();

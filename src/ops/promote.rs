@@ -10,8 +10,8 @@ use gix::ObjectId;
 
 use crate::error::{Error, Result};
 use crate::journal::{self, Commands, Entry};
-use crate::ops::decide::{self, Cause, Phase, Unwind};
-use crate::ops::Ctx;
+use crate::decide::{self, Cause, Phase, Unwind};
+use crate::ctx::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, State};
 use crate::root::{short, PRODUCTION};
@@ -49,9 +49,9 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
     if dry_run {
         return dry(ctx, &commit.to_string());
     }
-    crate::ops::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
+    crate::session::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
     let _lock =
-        crate::ops::lock_and_recover(ctx, &format!("promote of {}", short(&commit.to_string())))?;
+        crate::session::lock_and_recover(ctx, &format!("promote of {}", short(&commit.to_string())))?;
     promote_locked(ctx, &repo, commit, &git_ref, false)
 }
 

@@ -7,19 +7,19 @@
 
 use crate::error::Result;
 use crate::journal::{self, Entry};
-use crate::ops::decide::{self, Recovery, Unfinished};
+use crate::decide::{self, Recovery, Unfinished};
 use crate::ops::promote::{self, after_flip, roll_back, start_anyway};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use crate::release::{self, State};
 use crate::root::short;
 
 /// `symdeploy recover`: take the lock, repair, report.
 pub fn run(ctx: &Ctx) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, "recover", "journal");
+    crate::session::open_run_log(&ctx.root, "recover", "journal");
     crate::signals::install();
     let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
-    crate::ops::maintain_journal(ctx);
+    crate::session::maintain_journal(ctx);
     let repaired = recover_locked(ctx)?;
     crate::ops::warmup::tidy_leftovers(ctx);
     if repaired == 0 {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::release;
 use crate::root::short;
 

@@ -2,7 +2,7 @@
 //! release, through the same stop/flip/start/check path as promote.
 
 use crate::error::{Error, Result};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::release;
 use crate::root::short;
 
@@ -17,8 +17,8 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
-    crate::ops::open_run_log(&ctx.root, "rollback", &label);
-    let _lock = crate::ops::lock_and_recover(ctx, "rollback")?;
+    crate::session::open_run_log(&ctx.root, "rollback", &label);
+    let _lock = crate::session::lock_and_recover(ctx, "rollback")?;
     let current = ctx.root.production();
     let to = match target {
         Some(prefix) => {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal;
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use crate::release;
 use crate::root::short;

@@ -8,7 +8,7 @@ use gix::ObjectId;
 
 use crate::error::{Error, IoContext, Result};
 use crate::journal::{self, Entry};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
 use crate::root::{short, WARMUP};
@@ -26,8 +26,8 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     } else {
         rev.to_string()
     };
-    crate::ops::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
-    let _lock = crate::ops::lock_and_recover(
+    crate::session::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
+    let _lock = crate::session::lock_and_recover(
         ctx,
         &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
     )?;
@@ -278,7 +278,7 @@ fn build(
         .into_iter()
         .flatten()
         .find(|c| *c != hex && release::is_ready(root, c));
-    crate::ops::disk::preflight(
+    crate::disk::preflight(
         ctx,
         repo,
         commit,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::journal::{self, Entry};
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 
 /// What one promote or rollback did.
 #[derive(Debug, Serialize, PartialEq)]

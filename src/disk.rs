@@ -11,7 +11,7 @@ use gix::ObjectId;
 
 use crate::error::{Error, Result};
 use crate::fsutil::human_bytes;
-use crate::ops::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use crate::release;
 use crate::root::short;

@@ -1,0 +1,64 @@
+//! A locked session: the run log, the deploy lock and the repair of what
+//! a crashed run left, which every operation that changes the root goes
+//! through first.
+
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::lock::{self, DeployLock};
+use crate::root::Root;
+
+/// Start the per-run log file `.symdeploy/logs/<time>-<event>-<label>.log`;
+/// from here on every line people see is also kept there.
+pub fn open_run_log(root: &Root, event: &str, label: &str) {
+    if root.ensure_state_dirs().is_err() {
+        return; // the operation itself will report the unwritable root
+    }
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let path = root.logs().join(format!(
+        "{stamp}-{event}-{label}-{}.log",
+        std::process::id()
+    ));
+    if let Err(e) = crate::output::open_log(&path) {
+        crate::output::warning(&format!(
+            "cannot write the deploy log {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// Take the deploy lock, then repair whatever a crashed run left (interrupted
+/// promotes, temporary exports and links): every operation that changes the
+/// root starts here, so no crash needs a manual step.
+pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
+    ctx.root.ensure_state_dirs()?;
+    // From here on Ctrl-C, SIGTERM and SIGHUP unwind or detach (src/signals.rs)
+    // instead of killing us halfway.
+    crate::signals::install();
+    let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
+    maintain_journal(ctx);
+    crate::ops::recover::recover_locked(ctx)?;
+    crate::ops::warmup::tidy_leftovers(ctx);
+    // Interrupted while waiting or recovering: the operation itself never starts.
+    crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
+    Ok(lock)
+}
+
+/// With the lock held: carry an older root's single-file journal forward and
+/// compress the current segment once it is big (before recovery, which reads
+/// only the open-run files, so a run interrupted before a rotation is still
+/// found). Failures are warnings: the journal stays readable as it is.
+pub fn maintain_journal(ctx: &Ctx) {
+    if let Err(e) = crate::journal::migrate(&ctx.root) {
+        crate::output::warning(&format!("cannot carry the journal forward: {e}"));
+        return;
+    }
+    let max = ctx.config.journal_segment_kib.saturating_mul(1024);
+    if let Err(e) = crate::journal::rotate(&ctx.root, max) {
+        crate::output::warning(&format!(
+            "cannot compress the journal's older entries: {e} (they stay in {})",
+            ctx.root.journal().display()
+        ));
+    }
+}
