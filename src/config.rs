@@ -853,6 +853,14 @@ fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+impl Config {
+    /// The branch of a full ref name that gets a preview, if any.
+    pub fn preview_branch<'a>(&self, git_ref: &'a str) -> Option<&'a str> {
+        let branch = git_ref.strip_prefix("refs/heads/")?;
+        (git_ref != self.branch_ref() && self.previews.matches(branch)).then_some(branch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,9 @@
 use gix::objs::FindExt;
 use gix::ObjectId;
 
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::fsutil::human_bytes;
-use crate::ctx::Ctx;
 use crate::output;
 use crate::release;
 use crate::root::short;
@@ -147,7 +147,7 @@ pub fn preflight(
         human_bytes(fs.free),
         human_bytes(ctx.config.min_free.bytes(fs.total)),
     ));
-    for d in crate::ops::cleanup::plan(ctx, ctx.config.keep_releases)? {
+    for d in crate::retention::plan(ctx, ctx.config.keep_releases)? {
         // Under pressure, failed and incomplete releases kept for
         // inspection go too; protected ones (production, warmup, previous)
         // never do.
@@ -157,7 +157,7 @@ pub fn preflight(
         let doomed = !d.keep || (d.state != "ready" && !protected);
         if doomed {
             output::detail(&format!("remove {} ({})", short(&d.commit), d.why));
-            crate::ops::cleanup::remove_release(ctx, &d.commit)?;
+            crate::trash::remove_release(ctx, &d.commit)?;
         }
     }
     crate::fsutil::sync_filesystem(&releases)?;
@@ -192,7 +192,7 @@ fn refusal(ctx: &Ctx, commit: ObjectId, fs: &Fs, need: Need) -> Error {
     let pinned = [
         root.production(),
         root.warmup(),
-        crate::ops::status::previous_production(ctx),
+        crate::pointers::previous_production(ctx),
     ];
     let mut candidates: Vec<(String, u64)> = root
         .release_dirs()

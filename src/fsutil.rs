@@ -124,9 +124,32 @@ pub fn tree_size(path: &Path) -> u64 {
     entries.flatten().map(|e| tree_size(&e.path())).sum()
 }
 
+/// A process's start time (clock ticks after boot), so a reused pid is
+/// never mistaken for the process that had it.
+pub fn start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let stat =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        let me = start_time(std::process::id());
+        assert!(me.is_some());
+        assert_eq!(me, start_time(std::process::id()));
+    }
 
     #[test]
     fn times_have_milliseconds_and_old_ones_still_parse() {

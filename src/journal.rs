@@ -76,7 +76,7 @@ pub struct Entry {
     /// A strict-mode flip made while git held the ref locked: whether it
     /// stands depends on what git does with the ref (see `crate::strict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txn: Option<crate::strict::GitTxn>,
+    pub txn: Option<crate::journal::GitTxn>,
     /// The step commands a promote/rollback runs, as configured when it
     /// started: a recovery runs these, not what deploy.toml says later.
     /// Absent in entries written before symdeploy recorded them.
@@ -714,6 +714,31 @@ pub fn interrupted(entries: &[Entry]) -> Vec<&Entry> {
         .iter()
         .filter(|e| e.phase == "start" && !ended.contains(e.run.as_str()))
         .collect()
+}
+
+/// Which git ref transaction a strict run belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitTxn {
+    /// The receive-pack process that runs the transaction.
+    pub receive_pack: u32,
+    /// Its start time (clock ticks after boot, /proc/PID/stat), so a reused
+    /// pid is never mistaken for it.
+    pub started: u64,
+    /// The value pushed for the ref (a tag object for annotated tags).
+    pub new: String,
+    /// Where warmup pointed before this run: where an undo puts it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_before: Option<String>,
+    /// For a preview: the release `previews/<slug>` pointed at before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_before: Option<String>,
+}
+
+impl GitTxn {
+    /// Is its receive-pack still running, i.e. has git not decided yet?
+    pub fn undecided(&self) -> bool {
+        crate::fsutil::start_time(self.receive_pack) == Some(self.started)
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod blobstream;
 pub mod carry;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod ctx;
@@ -18,26 +19,38 @@ pub mod error;
 pub mod export;
 pub mod faults;
 pub mod fsutil;
+pub mod githooks;
 pub mod hook;
 pub mod journal;
+pub mod leftovers;
 pub mod link;
 pub mod lock;
 pub mod ops;
 pub mod outcome;
 pub mod output;
+pub mod pointers;
+pub mod preview;
+pub mod push;
+pub mod quarantine;
+pub mod recovery;
 pub mod release;
 pub mod repo;
+pub mod retention;
 pub mod root;
 pub mod session;
 pub mod shared;
 pub mod signals;
 pub mod steps;
 pub mod strict;
+pub mod switch;
+pub mod trash;
+pub mod txn;
+pub mod warm;
 
 use cli::{Cli, Command, HookName};
 use config::HookKind;
-use error::Result;
 use ctx::Ctx;
+use error::Result;
 use root::Root;
 
 /// Run one parsed command line.

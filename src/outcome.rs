@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
+use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::journal::{self, Entry};
-use crate::ctx::Ctx;
 
 /// What one promote or rollback did.
 #[derive(Debug, Serialize, PartialEq)]

@@ -313,6 +313,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Text for one environment variable or one line: newlines and runs of
+/// spaces become single spaces.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape;

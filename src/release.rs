@@ -99,13 +99,29 @@ pub fn save_as(root: &Root, name: &str, record: &Record) -> Result<()> {
     let path = dir.join(format!("{name}.json"));
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| Error::msg(format!("cannot encode release record: {e}")))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).at("create a temporary file in", &dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(crate::root::RECORD_TMP_PREFIX)
+        .tempfile_in(&dir)
+        .at("create a temporary file in", &dir)?;
     tmp.write_all(&json).at("write", tmp.path())?;
     tmp.as_file().sync_data().at("sync", tmp.path())?;
     tmp.persist(&path)
         .map_err(|e| Error::io("write", &path, e.error))?;
     crate::link::sync_dir(&dir);
     Ok(())
+}
+
+/// Remove half-written records (lock held: only lock holders write them).
+/// `.tmp*` also covers what versions before the explicit prefix left.
+pub fn sweep_temp_records(root: &Root) {
+    let Ok(entries) = std::fs::read_dir(root.states()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Change the state of an existing record (`commit`: the release directory's name).

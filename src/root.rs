@@ -32,6 +32,11 @@ pub const PREVIEWS: &str = "previews";
 pub const PREVIEW_RELEASE_PREFIX: &str = "preview-";
 /// Prefix of temporary export directories inside releases/.
 pub const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of a release record being written in `.symdeploy/releases/`.
+pub const RECORD_TMP_PREFIX: &str = ".tmp-record-";
+/// Prefix of a pre-receive hook's repository view in `.symdeploy/`,
+/// followed by the pid of the hook that made it.
+pub const QUARANTINE_VIEW_PREFIX: &str = "quarantine-view-";
 
 /// Paths of one deploy root.
 #[derive(Debug, Clone)]

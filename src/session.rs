@@ -38,8 +38,8 @@ pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     crate::signals::install();
     let lock = lock::acquire(&ctx.root, purpose, ctx.config.lock_timeout)?;
     maintain_journal(ctx);
-    crate::ops::recover::recover_locked(ctx)?;
-    crate::ops::warmup::tidy_leftovers(ctx);
+    crate::recovery::recover_locked(ctx)?;
+    crate::leftovers::sweep(ctx);
     // Interrupted while waiting or recovering: the operation itself never starts.
     crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
     Ok(lock)

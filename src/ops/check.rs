@@ -113,7 +113,7 @@ pub fn run(root: &Root) -> Result<()> {
         if c.hook == crate::config::HookKind::PreReceive {
             // Strict mode's second half (issue 14): without it strict pushes are refused.
             let rt = repo.join("hooks/reference-transaction");
-            if crate::strict::hook_installed(root) {
+            if crate::githooks::hook_installed(root) {
                 r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));
             } else {
                 r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
@@ -176,7 +176,7 @@ pub fn run(root: &Root) -> Result<()> {
             }
         }
     }
-    for m in crate::ops::preview::all_meta(root) {
+    for m in crate::preview::all_meta(root) {
         match root.preview_pointed(&m.slug) {
             Some(n) if crate::release::is_ready(root, &n) => r.say(
                 Level::Ok,

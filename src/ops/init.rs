@@ -107,7 +107,10 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         HookKind::PreReceive => ("pre-receive", PRE_RECEIVE),
     };
     let hook_path = hooks.join(name);
-    let wanted = template.replace("@SYMDEPLOY@", &shell_quote(&binary.display().to_string()));
+    let wanted = template.replace(
+        "@SYMDEPLOY@",
+        &crate::githooks::shell_quote(&binary.display().to_string()),
+    );
     match std::fs::read_to_string(&hook_path) {
         Ok(existing) if existing == wanted => did.push(format!("kept {} (already calls {})", hook_path.display(), binary.display())),
         Ok(_) => output::warning(&format!(
@@ -122,12 +125,12 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
-        match crate::strict::install_hook(&hooks, &binary)? {
-            crate::strict::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
-            crate::strict::HookInstall::Installed(path) => {
+        match crate::githooks::install_hook(&hooks, &binary)? {
+            crate::githooks::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::githooks::HookInstall::Installed(path) => {
                 did.push(format!("installed {}", path.display()))
             }
-            crate::strict::HookInstall::Foreign(path) => output::warning(&format!(
+            crate::githooks::HookInstall::Foreign(path) => output::warning(&format!(
                 "{} exists and differs from symdeploy's; strict pushes are refused until it calls `symdeploy hook reference-transaction \"$1\"` (remove it and run init again)",
                 path.display()
             )),
@@ -404,11 +407,6 @@ fn adapt_template_with(
         }
     }
     (out, left_out)
-}
-
-/// `s` as one word for `sh`.
-pub(crate) fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]

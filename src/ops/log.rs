@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
+use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::journal::{self, Entry};
-use crate::ctx::Ctx;
 use crate::root::short;
 
 /// Print the last `n` finished or interrupted runs (all of them with `all`).

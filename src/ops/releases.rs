@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::error::Result;
 use crate::ctx::Ctx;
+use crate::error::Result;
 use crate::release;
 use crate::root::short;
 
@@ -51,7 +51,7 @@ pub struct PreviewRow {
 
 /// Preview release directories, by slug.
 pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
-    let metas = crate::ops::preview::all_meta(&ctx.root);
+    let metas = crate::preview::all_meta(&ctx.root);
     let mut out: Vec<PreviewRow> = ctx
         .root
         .preview_release_dirs()?
@@ -82,8 +82,8 @@ pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
 pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
     let production = ctx.root.production();
     let warmup = ctx.root.warmup();
-    let previous = crate::ops::status::previous_production(ctx);
-    let mut rows: Vec<(crate::ops::cleanup::MadeAt, Row)> = ctx
+    let previous = crate::pointers::previous_production(ctx);
+    let mut rows: Vec<(crate::retention::MadeAt, Row)> = ctx
         .root
         .release_dirs()?
         .into_iter()
@@ -99,7 +99,7 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                     markers.push(name.to_string());
                 }
             }
-            let made = crate::ops::cleanup::made_at(&ctx.root, &c);
+            let made = crate::retention::made_at(&ctx.root, &c);
             let row = Row {
                 state: release::effective_state(&ctx.root, &c).to_string(),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),

@@ -1,8 +1,8 @@
 //! `symdeploy rollback [RELEASE]`: back to the previous good production
 //! release, through the same stop/flip/start/check path as promote.
 
-use crate::error::{Error, Result};
 use crate::ctx::Ctx;
+use crate::error::{Error, Result};
 use crate::release;
 use crate::root::short;
 
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             }
             c
         }
-        None => crate::ops::status::previous_production(ctx).ok_or_else(|| {
+        None => crate::pointers::previous_production(ctx).ok_or_else(|| {
             Error::with_help(
                 "nothing to roll back to: no earlier production release that is still ready and on disk",
                 "`symdeploy releases` lists what there is; `symdeploy rollback RELEASE` picks one by hand",
@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::ops::promote::switch(ctx, &to, "rollback", &git_ref)
+    crate::switch::switch(ctx, &to, "rollback", &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.

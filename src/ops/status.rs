@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::journal;
-use crate::ctx::Ctx;
 use crate::output;
 use crate::release;
 use crate::root::short;
@@ -50,7 +50,7 @@ pub struct Status {
     /// Runs that started and never finished.
     pub interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
-    pub previews: Vec<crate::ops::preview::Row>,
+    pub previews: Vec<crate::preview::Row>,
     /// deploy.toml's error, when it cannot be read (the defaults stand in).
     pub config_error: Option<String>,
     /// The deploy branch's tip and whether it is warmed up.
@@ -86,19 +86,6 @@ pub struct Tip {
     pub log: Option<String>,
     /// Did its last warm-up fail (or was it refused by a broken deploy.toml)?
     pub failed: bool,
-}
-
-/// The release rollback would go back to: the newest production release
-/// before the current one that is still ready and on disk. Reads
-/// `production.json`, never the history.
-pub fn previous_production(ctx: &Ctx) -> Option<String> {
-    let current = ctx.root.production();
-    journal::production_stack(&ctx.root)
-        .into_iter()
-        .rev()
-        .map(|c| c.commit)
-        .filter(|c| Some(c) != current.as_ref())
-        .find(|c| release::is_ready(&ctx.root, c))
 }
 
 fn slot(
@@ -264,10 +251,15 @@ pub fn gather(ctx: &Ctx) -> Status {
         root: ctx.root.dir.display().to_string(),
         production: slot(ctx, ctx.root.production(), "production", &stack),
         warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
-        previous: slot(ctx, previous_production(ctx), "production", &stack),
+        previous: slot(
+            ctx,
+            crate::pointers::previous_production(ctx),
+            "production",
+            &stack,
+        ),
         lock,
         interrupted,
-        previews: crate::ops::preview::rows(ctx),
+        previews: crate::preview::rows(ctx),
     }
 }
 
@@ -618,7 +610,7 @@ fn print_human(s: &Status) {
         ),
         None => println!("branch      (not pushed yet)"),
     }
-    crate::ops::preview::print_rows(&s.previews);
+    crate::preview::print_rows(&s.previews);
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),

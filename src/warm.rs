@@ -1,0 +1,479 @@
+//! The warm-up, in the seed's order: lock, export, shared links, build, links,
+//! migrate, flip `warmup`, notify, journal.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use gix::ObjectId;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, IoContext, Result};
+use crate::journal::{self, Entry};
+use crate::output::{self, Stage};
+use crate::pointers::{point_warmup, where_now};
+use crate::release::{self, Record, State};
+use crate::root::short;
+use crate::steps::{self, StepEnv};
+use crate::{carry, export, faults, link, repo, shared};
+
+/// Warm up `commit` with the lock held; returns the commit's hex id.
+/// A commit that already has a ready release only re-points `warmup`.
+/// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
+/// promote is left out and a failure's advice names `symdeploy promote`.
+pub fn warm(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    rebuild: bool,
+    then_promote: bool,
+) -> Result<String> {
+    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit.to_string())
+}
+
+/// Strict mode's first half: build `commit`'s release (if it has no ready
+/// one) without flipping `warmup`, which waits until git has the ref locked.
+/// Returns whether a release was built.
+pub fn build_only(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+) -> Result<bool> {
+    warm_impl(ctx, repo, commit, git_ref, false, None)
+}
+
+fn warm_impl(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    rebuild: bool,
+    // None: strict mode's build without the flip; Some(then_promote).
+    flip: Option<bool>,
+) -> Result<bool> {
+    let then_promote = flip.unwrap_or(true);
+    let flip = flip.is_some();
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let dir = root.release(&hex);
+    output::header(&format!(
+        "warming up {} ({git_ref}): {subject}",
+        short(&hex)
+    ));
+
+    let pinned = [root.production(), root.warmup()]
+        .into_iter()
+        .flatten()
+        .any(|c| c == hex);
+    if release::is_ready(root, &hex) && !rebuild && !flip {
+        output::detail_full(
+            &format!(
+                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
+                short(&hex)
+            ),
+            &hex,
+        );
+        return Ok(false);
+    }
+    if release::is_ready(root, &hex) && !rebuild {
+        let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+        journal::append(root, &entry)?;
+        let started = Instant::now();
+        output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(&hex)), &hex);
+        point_warmup(ctx, &hex)?;
+        journal::append(root, &entry.end("unchanged"))?;
+        finish_message(ctx, &hex, started.elapsed(), then_promote);
+        return Ok(false);
+    }
+    if dir.exists() {
+        if pinned {
+            let which = if root.production().as_deref() == Some(hex.as_str()) {
+                "production"
+            } else {
+                "warmup"
+            };
+            return Err(Error::with_help(
+                format!(
+                    "releases/{hex} is what {which} points at, so it cannot be rebuilt in place"
+                ),
+                "warm up and promote another commit first, then rebuild this one",
+            ));
+        }
+        output::detail(&format!(
+            "removing the earlier {} build of releases/{}",
+            release::effective_state(root, &hex),
+            short(&hex)
+        ));
+        std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+        release::forget(root, &hex);
+    }
+
+    let mut entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    release::save(root, &Record::building(&hex, git_ref, subject))?;
+    let mut durations = BTreeMap::new();
+    let started = Instant::now();
+    match build(ctx, repo, commit, git_ref, &mut durations) {
+        Ok(()) => {}
+        Err(e) => {
+            release::set_state(root, &hex, State::Failed, Some(e.to_string()))?;
+            entry.durations = durations;
+            entry.error = Some(e.to_string());
+            let interrupted = matches!(e, Error::Interrupted { .. });
+            let result = if interrupted { "interrupted" } else { "failed" };
+            journal::append(root, &entry.end(result))?;
+            if !interrupted {
+                // Chat and CI hear of a failure too (a post-receive hook's
+                // push exits 0 whatever happens).
+                notify(ctx, &hex, git_ref, "failed", Some(&e));
+                if then_promote {
+                    // A promote was asked for (a tag, `-o promote`) and
+                    // nothing was switched: its notify hears `failed` too.
+                    crate::switch::notify(
+                        ctx,
+                        &hex,
+                        root.production().as_ref(),
+                        git_ref,
+                        "failed",
+                        Some(&e),
+                    );
+                }
+            }
+            let what = if interrupted {
+                format!(
+                    "warm-up of {} was interrupted (the release is marked failed): {e}",
+                    short(&hex)
+                )
+            } else {
+                format!("warm-up of {} failed: {e}", short(&hex))
+            };
+            let help = if interrupted {
+                e.help().unwrap_or_default()
+            } else {
+                advice(&e, &hex, then_promote)
+            };
+            output::failure(&what, &where_now(&ctx.root), &help);
+            return Err(Error::Shown {
+                code: e.exit_code(),
+                message: what,
+                help: Some(help).filter(|h| !h.is_empty()),
+            });
+        }
+    }
+    release::set_state(root, &hex, State::Ready, None)?;
+    if !flip {
+        entry.durations = durations;
+        journal::append(root, &entry.end("built"))?;
+        output::detail_full(
+            &format!(
+                "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
+                short(&hex)
+            ),
+            &hex,
+        );
+        return Ok(true);
+    }
+    faults::point("before-flip-warmup");
+    point_warmup(ctx, &hex)?;
+    faults::point("after-flip-warmup");
+
+    if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
+        durations.insert("notify".into(), took.as_secs_f64());
+    }
+    durations.insert("total".into(), started.elapsed().as_secs_f64());
+    entry.durations = durations;
+    journal::append(root, &entry.end("ok"))?;
+    finish_message(ctx, &hex, started.elapsed(), then_promote);
+    Ok(true)
+}
+
+fn build(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    git_ref: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(&hex);
+
+    // Before anything is written: a deploy must not fill the disk.
+    let carry_from = [root.warmup(), root.production()]
+        .into_iter()
+        .flatten()
+        .find(|c| *c != hex && release::is_ready(root, c));
+    crate::disk::preflight(
+        ctx,
+        repo,
+        commit,
+        carry_from
+            .as_deref()
+            .filter(|_| !ctx.config.carry.is_empty()),
+    )?;
+
+    export_stage(ctx, repo, commit, &hex, durations)?;
+    crate::signals::check("the warm-up stopped after the export")?;
+    // Flush the export to disk while carry, shared links and the steps run
+    // (composer takes seconds): the sync before `ready` then only waits for
+    // what they wrote. The result does not matter: that final sync vouches.
+    let early_sync = {
+        let dir = dir.clone();
+        std::thread::spawn(move || crate::fsutil::sync_filesystem(&dir).is_ok())
+    };
+
+    if !ctx.config.carry.is_empty() {
+        let stage = Stage::start("carry");
+        let previous = [root.warmup(), root.production()]
+            .into_iter()
+            .flatten()
+            .find(|c| *c != hex && release::is_ready(root, c));
+        match previous {
+            Some(prev) => carry::carry(&root.release(&prev), &dir, &ctx.config.carry)?,
+            None => output::detail("no previous release to carry from"),
+        }
+        durations.insert("carry".into(), stage.done().as_secs_f64());
+    }
+
+    if !ctx.config.shared.is_empty() {
+        let stage = Stage::start("shared");
+        shared::link_all(&dir, &root.common(), &ctx.config.shared)?;
+        durations.insert("shared".into(), stage.done().as_secs_f64());
+    }
+
+    let env = step_env(ctx, &hex, git_ref);
+    let w = &ctx.config.warmup;
+    for (name, commands) in [
+        ("build", &w.build),
+        ("links", &w.links),
+        ("migrate", &w.migrate),
+    ] {
+        if commands.is_empty() {
+            continue;
+        }
+        let stage = Stage::start(name);
+        faults::point(name);
+        steps::run_stage(name, commands, &env)?;
+        durations.insert(name.into(), stage.done().as_secs_f64());
+    }
+    if let Some(name) = &ctx.config.web_user {
+        // After the steps, so that caches they warmed up are covered too.
+        let stage = Stage::start("writable");
+        let web = crate::acl::resolve(name)?;
+        crate::acl::grant_all(
+            &web,
+            &root.common(),
+            &ctx.config.shared,
+            &dir,
+            &ctx.config.writable,
+        )?;
+        durations.insert("writable".into(), stage.done().as_secs_f64());
+    }
+    // `ready` is recorded durably next; the files it vouches for must be on
+    // disk first, or a power cut could leave a ready release of empty files.
+    // On a big release this is most of what the warm-up costs beyond the
+    // export itself, so it is a stage of its own, timed like the others.
+    crate::signals::check("the warm-up stopped before the release was marked ready")?;
+    let stage = Stage::start("sync");
+    let _ = early_sync.join();
+    crate::fsutil::sync_filesystem(&dir)?;
+    durations.insert("sync".into(), stage.done().as_secs_f64());
+    Ok(())
+}
+
+/// The export stage of a warm-up or a preview: `commit` exported to a
+/// temporary directory in releases/, its REVISION written, renamed to
+/// `releases/<name>` (one rename), with the stage's one-line summary.
+/// Nothing is left behind when it fails.
+pub(crate) fn export_stage(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    name: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(name);
+    let stage = Stage::start("export");
+    let tmp = root.releases().join(format!(
+        "{}{name}-{}",
+        crate::root::TMP_PREFIX,
+        std::process::id()
+    ));
+    faults::point("export");
+    let stats = match export::export_commit(repo, commit, &tmp) {
+        Ok(s) => s,
+        Err(e) => {
+            // A partial export is worth nothing; with a full disk it is worse than nothing.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(explain_full_disk(e, repo, commit, &root.releases()));
+        }
+    };
+    if let Err(e) = export::write_revision(&tmp, &hex) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    faults::point("before-rename-release");
+    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
+    link::sync_dir(&root.releases());
+    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    if stats.symlinks > 0 {
+        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+    }
+    summary.push(crate::fsutil::human_bytes(stats.bytes));
+    if stats.ignored > 0 {
+        summary.push(format!("{} excluded by export-ignore", stats.ignored));
+    }
+    for sub in &stats.submodules {
+        output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
+    }
+    durations.insert(
+        "export".into(),
+        stage.done_with(&summary.join(", ")).as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// A full disk during the export, told with what the operator needs: where,
+/// how much is free now that the partial export is gone, and how much the
+/// commit needs. Other errors pass through unchanged.
+fn explain_full_disk(
+    e: Error,
+    repo: &gix::Repository,
+    commit: ObjectId,
+    releases: &std::path::Path,
+) -> Error {
+    let Error::Io { source, path, .. } = &e else {
+        return e;
+    };
+    let full = matches!(source.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT);
+    if !full {
+        return e;
+    }
+    let free = crate::fsutil::free_space(releases)
+        .map(crate::fsutil::human_bytes)
+        .unwrap_or_else(|| "an unknown amount".into());
+    let needed = export::commit_bytes(repo, commit)
+        .map(|b| {
+            format!(
+                ", and {} needs about {}",
+                short(&commit.to_string()),
+                crate::fsutil::human_bytes(b)
+            )
+        })
+        .unwrap_or_default();
+    Error::with_help(
+        format!(
+            "the disk is full: could not write {} ({source}); the partial export was removed",
+            path.display()
+        ),
+        format!(
+            "the filesystem holding {} has {free} free{needed}; free some space (`symdeploy cleanup` removes old releases) or grow the filesystem, then deploy again",
+            releases.display()
+        ),
+    )
+}
+
+/// The environment warm-up steps get.
+pub fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(hex),
+        commit: hex.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: ctx.root.production().map(|c| ctx.root.release(&c)),
+        extra: Vec::new(),
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+/// Run warmup.notify with `SYMDEPLOY_RESULT` (ok or failed) and, after a
+/// failure, `SYMDEPLOY_ERROR` (one line). Its own failure is a warning.
+/// Returns how long it took, if it had commands.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    hex: &str,
+    git_ref: &str,
+    result: &str,
+    error: Option<&Error>,
+) -> Option<std::time::Duration> {
+    let commands = &ctx.config.warmup.notify;
+    if commands.is_empty() {
+        return None;
+    }
+    let stage = Stage::start("notify");
+    let mut env = step_env(ctx, hex, git_ref);
+    env.extra.push(("SYMDEPLOY_RESULT".into(), result.into()));
+    if let Some(e) = error {
+        env.extra
+            .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
+    }
+    if let Err(e) = steps::run_stage("notify", commands, &env) {
+        output::warning(&format!(
+            "{e} ({})",
+            if result == "ok" {
+                "the release is warmed up all the same"
+            } else {
+                "the failure above stands as reported"
+            }
+        ));
+        return None;
+    }
+    Some(stage.done())
+}
+
+/// The one piece of advice after a failed warm-up: fixed in the commit means
+/// a new push; fixed on the server (deploy.toml, `common/`, a missing
+/// program, permissions, disk) means running it again there, since pushing
+/// the same commit again runs no hook ("Everything up-to-date").
+pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
+    let again = if then_promote {
+        format!("`symdeploy promote {}`", short(hex))
+    } else {
+        format!("`symdeploy warmup {}`", short(hex))
+    };
+    let log = output::log_path()
+        .map(|p| format!("the whole output is in {}; ", p.display()))
+        .unwrap_or_default();
+    match e {
+        Error::Step { status, .. } if status == "exit status 127" => format!(
+            "{log}a program the step runs is missing on the server: install it (or fix the command in deploy.toml), then run {again} there"
+        ),
+        Error::Step { status, .. } if status.starts_with("timed out") => format!(
+            "{log}make the step faster (in the commit, then push it again) or raise step_timeout in deploy.toml and run {again} on the server"
+        ),
+        Error::Step { .. } => format!(
+            "{log}fix the commit and push it again (if the server was at fault, e.g. deploy.toml or common/, fix it there and run {again})"
+        ),
+        Error::Config { file, .. } => format!(
+            "fix {} (`symdeploy check` validates it), then run {again} on the server",
+            file.display()
+        ),
+        other => match other.help() {
+            Some(h) => format!("{h}; then run {again} on the server"),
+            None => format!("fix the cause on the server, then run {again} there"),
+        },
+    }
+}
+
+pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, then_promote: bool) {
+    output::success(&format!(
+        "warmup -> releases/{} (warm-up took {})",
+        short(hex),
+        crate::fsutil::human_duration(took)
+    ));
+    output::log_only(&format!("       warmup -> releases/{hex}"));
+    if then_promote {
+        return;
+    }
+    // A tag name the configured glob accepts: `release-*` becomes `release-N`.
+    let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
+    output::detail(&format!(
+        "promote it: `symdeploy promote {}` on the server, or git tag {tag} {} && git push deploy {tag}",
+        short(hex),
+        short(hex)
+    ));
+}
