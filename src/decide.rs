@@ -24,6 +24,22 @@ pub enum Phase {
     Notify,
 }
 
+impl Phase {
+    /// The phase as the operator reads it in an error.
+    pub fn what(self) -> &'static str {
+        match self {
+            Phase::Stop => "stopping the daemons",
+            Phase::Sync => "syncing the release to disk",
+            Phase::Flip => "switching production",
+            Phase::Links => "the root links",
+            Phase::AfterSwitch => "after_switch",
+            Phase::Start => "start",
+            Phase::Check => "check",
+            Phase::Notify => "notify",
+        }
+    }
+}
+
 /// Why a phase did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {

@@ -14,7 +14,7 @@ use crate::output;
 use crate::pointers::warmup_off;
 use crate::release::{self, State};
 use crate::root::short;
-use crate::switch::{self, after_flip, roll_back, start_anyway};
+use crate::switch::{self, roll_back, start_anyway};
 use crate::txn::kept;
 
 /// Repair interrupted runs; returns how many there were. Call with the lock held.
@@ -230,17 +230,20 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                     "production had already been switched; finishing: after_switch, start, check",
                 );
                     let env = switch::step_env(ctx, &commit, previous, &git_ref, vec![]);
-                    match after_flip(ctx, &env) {
-                        None => {
+                    match switch::finish_after_flip(ctx, &commit, env) {
+                        Ok(()) => {
                             output::success(&format!(
                                 "production -> releases/{commit} (finished after the interruption)"
                             ));
                             end = e.end("ok");
                         }
-                        Some(f) => {
-                            output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
-                            let why = format!("{}: {}", f.what, f.error);
-                            roll_back(ctx, e, previous, &git_ref, State::Bad, why);
+                        Err(f) => {
+                            output::error(&format!(
+                                "{} failed: {}; rolling back",
+                                f.stage.what(),
+                                f.error
+                            ));
+                            roll_back(ctx, e, previous, &git_ref, State::Bad, f.reason());
                             end = e.end("rolled-back");
                         }
                     }

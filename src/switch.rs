@@ -19,21 +19,54 @@ use crate::root::{short, PRODUCTION};
 use crate::steps::{self, StepEnv};
 use crate::{faults, link};
 
-/// What can go wrong after the flip, for the rollback message.
-pub(crate) struct Failure {
-    /// Which stage failed.
-    pub what: String,
-    /// How.
+/// A phase of the switch that did not complete, and why: the one shape a
+/// failure of the switch has, whichever phase it came from.
+#[derive(Debug)]
+pub struct StageFailure {
+    /// The phase.
+    pub stage: Phase,
+    /// What went wrong in it.
     pub error: Error,
 }
 
-/// Failed or interrupted, as the phase decisions see it.
-fn cause(error: &Error) -> Cause {
-    match error {
-        Error::Interrupted { .. } => Cause::Interrupted,
-        _ => Cause::Failed,
+impl StageFailure {
+    /// Failed or interrupted, as the phase decisions see it.
+    pub fn cause(&self) -> Cause {
+        match self.error {
+            Error::Interrupted { .. } => Cause::Interrupted,
+            _ => Cause::Failed,
+        }
+    }
+
+    /// What failed, said once: a step's error names its stage already.
+    pub fn message(&self) -> String {
+        match &self.error {
+            Error::Step { .. } => self.error.to_string(),
+            e => format!("{} failed: {e}", self.stage.what()),
+        }
+    }
+
+    /// `phase: error`, for the journal and the release record.
+    pub fn reason(&self) -> String {
+        format!("{}: {}", self.stage.what(), self.error)
     }
 }
+
+/// The phases of a switch up to the health check, in order; notify follows
+/// whatever happened.
+pub const FORWARD: [Phase; 7] = [
+    Phase::Stop,
+    Phase::Sync,
+    Phase::Flip,
+    Phase::Links,
+    Phase::AfterSwitch,
+    Phase::Start,
+    Phase::Check,
+];
+
+/// What is left once production points at the new release: what recovery
+/// finishes after a crash that came after the flip.
+pub const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Check];
 
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
@@ -52,9 +85,7 @@ pub(crate) fn switch_with(
     git_ref: &str,
     txn: Option<crate::journal::GitTxn>,
 ) -> Result<Entry> {
-    let root = &ctx.root;
-    let p = &ctx.config.promote;
-    let previous = root.production();
+    let previous = ctx.root.production();
     // Nothing is changed yet, so an earlier interrupt needs no unwinding.
     crate::signals::check(&format!(
         "{event} of {} not started; production stays on {}",
@@ -69,184 +100,302 @@ pub(crate) fn switch_with(
     let mut entry = Entry::start(event, Some(hex), Some(git_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
-    entry.commands = Some(Commands::of(p));
-    journal::append(root, &entry)?;
-    let started = Instant::now();
-    let env = |release: &str, prev: Option<&String>, extra: Vec<(String, String)>| {
-        step_env(ctx, release, prev.map(String::as_str), git_ref, extra)
-    };
-    let new_env = env(hex, previous.as_ref(), vec![]);
-
-    // 1-2. stop, make durable, flip. A failure here leaves production as it
-    // was; the daemons are started again.
-    if let Err((phase, what, e)) = stop_sync_flip(ctx, hex, &new_env) {
-        let cause = cause(&e);
-        debug_assert_eq!(decide::unwind(phase, cause), Unwind::StartAgain);
-        let back = previous.as_deref().unwrap_or(hex);
-        start_anyway(&p.start, &env(back, previous.as_ref(), vec![]));
-        entry.error = Some(e.to_string());
-        journal::append(
-            root,
-            &entry.end(decide::journal_result(Unwind::StartAgain, cause)),
-        )?;
-        if cause != Cause::Interrupted {
-            // Nothing was switched: `failed`, and chat and CI hear of it.
-            notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(&e));
-            let message = format!(
-                "{event} of {} failed: {} (production was not switched)",
-                short(hex),
-                failed(what, &e)
-            );
-            let help = promote_advice(&e, hex, event, false);
-            output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
-            return Err(Error::Shown {
-                code: e.exit_code(),
-                message,
-                help: Some(help),
-            });
-        }
-        if cause == Cause::Interrupted {
-            return Err(crate::signals::error(format!(
-                "{event} of {} stopped during {what}, before the switch; production stays on {}, and the daemons were started again",
-                short(hex),
-                crate::pointers::describe(&previous)
-            )));
-        }
-        return Err(e);
-    }
-    faults::point("after-flip-production");
-    // Seconds from the run's start to the flip: with the end entry's time and
-    // `total` this dates the flip to the millisecond (fleet skew, --json).
-    entry
-        .durations
-        .insert("flip".into(), started.elapsed().as_secs_f64());
-    output::log_only(&format!("       production -> releases/{hex}"));
-    // From here on every failure goes through the rollback, which starts the daemons.
-    let links = link::ensure_static(&root.dir, &ctx.config.links);
-
-    // 3. after_switch, start, check
-    let failure = match links {
-        Err(error) => Some(Failure {
-            what: "the root links".to_string(),
-            error,
-        }),
-        Ok(_) => after_flip(ctx, &new_env),
-    };
-    let result = match failure {
-        None => "ok",
-        Some(ref f) => {
-            if cause(&f.error) == Cause::Interrupted {
-                // An interrupt says nothing about the release: it stays
-                // ready, and warmup on it, for the next promote.
-                let stage = Stage::start("roll back");
-                flip_back(ctx, hex, previous.as_deref(), git_ref);
-                stage.done();
-            } else {
-                let why = format!("{}: {}", f.what, f.error);
-                roll_back(ctx, &entry, previous.as_deref(), git_ref, State::Bad, why);
-            }
-            "rolled-back"
-        }
-    };
-
-    // 4. notify, journal. After an interrupt notify is not started: the
-    // operator asked to stop, and all that matters is done.
-    notify(
+    entry.commands = Some(Commands::of(&ctx.config.promote));
+    journal::append(&ctx.root, &entry)?;
+    let mut run = Switch {
         ctx,
         hex,
-        previous.as_ref(),
+        event,
         git_ref,
-        result,
-        failure.as_ref().map(|f| &f.error),
-    );
-    entry
-        .durations
-        .insert("total".into(), started.elapsed().as_secs_f64());
-    match failure {
-        None if entry.txn.is_some() => {
-            journal::append(root, &crate::txn::prepared(&entry))?;
-            output::success(&format!(
-                "production -> releases/{} ({event} took {}); git updates {} next",
-                short(hex),
-                crate::fsutil::human_duration(started.elapsed()),
-                git_ref
-            ));
-            Ok(entry)
-        }
-        None => {
-            // Also when notify was interrupted: the promote itself is done.
-            journal::append(root, &entry.end("ok"))?;
-            output::success(&format!(
-                "production -> releases/{} (was {}; {event} took {})",
-                short(hex),
-                previous
-                    .as_deref()
-                    .map(|c| format!("releases/{}", short(c)))
-                    .unwrap_or_else(|| "nothing".into()),
-                crate::fsutil::human_duration(started.elapsed())
-            ));
-            Ok(entry)
-        }
-        Some(f) => {
-            let cause = cause(&f.error);
-            entry.error = Some(format!("{}: {}", f.what, f.error));
-            journal::append(
-                root,
-                &entry.end(decide::journal_result(Unwind::RollBack, cause)),
-            )?;
-            if cause == Cause::Interrupted {
-                return Err(crate::signals::error(format!(
-                    "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
-                    short(hex),
-                    f.what,
-                    crate::pointers::describe(&previous),
-                    short(hex)
-                )));
-            }
-            let message = format!(
-                "{event} of {} rolled back: {}",
-                short(hex),
-                failed(&f.what, &f.error)
-            );
-            let help = promote_advice(&f.error, hex, event, true);
-            output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
-            // 1, as any rollback: the step's own code (3) would say "nothing
-            // happened", and scripts (the fleet playbook) tell them apart.
-            Err(Error::Shown {
-                code: 1,
-                message,
-                help: Some(help),
-            })
-        }
+        previous,
+        entry,
+        started: Instant::now(),
+    };
+    match run.forward() {
+        Ok(()) => run.succeeded(),
+        Err(failure) => match decide::unwind(failure.stage, failure.cause()) {
+            Unwind::StartAgain => run.not_switched(failure),
+            Unwind::RollBack => run.rolled_back(failure),
+            // Only notify may fail this late, and it is not one of FORWARD.
+            Unwind::Finish => run.succeeded(),
+        },
     }
 }
 
-/// Stop the daemons, sync the release to disk, flip production: the part of a
-/// switch whose failure needs no rollback. An error names its phase.
-fn stop_sync_flip(
+/// One switch under way: what its unwinding and its journal entry need.
+struct Switch<'a> {
+    ctx: &'a Ctx,
+    hex: &'a str,
+    event: &'a str,
+    git_ref: &'a str,
+    /// Production before: where a rollback goes back to.
+    previous: Option<String>,
+    entry: Entry,
+    started: Instant,
+}
+
+impl Switch<'_> {
+    /// Run [`FORWARD`] until a phase does not complete.
+    fn forward(&mut self) -> std::result::Result<(), StageFailure> {
+        let env = step_env(
+            self.ctx,
+            self.hex,
+            self.previous.as_deref(),
+            self.git_ref,
+            vec![],
+        );
+        let mut phases = Phases::new(self.ctx, self.hex, env);
+        for phase in FORWARD {
+            phases.run(phase)?;
+            if phase == Phase::Flip {
+                faults::point("after-flip-production");
+                // Seconds from the run's start to the flip: with the end
+                // entry's time and `total` this dates the flip to the
+                // millisecond (fleet skew, --json).
+                self.entry
+                    .durations
+                    .insert("flip".into(), self.started.elapsed().as_secs_f64());
+                output::log_only(&format!("       production -> releases/{}", self.hex));
+            }
+        }
+        Ok(())
+    }
+
+    /// Production is on the new release and healthy: notify, then end the
+    /// run (or, in strict mode, leave it `prepared` for git to decide).
+    fn succeeded(mut self) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        // Also when notify is interrupted: the promote itself is done.
+        notify(ctx, hex, self.previous.as_ref(), git_ref, "ok", None);
+        let took = self.started.elapsed();
+        self.entry
+            .durations
+            .insert("total".into(), took.as_secs_f64());
+        let took = crate::fsutil::human_duration(took);
+        if self.entry.txn.is_some() {
+            journal::append(&ctx.root, &crate::txn::prepared(&self.entry))?;
+            output::success(&format!(
+                "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
+                short(hex),
+            ));
+            return Ok(self.entry);
+        }
+        journal::append(&ctx.root, &self.entry.end("ok"))?;
+        output::success(&format!(
+            "production -> releases/{} (was {}; {event} took {took})",
+            short(hex),
+            self.previous
+                .as_deref()
+                .map(|c| format!("releases/{}", short(c)))
+                .unwrap_or_else(|| "nothing".into()),
+        ));
+        Ok(self.entry)
+    }
+
+    /// A phase before the flip did not complete: production was not touched;
+    /// the daemons are started again.
+    fn not_switched(mut self, failure: StageFailure) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        let previous = self.previous.clone();
+        let cause = failure.cause();
+        let back = previous.as_deref().unwrap_or(hex);
+        start_anyway(
+            &ctx.config.promote.start,
+            &step_env(ctx, back, previous.as_deref(), git_ref, vec![]),
+        );
+        self.entry.error = Some(failure.error.to_string());
+        journal::append(
+            &ctx.root,
+            &self
+                .entry
+                .end(decide::journal_result(Unwind::StartAgain, cause)),
+        )?;
+        if cause == Cause::Interrupted {
+            return Err(crate::signals::error(format!(
+                "{event} of {} stopped during {}, before the switch; production stays on {}, and the daemons were started again",
+                short(hex),
+                failure.stage.what(),
+                crate::pointers::describe(&previous)
+            )));
+        }
+        // Nothing was switched: `failed`, and chat and CI hear of it.
+        let e = &failure.error;
+        notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(e));
+        let message = format!(
+            "{event} of {} failed: {} (production was not switched)",
+            short(hex),
+            failure.message()
+        );
+        let help = promote_advice(e, hex, event, false);
+        output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
+        Err(Error::Shown {
+            code: e.exit_code(),
+            message,
+            help: Some(help),
+        })
+    }
+
+    /// A phase after the flip did not complete: roll back. A failure marks
+    /// the release bad; an interrupt says nothing about the release, which
+    /// stays ready (and warmup on it) for the next promote.
+    fn rolled_back(mut self, failure: StageFailure) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        let previous = self.previous.clone();
+        let cause = failure.cause();
+        if cause == Cause::Interrupted {
+            let stage = Stage::start("roll back");
+            flip_back(ctx, hex, previous.as_deref(), git_ref);
+            stage.done();
+        } else {
+            let why = failure.reason();
+            roll_back(
+                ctx,
+                &self.entry,
+                previous.as_deref(),
+                git_ref,
+                State::Bad,
+                why,
+            );
+        }
+        notify(
+            ctx,
+            hex,
+            previous.as_ref(),
+            git_ref,
+            "rolled-back",
+            Some(&failure.error),
+        );
+        self.entry
+            .durations
+            .insert("total".into(), self.started.elapsed().as_secs_f64());
+        self.entry.error = Some(failure.reason());
+        journal::append(
+            &ctx.root,
+            &self
+                .entry
+                .end(decide::journal_result(Unwind::RollBack, cause)),
+        )?;
+        if cause == Cause::Interrupted {
+            return Err(crate::signals::error(format!(
+                "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
+                short(hex),
+                failure.stage.what(),
+                crate::pointers::describe(&previous),
+                short(hex)
+            )));
+        }
+        let message = format!(
+            "{event} of {} rolled back: {}",
+            short(hex),
+            failure.message()
+        );
+        let help = promote_advice(&failure.error, hex, event, true);
+        output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
+        // 1, as any rollback: the step's own code (3) would say "nothing
+        // happened", and scripts (the fleet playbook) tell them apart.
+        Err(Error::Shown {
+            code: 1,
+            message,
+            help: Some(help),
+        })
+    }
+}
+
+/// Runs the phases of a switch for one release, each shown as a stage.
+struct Phases<'a> {
+    ctx: &'a Ctx,
+    hex: &'a str,
+    env: StepEnv,
+    /// `switch production` spans the sync and the flip.
+    flip_stage: Option<Stage>,
+}
+
+impl<'a> Phases<'a> {
+    fn new(ctx: &'a Ctx, hex: &'a str, env: StepEnv) -> Self {
+        Phases {
+            ctx,
+            hex,
+            env,
+            flip_stage: None,
+        }
+    }
+
+    /// Run one phase; a failure names it.
+    fn run(&mut self, phase: Phase) -> std::result::Result<(), StageFailure> {
+        self.phase(phase).map_err(|error| {
+            // A stage header never shown must not turn up above the unwinding.
+            self.flip_stage = None;
+            StageFailure {
+                stage: phase,
+                error,
+            }
+        })
+    }
+
+    fn phase(&mut self, phase: Phase) -> Result<()> {
+        let p = &self.ctx.config.promote;
+        match phase {
+            Phase::Stop => self.steps("stop", &p.stop),
+            Phase::Sync => {
+                self.flip_stage = Some(Stage::start("switch production"));
+                // A power cut after the flip must not leave production on empty files.
+                crate::fsutil::sync_filesystem(&self.ctx.root.release(self.hex))
+            }
+            Phase::Flip => {
+                // The last moment an interrupt leaves production untouched.
+                crate::signals::check("production was not switched")?;
+                faults::point("before-flip-production");
+                link::flip(
+                    &self.ctx.root.dir,
+                    PRODUCTION,
+                    &link::release_target(self.hex),
+                )?;
+                if let Some(stage) = self.flip_stage.take() {
+                    stage.done_with(&format!("production -> releases/{}", short(self.hex)));
+                }
+                Ok(())
+            }
+            Phase::Links => {
+                link::ensure_static(&self.ctx.root.dir, &self.ctx.config.links).map(|_| ())
+            }
+            Phase::AfterSwitch => self.steps("after_switch", &p.after_switch),
+            Phase::Start => self.steps("start", &p.start),
+            Phase::Check if p.check.is_empty() => Ok(()),
+            Phase::Check => {
+                let stage = Stage::start("check");
+                check_until(&p.check, &self.env, p.check_timeout)?;
+                stage.done();
+                Ok(())
+            }
+            // Its failure is a warning, never an unwinding: see [`notify`].
+            Phase::Notify => Ok(()),
+        }
+    }
+
+    /// A phase that runs the configured commands `cmds` of `name`.
+    fn steps(&self, name: &str, cmds: &[String]) -> Result<()> {
+        let stage = (!cmds.is_empty()).then(|| Stage::start(name));
+        faults::point(name);
+        steps::run_stage(name, cmds, &self.env)?;
+        if let Some(stage) = stage {
+            stage.done();
+        }
+        Ok(())
+    }
+}
+
+/// Finish a switch whose flip was done (recovery after a crash): run
+/// [`AFTER_FLIP`] for `hex`; the first phase that does not complete is
+/// returned, and the caller rolls back.
+pub(crate) fn finish_after_flip(
     ctx: &Ctx,
     hex: &str,
-    env: &StepEnv,
-) -> std::result::Result<(), (Phase, &'static str, Error)> {
-    let stage = (!ctx.config.promote.stop.is_empty()).then(|| Stage::start("stop"));
-    faults::point("stop");
-    steps::run_stage("stop", &ctx.config.promote.stop, env)
-        .map_err(|e| (Phase::Stop, "stopping the daemons", e))?;
-    if let Some(stage) = stage {
-        stage.done();
-    }
-    let stage = Stage::start("switch production");
-    // A power cut after the flip must not leave production on empty files.
-    crate::fsutil::sync_filesystem(&ctx.root.release(hex))
-        .map_err(|e| (Phase::Sync, "syncing the release to disk", e))?;
-    // The last moment an interrupt leaves production untouched.
-    crate::signals::check("production was not switched")
-        .map_err(|e| (Phase::Flip, "switching production", e))?;
-    faults::point("before-flip-production");
-    link::flip(&ctx.root.dir, PRODUCTION, &link::release_target(hex))
-        .map_err(|e| (Phase::Flip, "switching production", e))?;
-    stage.done_with(&format!("production -> releases/{}", short(hex)));
-    Ok(())
+    env: StepEnv,
+) -> std::result::Result<(), StageFailure> {
+    let mut phases = Phases::new(ctx, hex, env);
+    AFTER_FLIP
+        .into_iter()
+        .try_for_each(|phase| phases.run(phase))
 }
 
 /// The environment of promote steps run in `release`.
@@ -266,37 +415,6 @@ pub fn step_env(
         extra,
         timeout: ctx.config.step_timeout,
     }
-}
-
-/// after_switch, start and check; the first failure is returned.
-pub(crate) fn after_flip(ctx: &Ctx, env: &StepEnv) -> Option<Failure> {
-    let p = &ctx.config.promote;
-    for (name, cmds) in [("after_switch", &p.after_switch), ("start", &p.start)] {
-        if cmds.is_empty() {
-            faults::point(name);
-            continue;
-        }
-        let stage = Stage::start(name);
-        faults::point(name);
-        if let Err(error) = steps::run_stage(name, cmds, env) {
-            return Some(Failure {
-                what: name.to_string(),
-                error,
-            });
-        }
-        stage.done();
-    }
-    if !p.check.is_empty() {
-        let stage = Stage::start("check");
-        if let Err(error) = check_until(&p.check, env, p.check_timeout) {
-            return Some(Failure {
-                what: "check".to_string(),
-                error,
-            });
-        }
-        stage.done();
-    }
-    None
 }
 
 /// Retry all checks until they pass together or the time is up. The screen
@@ -365,14 +483,6 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
                 crate::signals::check("the check was retrying")?;
             }
         }
-    }
-}
-
-/// What failed, said once: a step's error names its stage already.
-fn failed(what: &str, e: &Error) -> String {
-    match e {
-        Error::Step { .. } => e.to_string(),
-        _ => format!("{what} failed: {e}"),
     }
 }
 
