@@ -61,13 +61,19 @@ pub enum Error {
         /// The exit code of the first failure.
         code: i32,
     },
-    /// Shown to the user already (one `error:` line, where things point,
-    /// one `help:`), kept as text for machine reports (`promote --json`).
-    Shown {
+    /// An operation that failed after it had started changing things (a
+    /// warm-up, a switch, a preview), told whole: the renderer
+    /// ([`crate::output::report`], called once by `main` or the hook) prints
+    /// one `error:` line, where things point now, and one `help:`. Kept as
+    /// text for machine reports too (`promote --json`).
+    Failed {
         /// The exit code.
         code: i32,
         /// The `error:` line's text.
         message: String,
+        /// Where production and warmup (or the preview) point after the
+        /// failure was unwound, one line each.
+        now: Vec<String>,
         /// The `help:` line's text.
         help: Option<String>,
     },
@@ -110,8 +116,9 @@ impl Error {
     }
 
     /// Was it shown to the user already (so it must not be printed again)?
+    /// Only a hook's summary of failures it rendered one by one is.
     pub fn is_reported(&self) -> bool {
-        matches!(self, Error::Reported { .. } | Error::Shown { .. })
+        matches!(self, Error::Reported { .. })
     }
 
     /// The process exit code for this error: distinct codes let scripts react
@@ -121,7 +128,7 @@ impl Error {
             Error::Step { .. } => 3,
             Error::LockTimeout { .. } => 4,
             Error::Config { .. } => 5,
-            Error::Reported { code } | Error::Shown { code, .. } => *code,
+            Error::Reported { code } | Error::Failed { code, .. } => *code,
             // The shell's convention for "killed by that signal": 130, 143.
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
@@ -153,7 +160,7 @@ impl Error {
                     .to_string(),
             ),
             Error::Reported { .. } => None,
-            Error::Shown { help, .. } => help.clone(),
+            Error::Failed { help, .. } => help.clone(),
         }
     }
 }
@@ -213,7 +220,7 @@ impl fmt::Display for Error {
             Error::Other { message, .. } => f.write_str(message),
             Error::Interrupted { message, .. } => f.write_str(message),
             Error::Reported { .. } => f.write_str("(reported above)"),
-            Error::Shown { message, .. } => f.write_str(message),
+            Error::Failed { message, .. } => f.write_str(message),
         }
     }
 }

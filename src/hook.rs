@@ -56,24 +56,13 @@ pub fn run(kind: HookKind) -> Result<()> {
     }
     let mut failures = Vec::new();
     for update in &updates {
-        match route(&ctx, update) {
-            Action::Ignore(why) => output::line(&format!("-----> ignored: {why}")),
-            Action::Warmup => {
-                let result = deploy(&ctx, &objects.repo, update, promote_option);
-                output::close_log();
-                if let Err(e) = result {
-                    report_once(&e);
-                    failures.push(e);
-                }
+        let result = match route(&ctx, update) {
+            Action::Ignore(why) => {
+                output::line(&format!("-----> ignored: {why}"));
+                continue;
             }
-            Action::Promote => {
-                let result = promote(&ctx, &objects.repo, update);
-                output::close_log();
-                if let Err(e) = result {
-                    report_once(&e);
-                    failures.push(e);
-                }
-            }
+            Action::Warmup => deploy(&ctx, &objects.repo, update, promote_option),
+            Action::Promote => promote(&ctx, &objects.repo, update),
             Action::Preview => {
                 if promote_option {
                     output::warning(&format!(
@@ -81,26 +70,19 @@ pub fn run(kind: HookKind) -> Result<()> {
                         output::escape(&update.name)
                     ));
                 }
-                let result = parse_id(&update.new)
+                parse_id(&update.new)
                     .and_then(|id| crate::repo::peel_to_commit(&objects.repo, id, &update.name))
-                    .and_then(|c| {
-                        crate::ops::preview::deploy(&ctx, &objects.repo, c, &update.name)
-                    });
-                output::close_log();
-                if let Err(e) = result {
-                    report_once(&e);
-                    failures.push(e);
-                }
+                    .and_then(|c| crate::ops::preview::deploy(&ctx, &objects.repo, c, &update.name))
             }
-            Action::RemovePreview => {
-                let result = crate::ops::preview::delete_branch(&ctx, &update.name);
-                output::close_log();
-                if let Err(e) = result {
-                    report_once(&e);
-                    failures.push(e);
-                }
-            }
+            Action::RemovePreview => crate::ops::preview::delete_branch(&ctx, &update.name),
+        };
+        // Each ref's failure is rendered once, here, while its run log is
+        // still open, so the log keeps the error lines too.
+        if let Err(e) = result {
+            render(&e);
+            failures.push(e);
         }
+        output::close_log();
     }
     match failures.first() {
         // Already reported above; the exit code is what matters to git now.
@@ -140,18 +122,21 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
         .map(|u| format!("{} ({})", short(&u.new), u.name))
         .collect::<Vec<_>>()
         .join(", ");
-    output::failure(
-        &format!("deploy.toml is broken, so nothing was deployed for {what}: {e}"),
-        &crate::pointers::where_now(root),
-        &format!(
+    let failure = Error::Failed {
+        code: e.exit_code(),
+        message: format!("deploy.toml is broken, so nothing was deployed for {what}: {e}"),
+        now: crate::pointers::where_now(root),
+        help: Some(format!(
             "fix {} on the server (`symdeploy check` validates it), then run `symdeploy warmup {}` there (pushing the same commit again runs no hook)",
             root.config_file().display(),
             short(&update.new)
-        ),
-    );
+        )),
+    };
+    // Rendered here, while the run log is open, so the log has it too.
+    output::report(&failure);
     output::close_log();
     Err(Error::Reported {
-        code: e.exit_code(),
+        code: failure.exit_code(),
     })
 }
 
@@ -185,9 +170,8 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
 }
 
-/// Show a ref's failure, unless the operation already did (a failed warm-up
-/// prints its own error lines and returns `Reported`).
-fn report_once(e: &Error) {
+/// Show a ref's failure: the one place a post-receive failure is printed.
+fn render(e: &Error) {
     if !e.is_reported() {
         output::report(e);
     }

@@ -168,21 +168,14 @@ pub fn success(text: &str) {
     line(&format!("success: {text}"));
 }
 
-/// A failure as the operator reads it: exactly one `error:` line, then
-/// where things point now (indented), then one `help:` line.
-pub fn failure(what: &str, now: &[String], help_text: &str) {
-    error(what);
-    for l in now {
-        detail(l);
-    }
-    if !help_text.is_empty() {
-        help(help_text);
-    }
-}
-
 /// Render an error the way an operator should read it.
 pub fn report(err: &crate::error::Error) {
     error(&err.to_string());
+    if let crate::error::Error::Failed { now, .. } = err {
+        for l in now {
+            detail(l);
+        }
+    }
     if let Some(h) = err.help() {
         help(&h);
     }

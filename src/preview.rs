@@ -250,16 +250,16 @@ pub fn warm(
             _ => "failed",
         };
         journal::append(root, &entry.end(result))?;
-        output::report(&e);
-        output::error(&format!(
-            "preview {slug} of {} {result}; previews/{slug} still points at {}",
-            short(&hex),
-            root.preview_pointed(&slug)
-                .map(|n| format!("releases/{n}"))
-                .unwrap_or_else(|| "nothing".into())
-        ));
-        return Err(Error::Reported {
+        return Err(Error::Failed {
             code: e.exit_code(),
+            message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
+            now: vec![format!(
+                "previews/{slug} -> {} (unchanged)",
+                root.preview_pointed(&slug)
+                    .map(|n| format!("releases/{}", shown(&n)))
+                    .unwrap_or_else(|| "nothing".into())
+            )],
+            help: e.help(),
         });
     }
     release::set_state(root, &name, State::Ready, None)?;

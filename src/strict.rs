@@ -59,17 +59,13 @@ pub fn pre_receive(
             )),
             HookInstall::Kept(_) => {}
             HookInstall::Foreign(path) => {
-                let e = Error::with_help(
+                return Err(Error::with_help(
                     format!(
                         "strict mode needs symdeploy's {}, but another hook of that name is there; nothing was deployed and the push is refused",
                         path.display()
                     ),
                     "make that hook also call `symdeploy hook reference-transaction \"$1\"` (reading the same stdin), or remove it and run `symdeploy init ROOT`, then push again",
-                );
-                output::report(&e);
-                return Err(Error::Reported {
-                    code: e.exit_code(),
-                });
+                ));
             }
         }
     }
@@ -114,6 +110,10 @@ pub fn pre_receive(
                     ));
                 }
                 let result = build_preview(ctx, repo, update);
+                if let Err(e) = &result {
+                    // While the run log is open, so it keeps the error too.
+                    output::report(e);
+                }
                 output::close_log();
                 match result {
                     Ok(built) => pending.updates.push(PendingUpdate {
@@ -129,9 +129,6 @@ pub fn pre_receive(
                         remove_preview: false,
                     }),
                     Err(e) => {
-                        if !matches!(e, Error::Reported { .. }) {
-                            output::report(&e);
-                        }
                         failure.get_or_insert(e);
                     }
                 }
@@ -141,6 +138,10 @@ pub fn pre_receive(
             Action::Promote => (false, true),
         };
         let result = build(ctx, repo, update, warm);
+        if let Err(e) = &result {
+            // While the run log is open, so it keeps the error too.
+            output::report(e);
+        }
         output::close_log();
         match result {
             Ok((commit, built)) => pending.updates.push(PendingUpdate {
@@ -158,9 +159,6 @@ pub fn pre_receive(
                 remove_preview: false,
             }),
             Err(e) => {
-                if !e.is_reported() {
-                    output::report(&e);
-                }
                 failure.get_or_insert(e);
             }
         }
@@ -275,6 +273,16 @@ pub fn reference_transaction(state: &str) -> Result<()> {
         "committed" => on_committed(&ctx, &mut pending, &matched),
         _ => on_aborted(&ctx, &mut pending, &matched),
     };
+    // Rendered while the run log is open, so it keeps the error too.
+    let result = result.map_err(|e| {
+        if e.is_reported() {
+            return e;
+        }
+        output::report(&e);
+        Error::Reported {
+            code: e.exit_code(),
+        }
+    });
     output::close_log();
     let saved = save(&ctx.root, &pending);
     result.and(saved)
@@ -296,9 +304,6 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         let result = flip(ctx, pending, &u, &mut runs);
         done.push((i, runs));
         if let Err(e) = result {
-            if !e.is_reported() {
-                output::report(&e);
-            }
             // git aborts the transaction without calling `aborted`: undo
             // everything this transaction flipped, newest first.
             for (_, runs) in done.iter().rev() {
@@ -309,12 +314,34 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
             for (j, _) in &done {
                 pending.updates[*j].state = "failed".into();
             }
-            output::error(&format!(
+            // One error, told after the undo, so it says where things
+            // point once everything this push moved is back.
+            let refused = format!(
                 "the push of {} is refused: git keeps {} where {} was",
                 short(&u.commit),
                 refs.join(", "),
                 if refs.len() == 1 { "it" } else { "they" }
-            ));
+            );
+            let e = match e {
+                Error::Failed {
+                    code,
+                    message,
+                    help,
+                    ..
+                } => Error::Failed {
+                    code,
+                    message: format!("{message}; {refused}"),
+                    now: crate::pointers::where_now(&ctx.root),
+                    help,
+                },
+                other => Error::Failed {
+                    code: other.exit_code(),
+                    message: format!("{other}; {refused}"),
+                    now: crate::pointers::where_now(&ctx.root),
+                    help: other.help(),
+                },
+            };
+            output::report(&e);
             return Err(Error::Reported {
                 code: e.exit_code(),
             });

@@ -226,12 +226,11 @@ impl Switch<'_> {
             short(hex),
             failure.message()
         );
-        let help = promote_advice(e, hex, event, false);
-        output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
-        Err(Error::Shown {
+        Err(Error::Failed {
             code: e.exit_code(),
             message,
-            help: Some(help),
+            now: crate::pointers::where_now(&ctx.root),
+            help: Some(promote_advice(e, hex, event, false)),
         })
     }
 
@@ -289,14 +288,13 @@ impl Switch<'_> {
             short(hex),
             failure.message()
         );
-        let help = promote_advice(&failure.error, hex, event, true);
-        output::failure(&message, &crate::pointers::where_now(&ctx.root), &help);
         // 1, as any rollback: the step's own code (3) would say "nothing
         // happened", and scripts (the fleet playbook) tell them apart.
-        Err(Error::Shown {
+        Err(Error::Failed {
             code: 1,
             message,
-            help: Some(help),
+            now: crate::pointers::where_now(&ctx.root),
+            help: Some(promote_advice(&failure.error, hex, event, true)),
         })
     }
 }
@@ -664,4 +662,146 @@ pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
         ));
     }
     stage.done();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::Record;
+    use crate::root::Root;
+
+    const OLD: &str = "1111111111111111111111111111111111111111";
+    const NEW: &str = "2222222222222222222222222222222222222222";
+
+    /// A root with two ready releases, production on OLD, and promote steps
+    /// that append their name to `trace` (after_switch/check as given).
+    fn root_with(after_switch: &str, stop: &str) -> (tempfile::TempDir, Ctx) {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        root.ensure_state_dirs().unwrap();
+        for c in [OLD, NEW] {
+            std::fs::create_dir_all(root.release(c)).unwrap();
+            release::save(
+                &root,
+                &Record::building(c, "refs/heads/main", String::new()),
+            )
+            .unwrap();
+            release::set_state(&root, c, State::Ready, None).unwrap();
+        }
+        link::flip(&root.dir, PRODUCTION, &link::release_target(OLD)).unwrap();
+        let trace = t.path().join("trace");
+        let step = |name: &str, extra: &str| {
+            format!(
+                "[\"echo {name} $SYMDEPLOY_COMMIT >> '{}'{extra}\"]",
+                trace.display()
+            )
+        };
+        std::fs::write(
+            root.config_file(),
+            format!(
+                "[promote]\nstop = {}\nafter_switch = {}\nstart = {}\ncheck = []\nnotify = []\n",
+                step("stop", stop),
+                step("after_switch", after_switch),
+                step("start", ""),
+            ),
+        )
+        .unwrap();
+        let ctx = Ctx::load(root).unwrap();
+        (t, ctx)
+    }
+
+    fn trace(t: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_to_string(t.path().join("trace"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.replace(OLD, "OLD").replace(NEW, "NEW"))
+            .collect()
+    }
+
+    fn last_result(ctx: &Ctx) -> Option<String> {
+        crate::journal::read(&ctx.root)
+            .last()
+            .and_then(|e| e.result.clone())
+    }
+
+    #[test]
+    fn the_sequence_never_needs_a_rollback_before_the_flip_and_always_after_it() {
+        let flip = FORWARD.iter().position(|p| *p == Phase::Flip).unwrap();
+        for (i, phase) in FORWARD.iter().enumerate() {
+            for cause in [Cause::Failed, Cause::Interrupted] {
+                let wanted = if i <= flip {
+                    Unwind::StartAgain
+                } else {
+                    Unwind::RollBack
+                };
+                assert_eq!(decide::unwind(*phase, cause), wanted, "{phase:?}");
+            }
+        }
+        assert_eq!(
+            FORWARD[0],
+            Phase::Stop,
+            "the daemons stop before anything moves"
+        );
+        assert!(FORWARD.ends_with(&AFTER_FLIP));
+    }
+
+    #[test]
+    fn a_good_switch_flips_production_and_ends_ok() {
+        let (t, ctx) = root_with("", "");
+        let entry = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap();
+        assert_eq!(ctx.root.production().as_deref(), Some(NEW));
+        assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
+        assert_eq!(last_result(&ctx).as_deref(), Some("ok"));
+        assert!(entry.durations.contains_key("flip"));
+        assert!(entry.durations["flip"] <= entry.durations["total"]);
+    }
+
+    #[test]
+    fn a_failed_stop_starts_the_daemons_again_and_leaves_production() {
+        let (t, ctx) = root_with("", "; exit 7");
+        let err = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
+        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        // Started in the release production still serves.
+        assert_eq!(trace(&t), ["stop NEW", "start OLD"]);
+        assert_eq!(last_result(&ctx).as_deref(), Some("failed"));
+        assert!(
+            release::is_ready(&ctx.root, NEW),
+            "nothing says the release is bad"
+        );
+    }
+
+    #[test]
+    fn a_failed_after_switch_rolls_back_marks_the_release_bad_and_starts_again() {
+        let (t, ctx) = root_with("; exit 1", "");
+        let err = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        assert_eq!(
+            trace(&t),
+            ["stop NEW", "after_switch NEW", "stop NEW", "start OLD"]
+        );
+        assert_eq!(last_result(&ctx).as_deref(), Some("rolled-back"));
+        assert_eq!(
+            release::effective_state(&ctx.root, NEW).to_string(),
+            "bad",
+            "a failure after the flip is the release's"
+        );
+    }
+
+    #[test]
+    fn finishing_after_a_crash_names_the_phase_that_failed() {
+        let (t, ctx) = root_with("; exit 1", "");
+        let env = step_env(&ctx, NEW, Some(OLD), "refs/tags/release-1", vec![]);
+        let failure = finish_after_flip(&ctx, NEW, env).unwrap_err();
+        assert_eq!(failure.stage, Phase::AfterSwitch);
+        assert_eq!(failure.cause(), Cause::Failed);
+        assert!(
+            failure.reason().starts_with("after_switch: "),
+            "{}",
+            failure.reason()
+        );
+        // The start was not reached: the caller rolls back, which starts.
+        assert_eq!(trace(&t), ["after_switch NEW"]);
+    }
 }

@@ -154,10 +154,10 @@ fn warm_impl(
             } else {
                 advice(&e, &hex, then_promote)
             };
-            output::failure(&what, &where_now(&ctx.root), &help);
-            return Err(Error::Shown {
+            return Err(Error::Failed {
                 code: e.exit_code(),
                 message: what,
+                now: where_now(&ctx.root),
                 help: Some(help).filter(|h| !h.is_empty()),
             });
         }
