@@ -143,9 +143,10 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    crate::session::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        "warmup",
+        short(&commit.to_string()),
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
     crate::warm::warm(ctx, repo, commit, &update.name, false, and_promote)?;
@@ -158,9 +159,10 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
 fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    crate::session::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        "promote",
+        short(&commit.to_string()),
         &format!(
             "promote of {} ({})",
             short(&commit.to_string()),

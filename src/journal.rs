@@ -163,18 +163,18 @@ impl Entry {
 
 /// ROOT/.symdeploy/open: one file per run that started and has not ended.
 pub fn open_dir(root: &Root) -> PathBuf {
-    root.state_dir().join("open")
+    root.journal_open()
 }
 
 /// ROOT/.symdeploy/journal: the older, compressed segments. Its presence also
 /// says the root's state was carried forward from the single-file format.
 pub fn segments_dir(root: &Root) -> PathBuf {
-    root.state_dir().join("journal")
+    root.journal_segments()
 }
 
 /// ROOT/.symdeploy/production.json: the stack of production releases.
 pub fn production_file(root: &Root) -> PathBuf {
-    root.state_dir().join("production.json")
+    root.production_history()
 }
 
 /// How many production changes `production.json` remembers: rollback goes

@@ -445,7 +445,7 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     if std::fs::symlink_metadata(&common).is_ok() {
         return Ok(());
     }
-    let parent = root.dir.join("common-previews");
+    let parent = root.common_previews();
     std::fs::create_dir_all(&parent).at("create directory", &parent)?;
     let Some(seed) = &ctx.config.previews.seed else {
         std::fs::create_dir(&common).at("create directory", &common)?;
@@ -484,10 +484,7 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
 /// a preview serves or a tester wrote).
 pub fn tidy(ctx: &Ctx) {
     link::remove_leftovers(&ctx.root.previews());
-    for dir in [
-        ctx.root.dir.join("common-previews"),
-        ctx.root.preview_records(),
-    ] {
+    for dir in [ctx.root.common_previews(), ctx.root.preview_records()] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

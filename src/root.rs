@@ -141,6 +141,35 @@ impl Root {
     pub fn states(&self) -> PathBuf {
         self.state_dir().join("releases")
     }
+    /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
+    pub fn trash(&self) -> PathBuf {
+        self.state_dir().join("trash")
+    }
+    /// A release being removed: renamed to this first (one rename), so a
+    /// half-removed release never shows under its own name.
+    pub fn doomed_release(&self, name: &str) -> PathBuf {
+        self.releases().join(format!("{TMP_PREFIX}delete-{name}"))
+    }
+    /// `.symdeploy/strict`: strict mode's pending files, one per receive-pack.
+    pub fn strict_pending(&self) -> PathBuf {
+        self.state_dir().join("strict")
+    }
+    /// `.symdeploy/open`: one small file per journal run not yet ended.
+    pub fn journal_open(&self) -> PathBuf {
+        self.state_dir().join("open")
+    }
+    /// `.symdeploy/journal`: the journal's older, compressed segments.
+    pub fn journal_segments(&self) -> PathBuf {
+        self.state_dir().join("journal")
+    }
+    /// `.symdeploy/production.json`: the stack of production releases.
+    pub fn production_history(&self) -> PathBuf {
+        self.state_dir().join("production.json")
+    }
+    /// ROOT/common-previews: every preview's shared data.
+    pub fn common_previews(&self) -> PathBuf {
+        self.dir.join("common-previews")
+    }
     /// A symlink in the root (warmup, production, www, ...).
     pub fn link(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -171,7 +200,7 @@ impl Root {
     }
     /// ROOT/common-previews/<slug>: the shared data of one preview.
     pub fn common_preview(&self, slug: &str) -> PathBuf {
-        self.dir.join("common-previews").join(slug)
+        self.common_previews().join(slug)
     }
     /// The shared-data directory of a preview, relative to the root (link targets).
     pub fn common_preview_rel(&self, slug: &str) -> PathBuf {

@@ -2,10 +2,35 @@
 //! a crashed run left, which every operation that changes the root goes
 //! through first.
 
+use std::path::PathBuf;
+
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::lock::{self, DeployLock};
 use crate::root::Root;
+
+/// A locked session: the deploy lock, held until this is dropped, and the
+/// run log its lines go to. Every operation that changes the root holds
+/// one, got from [`begin`], so none can skip the recovery or the sweep.
+pub struct Run {
+    _lock: DeployLock,
+    log: Option<PathBuf>,
+}
+
+impl Run {
+    /// The run log, if it could be written.
+    pub fn log(&self) -> Option<&std::path::Path> {
+        self.log.as_deref()
+    }
+}
+
+/// Start a locked session for `event` (its run log is named by `label`;
+/// `purpose` is what a deploy waiting for the lock is told): open the run
+/// log, take the lock, repair what crashed runs left, sweep leftovers.
+pub fn begin(ctx: &Ctx, event: &str, label: &str, purpose: &str) -> Result<Run> {
+    open_run_log(&ctx.root, event, label);
+    lock_and_recover(ctx, purpose)
+}
 
 /// Start the per-run log file `.symdeploy/logs/<time>-<event>-<label>.log`;
 /// from here on every line people see is also kept there.
@@ -29,9 +54,11 @@ pub fn open_run_log(root: &Root, event: &str, label: &str) {
 }
 
 /// Take the deploy lock, then repair whatever a crashed run left (interrupted
-/// promotes, temporary exports and links): every operation that changes the
-/// root starts here, so no crash needs a manual step.
-pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
+/// promotes, temporary exports and links), with the run log already open
+/// (strict mode's second hook, which names its log before it knows what it
+/// locks for). Every operation that changes the root starts here, so no
+/// crash needs a manual step.
+pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<Run> {
     ctx.root.ensure_state_dirs()?;
     // From here on Ctrl-C, SIGTERM and SIGHUP unwind or detach (src/signals.rs)
     // instead of killing us halfway.
@@ -42,7 +69,10 @@ pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<DeployLock> {
     crate::leftovers::sweep(ctx);
     // Interrupted while waiting or recovering: the operation itself never starts.
     crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
-    Ok(lock)
+    Ok(Run {
+        _lock: lock,
+        log: crate::output::log_path(),
+    })
 }
 
 /// With the lock held: carry an older root's single-file journal forward and

@@ -180,9 +180,10 @@ fn build_preview(
     let new = gix::ObjectId::from_hex(update.new.as_bytes())
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    crate::session::open_run_log(&ctx.root, crate::preview::EVENT, short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        crate::preview::EVENT,
+        short(&commit.to_string()),
         &format!(
             "preview build of {} ({}) for a strict push",
             short(&commit.to_string()),
@@ -202,13 +203,10 @@ fn build(
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
     let hex = commit.to_string();
-    crate::session::open_run_log(
-        &ctx.root,
+    let _run = crate::session::begin(
+        ctx,
         if warm { "warmup" } else { "promote" },
         short(&hex),
-    );
-    let _lock = crate::session::lock_and_recover(
-        ctx,
         &format!(
             "build of {} ({}) for a strict push",
             short(&hex),
@@ -293,7 +291,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         .iter()
         .map(|&i| output::escape(&pending.updates[i].name).into_owned())
         .collect();
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::lock_and_recover(
         ctx,
         &format!("strict flips for {} (git holds the refs)", refs.join(" ")),
     )?;
@@ -491,8 +489,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
 }
 
 fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
-    let _lock =
-        crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
+    let _run = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
     for &i in matched {
         let u = &mut pending.updates[i];
         output::error(&format!(

@@ -10,7 +10,7 @@ use crate::root::short;
 
 /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
 pub fn trash_dir(root: &crate::root::Root) -> std::path::PathBuf {
-    root.state_dir().join("trash")
+    root.trash()
 }
 
 pub(crate) fn trash_entries(ctx: &Ctx) -> usize {
@@ -46,10 +46,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
         // releases/ on its own filesystem: aside within it, as a temporary
         // that tidy_leftovers deletes.
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            let doomed = ctx
-                .root
-                .releases()
-                .join(format!("{}delete-{commit}", crate::root::TMP_PREFIX));
+            let doomed = ctx.root.doomed_release(commit);
             std::fs::rename(&dir, &doomed).at("move away", &dir)?;
         }
         Err(e) => return Err(crate::error::Error::io("move away", &dir, e)),
@@ -71,10 +68,7 @@ pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
     if let Err(blocker) = removable(&dir) {
         return Err(blocker.error(&name));
     }
-    let doomed = ctx
-        .root
-        .releases()
-        .join(format!("{}delete-{commit}", crate::root::TMP_PREFIX));
+    let doomed = ctx.root.doomed_release(commit);
     std::fs::rename(&dir, &doomed).at("move away", &dir)?;
     if let Err(e) = std::fs::remove_dir_all(&doomed) {
         let restored = std::fs::rename(&doomed, &dir);

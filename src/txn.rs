@@ -66,7 +66,7 @@ impl PendingUpdate {
 }
 
 pub(crate) fn pending_dir(root: &Root) -> PathBuf {
-    root.state_dir().join("strict")
+    root.strict_pending()
 }
 
 pub(crate) fn pending_path(root: &Root, receive_pack: u32) -> PathBuf {

@@ -14,14 +14,13 @@ pub fn run(ctx: &Ctx, keep: Option<usize>, dry_run: bool, background: bool) -> R
         return cleanup_locked(ctx, keep, true);
     }
     if background {
-        crate::session::open_run_log(&ctx.root, "cleanup", "background");
-        // lock_and_recover empties the trash (tidy_leftovers) with the lock held.
-        let _lock = crate::session::lock_and_recover(ctx, "cleanup in the background")?;
+        // The session's sweep empties the trash with the lock held.
+        let _run =
+            crate::session::begin(ctx, "cleanup", "background", "cleanup in the background")?;
         retention(ctx, false)?;
         output::success("background cleanup done");
         return Ok(());
     }
-    crate::session::open_run_log(&ctx.root, "cleanup", "releases");
-    let _lock = crate::session::lock_and_recover(ctx, "cleanup")?;
+    let _run = crate::session::begin(ctx, "cleanup", "releases", "cleanup")?;
     cleanup_locked(ctx, keep, false)
 }

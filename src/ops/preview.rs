@@ -14,9 +14,10 @@ use crate::root::short;
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
 pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: ObjectId, git_ref: &str) -> Result<()> {
-    crate::session::open_run_log(&ctx.root, EVENT, short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        EVENT,
+        short(&commit.to_string()),
         &format!("preview of {} ({git_ref})", short(&commit.to_string())),
     )?;
     warm(ctx, repo, commit, git_ref, true).map(|_| ())
@@ -31,9 +32,10 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
         ));
         return Ok(());
     };
-    crate::session::open_run_log(&ctx.root, REMOVE_EVENT, &meta.slug);
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        REMOVE_EVENT,
+        &meta.slug,
         &format!("removal of preview {} ({git_ref} deleted)", meta.slug),
     )?;
     remove(ctx, &meta, false, &format!("{git_ref} was deleted"))
@@ -41,8 +43,12 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
 
 /// `symdeploy preview rm SLUG [--data]`.
 pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
-    crate::session::open_run_log(&ctx.root, REMOVE_EVENT, slug);
-    let _lock = crate::session::lock_and_recover(ctx, &format!("removal of preview {slug}"))?;
+    let _run = crate::session::begin(
+        ctx,
+        REMOVE_EVENT,
+        slug,
+        &format!("removal of preview {slug}"),
+    )?;
     let metas = all_meta(&ctx.root);
     let Some(meta) = metas.iter().find(|m| m.slug == slug) else {
         let known: Vec<&str> = metas.iter().map(|m| m.slug.as_str()).collect();

@@ -41,9 +41,10 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
     if dry_run {
         return dry(ctx, &commit.to_string());
     }
-    crate::session::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        "promote",
+        short(&commit.to_string()),
         &format!("promote of {}", short(&commit.to_string())),
     )?;
     promote_locked(ctx, &repo, commit, &git_ref, false)

@@ -17,8 +17,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
-    crate::session::open_run_log(&ctx.root, "rollback", &label);
-    let _lock = crate::session::lock_and_recover(ctx, "rollback")?;
+    let _run = crate::session::begin(ctx, "rollback", &label, "rollback")?;
     let current = ctx.root.production();
     let to = match target {
         Some(prefix) => {

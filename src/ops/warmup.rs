@@ -17,9 +17,10 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     } else {
         rev.to_string()
     };
-    crate::session::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
-    let _lock = crate::session::lock_and_recover(
+    let _run = crate::session::begin(
         ctx,
+        "warmup",
+        short(&commit.to_string()),
         &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
     )?;
     warm(ctx, &repo, commit, &git_ref, rebuild, false).map(|_| ())
