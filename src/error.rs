@@ -161,8 +161,8 @@ impl Error {
 fn io_help(source: &io::Error, path: &Path) -> Option<String> {
     match source.raw_os_error() {
         Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
-            let free = crate::fsutil::free_space(path)
-                .map(|b| format!(" ({} free there now)", crate::fsutil::human_bytes(b)))
+            let free = crate::facts::free_space(path)
+                .map(|b| format!(" ({} free there now)", crate::facts::human_bytes(b)))
                 .unwrap_or_default();
             Some(format!(
                 "the filesystem holding {} is full{free}; free some space (`symdeploy cleanup` removes old releases) and deploy again",
@@ -177,7 +177,7 @@ fn io_help(source: &io::Error, path: &Path) -> Option<String> {
             Some(format!(
                 "check the owner and permissions of {} (the deploy runs as user {})",
                 path.display(),
-                crate::fsutil::current_user()
+                crate::facts::current_user()
             ))
         }
         _ => None,

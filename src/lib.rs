@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod facts;
 pub mod faults;
 pub mod fsutil;
 pub mod hook;
