@@ -244,3 +244,50 @@ impl<T> IoContext<T> for nix::Result<T> {
         self.map_err(|e| Error::io(action, path, io::Error::from(e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The help lines quote facts (free space, the user we run as) gathered
+    // by `crate::facts`; these pin the wording, which no transcript reaches.
+    #[test]
+    fn io_help_names_the_full_disk_and_the_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let full = Error::io(
+            "write",
+            dir.path().join("file"),
+            io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        );
+        let help = full.help().expect("a full disk has advice");
+        let head = format!(
+            "the filesystem holding {} is full (",
+            dir.path().join("file").display()
+        );
+        assert!(help.starts_with(&head), "{help}");
+        assert!(
+            help.ends_with(" free there now); free some space (`symdeploy cleanup` removes old releases) and deploy again"),
+            "{help}"
+        );
+
+        let denied = Error::io(
+            "create directory",
+            "/srv/app/releases",
+            io::Error::from_raw_os_error(nix::libc::EACCES),
+        );
+        assert_eq!(
+            denied.help().expect("permission has advice"),
+            format!(
+                "check the owner and permissions of /srv/app/releases (the deploy runs as user {})",
+                crate::facts::current_user()
+            )
+        );
+
+        let missing = Error::io(
+            "open",
+            "/nowhere",
+            io::Error::from_raw_os_error(nix::libc::ENOENT),
+        );
+        assert_eq!(missing.help(), None);
+    }
+}
