@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use syn::spanned::Spanned;
 use syn::visit::Visit;
@@ -202,7 +203,7 @@ fn deepest_file<'a>(
 
 /// What a module scope (a file, or an inline `mod x { }` in it) can name by its
 /// first segment: child modules and names brought in by `use`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Scope {
     /// The scope's own module path.
     module: Vec<String>,
@@ -226,7 +227,7 @@ struct Found {
 fn scan_items(
     items: &[syn::Item],
     module: &[String],
-    out: &mut Vec<(Scope, Found)>,
+    out: &mut Vec<(Rc<Scope>, Found)>,
     file: &str,
 ) -> Result<(), String> {
     let mut scope = Scope {
@@ -278,9 +279,13 @@ fn scan_items(
             other => collector.visit_item(other),
         }
     }
-    for found in collector.found {
-        out.push((scope.clone(), found));
+    if let Some((line, name)) = collector.nested_mod {
+        return Err(format!(
+            "{file}:{line}: `mod {name}` inside a function body is not understood by this checker; move it to module level"
+        ));
     }
+    let scope = Rc::new(scope);
+    out.extend(collector.found.into_iter().map(|f| (Rc::clone(&scope), f)));
     Ok(())
 }
 
@@ -370,6 +375,8 @@ fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>)
 #[derive(Default)]
 struct Collector {
     found: Vec<Found>,
+    /// The first `mod` met inside a function body: line and name.
+    nested_mod: Option<(usize, String)>,
 }
 
 impl<'ast> Visit<'ast> for Collector {
@@ -407,11 +414,12 @@ impl<'ast> Visit<'ast> for Collector {
         }
     }
 
-    fn visit_item_mod(&mut self, _: &'ast syn::ItemMod) {
-        // Only reached for a module nested in a fn or block; scan_items
-        // handles module items. A module there is rare and would need its
-        // own scope, so it is refused loudly rather than misread.
-        panic!("a `mod` inside a function body is not supported by tests/structure.rs");
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        // Only reached for a module inside a fn or block (scan_items takes
+        // module items itself). One there would need a scope of its own, so
+        // it is refused with its place rather than misread.
+        self.nested_mod
+            .get_or_insert((m.span().start().line, m.ident.to_string()));
     }
 
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
@@ -979,4 +987,10 @@ fn checker_refuses_what_it_cannot_read() {
     std::fs::write(src.join("lib.rs"), "fn broken( {\n").expect("write");
     let err = build_graph(dir.path(), "demo").expect_err("a parse error is refused");
     assert!(err.contains("could not parse src/lib.rs"), "{err}");
+    std::fs::write(src.join("lib.rs"), "pub fn f() {\n    mod m {}\n}\n").expect("write");
+    let err = build_graph(dir.path(), "demo").expect_err("a mod in a fn is refused");
+    assert!(
+        err.contains("src/lib.rs:2: `mod m` inside a function body"),
+        "{err}"
+    );
 }
