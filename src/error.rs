@@ -168,8 +168,8 @@ impl Error {
 fn io_help(source: &io::Error, path: &Path) -> Option<String> {
     match source.raw_os_error() {
         Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
-            let free = crate::fsutil::free_space(path)
-                .map(|b| format!(" ({} free there now)", crate::fsutil::human_bytes(b)))
+            let free = crate::facts::free_space(path)
+                .map(|b| format!(" ({} free there now)", crate::facts::human_bytes(b)))
                 .unwrap_or_default();
             Some(format!(
                 "the filesystem holding {} is full{free}; free some space (`symdeploy cleanup` removes old releases) and deploy again",
@@ -184,7 +184,7 @@ fn io_help(source: &io::Error, path: &Path) -> Option<String> {
             Some(format!(
                 "check the owner and permissions of {} (the deploy runs as user {})",
                 path.display(),
-                crate::fsutil::current_user()
+                crate::facts::current_user()
             ))
         }
         _ => None,
@@ -249,5 +249,52 @@ impl<T> IoContext<T> for io::Result<T> {
 impl<T> IoContext<T> for nix::Result<T> {
     fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The help lines quote facts (free space, the user we run as) gathered
+    // by `crate::facts`; these pin the wording, which no transcript reaches.
+    #[test]
+    fn io_help_names_the_full_disk_and_the_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let full = Error::io(
+            "write",
+            dir.path().join("file"),
+            io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        );
+        let help = full.help().expect("a full disk has advice");
+        let head = format!(
+            "the filesystem holding {} is full (",
+            dir.path().join("file").display()
+        );
+        assert!(help.starts_with(&head), "{help}");
+        assert!(
+            help.ends_with(" free there now); free some space (`symdeploy cleanup` removes old releases) and deploy again"),
+            "{help}"
+        );
+
+        let denied = Error::io(
+            "create directory",
+            "/srv/app/releases",
+            io::Error::from_raw_os_error(nix::libc::EACCES),
+        );
+        assert_eq!(
+            denied.help().expect("permission has advice"),
+            format!(
+                "check the owner and permissions of /srv/app/releases (the deploy runs as user {})",
+                crate::facts::current_user()
+            )
+        );
+
+        let missing = Error::io(
+            "open",
+            "/nowhere",
+            io::Error::from_raw_os_error(nix::libc::ENOENT),
+        );
+        assert_eq!(missing.help(), None);
     }
 }

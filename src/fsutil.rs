@@ -1,19 +1,13 @@
 //! Small filesystem and process facts shared by several rooms.
+//!
+//! The facts an error message needs (free space, sizes, who we run as) live in
+//! `facts`, which depends on nothing in the crate: this module returns our
+//! `Error`, and error rendering must not reach back here. They are re-exported
+//! so that callers keep one place to look.
 
 use std::path::Path;
 
-/// Free bytes available to us on the filesystem holding `path` (or its nearest
-/// existing ancestor), for error messages about a full disk.
-pub fn free_space(path: &Path) -> Option<u64> {
-    let mut p = Some(path);
-    while let Some(candidate) = p {
-        if let Ok(st) = nix::sys::statvfs::statvfs(candidate) {
-            return Some(st.blocks_available() * st.fragment_size());
-        }
-        p = candidate.parent();
-    }
-    None
-}
+pub use crate::facts::{current_user, free_space, human_bytes};
 
 /// syncfs(2) the filesystem holding `dir`: everything written there so far
 /// (an export, what the build steps wrote) is on disk when this returns.
@@ -23,31 +17,6 @@ pub fn sync_filesystem(dir: &Path) -> crate::error::Result<()> {
     nix::unistd::syncfs(&f).map_err(|e| Error::io("sync the filesystem of", dir, e.into()))?;
     tracing::info!(dir = %dir.display(), "syncfs");
     Ok(())
-}
-
-/// `1.5 GiB`, `320 KiB`: sizes for people.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// The name of the user we run as: the pusher, when run from a hook over SSH.
-pub fn current_user() -> String {
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(user)) => user.name,
-        _ => std::env::var("USER").unwrap_or_else(|_| format!("uid {uid}")),
-    }
 }
 
 /// A token unique to this moment and process (journal runs, step marks).
@@ -161,13 +130,6 @@ mod tests {
         assert_eq!(now.len(), "2026-11-26T13:55:01.000Z".len(), "{now}");
         assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
         assert!("2026-11-26T13:55:01Z".parse::<jiff::Timestamp>().is_ok());
-    }
-
-    #[test]
-    fn bytes_are_rendered_for_people() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 
     #[test]

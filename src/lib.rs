@@ -17,6 +17,7 @@ pub mod decide;
 pub mod disk;
 pub mod error;
 pub mod export;
+pub mod facts;
 pub mod faults;
 pub mod fsutil;
 pub mod githooks;
