@@ -724,7 +724,7 @@ fn real_graph() -> Graph {
 
 #[test]
 fn the_real_tree_parses_and_has_edges() {
-    // Guards the ignored tests below from passing on an empty graph.
+    // Guards the two rule tests below from passing on an empty graph.
     let graph = real_graph();
     assert!(graph.files.contains("src/lib.rs"), "{:?}", graph.files);
     assert!(graph.files.contains("src/ops/mod.rs"), "{:?}", graph.files);
@@ -742,10 +742,28 @@ fn the_real_tree_parses_and_has_edges() {
         "error.rs must not reach fsutil.rs (the circle broken in issue 9): {}",
         graph.describe_edge("src/error.rs", "src/fsutil.rs")
     );
+    // The shape the house is meant to have: promote reaches the switch, and
+    // the switch, which owns the production flip, calls nothing above it.
+    assert!(graph
+        .targets("src/ops/promote.rs")
+        .any(|t| t == "src/switch.rs"));
+    for above in [
+        "src/ops/promote.rs",
+        "src/ops/rollback.rs",
+        "src/recovery.rs",
+        "src/session.rs",
+        "src/hook.rs",
+        "src/strict.rs",
+    ] {
+        assert!(
+            !graph.targets("src/switch.rs").any(|t| t == above),
+            "the switch must not call back up into {above}: {}",
+            graph.describe_edge("src/switch.rs", above)
+        );
+    }
 }
 
 #[test]
-#[ignore = "issue 9: enabled once src/ has no circles"]
 fn src_has_no_circles_between_files() {
     let report = rule1_violations(&real_graph());
     assert!(
@@ -756,7 +774,6 @@ fn src_has_no_circles_between_files() {
 }
 
 #[test]
-#[ignore = "issue 9: enabled once src/ has no circles"]
 fn operations_do_not_call_each_other() {
     let report = rule2_violations(&real_graph());
     assert!(
