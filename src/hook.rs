@@ -252,11 +252,14 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
         std::time::Duration::from_secs(600),
     )
     .and_then(|_lock| {
-        let mut entry =
-            crate::journal::Entry::start("warmup", Some(&update.new), Some(&update.name));
+        let mut entry = crate::journal::Entry::start(
+            crate::journal::Event::Warmup,
+            Some(&update.new),
+            Some(&update.name),
+        );
         crate::journal::append(root, &entry)?;
         entry.error = Some(e.to_string());
-        crate::journal::append(root, &entry.end("failed"))
+        crate::journal::append(root, &entry.end(crate::journal::Outcome::Failed))
     });
     if let Err(j) = recorded {
         output::warning(&format!("could not record the failure in the journal: {j}"));

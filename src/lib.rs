@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             json: true,
             rev,
-        } => ops::outcome::report(&ctx()?, "promote", |c| {
+        } => ops::outcome::report(&ctx()?, journal::Event::Promote, |c| {
             ops::promote::run(c, rev.as_deref(), dry_run)
         }),
         Command::Promote { dry_run, rev, .. } => {
@@ -63,7 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback {
             json: true,
             release,
-        } => ops::outcome::report(&ctx()?, "rollback", |c| {
+        } => ops::outcome::report(&ctx()?, journal::Event::Rollback, |c| {
             ops::rollback::run(c, release.as_deref())
         }),
         Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),

@@ -28,14 +28,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::hook::{Action, RefUpdate};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::ops::{self, Ctx};
 use crate::output;
 use crate::release::{self, State};
 use crate::root::{short, Root};
 
 /// The journal phase of a strict run whose flips are done and wait for git.
-pub const PREPARED_PHASE: &str = "prepared";
+pub const PREPARED_PHASE: crate::journal::Phase = crate::journal::Phase::Prepared;
 
 /// Which git ref transaction a strict run belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -89,7 +89,7 @@ fn receive_pack() -> Result<(u32, u64)> {
 pub fn prepared(run: &Entry) -> Entry {
     Entry {
         time: crate::fsutil::now_rfc3339(),
-        phase: PREPARED_PHASE.to_string(),
+        phase: PREPARED_PHASE,
         pid: std::process::id(),
         ..run.clone()
     }
@@ -204,11 +204,12 @@ pub fn remove_stale(root: &Root) {
                 let event = if u.preview.is_some() {
                     crate::ops::preview::EVENT
                 } else if u.promote {
-                    "promote"
+                    Event::Promote
                 } else {
-                    "warmup"
+                    Event::Warmup
                 };
-                let mut end = Entry::start(event, Some(&u.commit), Some(&u.name)).end("rejected");
+                let mut end =
+                    Entry::start(event, Some(&u.commit), Some(&u.name)).end(Outcome::Rejected);
                 end.error = Some(format!(
                     "git refused {} before updating it (e.g. not a fast-forward, the tag exists, or another push won the race); warmup and production were not moved",
                     u.name
@@ -413,7 +414,7 @@ fn build_preview(
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
     ops::open_run_log(
         &ctx.root,
-        crate::ops::preview::EVENT,
+        crate::ops::preview::EVENT.as_str(),
         short(&commit.to_string()),
     );
     let _lock = ops::lock_and_recover(
@@ -589,7 +590,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         ));
     }
     if u.warm {
-        let mut run = Entry::start("warmup", Some(&u.commit), Some(&u.name));
+        let mut run = Entry::start(Event::Warmup, Some(&u.commit), Some(&u.name));
         run.txn = Some(txn.clone());
         journal::append(root, &run)?;
         runs.push(run.clone());
@@ -606,8 +607,13 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 short(&u.commit)
             ));
         } else {
-            let run =
-                crate::ops::promote::switch_with(ctx, &u.commit, "promote", &u.name, Some(txn))?;
+            let run = crate::ops::promote::switch_with(
+                ctx,
+                &u.commit,
+                Event::Promote,
+                &u.name,
+                Some(txn),
+            )?;
             runs.push(run);
         }
     }
@@ -664,8 +670,8 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             previews.push(slug.clone());
         }
         for run in &u.runs {
-            journal::append(&ctx.root, &run.end("ok"))?;
-            promoted |= run.event == "promote";
+            journal::append(&ctx.root, &run.end(Outcome::Ok))?;
+            promoted |= run.event == Event::Promote;
         }
         output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
@@ -727,7 +733,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
     let root = &ctx.root;
     let commit = run.commit.clone().unwrap_or_default();
     let git_ref = run.git_ref.clone().unwrap_or_default();
-    if run.event == "promote" {
+    if run.event == Event::Promote {
         let previous = run.previous.as_deref();
         if root.production().as_deref() == Some(commit.as_str()) {
             crate::ops::promote::flip_back(ctx, &commit, previous, &git_ref);
@@ -771,7 +777,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
             output::warning(&format!("could not mark releases/{commit} failed: {e}"));
         }
     }
-    let mut end = run.end("rejected");
+    let mut end = run.end(Outcome::Rejected);
     end.pid = std::process::id();
     end.error = Some(format!("{git_ref}: {why}"));
     if let Err(e) = journal::append(root, &end) {

@@ -29,7 +29,7 @@ use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::ops::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
@@ -38,9 +38,9 @@ use crate::steps::{self, StepEnv};
 use crate::{faults, link, repo};
 
 /// The journal event of a preview's warm-up.
-pub const EVENT: &str = "preview";
+pub const EVENT: Event = Event::Preview;
 /// The journal event of a preview's removal.
-pub const REMOVE_EVENT: &str = "preview-remove";
+pub const REMOVE_EVENT: Event = Event::PreviewRemove;
 
 /// Longest DNS label.
 const MAX_LABEL: usize = 63;
@@ -182,7 +182,7 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
 pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: ObjectId, git_ref: &str) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, EVENT, short(&commit.to_string()));
+    crate::ops::open_run_log(&ctx.root, EVENT.as_str(), short(&commit.to_string()));
     let _lock = crate::ops::lock_and_recover(
         ctx,
         &format!("preview of {} ({git_ref})", short(&commit.to_string())),
@@ -237,7 +237,7 @@ pub fn warm(
             let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
             journal::append(root, &entry)?;
             point(ctx, &slug, &name)?;
-            journal::append(root, &entry.end("unchanged"))?;
+            journal::append(root, &entry.end(Outcome::Unchanged))?;
             finish(ctx, &built);
         }
         return Ok(built);
@@ -262,10 +262,10 @@ pub fn warm(
         entry.durations = durations;
         entry.error = Some(e.to_string());
         let result = match e {
-            Error::Interrupted { .. } => "interrupted",
-            _ => "failed",
+            Error::Interrupted { .. } => Outcome::Interrupted,
+            _ => Outcome::Failed,
         };
-        journal::append(root, &entry.end(result))?;
+        journal::append(root, &entry.end(result.clone()))?;
         output::report(&e);
         output::error(&format!(
             "preview {slug} of {} {result}; previews/{slug} still points at {}",
@@ -281,7 +281,7 @@ pub fn warm(
     release::set_state(root, &name, State::Ready, None)?;
     if !flip {
         entry.durations = durations;
-        journal::append(root, &entry.end("built"))?;
+        journal::append(root, &entry.end(Outcome::Built))?;
         output::detail(&format!(
             "releases/{name} is ready; previews/{slug} flips to it once git accepts {git_ref}"
         ));
@@ -293,7 +293,7 @@ pub fn warm(
     notify(ctx, &built, git_ref, &mut durations);
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     finish(ctx, &built);
     Ok(built)
 }
@@ -528,7 +528,7 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
         ));
         return Ok(());
     };
-    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT, &meta.slug);
+    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT.as_str(), &meta.slug);
     let _lock = crate::ops::lock_and_recover(
         ctx,
         &format!("removal of preview {} ({git_ref} deleted)", meta.slug),
@@ -589,7 +589,7 @@ pub fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
         ));
     }
     if let Some(e) = failed {
-        journal::append(root, &entry.end("failed"))?;
+        journal::append(root, &entry.end(Outcome::Failed))?;
         return Err(e);
     }
     let path = meta_path(root, &meta.slug);
@@ -598,14 +598,14 @@ pub fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove", &path, e)),
     }
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     output::success(&format!("preview {} removed", meta.slug));
     Ok(())
 }
 
 /// `symdeploy preview rm SLUG [--data]`.
 pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT, slug);
+    crate::ops::open_run_log(&ctx.root, REMOVE_EVENT.as_str(), slug);
     let _lock = crate::ops::lock_and_recover(ctx, &format!("removal of preview {slug}"))?;
     let metas = all_meta(&ctx.root);
     let Some(meta) = metas.iter().find(|m| m.slug == slug) else {
@@ -819,18 +819,18 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
                     m.slug
                 ));
                 remove(ctx, &m, false, "finishing an interrupted removal")?;
-                e.end("ok")
+                e.end(Outcome::Ok)
             }
             None => {
                 output::detail("the preview was removed completely");
-                e.end("ok")
+                e.end(Outcome::Ok)
             }
         }));
     }
     let commit = e.commit.clone().unwrap_or_default();
     let Some(meta) = meta else {
         output::detail("its preview was removed since; nothing to repair");
-        return Ok(Some(e.end("interrupted")));
+        return Ok(Some(e.end(Outcome::Interrupted)));
     };
     let name = root.preview_release_name(&meta.slug, &commit);
     let prepared = lines
@@ -842,7 +842,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
                 "git updated {git_ref} to {}; the preview flip stands",
                 short(&commit)
             ));
-            return Ok(Some(e.end("ok")));
+            return Ok(Some(e.end(Outcome::Ok)));
         }
         if !crate::strict::ref_kept(ctx, &git_ref, &commit) {
             output::detail(&format!(
@@ -874,7 +874,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
             short(&commit),
             meta.slug
         ));
-        return Ok(Some(e.end("interrupted")));
+        return Ok(Some(e.end(Outcome::Interrupted)));
     }
     if release::is_ready(root, &name) {
         if root.preview_pointed(&meta.slug).as_deref() != Some(name.as_str()) {
@@ -884,7 +884,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
             "releases/{name} had been warmed up completely; previews/{} -> it (its notify step did not run)",
             meta.slug
         ));
-        return Ok(Some(e.end("ok")));
+        return Ok(Some(e.end(Outcome::Ok)));
     }
     if release::load(root, &name).is_some_and(|r| r.state == State::Building) {
         release::set_state(root, &name, State::Failed, Some("interrupted".into()))?;
@@ -895,7 +895,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
         root.preview_pointed(&meta.slug)
             .unwrap_or_else(|| "nothing".into())
     ));
-    Ok(Some(e.end("interrupted")))
+    Ok(Some(e.end(Outcome::Interrupted)))
 }
 
 /// Undo a strict preview flip git did not keep: `previews/<slug>` back to
@@ -928,7 +928,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&str>, why: &str) {
             );
         }
     }
-    let mut end = run.end("rejected");
+    let mut end = run.end(Outcome::Rejected);
     end.pid = std::process::id();
     end.error = Some(format!("{git_ref}: {why}"));
     if let Err(e) = journal::append(root, &end) {

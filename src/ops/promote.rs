@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 
 use crate::error::{Error, Result};
-use crate::journal::{self, Commands, Entry};
+use crate::journal::{self, Commands, Entry, Event, Outcome};
 use crate::ops::decide::{self, Cause, Phase, Unwind};
 use crate::ops::Ctx;
 use crate::output::{self, Stage};
@@ -126,7 +126,7 @@ pub fn promote_locked(
         ));
         crate::ops::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
     }
-    switch(ctx, &hex, "promote", git_ref)?;
+    switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::ops::cleanup::after_promote(ctx);
     Ok(())
@@ -151,7 +151,7 @@ fn cause(error: &Error) -> Cause {
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
 /// SIGTERM: see src/signals.rs). Used by promote and rollback.
-pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
+pub fn switch(ctx: &Ctx, hex: &str, event: Event, git_ref: &str) -> Result<()> {
     switch_with(ctx, hex, event, git_ref, None).map(|_| ())
 }
 
@@ -161,7 +161,7 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
 pub(crate) fn switch_with(
     ctx: &Ctx,
     hex: &str,
-    event: &str,
+    event: Event,
     git_ref: &str,
     txn: Option<crate::strict::GitTxn>,
 ) -> Result<Entry> {
@@ -179,7 +179,7 @@ pub(crate) fn switch_with(
         previous.as_deref().map(short).unwrap_or("(none)"),
         short(hex)
     ));
-    let mut entry = Entry::start(event, Some(hex), Some(git_ref));
+    let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(p));
@@ -210,7 +210,7 @@ pub(crate) fn switch_with(
                 short(hex),
                 failed(what, &e)
             );
-            let help = promote_advice(&e, hex, event, false);
+            let help = promote_advice(&e, hex, &event, false);
             output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
             return Err(Error::Shown {
                 code: e.exit_code(),
@@ -246,7 +246,7 @@ pub(crate) fn switch_with(
         Ok(_) => after_flip(ctx, &new_env),
     };
     let result = match failure {
-        None => "ok",
+        None => Outcome::Ok,
         Some(ref f) => {
             if cause(&f.error) == Cause::Interrupted {
                 // An interrupt says nothing about the release: it stays
@@ -258,7 +258,7 @@ pub(crate) fn switch_with(
                 let why = format!("{}: {}", f.what, f.error);
                 roll_back(ctx, &entry, previous.as_deref(), git_ref, State::Bad, why);
             }
-            "rolled-back"
+            Outcome::RolledBack
         }
     };
 
@@ -269,7 +269,7 @@ pub(crate) fn switch_with(
         hex,
         previous.as_ref(),
         git_ref,
-        result,
+        result.as_str(),
         failure.as_ref().map(|f| &f.error),
     );
     entry
@@ -288,7 +288,7 @@ pub(crate) fn switch_with(
         }
         None => {
             // Also when notify was interrupted: the promote itself is done.
-            journal::append(root, &entry.end("ok"))?;
+            journal::append(root, &entry.end(Outcome::Ok))?;
             output::success(&format!(
                 "production -> releases/{} (was {}; {event} took {})",
                 short(hex),
@@ -321,7 +321,7 @@ pub(crate) fn switch_with(
                 short(hex),
                 failed(&f.what, &f.error)
             );
-            let help = promote_advice(&f.error, hex, event, true);
+            let help = promote_advice(&f.error, hex, &event, true);
             output::failure(&message, &crate::ops::warmup::where_now(&ctx.root), &help);
             // 1, as any rollback: the step's own code (3) would say "nothing
             // happened", and scripts (the fleet playbook) tell them apart.
@@ -523,7 +523,7 @@ pub(crate) fn notify(
 /// The one piece of advice after a failed promote: a fault of the commit
 /// needs a new commit, pushed and promoted; a fault of the server (a missing
 /// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
-fn promote_advice(e: &Error, hex: &str, event: &str, marked_bad: bool) -> String {
+fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> String {
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
@@ -532,7 +532,7 @@ fn promote_advice(e: &Error, hex: &str, event: &str, marked_bad: bool) -> String
     } else {
         String::new()
     };
-    let again = if event == "rollback" {
+    let again = if *event == Event::Rollback {
         "`symdeploy rollback` again".to_string()
     } else {
         format!("`symdeploy promote {}`", short(hex))
@@ -576,8 +576,12 @@ pub(crate) fn roll_back(
     let hex = run.commit.as_deref().unwrap_or_default();
     let intent = Entry {
         time: crate::fsutil::now_rfc3339(),
-        phase: UNDO_PHASE.to_string(),
-        result: Some(state.as_str().to_string()),
+        phase: UNDO_PHASE,
+        // Read back by recovery: `failed` marks it failed, anything else bad.
+        result: Some(match state {
+            State::Failed => Outcome::Failed,
+            _ => Outcome::Bad,
+        }),
         error: Some(why.clone()),
         pid: std::process::id(),
         ..run.clone()
@@ -625,7 +629,7 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
 
 /// The journal phase recording that a run is being rolled back (state and
 /// reason in `result` and `error`), written before the rollback starts.
-pub(crate) const UNDO_PHASE: &str = "undo";
+pub(crate) const UNDO_PHASE: journal::Phase = journal::Phase::Undo;
 
 /// Mark `hex` `state` and move warmup off it: the end of a rollback.
 pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {

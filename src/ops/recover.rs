@@ -6,7 +6,7 @@
 //! kernel dropped its flock when it died.
 
 use crate::error::Result;
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome, Phase};
 use crate::ops::decide::{self, Recovery, Unfinished};
 use crate::ops::promote::{self, after_flip, roll_back, start_anyway};
 use crate::ops::Ctx;
@@ -72,7 +72,7 @@ fn run_lines(ctx: &Ctx, e: &Entry) -> Vec<Entry> {
         if x.run != e.run {
             return std::ops::ControlFlow::Continue(());
         }
-        let start = x.phase == "start";
+        let start = x.phase == Phase::Start;
         out.push(x);
         if start {
             std::ops::ControlFlow::Break(())
@@ -111,10 +111,13 @@ pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
 fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
     let mut found = None;
     journal::for_each_rev(&ctx.root, |e| {
-        let Some(c) = e.commit.filter(|_| e.event == "warmup" && e.phase == "end") else {
+        let Some(c) = e
+            .commit
+            .filter(|_| e.event == Event::Warmup && e.phase == Phase::End)
+        else {
             return std::ops::ControlFlow::Continue(());
         };
-        if matches!(e.result.as_deref(), Some("ok" | "unchanged"))
+        if e.result.as_ref().is_some_and(Outcome::succeeded)
             && c != rejected
             && release::is_ready(&ctx.root, &c)
             && landed(ctx, &c)
@@ -149,7 +152,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             None => Ok(()),
         };
     }
-    let mut end = e.end("interrupted");
+    let mut end = e.end(Outcome::Interrupted);
     let undo_line = lines.iter().rev().find(|x| x.phase == promote::UNDO_PHASE);
     let prepared = lines
         .iter()
@@ -201,8 +204,8 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
     };
     if let Some(u) = undo_line {
         // Killed while rolling back: the rollback is one step; do it all again.
-        let state = match u.result.as_deref() {
-            Some("failed") => State::Failed,
+        let state = match u.result {
+            Some(Outcome::Failed) => State::Failed,
             _ => State::Bad,
         };
         let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
@@ -210,7 +213,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             "it was rolling back ({why}); finishing the rollback"
         ));
         roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
-        end = e.end("rolled-back");
+        end = e.end(Outcome::RolledBack);
     } else if git_kept == Some(false) {
         output::detail(&format!(
             "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
@@ -225,7 +228,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             output::escape(&git_ref),
             short(&commit)
         ));
-        end = e.end("ok");
+        end = e.end(Outcome::Ok);
     } else {
         match decision {
             Recovery::RejectWarmup => {
@@ -257,7 +260,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                 short(&commit),
                 short(&commit)
             ));
-                end = e.end("ok");
+                end = e.end(Outcome::Ok);
             }
             Recovery::FailWarmup => {
                 if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
@@ -280,7 +283,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                 ));
                     let why = "interrupted; the push was rejected".to_string();
                     roll_back(ctx, e, previous, &git_ref, State::Failed, why);
-                    end = e.end("rolled-back");
+                    end = e.end(Outcome::RolledBack);
                 } else if decision == Recovery::FinishSwitch {
                     output::detail(
                     "production had already been switched; finishing: after_switch, start, check",
@@ -291,13 +294,13 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                             output::success(&format!(
                                 "production -> releases/{commit} (finished after the interruption)"
                             ));
-                            end = e.end("ok");
+                            end = e.end(Outcome::Ok);
                         }
                         Some(f) => {
                             output::error(&format!("{} failed: {}; rolling back", f.what, f.error));
                             let why = format!("{}: {}", f.what, f.error);
                             roll_back(ctx, e, previous, &git_ref, State::Bad, why);
-                            end = e.end("rolled-back");
+                            end = e.end(Outcome::RolledBack);
                         }
                     }
                 } else {

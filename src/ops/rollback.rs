@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::ops::promote::switch(ctx, &to, "rollback", &git_ref)
+    crate::ops::promote::switch(ctx, &to, crate::journal::Event::Rollback, &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use gix::ObjectId;
 
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::ops::Ctx;
 use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
@@ -151,12 +151,12 @@ fn warm_impl(
         return Ok(false);
     }
     if release::is_ready(root, &hex) && !rebuild {
-        let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+        let entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
         journal::append(root, &entry)?;
         let started = Instant::now();
         output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(&hex)), &hex);
         point_warmup(ctx, &hex)?;
-        journal::append(root, &entry.end("unchanged"))?;
+        journal::append(root, &entry.end(Outcome::Unchanged))?;
         finish_message(ctx, &hex, started.elapsed(), then_promote);
         return Ok(false);
     }
@@ -183,7 +183,7 @@ fn warm_impl(
         release::forget(root, &hex);
     }
 
-    let mut entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+    let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
     journal::append(root, &entry)?;
     release::save(root, &Record::building(&hex, git_ref, subject))?;
     let mut durations = BTreeMap::new();
@@ -195,7 +195,11 @@ fn warm_impl(
             entry.durations = durations;
             entry.error = Some(e.to_string());
             let interrupted = matches!(e, Error::Interrupted { .. });
-            let result = if interrupted { "interrupted" } else { "failed" };
+            let result = if interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::Failed
+            };
             journal::append(root, &entry.end(result))?;
             if !interrupted {
                 // Chat and CI hear of a failure too (a post-receive hook's
@@ -238,7 +242,7 @@ fn warm_impl(
     release::set_state(root, &hex, State::Ready, None)?;
     if !flip {
         entry.durations = durations;
-        journal::append(root, &entry.end("built"))?;
+        journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
                 "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
@@ -257,7 +261,7 @@ fn warm_impl(
     }
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     finish_message(ctx, &hex, started.elapsed(), then_promote);
     Ok(true)
 }
