@@ -154,7 +154,7 @@ pub fn preflight(
         let protected = d.why.starts_with("production")
             || d.why.starts_with("warmup")
             || d.why.starts_with("previous production");
-        let doomed = !d.keep || (d.state != "ready" && !protected);
+        let doomed = !d.keep || (d.state != release::Effective::Ready && !protected);
         if doomed {
             output::detail(&format!("remove {} ({})", short(&d.commit), d.why));
             crate::ops::cleanup::remove_release(ctx, &d.commit)?;

@@ -25,7 +25,7 @@ pub struct Slot {
     /// Release directory, relative to the root.
     pub release: String,
     /// Its state (ready, bad, ...).
-    pub state: String,
+    pub state: release::Effective,
     /// Commit subject.
     pub subject: String,
     /// When it took this role (RFC 3339), if the journal knows.
@@ -123,7 +123,7 @@ fn slot(
     };
     Some(Slot {
         release: format!("releases/{commit}"),
-        state: release::effective_state(&ctx.root, &commit).to_string(),
+        state: release::effective_state(&ctx.root, &commit),
         subject: record
             .as_ref()
             .map(|r| r.subject.clone())
@@ -309,7 +309,7 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
         }
     }
     if let Some(p) = &s.production {
-        if p.state != "ready" {
+        if p.state != release::Effective::Ready {
             out.push(format!(
                 "production is on releases/{}, which is {}",
                 short(&p.commit),
@@ -403,7 +403,7 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
                             "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\"}}",
                             label(&sl.commit),
                             short(&sl.commit),
-                            label(&sl.state)
+                            label(sl.state.as_str())
                         ),
                         1.0,
                     )
