@@ -10,6 +10,7 @@ pub mod acl;
 pub mod blobstream;
 pub mod carry;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod export;
