@@ -288,7 +288,7 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    ops::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
+    ops::open_run_log(&ctx.root, "warmup", commit.short());
     let _lock = ops::lock_and_recover(
         ctx,
         &format!("warm-up of {} ({})", short(&update.new), update.name),
@@ -303,14 +303,10 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
 fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> {
     let new = parse_id(&update.new)?;
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
-    ops::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
+    ops::open_run_log(&ctx.root, "promote", commit.short());
     let _lock = ops::lock_and_recover(
         ctx,
-        &format!(
-            "promote of {} ({})",
-            short(&commit.to_string()),
-            update.name
-        ),
+        &format!("promote of {} ({})", commit.short(), update.name),
     )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
 }

@@ -415,13 +415,13 @@ fn build_preview(
     ops::open_run_log(
         &ctx.root,
         crate::ops::preview::EVENT.as_str(),
-        short(&commit.to_string()),
+        commit.short(),
     );
     let _lock = ops::lock_and_recover(
         ctx,
         &format!(
             "preview build of {} ({}) for a strict push",
-            short(&commit.to_string()),
+            commit.short(),
             update.name
         ),
     )?;
@@ -801,7 +801,7 @@ pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: &str) -> bool {
     crate::repo::open(&ctx.root.repository())
         .ok()
         .and_then(|r| crate::repo::ref_commit(&r, git_ref))
-        .is_some_and(|c| gix::ObjectId::from_hex(commit.as_bytes()).ok() == Some(c))
+        .is_some_and(|c| c == commit)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use gix::ObjectId;
+use crate::commit::Commit;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
@@ -181,12 +181,10 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
 }
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
-pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: ObjectId, git_ref: &str) -> Result<()> {
-    crate::ops::open_run_log(&ctx.root, EVENT.as_str(), short(&commit.to_string()));
-    let _lock = crate::ops::lock_and_recover(
-        ctx,
-        &format!("preview of {} ({git_ref})", short(&commit.to_string())),
-    )?;
+pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) -> Result<()> {
+    crate::ops::open_run_log(&ctx.root, EVENT.as_str(), commit.short());
+    let _lock =
+        crate::ops::lock_and_recover(ctx, &format!("preview of {} ({git_ref})", commit.short()))?;
     warm(ctx, repo, commit, git_ref, true).map(|_| ())
 }
 
@@ -206,7 +204,7 @@ pub struct Built {
 pub fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     flip: bool,
 ) -> Result<Built> {
@@ -226,7 +224,7 @@ pub fn warm(
         name: name.clone(),
         commit: hex.clone(),
     };
-    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     output::header(&format!(
         "preview {slug} of {} ({git_ref}): {subject}",
         short(&hex)
@@ -391,7 +389,7 @@ fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> Step
 fn build(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     meta: &Meta,
     name: &str,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use gix::ObjectId;
+use crate::commit::Commit;
 
 use crate::error::{Error, Result};
 use crate::journal::{self, Commands, Entry, Event, Outcome};
@@ -30,11 +30,11 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
                     "push the deploy branch first, or name a revision: `symdeploy promote REV`",
                 )
             })?;
-            let id = ObjectId::from_hex(w.as_bytes())
-                .map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
+            let id =
+                Commit::parse(&w).map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
             // The objects of a refused push stay in the repository; only a
             // ref says git accepted the commit.
-            if !repo::reachable_from_refs(&repo, id)? {
+            if !repo::reachable_from_refs(&repo, id.id())? {
                 return Err(Error::with_help(
                     format!("warmup points at releases/{w}, whose commit no branch or tag of the repository contains (its push was refused or interrupted); not promoting it"),
                     "run `symdeploy recover` (it moves warmup back), or push the commit again",
@@ -47,11 +47,10 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
         }
     };
     if dry_run {
-        return dry(ctx, &commit.to_string());
+        return dry(ctx, commit.as_str());
     }
-    crate::ops::open_run_log(&ctx.root, "promote", short(&commit.to_string()));
-    let _lock =
-        crate::ops::lock_and_recover(ctx, &format!("promote of {}", short(&commit.to_string())))?;
+    crate::ops::open_run_log(&ctx.root, "promote", commit.short());
+    let _lock = crate::ops::lock_and_recover(ctx, &format!("promote of {}", commit.short()))?;
     promote_locked(ctx, &repo, commit, &git_ref, false)
 }
 
@@ -104,7 +103,7 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
 pub fn promote_locked(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     via_tag: bool,
 ) -> Result<()> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use gix::ObjectId;
+use crate::commit::Commit;
 
 use crate::error::{Error, IoContext, Result};
 use crate::journal::{self, Entry, Event, Outcome};
@@ -26,11 +26,9 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     } else {
         rev.to_string()
     };
-    crate::ops::open_run_log(&ctx.root, "warmup", short(&commit.to_string()));
-    let _lock = crate::ops::lock_and_recover(
-        ctx,
-        &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
-    )?;
+    crate::ops::open_run_log(&ctx.root, "warmup", commit.short());
+    let _lock =
+        crate::ops::lock_and_recover(ctx, &format!("warm-up of {} ({git_ref})", commit.short()))?;
     warm(ctx, &repo, commit, &git_ref, rebuild, false).map(|_| ())
 }
 
@@ -89,19 +87,19 @@ fn remove_dead_quarantine_views(state_dir: &std::path::Path) {
     }
 }
 
-/// Warm up `commit` with the lock held; returns the commit's hex id.
+/// Warm up `commit` with the lock held; returns the commit.
 /// A commit that already has a ready release only re-points `warmup`.
 /// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
 /// promote is left out and a failure's advice names `symdeploy promote`.
 pub fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     rebuild: bool,
     then_promote: bool,
-) -> Result<String> {
-    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit.to_string())
+) -> Result<Commit> {
+    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -110,7 +108,7 @@ pub fn warm(
 pub fn build_only(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
 ) -> Result<bool> {
     warm_impl(ctx, repo, commit, git_ref, false, None)
@@ -119,7 +117,7 @@ pub fn build_only(
 fn warm_impl(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     rebuild: bool,
     // None: strict mode's build without the flip; Some(then_promote).
@@ -129,7 +127,7 @@ fn warm_impl(
     let flip = flip.is_some();
     let root = &ctx.root;
     let hex = commit.to_string();
-    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     let dir = root.release(&hex);
     output::header(&format!(
         "warming up {} ({git_ref}): {subject}",
@@ -269,7 +267,7 @@ fn warm_impl(
 fn build(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -367,7 +365,7 @@ fn build(
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     name: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -381,7 +379,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match export::export_commit(repo, commit, &tmp) {
+    let stats = match export::export_commit(repo, commit.id(), &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
@@ -420,7 +418,7 @@ pub(crate) fn export_stage(
 fn explain_full_disk(
     e: Error,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     releases: &std::path::Path,
 ) -> Error {
     let Error::Io { source, path, .. } = &e else {
@@ -433,11 +431,11 @@ fn explain_full_disk(
     let free = crate::fsutil::free_space(releases)
         .map(crate::fsutil::human_bytes)
         .unwrap_or_else(|| "an unknown amount".into());
-    let needed = export::commit_bytes(repo, commit)
+    let needed = export::commit_bytes(repo, commit.id())
         .map(|b| {
             format!(
                 ", and {} needs about {}",
-                short(&commit.to_string()),
+                commit.short(),
                 crate::fsutil::human_bytes(b)
             )
         })
