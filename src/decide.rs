@@ -3,6 +3,8 @@
 //! unfinished run in the journal needs. Kept apart from the code that acts
 //! on them so they can be read, and tested, without running anything.
 
+use crate::journal::{Event, Outcome};
+
 /// The phases of a switch, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -72,12 +74,12 @@ pub fn unwind(phase: Phase, _cause: Cause) -> Unwind {
 }
 
 /// The journal `end` result of a switch that unwound this way.
-pub fn journal_result(unwind: Unwind, cause: Cause) -> &'static str {
+pub fn journal_result(unwind: Unwind, cause: Cause) -> Outcome {
     match (unwind, cause) {
-        (Unwind::Finish, _) => "ok",
-        (_, Cause::Interrupted) => "interrupted",
-        (Unwind::StartAgain, Cause::Failed) => "failed",
-        (Unwind::RollBack, Cause::Failed) => "rolled-back",
+        (Unwind::Finish, _) => Outcome::Ok,
+        (_, Cause::Interrupted) => Outcome::Interrupted,
+        (Unwind::StartAgain, Cause::Failed) => Outcome::Failed,
+        (Unwind::RollBack, Cause::Failed) => Outcome::RolledBack,
     }
 }
 
@@ -85,7 +87,7 @@ pub fn journal_result(unwind: Unwind, cause: Cause) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unfinished<'a> {
     /// Its journal event: warmup, promote, rollback, ...
-    pub event: &'a str,
+    pub event: &'a Event,
     /// Is its commit in the repository (not only in a rejected push)?
     pub landed: bool,
     /// Does its commit have a ready release?
@@ -118,12 +120,14 @@ pub enum Recovery {
 /// Decide what recovery does for `run`.
 pub fn recovery(run: Unfinished<'_>) -> Recovery {
     match run.event {
-        "warmup" if !run.landed => Recovery::RejectWarmup,
-        "warmup" if run.ready => Recovery::FinishWarmup,
-        "warmup" => Recovery::FailWarmup,
-        "promote" | "rollback" if run.in_production && !run.landed => Recovery::RollBackRejected,
-        "promote" | "rollback" if run.in_production => Recovery::FinishSwitch,
-        "promote" | "rollback" => Recovery::StartAgain,
+        Event::Warmup if !run.landed => Recovery::RejectWarmup,
+        Event::Warmup if run.ready => Recovery::FinishWarmup,
+        Event::Warmup => Recovery::FailWarmup,
+        Event::Promote | Event::Rollback if run.in_production && !run.landed => {
+            Recovery::RollBackRejected
+        }
+        Event::Promote | Event::Rollback if run.in_production => Recovery::FinishSwitch,
+        Event::Promote | Event::Rollback => Recovery::StartAgain,
         _ => Recovery::Nothing,
     }
 }
@@ -167,21 +171,24 @@ mod tests {
     #[test]
     fn journal_results() {
         use Unwind::*;
-        assert_eq!(journal_result(StartAgain, Cause::Failed), "failed");
-        assert_eq!(journal_result(RollBack, Cause::Failed), "rolled-back");
+        assert_eq!(journal_result(StartAgain, Cause::Failed), Outcome::Failed);
+        assert_eq!(journal_result(RollBack, Cause::Failed), Outcome::RolledBack);
         assert_eq!(
             journal_result(StartAgain, Cause::Interrupted),
-            "interrupted"
+            Outcome::Interrupted
         );
-        assert_eq!(journal_result(RollBack, Cause::Interrupted), "interrupted");
+        assert_eq!(
+            journal_result(RollBack, Cause::Interrupted),
+            Outcome::Interrupted
+        );
         // Only notify was left: the promote happened, whatever stopped notify.
-        assert_eq!(journal_result(Finish, Cause::Interrupted), "ok");
-        assert_eq!(journal_result(Finish, Cause::Failed), "ok");
+        assert_eq!(journal_result(Finish, Cause::Interrupted), Outcome::Ok);
+        assert_eq!(journal_result(Finish, Cause::Failed), Outcome::Ok);
     }
 
-    fn run(event: &str, landed: bool, ready: bool, in_production: bool) -> Recovery {
+    fn run(event: Event, landed: bool, ready: bool, in_production: bool) -> Recovery {
         recovery(Unfinished {
-            event,
+            event: &event,
             landed,
             ready,
             in_production,
@@ -190,17 +197,26 @@ mod tests {
 
     #[test]
     fn recovery_of_warmups() {
-        assert_eq!(run("warmup", false, true, false), Recovery::RejectWarmup);
-        assert_eq!(run("warmup", true, true, false), Recovery::FinishWarmup);
-        assert_eq!(run("warmup", true, false, false), Recovery::FailWarmup);
+        assert_eq!(
+            run(Event::Warmup, false, true, false),
+            Recovery::RejectWarmup
+        );
+        assert_eq!(
+            run(Event::Warmup, true, true, false),
+            Recovery::FinishWarmup
+        );
+        assert_eq!(run(Event::Warmup, true, false, false), Recovery::FailWarmup);
     }
 
     #[test]
     fn recovery_of_switches() {
-        for event in ["promote", "rollback"] {
-            assert_eq!(run(event, true, true, true), Recovery::FinishSwitch);
-            assert_eq!(run(event, false, true, true), Recovery::RollBackRejected);
-            assert_eq!(run(event, true, true, false), Recovery::StartAgain);
+        for event in [Event::Promote, Event::Rollback] {
+            assert_eq!(run(event.clone(), true, true, true), Recovery::FinishSwitch);
+            assert_eq!(
+                run(event.clone(), false, true, true),
+                Recovery::RollBackRejected
+            );
+            assert_eq!(run(event.clone(), true, true, false), Recovery::StartAgain);
             // Not flipped and rejected: production never moved, only the daemons matter.
             assert_eq!(run(event, false, true, false), Recovery::StartAgain);
         }
@@ -208,7 +224,7 @@ mod tests {
 
     #[test]
     fn other_runs_need_nothing() {
-        assert_eq!(run("cleanup", true, true, false), Recovery::Nothing);
-        assert_eq!(run("recover", true, true, true), Recovery::Nothing);
+        assert_eq!(run(Event::Cleanup, true, true, false), Recovery::Nothing);
+        assert_eq!(run(Event::Recover, true, true, true), Recovery::Nothing);
     }
 }

@@ -9,6 +9,7 @@
 use gix::objs::FindExt;
 use gix::ObjectId;
 
+use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::fsutil::human_bytes;
@@ -116,7 +117,7 @@ fn path_need(path: &std::path::Path, block: u64) -> Need {
 pub fn preflight(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     previous: Option<&str>,
 ) -> Result<()> {
     if ctx.config.min_free == crate::config::MinFree::Off {
@@ -127,7 +128,7 @@ pub fn preflight(
         .map(|s| s.fragment_size())
         .unwrap_or(4096)
         .max(512);
-    let mut need = tree_need(repo, commit, block)?;
+    let mut need = tree_need(repo, commit.id(), block)?;
     if let Some(prev) = previous {
         for c in &ctx.config.carry {
             let n = path_need(&ctx.root.release(prev).join(c), block);
@@ -141,7 +142,7 @@ pub fn preflight(
     }
     output::header(&format!(
         "disk: {} needs {} and {} inodes; {} free, keeping {} (min_free): removing failed and surplus releases first",
-        short(&commit.to_string()),
+        commit.short(),
         human_bytes(need.bytes),
         need.inodes,
         human_bytes(fs.free),
@@ -154,7 +155,7 @@ pub fn preflight(
         let protected = d.why.starts_with("production")
             || d.why.starts_with("warmup")
             || d.why.starts_with("previous production");
-        let doomed = !d.keep || (d.state != "ready" && !protected);
+        let doomed = !d.keep || (d.state != release::Effective::Ready && !protected);
         if doomed {
             output::detail(&format!("remove {} ({})", short(&d.commit), d.why));
             crate::trash::remove_release(ctx, &d.commit)?;
@@ -186,7 +187,7 @@ fn fits(ctx: &Ctx, fs: &Fs, need: Need) -> bool {
     bytes_ok && inodes_ok
 }
 
-fn refusal(ctx: &Ctx, commit: ObjectId, fs: &Fs, need: Need) -> Error {
+fn refusal(ctx: &Ctx, commit: Commit, fs: &Fs, need: Need) -> Error {
     let reserve = ctx.config.min_free.bytes(fs.total);
     let root = &ctx.root;
     let pinned = [
@@ -236,7 +237,7 @@ fn refusal(ctx: &Ctx, commit: ObjectId, fs: &Fs, need: Need) -> Error {
     Error::with_help(
         format!(
             "not enough disk space to warm up {}: {} free on the filesystem of {}, it needs {} and min_free keeps {} free{inodes}; nothing was written",
-            short(&commit.to_string()),
+            commit.short(),
             human_bytes(fs.free),
             root.releases().display(),
             human_bytes(need.bytes),

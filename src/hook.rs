@@ -107,11 +107,14 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
         std::time::Duration::from_secs(600),
     )
     .and_then(|_lock| {
-        let mut entry =
-            crate::journal::Entry::start("warmup", Some(&update.new), Some(&update.name));
+        let mut entry = crate::journal::Entry::start(
+            crate::journal::Event::Warmup,
+            Some(&update.new),
+            Some(&update.name),
+        );
         crate::journal::append(root, &entry)?;
         entry.error = Some(e.to_string());
-        crate::journal::append(root, &entry.end("failed"))
+        crate::journal::append(root, &entry.end(crate::journal::Outcome::Failed))
     });
     if let Err(j) = recorded {
         output::warning(&format!("could not record the failure in the journal: {j}"));
@@ -145,8 +148,8 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
     let _run = crate::session::begin(
         ctx,
-        "warmup",
-        short(&commit.to_string()),
+        crate::journal::Event::Warmup,
+        commit.short(),
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
     crate::warm::warm(ctx, repo, commit, &update.name, false, and_promote)?;
@@ -161,13 +164,9 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
     let commit = crate::repo::peel_to_commit(repo, new, &update.name)?;
     let _run = crate::session::begin(
         ctx,
-        "promote",
-        short(&commit.to_string()),
-        &format!(
-            "promote of {} ({})",
-            short(&commit.to_string()),
-            update.name
-        ),
+        crate::journal::Event::Promote,
+        commit.short(),
+        &format!("promote of {} ({})", commit.short(), update.name),
     )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
 }

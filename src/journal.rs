@@ -33,6 +33,163 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::root::Root;
 
+/// What a run does: the `event` of its journal lines.
+///
+/// Spelled in the file exactly as before these were types (kebab-case).
+/// A value this build does not know (a newer symdeploy's, a hand edit) is
+/// kept as `Other` with its text rather than making the line unreadable: a
+/// journal is history, and one odd line must not hide the runs around it
+/// from `log`, `status` or recovery. Nothing matches on `Other`, so such a
+/// run is shown but never repaired as if it were one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    /// A push exported and warmed up a release (`warmup` then points at it).
+    Warmup,
+    /// `production` moved forward to a release.
+    Promote,
+    /// `production` moved back to an earlier release.
+    Rollback,
+    /// Old releases were removed.
+    Cleanup,
+    /// Interrupted runs were repaired.
+    Recover,
+    /// A branch's preview was built.
+    Preview,
+    /// A branch's preview was removed.
+    PreviewRemove,
+    /// Any other text, kept as it was read.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl Event {
+    /// The text written in the journal.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Event::Warmup => "warmup",
+            Event::Promote => "promote",
+            Event::Rollback => "rollback",
+            Event::Cleanup => "cleanup",
+            Event::Recover => "recover",
+            Event::Preview => "preview",
+            Event::PreviewRemove => "preview-remove",
+            Event::Other(s) => s,
+        }
+    }
+
+    /// Does a finished run of this event move `production`?
+    pub fn switches(&self) -> bool {
+        matches!(self, Event::Promote | Event::Rollback)
+    }
+}
+
+/// Only a placeholder for `..Default::default()` (an entry is always given
+/// its real event): an empty `Other`, which nothing acts on.
+impl Default for Event {
+    fn default() -> Event {
+        Event::Other(String::new())
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Which line of a run: its `phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Written before the run changes anything.
+    #[default]
+    Start,
+    /// Written when the run is done (with its `result`).
+    End,
+    /// A switch is rolling back: written before it starts, so recovery
+    /// finishes the rollback (see `ops::promote::roll_back`).
+    Undo,
+    /// A strict-mode flip is prepared while git holds the ref (see `strict`).
+    Prepared,
+    /// Any other text, kept as it was read (see [`Event`]).
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl Phase {
+    /// The text written in the journal.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Phase::Start => "start",
+            Phase::End => "end",
+            Phase::Undo => "undo",
+            Phase::Prepared => "prepared",
+            Phase::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How a run ended: the `result` of its `end` line (and, on an `undo`
+/// line, the state the release is being marked with).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Done as asked.
+    Ok,
+    /// A step failed; production was not moved (or was moved back).
+    Failed,
+    /// Production was moved, failed there, and was moved back.
+    RolledBack,
+    /// Nothing to do (already built, already in production).
+    Unchanged,
+    /// Ended by a signal, or found unfinished by recovery.
+    Interrupted,
+    /// Built while git held the ref (strict mode); stands once git accepts it.
+    Built,
+    /// Git refused the push after the build (strict mode).
+    Rejected,
+    /// An `undo` line: the release is being marked bad (failed in production).
+    Bad,
+    /// Any other text, kept as it was read (see [`Event`]).
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl Outcome {
+    /// The text written in the journal.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Built => "built",
+            Outcome::Rejected => "rejected",
+            Outcome::Bad => "bad",
+            Outcome::Other(s) => s,
+        }
+    }
+
+    /// Did the run leave things as asked (done now, or already so)?
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Unchanged)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Entry {
@@ -40,10 +197,10 @@ pub struct Entry {
     pub time: String,
     /// Identifies one run: its start and end share it.
     pub run: String,
-    /// warmup, promote, rollback, cleanup, recover.
-    pub event: String,
-    /// start or end.
-    pub phase: String,
+    /// What the run does.
+    pub event: Event,
+    /// Which line of the run this is.
+    pub phase: Phase,
     /// The release's commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -58,9 +215,9 @@ pub struct Entry {
     /// The process.
     #[serde(default)]
     pub pid: u32,
-    /// ok, failed, rolled-back, unchanged, interrupted (end entries).
+    /// How the run ended (end entries; undo entries: the state marked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
+    pub result: Option<Outcome>,
     /// The production release before this run (promote, rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
@@ -132,12 +289,12 @@ impl Commands {
 
 impl Entry {
     /// A start entry for a new run.
-    pub fn start(event: &str, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
+    pub fn start(event: Event, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
         Entry {
             time: crate::fsutil::now_rfc3339(),
             run: crate::fsutil::unique_token(),
-            event: event.to_string(),
-            phase: "start".to_string(),
+            event,
+            phase: Phase::Start,
             commit: commit.map(str::to_string),
             git_ref: git_ref.map(str::to_string),
             user: crate::fsutil::current_user(),
@@ -149,11 +306,11 @@ impl Entry {
     }
 
     /// The matching end entry.
-    pub fn end(&self, result: &str) -> Entry {
+    pub fn end(&self, result: Outcome) -> Entry {
         Entry {
             time: crate::fsutil::now_rfc3339(),
-            phase: "end".to_string(),
-            result: Some(result.to_string()),
+            phase: Phase::End,
+            result: Some(result),
             // Recorded once, in the start entry, which is what recovery reads.
             commands: None,
             ..self.clone()
@@ -217,15 +374,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn append(root: &Root, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_vec(entry)
         .map_err(|e| Error::msg(format!("cannot encode a journal entry: {e}")))?;
-    if entry.phase == "start" {
+    if entry.phase == Phase::Start {
         write_atomic(&open_file(root, &entry.run), &line)?;
     }
     line.push(b'\n');
     append_line(root, &line)?;
-    if entry.phase == "end" {
-        if matches!(entry.event.as_str(), "promote" | "rollback")
-            && entry.result.as_deref() == Some("ok")
-        {
+    if entry.phase == Phase::End {
+        if entry.event.switches() && entry.result == Some(Outcome::Ok) {
             let mut stack = production_stack(root);
             push_production(&mut stack, entry);
             save_production(root, &stack)?;
@@ -294,7 +449,7 @@ pub struct ProductionChange {
 /// Apply one finished run to the production stack: promotes push, rollbacks
 /// pop back to their target.
 pub fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
-    if e.phase != "end" || e.result.as_deref() != Some("ok") {
+    if e.phase != Phase::End || e.result != Some(Outcome::Ok) {
         return;
     }
     let Some(c) = e.commit.clone() else { return };
@@ -303,10 +458,10 @@ pub fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
         time: e.time.clone(),
         user: e.user.clone(),
     };
-    match e.event.as_str() {
-        "promote" if stack.last().map(|s| &s.commit) != Some(&c) => stack.push(change),
-        "promote" => {}
-        "rollback" => {
+    match e.event {
+        Event::Promote if stack.last().map(|s| &s.commit) != Some(&c) => stack.push(change),
+        Event::Promote => {}
+        Event::Rollback => {
             if let Some(pos) = stack.iter().rposition(|s| s.commit == c) {
                 stack.truncate(pos + 1);
                 stack[pos] = change;
@@ -379,7 +534,7 @@ fn ended_in_current_segment(root: &Root, run: &str) -> bool {
     let mut ended = false;
     let _ = rev_file(&root.journal(), &mut |e: Entry| {
         if e.run == run {
-            ended = e.phase == "end";
+            ended = e.phase == Phase::End;
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -393,12 +548,12 @@ fn scan_open(root: &Root) -> Vec<Entry> {
     let mut open: HashMap<String, Entry> = HashMap::new();
     let mut order = Vec::new();
     let _ = for_each(root, |e| {
-        match e.phase.as_str() {
-            "start" => {
+        match e.phase {
+            Phase::Start => {
                 order.push(e.run.clone());
                 open.insert(e.run.clone(), e);
             }
-            "end" => {
+            Phase::End => {
                 open.remove(&e.run);
             }
             _ => {}
@@ -707,12 +862,12 @@ pub fn read(root: &Root) -> Vec<Entry> {
 pub fn interrupted(entries: &[Entry]) -> Vec<&Entry> {
     let ended: std::collections::HashSet<&str> = entries
         .iter()
-        .filter(|e| e.phase == "end")
+        .filter(|e| e.phase == Phase::End)
         .map(|e| e.run.as_str())
         .collect();
     entries
         .iter()
-        .filter(|e| e.phase == "start" && !ended.contains(e.run.as_str()))
+        .filter(|e| e.phase == Phase::Start && !ended.contains(e.run.as_str()))
         .collect()
 }
 
@@ -754,15 +909,121 @@ mod tests {
 
     #[test]
     fn start_without_end_is_interrupted() {
-        let a = Entry::start("warmup", Some("c1"), Some("refs/heads/main"));
+        let a = Entry::start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
         let b = Entry {
             run: "other".into(),
-            ..Entry::start("promote", Some("c2"), None)
+            ..Entry::start(Event::Promote, Some("c2"), None)
         };
-        let entries = vec![a.clone(), b.clone(), a.end("ok")];
+        let entries = vec![a.clone(), b.clone(), a.end(Outcome::Ok)];
         let open = interrupted(&entries);
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].event, "promote");
+        assert_eq!(open[0].event, Event::Promote);
+    }
+
+    /// Every variant against the exact text the string-typed journal wrote.
+    #[test]
+    fn every_variant_is_spelled_as_before() {
+        fn check<T>(cases: &[(T, &str)], as_str: fn(&T) -> &str)
+        where
+            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            for (v, text) in cases {
+                let json = format!("\"{text}\"");
+                assert_eq!(serde_json::to_string(v).unwrap(), json, "{v:?}");
+                assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{text}");
+                assert_eq!(as_str(v), *text);
+            }
+        }
+        check(
+            &[
+                (Event::Warmup, "warmup"),
+                (Event::Promote, "promote"),
+                (Event::Rollback, "rollback"),
+                (Event::Cleanup, "cleanup"),
+                (Event::Recover, "recover"),
+                (Event::Preview, "preview"),
+                (Event::PreviewRemove, "preview-remove"),
+                (Event::Other("deploy".into()), "deploy"),
+            ],
+            Event::as_str,
+        );
+        check(
+            &[
+                (Phase::Start, "start"),
+                (Phase::End, "end"),
+                (Phase::Undo, "undo"),
+                (Phase::Prepared, "prepared"),
+                (Phase::Other("paused".into()), "paused"),
+            ],
+            Phase::as_str,
+        );
+        check(
+            &[
+                (Outcome::Ok, "ok"),
+                (Outcome::Failed, "failed"),
+                (Outcome::RolledBack, "rolled-back"),
+                (Outcome::Unchanged, "unchanged"),
+                (Outcome::Interrupted, "interrupted"),
+                (Outcome::Built, "built"),
+                (Outcome::Rejected, "rejected"),
+                (Outcome::Bad, "bad"),
+                // A typo is not silently one of ours.
+                (Outcome::Other("rolled_back".into()), "rolled_back"),
+            ],
+            Outcome::as_str,
+        );
+    }
+
+    /// Lines as the string-typed symdeploy wrote them (copied from test
+    /// runs' `.symdeploy/journal.jsonl`), plus a hand-edited one with values
+    /// this build does not know: all are read, and written back unchanged.
+    #[test]
+    fn journals_written_before_the_types_still_read() {
+        let lines = [
+            r#"{"time":"2026-11-26T13:40:41Z","run":"18eb9c095f5a2069-26473","event":"warmup","phase":"end","commit":"6e107279ca12e55a1e073f188e7cdddc83514d58","ref":"refs/heads/main","user":"root","host":"vm","pid":26473,"result":"built","durations":{"build":0.006287911,"export":0.002165447,"sync":0.000382351},"log":"/tmp/sd14t/root/.symdeploy/logs/20261126T134040Z-warmup-6e107279ca12-26473.log"}"#,
+            r#"{"time":"2026-11-26T13:40:41Z","run":"18eb9c09608672e4-26487","event":"warmup","phase":"prepared","commit":"6e107279ca12e55a1e073f188e7cdddc83514d58","ref":"refs/heads/main","user":"root","host":"vm","pid":26487,"log":"/tmp/sd14t/root/.symdeploy/logs/20261126T134040Z-prepared-6e107279ca12-26487.log","txn":{"receive_pack":26457,"started":76814,"new":"6e107279ca12e55a1e073f188e7cdddc83514d58"}}"#,
+            r#"{"time":"2026-11-26T14:30:16.807Z","run":"18eb9ebe1cb7b7bd-29112","event":"promote","phase":"undo","commit":"28e39315124123e4641cbfb9b4a960d356d3d611","ref":"refs/heads/main","user":"root","host":"vm","pid":29112,"result":"bad","previous":"bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56","durations":{"flip":0.001721944},"error":"check: check step `echo unhealthy; exit 1` failed: exit status 1","log":"/tmp/sd10t/root/.symdeploy/logs/20261126T143015Z-warmup-28e393151241-29112.log","commands":{"stop":[],"after_switch":[],"start":[],"check":["echo unhealthy; exit 1"],"notify":["echo notify $SYMDEPLOY_RESULT"]}}"#,
+            r#"{"time":"2026-11-26T14:30:16.814Z","run":"18eb9ebe1cb7b7bd-29112","event":"promote","phase":"end","commit":"28e39315124123e4641cbfb9b4a960d356d3d611","ref":"refs/heads/main","user":"root","host":"vm","pid":29112,"result":"rolled-back","previous":"bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56","durations":{"flip":0.001721944,"total":1.013220986},"error":"check: check step `echo unhealthy; exit 1` failed: exit status 1","log":"/tmp/sd10t/root/.symdeploy/logs/20261126T143015Z-warmup-28e393151241-29112.log"}"#,
+            r#"{"time":"2026-11-26T14:30:08.275Z","run":"18eb9ebc5b3c2e67-28053","event":"promote","phase":"end","commit":"bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56","ref":"refs/heads/main","user":"root","host":"vm","pid":28053,"result":"ok","durations":{"flip":0.008114902,"total":0.00814223},"log":"/tmp/sd10t/root/.symdeploy/logs/20261126T143008Z-warmup-bbda089dd1f9-28053.log"}"#,
+            r#"{"time":"2026-11-26T15:00:00Z","run":"r9","event":"migrate","phase":"end","user":"root","result":"half-done"}"#,
+        ];
+        let read: Vec<Entry> = lines
+            .iter()
+            .map(|l| parse_line(l.as_bytes()).expect(l))
+            .collect();
+        let got: Vec<(&Event, &Phase, Option<&Outcome>)> = read
+            .iter()
+            .map(|e| (&e.event, &e.phase, e.result.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&Event::Warmup, &Phase::End, Some(&Outcome::Built)),
+                (&Event::Warmup, &Phase::Prepared, None),
+                (&Event::Promote, &Phase::Undo, Some(&Outcome::Bad)),
+                (&Event::Promote, &Phase::End, Some(&Outcome::RolledBack)),
+                (&Event::Promote, &Phase::End, Some(&Outcome::Ok)),
+                (
+                    &Event::Other("migrate".into()),
+                    &Phase::End,
+                    Some(&Outcome::Other("half-done".into()))
+                ),
+            ]
+        );
+        for (line, e) in lines.iter().zip(&read) {
+            let back: serde_json::Value = serde_json::to_value(e).unwrap();
+            let want: serde_json::Value = serde_json::from_str(line).unwrap();
+            for key in ["event", "phase", "result"] {
+                assert_eq!(back.get(key), want.get(key), "{key} of {line}");
+            }
+        }
+        // The production stack reads these as it did: only `promote ok` counts.
+        let mut stack = Vec::new();
+        for e in &read {
+            push_production(&mut stack, e);
+        }
+        let commits: Vec<&str> = stack.iter().map(|c| c.commit.as_str()).collect();
+        assert_eq!(commits, vec!["bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56"]);
     }
 
     #[test]
@@ -770,7 +1031,7 @@ mod tests {
         let old = r#"{"time":"2026-01-01T00:00:00Z","run":"r1","event":"promote","phase":"start","commit":"c1","user":"u","host":"h","pid":1}"#;
         let e: Entry = serde_json::from_str(old).unwrap();
         assert_eq!(e.commands, None);
-        let mut new = Entry::start("promote", Some("c2"), None);
+        let mut new = Entry::start(Event::Promote, Some("c2"), None);
         new.commands = Some(Commands {
             start: vec!["systemctl start app".into()],
             ..Default::default()
@@ -783,7 +1044,7 @@ mod tests {
     #[test]
     fn entries_round_trip_and_torn_lines_are_skipped() {
         let (_t, root) = root();
-        let e = Entry::start("warmup", Some("c1"), Some("refs/heads/main"));
+        let e = Entry::start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
         append(&root, &e).unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -793,12 +1054,12 @@ mod tests {
         assert_eq!(read(&root), vec![e]);
     }
 
-    fn entry(i: usize, phase: &str) -> Entry {
+    fn entry(i: usize, phase: Phase) -> Entry {
         Entry {
             time: format!("2020-01-01T00:00:{:02}Z", i % 60),
             run: format!("run{i}"),
-            event: "warmup".into(),
-            phase: phase.into(),
+            event: Event::Warmup,
+            phase,
             user: "u".into(),
             ..Default::default()
         }
@@ -810,10 +1071,10 @@ mod tests {
         // An old single-file journal: 300 runs, run 7 never ended.
         let mut text = String::new();
         for i in 0..300 {
-            text.push_str(&serde_json::to_string(&entry(i, "start")).unwrap());
+            text.push_str(&serde_json::to_string(&entry(i, Phase::Start)).unwrap());
             text.push('\n');
             if i != 7 {
-                text.push_str(&serde_json::to_string(&entry(i, "end")).unwrap());
+                text.push_str(&serde_json::to_string(&entry(i, Phase::End)).unwrap());
                 text.push('\n');
             }
         }
@@ -829,11 +1090,11 @@ mod tests {
         let open = open_runs(&root);
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].run, "run7");
-        append(&root, &open[0].end("interrupted")).unwrap();
+        append(&root, &open[0].end(Outcome::Interrupted)).unwrap();
         assert!(open_runs(&root).is_empty());
         let all = read(&root);
         assert_eq!(all.len(), 600);
-        assert_eq!(all[0], entry(0, "start"));
+        assert_eq!(all[0], entry(0, Phase::Start));
         let mut newest = Vec::new();
         for_each_rev(&root, |e| {
             newest.push(e);
@@ -844,21 +1105,21 @@ mod tests {
             }
         });
         assert_eq!(newest[0].run, "run7");
-        assert_eq!(newest[1], entry(299, "end"));
-        assert_eq!(newest[2], entry(299, "start"));
+        assert_eq!(newest[1], entry(299, Phase::End));
+        assert_eq!(newest[2], entry(299, Phase::Start));
     }
 
     #[test]
     fn an_end_written_before_a_crash_closes_its_run() {
         let (_t, root) = root();
         std::fs::create_dir_all(segments_dir(&root)).unwrap();
-        let e = Entry::start("promote", Some("c"), None);
+        let e = Entry::start(Event::Promote, Some("c"), None);
         append(&root, &e).unwrap();
         assert_eq!(open_runs(&root).len(), 1);
         // The end line landed, the open file was not removed yet.
         append_line(
             &root,
-            format!("{}\n", serde_json::to_string(&e.end("ok")).unwrap()).as_bytes(),
+            format!("{}\n", serde_json::to_string(&e.end(Outcome::Ok)).unwrap()).as_bytes(),
         )
         .unwrap();
         assert!(open_file(&root, &e.run).exists());
@@ -867,16 +1128,16 @@ mod tests {
 
     #[test]
     fn production_is_a_stack() {
-        let ended = |event: &str, commit: &str, result: &str| {
+        let ended = |event: Event, commit: &str, result: Outcome| {
             Entry::start(event, Some(commit), None).end(result)
         };
         let mut s = Vec::new();
         for e in [
-            ended("promote", "a", "ok"),
-            ended("promote", "b", "ok"),
-            ended("promote", "c", "rolled-back"),
-            ended("promote", "d", "ok"),
-            ended("rollback", "b", "ok"),
+            ended(Event::Promote, "a", Outcome::Ok),
+            ended(Event::Promote, "b", Outcome::Ok),
+            ended(Event::Promote, "c", Outcome::RolledBack),
+            ended(Event::Promote, "d", Outcome::Ok),
+            ended(Event::Rollback, "b", Outcome::Ok),
         ] {
             push_production(&mut s, &e);
         }
@@ -889,8 +1150,8 @@ mod tests {
         let (_t, root) = root();
         std::fs::create_dir_all(segments_dir(&root)).unwrap();
         for i in 0..50 {
-            append(&root, &entry(i, "start")).unwrap();
-            append(&root, &entry(i, "end")).unwrap();
+            append(&root, &entry(i, Phase::Start)).unwrap();
+            append(&root, &entry(i, Phase::End)).unwrap();
         }
         // As if a rotation died after moving the file and writing one part.
         let source = segments_dir(&root).join("rotating-000001.jsonl");

@@ -11,6 +11,7 @@ pub mod blobstream;
 pub mod carry;
 pub mod cleanup;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod ctx;
 pub mod decide;
@@ -73,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             json: true,
             rev,
-        } => outcome::report(&ctx()?, "promote", |c| {
+        } => outcome::report(&ctx()?, journal::Event::Promote, |c| {
             ops::promote::run(c, rev.as_deref(), dry_run)
         }),
         Command::Promote { dry_run, rev, .. } => {
@@ -82,7 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback {
             json: true,
             release,
-        } => outcome::report(&ctx()?, "rollback", |c| {
+        } => outcome::report(&ctx()?, journal::Event::Rollback, |c| {
             ops::rollback::run(c, release.as_deref())
         }),
         Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),

@@ -11,16 +11,16 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Phase};
 
 /// What one promote or rollback did.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Outcome {
     /// promote or rollback.
-    pub event: String,
+    pub event: Event,
     /// ok, rolled-back (switched, then undone by itself: check or start
     /// failed), failed (production never moved), unchanged (nothing to do).
-    pub result: String,
+    pub result: journal::Outcome,
     /// Whether production points somewhere else than before.
     pub changed: bool,
     /// The release's commit the run switched (or tried to switch) to.
@@ -48,7 +48,7 @@ pub struct Outcome {
 /// line of JSON on stdout, whether it succeeded or not; its result is
 /// returned unchanged, so the exit code and stderr are those of the plain
 /// command.
-pub fn report(ctx: &Ctx, event: &str, op: impl FnOnce(&Ctx) -> Result<()>) -> Result<()> {
+pub fn report(ctx: &Ctx, event: Event, op: impl FnOnce(&Ctx) -> Result<()>) -> Result<()> {
     let started = jiff::Timestamp::now();
     let before = ctx.root.production();
     let res = op(ctx);
@@ -68,7 +68,7 @@ pub fn report(ctx: &Ctx, event: &str, op: impl FnOnce(&Ctx) -> Result<()>) -> Re
     });
     entries.reverse();
     let ours = own_entries(&entries, std::process::id(), started);
-    let outcome = summarize(event, &res, before, after, &ours);
+    let outcome = summarize(event.clone(), &res, before, after, &ours);
     println!(
         "{}",
         serde_json::to_string(&outcome).unwrap_or_else(|e| format!(
@@ -103,7 +103,7 @@ pub fn flip_time(end: &Entry) -> Option<jiff::Timestamp> {
 }
 
 fn summarize(
-    event: &str,
+    event: Event,
     res: &Result<()>,
     before: Option<String>,
     after: Option<String>,
@@ -112,11 +112,11 @@ fn summarize(
     let end = ours
         .iter()
         .rev()
-        .find(|e| e.event == event && e.phase == "end");
+        .find(|e| e.event == event && e.phase == Phase::End);
     let result = match (res, end) {
-        (_, Some(e)) => e.result.clone().unwrap_or_else(|| "failed".into()),
-        (Ok(()), None) => "unchanged".into(),
-        (Err(_), None) => "failed".into(),
+        (_, Some(e)) => e.result.clone().unwrap_or(journal::Outcome::Failed),
+        (Ok(()), None) => journal::Outcome::Unchanged,
+        (Err(_), None) => journal::Outcome::Failed,
     };
     // A promote that failed in its warm-up has only the warm-up's entries.
     let commit = end
@@ -128,7 +128,7 @@ fn summarize(
         Err(e) => (Some(e.to_string()), e.help(), e.exit_code()),
     };
     Outcome {
-        event: event.to_string(),
+        event,
         result,
         changed: before != after,
         commit,
@@ -151,6 +151,10 @@ mod tests {
     use crate::error::Error;
 
     fn end(event: &str, commit: &str, result: &str, time: &str) -> Entry {
+        // Spelled as in the journal file, which is what these stand for.
+        let text = |s: &str| format!("\"{s}\"");
+        let event: Event = serde_json::from_str(&text(event)).unwrap();
+        let result: journal::Outcome = serde_json::from_str(&text(result)).unwrap();
         let mut e = Entry::start(event, Some(commit), None).end(result);
         e.time = time.into();
         e.durations.insert("flip".into(), 0.25);
@@ -174,13 +178,13 @@ mod tests {
     fn outcomes_say_what_moved() {
         let e = end("promote", "new", "ok", "2026-11-26T14:00:02.000Z");
         let ok = summarize(
-            "promote",
+            Event::Promote,
             &Ok(()),
             Some("old".into()),
             Some("new".into()),
             &[&e],
         );
-        assert_eq!(ok.result, "ok");
+        assert_eq!(ok.result.as_str(), "ok");
         assert!(ok.changed);
         assert_eq!(ok.commit.as_deref(), Some("new"));
         assert_eq!(ok.switched_at.as_deref(), Some("2026-11-26T14:00:00.750Z"));
@@ -188,31 +192,37 @@ mod tests {
         let rb = end("promote", "new", "rolled-back", "2026-11-26T14:00:02.000Z");
         let err = Error::with_help("promote of new rolled back", "see the log");
         let out = summarize(
-            "promote",
+            Event::Promote,
             &Err(err),
             Some("old".into()),
             Some("old".into()),
             &[&rb],
         );
-        assert_eq!(out.result, "rolled-back");
+        assert_eq!(out.result.as_str(), "rolled-back");
         assert!(!out.changed);
         assert_eq!(out.error.as_deref(), Some("promote of new rolled back"));
         assert_eq!(out.help.as_deref(), Some("see the log"));
         assert_eq!(out.exit_code, 1);
 
-        let same = summarize("promote", &Ok(()), Some("c".into()), Some("c".into()), &[]);
+        let same = summarize(
+            Event::Promote,
+            &Ok(()),
+            Some("c".into()),
+            Some("c".into()),
+            &[],
+        );
         assert_eq!((same.result.as_str(), same.changed), ("unchanged", false));
         assert_eq!(same.commit.as_deref(), Some("c"));
 
         let warm = end("warmup", "bad", "failed", "2026-11-26T14:00:02.000Z");
         let failed = summarize(
-            "promote",
+            Event::Promote,
             &Err(Error::msg("warm-up failed")),
             Some("c".into()),
             Some("c".into()),
             &[&warm],
         );
-        assert_eq!(failed.result, "failed");
+        assert_eq!(failed.result.as_str(), "failed");
         assert_eq!(failed.commit.as_deref(), Some("bad"));
         assert_eq!(failed.switched_at, None);
     }

@@ -5,7 +5,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::journal;
+use crate::journal::{self, Event, Outcome, Phase};
 use crate::link;
 use crate::output::{self, Stage};
 use crate::release;
@@ -76,10 +76,13 @@ pub(crate) fn warmup_off(ctx: &Ctx, rejected: &str) -> Result<Option<String>> {
 fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
     let mut found = None;
     journal::for_each_rev(&ctx.root, |e| {
-        let Some(c) = e.commit.filter(|_| e.event == "warmup" && e.phase == "end") else {
+        let Some(c) = e
+            .commit
+            .filter(|_| e.event == Event::Warmup && e.phase == Phase::End)
+        else {
             return std::ops::ControlFlow::Continue(());
         };
-        if matches!(e.result.as_deref(), Some("ok" | "unchanged"))
+        if e.result.as_ref().is_some_and(Outcome::succeeded)
             && c != rejected
             && release::is_ready(&ctx.root, &c)
             && landed(ctx, &c)

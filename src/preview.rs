@@ -25,12 +25,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
+use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::output::{self, Stage};
 use crate::release::{self, Record, State};
 use crate::root::{short, Root};
@@ -38,9 +38,9 @@ use crate::steps::{self, StepEnv};
 use crate::{faults, link, repo};
 
 /// The journal event of a preview's warm-up.
-pub const EVENT: &str = "preview";
+pub const EVENT: Event = Event::Preview;
 /// The journal event of a preview's removal.
-pub const REMOVE_EVENT: &str = "preview-remove";
+pub const REMOVE_EVENT: Event = Event::PreviewRemove;
 
 /// Longest DNS label.
 const MAX_LABEL: usize = 63;
@@ -190,7 +190,7 @@ pub struct Built {
 pub fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     flip: bool,
 ) -> Result<Built> {
@@ -210,7 +210,7 @@ pub fn warm(
         name: name.clone(),
         commit: hex.clone(),
     };
-    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     output::header(&format!(
         "preview {slug} of {} ({git_ref}): {subject}",
         short(&hex)
@@ -221,7 +221,7 @@ pub fn warm(
             let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
             journal::append(root, &entry)?;
             point(ctx, &slug, &name)?;
-            journal::append(root, &entry.end("unchanged"))?;
+            journal::append(root, &entry.end(Outcome::Unchanged))?;
             finish(ctx, &built);
         }
         return Ok(built);
@@ -246,10 +246,10 @@ pub fn warm(
         entry.durations = durations;
         entry.error = Some(e.to_string());
         let result = match e {
-            Error::Interrupted { .. } => "interrupted",
-            _ => "failed",
+            Error::Interrupted { .. } => Outcome::Interrupted,
+            _ => Outcome::Failed,
         };
-        journal::append(root, &entry.end(result))?;
+        journal::append(root, &entry.end(result.clone()))?;
         return Err(Error::Failed {
             code: e.exit_code(),
             message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
@@ -265,7 +265,7 @@ pub fn warm(
     release::set_state(root, &name, State::Ready, None)?;
     if !flip {
         entry.durations = durations;
-        journal::append(root, &entry.end("built"))?;
+        journal::append(root, &entry.end(Outcome::Built))?;
         output::detail(&format!(
             "releases/{name} is ready; previews/{slug} flips to it once git accepts {git_ref}"
         ));
@@ -277,7 +277,7 @@ pub fn warm(
     notify(ctx, &built, git_ref, &mut durations);
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     finish(ctx, &built);
     Ok(built)
 }
@@ -375,7 +375,7 @@ fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> Step
 fn build(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     meta: &Meta,
     name: &str,
@@ -553,7 +553,7 @@ pub fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
         ));
     }
     if let Some(e) = failed {
-        journal::append(root, &entry.end("failed"))?;
+        journal::append(root, &entry.end(Outcome::Failed))?;
         return Err(e);
     }
     let path = meta_path(root, &meta.slug);
@@ -562,7 +562,7 @@ pub fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove", &path, e)),
     }
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     output::success(&format!("preview {} removed", meta.slug));
     Ok(())
 }
@@ -744,18 +744,18 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
                     m.slug
                 ));
                 remove(ctx, &m, false, "finishing an interrupted removal")?;
-                e.end("ok")
+                e.end(Outcome::Ok)
             }
             None => {
                 output::detail("the preview was removed completely");
-                e.end("ok")
+                e.end(Outcome::Ok)
             }
         }));
     }
     let commit = e.commit.clone().unwrap_or_default();
     let Some(meta) = meta else {
         output::detail("its preview was removed since; nothing to repair");
-        return Ok(Some(e.end("interrupted")));
+        return Ok(Some(e.end(Outcome::Interrupted)));
     };
     let name = root.preview_release_name(&meta.slug, &commit);
     let prepared = lines.iter().any(|x| x.phase == crate::txn::PREPARED_PHASE);
@@ -765,7 +765,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
                 "git updated {git_ref} to {}; the preview flip stands",
                 short(&commit)
             ));
-            return Ok(Some(e.end("ok")));
+            return Ok(Some(e.end(Outcome::Ok)));
         }
         if !crate::txn::ref_kept(ctx, &git_ref, &commit) {
             output::detail(&format!(
@@ -797,7 +797,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
             short(&commit),
             meta.slug
         ));
-        return Ok(Some(e.end("interrupted")));
+        return Ok(Some(e.end(Outcome::Interrupted)));
     }
     if release::is_ready(root, &name) {
         if root.preview_pointed(&meta.slug).as_deref() != Some(name.as_str()) {
@@ -807,7 +807,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
             "releases/{name} had been warmed up completely; previews/{} -> it (its notify step did not run)",
             meta.slug
         ));
-        return Ok(Some(e.end("ok")));
+        return Ok(Some(e.end(Outcome::Ok)));
     }
     if release::load(root, &name).is_some_and(|r| r.state == State::Building) {
         release::set_state(root, &name, State::Failed, Some("interrupted".into()))?;
@@ -818,7 +818,7 @@ pub fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
         root.preview_pointed(&meta.slug)
             .unwrap_or_else(|| "nothing".into())
     ));
-    Ok(Some(e.end("interrupted")))
+    Ok(Some(e.end(Outcome::Interrupted)))
 }
 
 /// Undo a strict preview flip git did not keep: `previews/<slug>` back to
@@ -851,7 +851,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&str>, why: &str) {
             );
         }
     }
-    let mut end = run.end("rejected");
+    let mut end = run.end(Outcome::Rejected);
     end.pid = std::process::id();
     end.error = Some(format!("{git_ref}: {why}"));
     if let Err(e) = journal::append(root, &end) {

@@ -9,7 +9,7 @@
 use crate::ctx::Ctx;
 use crate::decide::{self, Recovery, Unfinished};
 use crate::error::Result;
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome, Phase};
 use crate::output;
 use crate::pointers::warmup_off;
 use crate::release::{self, State};
@@ -61,7 +61,7 @@ fn run_lines(ctx: &Ctx, e: &Entry) -> Vec<Entry> {
         if x.run != e.run {
             return std::ops::ControlFlow::Continue(());
         }
-        let start = x.phase == "start";
+        let start = x.phase == Phase::Start;
         out.push(x);
         if start {
             std::ops::ControlFlow::Break(())
@@ -95,7 +95,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             None => Ok(()),
         };
     }
-    let mut end = e.end("interrupted");
+    let mut end = e.end(Outcome::Interrupted);
     let undo_line = lines.iter().rev().find(|x| x.phase == switch::UNDO_PHASE);
     let prepared = lines.iter().any(|x| x.phase == crate::txn::PREPARED_PHASE);
     let git_kept = e
@@ -145,8 +145,8 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
     };
     if let Some(u) = undo_line {
         // Killed while rolling back: the rollback is one step; do it all again.
-        let state = match u.result.as_deref() {
-            Some("failed") => State::Failed,
+        let state = match u.result {
+            Some(Outcome::Failed) => State::Failed,
             _ => State::Bad,
         };
         let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
@@ -154,7 +154,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             "it was rolling back ({why}); finishing the rollback"
         ));
         roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
-        end = e.end("rolled-back");
+        end = e.end(Outcome::RolledBack);
     } else if git_kept == Some(false) {
         output::detail(&format!(
             "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
@@ -169,7 +169,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             output::escape(&git_ref),
             short(&commit)
         ));
-        end = e.end("ok");
+        end = e.end(Outcome::Ok);
     } else {
         match decision {
             Recovery::RejectWarmup => {
@@ -201,7 +201,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                 short(&commit),
                 short(&commit)
             ));
-                end = e.end("ok");
+                end = e.end(Outcome::Ok);
             }
             Recovery::FailWarmup => {
                 if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
@@ -224,7 +224,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                 ));
                     let why = "interrupted; the push was rejected".to_string();
                     roll_back(ctx, e, previous, &git_ref, State::Failed, why);
-                    end = e.end("rolled-back");
+                    end = e.end(Outcome::RolledBack);
                 } else if decision == Recovery::FinishSwitch {
                     output::detail(
                     "production had already been switched; finishing: after_switch, start, check",
@@ -235,7 +235,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                             output::success(&format!(
                                 "production -> releases/{commit} (finished after the interruption)"
                             ));
-                            end = e.end("ok");
+                            end = e.end(Outcome::Ok);
                         }
                         Err(f) => {
                             output::error(&format!(
@@ -244,7 +244,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
                                 f.error
                             ));
                             roll_back(ctx, e, previous, &git_ref, State::Bad, f.reason());
-                            end = e.end("rolled-back");
+                            end = e.end(Outcome::RolledBack);
                         }
                     }
                 } else {
@@ -279,7 +279,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
     let root = &ctx.root;
     let commit = run.commit.clone().unwrap_or_default();
     let git_ref = run.git_ref.clone().unwrap_or_default();
-    if run.event == "promote" {
+    if run.event == Event::Promote {
         let previous = run.previous.as_deref();
         if root.production().as_deref() == Some(commit.as_str()) {
             crate::switch::flip_back(ctx, &commit, previous, &git_ref);
@@ -323,7 +323,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
             output::warning(&format!("could not mark releases/{commit} failed: {e}"));
         }
     }
-    let mut end = run.end("rejected");
+    let mut end = run.end(Outcome::Rejected);
     end.pid = std::process::id();
     end.error = Some(format!("{git_ref}: {why}"));
     if let Err(e) = journal::append(root, &end) {

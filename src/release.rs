@@ -145,16 +145,80 @@ pub fn forget(root: &Root, commit: &str) {
     let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
 }
 
+/// What a release directory amounts to, as `status`, `releases` and cleanup
+/// see it: its recorded [`State`], except that a build with no record or one
+/// still marked building (nothing builds without the lock, so it was cut
+/// short) is `Incomplete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effective {
+    /// Warmed up; may be pointed at.
+    Ready,
+    /// A warm-up step failed.
+    Failed,
+    /// Was promoted and failed in production (rolled back).
+    Bad,
+    /// No record, or interrupted while building.
+    Incomplete,
+}
+
+impl Effective {
+    /// Lowercase name, as shown in `status` and `releases` (text and JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effective::Ready => "ready",
+            Effective::Failed => "failed",
+            Effective::Bad => "bad",
+            Effective::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What a release directory amounts to: its recorded state, or `incomplete`
 /// when it has no record or was interrupted while building.
-pub fn effective_state(root: &Root, commit: &str) -> &'static str {
-    match load(root, commit) {
-        Some(r) if r.state != State::Building => r.state.as_str(),
-        _ => "incomplete",
+pub fn effective_state(root: &Root, commit: &str) -> Effective {
+    match load(root, commit).map(|r| r.state) {
+        Some(State::Ready) => Effective::Ready,
+        Some(State::Failed) => Effective::Failed,
+        Some(State::Bad) => Effective::Bad,
+        Some(State::Building) | None => Effective::Incomplete,
     }
 }
 
 /// Is this release ready to be pointed at?
 pub fn is_ready(root: &Root, commit: &str) -> bool {
     root.release(commit).is_dir() && load(root, commit).is_some_and(|r| r.state == State::Ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_states_are_spelled_as_before() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        std::fs::create_dir_all(root.states()).unwrap();
+        assert_eq!(effective_state(&root, "c").as_str(), "incomplete");
+        let mut r = Record::building("c", "refs/heads/main", String::new());
+        for (state, shown) in [
+            (State::Building, "incomplete"),
+            (State::Ready, "ready"),
+            (State::Failed, "failed"),
+            (State::Bad, "bad"),
+        ] {
+            r.state = state;
+            save(&root, &r).unwrap();
+            let e = effective_state(&root, "c");
+            assert_eq!(e.to_string(), shown);
+            assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{shown}\""));
+        }
+        assert_eq!(format!("[{:<6}]", Effective::Bad), "[bad   ]");
+    }
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use gix::ObjectId;
 
+use crate::commit::Commit;
+
 use crate::error::{Error, Result};
 
 /// Open the bare repository at `git_dir`.
@@ -26,7 +28,7 @@ pub fn open(git_dir: &Path) -> Result<gix::Repository> {
 
 /// Resolve a revision (hash, branch, tag, `HEAD~2`) to the commit it names,
 /// peeling annotated tags.
-pub fn resolve_commit(repo: &gix::Repository, rev: &str) -> Result<ObjectId> {
+pub fn resolve_commit(repo: &gix::Repository, rev: &str) -> Result<Commit> {
     let id = repo.rev_parse_single(rev).map_err(|e| {
         Error::with_help(
             format!(
@@ -41,7 +43,7 @@ pub fn resolve_commit(repo: &gix::Repository, rev: &str) -> Result<ObjectId> {
 
 /// Peel an object id (maybe an annotated tag) to a commit; trees and blobs are
 /// refused with a message naming `what`.
-pub fn peel_to_commit(repo: &gix::Repository, id: ObjectId, what: &str) -> Result<ObjectId> {
+pub fn peel_to_commit(repo: &gix::Repository, id: ObjectId, what: &str) -> Result<Commit> {
     let object = repo.find_object(id).map_err(|e| {
         Error::with_help(
             format!("`{what}` points at object {id}, which the repository does not have: {e}"),
@@ -52,7 +54,7 @@ pub fn peel_to_commit(repo: &gix::Repository, id: ObjectId, what: &str) -> Resul
         .peel_tags_to_end()
         .map_err(|e| Error::msg(format!("cannot peel tag `{what}` ({id}): {e}")))?;
     match peeled.kind {
-        gix::object::Kind::Commit => Ok(peeled.id),
+        gix::object::Kind::Commit => Ok(Commit::from(peeled.id)),
         other => Err(Error::with_help(
             format!(
                 "`{what}` points at a {other} ({}), not a commit; only commits can be deployed",
@@ -81,10 +83,10 @@ pub fn reachable_from_refs(repo: &gix::Repository, commit: ObjectId) -> Result<b
         let Ok(id) = r.peel_to_id() else { continue };
         // Refs naming trees or blobs are nobody's history.
         if let Ok(c) = peel_to_commit(repo, id.detach(), "ref") {
-            if c == commit {
+            if c.id() == commit {
                 return Ok(true);
             }
-            tips.push(c);
+            tips.push(c.id());
         }
     }
     if tips.is_empty() {
@@ -102,7 +104,7 @@ pub fn reachable_from_refs(repo: &gix::Repository, commit: ObjectId) -> Result<b
 }
 
 /// The commit a ref points at now (annotated tags peeled), if it exists.
-pub fn ref_commit(repo: &gix::Repository, name: &str) -> Option<ObjectId> {
+pub fn ref_commit(repo: &gix::Repository, name: &str) -> Option<Commit> {
     let mut r = repo.try_find_reference(name).ok()??;
     let id = r.peel_to_id().ok()?.detach();
     peel_to_commit(repo, id, name).ok()

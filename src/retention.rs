@@ -14,7 +14,7 @@ pub struct Decision {
     /// The commit.
     pub commit: String,
     /// Its effective state.
-    pub state: &'static str,
+    pub state: release::Effective,
     /// Kept or removed, and why.
     pub keep: bool,
     /// Why.
@@ -53,7 +53,7 @@ pub fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
     let production = root.production();
     let warmup = root.warmup();
     let previous = crate::pointers::previous_production(ctx);
-    let mut all: Vec<(String, &'static str, MadeAt)> = root
+    let mut all: Vec<(String, release::Effective, MadeAt)> = root
         .release_dirs()?
         .into_iter()
         .map(|c| {
@@ -64,7 +64,10 @@ pub fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
         .collect();
     // Newest first.
     all.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    let newest_ready = all.iter().find(|r| r.1 == "ready").map(|r| r.2);
+    let newest_ready = all
+        .iter()
+        .find(|r| r.1 == release::Effective::Ready)
+        .map(|r| r.2);
     let mut ready_seen = 0;
     let mut out = Vec::new();
     for (commit, state, when) in all {
@@ -77,7 +80,7 @@ pub fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
         } else {
             None
         };
-        let (keep_it, why) = if state == "ready" {
+        let (keep_it, why) = if state == release::Effective::Ready {
             ready_seen += 1;
             match protected {
                 Some(p) => (true, p.to_string()),

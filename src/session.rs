@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::journal::Event;
 use crate::lock::{self, DeployLock};
 use crate::root::Root;
 
@@ -27,7 +28,8 @@ impl Run {
 /// Start a locked session for `event` (its run log is named by `label`;
 /// `purpose` is what a deploy waiting for the lock is told): open the run
 /// log, take the lock, repair what crashed runs left, sweep leftovers.
-pub fn begin(ctx: &Ctx, event: &str, label: &str, purpose: &str) -> Result<Run> {
+pub fn begin(ctx: &Ctx, event: Event, label: &str, purpose: &str) -> Result<Run> {
+    let event = event.as_str();
     open_run_log(&ctx.root, event, label);
     lock_and_recover(ctx, purpose)
 }

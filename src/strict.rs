@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::githooks::{hook_installed, install_hook, HookInstall};
-use crate::journal::{self, Entry, GitTxn};
+use crate::journal::{self, Entry, Event, GitTxn, Outcome};
 use crate::output;
 use crate::push::{Action, RefUpdate};
 use crate::recovery::undo;
@@ -183,10 +183,10 @@ fn build_preview(
     let _run = crate::session::begin(
         ctx,
         crate::preview::EVENT,
-        short(&commit.to_string()),
+        commit.short(),
         &format!(
             "preview build of {} ({}) for a strict push",
-            short(&commit.to_string()),
+            commit.short(),
             update.name
         ),
     )?;
@@ -205,7 +205,7 @@ fn build(
     let hex = commit.to_string();
     let _run = crate::session::begin(
         ctx,
-        if warm { "warmup" } else { "promote" },
+        if warm { Event::Warmup } else { Event::Promote },
         short(&hex),
         &format!(
             "build of {} ({}) for a strict push",
@@ -381,7 +381,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         ));
     }
     if u.warm {
-        let mut run = Entry::start("warmup", Some(&u.commit), Some(&u.name));
+        let mut run = Entry::start(Event::Warmup, Some(&u.commit), Some(&u.name));
         run.txn = Some(txn.clone());
         journal::append(root, &run)?;
         runs.push(run.clone());
@@ -398,7 +398,8 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 short(&u.commit)
             ));
         } else {
-            let run = crate::switch::switch_with(ctx, &u.commit, "promote", &u.name, Some(txn))?;
+            let run =
+                crate::switch::switch_with(ctx, &u.commit, Event::Promote, &u.name, Some(txn))?;
             runs.push(run);
         }
     }
@@ -455,8 +456,8 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             previews.push(slug.clone());
         }
         for run in &u.runs {
-            journal::append(&ctx.root, &run.end("ok"))?;
-            promoted |= run.event == "promote";
+            journal::append(&ctx.root, &run.end(Outcome::Ok))?;
+            promoted |= run.event == Event::Promote;
         }
         output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();

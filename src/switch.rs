@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::ctx::Ctx;
 use crate::decide::{self, Cause, Phase, Unwind};
 use crate::error::{Error, Result};
-use crate::journal::{self, Commands, Entry};
+use crate::journal::{self, Commands, Entry, Event, Outcome};
 use crate::output::{self, Stage};
 use crate::release::{self, State};
 use crate::root::{short, PRODUCTION};
@@ -71,7 +71,7 @@ pub const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Che
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
 /// SIGTERM: see src/signals.rs). Used by promote and rollback.
-pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
+pub fn switch(ctx: &Ctx, hex: &str, event: Event, git_ref: &str) -> Result<()> {
     switch_with(ctx, hex, event, git_ref, None).map(|_| ())
 }
 
@@ -81,7 +81,7 @@ pub fn switch(ctx: &Ctx, hex: &str, event: &str, git_ref: &str) -> Result<()> {
 pub(crate) fn switch_with(
     ctx: &Ctx,
     hex: &str,
-    event: &str,
+    event: Event,
     git_ref: &str,
     txn: Option<crate::journal::GitTxn>,
 ) -> Result<Entry> {
@@ -97,7 +97,7 @@ pub(crate) fn switch_with(
         previous.as_deref().map(short).unwrap_or("(none)"),
         short(hex)
     ));
-    let mut entry = Entry::start(event, Some(hex), Some(git_ref));
+    let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));
@@ -126,7 +126,7 @@ pub(crate) fn switch_with(
 struct Switch<'a> {
     ctx: &'a Ctx,
     hex: &'a str,
-    event: &'a str,
+    event: Event,
     git_ref: &'a str,
     /// Production before: where a rollback goes back to.
     previous: Option<String>,
@@ -164,7 +164,7 @@ impl Switch<'_> {
     /// Production is on the new release and healthy: notify, then end the
     /// run (or, in strict mode, leave it `prepared` for git to decide).
     fn succeeded(mut self) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         // Also when notify is interrupted: the promote itself is done.
         notify(ctx, hex, self.previous.as_ref(), git_ref, "ok", None);
         let took = self.started.elapsed();
@@ -180,7 +180,7 @@ impl Switch<'_> {
             ));
             return Ok(self.entry);
         }
-        journal::append(&ctx.root, &self.entry.end("ok"))?;
+        journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
         output::success(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
@@ -195,7 +195,7 @@ impl Switch<'_> {
     /// A phase before the flip did not complete: production was not touched;
     /// the daemons are started again.
     fn not_switched(mut self, failure: StageFailure) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         let previous = self.previous.clone();
         let cause = failure.cause();
         let back = previous.as_deref().unwrap_or(hex);
@@ -230,7 +230,7 @@ impl Switch<'_> {
             code: e.exit_code(),
             message,
             now: crate::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(e, hex, event, false)),
+            help: Some(promote_advice(e, hex, &event, false)),
         })
     }
 
@@ -238,7 +238,7 @@ impl Switch<'_> {
     /// the release bad; an interrupt says nothing about the release, which
     /// stays ready (and warmup on it) for the next promote.
     fn rolled_back(mut self, failure: StageFailure) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event, self.git_ref);
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         let previous = self.previous.clone();
         let cause = failure.cause();
         if cause == Cause::Interrupted {
@@ -294,7 +294,7 @@ impl Switch<'_> {
             code: 1,
             message,
             now: crate::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(&failure.error, hex, event, true)),
+            help: Some(promote_advice(&failure.error, hex, &event, true)),
         })
     }
 }
@@ -518,7 +518,7 @@ pub(crate) fn notify(
 /// The one piece of advice after a failed promote: a fault of the commit
 /// needs a new commit, pushed and promoted; a fault of the server (a missing
 /// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
-fn promote_advice(e: &Error, hex: &str, event: &str, marked_bad: bool) -> String {
+fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> String {
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
@@ -527,7 +527,7 @@ fn promote_advice(e: &Error, hex: &str, event: &str, marked_bad: bool) -> String
     } else {
         String::new()
     };
-    let again = if event == "rollback" {
+    let again = if *event == Event::Rollback {
         "`symdeploy rollback` again".to_string()
     } else {
         format!("`symdeploy promote {}`", short(hex))
@@ -571,8 +571,12 @@ pub(crate) fn roll_back(
     let hex = run.commit.as_deref().unwrap_or_default();
     let intent = Entry {
         time: crate::fsutil::now_rfc3339(),
-        phase: UNDO_PHASE.to_string(),
-        result: Some(state.as_str().to_string()),
+        phase: UNDO_PHASE,
+        // Read back by recovery: `failed` marks it failed, anything else bad.
+        result: Some(match state {
+            State::Failed => Outcome::Failed,
+            _ => Outcome::Bad,
+        }),
         error: Some(why.clone()),
         pid: std::process::id(),
         ..run.clone()
@@ -620,7 +624,7 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
 
 /// The journal phase recording that a run is being rolled back (state and
 /// reason in `result` and `error`), written before the rollback starts.
-pub(crate) const UNDO_PHASE: &str = "undo";
+pub(crate) const UNDO_PHASE: journal::Phase = journal::Phase::Undo;
 
 /// Mark `hex` `state` and move warmup off it: the end of a rollback.
 pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
@@ -718,7 +722,7 @@ mod tests {
             .collect()
     }
 
-    fn last_result(ctx: &Ctx) -> Option<String> {
+    fn last_result(ctx: &Ctx) -> Option<Outcome> {
         crate::journal::read(&ctx.root)
             .last()
             .and_then(|e| e.result.clone())
@@ -748,10 +752,10 @@ mod tests {
     #[test]
     fn a_good_switch_flips_production_and_ends_ok() {
         let (t, ctx) = root_with("", "");
-        let entry = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap();
+        let entry = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap();
         assert_eq!(ctx.root.production().as_deref(), Some(NEW));
         assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
-        assert_eq!(last_result(&ctx).as_deref(), Some("ok"));
+        assert_eq!(last_result(&ctx), Some(Outcome::Ok));
         assert!(entry.durations.contains_key("flip"));
         assert!(entry.durations["flip"] <= entry.durations["total"]);
     }
@@ -759,12 +763,12 @@ mod tests {
     #[test]
     fn a_failed_stop_starts_the_daemons_again_and_leaves_production() {
         let (t, ctx) = root_with("", "; exit 7");
-        let err = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
         assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         // Started in the release production still serves.
         assert_eq!(trace(&t), ["stop NEW", "start OLD"]);
-        assert_eq!(last_result(&ctx).as_deref(), Some("failed"));
+        assert_eq!(last_result(&ctx), Some(Outcome::Failed));
         assert!(
             release::is_ready(&ctx.root, NEW),
             "nothing says the release is bad"
@@ -774,14 +778,14 @@ mod tests {
     #[test]
     fn a_failed_after_switch_rolls_back_marks_the_release_bad_and_starts_again() {
         let (t, ctx) = root_with("; exit 1", "");
-        let err = switch_with(&ctx, NEW, "promote", "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
         assert_eq!(err.exit_code(), 1);
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         assert_eq!(
             trace(&t),
             ["stop NEW", "after_switch NEW", "stop NEW", "start OLD"]
         );
-        assert_eq!(last_result(&ctx).as_deref(), Some("rolled-back"));
+        assert_eq!(last_result(&ctx), Some(Outcome::RolledBack));
         assert_eq!(
             release::effective_state(&ctx.root, NEW).to_string(),
             "bad",

@@ -10,18 +10,18 @@ use serde::{Deserialize, Serialize};
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::start_time;
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::push::RefUpdate;
 use crate::root::Root;
 
 /// The journal phase of a strict run whose flips are done and wait for git.
-pub const PREPARED_PHASE: &str = "prepared";
+pub const PREPARED_PHASE: journal::Phase = journal::Phase::Prepared;
 
 /// The `prepared` line of a run.
 pub fn prepared(run: &Entry) -> Entry {
     Entry {
         time: crate::fsutil::now_rfc3339(),
-        phase: PREPARED_PHASE.to_string(),
+        phase: PREPARED_PHASE,
         pid: std::process::id(),
         ..run.clone()
     }
@@ -134,13 +134,14 @@ pub fn remove_stale(root: &Root) {
                     continue;
                 }
                 let event = if u.preview.is_some() {
-                    "preview"
+                    Event::Preview
                 } else if u.promote {
-                    "promote"
+                    Event::Promote
                 } else {
-                    "warmup"
+                    Event::Warmup
                 };
-                let mut end = Entry::start(event, Some(&u.commit), Some(&u.name)).end("rejected");
+                let mut end =
+                    Entry::start(event, Some(&u.commit), Some(&u.name)).end(Outcome::Rejected);
                 end.error = Some(format!(
                     "git refused {} before updating it (e.g. not a fast-forward, the tag exists, or another push won the race); warmup and production were not moved",
                     u.name
@@ -181,7 +182,7 @@ pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: &str) -> bool {
     crate::repo::open(&ctx.root.repository())
         .ok()
         .and_then(|r| crate::repo::ref_commit(&r, git_ref))
-        .is_some_and(|c| gix::ObjectId::from_hex(commit.as_bytes()).ok() == Some(c))
+        .is_some_and(|c| c == commit)
 }
 
 #[cfg(test)]

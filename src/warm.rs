@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use gix::ObjectId;
-
+use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
-use crate::journal::{self, Entry};
+use crate::journal::{self, Entry, Event, Outcome};
 use crate::output::{self, Stage};
 use crate::pointers::{point_warmup, where_now};
 use crate::release::{self, Record, State};
@@ -16,19 +15,19 @@ use crate::root::short;
 use crate::steps::{self, StepEnv};
 use crate::{carry, export, faults, link, repo, shared};
 
-/// Warm up `commit` with the lock held; returns the commit's hex id.
+/// Warm up `commit` with the lock held; returns the commit.
 /// A commit that already has a ready release only re-points `warmup`.
 /// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
 /// promote is left out and a failure's advice names `symdeploy promote`.
 pub fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     rebuild: bool,
     then_promote: bool,
-) -> Result<String> {
-    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit.to_string())
+) -> Result<Commit> {
+    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -37,7 +36,7 @@ pub fn warm(
 pub fn build_only(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
 ) -> Result<bool> {
     warm_impl(ctx, repo, commit, git_ref, false, None)
@@ -46,7 +45,7 @@ pub fn build_only(
 fn warm_impl(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     rebuild: bool,
     // None: strict mode's build without the flip; Some(then_promote).
@@ -56,7 +55,7 @@ fn warm_impl(
     let flip = flip.is_some();
     let root = &ctx.root;
     let hex = commit.to_string();
-    let subject = repo::subject(repo, commit).unwrap_or_default();
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     let dir = root.release(&hex);
     output::header(&format!(
         "warming up {} ({git_ref}): {subject}",
@@ -78,12 +77,12 @@ fn warm_impl(
         return Ok(false);
     }
     if release::is_ready(root, &hex) && !rebuild {
-        let entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+        let entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
         journal::append(root, &entry)?;
         let started = Instant::now();
         output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(&hex)), &hex);
         point_warmup(ctx, &hex)?;
-        journal::append(root, &entry.end("unchanged"))?;
+        journal::append(root, &entry.end(Outcome::Unchanged))?;
         finish_message(ctx, &hex, started.elapsed(), then_promote);
         return Ok(false);
     }
@@ -110,7 +109,7 @@ fn warm_impl(
         release::forget(root, &hex);
     }
 
-    let mut entry = Entry::start("warmup", Some(&hex), Some(git_ref));
+    let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
     journal::append(root, &entry)?;
     release::save(root, &Record::building(&hex, git_ref, subject))?;
     let mut durations = BTreeMap::new();
@@ -122,7 +121,11 @@ fn warm_impl(
             entry.durations = durations;
             entry.error = Some(e.to_string());
             let interrupted = matches!(e, Error::Interrupted { .. });
-            let result = if interrupted { "interrupted" } else { "failed" };
+            let result = if interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::Failed
+            };
             journal::append(root, &entry.end(result))?;
             if !interrupted {
                 // Chat and CI hear of a failure too (a post-receive hook's
@@ -165,7 +168,7 @@ fn warm_impl(
     release::set_state(root, &hex, State::Ready, None)?;
     if !flip {
         entry.durations = durations;
-        journal::append(root, &entry.end("built"))?;
+        journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
                 "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
@@ -184,7 +187,7 @@ fn warm_impl(
     }
     durations.insert("total".into(), started.elapsed().as_secs_f64());
     entry.durations = durations;
-    journal::append(root, &entry.end("ok"))?;
+    journal::append(root, &entry.end(Outcome::Ok))?;
     finish_message(ctx, &hex, started.elapsed(), then_promote);
     Ok(true)
 }
@@ -192,7 +195,7 @@ fn warm_impl(
 fn build(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -290,7 +293,7 @@ fn build(
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     name: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -304,7 +307,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match export::export_commit(repo, commit, &tmp) {
+    let stats = match export::export_commit(repo, commit.id(), &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
@@ -343,7 +346,7 @@ pub(crate) fn export_stage(
 fn explain_full_disk(
     e: Error,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     releases: &std::path::Path,
 ) -> Error {
     let Error::Io { source, path, .. } = &e else {
@@ -356,11 +359,11 @@ fn explain_full_disk(
     let free = crate::fsutil::free_space(releases)
         .map(crate::fsutil::human_bytes)
         .unwrap_or_else(|| "an unknown amount".into());
-    let needed = export::commit_bytes(repo, commit)
+    let needed = export::commit_bytes(repo, commit.id())
         .map(|b| {
             format!(
                 ", and {} needs about {}",
-                short(&commit.to_string()),
+                commit.short(),
                 crate::fsutil::human_bytes(b)
             )
         })

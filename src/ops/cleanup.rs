@@ -15,12 +15,16 @@ pub fn run(ctx: &Ctx, keep: Option<usize>, dry_run: bool, background: bool) -> R
     }
     if background {
         // The session's sweep empties the trash with the lock held.
-        let _run =
-            crate::session::begin(ctx, "cleanup", "background", "cleanup in the background")?;
+        let _run = crate::session::begin(
+            ctx,
+            crate::journal::Event::Cleanup,
+            "background",
+            "cleanup in the background",
+        )?;
         retention(ctx, false)?;
         output::success("background cleanup done");
         return Ok(());
     }
-    let _run = crate::session::begin(ctx, "cleanup", "releases", "cleanup")?;
+    let _run = crate::session::begin(ctx, crate::journal::Event::Cleanup, "releases", "cleanup")?;
     cleanup_locked(ctx, keep, false)
 }

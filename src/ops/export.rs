@@ -25,8 +25,8 @@ pub fn run(repo_dir: Option<&Path>, root: Option<&Path>, rev: &str, dir: &Path) 
     let started = Instant::now();
     let repo = repo::open(&git_dir)?;
     let commit = repo::resolve_commit(&repo, rev)?;
-    let stats = export::export_commit(&repo, commit, dir)?;
-    export::write_revision(dir, &commit.to_string())?;
+    let stats = export::export_commit(&repo, commit.id(), dir)?;
+    export::write_revision(dir, commit.as_str())?;
     eprintln!(
         "exported {commit} to {}: {} files, {} symlinks, {} directories, {} ({} excluded by export-ignore) in {}",
         dir.display(),

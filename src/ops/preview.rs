@@ -2,23 +2,21 @@
 //! and removal of a deleted one: each a locked session around
 //! [`crate::preview`].
 
-use gix::ObjectId;
-
+use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::output;
 use crate::preview::{
     all_meta, meta_of_branch, print_rows, remove, rows, warm, EVENT, REMOVE_EVENT,
 };
-use crate::root::short;
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
-pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: ObjectId, git_ref: &str) -> Result<()> {
+pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) -> Result<()> {
     let _run = crate::session::begin(
         ctx,
         EVENT,
-        short(&commit.to_string()),
-        &format!("preview of {} ({git_ref})", short(&commit.to_string())),
+        commit.short(),
+        &format!("preview of {} ({git_ref})", commit.short()),
     )?;
     warm(ctx, repo, commit, git_ref, true).map(|_| ())
 }

@@ -1,10 +1,10 @@
 //! `symdeploy promote [--dry-run] [REV]`, and the promote a release tag
 //! asks for: warm up first if needed, then the switch, then cleanup.
 
-use gix::ObjectId;
-
+use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::journal::Event;
 use crate::output;
 use crate::release;
 use crate::root::short;
@@ -22,11 +22,11 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
                     "push the deploy branch first, or name a revision: `symdeploy promote REV`",
                 )
             })?;
-            let id = ObjectId::from_hex(w.as_bytes())
-                .map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
+            let id =
+                Commit::parse(&w).map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
             // The objects of a refused push stay in the repository; only a
             // ref says git accepted the commit.
-            if !repo::reachable_from_refs(&repo, id)? {
+            if !repo::reachable_from_refs(&repo, id.id())? {
                 return Err(Error::with_help(
                     format!("warmup points at releases/{w}, whose commit no branch or tag of the repository contains (its push was refused or interrupted); not promoting it"),
                     "run `symdeploy recover` (it moves warmup back), or push the commit again",
@@ -39,13 +39,13 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
         }
     };
     if dry_run {
-        return dry(ctx, &commit.to_string());
+        return dry(ctx, commit.as_str());
     }
     let _run = crate::session::begin(
         ctx,
-        "promote",
-        short(&commit.to_string()),
-        &format!("promote of {}", short(&commit.to_string())),
+        Event::Promote,
+        commit.short(),
+        &format!("promote of {}", commit.short()),
     )?;
     promote_locked(ctx, &repo, commit, &git_ref, false)
 }
@@ -99,7 +99,7 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
 pub fn promote_locked(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: ObjectId,
+    commit: Commit,
     git_ref: &str,
     via_tag: bool,
 ) -> Result<()> {
@@ -121,7 +121,7 @@ pub fn promote_locked(
         ));
         crate::warm::warm(ctx, repo, commit, git_ref, false, true)?;
     }
-    switch::switch(ctx, &hex, "promote", git_ref)?;
+    switch::switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::cleanup::after_promote(ctx);
     Ok(())

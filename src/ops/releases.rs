@@ -13,7 +13,7 @@ pub struct Row {
     /// Full commit hash.
     pub commit: String,
     /// ready, failed, bad or incomplete.
-    pub state: String,
+    pub state: release::Effective,
     /// Commit subject.
     pub subject: String,
     /// Bytes on disk (files below the release, symlinks not followed).
@@ -36,7 +36,7 @@ pub struct PreviewRow {
     /// Full commit hash.
     pub commit: String,
     /// ready, failed or incomplete.
-    pub state: String,
+    pub state: release::Effective,
     /// Does `previews/<slug>` point at it?
     pub served: bool,
     /// The preview's branch, if it still has a record.
@@ -59,7 +59,7 @@ pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
         .map(|(name, slug, commit)| {
             let rec = release::load(&ctx.root, &name);
             PreviewRow {
-                state: release::effective_state(&ctx.root, &name).to_string(),
+                state: release::effective_state(&ctx.root, &name),
                 served: ctx.root.preview_pointed(&slug).as_ref() == Some(&name),
                 branch: metas
                     .iter()
@@ -101,7 +101,7 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
             }
             let made = crate::retention::made_at(&ctx.root, &c);
             let row = Row {
-                state: release::effective_state(&ctx.root, &c).to_string(),
+                state: release::effective_state(&ctx.root, &c),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::fsutil::tree_size(&ctx.root.release(&c)),
                 created: rec.as_ref().map(|r| r.created.clone()),

@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
-    let _run = crate::session::begin(ctx, "rollback", &label, "rollback")?;
+    let _run = crate::session::begin(ctx, crate::journal::Event::Rollback, &label, "rollback")?;
     let current = ctx.root.production();
     let to = match target {
         Some(prefix) => {
@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::switch::switch(ctx, &to, "rollback", &git_ref)
+    crate::switch::switch(ctx, &to, crate::journal::Event::Rollback, &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::journal;
+use crate::journal::{self, Event, Outcome, Phase};
 use crate::output;
 use crate::release;
 use crate::root::short;
@@ -25,7 +25,7 @@ pub struct Slot {
     /// Release directory, relative to the root.
     pub release: String,
     /// Its state (ready, bad, ...).
-    pub state: String,
+    pub state: release::Effective,
     /// Commit subject.
     pub subject: String,
     /// When it took this role (RFC 3339), if the journal knows.
@@ -110,7 +110,7 @@ fn slot(
     };
     Some(Slot {
         release: format!("releases/{commit}"),
-        state: release::effective_state(&ctx.root, &commit).to_string(),
+        state: release::effective_state(&ctx.root, &commit),
         subject: record
             .as_ref()
             .map(|r| r.subject.clone())
@@ -144,15 +144,15 @@ fn last_runs(
     let mut seen = 0;
     journal::for_each_rev(&ctx.root, |e| {
         seen += 1;
-        if e.phase == "end" {
-            if e.event == "warmup" {
+        if e.phase == Phase::End {
+            if e.event == Event::Warmup {
                 if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
                     of_tip = Some(e.clone());
                 }
                 if warm.is_none() {
                     warm = Some(e);
                 }
-            } else if matches!(e.event.as_str(), "promote" | "rollback") && promote.is_none() {
+            } else if e.event.switches() && promote.is_none() {
                 promote = Some(e);
             }
         }
@@ -211,7 +211,7 @@ pub fn gather(ctx: &Ctx) -> Status {
         let failed = !warmed_up
             && tip_run
                 .as_ref()
-                .is_some_and(|r| matches!(r.result.as_deref(), Some("failed" | "interrupted")));
+                .is_some_and(|r| matches!(r.result, Some(Outcome::Failed | Outcome::Interrupted)));
         Tip {
             branch: ctx.config.branch.clone(),
             warmed_up,
@@ -287,7 +287,7 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
         }
     }
     if let Some(p) = &s.last_promote {
-        if p.result.as_deref() == Some("rolled-back") {
+        if p.result == Some(Outcome::RolledBack) {
             out.push(format!(
                 "the last {} ({}, {}) was rolled back{}",
                 p.event,
@@ -301,7 +301,7 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
         }
     }
     if let Some(p) = &s.production {
-        if p.state != "ready" {
+        if p.state != release::Effective::Ready {
             out.push(format!(
                 "production is on releases/{}, which is {}",
                 short(&p.commit),
@@ -395,7 +395,7 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
                             "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\"}}",
                             label(&sl.commit),
                             short(&sl.commit),
-                            label(&sl.state)
+                            label(sl.state.as_str())
                         ),
                         1.0,
                     )
@@ -437,11 +437,11 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
             &format!("1 if the last {event} ended ok (or unchanged), 0 if not."),
             run.iter()
                 .map(|r| {
-                    let ok = matches!(r.result.as_deref(), Some("ok" | "unchanged"));
+                    let ok = r.result.as_ref().is_some_and(Outcome::succeeded);
                     (
                         format!(
                             "{{root=\"{root}\",result=\"{}\"}}",
-                            label(r.result.as_deref().unwrap_or("unknown"))
+                            label(r.result.as_ref().map_or("unknown", Outcome::as_str))
                         ),
                         f64::from(u8::from(ok)),
                     )

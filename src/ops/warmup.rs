@@ -3,7 +3,6 @@
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::repo;
-use crate::root::short;
 use crate::warm::warm;
 
 /// `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
@@ -19,9 +18,9 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     };
     let _run = crate::session::begin(
         ctx,
-        "warmup",
-        short(&commit.to_string()),
-        &format!("warm-up of {} ({git_ref})", short(&commit.to_string())),
+        crate::journal::Event::Warmup,
+        commit.short(),
+        &format!("warm-up of {} ({git_ref})", commit.short()),
     )?;
     warm(ctx, &repo, commit, &git_ref, rebuild, false).map(|_| ())
 }
