@@ -4,14 +4,23 @@
 //! A step's output goes through a pipe we own, never straight to our stderr:
 //! a daemon that a step leaves behind keeps only that pipe open, so the push
 //! (which waits for the hook's stderr to close) never hangs on it.
+//!
+//! [`Step`] is the one way a command runs: built like a `Command` (stage,
+//! command, `.cwd()`, `.env()`, `.timeout()`), then [`Step::run`]. The stage
+//! functions ([`run_stage`], [`run_stage_captured`]) are thin loops over it.
 
-use std::io::Read;
+use std::ffi::{OsStr, OsString};
+use std::io::{PipeReader, PipeWriter, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvError};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::output;
@@ -46,7 +55,7 @@ pub struct StepEnv {
 /// Run `commands` of `stage` in order; the first failure stops the stage.
 pub fn run_stage(stage: &str, commands: &[String], env: &StepEnv) -> Result<()> {
     for command in commands {
-        run_one(stage, command, env)?;
+        Step::for_env(stage, command, env).run()?;
     }
     Ok(())
 }
@@ -61,15 +70,374 @@ pub fn run_stage_captured(
 ) -> (Result<()>, Vec<String>) {
     let capture = Capture::default();
     for command in commands {
-        if let Err(e) = run_one_with(stage, command, env, Some(&capture)) {
+        if let Err(e) = Step::for_env(stage, command, env).capture(&capture).run() {
             return (Err(e), capture.take());
         }
     }
     (Ok(()), capture.take())
 }
 
+/// Run one command and report how it ended.
+pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
+    Step::for_env(stage, command, env).run()
+}
+
+/// One configured command, built up and then run (the shape of cargo-util's
+/// `ProcessBuilder`): `sh -c COMMAND` in its own process group, both pipes
+/// streamed live line by line, a timeout and Ctrl-C ending the whole group,
+/// and an orphan record that lives exactly as long as the run.
+#[derive(Debug, Clone)]
+pub struct Step {
+    stage: String,
+    command: String,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    /// None: the step may run for ever (only an interrupt ends it).
+    timeout: Option<Duration>,
+    /// Where the orphan record goes (see [`end_orphans`]); None: no record.
+    record: Option<PathBuf>,
+    /// Lines kept aside instead of shown (a retried health check).
+    capture: Option<Capture>,
+}
+
+impl Step {
+    /// A step of `stage` (build, stop, check, ...) running `command` through
+    /// `sh -c`, in our working directory, with no timeout and no record.
+    pub fn new(stage: &str, command: &str) -> Step {
+        Step {
+            stage: stage.to_string(),
+            command: command.to_string(),
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            record: None,
+            capture: None,
+        }
+    }
+
+    /// A step as the deploy runs it: in the release, with the `SYMDEPLOY_*`
+    /// variables, the configured timeout and the root's orphan record.
+    pub fn for_env(stage: &str, command: &str, env: &StepEnv) -> Step {
+        let previous = env
+            .previous
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut step = Step::new(stage, command);
+        step.cwd(&env.release)
+            .env("SYMDEPLOY_ROOT", &env.root)
+            .env("SYMDEPLOY_RELEASE", &env.release)
+            .env("SYMDEPLOY_COMMIT", &env.commit)
+            .env("SYMDEPLOY_REF", &env.git_ref)
+            .env("SYMDEPLOY_STAGE", stage)
+            .env("SYMDEPLOY_PREVIOUS", previous)
+            .timeout(env.timeout)
+            .record(
+                crate::root::Root {
+                    dir: env.root.clone(),
+                }
+                .running_step(),
+            );
+        for (key, value) in &env.extra {
+            step.env(key, value);
+        }
+        step
+    }
+
+    /// (chainable) The directory the command runs in.
+    pub fn cwd(&mut self, dir: impl AsRef<Path>) -> &mut Step {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// (chainable) Set a variable in the command's environment.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Step {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// (chainable) How long the command may run before its group is ended.
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Step {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// (chainable) Keep the orphan record at `path` while the step runs, so
+    /// a recovery after a crash can end what it left ([`end_orphans`]).
+    pub fn record(&mut self, path: impl AsRef<Path>) -> &mut Step {
+        self.record = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// (chainable) Send the lines to the run log and `capture`, not the screen.
+    fn capture(&mut self, capture: &Capture) -> &mut Step {
+        self.capture = Some(capture.clone());
+        self
+    }
+
+    /// Run the step; `Err` unless it exited 0 in time. An interrupted step
+    /// gives the interrupt's error (exit status 130/143 for the operation).
+    pub fn run(&self) -> Result<()> {
+        let finished = self.exec()?;
+        if finished.status.success() && !finished.timed_out {
+            return Ok(());
+        }
+        if finished.interrupted {
+            return Err(crate::signals::error(format!(
+                "the {} step `{}` was ended",
+                self.stage, self.command
+            )));
+        }
+        Err(Error::Step {
+            stage: self.stage.clone(),
+            command: self.command.clone(),
+            status: self.describe(&finished),
+            log: output::log_path(),
+        })
+    }
+
+    /// Run the step and say how it ended, whatever that was; `Err` only when
+    /// it could not run (or was not started because of an interrupt).
+    pub fn exec(&self) -> Result<Finished> {
+        // After Ctrl-C only an unwind (starting the daemons again) runs steps.
+        crate::signals::check(&format!(
+            "the {} step `{}` was not started",
+            self.stage, self.command
+        ))?;
+        let echo = Arc::new(Echo::new(&self.stage, self.capture.clone()));
+        echo.show(&format!("$ {}", self.command));
+        let started = Instant::now();
+        let finished = self.spawn_and_wait(&echo)?;
+        tracing::info!(
+            stage = self.stage,
+            command = self.command,
+            status = ?finished.status,
+            seconds = started.elapsed().as_secs_f64(),
+            "step finished"
+        );
+        Ok(finished)
+    }
+
+    /// Spawn, stream and wait. The guards (orphan record, running group)
+    /// end on every way out, an early `?` included.
+    fn spawn_and_wait(&self, echo: &Arc<Echo>) -> Result<Finished> {
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| Error::io("create a pipe for", &self.command, e))?;
+        // Recorded before and after the spawn, so that if we are killed while
+        // the step runs, the recovery can end what it left running.
+        let token = crate::fsutil::unique_token();
+        let record = self
+            .record
+            .as_deref()
+            .map(|path| OrphanRecord::begin(path, &token));
+        let child = self.spawn(writer, &token)?;
+        let streamer = Streamer::start(reader, Arc::clone(echo));
+        let pgid = Pid::from_raw(child.id() as i32);
+        if let Some(record) = &record {
+            record.spawned(pgid, &format!("{}: {}", self.stage, self.command));
+        }
+        // From here an interrupt (SIGINT/SIGTERM) ends this group too.
+        let running = crate::signals::running_step(pgid.as_raw());
+        let finished = self.wait(child, pgid)?;
+        drop(running);
+        streamer.finish(echo);
+        drop(record);
+        Ok(finished)
+    }
+
+    /// Start `sh -c` in its own process group, both pipes into `writer`.
+    /// The `Command` (holding our copies of the write end) is gone when this
+    /// returns, or the reader would never see EOF.
+    fn spawn(&self, writer: PipeWriter, token: &str) -> Result<Child> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&self.command);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        for (key, _) in std::env::vars_os() {
+            // Variables of the push (GIT_DIR, GIT_QUARANTINE_PATH, GIT_PUSH_OPTION_*,
+            // ...) would make a `git` inside a step act on the deploy repository.
+            if key.to_string_lossy().starts_with("GIT_") || key == "SYMDEPLOY_FAULT" {
+                cmd.env_remove(key);
+            }
+        }
+        let stdout = writer
+            .try_clone()
+            .map_err(|e| Error::io("duplicate a pipe for", &self.command, e))?;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(STEP_VAR, token)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(writer)
+            // Its own process group, so a timeout kills everything it started.
+            .process_group(0);
+        cmd.spawn().map_err(|e| {
+            let dir = self
+                .cwd
+                .as_ref()
+                .map_or_else(|| ".".to_string(), |d| d.display().to_string());
+            Error::with_help(
+                format!("cannot start `sh -c {}` in {dir}: {e}", self.command),
+                "check that /bin/sh exists and the release directory is accessible",
+            )
+        })
+    }
+
+    /// Wait for the step to end: until it exits, or its timeout (then SIGTERM
+    /// to its group, SIGKILL after a grace), or an interrupt (the signal
+    /// thread has sent SIGTERM; SIGKILL after the same grace). Every wait is
+    /// on a channel: the exit, a signal wake-up, or the next deadline.
+    fn wait(&self, child: Child, pgid: Pid) -> Result<Finished> {
+        let exited = wait_in_thread(child);
+        let wakeups = crate::signals::wakeups();
+        let mut deadline = match self.timeout {
+            Some(t) => crossbeam_channel::after(t),
+            None => crossbeam_channel::never(),
+        };
+        let mut timed_out = false;
+        let mut interrupted = false;
+        // Whether SIGTERM went to the group (the deadline is then SIGKILL's).
+        let mut ending = false;
+        let status = loop {
+            if !interrupted && crate::signals::should_stop() {
+                // The signal thread sent SIGTERM (or will, racing us: once more is harmless).
+                interrupted = true;
+                let _ = killpg(pgid, Signal::SIGTERM);
+                if !ending {
+                    ending = true;
+                    deadline = crossbeam_channel::after(KILL_GRACE);
+                }
+            }
+            crossbeam_channel::select! {
+                recv(exited) -> r => break self.exit_status(r, pgid)?,
+                recv(wakeups) -> _ => continue,
+                recv(deadline) -> _ => {
+                    if ending {
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        deadline = crossbeam_channel::never();
+                    } else {
+                        timed_out = true;
+                        ending = true;
+                        self.warn_timeout();
+                        let _ = killpg(pgid, Signal::SIGTERM);
+                        deadline = crossbeam_channel::after(KILL_GRACE);
+                    }
+                }
+            }
+        };
+        // The signal thread may have ended the group before this loop saw the flag.
+        interrupted |= !status.success() && crate::signals::should_stop();
+        if timed_out || interrupted {
+            // Whatever it started is ours to end too.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        Ok(Finished {
+            status,
+            timed_out,
+            interrupted,
+        })
+    }
+
+    /// What the waiting thread sent: the status, or why there is none.
+    fn exit_status(
+        &self,
+        received: std::result::Result<std::io::Result<ExitStatus>, RecvError>,
+        // The shell leads its own group: the group's number is its pid.
+        pid: Pid,
+    ) -> Result<ExitStatus> {
+        match received {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(Error::io("wait for", &self.command, e)),
+            Err(_) => Err(Error::msg(format!(
+                "lost track of `{}` (pid {pid})",
+                self.command
+            ))),
+        }
+    }
+
+    fn warn_timeout(&self) {
+        output::warning(&format!(
+            "`{}` ran longer than step_timeout ({}s); killing its process group",
+            self.command,
+            self.timeout.unwrap_or_default().as_secs()
+        ));
+    }
+
+    /// How a step that did not succeed ended, for its error message.
+    fn describe(&self, finished: &Finished) -> String {
+        let status = finished.status;
+        if finished.timed_out {
+            format!(
+                "timed out after {}s (step_timeout); its process group was killed",
+                self.timeout.unwrap_or_default().as_secs()
+            )
+        } else if let Some(code) = status.code() {
+            format!("exit status {code}")
+        } else if let Some(sig) = status.signal() {
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| sig.to_string());
+            format!("killed by signal {sig} ({name})")
+        } else {
+            format!("{status}")
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The shell's exit status.
+    pub status: ExitStatus,
+    /// It ran past its timeout and its group was ended.
+    pub timed_out: bool,
+    /// A SIGINT/SIGTERM to symdeploy ended it.
+    pub interrupted: bool,
+}
+
+/// `child.wait()` on a thread of its own, its answer sent on the channel, so
+/// the waiter can also listen for signals and deadlines.
+fn wait_in_thread(mut child: Child) -> Receiver<std::io::Result<ExitStatus>> {
+    let (tx, exited) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    exited
+}
+
+/// `ROOT/.symdeploy/step` while a step runs: its token, process group and
+/// what it is, for [`end_orphans`] after a crash. Removed when dropped, so
+/// every way out of a step removes it; only a killed symdeploy leaves it.
+struct OrphanRecord {
+    path: PathBuf,
+    token: String,
+}
+
+impl OrphanRecord {
+    /// Written before the spawn: a crash in between still leaves the token.
+    fn begin(path: &Path, token: &str) -> OrphanRecord {
+        let _ = std::fs::write(path, format!("{token}\n"));
+        OrphanRecord {
+            path: path.to_path_buf(),
+            token: token.to_string(),
+        }
+    }
+
+    /// The step is running as process group `pgid`.
+    fn spawned(&self, pgid: Pid, what: &str) {
+        let _ = std::fs::write(&self.path, format!("{}\n{pgid}\n{what}\n", self.token));
+    }
+}
+
+impl Drop for OrphanRecord {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Lines of a step kept aside instead of shown.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 struct Capture(Arc<Mutex<Vec<String>>>);
 
 impl Capture {
@@ -91,6 +459,14 @@ struct Echo {
 }
 
 impl Echo {
+    fn new(stage: &str, capture: Option<Capture>) -> Echo {
+        Echo {
+            stage: stage.to_string(),
+            detached: AtomicBool::new(false),
+            capture,
+        }
+    }
+
     fn show(&self, text: &str) {
         if self.detached.load(Ordering::SeqCst) {
             output::log_only(&format!("       [{}, background] {text}", self.stage));
@@ -103,139 +479,75 @@ impl Echo {
     }
 }
 
-/// Run one command and report how it ended.
-pub fn run_one(stage: &str, command: &str, env: &StepEnv) -> Result<()> {
-    run_one_with(stage, command, env, None)
+/// The thread that reads a step's pipe and shows its lines as they come.
+struct Streamer {
+    handle: std::thread::JoinHandle<()>,
+    ended: Receiver<()>,
 }
 
-fn run_one_with(
-    stage: &str,
-    command: &str,
-    env: &StepEnv,
-    capture: Option<&Capture>,
-) -> Result<()> {
-    // After Ctrl-C only an unwind (starting the daemons again) runs steps.
-    crate::signals::check(&format!("the {stage} step `{command}` was not started"))?;
-    let echo = Arc::new(Echo {
-        stage: stage.to_string(),
-        detached: AtomicBool::new(false),
-        capture: capture.cloned(),
-    });
-    echo.show(&format!("$ {command}"));
-    let started = Instant::now();
-    let (reader, writer) =
-        std::io::pipe().map_err(|e| Error::io("create a pipe for", command, e))?;
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).current_dir(&env.release);
-    for (key, _) in std::env::vars_os() {
-        // Variables of the push (GIT_DIR, GIT_QUARANTINE_PATH, GIT_PUSH_OPTION_*,
-        // ...) would make a `git` inside a step act on the deploy repository.
-        if key.to_string_lossy().starts_with("GIT_") || key == "SYMDEPLOY_FAULT" {
-            cmd.env_remove(key);
+impl Streamer {
+    fn start(reader: PipeReader, echo: Arc<Echo>) -> Streamer {
+        let (done, ended) = crossbeam_channel::bounded(1);
+        let handle = std::thread::spawn(move || {
+            stream_lines(reader, &echo);
+            let _ = done.send(());
+        });
+        Streamer { handle, ended }
+    }
+
+    /// Wait briefly for the last lines. If a background child of the step
+    /// still holds the pipe, give up on it: the thread is left blocked on a
+    /// pipe nobody will read after we exit, and the deploy goes on.
+    fn finish(self, echo: &Echo) {
+        if self.ended.recv_timeout(DRAIN_AFTER_EXIT).is_err() {
+            let note = format!(
+                "(a process this step started is still running; its later output goes to the run log only, tagged [{}, background])",
+                echo.stage
+            );
+            // Shown before the flag is set, so it stays with this step's lines.
+            echo.show(&note);
+            echo.detached.store(true, Ordering::SeqCst);
+            return;
+        }
+        let _ = self.handle.join();
+    }
+}
+
+fn stream_lines(mut reader: impl Read, echo: &Echo) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            emit(&pending[start..start + pos], echo);
+            start += pos + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            emit(&pending, echo);
+            pending = rest;
         }
     }
-    let previous = env
-        .previous
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    cmd.env("SYMDEPLOY_ROOT", &env.root)
-        .env("SYMDEPLOY_RELEASE", &env.release)
-        .env("SYMDEPLOY_COMMIT", &env.commit)
-        .env("SYMDEPLOY_REF", &env.git_ref)
-        .env("SYMDEPLOY_STAGE", stage)
-        .env("SYMDEPLOY_PREVIOUS", previous)
-        .envs(env.extra.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(
-            writer
-                .try_clone()
-                .map_err(|e| Error::io("duplicate a pipe for", command, e))?,
-        )
-        .stderr(writer)
-        // Its own process group, so a timeout kills everything it started.
-        .process_group(0);
-    // Recorded before and after the spawn, so that if we are killed while the
-    // step runs, the recovery can end what it left running (end_orphans).
-    let token = crate::fsutil::unique_token();
-    cmd.env(STEP_VAR, &token);
-    let record = record_path(env);
-    let _ = std::fs::write(&record, format!("{token}\n"));
-    let child = cmd.spawn().map_err(|e| {
-        Error::with_help(
-            format!(
-                "cannot start `sh -c {command}` in {}: {e}",
-                env.release.display()
-            ),
-            "check that /bin/sh exists and the release directory is accessible",
-        )
-    })?;
-    // Our copies of the pipe's write end must be closed, or EOF never comes.
-    drop(cmd);
-    let (line_done, lines_ended) = crossbeam_channel::bounded(1);
-    let streamer_echo = Arc::clone(&echo);
-    let streamer = std::thread::spawn(move || {
-        stream_lines(reader, &streamer_echo);
-        let _ = line_done.send(());
-    });
+    if !pending.is_empty() {
+        emit(&pending, echo);
+    }
+}
 
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = std::fs::write(&record, format!("{token}\n{pgid}\n{stage}: {command}\n"));
-    // From here an interrupt (SIGINT/SIGTERM) ends this group too.
-    let running = crate::signals::running_step(pgid.as_raw());
-    let (status, timed_out, interrupted) = wait_step(child, pgid, env.timeout, command)?;
-    drop(running);
-    wait_for_streamer(streamer, lines_ended, &echo);
-    let _ = std::fs::remove_file(&record);
-    let took = started.elapsed();
-    tracing::info!(
-        stage,
-        command,
-        ?status,
-        seconds = took.as_secs_f64(),
-        "step finished"
-    );
-    if status.success() && !timed_out {
-        return Ok(());
-    }
-    if interrupted {
-        return Err(crate::signals::error(format!(
-            "the {stage} step `{command}` was ended"
-        )));
-    }
-    let how = if timed_out {
-        format!(
-            "timed out after {}s (step_timeout); its process group was killed",
-            env.timeout.as_secs()
-        )
-    } else if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        let name = nix::sys::signal::Signal::try_from(sig)
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|_| sig.to_string());
-        format!("killed by signal {sig} ({name})")
-    } else {
-        format!("{status}")
-    };
-    Err(Error::Step {
-        stage: stage.to_string(),
-        command: command.to_string(),
-        status: how,
-        log: output::log_path(),
-    })
+fn emit(line: &[u8], echo: &Echo) {
+    let text = String::from_utf8_lossy(line);
+    echo.show(text.trim_end_matches('\r'));
 }
 
 /// The variable that marks every process of one step run.
 const STEP_VAR: &str = "SYMDEPLOY_STEP_ID";
-
-/// `ROOT/.symdeploy/step`: the step running now (token, process group, what).
-fn record_path(env: &StepEnv) -> PathBuf {
-    crate::root::Root {
-        dir: env.root.clone(),
-    }
-    .running_step()
-}
 
 /// After a crash, end the processes of the step that was running when the
 /// run died: those still in its process group and carrying its token (never
@@ -299,125 +611,6 @@ fn process_group(pid: i32) -> Option<i32> {
         return None;
     }
     fields.nth(1)?.parse().ok()
-}
-
-/// Wait for a step to end: until it exits, or its timeout (then SIGTERM to
-/// its group, SIGKILL after a grace), or an interrupt (the signal thread has
-/// sent SIGTERM; SIGKILL after the same grace). Returns its status, whether
-/// it timed out, and whether an interrupt ended it.
-fn wait_step(
-    mut child: std::process::Child,
-    pgid: nix::unistd::Pid,
-    timeout: Duration,
-    command: &str,
-) -> Result<(std::process::ExitStatus, bool, bool)> {
-    use nix::sys::signal::{killpg, Signal};
-    let (tx, exited) = crossbeam_channel::bounded(1);
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let wakeups = crate::signals::wakeups();
-    let started = Instant::now();
-    let mut timed_out = false;
-    let mut interrupted = false;
-    // When the group gets SIGKILL, once SIGTERM was sent.
-    let mut kill_at: Option<Instant> = None;
-    let status = loop {
-        if !interrupted && crate::signals::should_stop() {
-            // The signal thread sent SIGTERM (or will, racing us: once more is harmless).
-            interrupted = true;
-            let _ = killpg(pgid, Signal::SIGTERM);
-            kill_at.get_or_insert(Instant::now() + KILL_GRACE);
-        }
-        let next = match kill_at {
-            Some(k) => k,
-            None => started + timeout,
-        };
-        crossbeam_channel::select! {
-            recv(exited) -> r => match r {
-                Ok(Ok(status)) => break status,
-                Ok(Err(e)) => return Err(Error::io("wait for", command, e)),
-                Err(_) => return Err(Error::msg(format!("lost track of `{command}` (pid {pid})"))),
-            },
-            recv(wakeups) -> _ => continue,
-            default(next.saturating_duration_since(Instant::now())) => {
-                if kill_at.is_some() {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                    kill_at = Some(Instant::now() + Duration::from_secs(3600));
-                } else {
-                    timed_out = true;
-                    output::warning(&format!(
-                        "`{command}` ran longer than step_timeout ({}s); killing its process group",
-                        timeout.as_secs()
-                    ));
-                    let _ = killpg(pgid, Signal::SIGTERM);
-                    kill_at = Some(Instant::now() + KILL_GRACE);
-                }
-            }
-        }
-    };
-    // The signal thread may have ended the group before this loop saw the flag.
-    interrupted |= !status.success() && crate::signals::should_stop();
-    if timed_out || interrupted {
-        // Whatever it started is ours to end too.
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    Ok((status, timed_out, interrupted))
-}
-
-/// Wait briefly for the output thread. If a background child of the step still
-/// holds the pipe, give up on it: the thread is left blocked on a pipe nobody
-/// will read after we exit, and the deploy goes on.
-fn wait_for_streamer(
-    handle: std::thread::JoinHandle<()>,
-    ended: crossbeam_channel::Receiver<()>,
-    echo: &Echo,
-) {
-    if ended.recv_timeout(DRAIN_AFTER_EXIT).is_err() {
-        let note = format!(
-            "(a process this step started is still running; its later output goes to the run log only, tagged [{}, background])",
-            echo.stage
-        );
-        // Shown before the flag is set, so it stays with this step's lines.
-        echo.show(&note);
-        echo.detached.store(true, Ordering::SeqCst);
-        return;
-    }
-    let _ = handle.join();
-}
-
-fn stream_lines(mut reader: impl Read, echo: &Echo) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        let mut start = 0;
-        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
-            emit(&pending[start..start + pos], echo);
-            start += pos + 1;
-        }
-        pending.drain(..start);
-        while pending.len() >= MAX_LINE {
-            let rest = pending.split_off(MAX_LINE);
-            emit(&pending, echo);
-            pending = rest;
-        }
-    }
-    if !pending.is_empty() {
-        emit(&pending, echo);
-    }
-}
-
-fn emit(line: &[u8], echo: &Echo) {
-    let text = String::from_utf8_lossy(line);
-    echo.show(text.trim_end_matches('\r'));
 }
 
 /// Does `program` (the first word of a command) exist on PATH? For `check`.
