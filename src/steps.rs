@@ -562,43 +562,161 @@ pub fn end_orphans(root: &crate::root::Root) -> Option<String> {
     let token = lines.next().unwrap_or_default().to_string();
     let pgid: Option<i32> = lines.next().and_then(|l| l.trim().parse().ok());
     let what = lines.next().unwrap_or("a step").to_string();
-    let wanted = format!("{STEP_VAR}={token}");
-    let mut ended = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
+    let ended = if token.is_empty() {
+        0
+    } else {
+        let orphan = Orphan {
+            pgid,
+            mark: format!("{STEP_VAR}={token}"),
         };
-        if pgid.is_some_and(|g| process_group(pid) != Some(g)) {
-            continue;
-        }
-        let marked = std::fs::read(entry.path().join("environ"))
-            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == wanted.as_bytes()));
-        if marked && !token.is_empty() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            ended.push(pid);
-        }
-    }
-    // SIGKILL is asynchronous: wait until they are really gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && ended.iter().any(|&p| process_group(p).is_some()) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        orphan.end_all()
+    };
     let _ = std::fs::remove_file(&record);
-    Some(if ended.is_empty() {
+    Some(if ended == 0 {
         format!("the interrupted step ({what}) had already ended")
     } else {
         format!(
             "ended {} still running from the interrupted step ({what})",
-            output::count(ended.len() as u64, "process", "processes")
+            output::count(ended as u64, "process", "processes")
         )
     })
+}
+
+/// How long [`end_orphans`] waits for SIGKILLed processes to be gone.
+const ORPHAN_GONE: Duration = Duration::from_secs(5);
+
+/// The processes of one interrupted step: in its group, with its mark.
+struct Orphan {
+    pgid: Option<i32>,
+    /// `SYMDEPLOY_STEP_ID=<token>`, as it appears in /proc/PID/environ.
+    mark: String,
+}
+
+impl Orphan {
+    /// SIGKILL every process of the step and wait (on their pidfds, not a
+    /// polling loop) until they are gone: SIGKILL is asynchronous, and the
+    /// recovery must not start the daemons while an old `stop` still runs.
+    /// Returns how many were ended.
+    fn end_all(&self) -> usize {
+        let mut ended = 0;
+        let mut waiting = Vec::new();
+        for pid in all_pids() {
+            match Pidfd::open(pid) {
+                // Held before the checks: if the number is reused after
+                // them, the pidfd still names the (dead) process we checked.
+                Ok(fd) => {
+                    if self.owns(pid) && fd.kill() {
+                        ended += 1;
+                        waiting.push(fd);
+                    }
+                }
+                // A kernel before 5.3: kill by number; nothing to wait on.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => {
+                    if self.owns(pid) && kill(pid, Signal::SIGKILL).is_ok() {
+                        ended += 1;
+                    }
+                }
+                // Gone already (ESRCH) or not ours to see.
+                Err(_) => {}
+            }
+        }
+        wait_gone(waiting, ORPHAN_GONE);
+        ended
+    }
+
+    /// Is `pid` a live process of this step?
+    fn owns(&self, pid: i32) -> bool {
+        if self.pgid.is_some_and(|g| process_group(pid) != Some(g)) {
+            return false;
+        }
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == self.mark.as_bytes()))
+    }
+}
+
+fn kill(pid: i32, signal: Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(Pid::from_raw(pid), signal)
+}
+
+/// Every process number in /proc.
+fn all_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+}
+
+/// A process held by a pidfd (Linux 5.3+): a signal sent or a wait done
+/// through it reaches that process, never a later one with its number, and
+/// it works for processes that are not our children (orphans of a crash).
+struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    fn open(pid: i32) -> std::io::Result<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes two integers and returns a new descriptor
+        // or -1; no memory is shared with the kernel.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned to us and nothing else owns it.
+        Ok(Pidfd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd)
+        }))
+    }
+
+    /// SIGKILL the process; false if it could not be signalled.
+    fn kill(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a descriptor we own, a signal number, no siginfo (null is
+        // documented as "like kill(2)"), no flags.
+        let rc = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                nix::libc::SIGKILL,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0
+    }
+}
+
+/// Wait until every process in `procs` has exited (a zombie has), or
+/// `within` has passed: a pidfd becomes readable when its process exits, so
+/// this is one poll(2) with a timeout per exit, no sleeping loop. Returns
+/// whether all are gone.
+fn wait_gone(mut procs: Vec<Pidfd>, within: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + within;
+    while !procs.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(timeout) = PollTimeout::try_from(left) else {
+            return false;
+        };
+        let mut fds: Vec<PollFd> = procs
+            .iter()
+            .map(|p| PollFd::new(p.0.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+        let exited: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut exited = exited.into_iter();
+        procs.retain(|_| !exited.next().unwrap_or(false));
+    }
+    true
 }
 
 /// The process group of a live (non-zombie) process.
@@ -691,6 +809,217 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(15));
+    }
+
+    /// A root with `.symdeploy/`, so the orphan record can be written.
+    fn root_env(timeout: Duration) -> (tempfile::TempDir, StepEnv) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join(".symdeploy")).unwrap();
+        let e = env(t.path(), timeout);
+        (t, e)
+    }
+
+    fn record(t: &tempfile::TempDir) -> PathBuf {
+        crate::root::Root {
+            dir: t.path().to_path_buf(),
+        }
+        .running_step()
+    }
+
+    /// Wait (on pidfds) until `pid` has exited; a generous deadline, not a
+    /// timed assertion: a group that was not ended never gets there.
+    fn gone(pid: i32) -> bool {
+        match Pidfd::open(pid) {
+            Ok(fd) => wait_gone(vec![fd], Duration::from_secs(30)),
+            Err(_) => true,
+        }
+    }
+
+    fn read_pid(path: &Path) -> i32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn timeout_ends_the_group_including_a_background_grandchild() {
+        let (t, env) = root_env(Duration::from_secs(1));
+        let finished = Step::for_env(
+            "build",
+            "sh -c 'sleep 300' & echo $! > grandchild; sleep 300",
+            &env,
+        )
+        .exec()
+        .unwrap();
+        assert!(finished.timed_out);
+        assert!(!finished.interrupted);
+        assert!(!finished.status.success());
+        let grandchild = read_pid(&t.path().join("grandchild"));
+        assert!(gone(grandchild), "grandchild {grandchild} survived");
+    }
+
+    #[test]
+    fn output_lines_arrive_in_order_from_both_pipes() {
+        let (_t, env) = root_env(Duration::from_secs(30));
+        let capture = Capture::default();
+        Step::for_env(
+            "build",
+            "for i in 1 2 3; do echo out$i; echo err$i >&2; done; printf 'no newline\\r'",
+            &env,
+        )
+        .capture(&capture)
+        .run()
+        .unwrap();
+        assert_eq!(
+            capture.take(),
+            [
+                "$ for i in 1 2 3; do echo out$i; echo err$i >&2; done; printf 'no newline\\r'",
+                "out1",
+                "err1",
+                "out2",
+                "err2",
+                "out3",
+                "err3",
+                "no newline",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_cut_not_buffered_whole() {
+        let (_t, env) = root_env(Duration::from_secs(30));
+        let capture = Capture::default();
+        Step::for_env("build", "head -c 150000 /dev/zero | tr '\\0' x", &env)
+            .capture(&capture)
+            .run()
+            .unwrap();
+        let lines = capture.take();
+        let sizes: Vec<usize> = lines[1..].iter().map(|l| l.len()).collect();
+        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 150000 - 2 * MAX_LINE]);
+    }
+
+    #[test]
+    fn the_orphan_record_lives_exactly_as_long_as_the_step() {
+        // Each command fails unless the record is there while it runs.
+        let seen = "test -s \"$SYMDEPLOY_ROOT/.symdeploy/step\" && grep -qx \"$SYMDEPLOY_STEP_ID\" \"$SYMDEPLOY_ROOT/.symdeploy/step\"";
+        let (t, env) = root_env(Duration::from_secs(1));
+        Step::for_env("build", seen, &env).run().unwrap();
+        assert!(!record(&t).exists(), "left after success");
+
+        let e = Step::for_env("build", &format!("{seen} && exit 3"), &env)
+            .run()
+            .unwrap_err();
+        assert!(e.to_string().contains("exit status 3"), "{e}");
+        assert!(!record(&t).exists(), "left after failure");
+
+        let e = Step::for_env("build", &format!("{seen} && sleep 300"), &env)
+            .run()
+            .unwrap_err();
+        assert!(e.to_string().contains("timed out after 1s"), "{e}");
+        assert!(!record(&t).exists(), "left after timeout");
+    }
+
+    #[test]
+    fn the_orphan_record_names_the_group_and_the_step() {
+        let (t, env) = root_env(Duration::from_secs(30));
+        Step::for_env(
+            "stop",
+            "cp \"$SYMDEPLOY_ROOT/.symdeploy/step\" seen; echo $$ > pid",
+            &env,
+        )
+        .run()
+        .unwrap();
+        let seen = std::fs::read_to_string(t.path().join("seen")).unwrap();
+        let lines: Vec<&str> = seen.lines().collect();
+        assert_eq!(lines.len(), 3, "{seen}");
+        assert_eq!(lines[1], read_pid(&t.path().join("pid")).to_string());
+        assert_eq!(
+            lines[2],
+            "stop: cp \"$SYMDEPLOY_ROOT/.symdeploy/step\" seen; echo $$ > pid"
+        );
+    }
+
+    #[test]
+    fn exit_status_is_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let mut step = Step::new("build", "exit 5");
+        step.cwd(t.path());
+        let finished = step.exec().unwrap();
+        assert_eq!(finished.status.code(), Some(5));
+        assert!(!finished.timed_out && !finished.interrupted);
+        let ok = Step::new("build", "true").exec().unwrap();
+        assert!(ok.status.success());
+    }
+
+    #[test]
+    fn env_and_cwd_reach_the_command() {
+        let t = tempfile::tempdir().unwrap();
+        let mut step = Step::new("build", "echo \"$A $PWD\" > out");
+        step.cwd(t.path()).env("A", "value");
+        step.run().unwrap();
+        let out = std::fs::read_to_string(t.path().join("out")).unwrap();
+        let dir = t.path().canonicalize().unwrap();
+        assert_eq!(out, format!("value {}\n", dir.display()));
+    }
+
+    #[test]
+    fn a_spawn_failure_is_an_error_and_leaves_no_record() {
+        let (t, mut env) = root_env(Duration::from_secs(30));
+        env.release = t.path().join("missing");
+        let e = run_one("build", "true", &env).unwrap_err();
+        assert!(e.to_string().contains("cannot start"), "{e}");
+        assert!(!record(&t).exists());
+    }
+
+    #[test]
+    fn end_orphans_kills_the_marked_group_and_waits_until_gone() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join(".symdeploy")).unwrap();
+        let root = crate::root::Root {
+            dir: t.path().to_path_buf(),
+        };
+        let token = crate::fsutil::unique_token();
+        // Stands for a step left running by a killed symdeploy: its own
+        // group, the step's mark, and a child.
+        let mut orphan = Command::new("sh")
+            .args(["-c", "sleep 300 & echo ready; exec sleep 300"])
+            .stdout(Stdio::piped())
+            .env(STEP_VAR, &token)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // An unmarked process in no group of ours must be left alone.
+        let mut bystander = Command::new("sleep").arg("300").spawn().unwrap();
+        let pgid = orphan.id() as i32;
+        std::fs::write(
+            root.running_step(),
+            format!("{token}\n{pgid}\nstop: sleep\n"),
+        )
+        .unwrap();
+        // Its child is forked once "ready" comes (exec keeps the count at 2).
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(orphan.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
+        let note = end_orphans(&root).unwrap();
+        assert_eq!(
+            note,
+            "ended 2 processes still running from the interrupted step (stop: sleep)"
+        );
+        assert!(!root.running_step().exists());
+        assert!(orphan.wait().unwrap().signal() == Some(9));
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "bystander was killed"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+        assert_eq!(end_orphans(&root), None);
     }
 
     #[test]
