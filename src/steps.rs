@@ -291,52 +291,19 @@ impl Step {
     fn wait(&self, child: Child, pgid: Pid) -> Result<Finished> {
         let exited = wait_in_thread(child);
         let wakeups = crate::signals::wakeups();
-        let mut deadline = match self.timeout {
-            Some(t) => crossbeam_channel::after(t),
-            None => crossbeam_channel::never(),
-        };
-        let mut timed_out = false;
-        let mut interrupted = false;
-        // Whether SIGTERM went to the group (the deadline is then SIGKILL's).
-        let mut ending = false;
-        let status = loop {
-            if !interrupted && crate::signals::should_stop() {
-                // The signal thread sent SIGTERM (or will, racing us: once more is harmless).
-                interrupted = true;
-                let _ = killpg(pgid, Signal::SIGTERM);
-                if !ending {
-                    ending = true;
-                    deadline = crossbeam_channel::after(KILL_GRACE);
-                }
+        let mut watch = Watch::new(self, pgid);
+        loop {
+            if !watch.interrupted && crate::signals::should_stop() {
+                watch.interrupt();
             }
+            // A clone, so the arm below may replace the watch's deadline.
+            let deadline = watch.deadline.clone();
             crossbeam_channel::select! {
-                recv(exited) -> r => break self.exit_status(r, pgid)?,
-                recv(wakeups) -> _ => continue,
-                recv(deadline) -> _ => {
-                    if ending {
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        deadline = crossbeam_channel::never();
-                    } else {
-                        timed_out = true;
-                        ending = true;
-                        self.warn_timeout();
-                        let _ = killpg(pgid, Signal::SIGTERM);
-                        deadline = crossbeam_channel::after(KILL_GRACE);
-                    }
-                }
+                recv(exited) -> r => return Ok(watch.finished(self.exit_status(r, pgid)?)),
+                recv(wakeups) -> _ => {}
+                recv(deadline) -> _ => watch.deadline_passed(),
             }
-        };
-        // The signal thread may have ended the group before this loop saw the flag.
-        interrupted |= !status.success() && crate::signals::should_stop();
-        if timed_out || interrupted {
-            // Whatever it started is ours to end too.
-            let _ = killpg(pgid, Signal::SIGKILL);
         }
-        Ok(Finished {
-            status,
-            timed_out,
-            interrupted,
-        })
     }
 
     /// What the waiting thread sent: the status, or why there is none.
@@ -381,6 +348,78 @@ impl Step {
             format!("killed by signal {sig} ({name})")
         } else {
             format!("{status}")
+        }
+    }
+}
+
+/// The wait for one running step: what has been done to its group so far
+/// and when the next escalation is due.
+struct Watch<'a> {
+    step: &'a Step,
+    pgid: Pid,
+    /// Fires at the step's timeout, then (once SIGTERM went) at SIGKILL's.
+    deadline: Receiver<Instant>,
+    /// SIGTERM went to the group: the deadline is SIGKILL's now.
+    terminating: bool,
+    timed_out: bool,
+    interrupted: bool,
+}
+
+impl<'a> Watch<'a> {
+    fn new(step: &'a Step, pgid: Pid) -> Watch<'a> {
+        Watch {
+            step,
+            pgid,
+            deadline: match step.timeout {
+                Some(t) => crossbeam_channel::after(t),
+                None => crossbeam_channel::never(),
+            },
+            terminating: false,
+            timed_out: false,
+            interrupted: false,
+        }
+    }
+
+    /// SIGINT/SIGTERM reached symdeploy. The signal thread sent SIGTERM to
+    /// the group already (or will, racing us: once more is harmless).
+    fn interrupt(&mut self) {
+        self.interrupted = true;
+        self.terminate();
+    }
+
+    /// The deadline passed: the step's timeout, or SIGKILL's grace.
+    fn deadline_passed(&mut self) {
+        if self.terminating {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+            self.deadline = crossbeam_channel::never();
+        } else {
+            self.timed_out = true;
+            self.step.warn_timeout();
+            self.terminate();
+        }
+    }
+
+    /// SIGTERM to the group; the first time, SIGKILL is due after the grace.
+    fn terminate(&mut self) {
+        let _ = killpg(self.pgid, Signal::SIGTERM);
+        if !self.terminating {
+            self.terminating = true;
+            self.deadline = crossbeam_channel::after(KILL_GRACE);
+        }
+    }
+
+    /// The shell exited with `status`.
+    fn finished(mut self, status: ExitStatus) -> Finished {
+        // The signal thread may have ended the group before the wait saw the flag.
+        self.interrupted |= !status.success() && crate::signals::should_stop();
+        if self.timed_out || self.interrupted {
+            // Whatever it started is ours to end too.
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+        }
+        Finished {
+            status,
+            timed_out: self.timed_out,
+            interrupted: self.interrupted,
         }
     }
 }
