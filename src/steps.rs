@@ -1062,6 +1062,49 @@ mod tests {
     }
 
     #[test]
+    fn a_step_that_ignores_sigterm_gets_sigkill_after_the_grace() {
+        let (_t, env) = root_env(Duration::from_secs(1));
+        let finished = Step::for_env("build", "trap '' TERM; sleep 300", &env)
+            .exec()
+            .unwrap();
+        assert!(finished.timed_out);
+        assert_eq!(finished.status.signal(), Some(9));
+    }
+
+    /// What `wait` does once the signal thread set the flag: the group is
+    /// ended and the step counts as interrupted, not timed out. (Driven
+    /// directly: the flag itself is process-wide and would stop the other
+    /// tests' steps.)
+    #[test]
+    fn an_interrupt_ends_the_group_and_is_reported_as_such() {
+        let t = tempfile::tempdir().unwrap();
+        let mut step = Step::new("stop", "sh -c 'sleep 300' & echo $!; sleep 300");
+        step.cwd(t.path()).timeout(Duration::from_secs(3600));
+        let (reader, writer) = std::io::pipe().unwrap();
+        let child = step.spawn(writer, "token").unwrap();
+        let pgid = Pid::from_raw(child.id() as i32);
+        let exited = wait_in_thread(child);
+        // The shell prints the grandchild's pid once it forked it.
+        let (tx, first_line) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = first_line.recv_timeout(Duration::from_secs(30)).unwrap();
+        let pid: i32 = line.trim().parse().unwrap();
+        let mut watch = Watch::new(&step, pgid);
+        watch.interrupt();
+        let status = exited
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        let finished = watch.finished(status);
+        assert!(finished.interrupted && !finished.timed_out);
+        assert!(gone(pid), "grandchild {pid} survived the interrupt");
+    }
+
+    #[test]
     fn a_background_child_does_not_hang_the_step() {
         let t = tempfile::tempdir().unwrap();
         let started = Instant::now();
