@@ -94,11 +94,24 @@ pub struct Unfinished<'a> {
     pub ready: bool,
     /// Does `production` point at its commit?
     pub in_production: bool,
+    /// Did it record that it was rolling back (an `undo` line)?
+    pub rolling_back: bool,
+    /// Strict mode: did git keep its ref (`None`: not part of a ref
+    /// transaction, or git has not decided)?
+    pub git_kept: Option<bool>,
+    /// Strict mode: were its flips complete (a `prepared` line)?
+    pub prepared: bool,
 }
 
 /// What recovery does for an unfinished run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
+    /// It was rolling back: a rollback is one step; do all of it again.
+    FinishRollBack,
+    /// Strict mode: git did not keep its ref: undo every flip it made.
+    UndoRejected,
+    /// Strict mode: git kept its ref and its flips were complete: it stands.
+    Stands,
     /// A strict-mode warm-up whose push git rejected: mark it failed, move
     /// `warmup` off it.
     RejectWarmup,
@@ -117,8 +130,50 @@ pub enum Recovery {
     Nothing,
 }
 
-/// Decide what recovery does for `run`.
+impl Recovery {
+    /// Does this repair run the daemons' commands? Then it runs the ones the
+    /// interrupted run recorded: the daemons it stopped are the ones its own
+    /// `start` starts, whatever deploy.toml says now.
+    pub fn runs_daemons(self) -> bool {
+        matches!(
+            self,
+            Recovery::FinishRollBack
+                | Recovery::UndoRejected
+                | Recovery::RollBackRejected
+                | Recovery::FinishSwitch
+                | Recovery::StartAgain
+        )
+    }
+
+    /// The journal `end` result the repair records; `None` when the repair
+    /// ends the run itself (an undo ends it `rejected`).
+    pub fn journal_result(self) -> Option<Outcome> {
+        match self {
+            Recovery::UndoRejected => None,
+            Recovery::FinishRollBack | Recovery::RollBackRejected => Some(Outcome::RolledBack),
+            Recovery::Stands | Recovery::FinishWarmup => Some(Outcome::Ok),
+            // FinishSwitch ends ok or rolled back, as its health decides.
+            Recovery::FinishSwitch => Some(Outcome::Ok),
+            Recovery::RejectWarmup
+            | Recovery::FailWarmup
+            | Recovery::StartAgain
+            | Recovery::Nothing => Some(Outcome::Interrupted),
+        }
+    }
+}
+
+/// Decide what recovery does for `run`. What git decided about a strict run
+/// comes first (a rollback already under way before that: its intent is on
+/// record), then what the run's kind and the pointers say.
 pub fn recovery(run: Unfinished<'_>) -> Recovery {
+    if run.rolling_back {
+        return Recovery::FinishRollBack;
+    }
+    match run.git_kept {
+        Some(false) => return Recovery::UndoRejected,
+        Some(true) if run.prepared => return Recovery::Stands,
+        _ => {}
+    }
     match run.event {
         Event::Warmup if !run.landed => Recovery::RejectWarmup,
         Event::Warmup if run.ready => Recovery::FinishWarmup,
@@ -192,7 +247,80 @@ mod tests {
             landed,
             ready,
             in_production,
+            rolling_back: false,
+            git_kept: None,
+            prepared: false,
         })
+    }
+
+    /// A promote in production, landed and ready, with what strict mode and
+    /// an `undo` line add.
+    fn strict(rolling_back: bool, git_kept: Option<bool>, prepared: bool) -> Recovery {
+        recovery(Unfinished {
+            event: &Event::Promote,
+            landed: true,
+            ready: true,
+            in_production: true,
+            rolling_back,
+            git_kept,
+            prepared,
+        })
+    }
+
+    #[test]
+    fn a_rollback_under_way_is_finished_whatever_git_decided() {
+        for kept in [None, Some(true), Some(false)] {
+            for prepared in [false, true] {
+                assert_eq!(strict(true, kept, prepared), Recovery::FinishRollBack);
+            }
+        }
+    }
+
+    #[test]
+    fn git_decides_a_strict_run_before_the_pointers_do() {
+        assert_eq!(strict(false, Some(false), true), Recovery::UndoRejected);
+        assert_eq!(strict(false, Some(false), false), Recovery::UndoRejected);
+        assert_eq!(strict(false, Some(true), true), Recovery::Stands);
+        // Kept but not all flips done (killed before `prepared`): finish the switch.
+        assert_eq!(strict(false, Some(true), false), Recovery::FinishSwitch);
+        // Not a strict run: the pointers decide.
+        assert_eq!(strict(false, None, true), Recovery::FinishSwitch);
+    }
+
+    #[test]
+    fn which_repairs_run_the_recorded_daemon_commands_and_how_runs_end() {
+        use Recovery::*;
+        let all = [
+            FinishRollBack,
+            UndoRejected,
+            Stands,
+            RejectWarmup,
+            FinishWarmup,
+            FailWarmup,
+            RollBackRejected,
+            FinishSwitch,
+            StartAgain,
+            Nothing,
+        ];
+        let daemons: Vec<Recovery> = all.into_iter().filter(|r| r.runs_daemons()).collect();
+        assert_eq!(
+            daemons,
+            [
+                FinishRollBack,
+                UndoRejected,
+                RollBackRejected,
+                FinishSwitch,
+                StartAgain
+            ]
+        );
+        // The undo ends its run itself (`rejected`); every other repair
+        // leaves an end entry to write: a repaired run is never left open.
+        for r in all {
+            assert_eq!(r.journal_result().is_none(), r == UndoRejected, "{r:?}");
+        }
+        assert_eq!(Stands.journal_result(), Some(Outcome::Ok));
+        assert_eq!(FailWarmup.journal_result(), Some(Outcome::Interrupted));
+        assert_eq!(RollBackRejected.journal_result(), Some(Outcome::RolledBack));
     }
 
     #[test]

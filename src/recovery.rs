@@ -95,30 +95,22 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
             None => Ok(()),
         };
     }
-    let mut end = e.end(Outcome::Interrupted);
     let undo_line = lines.iter().rev().find(|x| x.phase == switch::UNDO_PHASE);
-    let prepared = lines.iter().any(|x| x.phase == crate::txn::PREPARED_PHASE);
-    let git_kept = e
-        .txn
-        .as_ref()
-        .map(|_| crate::txn::ref_kept(ctx, &git_ref, &commit));
     let decision = decide::recovery(Unfinished {
         event: &e.event,
         landed: kept(ctx, &commit),
         ready: release::is_ready(root, &commit),
         in_production: root.production().as_deref() == Some(commit.as_str()),
+        rolling_back: undo_line.is_some(),
+        git_kept: e
+            .txn
+            .as_ref()
+            .map(|_| crate::txn::ref_kept(ctx, &git_ref, &commit)),
+        prepared: lines.iter().any(|x| x.phase == crate::txn::PREPARED_PHASE),
     });
-    // The interrupted run's own commands: the daemons it stopped are the ones
-    // its start starts, whatever deploy.toml says now.
-    let runs_daemons = undo_line.is_some()
-        || git_kept == Some(false)
-        || matches!(
-            decision,
-            Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain
-        );
     let recorded;
     let ctx = match &e.commands {
-        Some(commands) if runs_daemons => {
+        Some(commands) if decision.runs_daemons() => {
             recorded = Ctx {
                 root: ctx.root.clone(),
                 config: crate::config::Config {
@@ -143,128 +135,136 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
         }
         _ => ctx,
     };
-    if let Some(u) = undo_line {
-        // Killed while rolling back: the rollback is one step; do it all again.
-        let state = match u.result {
-            Some(Outcome::Failed) => State::Failed,
-            _ => State::Bad,
-        };
-        let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
-        output::detail(&format!(
-            "it was rolling back ({why}); finishing the rollback"
-        ));
-        roll_back(ctx, e, e.previous.as_deref(), &git_ref, state, why);
-        end = e.end(Outcome::RolledBack);
-    } else if git_kept == Some(false) {
-        output::detail(&format!(
-            "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
-            output::escape(&git_ref),
-            short(&commit)
-        ));
-        crate::recovery::undo(ctx, e, "interrupted before git updated the ref");
+    let Some(result) = act(ctx, e, decision, undo_line.copied(), &commit, &git_ref)? else {
         return Ok(());
-    } else if git_kept == Some(true) && prepared {
-        output::detail(&format!(
-            "git updated {} to {}; its flips were complete, so the run stands",
-            output::escape(&git_ref),
-            short(&commit)
-        ));
-        end = e.end(Outcome::Ok);
-    } else {
-        match decision {
-            Recovery::RejectWarmup => {
-                // A strict-mode (pre-receive) hook died: git rejected the push and
-                // dropped its objects. Nothing may stay pointed at that commit.
-                if release::load(root, &commit).is_some() {
-                    release::set_state(
-                        root,
-                        &commit,
-                        State::Failed,
-                        Some("interrupted; the push was rejected".into()),
-                    )?;
-                }
-                let back = warmup_off(ctx, &commit)?;
-                output::detail(&format!(
-                "the push of {} was rejected (its hook was killed), so releases/{} is marked failed; warmup -> {}",
-                short(&commit),
-                short(&commit),
-                back.as_deref().map(short).unwrap_or("nothing")
-            ));
-            }
-            Recovery::FinishWarmup => {
-                // Every step had succeeded; only the flip (or what follows it) was cut short.
-                if root.warmup().as_deref() != Some(commit.as_str()) {
-                    crate::pointers::point_warmup(ctx, &commit)?;
-                }
-                output::detail(&format!(
-                "releases/{} had been warmed up completely; warmup -> releases/{} (its notify step did not run)",
-                short(&commit),
-                short(&commit)
-            ));
-                end = e.end(Outcome::Ok);
-            }
-            Recovery::FailWarmup => {
-                if release::load(root, &commit).is_some_and(|r| r.state == State::Building) {
-                    release::set_state(root, &commit, State::Failed, Some("interrupted".into()))?;
-                }
-                output::detail(&format!(
-                    "releases/{} was never warmed up (marked failed); warmup stays on {}",
-                    short(&commit),
-                    root.warmup().as_deref().map(short).unwrap_or("nothing")
-                ));
-            }
-            Recovery::RollBackRejected | Recovery::FinishSwitch | Recovery::StartAgain => {
-                let previous = e.previous.as_deref();
-                if decision == Recovery::RollBackRejected {
-                    // A strict-mode tag push whose hook died: git rejected it, so
-                    // production must not stay on it.
-                    output::detail(&format!(
-                    "production had been switched, but the push of {} was rejected (its hook was killed); switching back",
-                    short(&commit)
-                ));
-                    let why = "interrupted; the push was rejected".to_string();
-                    roll_back(ctx, e, previous, &git_ref, State::Failed, why);
-                    end = e.end(Outcome::RolledBack);
-                } else if decision == Recovery::FinishSwitch {
-                    output::detail(
-                    "production had already been switched; finishing: after_switch, start, check",
-                );
-                    let env = switch::step_env(ctx, &commit, previous, &git_ref, vec![]);
-                    match switch::finish_after_flip(ctx, &commit, env) {
-                        Ok(()) => {
-                            output::success(&format!(
-                                "production -> releases/{commit} (finished after the interruption)"
-                            ));
-                            end = e.end(Outcome::Ok);
-                        }
-                        Err(f) => {
-                            output::error(&format!(
-                                "{} failed: {}; rolling back",
-                                f.stage.what(),
-                                f.error
-                            ));
-                            roll_back(ctx, e, previous, &git_ref, State::Bad, f.reason());
-                            end = e.end(Outcome::RolledBack);
-                        }
-                    }
-                } else {
-                    output::detail(&format!(
-                    "production was not switched (still {}); starting the daemons that were stopped",
-                    crate::pointers::describe(&root.production())
-                ));
-                    let back = root.production().unwrap_or(commit.clone());
-                    start_anyway(
-                        &ctx.config.promote.start,
-                        &switch::step_env(ctx, &back, None, &git_ref, vec![]),
-                    );
-                }
-            }
-            Recovery::Nothing => output::detail("nothing to repair for this kind of run"),
-        }
-    }
+    };
+    let mut end = e.end(result);
     end.time = crate::fsutil::now_rfc3339();
     end.pid = std::process::id();
     journal::append(root, &end)
+}
+
+/// Carry out `decision` for the unfinished run `e` (of `commit`, pushed as
+/// `git_ref`); returns the result its end entry records, or `None` when the
+/// repair ended the run itself.
+fn act(
+    ctx: &Ctx,
+    e: &Entry,
+    decision: Recovery,
+    undo_line: Option<&Entry>,
+    commit: &str,
+    git_ref: &str,
+) -> Result<Option<Outcome>> {
+    let root = &ctx.root;
+    let previous = e.previous.as_deref();
+    match decision {
+        Recovery::FinishRollBack => {
+            let u = undo_line.unwrap_or(e);
+            let state = match u.result {
+                Some(Outcome::Failed) => State::Failed,
+                _ => State::Bad,
+            };
+            let why = u.error.clone().unwrap_or_else(|| "interrupted".into());
+            output::detail(&format!(
+                "it was rolling back ({why}); finishing the rollback"
+            ));
+            roll_back(ctx, e, previous, git_ref, state, why);
+        }
+        Recovery::UndoRejected => {
+            output::detail(&format!(
+                "git did not update {} to {} (the push was refused, or killed before git decided); undoing",
+                output::escape(git_ref),
+                short(commit)
+            ));
+            undo(ctx, e, "interrupted before git updated the ref");
+        }
+        Recovery::Stands => output::detail(&format!(
+            "git updated {} to {}; its flips were complete, so the run stands",
+            output::escape(git_ref),
+            short(commit)
+        )),
+        Recovery::RejectWarmup => {
+            // A strict-mode (pre-receive) hook died: git rejected the push and
+            // dropped its objects. Nothing may stay pointed at that commit.
+            if release::load(root, commit).is_some() {
+                release::set_state(
+                    root,
+                    commit,
+                    State::Failed,
+                    Some("interrupted; the push was rejected".into()),
+                )?;
+            }
+            let back = warmup_off(ctx, commit)?;
+            output::detail(&format!(
+                "the push of {} was rejected (its hook was killed), so releases/{} is marked failed; warmup -> {}",
+                short(commit),
+                short(commit),
+                back.as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
+        Recovery::FinishWarmup => {
+            // Every step had succeeded; only the flip (or what follows it) was cut short.
+            if root.warmup().as_deref() != Some(commit) {
+                crate::pointers::point_warmup(ctx, commit)?;
+            }
+            output::detail(&format!(
+                "releases/{} had been warmed up completely; warmup -> releases/{} (its notify step did not run)",
+                short(commit),
+                short(commit)
+            ));
+        }
+        Recovery::FailWarmup => {
+            if release::load(root, commit).is_some_and(|r| r.state == State::Building) {
+                release::set_state(root, commit, State::Failed, Some("interrupted".into()))?;
+            }
+            output::detail(&format!(
+                "releases/{} was never warmed up (marked failed); warmup stays on {}",
+                short(commit),
+                root.warmup().as_deref().map(short).unwrap_or("nothing")
+            ));
+        }
+        Recovery::RollBackRejected => {
+            // A strict-mode tag push whose hook died: git rejected it, so
+            // production must not stay on it.
+            output::detail(&format!(
+                "production had been switched, but the push of {} was rejected (its hook was killed); switching back",
+                short(commit)
+            ));
+            let why = "interrupted; the push was rejected".to_string();
+            roll_back(ctx, e, previous, git_ref, State::Failed, why);
+        }
+        Recovery::FinishSwitch => {
+            output::detail(
+                "production had already been switched; finishing: after_switch, start, check",
+            );
+            let env = switch::step_env(ctx, commit, previous, git_ref, vec![]);
+            if let Err(f) = switch::finish_after_flip(ctx, commit, env) {
+                output::error(&format!(
+                    "{} failed: {}; rolling back",
+                    f.stage.what(),
+                    f.error
+                ));
+                roll_back(ctx, e, previous, git_ref, State::Bad, f.reason());
+                return Ok(Some(Outcome::RolledBack));
+            }
+            output::success(&format!(
+                "production -> releases/{commit} (finished after the interruption)"
+            ));
+        }
+        Recovery::StartAgain => {
+            output::detail(&format!(
+                "production was not switched (still {}); starting the daemons that were stopped",
+                crate::pointers::describe(&root.production())
+            ));
+            let back = root.production().unwrap_or(commit.to_string());
+            start_anyway(
+                &ctx.config.promote.start,
+                &switch::step_env(ctx, &back, None, git_ref, vec![]),
+            );
+        }
+        Recovery::Nothing => output::detail("nothing to repair for this kind of run"),
+    }
+    Ok(decision.journal_result())
 }
 
 /// Undo a strict run git did not keep: production back (for a promote),
