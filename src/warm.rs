@@ -15,6 +15,27 @@ use crate::root::short;
 use crate::steps::{self, StepEnv};
 use crate::{carry, export, faults, link, repo, shared};
 
+/// What follows a warm-up's build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Flip `warmup` to it; `then_promote`: a promote follows (a tag,
+    /// `-o promote`), so the hint to promote is left out and a failure's
+    /// advice names `symdeploy promote`.
+    Flip { then_promote: bool },
+    /// Strict mode: leave `warmup` alone until git has the ref locked.
+    WaitForGit,
+}
+
+impl Then {
+    fn then_promote(self) -> bool {
+        match self {
+            Then::Flip { then_promote } => then_promote,
+            // A strict push's failure advice is the same as a promote's.
+            Then::WaitForGit => true,
+        }
+    }
+}
+
 /// Warm up `commit` with the lock held; returns the commit.
 /// A commit that already has a ready release only re-points `warmup`.
 /// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
@@ -27,7 +48,15 @@ pub fn warm(
     rebuild: bool,
     then_promote: bool,
 ) -> Result<Commit> {
-    warm_impl(ctx, repo, commit, git_ref, rebuild, Some(then_promote)).map(|_| commit)
+    warm_impl(
+        ctx,
+        repo,
+        commit,
+        git_ref,
+        rebuild,
+        Then::Flip { then_promote },
+    )
+    .map(|_| commit)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -39,135 +68,43 @@ pub fn build_only(
     commit: Commit,
     git_ref: &str,
 ) -> Result<bool> {
-    warm_impl(ctx, repo, commit, git_ref, false, None)
+    warm_impl(ctx, repo, commit, git_ref, false, Then::WaitForGit)
 }
 
+/// The warm-up in the seed's order; returns whether a release was built.
 fn warm_impl(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: Commit,
     git_ref: &str,
     rebuild: bool,
-    // None: strict mode's build without the flip; Some(then_promote).
-    flip: Option<bool>,
+    then: Then,
 ) -> Result<bool> {
-    let then_promote = flip.unwrap_or(true);
-    let flip = flip.is_some();
     let root = &ctx.root;
     let hex = commit.to_string();
     let subject = repo::subject(repo, commit.id()).unwrap_or_default();
-    let dir = root.release(&hex);
     output::header(&format!(
         "warming up {} ({git_ref}): {subject}",
         short(&hex)
     ));
-
-    let pinned = [root.production(), root.warmup()]
-        .into_iter()
-        .flatten()
-        .any(|c| c == hex);
-    if release::is_ready(root, &hex) && !rebuild && !flip {
-        output::detail_full(
-            &format!(
-                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
-                short(&hex)
-            ),
-            &hex,
-        );
-        return Ok(false);
-    }
     if release::is_ready(root, &hex) && !rebuild {
-        let entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
-        journal::append(root, &entry)?;
-        let started = Instant::now();
-        output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(&hex)), &hex);
-        point_warmup(ctx, &hex)?;
-        journal::append(root, &entry.end(Outcome::Unchanged))?;
-        finish_message(ctx, &hex, started.elapsed(), then_promote);
+        already_ready(ctx, &hex, git_ref, then)?;
         return Ok(false);
     }
-    if dir.exists() {
-        if pinned {
-            let which = if root.production().as_deref() == Some(hex.as_str()) {
-                "production"
-            } else {
-                "warmup"
-            };
-            return Err(Error::with_help(
-                format!(
-                    "releases/{hex} is what {which} points at, so it cannot be rebuilt in place"
-                ),
-                "warm up and promote another commit first, then rebuild this one",
-            ));
-        }
-        output::detail(&format!(
-            "removing the earlier {} build of releases/{}",
-            release::effective_state(root, &hex),
-            short(&hex)
-        ));
-        std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
-        release::forget(root, &hex);
-    }
+    remove_earlier_build(ctx, &hex)?;
 
     let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
     journal::append(root, &entry)?;
     release::save(root, &Record::building(&hex, git_ref, subject))?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
-    match build(ctx, repo, commit, git_ref, &mut durations) {
-        Ok(()) => {}
-        Err(e) => {
-            release::set_state(root, &hex, State::Failed, Some(e.to_string()))?;
-            entry.durations = durations;
-            entry.error = Some(e.to_string());
-            let interrupted = matches!(e, Error::Interrupted { .. });
-            let result = if interrupted {
-                Outcome::Interrupted
-            } else {
-                Outcome::Failed
-            };
-            journal::append(root, &entry.end(result))?;
-            if !interrupted {
-                // Chat and CI hear of a failure too (a post-receive hook's
-                // push exits 0 whatever happens).
-                notify(ctx, &hex, git_ref, "failed", Some(&e));
-                if then_promote {
-                    // A promote was asked for (a tag, `-o promote`) and
-                    // nothing was switched: its notify hears `failed` too.
-                    crate::switch::notify(
-                        ctx,
-                        &hex,
-                        root.production().as_ref(),
-                        git_ref,
-                        "failed",
-                        Some(&e),
-                    );
-                }
-            }
-            let what = if interrupted {
-                format!(
-                    "warm-up of {} was interrupted (the release is marked failed): {e}",
-                    short(&hex)
-                )
-            } else {
-                format!("warm-up of {} failed: {e}", short(&hex))
-            };
-            let help = if interrupted {
-                e.help().unwrap_or_default()
-            } else {
-                advice(&e, &hex, then_promote)
-            };
-            return Err(Error::Failed {
-                code: e.exit_code(),
-                message: what,
-                now: where_now(&ctx.root),
-                help: Some(help).filter(|h| !h.is_empty()),
-            });
-        }
+    let built = build(ctx, repo, commit, git_ref, &mut durations);
+    entry.durations = durations;
+    if let Err(e) = built {
+        return Err(failed(ctx, entry, e, &hex, git_ref, then));
     }
     release::set_state(root, &hex, State::Ready, None)?;
-    if !flip {
-        entry.durations = durations;
+    if then == Then::WaitForGit {
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
@@ -183,13 +120,128 @@ fn warm_impl(
     faults::point("after-flip-warmup");
 
     if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
-        durations.insert("notify".into(), took.as_secs_f64());
+        entry.durations.insert("notify".into(), took.as_secs_f64());
     }
-    durations.insert("total".into(), started.elapsed().as_secs_f64());
-    entry.durations = durations;
+    entry
+        .durations
+        .insert("total".into(), started.elapsed().as_secs_f64());
     journal::append(root, &entry.end(Outcome::Ok))?;
-    finish_message(ctx, &hex, started.elapsed(), then_promote);
+    finish_message(ctx, &hex, started.elapsed(), then.then_promote());
     Ok(true)
+}
+
+/// The commit has a ready release already: nothing is built. A warm-up
+/// re-points `warmup` at it (journaled `unchanged`); a strict build leaves
+/// that to the flip once git has the ref.
+fn already_ready(ctx: &Ctx, hex: &str, git_ref: &str, then: Then) -> Result<()> {
+    let Then::Flip { then_promote } = then else {
+        output::detail_full(
+            &format!(
+                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
+                short(hex)
+            ),
+            hex,
+        );
+        return Ok(());
+    };
+    let root = &ctx.root;
+    let entry = Entry::start(Event::Warmup, Some(hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    let started = Instant::now();
+    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(hex)), hex);
+    point_warmup(ctx, hex)?;
+    journal::append(root, &entry.end(Outcome::Unchanged))?;
+    finish_message(ctx, hex, started.elapsed(), then_promote);
+    Ok(())
+}
+
+/// An earlier build of the commit (failed, cut short, or `--rebuild`) is
+/// removed before a new one; one that production or warmup points at is
+/// refused instead.
+fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
+    let root = &ctx.root;
+    let dir = root.release(hex);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let which = if root.production().as_deref() == Some(hex) {
+        Some("production")
+    } else if root.warmup().as_deref() == Some(hex) {
+        Some("warmup")
+    } else {
+        None
+    };
+    if let Some(which) = which {
+        return Err(Error::with_help(
+            format!("releases/{hex} is what {which} points at, so it cannot be rebuilt in place"),
+            "warm up and promote another commit first, then rebuild this one",
+        ));
+    }
+    output::detail(&format!(
+        "removing the earlier {} build of releases/{}",
+        release::effective_state(root, hex),
+        short(hex)
+    ));
+    std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+    release::forget(root, hex);
+    Ok(())
+}
+
+/// A build that failed or was interrupted: the release is marked failed,
+/// the run ended, chat and CI told (a post-receive push exits 0 whatever
+/// happens), and the error returned whole for the renderer.
+fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: Then) -> Error {
+    let root = &ctx.root;
+    let then_promote = then.then_promote();
+    let interrupted = matches!(e, Error::Interrupted { .. });
+    if let Err(marked) = release::set_state(root, hex, State::Failed, Some(e.to_string())) {
+        return marked;
+    }
+    let mut entry = entry;
+    entry.error = Some(e.to_string());
+    let result = if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Failed
+    };
+    if let Err(journaled) = journal::append(root, &entry.end(result)) {
+        return journaled;
+    }
+    if !interrupted {
+        notify(ctx, hex, git_ref, "failed", Some(&e));
+        if then_promote {
+            // A promote was asked for (a tag, `-o promote`) and nothing was
+            // switched: its notify hears `failed` too.
+            crate::switch::notify(
+                ctx,
+                hex,
+                root.production().as_ref(),
+                git_ref,
+                "failed",
+                Some(&e),
+            );
+        }
+    }
+    let (message, help) = if interrupted {
+        (
+            format!(
+                "warm-up of {} was interrupted (the release is marked failed): {e}",
+                short(hex)
+            ),
+            e.help().unwrap_or_default(),
+        )
+    } else {
+        (
+            format!("warm-up of {} failed: {e}", short(hex)),
+            advice(&e, hex, then_promote),
+        )
+    };
+    Error::Failed {
+        code: e.exit_code(),
+        message,
+        now: where_now(root),
+        help: Some(help).filter(|h| !h.is_empty()),
+    }
 }
 
 fn build(
