@@ -8,6 +8,14 @@
 //!
 //! Writing to stderr never fails a deploy: when the pusher hangs up (EPIPE), the
 //! deploy goes on and the log file keeps the whole story.
+//!
+//! The sink is one per process on purpose, not a value passed down: the
+//! tracing subscriber (installed once per process) writes to the current run
+//! log, a step's output arrives on reader threads, and SIGHUP is handled on
+//! the signal thread, which must detach the terminal for every writer at
+//! once. What a run owns is its lifetime: [`crate::session::begin`] opens
+//! the log, and `main` or the hook renders the run's error into it and
+//! closes it.
 
 use std::fs::File;
 use std::io::Write;
