@@ -7,10 +7,9 @@
 
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
+use crate::root::TMP_LINK_PREFIX;
 
-/// Prefix of temporary link names in the root (cleaned up by the next deploy).
-pub const TMP_LINK_PREFIX: &str = ".symdeploy-link-";
+use crate::error::{Error, IoContext, Result};
 
 /// Point `dir/name` at `target` (relative text, stored as is) with one rename(2).
 pub fn flip(dir: &Path, name: &str, target: &str) -> Result<()> {

@@ -32,6 +32,8 @@ pub const PREVIEWS: &str = "previews";
 pub const PREVIEW_RELEASE_PREFIX: &str = "preview-";
 /// Prefix of temporary export directories inside releases/.
 pub const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of temporary link names in the root (cleaned up by the next deploy).
+pub const TMP_LINK_PREFIX: &str = ".symdeploy-link-";
 /// Prefix of a release record being written in `.symdeploy/releases/`.
 pub const RECORD_TMP_PREFIX: &str = ".tmp-record-";
 /// Prefix of a pre-receive hook's repository view in `.symdeploy/`,
