@@ -405,36 +405,18 @@ fn build(
 
     let env = step_env(ctx, &meta.slug, name, &hex, git_ref);
     let p = &ctx.config.previews;
-    for (stage_name, commands) in [
+    let stages = [
         ("build", &p.build),
         ("links", &p.links),
         ("migrate", &p.migrate),
-    ] {
-        if commands.is_empty() {
-            continue;
-        }
-        let stage = Stage::start(stage_name);
-        faults::point(&format!("preview-{stage_name}"));
-        steps::run_stage(stage_name, commands, &env)?;
-        durations.insert(stage_name.into(), stage.done().as_secs_f64());
-    }
-    if let Some(user) = &ctx.config.web_user {
-        let stage = Stage::start("writable");
-        let web = crate::acl::resolve(user)?;
-        crate::acl::grant_all(
-            &web,
-            &common,
-            &ctx.config.shared,
-            &dir,
-            &ctx.config.writable,
-        )?;
-        durations.insert("writable".into(), stage.done().as_secs_f64());
-    }
-    crate::signals::check("the preview stopped before the release was marked ready")?;
-    let stage = Stage::start("sync");
-    crate::fsutil::sync_filesystem(&dir)?;
-    durations.insert("sync".into(), stage.done().as_secs_f64());
-    Ok(())
+    ];
+    let exported = crate::warm::Exported {
+        dir: &dir,
+        common: &common,
+        what: "the preview",
+        fault_prefix: "preview-",
+    };
+    exported.finish(ctx, stages, &env, None, durations)
 }
 
 /// Make `common-previews/<slug>/` if it is not there: a copy of

@@ -300,42 +300,83 @@ fn build(
 
     let env = step_env(ctx, &hex, git_ref);
     let w = &ctx.config.warmup;
-    for (name, commands) in [
+    let stages = [
         ("build", &w.build),
         ("links", &w.links),
         ("migrate", &w.migrate),
-    ] {
-        if commands.is_empty() {
-            continue;
+    ];
+    let exported = Exported {
+        dir: &dir,
+        common: &root.common(),
+        what: "the warm-up",
+        fault_prefix: "",
+    };
+    exported.finish(ctx, stages, &env, Some(early_sync), durations)
+}
+
+/// A release directory whose export is done, and what the rest of its
+/// build needs to know: the tail warm-ups and previews share.
+pub(crate) struct Exported<'a> {
+    /// The release directory.
+    pub dir: &'a std::path::Path,
+    /// Where its shared paths point (`common/`, or the preview's own).
+    pub common: &'a std::path::Path,
+    /// "the warm-up", "the preview": for the message of an interrupt.
+    pub what: &'a str,
+    /// Prefix of the steps' fault points (`preview-` for previews).
+    pub fault_prefix: &'a str,
+}
+
+impl Exported<'_> {
+    /// The build, links and migrate stages that have commands, then the web
+    /// user's ACLs (after the steps, so caches they warmed up are covered
+    /// too), then the sync that `ready` vouches for. `early_sync`: a flush
+    /// started right after the export, waited for before the final one.
+    pub(crate) fn finish(
+        &self,
+        ctx: &Ctx,
+        stages: [(&str, &Vec<String>); 3],
+        env: &StepEnv,
+        early_sync: Option<std::thread::JoinHandle<bool>>,
+        durations: &mut BTreeMap<String, f64>,
+    ) -> Result<()> {
+        for (name, commands) in stages {
+            if commands.is_empty() {
+                continue;
+            }
+            let stage = Stage::start(name);
+            faults::point(&format!("{}{name}", self.fault_prefix));
+            steps::run_stage(name, commands, env)?;
+            durations.insert(name.into(), stage.done().as_secs_f64());
         }
-        let stage = Stage::start(name);
-        faults::point(name);
-        steps::run_stage(name, commands, &env)?;
-        durations.insert(name.into(), stage.done().as_secs_f64());
+        if let Some(user) = &ctx.config.web_user {
+            let stage = Stage::start("writable");
+            let web = crate::acl::resolve(user)?;
+            crate::acl::grant_all(
+                &web,
+                self.common,
+                &ctx.config.shared,
+                self.dir,
+                &ctx.config.writable,
+            )?;
+            durations.insert("writable".into(), stage.done().as_secs_f64());
+        }
+        // `ready` is recorded durably next; the files it vouches for must be
+        // on disk first, or a power cut could leave a ready release of empty
+        // files. On a big release this is most of what the warm-up costs
+        // beyond the export itself, so it is a stage of its own.
+        crate::signals::check(&format!(
+            "{} stopped before the release was marked ready",
+            self.what
+        ))?;
+        let stage = Stage::start("sync");
+        if let Some(early) = early_sync {
+            let _ = early.join();
+        }
+        crate::fsutil::sync_filesystem(self.dir)?;
+        durations.insert("sync".into(), stage.done().as_secs_f64());
+        Ok(())
     }
-    if let Some(name) = &ctx.config.web_user {
-        // After the steps, so that caches they warmed up are covered too.
-        let stage = Stage::start("writable");
-        let web = crate::acl::resolve(name)?;
-        crate::acl::grant_all(
-            &web,
-            &root.common(),
-            &ctx.config.shared,
-            &dir,
-            &ctx.config.writable,
-        )?;
-        durations.insert("writable".into(), stage.done().as_secs_f64());
-    }
-    // `ready` is recorded durably next; the files it vouches for must be on
-    // disk first, or a power cut could leave a ready release of empty files.
-    // On a big release this is most of what the warm-up costs beyond the
-    // export itself, so it is a stage of its own, timed like the others.
-    crate::signals::check("the warm-up stopped before the release was marked ready")?;
-    let stage = Stage::start("sync");
-    let _ = early_sync.join();
-    crate::fsutil::sync_filesystem(&dir)?;
-    durations.insert("sync".into(), stage.done().as_secs_f64());
-    Ok(())
 }
 
 /// The export stage of a warm-up or a preview: `commit` exported to a
