@@ -108,7 +108,7 @@ pub enum Phase {
     /// Written when the run is done (with its `result`).
     End,
     /// A switch is rolling back: written before it starts, so recovery
-    /// finishes the rollback (see `ops::promote::roll_back`).
+    /// finishes the rollback (see `crate::switch::roll_back`).
     Undo,
     /// A strict-mode flip is prepared while git holds the ref (see `strict`).
     Prepared,

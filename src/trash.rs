@@ -44,7 +44,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
     match std::fs::rename(&dir, &target) {
         Ok(()) => {}
         // releases/ on its own filesystem: aside within it, as a temporary
-        // that tidy_leftovers deletes.
+        // that the next sweep of leftovers deletes (`crate::leftovers`).
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
             let doomed = ctx.root.doomed_release(commit);
             std::fs::rename(&dir, &doomed).at("move away", &dir)?;
