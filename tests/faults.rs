@@ -188,12 +188,7 @@ fn push_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
 }
 
 fn symdeploy_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin());
-    c.arg("--root")
-        .arg(&env.root)
-        .args(args)
-        .current_dir(env.tmp.path())
-        .env_remove("SYMDEPLOY_ROOT");
+    let mut c = env.command(args);
     for (k, v) in vars {
         c.env(k, v);
     }

@@ -77,12 +77,7 @@ fn two_releases() -> (Env, String, String) {
 
 /// symdeploy in its own process group, output piped.
 fn spawn(env: &Env, args: &[&str]) -> Child {
-    Command::new(bin())
-        .arg("--root")
-        .arg(&env.root)
-        .args(args)
-        .current_dir(env.tmp.path())
-        .env_remove("SYMDEPLOY_ROOT")
+    env.command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -25,12 +25,8 @@ fn short(c: &str) -> &str {
 /// Run symdeploy, killing it (and failing) if it has not finished after a
 /// generous deadline: a hang is the bug some of these tests look for.
 fn symdeploy_bounded(env: &Env, args: &[&str]) -> Output {
-    let mut child = Command::new(bin())
-        .arg("--root")
-        .arg(&env.root)
-        .args(args)
-        .current_dir(env.tmp.path())
-        .env_remove("SYMDEPLOY_ROOT")
+    let mut child = env
+        .command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -397,17 +393,24 @@ fn push_pair(env: &Env, one: &str, two: &str, dst: &str) -> (bool, bool, String)
     (o1.status.success(), o2.status.success(), t)
 }
 
+/// Two commits on the repository's main, neither an ancestor of the other:
+/// only one of them can win a race for the same ref.
+fn rivals(env: &Env, label: &str) -> (String, String) {
+    let base = repo_ref(env, "refs/heads/main").unwrap();
+    let mut made = Vec::new();
+    for side in ["one", "two"] {
+        env.git(&["checkout", "-q", &base]);
+        env.write("www/index.html", &format!("{label} {side}\n"));
+        made.push(env.commit(&format!("{label} {side}")));
+    }
+    (made.remove(0), made.remove(0))
+}
+
 #[test]
 fn concurrent_strict_pushes_of_main_end_where_git_kept_the_ref() {
     let (env, _) = strict_scene("");
     for round in 0..20 {
-        let base = repo_ref(&env, "refs/heads/main").unwrap();
-        env.git(&["checkout", "-q", &base]);
-        env.write("www/index.html", &format!("round {round} one\n"));
-        let one = env.commit(&format!("round {round} one"));
-        env.git(&["checkout", "-q", &base]);
-        env.write("www/index.html", &format!("round {round} two\n"));
-        let two = env.commit(&format!("round {round} two"));
+        let (one, two) = rivals(&env, &format!("round {round}"));
         let (ok1, ok2, t) = push_pair(&env, &one, &two, "refs/heads/main");
         let kept = repo_ref(&env, "refs/heads/main").unwrap();
         assert!(
@@ -431,13 +434,7 @@ fn concurrent_strict_pushes_of_main_end_where_git_kept_the_ref() {
 fn concurrent_strict_pushes_of_the_same_tag_end_where_git_kept_it() {
     let (env, _) = strict_scene("");
     for round in 0..20 {
-        let base = repo_ref(&env, "refs/heads/main").unwrap();
-        env.git(&["checkout", "-q", &base]);
-        env.write("www/index.html", &format!("tag round {round} one\n"));
-        let one = env.commit(&format!("tag round {round} one"));
-        env.git(&["checkout", "-q", &base]);
-        env.write("www/index.html", &format!("tag round {round} two\n"));
-        let two = env.commit(&format!("tag round {round} two"));
+        let (one, two) = rivals(&env, &format!("tag round {round}"));
         let tag = format!("refs/tags/release-{round}");
         let (ok1, ok2, t) = push_pair(&env, &one, &two, &tag);
         let kept = repo_ref(&env, &tag).unwrap_or_else(|| panic!("round {round}: no tag: {t}"));

@@ -137,34 +137,23 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for r in rows {
-        println!(
-            "{} {:<10} {:>10} {:>8}  {}{}",
-            short(&r.commit),
+        let markers = if r.markers.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", r.markers.join(", "))
+        };
+        print_line(
+            &r.commit,
             r.state,
-            crate::fsutil::human_bytes(r.size),
-            r.created
-                .as_deref()
-                .map(crate::fsutil::age)
-                .unwrap_or_default(),
-            crate::output::escape(&r.subject),
-            if r.markers.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", r.markers.join(", "))
-            }
+            r.size,
+            r.created.as_deref(),
+            &r.subject,
+            &markers,
         );
     }
     for p in previews {
-        println!(
-            "{} {:<10} {:>10} {:>8}  {}  [preview {}{}{}]",
-            short(&p.commit),
-            p.state,
-            crate::fsutil::human_bytes(p.size),
-            p.created
-                .as_deref()
-                .map(crate::fsutil::age)
-                .unwrap_or_default(),
-            crate::output::escape(&p.subject),
+        let tail = format!(
+            "  [preview {}{}{}]",
             p.slug,
             p.branch
                 .as_deref()
@@ -172,6 +161,34 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
                 .unwrap_or_default(),
             if p.served { ", served" } else { "" }
         );
+        print_line(
+            &p.commit,
+            p.state,
+            p.size,
+            p.created.as_deref(),
+            &p.subject,
+            &tail,
+        );
     }
     Ok(())
+}
+
+/// One line of `symdeploy releases`: the columns every release has, then
+/// `tail` (its markers, or what preview it belongs to).
+fn print_line(
+    commit: &str,
+    state: release::Effective,
+    size: u64,
+    created: Option<&str>,
+    subject: &str,
+    tail: &str,
+) {
+    println!(
+        "{} {:<10} {:>10} {:>8}  {}{tail}",
+        short(commit),
+        state,
+        crate::fsutil::human_bytes(size),
+        created.map(crate::fsutil::age).unwrap_or_default(),
+        crate::output::escape(subject),
+    );
 }

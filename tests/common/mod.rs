@@ -141,9 +141,21 @@ impl Env {
 
     /// Run symdeploy with `--root ROOT` and args.
     pub fn symdeploy(&self, args: &[&str]) -> Output {
-        let mut full = vec!["--root", self.root.to_str().unwrap()];
-        full.extend_from_slice(args);
-        self.symdeploy_raw(&full)
+        run(&mut self.command(args))
+    }
+
+    /// `symdeploy --root ROOT ARGS...` as every test runs it (in the test's
+    /// directory, without an inherited SYMDEPLOY_ROOT), for a test that
+    /// needs more than [`Env::symdeploy`]: extra variables, pipes, a
+    /// process group.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env_remove("SYMDEPLOY_ROOT");
+        c
     }
 
     /// Run symdeploy with exactly these args.
