@@ -2,27 +2,17 @@
 //! a crashed run left, which every operation that changes the root goes
 //! through first.
 
-use std::path::PathBuf;
-
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::journal::Event;
 use crate::lock::{self, DeployLock};
 use crate::root::Root;
 
-/// A locked session: the deploy lock, held until this is dropped, and the
-/// run log its lines go to. Every operation that changes the root holds
-/// one, got from [`begin`], so none can skip the recovery or the sweep.
+/// A locked session: the deploy lock, held until this is dropped. Every
+/// operation that changes the root holds one, got from [`begin`], so none
+/// can skip the recovery or the sweep.
 pub struct Run {
     _lock: DeployLock,
-    log: Option<PathBuf>,
-}
-
-impl Run {
-    /// The run log, if it could be written.
-    pub fn log(&self) -> Option<&std::path::Path> {
-        self.log.as_deref()
-    }
 }
 
 /// Start a locked session for `event` (its run log is named by `label`;
@@ -71,10 +61,7 @@ pub fn lock_and_recover(ctx: &Ctx, purpose: &str) -> Result<Run> {
     crate::leftovers::sweep(ctx);
     // Interrupted while waiting or recovering: the operation itself never starts.
     crate::signals::check(&format!("{purpose} not started; nothing was changed"))?;
-    Ok(Run {
-        _lock: lock,
-        log: crate::output::log_path(),
-    })
+    Ok(Run { _lock: lock })
 }
 
 /// With the lock held: carry an older root's single-file journal forward and
