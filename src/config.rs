@@ -43,6 +43,12 @@ pub struct Warmup {
     pub links: Vec<String>,
     /// database migrations.
     pub migrate: Vec<String>,
+    /// Health checks of the new release through `www_warmup`, run with
+    /// `warmup` already pointing at it; retried until `check_timeout`. A
+    /// release is ready only once they pass.
+    pub check: Vec<String>,
+    /// How long `check` is retried.
+    pub check_timeout: Duration,
     /// run after `warmup` flipped.
     pub notify: Vec<String>,
 }
@@ -64,6 +70,12 @@ pub struct Promote {
     pub check_timeout: Duration,
     /// Run at the end, with SYMDEPLOY_RESULT.
     pub notify: Vec<String>,
+    /// How long production is watched after a promote (zero: not at all).
+    pub watch: Duration,
+    /// Time between two checks of the watch.
+    pub watch_interval: Duration,
+    /// The watch's checks (default: `check`).
+    pub watch_check: Vec<String>,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -239,6 +251,8 @@ struct RawWarmup {
     build: Commands,
     links: Commands,
     migrate: Commands,
+    check: Commands,
+    check_timeout: Option<Spanned<i64>>,
     notify: Commands,
 }
 
@@ -252,6 +266,9 @@ struct RawPromote {
     check: Commands,
     check_timeout: Option<Spanned<i64>>,
     notify: Commands,
+    watch: Option<Spanned<i64>>,
+    watch_interval: Option<Spanned<i64>>,
+    watch_check: Commands,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -633,6 +650,12 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         )?,
         links: ctx.commands("warmup.links", w.links, &d(&["make production-links"]))?,
         migrate: ctx.commands("warmup.migrate", w.migrate, &[])?,
+        check: ctx.commands("warmup.check", w.check, &[])?,
+        check_timeout: ctx.seconds(
+            "warmup.check_timeout",
+            w.check_timeout,
+            Duration::from_secs(30),
+        )?,
         notify: ctx.commands(
             "warmup.notify",
             w.notify,
@@ -666,7 +689,31 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
             Duration::from_secs(30),
         )?,
         notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+        watch: match p.watch {
+            Some(w) if *w.get_ref() == 0 => Duration::ZERO,
+            w => ctx.seconds("promote.watch", w, Duration::ZERO)?,
+        },
+        watch_interval: ctx.seconds(
+            "promote.watch_interval",
+            p.watch_interval,
+            Duration::from_secs(10),
+        )?,
+        watch_check: Vec::new(),
     };
+    let promote = Promote {
+        watch_check: match p.watch_check {
+            None => promote.check.clone(),
+            w => ctx.commands("promote.watch_check", w, &[])?,
+        },
+        ..promote
+    };
+    if !promote.watch.is_zero() && promote.watch_check.is_empty() {
+        return Err(Error::Config {
+            file: file.to_path_buf(),
+            line: None,
+            message: "`promote.watch` is set but there is nothing to check: set promote.check (or promote.watch_check)".to_string(),
+        });
+    }
     let web_user = match raw.web_user {
         None => None,
         Some(u) if valid_user_name(u.get_ref()) => Some(u.into_inner()),
@@ -914,6 +961,9 @@ mod tests {
             "start",
             "check",
             "check_timeout",
+            "watch",
+            "watch_interval",
+            "watch_check",
             "web_user",
             "writable",
             "keep_logs",

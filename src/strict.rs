@@ -387,6 +387,9 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         runs.push(run.clone());
         crate::faults::point("strict-before-flip-warmup");
         crate::pointers::point_warmup(ctx, &u.commit)?;
+        if !ctx.config.warmup.check.is_empty() {
+            warmup_check(ctx, u)?;
+        }
         crate::warm::notify(ctx, &u.commit, &u.name, "ok", None);
         journal::append(root, &prepared(&run))?;
         crate::warm::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
@@ -404,6 +407,35 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         }
     }
     Ok(())
+}
+
+/// `warmup.check` of a strict push: only here may `warmup` point at the new
+/// release, so the check that pre-receive could not run runs now, and its
+/// failure refuses the push (the caller undoes the flips, so warmup goes
+/// back). The release is marked failed and notify hears `failed`.
+fn warmup_check(ctx: &Ctx, u: &PendingUpdate) -> Result<()> {
+    let mut durations = Default::default();
+    let Err(e) = crate::warm::check(ctx, &u.commit, &u.name, &mut durations) else {
+        return Ok(());
+    };
+    if let Err(marked) = release::set_state(
+        &ctx.root,
+        &u.commit,
+        release::State::Failed,
+        Some(e.to_string()),
+    ) {
+        output::warning(&format!(
+            "could not mark releases/{} failed: {marked}",
+            u.commit
+        ));
+    }
+    crate::warm::notify(ctx, &u.commit, &u.name, "failed", Some(&e));
+    Err(Error::Failed {
+        code: e.exit_code(),
+        message: format!("warm-up of {} failed: {e}", short(&u.commit)),
+        now: Vec::new(),
+        help: Some(crate::warm::advice(&e, &u.commit, true)),
+    })
 }
 
 /// A preview's flip, with git holding its branch locked.

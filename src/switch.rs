@@ -361,7 +361,7 @@ impl<'a> Phases<'a> {
             Phase::Check if p.check.is_empty() => Ok(()),
             Phase::Check => {
                 let stage = Stage::start("check");
-                check_until(&p.check, &self.env, p.check_timeout)?;
+                check_until(&p.check, &self.env, p.check_timeout, "check_timeout")?;
                 stage.done();
                 Ok(())
             }
@@ -418,7 +418,12 @@ pub fn step_env(
 /// Retry all checks until they pass together or the time is up. The screen
 /// gets the first failure's output, one line per attempt at most every few
 /// seconds, and the last attempt's output; the run log gets every attempt.
-fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()> {
+pub(crate) fn check_until(
+    checks: &[String],
+    env: &StepEnv,
+    timeout: Duration,
+    timeout_key: &str,
+) -> Result<()> {
     const PROGRESS_EVERY: Duration = Duration::from_secs(5);
     let started = Instant::now();
     let deadline = started + timeout;
@@ -461,7 +466,7 @@ fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()
             Err(e) => {
                 if attempt == 1 {
                     output::detail(&format!(
-                        "check failed; retrying for up to {}s (check_timeout)",
+                        "check failed; retrying for up to {}s ({timeout_key})",
                         timeout.as_secs()
                     ));
                 } else if last_line.elapsed() >= PROGRESS_EVERY {

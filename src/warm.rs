@@ -1,5 +1,5 @@
 //! The warm-up, in the seed's order: lock, export, shared links, build, links,
-//! migrate, flip `warmup`, notify, journal.
+//! migrate, flip `warmup`, check (through www_warmup), ready, notify, journal.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -103,8 +103,9 @@ fn warm_impl(
     if let Err(e) = built {
         return Err(failed(ctx, entry, e, &hex, git_ref, then));
     }
-    release::set_state(root, &hex, State::Ready, None)?;
     if then == Then::WaitForGit {
+        // Strict mode checks at git's `prepared`, once warmup may point here.
+        release::set_state(root, &hex, State::Ready, None)?;
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
@@ -115,9 +116,25 @@ fn warm_impl(
         );
         return Ok(true);
     }
-    faults::point("before-flip-warmup");
-    point_warmup(ctx, &hex)?;
-    faults::point("after-flip-warmup");
+    if ctx.config.warmup.check.is_empty() {
+        release::set_state(root, &hex, State::Ready, None)?;
+        faults::point("before-flip-warmup");
+        point_warmup(ctx, &hex)?;
+        faults::point("after-flip-warmup");
+    } else {
+        // The check goes through www_warmup, so warmup points at the release
+        // before it is ready; a crash in between leaves it `building`, which
+        // recovery marks failed and moves warmup off.
+        let before = root.warmup();
+        faults::point("before-flip-warmup");
+        point_warmup(ctx, &hex)?;
+        faults::point("after-flip-warmup");
+        if let Err(e) = check(ctx, &hex, git_ref, &mut entry.durations) {
+            warmup_back(ctx, &hex, before.as_deref());
+            return Err(failed(ctx, entry, e, &hex, git_ref, then));
+        }
+        release::set_state(root, &hex, State::Ready, None)?;
+    }
 
     if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
@@ -128,6 +145,57 @@ fn warm_impl(
     journal::append(root, &entry.end(Outcome::Ok))?;
     finish_message(ctx, &hex, started.elapsed(), then.then_promote());
     Ok(true)
+}
+
+/// Run `warmup.check` against `hex`, which `warmup` points at now, retried
+/// for `warmup.check_timeout`.
+pub(crate) fn check(
+    ctx: &Ctx,
+    hex: &str,
+    git_ref: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let w = &ctx.config.warmup;
+    let stage = Stage::start("check");
+    faults::point("warmup-check");
+    crate::switch::check_until(
+        &w.check,
+        &step_env(ctx, hex, git_ref),
+        w.check_timeout,
+        "warmup.check_timeout",
+    )?;
+    durations.insert("check".into(), stage.done().as_secs_f64());
+    Ok(())
+}
+
+/// A failed check: `warmup` back where it pointed before the flip to `hex`
+/// (if that release is still ready), else off `hex` the usual way. Never
+/// fails: it runs on an error path, and a problem is reported.
+pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
+    let _unwinding = crate::signals::unwinding("moving warmup back");
+    let root = &ctx.root;
+    if root.warmup().as_deref() != Some(hex) {
+        return;
+    }
+    let moved = match before.filter(|b| *b != hex && release::is_ready(root, b)) {
+        Some(b) => crate::pointers::flip_warmup(ctx, b).map(|_| Some(b.to_string())),
+        None => match before {
+            // It pointed nowhere: it points nowhere again.
+            None => std::fs::remove_file(root.link(crate::root::WARMUP))
+                .at("remove", root.link(crate::root::WARMUP))
+                .map(|_| None),
+            Some(_) => crate::pointers::warmup_off(ctx, hex),
+        },
+    };
+    match moved {
+        Ok(back) => output::detail(&format!(
+            "warmup -> {} (back)",
+            back.as_deref()
+                .map(|c| format!("releases/{}", short(c)))
+                .unwrap_or_else(|| "nothing".into())
+        )),
+        Err(e) => output::error(&format!("could not move warmup back: {e}")),
+    }
 }
 
 /// The commit has a ready release already: nothing is built. A warm-up
