@@ -148,3 +148,23 @@ fn strict_mode_rejects_a_push_whose_check_fails() {
     assert_eq!(env.pointed("warmup").as_deref(), Some(fixed.as_str()));
     assert_eq!(state(&env, &fixed), "ready");
 }
+
+#[test]
+fn a_warmup_killed_during_its_check_is_failed_by_recover_and_warmup_goes_back() {
+    let env = Env::with_config(&config(false));
+    let (good, _) = good_then_broken(&env);
+    std::fs::remove_file(env.work.join("BROKEN")).unwrap();
+    let killed = env.commit("killed while checking");
+    let mut push = git_cmd(&env.work);
+    push.args(["push", "deploy", "main"])
+        .env("SYMDEPLOY_FAULT", "warmup-check");
+    let _ = run(&mut push);
+    // Killed with warmup on the release under check, which is not ready.
+    assert_eq!(env.pointed("warmup").as_deref(), Some(killed.as_str()));
+    assert_ne!(state(&env, &killed), "ready");
+    let out = env.symdeploy(&["recover"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(state(&env, &killed), "failed");
+    assert_eq!(env.pointed("warmup").as_deref(), Some(good.as_str()));
+    assert_eq!(env.pointed("production").as_deref(), Some(good.as_str()));
+}
