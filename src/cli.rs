@@ -122,6 +122,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PreviewCommand,
     },
+    /// The watch of production after a promote (`promote.watch` in deploy.toml).
+    Watch {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: WatchCommand,
+    },
     /// Show the deploy history from the journal.
     Log {
         /// How many runs to show.
@@ -192,6 +198,19 @@ pub enum PreviewCommand {
         /// Also delete its data in common-previews/<slug>/ (kept otherwise).
         #[arg(long)]
         data: bool,
+    },
+}
+
+/// `symdeploy watch ...`.
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// End the watch under way by hand (journaled); production stays as it is.
+    Stop,
+    /// The detached watcher a promote starts (not for people).
+    #[command(hide = true)]
+    Run {
+        /// The journal run of the watch.
+        run: String,
     },
 }
 

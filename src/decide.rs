@@ -126,6 +126,9 @@ pub enum Recovery {
     FinishSwitch,
     /// Production was not flipped: start the daemons that were stopped.
     StartAgain,
+    /// A watch whose watcher died (a reboot, a kill): end it with a warning;
+    /// production stays as it is, unwatched.
+    EndWatch,
     /// Nothing to repair for this kind of run.
     Nothing,
 }
@@ -157,6 +160,7 @@ impl Recovery {
             Recovery::RejectWarmup
             | Recovery::FailWarmup
             | Recovery::StartAgain
+            | Recovery::EndWatch
             | Recovery::Nothing => Some(Outcome::Interrupted),
         }
     }
@@ -183,6 +187,9 @@ pub fn recovery(run: Unfinished<'_>) -> Recovery {
         }
         Event::Promote | Event::Rollback if run.in_production => Recovery::FinishSwitch,
         Event::Promote | Event::Rollback => Recovery::StartAgain,
+        // Not resumed: the next locked run may come long after the window,
+        // and checks right after a reboot judge the reboot, not the release.
+        Event::Watch => Recovery::EndWatch,
         _ => Recovery::Nothing,
     }
 }

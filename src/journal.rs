@@ -58,6 +58,8 @@ pub enum Event {
     Preview,
     /// A branch's preview was removed.
     PreviewRemove,
+    /// Production was watched for a window after a promote.
+    Watch,
     /// Any other text, kept as it was read.
     #[serde(untagged)]
     Other(String),
@@ -74,6 +76,7 @@ impl Event {
             Event::Recover => "recover",
             Event::Preview => "preview",
             Event::PreviewRemove => "preview-remove",
+            Event::Watch => "watch",
             Event::Other(s) => s,
         }
     }
@@ -157,6 +160,8 @@ pub enum Outcome {
     Rejected,
     /// An `undo` line: the release is being marked bad (failed in production).
     Bad,
+    /// A watch ended early: production moved, or `symdeploy watch stop`.
+    Ended,
     /// Any other text, kept as it was read (see [`Event`]).
     #[serde(untagged)]
     Other(String),
@@ -174,6 +179,7 @@ impl Outcome {
             Outcome::Built => "built",
             Outcome::Rejected => "rejected",
             Outcome::Bad => "bad",
+            Outcome::Ended => "ended",
             Outcome::Other(s) => s,
         }
     }
@@ -380,7 +386,8 @@ pub fn append(root: &Root, entry: &Entry) -> Result<()> {
     line.push(b'\n');
     append_line(root, &line)?;
     if entry.phase == Phase::End {
-        if entry.event.switches() && entry.result == Some(Outcome::Ok) {
+        if (entry.event.switches() && entry.result == Some(Outcome::Ok)) || watch_rolled_back(entry)
+        {
             let mut stack = production_stack(root);
             push_production(&mut stack, entry);
             save_production(root, &stack)?;
@@ -449,10 +456,17 @@ pub struct ProductionChange {
 /// Apply one finished run to the production stack: promotes push, rollbacks
 /// pop back to their target.
 pub fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
-    if e.phase != Phase::End || e.result != Some(Outcome::Ok) {
+    let watch_back = watch_rolled_back(e);
+    if e.phase != Phase::End || (e.result != Some(Outcome::Ok) && !watch_back) {
         return;
     }
-    let Some(c) = e.commit.clone() else { return };
+    // A watch that rolled back moved production back to its `previous`.
+    let target = if watch_back {
+        e.previous.clone()
+    } else {
+        e.commit.clone()
+    };
+    let Some(c) = target else { return };
     let change = ProductionChange {
         commit: c.clone(),
         time: e.time.clone(),
@@ -461,7 +475,7 @@ pub fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
     match e.event {
         Event::Promote if stack.last().map(|s| &s.commit) != Some(&c) => stack.push(change),
         Event::Promote => {}
-        Event::Rollback => {
+        Event::Rollback | Event::Watch => {
             if let Some(pos) = stack.iter().rposition(|s| s.commit == c) {
                 stack.truncate(pos + 1);
                 stack[pos] = change;
@@ -474,6 +488,11 @@ pub fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
     if stack.len() > PRODUCTION_KEPT {
         stack.drain(..stack.len() - PRODUCTION_KEPT);
     }
+}
+
+/// A watch run that ended by rolling production back: a production change.
+fn watch_rolled_back(e: &Entry) -> bool {
+    e.event == Event::Watch && e.phase == Phase::End && e.result == Some(Outcome::RolledBack)
 }
 
 /// The stack of production releases, oldest first, with when and by whom

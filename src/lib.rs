@@ -48,6 +48,8 @@ pub mod switch;
 pub mod trash;
 pub mod txn;
 pub mod warm;
+pub mod watch;
+pub mod watchstate;
 
 use cli::{Cli, Command, HookName};
 use config::HookKind;
@@ -102,6 +104,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Preview { command } => match command {
             cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
             cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
+        },
+        Command::Watch { command } => match command {
+            cli::WatchCommand::Stop => watch::stop(&ctx()?),
+            cli::WatchCommand::Run { run } => watch::run(&ctx()?, &run),
         },
         Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
         Command::Check => ops::check::run(&Root::new(

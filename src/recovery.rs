@@ -31,6 +31,8 @@ pub fn recover_locked(ctx: &Ctx) -> Result<usize> {
         // A strict run whose receive-pack still runs is not interrupted:
         // git has not decided its ref yet, and its own hook ends it.
         .filter(|e| !e.txn.as_ref().is_some_and(|t| t.undecided()))
+        // A watch whose watcher lives is not interrupted, only long.
+        .filter(|e| !crate::watchstate::watching(&ctx.root, e))
         .collect();
     for e in &open {
         let lines = run_lines(ctx, e);
@@ -169,6 +171,7 @@ fn act(
                 "it was rolling back ({why}); finishing the rollback"
             ));
             roll_back(ctx, e, previous, git_ref, state, why);
+            crate::watchstate::clear(root, &e.run);
         }
         Recovery::UndoRejected => {
             output::detail(&format!(
@@ -261,6 +264,14 @@ fn act(
                 &ctx.config.promote.start,
                 &switch::step_env(ctx, &back, None, git_ref, vec![]),
             );
+        }
+        Recovery::EndWatch => {
+            crate::watchstate::clear(root, &e.run);
+            output::warning(&format!(
+                "the watch of releases/{} was cut short (its watcher died: a reboot or a kill); production stays on {}, no longer watched (`symdeploy rollback` if it misbehaves)",
+                short(commit),
+                crate::pointers::describe(&root.production())
+            ));
         }
         Recovery::Nothing => output::detail("nothing to repair for this kind of run"),
     }

@@ -24,6 +24,8 @@ use crate::error::{Error, IoContext, Result};
 
 /// The name of the warm-up symlink.
 pub const WARMUP: &str = "warmup";
+/// The stage (SYMDEPLOY_STAGE) of the watch's checks after a promote.
+pub const WATCH_STAGE: &str = "watch";
 /// The name of the production symlink.
 pub const PRODUCTION: &str = "production";
 /// The directory of the preview links.
@@ -134,6 +136,11 @@ impl Root {
     /// The step running now (token, process group, what), for recovery.
     pub fn running_step(&self) -> PathBuf {
         self.state_dir().join("step")
+    }
+    /// `.symdeploy/watch/`: the watch after a promote (`current.json`) and
+    /// its progress.
+    pub fn watch_dir(&self) -> PathBuf {
+        self.state_dir().join("watch")
     }
     /// Per-deploy logs.
     pub fn logs(&self) -> PathBuf {

@@ -131,13 +131,17 @@ impl Step {
             .env("SYMDEPLOY_REF", &env.git_ref)
             .env("SYMDEPLOY_STAGE", stage)
             .env("SYMDEPLOY_PREVIOUS", previous)
-            .timeout(env.timeout)
-            .record(
+            .timeout(env.timeout);
+        // The record is the lock holder's: the watch checks without the
+        // lock, and a deploy's recovery must not end its check as an orphan.
+        if stage != crate::root::WATCH_STAGE {
+            step.record(
                 crate::root::Root {
                     dir: env.root.clone(),
                 }
                 .running_step(),
             );
+        }
         for (key, value) in &env.extra {
             step.env(key, value);
         }

@@ -477,6 +477,7 @@ fn flip_preview(
 
 fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
     let mut promoted = false;
+    let mut watch = Vec::new();
     let mut removals = Vec::new();
     let mut previews = Vec::new();
     for &i in matched {
@@ -490,6 +491,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
         for run in &u.runs {
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;
             promoted |= run.event == Event::Promote;
+            if run.event == Event::Promote {
+                watch.push(run.clone());
+            }
         }
         output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
@@ -509,6 +513,18 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             for slug in previews {
                 crate::preview::remove_unpointed(ctx, &slug);
             }
+        }
+    }
+    for run in watch {
+        // git has the ref: the promote stands, so its watch starts. The lock
+        // was git's hook's; the watch's record is written with it taken again.
+        if let Ok(_lock) = crate::lock::acquire(&ctx.root, "watch", ctx.config.lock_timeout) {
+            crate::watch::start(
+                ctx,
+                run.commit.as_deref().unwrap_or_default(),
+                run.git_ref.as_deref().unwrap_or_default(),
+                run.previous.clone(),
+            );
         }
     }
     if promoted {

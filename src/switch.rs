@@ -97,6 +97,13 @@ pub(crate) fn switch_with(
         previous.as_deref().map(short).unwrap_or("(none)"),
         short(hex)
     ));
+    // Production moves: a watch of the release it leaves has nothing left
+    // to watch (and must never roll back what comes next).
+    crate::watchstate::end_current(
+        &ctx.root,
+        Outcome::Ended,
+        &format!("production moves to releases/{} ({event})", short(hex)),
+    );
     let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
@@ -361,7 +368,13 @@ impl<'a> Phases<'a> {
             Phase::Check if p.check.is_empty() => Ok(()),
             Phase::Check => {
                 let stage = Stage::start("check");
-                check_until(&p.check, &self.env, p.check_timeout, "check_timeout")?;
+                check_until(
+                    "check",
+                    &p.check,
+                    &self.env,
+                    p.check_timeout,
+                    "check_timeout",
+                )?;
                 stage.done();
                 Ok(())
             }
@@ -419,6 +432,7 @@ pub fn step_env(
 /// gets the first failure's output, one line per attempt at most every few
 /// seconds, and the last attempt's output; the run log gets every attempt.
 pub(crate) fn check_until(
+    stage: &str,
     checks: &[String],
     env: &StepEnv,
     timeout: Duration,
@@ -436,7 +450,7 @@ pub(crate) fn check_until(
             timeout: env.timeout.min(left.max(Duration::from_secs(1))),
             ..env.clone()
         };
-        let (result, lines) = steps::run_stage_captured("check", checks, &env);
+        let (result, lines) = steps::run_stage_captured(stage, checks, &env);
         if attempt == 1 {
             for l in &lines {
                 output::detail(l);

@@ -159,6 +159,7 @@ pub(crate) fn check(
     let stage = Stage::start("check");
     faults::point("warmup-check");
     crate::switch::check_until(
+        "check",
         &w.check,
         &step_env(ctx, hex, git_ref),
         w.check_timeout,

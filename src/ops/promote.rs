@@ -121,7 +121,9 @@ pub fn promote_locked(
         ));
         crate::warm::warm(ctx, repo, commit, git_ref, false, true)?;
     }
+    let previous = ctx.root.production();
     switch::switch(ctx, &hex, Event::Promote, git_ref)?;
+    crate::watch::start(ctx, &hex, git_ref, previous);
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::cleanup::after_promote(ctx);
     Ok(())

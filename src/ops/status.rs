@@ -67,6 +67,27 @@ pub struct Status {
     pub min_free_bytes: u64,
     /// Release directories by state.
     pub releases: std::collections::BTreeMap<String, u64>,
+    /// The watch of production under way after a promote, if any.
+    pub watch: Option<Watch>,
+}
+
+/// The watch of production after a promote, as status shows it.
+#[derive(Debug, Serialize)]
+pub struct Watch {
+    /// The watched release's commit.
+    pub commit: String,
+    /// When the window ends (RFC 3339).
+    pub until: String,
+    /// Checks run so far.
+    pub checks: u64,
+    /// Of those, how many passed.
+    pub checks_ok: u64,
+    /// Checks the window holds.
+    pub checks_total: u64,
+    /// Is the watcher process alive? (Not: it died; `recover` ends it.)
+    pub alive: bool,
+    /// The watcher's pid.
+    pub pid: u32,
 }
 
 /// The deploy branch's newest commit and how far it got.
@@ -152,7 +173,10 @@ fn last_runs(
                 if warm.is_none() {
                     warm = Some(e);
                 }
-            } else if e.event.switches() && promote.is_none() {
+            } else if (e.event.switches()
+                || (e.event == Event::Watch && e.result == Some(Outcome::RolledBack)))
+                && promote.is_none()
+            {
                 promote = Some(e);
             }
         }
@@ -197,6 +221,8 @@ pub fn gather(ctx: &Ctx) -> Status {
             lock.as_ref()
                 .is_none_or(|l| !l.starts_with(&format!("pid {} ", e.pid)))
         })
+        // A watch under way is open for its whole window, not interrupted.
+        .filter(|e| !crate::watchstate::watching(&ctx.root, e))
         .collect();
     let tip_commit = branch_tip(ctx);
     let (last_warmup, last_promote, tip_run) = last_runs(ctx, tip_commit.as_deref());
@@ -239,7 +265,22 @@ pub fn gather(ctx: &Ctx) -> Status {
     } else {
         ctx.config.min_free.bytes(total)
     };
+    let watch = crate::watchstate::current(&ctx.root).map(|c| {
+        let p = crate::watchstate::progress(&ctx.root, &c.entry.run);
+        Watch {
+            commit: c.commit().to_string(),
+            until: jiff::Timestamp::from_second(c.until)
+                .map(crate::fsutil::rfc3339_ms)
+                .unwrap_or_default(),
+            checks: p.done,
+            checks_ok: p.ok,
+            checks_total: c.total,
+            alive: c.alive(),
+            pid: c.pid,
+        }
+    });
     Status {
+        watch,
         config_error: None,
         tip,
         last_warmup,
@@ -495,6 +536,62 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
         "Runs that started and never finished.",
         vec![(format!("{{root=\"{root}\"}}"), s.interrupted.len() as f64)],
     );
+    let watching: Vec<&Watch> = s.watch.iter().filter(|w| w.alive).collect();
+    metric(
+        "watch_active",
+        "gauge",
+        "1 while production is watched after a promote, 0 if not.",
+        vec![(
+            format!("{{root=\"{root}\"}}"),
+            f64::from(u8::from(!watching.is_empty())),
+        )],
+    );
+    for (name, help, value) in [
+        (
+            "watch_checks",
+            "Checks the watch under way has run.",
+            (|w: &Watch| w.checks) as fn(&Watch) -> u64,
+        ),
+        (
+            "watch_checks_ok",
+            "Checks of the watch under way that passed.",
+            |w: &Watch| w.checks_ok,
+        ),
+        (
+            "watch_checks_total",
+            "Checks the window of the watch under way holds.",
+            |w: &Watch| w.checks_total,
+        ),
+    ] {
+        metric(
+            name,
+            "gauge",
+            help,
+            watching
+                .iter()
+                .map(|w| {
+                    (
+                        format!("{{root=\"{root}\",commit=\"{}\"}}", label(&w.commit)),
+                        value(w) as f64,
+                    )
+                })
+                .collect(),
+        );
+    }
+    metric(
+        "watch_until_seconds",
+        "gauge",
+        "When the window of the watch under way ends (Unix seconds).",
+        watching
+            .iter()
+            .map(|w| {
+                (
+                    format!("{{root=\"{root}\",commit=\"{}\"}}", label(&w.commit)),
+                    unix_seconds(&w.until).unwrap_or(0.0),
+                )
+            })
+            .collect(),
+    );
     metric(
         "problems",
         "gauge",
@@ -558,6 +655,27 @@ pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Resu
     config_failed()
 }
 
+/// "watching releases/X until HH:MM:SS (3/60 checks ok)".
+pub fn watch_line(w: &Watch) -> String {
+    let clock = w
+        .until
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.strftime("%H:%M:%S").to_string())
+        .unwrap_or_else(|_| w.until.clone());
+    let failed = w.checks - w.checks_ok.min(w.checks);
+    format!(
+        "watch       watching releases/{} until {clock} UTC ({}/{} checks ok{})",
+        short(&w.commit),
+        w.checks_ok,
+        w.checks_total,
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    )
+}
+
 fn print_human(s: &Status) {
     println!("deploy root {}", s.root);
     for (name, slot) in [
@@ -611,6 +729,9 @@ fn print_human(s: &Status) {
         None => println!("branch      (not pushed yet)"),
     }
     crate::preview::print_rows(&s.previews);
+    if let Some(w) = s.watch.as_ref().filter(|w| w.alive) {
+        println!("{}", watch_line(w));
+    }
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),
