@@ -45,9 +45,18 @@ impl Current {
 
     /// Is the watcher process alive (and really it, not a reused pid)?
     pub fn alive(&self) -> bool {
-        self.pid != 0
-            && crate::fsutil::start_time(self.pid).is_some()
-            && crate::fsutil::start_time(self.pid) == self.pid_start
+        // A zombie is dead: its parent died and no init reaps it (containers).
+        let running = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let state = s[s.rfind(')')? + 1..]
+                    .split_whitespace()
+                    .next()?
+                    .to_string();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false);
+        self.pid != 0 && running && crate::fsutil::start_time(self.pid) == self.pid_start
     }
 
     /// The end of the window, as people read it (UTC, HH:MM:SS).
