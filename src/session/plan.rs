@@ -348,6 +348,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_watch_is_ended_not_resumed_unless_it_was_rolling_back() {
+        for in_production in [true, false] {
+            assert_eq!(
+                run(Event::Watch, true, true, in_production),
+                Recovery::EndWatch
+            );
+        }
+        assert!(!Recovery::EndWatch.runs_daemons());
+        assert_eq!(
+            Recovery::EndWatch.journal_result(),
+            Some(Outcome::Interrupted)
+        );
+        // Killed halfway through its rollback: the rollback is finished.
+        let rolling = recovery(Unfinished {
+            event: &Event::Watch,
+            landed: true,
+            ready: false,
+            in_production: true,
+            rolling_back: true,
+            git_kept: None,
+            prepared: false,
+        });
+        assert_eq!(rolling, Recovery::FinishRollBack);
+    }
+
+    #[test]
     fn other_runs_need_nothing() {
         assert_eq!(run(Event::Cleanup, true, true, false), Recovery::Nothing);
         assert_eq!(run(Event::Recover, true, true, true), Recovery::Nothing);

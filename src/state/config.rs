@@ -979,6 +979,32 @@ mod tests {
     }
 
     #[test]
+    fn warmup_check_and_watch_keys() {
+        let c = parse("").unwrap();
+        assert!(c.warmup.check.is_empty());
+        assert_eq!(c.warmup.check_timeout, Duration::from_secs(30));
+        assert!(c.promote.watch.is_zero(), "the watch is off by default");
+        let c = parse(
+            "[warmup]\ncheck = [\"curl -fsS http://127.0.0.1/\"]\ncheck_timeout = 5\n[promote]\ncheck = [\"true\"]\nwatch = 300\nwatch_interval = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.warmup.check, vec!["curl -fsS http://127.0.0.1/"]);
+        assert_eq!(c.warmup.check_timeout, Duration::from_secs(5));
+        assert_eq!(c.promote.watch, Duration::from_secs(300));
+        assert_eq!(
+            c.promote.watch_check,
+            vec!["true"],
+            "default: promote.check"
+        );
+        let c = parse("[promote]\nwatch = 60\nwatch_check = [\"false\"]\n").unwrap();
+        assert_eq!(c.promote.watch_check, vec!["false"]);
+        assert!(err_text("[promote]\nwatch = 60\n").contains("nothing to check"));
+        assert!(err_text("[promote]\nwatch = -1\ncheck = [\"true\"]\n").contains("promote.watch"));
+        assert!(err_text("[warmup]\ncheck_timeout = 0\n").contains("warmup.check_timeout"));
+        assert!(err_text("[warmup]\ncheck = [\" \"]\n").contains("warmup.check"));
+    }
+
+    #[test]
     fn web_user_and_writable() {
         let c = parse("web_user = \"www-data\"\nwritable = [\"temp\", \"var/cache/\"]").unwrap();
         assert_eq!(c.web_user.as_deref(), Some("www-data"));

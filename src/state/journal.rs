@@ -1170,6 +1170,36 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_that_rolled_back_moves_production_back_and_others_do_not() {
+        let watch = |commit: &str, previous: &str, result: Outcome| {
+            let mut e = Entry::start(Event::Watch, Some(commit), None);
+            e.previous = Some(previous.to_string());
+            e.end(result)
+        };
+        let mut s = Vec::new();
+        for e in [
+            Entry::start(Event::Promote, Some("a"), None).end(Outcome::Ok),
+            Entry::start(Event::Promote, Some("b"), None).end(Outcome::Ok),
+            watch("b", "a", Outcome::Ok),
+            watch("b", "a", Outcome::Ended),
+            watch("b", "a", Outcome::Interrupted),
+        ] {
+            push_production(&mut s, &e);
+        }
+        let commits: Vec<&str> = s.iter().map(|c| c.commit.as_str()).collect();
+        assert_eq!(commits, vec!["a", "b"], "only a rollback moves production");
+        push_production(&mut s, &watch("b", "a", Outcome::RolledBack));
+        let commits: Vec<&str> = s.iter().map(|c| c.commit.as_str()).collect();
+        assert_eq!(commits, vec!["a"]);
+        // Old journals: a watch line reads as it was written.
+        let e: Entry = serde_json::from_str(
+            r#"{"time":"t","run":"r","event":"watch","phase":"end","user":"u","result":"ended"}"#,
+        )
+        .unwrap();
+        assert_eq!((e.event, e.result), (Event::Watch, Some(Outcome::Ended)));
+    }
+
+    #[test]
     fn an_interrupted_rotation_is_redone_without_duplicates() {
         let (_t, root) = root();
         std::fs::create_dir_all(segments_dir(&root)).unwrap();
