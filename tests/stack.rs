@@ -136,6 +136,7 @@ impl Stack {
             .args(args)
             // Removed first: only what the test passes in `env` counts.
             .env_remove("PREVIEW_DOMAIN")
+            .env_remove("WARMUP_HOST")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("PHP_FPM_CHILDREN")
             .env_remove("NGINX_WORKERS")
@@ -185,10 +186,13 @@ impl Stack {
 
         let root_s = root.to_str().unwrap();
         let state_s = state.to_str().unwrap();
-        let web_env: Vec<(&str, String)> = opts
+        let mut web_env: Vec<(&str, String)> = opts
             .preview_domain
             .map(|d| vec![("PREVIEW_DOMAIN", d.to_string())])
             .unwrap_or_default();
+        if let Some(h) = opts.warmup_host {
+            web_env.push(("WARMUP_HOST", h.to_string()));
+        }
         let web = self.start(
             "start-web",
             &[root_s, state_s, &http_port.to_string()],
@@ -255,6 +259,8 @@ struct HostOpts {
     edit: Option<fn(&str) -> String>,
     /// Serve previews as SLUG.<this> (start-web's PREVIEW_DOMAIN).
     preview_domain: Option<&'static str>,
+    /// Serve ROOT/www_warmup as this host name (start-web's WARMUP_HOST).
+    warmup_host: Option<&'static str>,
 }
 
 /// examples/php-app/deploy.toml with the test's port and supervisord config.
@@ -1057,7 +1063,7 @@ fn promote_and_rollback_under_load_drop_no_request() {
 fn doc_snippets(name: &str) -> Vec<(String, String)> {
     let marker = format!("<!-- snippet: {name} -->");
     let mut found = Vec::new();
-    for file in ["README.md"] {
+    for file in ["README.md", "docs/src/watch.md"] {
         let Ok(doc) = std::fs::read_to_string(repo_path(file)) else {
             continue;
         };
@@ -1636,4 +1642,187 @@ fn previews_are_served_by_slug_and_production_keeps_serving() {
     host.assert_serves(&a);
     assert_eq!(host.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(host.pointed("warmup").as_deref(), Some(a.as_str()));
+}
+
+// ---------------------------------------------------------------------------
+// The warm-up check through the www_warmup vhost
+// ---------------------------------------------------------------------------
+
+/// warmup.check through the warm-up vhost (Host: warmup.test) on the port
+/// promote.check already names.
+fn with_warmup_check(config: &str) -> String {
+    let port = config
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("promote.check names the nginx port")
+        .to_string();
+    let notify = r#"notify = ["make deploy-notify-warmup"]"#;
+    assert!(
+        config.contains(notify),
+        "examples/php-app/deploy.toml changed its warm-up notify"
+    );
+    config.replace(
+        notify,
+        &format!(
+            "{notify}\ncheck = [\"curl -fsS -m 5 -H 'Host: warmup.test' http://127.0.0.1:{port}/\"]\ncheck_timeout = 3"
+        ),
+    )
+}
+
+#[test]
+fn a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answers() {
+    if !stack_ready(
+        "a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answers",
+        &["web", "supervisor", "load", "app"],
+    ) {
+        return;
+    }
+    let _machine = shared_machine();
+    let stack = Stack::new();
+    let host = stack.host(
+        "h1",
+        HostOpts {
+            greeting: "warm",
+            edit: Some(with_warmup_check),
+            warmup_host: Some("warmup.test"),
+            ..Default::default()
+        },
+    );
+    // The server block nginx runs is docs/src/watch.md's nginx-warmup-server snippet.
+    let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
+    let start = nginx
+        .find("server_name warmup.test;")
+        .expect("the warm-up server block");
+    let block = section(
+        &nginx[nginx[..start].rfind("server {").unwrap()..],
+        "server {",
+        true,
+    );
+    let root = host.root.display().to_string();
+    let state = host.state.display().to_string();
+    for (file, snippet) in doc_snippets("nginx-warmup-server") {
+        let got = instantiate(
+            &file,
+            &snippet,
+            &[
+                (
+                    "listen 80;",
+                    format!("listen 127.0.0.1:{};", host.http_port()),
+                ),
+                ("warmup.example.com", "warmup.test".into()),
+                ("/srv/myapp", root.clone()),
+                (
+                    "unix:/run/php/myapp.sock",
+                    format!("unix:{state}/php-fpm.sock"),
+                ),
+            ],
+        );
+        assert_eq!(
+            directives(&got, &["#"]),
+            directives(&block, &["#"]),
+            "{file}: the nginx-warmup-server snippet differs from the block nginx runs"
+        );
+    }
+
+    let project = Project::new(stack.path().join("work"));
+    let url = host.root.join("repository").display().to_string();
+    let a = project.git(&["rev-parse", "HEAD"]);
+    let t = project.push_ok(&[&url, "main"], None);
+    assert!(t.contains("-----> check"), "the warm-up ran its check: {t}");
+    host.symdeploy_ok(&["promote"]);
+    host.assert_serves(&a);
+    let (status, body) = http_get_host(host.http_port(), "warmup.test", "/").unwrap();
+    assert_eq!(
+        (status, commit_of(&body)),
+        (200, Some(a.as_str())),
+        "{body}"
+    );
+
+    // Load on production while the broken release warms up.
+    let mut wrk = Reaped(Some(
+        Command::new("wrk")
+            .args(["-t1", "-c4", "-d120s", "--timeout", "5s", "-s"])
+            .arg(stack_script("wrk-commits.lua"))
+            .arg(format!("http://127.0.0.1:{}/", host.http_port()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wrk"),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let index = std::fs::read_to_string(project.dir.join("www/index.php")).unwrap();
+    let broken = index.replacen(
+        "$release = dirname(__DIR__);",
+        "$release = dirname(__DIR__);\nundefined_function_in_the_new_release();",
+        1,
+    );
+    assert_ne!(broken, index, "examples/php-app/www/index.php changed");
+    let b = project.change("www/index.php", &broken, "a front page with a fatal error");
+    let t = text(&project.push(&[&url, "main"], None));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = wrk.0.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let mut wrk_out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut wrk_out)
+        .unwrap();
+    let _ = child.wait();
+
+    assert!(
+        t.contains(&format!(
+            "remote: error: warm-up of {} failed: check step",
+            short(&b)
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("500"),
+        "curl names the status the fatal error gave: {t}"
+    );
+    assert_eq!(host.pointed("warmup").as_deref(), Some(a.as_str()));
+    assert_eq!(host.pointed("production").as_deref(), Some(a.as_str()));
+    let errors = std::fs::read_to_string(host.state.join("php-errors.log")).unwrap_or_default();
+    assert!(
+        errors.contains("undefined_function_in_the_new_release"),
+        "the check reached the new release's PHP: {errors}"
+    );
+    let out = host.symdeploy(&["promote", &b]);
+    assert!(
+        !out.status.success(),
+        "a failed release is never promoted: {}",
+        text(&out)
+    );
+    host.assert_serves(&a);
+
+    let summary = wrk_out
+        .lines()
+        .find_map(|l| l.strip_prefix("wrk-commits: "))
+        .unwrap_or_else(|| panic!("no wrk-commits line:\n{wrk_out}"));
+    let counts: BTreeMap<&str, u64> = summary
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.rsplit_once('=')?;
+            Some((k, v.parse().ok()?))
+        })
+        .collect();
+    assert!(counts["requests"] > 0, "{wrk_out}");
+    assert_eq!(counts["non2xx"], 0, "{wrk_out}");
+    assert_eq!(counts["socket_errors"], 0, "{wrk_out}");
+    assert_eq!(
+        counts.get(format!("commit:{a}").as_str()).copied(),
+        Some(counts["requests"]),
+        "every response came from production's release: {wrk_out}"
+    );
+    say(&format!(
+        "stack: production answered {} requests under wrk, 0 errors, while the warm-up check caught a PHP fatal in {}",
+        counts["requests"],
+        short(&b)
+    ));
 }
