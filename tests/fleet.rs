@@ -450,7 +450,9 @@ impl Fleet {
                 "#!/bin/sh\n# the health check: fails on host $1 while the commit holds fail-check-$1\n\
                  if [ -e \"fail-check-$1\" ]; then echo \"health check failed on $1\" >&2; exit 1; fi\n\
                  # slow-check-$1: a slow check, during which the test takes the host off the network\n\
-                 if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 4; fi\n",
+                 if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 4; fi\n\
+                 # ROOT/sick: the host turns unhealthy after the switch (the canary's watch sees it)\n\
+                 if [ -e \"$SYMDEPLOY_ROOT/sick\" ]; then echo \"$1 is sick\" >&2; exit 1; fi\n",
             ),
             ("www/index.html", "hello\n"),
         ] {
@@ -995,4 +997,100 @@ check_timeout = 1
     // --json does not go with --dry-run.
     let o = env.symdeploy(&["promote", "--json", "--dry-run"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back() {
+    if !fleet_ready("a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back") {
+        return;
+    }
+    let fleet = Fleet::new();
+    let (ok, out, _) = fleet.playbook(
+        "provision.yml",
+        &[
+            "-e",
+            "ansible_user=root",
+            "-e",
+            "ansible_become_method=su",
+            "-e",
+            "symdeploy_promote_watch=4",
+            "-e",
+            "symdeploy_promote_watch_interval=1",
+        ],
+    );
+    assert!(ok, "provisioning failed:\n{out}");
+    let toml = std::fs::read_to_string(fleet.hosts[0].root.join("deploy.toml")).unwrap();
+    assert!(toml.contains("watch = 4"), "{toml}");
+
+    // 1. The canary's watch passes: then the others switch.
+    let a = fleet.git(&["rev-parse", "HEAD"]);
+    let (ok, out) = fleet.deploy(&a, &["-e", "strategy=canary"]);
+    assert!(ok, "a good canary deploy failed:\n{out}");
+    fleet.assert_all_on(&a, &out);
+    assert!(
+        out.contains("host1: switched, the canary (its watch: ok)"),
+        "the summary names the canary and its watch:\n{out}"
+    );
+    // The others switched after the canary's window ended.
+    let canary_watch_end = fleet.hosts[0]
+        .log()
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "watch" && e["commit"] == a.as_str())
+        .and_then(|e| e["time"].as_str().map(str::to_string))
+        .expect("the canary's watch ended");
+    let canary_watch_end: jiff::Timestamp = canary_watch_end.parse().unwrap();
+    for h in &fleet.hosts[1..] {
+        assert!(
+            h.flip_time(&a) > canary_watch_end,
+            "{} switched before the canary's watch ended",
+            h.name
+        );
+    }
+
+    // 2. The canary turns sick during its watch: it is rolled back, nobody else moves.
+    let b = fleet.commit("sick after the switch", &[], &[]);
+    let canary = &fleet.hosts[0];
+    let sick = canary.root.join("sick");
+    let current = canary.root.join(".symdeploy/watch/current.json");
+    let breaker = {
+        let (sick, current, b) = (sick.clone(), current.clone(), b.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let watching_b = std::fs::read_to_string(&current)
+                    .is_ok_and(|t| t.contains(&format!("\"commit\": \"{b}\"")));
+                if watching_b {
+                    std::fs::write(&sick, "").unwrap();
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+    };
+    let (ok, out) = fleet.deploy(&b, &["-e", "strategy=canary"]);
+    assert!(
+        breaker.join().unwrap(),
+        "the canary never watched {b}:\n{out}"
+    );
+    let _ = std::fs::remove_file(&sick);
+    assert!(
+        !ok,
+        "a canary rolled back by its watch must fail the deploy:\n{out}"
+    );
+    fleet.assert_all_on(&a, &out);
+    assert!(
+        out.contains("host1: failed, the canary (its watch: rolled-back)"),
+        "{out}"
+    );
+    for h in &fleet.hosts[1..] {
+        assert!(
+            h.runs("promote", &b).is_empty(),
+            "{} was switched after a failed canary:\n{out}",
+            h.name
+        );
+        assert!(out.contains(&format!("{}: not started", h.name)), "{out}");
+    }
+    assert_eq!(canary.runs("watch", &b), ["rolled-back"]);
 }
