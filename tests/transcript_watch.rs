@@ -99,9 +99,15 @@ fn promote_starts_a_watch_that_rolls_back() {
         .unwrap_or_default()
         .to_string();
     insta::assert_snapshot!("status_while_watching", pin(&line, &env));
+    let current: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root.join(".symdeploy/watch/current.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = current["pid"].as_i64().unwrap();
     std::fs::write(env.root.join("sick"), "").unwrap();
+    // The watcher is gone once it has written all it says.
     wait_for("the rollback", || {
-        !env.root.join(".symdeploy/watch/current.json").exists()
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
     });
     let log = std::fs::read_dir(env.root.join(".symdeploy/logs"))
         .unwrap()

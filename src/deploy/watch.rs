@@ -274,13 +274,13 @@ fn roll_back(ctx: &Ctx, current: &Current, progress: Progress, e: Error) -> Resu
     end.error = Some(why);
     counts(&mut end, progress);
     journal::append(root, &end)?;
-    wstate::clear(root, &current.entry.run);
     output::error(&format!(
         "releases/{} failed its watch and was rolled back; production is on {} (releases/{} is marked bad)",
         short(&hex),
         crate::deploy::pointers::describe(&root.production()),
         short(&hex)
     ));
+    wstate::clear(root, &current.entry.run);
     Ok(())
 }
 
