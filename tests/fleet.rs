@@ -207,6 +207,8 @@ impl Host {
 /// The three hosts, the control node's key and its clone; everything is torn
 /// down on drop (also when the test fails).
 struct Fleet {
+    /// One fleet at a time: every fleet uses the same deploy users (sdffleetN).
+    _one: std::sync::MutexGuard<'static, ()>,
     tmp: tempfile::TempDir,
     hosts: Vec<Host>,
     key: PathBuf,
@@ -240,8 +242,12 @@ fn remove_user(name: &str) {
     }
 }
 
+/// Held by the fleet under way (see `Fleet::_one`).
+static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Fleet {
     fn new() -> Fleet {
+        let one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::Builder::new()
             .prefix("sdf-fleet-")
             .tempdir()
@@ -288,6 +294,7 @@ impl Fleet {
             });
         }
         let mut fleet = Fleet {
+            _one: one,
             app: base.join("app"),
             inventory: base.join("inventory.yml"),
             tmp,
