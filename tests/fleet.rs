@@ -207,7 +207,7 @@ impl Host {
 /// The three hosts, the control node's key and its clone; everything is torn
 /// down on drop (also when the test fails).
 struct Fleet {
-    /// One fleet at a time: every fleet uses the same deploy users (sdffleetN).
+    /// One fleet at a time: the machine has two cores, and three hosts each.
     _one: std::sync::MutexGuard<'static, ()>,
     tmp: tempfile::TempDir,
     hosts: Vec<Host>,
@@ -247,6 +247,12 @@ static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Fleet {
     fn new() -> Fleet {
+        Fleet::with_users("sdffleet")
+    }
+
+    /// A fleet whose deploy users are `<prefix>1`..: a test of its own never
+    /// reuses another's users (removed and made again, they may not log in).
+    fn with_users(prefix: &str) -> Fleet {
         let one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::Builder::new()
             .prefix("sdf-fleet-")
@@ -276,7 +282,7 @@ impl Fleet {
         }
         let mut hosts = Vec::new();
         for n in 1..=HOSTS {
-            let user = format!("sdffleet{n}");
+            let user = format!("{prefix}{n}");
             // Left over by a run that was killed: start clean.
             remove_user(&user);
             let addr = format!("127.0.0.{}", n + 1);
@@ -1011,7 +1017,7 @@ fn a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back() {
     if !fleet_ready("a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back") {
         return;
     }
-    let fleet = Fleet::new();
+    let fleet = Fleet::with_users("sdfcanary");
     let (ok, out, _) = fleet.playbook(
         "provision.yml",
         &[

@@ -276,3 +276,23 @@ fn a_watch_whose_checks_pass_ends_ok_after_its_window() {
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
     assert!(current(&env).is_none());
 }
+
+#[test]
+fn a_strict_tag_push_starts_its_watch_once_git_has_the_tag() {
+    let env = Env::with_config(&format!("hook = \"pre-receive\"\n{}", config(60)));
+    let a = env.git(&["rev-parse", "HEAD"]);
+    env.push_ok(&["main"]);
+    env.git(&["tag", "release-1"]);
+    let t = env.push_ok(&["release-1"]);
+    assert!(t.contains("watching production"), "{t}");
+    let cur = current(&env).expect("the watch is under way");
+    assert_eq!(cur["entry"]["commit"], a.as_str());
+    let pid = cur["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    // The watch's run is open, the promote's is not.
+    let out = env.symdeploy(&["status", "--check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.symdeploy(&["watch", "stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the watcher to go", || !alive(pid));
+}
