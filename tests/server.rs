@@ -510,7 +510,7 @@ fn readme_quick_start_works_top_to_bottom() {
     std::fs::create_dir(&shim).unwrap();
     for prog in [
         "sh", "git", "make", "install", "cat", "chown", "runuser", "echo", "mkdir", "printf", "id",
-        "env", "true", "dirname", "rm",
+        "env", "true", "dirname", "rm", "usermod",
     ] {
         let out = run(Command::new("sh").args(["-c", &format!("command -v {prog}")]));
         let found = String::from_utf8_lossy(&out.stdout).trim().to_string();

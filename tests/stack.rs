@@ -1052,12 +1052,22 @@ fn promote_and_rollback_under_load_drop_no_request() {
 // 3. Two hosts behind one remote
 // ---------------------------------------------------------------------------
 
-/// `<!-- snippet: NAME -->` blocks of README.md: every copy, with the file it
-/// came from.
+/// `<!-- snippet: NAME -->` blocks of README.md and the book (docs/src):
+/// every copy, with the file it came from.
 fn doc_snippets(name: &str) -> Vec<(String, String)> {
     let marker = format!("<!-- snippet: {name} -->");
     let mut found = Vec::new();
-    for file in ["README.md"] {
+    let mut files = vec!["README.md".to_string()];
+    let mut pages: Vec<String> = std::fs::read_dir(repo_path("docs/src"))
+        .expect("docs/src")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/src/{n}"))
+        .collect();
+    pages.sort();
+    files.extend(pages);
+    for file in &files {
         let Ok(doc) = std::fs::read_to_string(repo_path(file)) else {
             continue;
         };
@@ -1074,7 +1084,7 @@ fn doc_snippets(name: &str) -> Vec<(String, String)> {
             rest = &rest[body_start + body_len..];
         }
     }
-    assert!(!found.is_empty(), "no `{marker}` in README.md");
+    assert!(!found.is_empty(), "no `{marker}` in README.md or docs/src");
     found
 }
 

@@ -217,14 +217,21 @@ fn install_sh_help_prints_its_usage() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
-/// The README's output examples are these snapshots: each block after a
-/// `<!-- transcript: NAME -->` marker must be the snapshot NAME's text.
+/// The output examples of the README and the book (docs/src) are these
+/// snapshots: each block after a `<!-- transcript: NAME -->` marker must be
+/// the snapshot NAME's text.
 #[test]
 fn readme_examples_are_the_snapshots() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mut docs = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for page in std::fs::read_dir(dir.join("docs/src")).unwrap() {
+        let page = page.unwrap().path();
+        if page.extension().is_some_and(|e| e == "md") {
+            docs.push_str(&std::fs::read_to_string(&page).unwrap());
+        }
+    }
     let mut checked = 0;
-    for part in readme.split("<!-- transcript: ").skip(1) {
+    for part in docs.split("<!-- transcript: ").skip(1) {
         let (name, rest) = part.split_once(" -->").unwrap();
         let block = rest
             .split_once("```text\n")
@@ -233,15 +240,15 @@ fn readme_examples_are_the_snapshots() {
             .unwrap_or_else(|| panic!("no ```text block after the {name} marker"));
         let snap =
             std::fs::read_to_string(dir.join(format!("tests/snapshots/transcript__{name}.snap")))
-                .unwrap_or_else(|e| panic!("README names snapshot {name}: {e}"));
+                .unwrap_or_else(|e| panic!("the docs name snapshot {name}: {e}"));
         let body = snap.splitn(3, "---\n").nth(2).unwrap().trim_end();
         assert_eq!(
             block, body,
-            "README's {name} example differs from tests/snapshots/transcript__{name}.snap; copy it in"
+            "{name} example (README or docs/src) differs from tests/snapshots/transcript__{name}.snap; copy it in"
         );
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} examples in the README");
+    assert!(checked >= 8, "only {checked} examples in the README and docs/src");
 }
 
 /// A line a step's background child prints after the step returned (and
