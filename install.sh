@@ -43,6 +43,10 @@ if [ "$try" = 1 ]; then
   try_dir="${root:-$here/target/try}"
   root="$try_dir/root"
   command -v make >/dev/null || { echo "install.sh: --try needs make (apt-get install make): the sample app's steps are make targets" >&2; exit 1; }
+  if [ -e "$root" ]; then
+    echo "install.sh: $root exists (from an earlier --try?); remove $try_dir or give another DIR" >&2
+    exit 1
+  fi
 fi
 [ -n "$root" ] || usage
 
@@ -66,10 +70,6 @@ install -d "$prefix/bin"
 # The release profile keeps line tables for backtraces; the installed binary need not (48 MB -> 7 MB).
 install -m 0755 -s "$built" "$prefix/bin/symdeploy"
 if [ "$try" = 1 ]; then
-  if [ -e "$root" ]; then
-    echo "install.sh: $root exists (from an earlier --try?); remove $try_dir or give another DIR" >&2
-    exit 1
-  fi
   sd="$prefix/bin/symdeploy"
   echo "==> symdeploy init $root"
   "$sd" init "$root"

@@ -36,3 +36,76 @@ fn read_only_commands_end_quietly_when_the_pipe_closes() {
         );
     }
 }
+
+/// The README's first command, `./install.sh --try`, on the binary under
+/// test (SYMDEPLOY_INSTALL_BIN skips the release build): it installs a
+/// stripped binary, deploys examples/php-app to a local root with no server
+/// set-up, and production ends on the sample app's commit.
+#[test]
+fn install_sh_try_deploys_the_sample_app() {
+    for prog in ["make", "strip", "git"] {
+        let found = run(Command::new("sh").args(["-c", &format!("command -v {prog}")]));
+        if !found.status.success() {
+            assert!(
+                std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
+                "install.sh --try needs {prog}"
+            );
+            eprintln!("SKIPPED install_sh_try_deploys_the_sample_app: no {prog}");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("try");
+    let prefix = tmp.path().join("prefix");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let out = run(Command::new("bash")
+        .arg(&script)
+        .arg("--try")
+        .arg(&dir)
+        .arg("--prefix")
+        .arg(&prefix)
+        .env("SYMDEPLOY_INSTALL_BIN", bin())
+        .env_remove("GIT_DIR")
+        .env_remove("SYMDEPLOY_ROOT"));
+    let t = text(&out);
+    assert!(out.status.success(), "install.sh --try failed:\n{t}");
+    let installed = prefix.join("bin/symdeploy");
+    let file = run(Command::new("sh").arg("-c").arg(format!(
+        "objdump -h '{}' | grep -cE '[.]debug_(info|line)' || true",
+        installed.display()
+    )));
+    assert_eq!(
+        String::from_utf8_lossy(&file.stdout).trim(),
+        "0",
+        "the installed binary still has debug sections"
+    );
+    let root = dir.join("root");
+    let head = run(Command::new("git")
+        .arg("-C")
+        .arg(dir.join("app"))
+        .args(["rev-parse", "HEAD"]));
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let prod = std::fs::read_link(root.join("production")).unwrap();
+    assert_eq!(prod, std::path::Path::new("releases").join(&head), "{t}");
+    // The sample's steps ran: the asset build and the local config copy.
+    let release = root.join("production");
+    assert!(release.join("www/assets/app.css").is_file(), "{t}");
+    assert!(
+        std::fs::read_to_string(release.join("app/config/local.ini"))
+            .unwrap()
+            .contains("greeting"),
+        "{t}"
+    );
+    assert!(t.contains("success: production -> releases/"), "{t}");
+    // A second --try into the same place refuses, changing nothing.
+    let again = run(Command::new("bash")
+        .arg(&script)
+        .arg("--try")
+        .arg(&dir)
+        .arg("--prefix")
+        .arg(&prefix)
+        .env("SYMDEPLOY_INSTALL_BIN", bin()));
+    assert!(!again.status.success());
+    assert!(text(&again).contains("exists"), "{}", text(&again));
+    assert_eq!(std::fs::read_link(root.join("production")).unwrap(), prod);
+}
