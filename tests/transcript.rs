@@ -49,6 +49,19 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// A post-receive push whose deploy failed: one `error:` for the failure,
+/// and the last `remote:` line says that git took the push all the same (git
+/// push exits 0) and that strict mode would have refused it.
+fn accepted_but_failed_is_last(t: &str) {
+    assert_eq!(t.matches("error:").count(), 2, "{t}");
+    let last = t.lines().rfind(|l| l.starts_with("remote:")).unwrap();
+    assert!(
+        last.starts_with("remote: error: the push was accepted, but its deploy failed")
+            && last.contains("strict mode"),
+        "{t}"
+    );
+}
+
 fn remote_lines(t: &str) -> usize {
     t.lines().filter(|l| l.starts_with("remote:")).count()
 }
@@ -77,7 +90,7 @@ fn failed_build() {
     env.commit("a template with an unknown tag");
     // post-receive: git takes the commit, the warm-up fails, the push exits 0.
     let t = env.push_ok(&["main"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // warmup.notify heard the failure, and why, on one line.
     assert!(
         t.contains("remote:        notify: failed build step `test ! -e broken"),
@@ -126,7 +139,7 @@ fn tag_push_whose_warmup_fails() {
     env.commit("a template with an unknown tag");
     env.git(&["tag", "release-2"]);
     let t = env.push_ok(&["release-2"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // Production is unchanged, and the transcript says so.
     assert!(t.contains("remote:        production -> releases/"), "{t}");
     // warmup.notify and promote.notify both heard `failed`.
@@ -163,7 +176,7 @@ fn broken_deploy_toml() {
     env.write("www/index.html", "second\n");
     env.commit("second");
     let t = env.push_ok(&["main"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // Journaled as a failed run with a run log of its own.
     let last = env.journal().pop().unwrap();
     assert_eq!(last["result"], "failed", "{last}");

@@ -15,6 +15,7 @@ use crate::session::plan::{self, Cause, Phase, Unwind};
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
 use crate::state::release::{self, State};
 use crate::state::root::{short, PRODUCTION};
+use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{sys::faults, sys::symlink};
@@ -524,9 +525,9 @@ fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> Stri
         String::new()
     };
     let again = if *event == Event::Rollback {
-        "`symdeploy rollback` again".to_string()
+        format!("`{}` again", advice::command("rollback"))
     } else {
-        format!("`symdeploy promote {}`", short(hex))
+        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
     };
     match e {
         Error::Step { stage, status, .. }

@@ -237,6 +237,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
     let Ok(root) = Root::from_repository(&git_dir) else {
         return Ok(());
     };
+    crate::sys::advice::in_hook_of(root.dir.clone());
     let pid = nix::unistd::getppid().as_raw() as u32;
     let path = pending_path(&root, pid);
     let Some(mut pending) = load(&path) else {
