@@ -109,3 +109,59 @@ fn install_sh_try_deploys_the_sample_app() {
     assert!(text(&again).contains("exists"), "{}", text(&again));
     assert_eq!(std::fs::read_link(root.join("production")).unwrap(), prod);
 }
+
+/// `check` looks a step's program up the way the step will run it: `bin/x`
+/// in the release (with its exec bit), a bare name on PATH; so it gives the
+/// same verdict whatever directory it runs from.
+#[test]
+fn check_finds_step_programs_in_the_release_from_any_directory() {
+    let env = Env::with_config(
+        r#"
+branch = "main"
+shared = []
+[warmup]
+build = ["bin/build --fast"]
+links = []
+migrate = []
+notify = []
+[promote]
+stop = ["bin/stop-workers"]
+after_switch = ["bin/not-executable"]
+start = ["bin/missing --now", "no-such-program-anywhere start"]
+check = ["sh -c true"]
+notify = []
+"#,
+    );
+    env.write("bin/build", "#!/bin/sh\nexit 0\n");
+    env.chmod_x("bin/build");
+    env.write("bin/stop-workers", "#!/bin/sh\nexit 0\n");
+    env.chmod_x("bin/stop-workers");
+    env.write("bin/not-executable", "#!/bin/sh\nexit 0\n");
+    env.commit("the steps' programs");
+    env.push_ok(&["main"]);
+    let mut verdicts = Vec::new();
+    for dir in [
+        std::path::PathBuf::from("/"),
+        std::path::PathBuf::from("/tmp"),
+        env.root.clone(),
+    ] {
+        let o = run(env.command(&["check"]).current_dir(&dir));
+        assert!(!o.status.success(), "check passed with a missing program");
+        // The lines about step programs: the verdict on each command.
+        let steps: String = text(&o)
+            .lines()
+            .filter(|l| l.contains("(in \""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        verdicts.push((dir, redact(&steps, &env)));
+    }
+    for (dir, v) in &verdicts[1..] {
+        assert_eq!(
+            v,
+            &verdicts[0].1,
+            "check from {} differs from check from /",
+            dir.display()
+        );
+    }
+    insta::assert_snapshot!(verdicts[0].1);
+}

@@ -261,7 +261,10 @@ fn readme_examples_are_the_snapshots() {
         );
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} examples in the README and docs/src");
+    assert!(
+        checked >= 8,
+        "only {checked} examples in the README and docs/src"
+    );
 }
 
 /// A line a step's background child prints after the step returned (and
