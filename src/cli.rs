@@ -106,7 +106,7 @@ pub(crate) enum Command {
     /// Remove old, failed and incomplete releases.
     Cleanup {
         /// Ready releases to keep (default: keep_releases from deploy.toml).
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         keep: Option<usize>,
         /// Print what would be removed and remove nothing.
         #[arg(long)]
@@ -125,7 +125,7 @@ pub(crate) enum Command {
     /// Show the deploy history from the journal.
     Log {
         /// How many runs to show.
-        #[arg(short = 'n', default_value_t = 20)]
+        #[arg(short = 'n', default_value_t = 20, value_name = "N")]
         n: usize,
         /// The whole history, oldest first, including compressed segments.
         #[arg(long, conflicts_with = "n")]

@@ -97,6 +97,13 @@ fn install_sh_try_deploys_the_sample_app() {
         "{t}"
     );
     assert!(t.contains("success: production -> releases/"), "{t}");
+    // The run logs say how each step ended in words.
+    let mut logs = String::new();
+    for log in std::fs::read_dir(root.join(".symdeploy/logs")).unwrap() {
+        logs.push_str(&std::fs::read_to_string(log.unwrap().path()).unwrap());
+    }
+    assert!(logs.contains("status=exit 0"), "{logs}");
+    assert!(!logs.contains("ExitStatus"), "{logs}");
     // A second --try into the same place refuses, changing nothing.
     let again = run(Command::new("bash")
         .arg(&script)

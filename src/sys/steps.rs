@@ -213,7 +213,7 @@ impl Step {
         tracing::info!(
             stage = self.stage,
             command = self.command,
-            status = ?finished.status,
+            status = %status_words(finished.status),
             seconds = started.elapsed().as_secs_f64(),
             "step finished"
         );
@@ -350,6 +350,21 @@ impl Step {
         } else {
             format!("{status}")
         }
+    }
+}
+
+/// A step's status as the run log shows it: `exit 0`, `exit 2`,
+/// `signal 9 (SIGKILL)`.
+fn status_words(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exit {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        format!("signal {sig} ({name})")
+    } else {
+        format!("{status}")
     }
 }
 
@@ -836,6 +851,13 @@ mod tests {
             extra: vec![],
             timeout,
         }
+    }
+
+    #[test]
+    fn the_run_log_says_exit_0_not_the_debug_form() {
+        assert_eq!(status_words(ExitStatus::from_raw(0)), "exit 0");
+        assert_eq!(status_words(ExitStatus::from_raw(2 << 8)), "exit 2");
+        assert_eq!(status_words(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
     }
 
     #[test]
