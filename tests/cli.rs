@@ -172,3 +172,82 @@ notify = []
     }
     insta::assert_snapshot!(verdicts[0].1);
 }
+
+/// The verdict is the last line: the cleanup after a promote (by hand or by
+/// a release tag) prints above `success:`, never below it.
+#[test]
+fn success_is_the_last_line_after_the_cleanup() {
+    let env = Env::with_config(
+        "branch = \"main\"\nkeep_releases = 1\nshared = []\n[warmup]\nbuild = []\nlinks = []\nmigrate = []\nnotify = []\n[promote]\nstop = []\nafter_switch = []\nstart = []\nnotify = []\n",
+    );
+    let last_line = |t: &str, prefix: &str| -> String {
+        t.lines()
+            .filter(|l| l.starts_with(prefix))
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    env.push_ok(&["main"]);
+    assert!(env.symdeploy(&["promote"]).status.success());
+    for n in 2..=3 {
+        env.write("www/index.html", &format!("{n}\n"));
+        env.commit(&format!("release {n}"));
+        env.push_ok(&["main"]);
+        let o = env.symdeploy(&["promote"]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        if n == 3 {
+            assert!(t.contains("cleanup: removing"), "no cleanup to test: {t}");
+        }
+        assert!(
+            last_line(&t, "").starts_with("success: production -> releases/"),
+            "{t}"
+        );
+    }
+    // A release tag: the hook's cleanup lines come before its verdict too.
+    env.write("www/index.html", "4\n");
+    env.commit("release 4");
+    env.git(&["tag", "release-4"]);
+    let t = env.push_ok(&["main", "release-4"]);
+    assert!(t.contains("cleanup: removing"), "no cleanup to test: {t}");
+    assert!(
+        last_line(&t, "remote:").starts_with("remote: success: production -> releases/"),
+        "{t}"
+    );
+}
+
+/// A step that prints nothing for longer than the progress interval (30 s;
+/// 1 s here through SYMDEPLOY_PROGRESS_SECS) gets "still running" lines,
+/// so a long quiet build does not look like a hang.
+#[test]
+fn a_quiet_step_says_it_is_still_running() {
+    let env = Env::with_config(
+        "branch = \"main\"\nshared = []\n[warmup]\nbuild = [\"sleep 2.6\", \"echo built\"]\nlinks = []\nmigrate = []\nnotify = []\n[promote]\nstop = []\nafter_switch = []\nstart = []\nnotify = []\n",
+    );
+    let o = run(git_cmd(&env.work)
+        .args(["push", "deploy", "main"])
+        .env("SYMDEPLOY_PROGRESS_SECS", "1"));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let build: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.contains("-----> build"))
+        .take_while(|l| !l.contains("build done in"))
+        .collect();
+    let quiet: Vec<&&str> = build
+        .iter()
+        .filter(|l| l.contains("still running ("))
+        .collect();
+    assert!(!quiet.is_empty(), "no still-running line: {t}");
+    // At most one a second, and none for a step that prints.
+    assert!(quiet.len() <= 3, "{t}");
+    let after_echo = build.iter().skip_while(|l| !l.contains("$ echo built"));
+    assert!(
+        !after_echo.clone().any(|l| l.contains("still running")),
+        "{t}"
+    );
+    // The first lines of the stage, as the pusher sees them (git pads
+    // remote lines with spaces).
+    let first: Vec<&str> = build.iter().take(3).map(|l| l.trim_end()).collect();
+    insta::assert_snapshot!(first.join("\n"));
+}

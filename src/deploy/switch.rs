@@ -173,14 +173,14 @@ impl Switch<'_> {
         let took = crate::sys::fs::human_duration(took);
         if self.entry.txn.is_some() {
             journal::append(&ctx.root, &crate::hook::pending::prepared(&self.entry))?;
-            output::success(&format!(
+            output::success_last(&format!(
                 "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
                 short(hex),
             ));
             return Ok(self.entry);
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
-        output::success(&format!(
+        output::success_last(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
             self.previous

@@ -471,7 +471,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;
             promoted |= run.event == Event::Promote;
         }
-        output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
     }
     pending.updates.retain(|u| u.state != "done");

@@ -240,7 +240,7 @@ impl Step {
         }
         // From here an interrupt (SIGINT/SIGTERM) ends this group too.
         let running = crate::sys::signals::running_step(pgid.as_raw());
-        let finished = self.wait(child, pgid)?;
+        let finished = self.wait(child, pgid, echo)?;
         drop(running);
         streamer.finish(echo);
         drop(record);
@@ -289,10 +289,13 @@ impl Step {
     /// to its group, SIGKILL after a grace), or an interrupt (the signal
     /// thread has sent SIGTERM; SIGKILL after the same grace). Every wait is
     /// on a channel: the exit, a signal wake-up, or the next deadline.
-    fn wait(&self, child: Child, pgid: Pid) -> Result<Finished> {
+    fn wait(&self, child: Child, pgid: Pid, echo: &Echo) -> Result<Finished> {
         let exited = wait_in_thread(child);
         let wakeups = crate::sys::signals::wakeups();
         let mut watch = Watch::new(self, pgid);
+        let started = Instant::now();
+        let quiet = still_running_after();
+        let ticks = crossbeam_channel::tick(quiet.min(Duration::from_millis(250)));
         loop {
             if !watch.interrupted && crate::sys::signals::should_stop() {
                 watch.interrupt();
@@ -303,6 +306,7 @@ impl Step {
                 recv(exited) -> r => return Ok(watch.finished(self.exit_status(r, pgid)?)),
                 recv(wakeups) -> _ => {}
                 recv(deadline) -> _ => watch.deadline_passed(),
+                recv(ticks) -> _ => echo.still_running(started, quiet),
             }
         }
     }
@@ -507,6 +511,9 @@ impl Capture {
 /// Where a step's output lines go.
 struct Echo {
     stage: String,
+    /// When the step last showed a line: a step quiet for longer than
+    /// [`still_running_after`] gets a "still running" line.
+    last_line: Mutex<Instant>,
     /// Set once the step returned and we stopped waiting for its output: a
     /// background child's later lines belong to no stage on screen.
     detached: AtomicBool,
@@ -517,12 +524,14 @@ impl Echo {
     fn new(stage: &str, capture: Option<Capture>) -> Echo {
         Echo {
             stage: stage.to_string(),
+            last_line: Mutex::new(Instant::now()),
             detached: AtomicBool::new(false),
             capture,
         }
     }
 
     fn show(&self, text: &str) {
+        *self.last_line.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if self.detached.load(Ordering::SeqCst) {
             output::log_only(&format!("       [{}, background] {text}", self.stage));
         } else if let Some(c) = &self.capture {
@@ -532,6 +541,28 @@ impl Echo {
             output::detail(text);
         }
     }
+}
+
+impl Echo {
+    /// A line for a step that has been quiet for `quiet`, so that a long
+    /// `composer install` or `sleep` does not look like a hang.
+    fn still_running(&self, started: Instant, quiet: Duration) {
+        let last = *self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= quiet {
+            self.show(&format!("still running ({}s)", started.elapsed().as_secs()));
+        }
+    }
+}
+
+/// How long a step may print nothing before symdeploy says it is still
+/// running: 30 s, or SYMDEPLOY_PROGRESS_SECS.
+fn still_running_after() -> Duration {
+    let secs = std::env::var("SYMDEPLOY_PROGRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 /// The thread that reads a step's pipe and shows its lines as they come.
