@@ -182,8 +182,7 @@ fn success_is_the_last_line_after_the_cleanup() {
     );
     let last_line = |t: &str, prefix: &str| -> String {
         t.lines()
-            .filter(|l| l.starts_with(prefix))
-            .last()
+            .rfind(|l| l.starts_with(prefix))
             .unwrap_or_default()
             .to_string()
     };
