@@ -16,6 +16,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "SYMDEPLOY_ROOT", value_name = "ROOT")]
     pub(crate) root: Option<PathBuf>,
 
+    /// When to colour `error:`, `warning:`, `success:` and stage headers on
+    /// stderr (auto: on a terminal, unless NO_COLOR is set; never in a hook).
+    #[arg(long, global = true, value_enum, default_value_t = crate::sys::color::When::Auto, value_name = "WHEN")]
+    pub(crate) color: crate::sys::color::When,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,

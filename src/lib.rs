@@ -106,6 +106,7 @@ pub fn main() -> std::process::ExitCode {
         };
     }
     sys::output::init_tracing();
+    sys::color::choose(cli.color, matches!(cli.command, Command::Hook { .. }));
     let code = match run(cli) {
         Ok(()) => 0,
         Err(e) => {

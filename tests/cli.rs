@@ -250,3 +250,67 @@ fn a_quiet_step_says_it_is_still_running() {
     let first: Vec<&str> = build.iter().take(3).map(|l| l.trim_end()).collect();
     insta::assert_snapshot!(first.join("\n"));
 }
+
+/// Colour: `--color always|never`, and `auto` on a terminal (a pty from
+/// `script`) unless NO_COLOR is set; a pipe and a hook get none.
+#[test]
+fn colour_on_a_terminal_only_and_never_in_a_hook() {
+    let red_error = "\u{1b}[1;31merror:";
+    let missing = std::env::temp_dir().join("symdeploy-no-such-root");
+    let missing = missing.to_str().unwrap();
+    let plain = |args: &[&str]| -> String {
+        let o = run(Command::new(bin())
+            .args(args)
+            .args(["--root", missing, "status"])
+            .env_remove("NO_COLOR"));
+        text(&o)
+    };
+    assert!(plain(&["--color", "always"]).starts_with(red_error));
+    let piped = plain(&[]);
+    assert!(
+        piped.starts_with("error:") && !piped.contains('\u{1b}'),
+        "{piped:?}"
+    );
+    assert!(!plain(&["--color", "never"]).contains('\u{1b}'));
+    // On a terminal: `script` runs the command on a pty.
+    if run(Command::new("sh").args(["-c", "command -v script"]))
+        .status
+        .success()
+    {
+        let on_tty = |extra_env: Option<(&str, &str)>, flags: &str| -> String {
+            let mut c = Command::new("script");
+            c.args(["-qec"])
+                .arg(format!(
+                    "{} {flags} --root {missing} status",
+                    bin().display()
+                ))
+                .arg("/dev/null")
+                .env_remove("NO_COLOR")
+                .env("TERM", "xterm");
+            if let Some((k, v)) = extra_env {
+                c.env(k, v);
+            }
+            String::from_utf8_lossy(&run(&mut c).stdout).to_string()
+        };
+        assert!(on_tty(None, "").contains(red_error));
+        let no_color = on_tty(Some(("NO_COLOR", "1")), "");
+        assert!(
+            no_color.contains("error:") && !no_color.contains('\u{1b}'),
+            "{no_color:?}"
+        );
+        assert!(!on_tty(None, "--color never").contains('\u{1b}'));
+    } else {
+        eprintln!(
+            "colour_on_a_terminal_only_and_never_in_a_hook: no `script`, the pty cases are not run"
+        );
+    }
+    // A failing push: error lines, and no colour codes from symdeploy.
+    let env = Env::with_config(
+        "branch = \"main\"\nshared = []\n[warmup]\nbuild = [\"false\"]\nlinks = []\nmigrate = []\nnotify = []\n",
+    );
+    let t = env.push_ok(&["main"]);
+    assert!(
+        t.contains("remote: error:") && !t.contains('\u{1b}'),
+        "{t:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! atomic symlinks, filesystem facts, running steps.
 
 pub(crate) mod advice;
+pub(crate) mod color;
 pub(crate) mod faults;
 pub(crate) mod fs;
 pub(crate) mod machine;

@@ -99,7 +99,7 @@ fn write_both(sink: &mut Sink, text: &str) {
     {
         if !sink.stderr_gone {
             let mut err = std::io::stderr().lock();
-            if writeln!(err, "{text}").is_err() {
+            if writeln!(err, "{}", crate::sys::color::paint(text)).is_err() {
                 // The pusher went away; keep deploying, keep logging.
                 sink.stderr_gone = true;
             }
