@@ -2,7 +2,6 @@
 //! previews, the switch that flips `production`, and the pointers it moves.
 
 pub(crate) mod acl;
-pub(crate) mod blobstream;
 pub(crate) mod carry;
 pub(crate) mod disk;
 pub(crate) mod export;
