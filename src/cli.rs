@@ -141,6 +141,17 @@ pub(crate) enum Command {
     },
     /// Validate deploy.toml, the layout, the hook and the programs steps need.
     Check,
+    /// Write the HTML report: where things point, the last runs, their stage
+    /// durations, the logs of failures (also after every run with `report`
+    /// in deploy.toml).
+    Report {
+        /// The directory to write index.html (and logs/) into.
+        #[arg(long, value_name = "DIR")]
+        html: PathBuf,
+        /// How many runs to show.
+        #[arg(short = 'n', default_value_t = 30, value_name = "N")]
+        n: usize,
+    },
     /// Finish or undo runs that were interrupted (crash, kill, power cut).
     Recover,
     /// Export a commit to a new directory (like `git archive | tar -x`).
@@ -166,6 +177,23 @@ pub(crate) enum Command {
 
 impl Command {
     /// Commands that change nothing on disk (they print what they read).
+    /// Whether the command may change the root, so that the report that
+    /// deploy.toml asks for is refreshed after it.
+    pub(crate) fn changes_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Warmup { .. }
+                | Command::Promote { .. }
+                | Command::Rollback { .. }
+                | Command::Cleanup { .. }
+                | Command::Recover
+                | Command::Hook { .. }
+                | Command::Preview {
+                    command: PreviewCommand::Rm { .. }
+                }
+        )
+    }
+
     pub(crate) fn only_reads(&self) -> bool {
         matches!(
             self,
