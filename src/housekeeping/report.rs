@@ -79,7 +79,8 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
             .as_deref()
             .map(|c| subject_of(ctx, repo.as_ref(), c))
             .unwrap_or_default();
-        let failed = entry.phase == Phase::End && !entry.result.as_ref().is_some_and(|r| r.succeeded());
+        let failed =
+            entry.phase == Phase::End && !entry.result.as_ref().is_some_and(|r| r.succeeded());
         let log_link = if failed {
             entry
                 .log
@@ -324,7 +325,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
 /// One horizontal bar per run (newest on top), split into its stages.
 fn chart(runs: &[Run]) -> String {
     let row = 22.0;
-    let label = 190.0;
+    let label = 230.0;
     let width = 560.0;
     let longest = runs
         .iter()
