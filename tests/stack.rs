@@ -1138,7 +1138,7 @@ fn two_hosts_one_remote_strict_mode() {
     let ssh = h1.git_ssh_command();
     let project = Project::new(stack.path().join("work"));
 
-    // The remote, set up by the commands of the README.
+    // The remote, set up by the commands of the book (several-hosts.md).
     let copies = doc_snippets("multi-host-remote");
     assert!(
         copies.iter().all(|(_, s)| *s == copies[0].1),
@@ -1541,7 +1541,7 @@ fn previews_are_served_by_slug_and_production_keeps_serving() {
     let seed = host.root.join("previews-seed/app/config");
     std::fs::create_dir_all(&seed).unwrap();
     std::fs::write(seed.join("local.ini"), "greeting = preview\n").unwrap();
-    // The server block nginx runs is README's nginx-preview-server snippet.
+    // The server block nginx runs is the book's nginx-preview-server snippet.
     let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
     let start = nginx
         .find("server_name ~^")
