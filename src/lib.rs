@@ -35,6 +35,7 @@ pub mod preview;
 pub mod push;
 pub mod quarantine;
 pub mod recovery;
+pub mod reflocks;
 pub mod release;
 pub mod repo;
 pub mod retention;

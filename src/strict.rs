@@ -74,6 +74,7 @@ pub fn pre_receive(
         receive_pack: pid,
         started,
         updates: Vec::new(),
+        locks: Vec::new(),
     };
     let mut failure = None;
     for update in updates {
@@ -263,6 +264,16 @@ pub fn reference_transaction(state: &str) -> Result<()> {
     if matched.is_empty() {
         return Ok(());
     }
+    if state == "prepared" {
+        // git holds these ref locks until the transaction ends; a SIGKILL of
+        // the push from here on leaves them behind. Recorded first, before
+        // anything can wait or be killed, so recovery can remove them.
+        pending.locks = transaction_locks(&root, &input);
+        save(&root, &pending)?;
+    } else {
+        // Committed or aborted: git has released them.
+        pending.locks.clear();
+    }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
     crate::session::open_run_log(&ctx.root, state, short(&first));
@@ -284,6 +295,24 @@ pub fn reference_transaction(state: &str) -> Result<()> {
     output::close_log();
     let saved = save(&ctx.root, &pending);
     result.and(saved)
+}
+
+/// The ref lock files git holds for the transaction whose hook input is
+/// `input` (`<old> <new> <ref>` lines; HEAD is among them when it follows
+/// the branch).
+fn transaction_locks(root: &Root, input: &[u8]) -> Vec<crate::reflocks::HeldLock> {
+    let mut names = Vec::new();
+    let mut deletes = false;
+    for line in input.split(|&b| b == b'\n') {
+        let mut fields = line.splitn(3, |&b| b == b' ');
+        let (Some(_old), Some(new), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        deletes |= !new.is_empty() && new.iter().all(|&b| b == b'0');
+        names.push(name);
+    }
+    crate::reflocks::held(&root.repository(), names, deletes)
 }
 
 fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
@@ -491,7 +520,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
 
 fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
     let _run = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
-    for &i in matched {
+    // Newest first: a promote's production goes back before a warm-up it
+    // followed marks the release failed.
+    for &i in matched.iter().rev() {
         let u = &mut pending.updates[i];
         output::error(&format!(
             "git did not update {} to {}; undoing its flips",

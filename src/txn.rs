@@ -33,6 +33,10 @@ pub(crate) struct Pending {
     pub(crate) receive_pack: u32,
     pub(crate) started: u64,
     pub(crate) updates: Vec<PendingUpdate>,
+    /// The ref lock files git holds for the transaction now in `prepared`:
+    /// what a SIGKILL of the receive-pack would leave behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) locks: Vec<crate::reflocks::HeldLock>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +124,9 @@ pub fn remove_stale(root: &Root) {
             if start_time(p.receive_pack) == Some(p.started) {
                 continue;
             }
+            // Before the file that names them goes: once it is gone,
+            // nothing tells these locks from a live git process's.
+            release_locks(root, p);
             let repo = crate::repo::open(&root.repository()).ok();
             for u in p
                 .updates
@@ -152,6 +159,95 @@ pub fn remove_stale(root: &Root) {
         }
         let _ = std::fs::remove_file(e.path());
     }
+}
+
+/// Remove the ref lock files a receive-pack that is gone held in
+/// `prepared` and never released (it was SIGKILLed): only the very files
+/// recorded, so a lock a live git process made since is never touched.
+fn release_locks(root: &Root, p: &Pending) {
+    let git_dir = root.repository();
+    for lock in &p.locks {
+        match crate::reflocks::remove_if_same(&git_dir, lock) {
+            Ok(true) => crate::output::detail(&format!(
+                "removed {}: git's lock of a ref, left by a killed push (receive-pack pid {}); pushes of that ref work again",
+                git_dir.join(&lock.path).display(),
+                p.receive_pack
+            )),
+            Ok(false) => {}
+            Err(e) => crate::output::warning(&format!(
+                "cannot remove {}, left by a killed push: {e}; pushes of that ref fail until it is removed (`rm` it)",
+                git_dir.join(&lock.path).display()
+            )),
+        }
+    }
+}
+
+/// Who holds a ref lock file of the repository, as far as strict mode knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOwner {
+    /// A strict push whose receive-pack is gone: recovery removes it.
+    KilledPush(u32),
+    /// A strict push still running (its flips run while git holds the ref).
+    LivePush(u32),
+    /// No strict push recorded it: some other git process, alive or not.
+    Unknown,
+}
+
+/// Every ref lock file of the repository with its owner.
+pub fn ref_locks(root: &Root) -> Vec<(crate::reflocks::Present, LockOwner)> {
+    let present = crate::reflocks::present(&root.repository());
+    if present.is_empty() {
+        return Vec::new();
+    }
+    let pendings: Vec<Pending> = std::fs::read_dir(pending_dir(root))
+        .map(|d| d.flatten().filter_map(|e| load(&e.path())).collect())
+        .unwrap_or_default();
+    present
+        .into_iter()
+        .map(|l| {
+            let owner = pendings
+                .iter()
+                .find(|p| p.locks.contains(&l.lock))
+                .map(|p| {
+                    if start_time(p.receive_pack) == Some(p.started) {
+                        LockOwner::LivePush(p.receive_pack)
+                    } else {
+                        LockOwner::KilledPush(p.receive_pack)
+                    }
+                })
+                .unwrap_or(LockOwner::Unknown);
+            (l, owner)
+        })
+        .collect()
+}
+
+/// How old a lock file no push of ours recorded must be before it is
+/// reported: git holds one for milliseconds, outside strict mode's flips.
+const UNKNOWN_LOCK_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The ref lock files `status --check` and `check` report, each with what
+/// to run: left by a killed strict push (`symdeploy recover`), or by some
+/// other git process long enough ago that it is likely dead.
+pub fn ref_lock_problems(root: &Root) -> Vec<String> {
+    ref_locks(root)
+        .into_iter()
+        .filter_map(|(l, owner)| match owner {
+            LockOwner::KilledPush(pid) => Some(format!(
+                "{} was left by a killed strict push (receive-pack pid {pid}): every push of that ref fails until it goes; `symdeploy recover` removes it",
+                l.full.display()
+            )),
+            LockOwner::LivePush(_) => None,
+            LockOwner::Unknown => l.age.filter(|a| *a >= UNKNOWN_LOCK_AGE).map(|a| {
+                format!(
+                    "{} is a git lock file {} old that no symdeploy push holds: pushes of that ref fail while it exists; if no git command is running on {}, remove it (`rm {}`)",
+                    l.full.display(),
+                    crate::fsutil::human_duration(a),
+                    root.repository().display(),
+                    l.full.display()
+                )
+            }),
+        })
+        .collect()
 }
 
 /// The receive-pack running this hook: its parent (the hook script `exec`s us).

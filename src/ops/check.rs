@@ -201,6 +201,9 @@ pub fn run(root: &Root) -> Result<()> {
             ),
         }
     }
+    for l in crate::txn::ref_lock_problems(root) {
+        r.say(Level::Error, &l);
+    }
     if let Some(h) = crate::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
     }
