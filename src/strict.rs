@@ -244,10 +244,11 @@ pub fn reference_transaction(state: &str) -> Result<()> {
     if crate::fsutil::start_time(pid) != Some(pending.started) {
         return Ok(());
     }
-    let lines: Vec<RefUpdate> = String::from_utf8_lossy(&input)
-        .lines()
+    // Line by line: HEAD and symbolic-ref lines are no `refs/` updates.
+    let lines: Vec<RefUpdate> = input
+        .split(|&b| b == b'\n')
         .filter_map(|l| crate::push::parse_input(l).ok())
-        .flatten()
+        .flat_map(|p| p.updates)
         .collect();
     let wanted = if state == "prepared" {
         "built"
