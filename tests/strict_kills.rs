@@ -361,12 +361,13 @@ fn recovery_undoes_the_promote_before_the_warmup() {
     let (env, a, b) = scene();
     kill_push_in_after_switch(&env, &["-o", "promote", "main"]);
     std::fs::write(env.root.join("hold-stop"), "").unwrap();
+    let log = std::fs::File::create(env.tmp.path().join("recover.out")).unwrap();
     let mut recover = env
         .command(&["recover"])
         .process_group(0)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     let marker = env.root.join("in-stop");
@@ -375,10 +376,15 @@ fn recovery_undoes_the_promote_before_the_warmup() {
     });
     let _ = killpg(Pid::from_raw(recover.id() as i32), Signal::SIGKILL);
     let _ = recover.wait();
-    assert!(marker.exists(), "recover did not stop the daemons");
+    let said = std::fs::read_to_string(env.tmp.path().join("recover.out")).unwrap_or_default();
+    assert!(marker.exists(), "recover did not stop the daemons: {said}");
     std::fs::remove_file(env.root.join("hold-stop")).unwrap();
     let prod = env.pointed("production").unwrap();
-    assert_ne!(release_state(&env, &prod), "failed", "production on {prod}");
+    assert_ne!(
+        release_state(&env, &prod),
+        "failed",
+        "production on {prod}: {said}"
+    );
     let t = ok(&env.symdeploy(&["recover"]));
     assert_eq!(
         env.pointed("production").as_deref(),
