@@ -192,9 +192,11 @@ mod tests {
 
     #[test]
     fn parses_well_formed_input() {
-        let u = parse_input(format!("{Z} {A} refs/heads/main\n{A} {Z} refs/tags/release-1\n").as_bytes())
-            .unwrap()
-            .updates;
+        let u = parse_input(
+            format!("{Z} {A} refs/heads/main\n{A} {Z} refs/tags/release-1\n").as_bytes(),
+        )
+        .unwrap()
+        .updates;
         assert_eq!(u.len(), 2);
         assert!(!u[0].is_deletion());
         assert!(u[1].is_deletion());

@@ -88,8 +88,7 @@ pub fn held<'a>(
 /// Remove `lock` if it is still the file that was recorded; `Ok(false)`
 /// when it is gone or is another file now.
 pub fn remove_if_same(git_dir: &Path, lock: &HeldLock) -> std::io::Result<bool> {
-    if !safe_ref(lock.path.trim_end_matches(".lock").as_bytes())
-        && lock.path != "packed-refs.lock"
+    if !safe_ref(lock.path.trim_end_matches(".lock").as_bytes()) && lock.path != "packed-refs.lock"
     {
         return Ok(false);
     }

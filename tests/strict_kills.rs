@@ -271,13 +271,7 @@ fn receive_pack(env: &Env) -> i32 {
     let names: Vec<i32> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     names[0]

@@ -48,7 +48,10 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
         ctx,
         REMOVE_EVENT,
         &label,
-        &format!("removal of the preview of {} (deleted)", output::escape(git_ref)),
+        &format!(
+            "removal of the preview of {} (deleted)",
+            output::escape(git_ref)
+        ),
     )?;
     let Some(meta) = meta_of_branch(&ctx.root, branch) else {
         output::line(&format!(
