@@ -1,17 +1,22 @@
 //! `symdeploy preview list|rm`, and the hook's preview of a pushed branch
 //! and removal of a deleted one: each a locked session around
-//! [`crate::preview`].
+//! [`crate::deploy::preview`].
 
-use crate::commit::Commit;
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::output;
-use crate::preview::{
+use crate::deploy::preview::{
     all_meta, meta_of_branch, print_rows, remove, rows, warm, EVENT, REMOVE_EVENT,
 };
+use crate::error::{Error, Result};
+use crate::state::commit::Commit;
+use crate::sys::output;
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
-pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) -> Result<()> {
+pub(crate) fn deploy(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+) -> Result<()> {
     let _run = crate::session::begin(
         ctx,
         EVENT,
@@ -21,7 +26,7 @@ pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) 
     // git updated the branch before this hook ran, but a deletion pushed
     // while this waited for the lock may have gone first: its removal found
     // no preview then, so none may appear now for a branch that is gone.
-    let gone = crate::repo::open(&ctx.root.repository())
+    let gone = crate::state::repo::open(&ctx.root.repository())
         .ok()
         .is_some_and(|r| matches!(r.try_find_reference(git_ref), Ok(None)));
     if gone {
@@ -35,7 +40,7 @@ pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) 
 }
 
 /// The hook's handling of a deleted preview branch: lock, remove.
-pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
+pub(crate) fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
     let branch = git_ref.trim_start_matches("refs/heads/");
     // Looked up under the lock: a first push of the branch waiting for it
     // either built its preview before (removed here) or sees the branch
@@ -64,7 +69,7 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
 }
 
 /// `symdeploy preview rm SLUG [--data]`.
-pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
+pub(crate) fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
     let _run = crate::session::begin(
         ctx,
         REMOVE_EVENT,
@@ -87,7 +92,7 @@ pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
 }
 
 /// `symdeploy preview list [--json]`.
-pub fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
+pub(crate) fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
     let rows = rows(ctx);
     if json {
         println!(

@@ -1,9 +1,9 @@
 //! `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
 
 use crate::ctx::Ctx;
+use crate::deploy::warmup::warm;
 use crate::error::Result;
-use crate::repo;
-use crate::warm::warm;
+use crate::state::repo;
 
 /// `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
 pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
@@ -18,9 +18,9 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
         .unwrap_or_else(|| "unresolved".into());
     let _run = crate::session::begin(
         ctx,
-        crate::journal::Event::Warmup,
+        crate::state::journal::Event::Warmup,
         &label,
-        &format!("warm-up of {label} ({})", crate::output::escape(rev)),
+        &format!("warm-up of {label} ({})", crate::sys::output::escape(rev)),
     )?;
     let repo = repo::open(&ctx.root.repository())?;
     let commit = repo::resolve_commit(&repo, rev)?;
