@@ -187,9 +187,20 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
         assert_daemons_stopped(&env, "killed in after_switch");
         // What git left: the push's ref locks.
         assert_eq!(ref_locks(&env), locked, "{args:?}");
+        let rp = receive_pack(&env);
         let out = env.symdeploy(&["status", "--check"]);
         let t = text(&out);
         assert!(!out.status.success(), "{t}");
+        let said = |t: &str| {
+            let lines: Vec<&str> = t.lines().filter(|l| l.contains(".lock")).collect();
+            redact(&lines.join("\n"), &env).replace(&format!("pid {rp}"), "pid [rp]")
+        };
+        let name = if args[0] == "release-1" {
+            "tag"
+        } else {
+            "branch"
+        };
+        insta::assert_snapshot!(format!("status_check_{name}"), said(&t));
         for l in locked {
             assert!(
                 t.contains(&format!("repository/{l} was left by a killed strict push"))
@@ -204,6 +215,7 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
 
         let t = ok(&env.symdeploy(&["recover"]));
         assert!(t.contains("pushes of that ref work again"), "{t}");
+        insta::assert_snapshot!(format!("recover_{name}"), said(&t));
         assert_eq!(ref_locks(&env), Vec::<String>::new(), "{args:?}: {t}");
         assert_eq!(
             env.pointed("production").as_deref(),
@@ -421,6 +433,8 @@ fn a_ref_name_that_is_not_utf8_does_not_drop_the_push() {
             t.contains("refs/heads/caf\\xE9 is not deployed: its name is not UTF-8"),
             "strict {strict}: {t}"
         );
+        let warning: Vec<&str> = t.lines().filter(|l| l.contains("not UTF-8")).collect();
+        insta::assert_snapshot!("not_utf8_warning", warning.join("\n"));
         let j = env.journal();
         assert!(
             j.iter()
