@@ -232,6 +232,47 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
     }
 }
 
+/// Killed after git locked the ref but before the reference-transaction
+/// hook could record anything (held in the hook script, before symdeploy
+/// starts): the lock is still recognised as the dead push's and removed.
+#[test]
+fn a_lock_taken_before_the_hook_could_record_it_is_removed_too() {
+    let (env, a, b) = scene();
+    env.push_ok(&["main"]);
+    env.git(&["tag", "release-1"]);
+    let hook = env.root.join("repository/hooks/reference-transaction");
+    let script = std::fs::read_to_string(&hook).unwrap();
+    let held = script.replace(
+        "\nexec ",
+        "\n[ \"$1\" = prepared ] && [ -f ../hold-rt ] && { touch ../in-rt; sleep 60; }\nexec ",
+    );
+    assert_ne!(held, script);
+    std::fs::write(&hook, held).unwrap();
+    std::fs::write(env.root.join("hold-rt"), "").unwrap();
+    let mut push = spawn_push(&env, &["release-1"]);
+    let marker = env.root.join("in-rt");
+    wait_for("the reference-transaction hook", || {
+        marker.exists() || push.try_wait().unwrap().is_some()
+    });
+    assert!(marker.exists(), "the push ended first");
+    killpg(Pid::from_raw(push.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = push.wait();
+    std::fs::write(&hook, script).unwrap();
+    assert_eq!(ref_locks(&env), ["refs/tags/release-1.lock"]);
+    let out = env.symdeploy(&["status", "--check"]);
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("was left by a killed strict push"),
+        "{t}"
+    );
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert_eq!(ref_locks(&env), Vec::<String>::new(), "{t}");
+    assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
+    env.push_ok(&["release-1"]);
+    assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
+    assert_daemons_running(&env, "after the tag push");
+}
+
 /// A lock file no push of ours recorded (another git process's) is never
 /// removed, and reported only once it is old, with `rm` as the command.
 #[test]

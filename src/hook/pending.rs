@@ -37,6 +37,10 @@ pub(crate) struct Pending {
     /// what a SIGKILL of the receive-pack would leave behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) locks: Vec<crate::state::reflocks::HeldLock>,
+    /// Every ref of the push with its new value: the locks git takes for
+    /// them before the hook can record any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pushed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +112,16 @@ pub(crate) fn remove_stale(root: &Root) {
     let Ok(entries) = std::fs::read_dir(pending_dir(root)) else {
         return;
     };
-    for e in entries.flatten() {
+    let entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+    // The refs strict pushes still running are updating: their lock files
+    // are theirs, whatever a dead push's pending file says.
+    let busy: Vec<String> = entries
+        .iter()
+        .filter_map(|e| load(&e.path()))
+        .filter(|p| start_time(p.receive_pack) == Some(p.started))
+        .flat_map(|p| p.pushed.into_iter().map(|(name, _)| name))
+        .collect();
+    for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name
             .strip_prefix(".tmp-")
@@ -127,6 +140,9 @@ pub(crate) fn remove_stale(root: &Root) {
             // Before the file that names them goes: once it is gone,
             // nothing tells these locks from a live git process's.
             release_locks(root, p);
+            if let Ok(saved) = e.metadata().and_then(|m| m.modified()) {
+                release_unrecorded(root, p, saved, &busy);
+            }
             let repo = crate::state::repo::open(&root.repository()).ok();
             for u in p
                 .updates
@@ -182,6 +198,65 @@ fn release_locks(root: &Root, p: &Pending) {
     }
 }
 
+/// The lock files of a dead push that its hook had no time to record: for
+/// each ref it pushed, `<ref>.lock` holding the pushed id (and `HEAD.lock`,
+/// empty, when HEAD follows that ref), made after the pending file was last
+/// saved, unchanged for [`SETTLED`](crate::state::reflocks::SETTLED), and
+/// of no ref a running strict push updates.
+fn unrecorded_locks(
+    root: &Root,
+    p: &Pending,
+    saved: std::time::SystemTime,
+    busy: &[String],
+) -> Vec<(crate::state::reflocks::HeldLock, std::time::Duration)> {
+    let git_dir = root.repository();
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).unwrap_or_default();
+    let head = head
+        .trim()
+        .strip_prefix("ref: ")
+        .unwrap_or_default()
+        .to_string();
+    let mut out = Vec::new();
+    for (name, new) in &p.pushed {
+        if busy.contains(name) {
+            continue;
+        }
+        let mut candidates = vec![(format!("{name}.lock"), vec![new.as_str()])];
+        if *name == head {
+            candidates.push(("HEAD.lock".to_string(), vec!["", new.as_str()]));
+        }
+        for (rel, want) in candidates {
+            if p.locks.iter().any(|l| l.path == rel) {
+                continue; // recorded: that record decides
+            }
+            if let Some(found) = crate::state::reflocks::unrecorded(&git_dir, &rel, &want, saved) {
+                out.push(found);
+            }
+        }
+    }
+    out
+}
+
+fn release_unrecorded(root: &Root, p: &Pending, saved: std::time::SystemTime, busy: &[String]) {
+    let settled = crate::state::reflocks::SETTLED;
+    let found = unrecorded_locks(root, p, saved, busy);
+    if let Some(youngest) = found.iter().map(|(_, age)| *age).min() {
+        // A live git process changes or removes its lock within this.
+        std::thread::sleep(settled.saturating_sub(youngest));
+    }
+    let locks: Vec<_> = found.into_iter().map(|(l, _)| l).collect();
+    release_locks(
+        root,
+        &Pending {
+            receive_pack: p.receive_pack,
+            started: p.started,
+            updates: Vec::new(),
+            locks,
+            pushed: Vec::new(),
+        },
+    );
+}
+
 /// Who holds a ref lock file of the repository, as far as strict mode knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockOwner {
@@ -199,17 +274,35 @@ pub fn ref_locks(root: &Root) -> Vec<(crate::state::reflocks::Present, LockOwner
     if present.is_empty() {
         return Vec::new();
     }
-    let pendings: Vec<Pending> = std::fs::read_dir(pending_dir(root))
-        .map(|d| d.flatten().filter_map(|e| load(&e.path())).collect())
+    let pendings: Vec<(Pending, std::time::SystemTime)> = std::fs::read_dir(pending_dir(root))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| Some((load(&e.path())?, e.metadata().ok()?.modified().ok()?)))
+                .collect()
+        })
         .unwrap_or_default();
+    let live = |p: &Pending| start_time(p.receive_pack) == Some(p.started);
+    let busy: Vec<String> = pendings
+        .iter()
+        .filter(|(p, _)| live(p))
+        .flat_map(|(p, _)| p.pushed.iter().map(|(name, _)| name.clone()))
+        .collect();
     present
         .into_iter()
         .map(|l| {
+            let rel = l.lock.path.trim_end_matches(".lock");
             let owner = pendings
                 .iter()
-                .find(|p| p.locks.contains(&l.lock))
-                .map(|p| {
-                    if start_time(p.receive_pack) == Some(p.started) {
+                .find(|(p, saved)| {
+                    p.locks.contains(&l.lock)
+                        || (!live(p)
+                            && unrecorded_locks(root, p, *saved, &busy)
+                                .iter()
+                                .any(|(u, _)| *u == l.lock))
+                        || (live(p) && p.pushed.iter().any(|(name, _)| name == rel))
+                })
+                .map(|(p, _)| {
+                    if live(p) {
                         LockOwner::LivePush(p.receive_pack)
                     } else {
                         LockOwner::KilledPush(p.receive_pack)

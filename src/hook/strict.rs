@@ -78,6 +78,10 @@ pub(crate) fn pre_receive(
         started,
         updates: Vec::new(),
         locks: Vec::new(),
+        pushed: updates
+            .iter()
+            .map(|u| (u.name.clone(), u.new.clone()))
+            .collect(),
     };
     let mut failure = None;
     for update in updates {

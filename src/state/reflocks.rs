@@ -42,7 +42,7 @@ fn safe_ref(name: &[u8]) -> bool {
         && !name.contains(&0)
 }
 
-fn identity(git_dir: &Path, rel: &str) -> Option<HeldLock> {
+pub(crate) fn identity(git_dir: &Path, rel: &str) -> Option<HeldLock> {
     let meta = std::fs::symlink_metadata(git_dir.join(rel)).ok()?;
     if !meta.is_file() {
         return None;
@@ -100,6 +100,38 @@ pub fn remove_if_same(git_dir: &Path, lock: &HeldLock) -> std::io::Result<bool> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// How long a lock file no hook recorded must stay unchanged before it may
+/// be taken for one a killed push left (see [`unrecorded`]): git holds a
+/// ref lock for milliseconds, except during strict mode's flips (recorded).
+pub(crate) const SETTLED: Duration = Duration::from_secs(2);
+
+/// A lock file a receive-pack may have taken without its hook recording it
+/// (killed between git locking the ref and the hook's first write): the
+/// file at `rel`, made no earlier than `not_before`, whose content is what
+/// that push wrote into it (`want`: the pushed id, or nothing for HEAD).
+/// Returns it with its age.
+pub(crate) fn unrecorded(
+    git_dir: &Path,
+    rel: &str,
+    want: &[&str],
+    not_before: std::time::SystemTime,
+) -> Option<(HeldLock, Duration)> {
+    let lock = identity(git_dir, rel)?;
+    let meta = std::fs::symlink_metadata(git_dir.join(rel)).ok()?;
+    let made = meta.modified().ok()?;
+    if made < not_before || meta.len() > 100 {
+        return None;
+    }
+    let content = std::fs::read_to_string(git_dir.join(rel)).ok()?;
+    if !want.contains(&content.trim_end()) {
+        return None;
+    }
+    let age = std::time::SystemTime::now()
+        .duration_since(made)
+        .unwrap_or_default();
+    Some((lock, age))
 }
 
 /// A lock file the repository has now.
@@ -187,6 +219,24 @@ mod tests {
         assert!(git.join("HEAD.lock").exists());
         // Gone already: nothing to do.
         assert!(!remove_if_same(git, &held[0]).unwrap());
+    }
+
+    #[test]
+    fn an_unrecorded_lock_is_a_push_s_only_with_its_content_and_after_its_record() {
+        let t = tempfile::tempdir().unwrap();
+        let git = t.path();
+        std::fs::create_dir_all(git.join("refs/tags")).unwrap();
+        let before = std::time::SystemTime::now() - Duration::from_secs(5);
+        std::fs::write(git.join("refs/tags/v1.lock"), "abc\n").unwrap();
+        std::fs::write(git.join("HEAD.lock"), "").unwrap();
+        assert!(unrecorded(git, "refs/tags/v1.lock", &["abc"], before).is_some());
+        assert!(unrecorded(git, "HEAD.lock", &["", "abc"], before).is_some());
+        // Another value: another process's update of that ref.
+        assert!(unrecorded(git, "refs/tags/v1.lock", &["def"], before).is_none());
+        // Made before the push recorded what it pushes: not its lock.
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        assert!(unrecorded(git, "refs/tags/v1.lock", &["abc"], later).is_none());
+        assert!(unrecorded(git, "refs/tags/none.lock", &["abc"], before).is_none());
     }
 
     #[test]
