@@ -30,14 +30,13 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("."));
     let root = Root::from_repository(&git_dir)?;
     crate::sys::advice::in_hook_of(root.dir.clone());
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(|e| {
-        Error::with_help(
-            format!("cannot read the hook input: {e}"),
-            "ref names and ids must be UTF-8",
-        )
-    })?;
-    let updates = parse_input(&input)?;
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::msg(format!("cannot read the hook input: {e}")))?;
+    let parsed = parse_input(&input)?;
+    crate::hook::push::warn_skipped(&parsed.skipped);
+    let updates = parsed.updates;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
         Err(e) => return config_broken(&root, &updates, e, kind),

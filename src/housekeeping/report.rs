@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
-use crate::state::journal::{self, Entry, Phase};
+use crate::state::journal::{self, Entry, LineKind};
 use crate::state::root::short;
 
 /// How many runs the page shows.
@@ -62,7 +62,7 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
         .collect();
     let mut newest: Vec<Entry> = Vec::new();
     journal::for_each_rev(&ctx.root, |e| {
-        if e.phase == Phase::End || (e.phase == Phase::Start && open.contains(&e.run)) {
+        if e.phase == LineKind::End || (e.phase == LineKind::Start && open.contains(&e.run)) {
             newest.push(e);
         }
         if newest.len() >= runs {
@@ -80,7 +80,7 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
             .map(|c| subject_of(ctx, repo.as_ref(), c))
             .unwrap_or_default();
         let failed =
-            entry.phase == Phase::End && !entry.result.as_ref().is_some_and(|r| r.succeeded());
+            entry.phase == LineKind::End && !entry.result.as_ref().is_some_and(|r| r.succeeded());
         let log_link = if failed {
             entry
                 .log
@@ -89,7 +89,7 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
         } else {
             None
         };
-        let open = entry.phase == Phase::Start;
+        let open = entry.phase == LineKind::Start;
         shown.push(Run {
             entry,
             open,
