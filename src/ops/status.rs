@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::state::config::Config;
-use crate::state::journal::{self, Event, Outcome, Phase};
+use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::root::short;
 use crate::sys::output;
@@ -50,7 +50,7 @@ pub(crate) struct Status {
     /// Runs that started and never finished.
     pub(crate) interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
-    pub(crate) previews: Vec<crate::deploy::preview::Row>,
+    pub(crate) previews: Vec<crate::deploy::preview::PreviewRow>,
     /// deploy.toml's error, when it cannot be read (the defaults stand in).
     pub(crate) config_error: Option<String>,
     /// The deploy branch's tip and whether it is warmed up.
@@ -67,6 +67,9 @@ pub(crate) struct Status {
     pub(crate) min_free_bytes: u64,
     /// Release directories by state.
     pub(crate) releases: std::collections::BTreeMap<String, u64>,
+    /// git ref lock files left behind (a killed push), each with what to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ref_locks: Vec<String>,
     /// The watch of production under way after a promote, if any.
     pub(crate) watch: Option<Watch>,
 }
@@ -165,7 +168,7 @@ fn last_runs(
     let mut seen = 0;
     journal::for_each_rev(&ctx.root, |e| {
         seen += 1;
-        if e.phase == Phase::End {
+        if e.phase == LineKind::End {
             if e.event == Event::Warmup {
                 if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
                     of_tip = Some(e.clone());
@@ -301,6 +304,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         lock,
         interrupted,
         previews: crate::deploy::preview::rows(ctx),
+        ref_locks: crate::hook::pending::ref_lock_problems(&ctx.root),
     }
 }
 
@@ -360,6 +364,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             e.pid
         ));
     }
+    out.extend(s.ref_locks.iter().cloned());
     if let (Some(held), Some(who)) = (s.lock_held_seconds, &s.lock) {
         if held > lock_timeout.as_secs() {
             out.push(format!(
@@ -739,6 +744,9 @@ fn print_human(s: &Status) {
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),
+    }
+    for l in &s.ref_locks {
+        output::warning(l);
     }
     for e in &s.interrupted {
         output::warning(&format!(
