@@ -73,7 +73,7 @@ fn warmup_check_fails() {
     env.write("broken", "");
     env.commit("a front page that throws");
     let t = env.push_ok(&["main"]);
-    assert_eq!(t.matches("remote: error:").count(), 1, "{t}");
+    assert_eq!(t.matches("remote: error: warm-up of").count(), 1, "{t}");
     insta::assert_snapshot!(pin(&t, &env));
 }
 

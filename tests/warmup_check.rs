@@ -74,7 +74,7 @@ fn a_release_whose_check_fails_is_never_ready_and_warmup_goes_back() {
         )),
         "{t}"
     );
-    assert_eq!(t.matches("remote: error: ").count(), 1, "{t}");
+    assert_eq!(t.matches("remote: error: warm-up of").count(), 1, "{t}");
     assert!(t.contains("warmup.check_timeout"), "{t}");
     assert_eq!(env.pointed("warmup").as_deref(), Some(good.as_str()));
     assert_eq!(env.pointed("production").as_deref(), Some(good.as_str()));
