@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The watch check fails while ROOT/sick exists.
@@ -98,9 +99,17 @@ fn a_failing_watch_check_rolls_production_back_through_the_switch() {
     assert!(prom.contains("} 1\n"), "{prom}");
     env.clear_trace();
     std::fs::write(env.root.join("sick"), "").unwrap();
-    wait_for("the rollback", || {
-        env.pointed("production").as_deref() == Some(a.as_str()) && !alive(pid)
+    let broken = Instant::now();
+    wait_for("production back", || {
+        env.pointed("production").as_deref() == Some(a.as_str())
     });
+    // A figure, not an assertion: interval (1 s) + check_timeout (1 s) + stop/start.
+    let _ = writeln!(
+        std::io::stderr(),
+        "watch: production back {:.2}s after the check broke (interval 1s + check_timeout 1s + stop/start)",
+        broken.elapsed().as_secs_f64()
+    );
+    wait_for("the watcher to go", || !alive(pid));
     let trace = env.trace();
     assert!(trace.iter().any(|l| l.starts_with("stop ")), "{trace:?}");
     assert!(
@@ -244,7 +253,13 @@ fn a_tag_push_returns_while_its_watch_runs_in_a_session_of_its_own() {
     let a = env.git(&["rev-parse", "HEAD"]);
     env.push_ok(&["main"]);
     env.git(&["tag", "release-1"]);
+    let pushed = Instant::now();
     let t = env.push_ok(&["release-1"]);
+    let _ = writeln!(
+        std::io::stderr(),
+        "watch: the tag push returned after {:.2}s of a 60s window",
+        pushed.elapsed().as_secs_f64()
+    );
     assert!(t.contains("watching production"), "{t}");
     // Had the push waited for the window, the watch would be over by now.
     let cur = current(&env).expect("the watch is still under way");
