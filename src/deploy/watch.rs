@@ -266,7 +266,7 @@ fn roll_back(ctx: &Ctx, current: &Current, progress: Progress, e: Error) -> Resu
         &hex,
         previous.as_ref(),
         &git_ref,
-        "rolled-back",
+        Outcome::RolledBack,
         Some(&Error::msg(why.clone())),
     );
     let mut end = current.entry.end(Outcome::RolledBack);
