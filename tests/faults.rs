@@ -1193,7 +1193,7 @@ fn malformed_hook_input_is_refused_and_changes_nothing() {
             [
                 format!("{Z} ").as_bytes(),
                 b"\xff\xfe",
-                format!(" refs/heads/main\n").as_bytes(),
+                b" refs/heads/main\n".as_slice(),
             ]
             .concat(),
             "not a full hexadecimal object id",
