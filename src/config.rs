@@ -64,6 +64,9 @@ pub struct Promote {
     pub check_timeout: Duration,
     /// Run at the end, with SYMDEPLOY_RESULT.
     pub notify: Vec<String>,
+    /// An SSH allowed-signers file: when set, only release tags signed by a
+    /// principal it lists promote (a relative path is from the deploy root).
+    pub signers: Option<PathBuf>,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -140,6 +143,9 @@ pub struct Config {
     pub journal_segment_kib: u64,
     /// Preview environments per branch.
     pub previews: Previews,
+    /// Who may push and who may promote (`[access]`); `None`: everyone may
+    /// do everything, as before roles existed.
+    pub access: Option<crate::access::Roles>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -216,6 +222,14 @@ struct RawConfig {
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
+    access: Option<RawAccess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    push: Option<Vec<Spanned<String>>>,
+    release: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,6 +266,7 @@ struct RawPromote {
     check: Commands,
     check_timeout: Option<Spanned<i64>>,
     notify: Commands,
+    signers: Option<Spanned<String>>,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -323,6 +338,23 @@ impl Ctx<'_> {
                 }
             })
             .collect()
+    }
+
+    fn names(&self, key: &str, v: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for n in v.unwrap_or_default() {
+            if !crate::access::valid_name(n.get_ref()) {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "`{key}` entry \"{}\" is not a deployer's name (letters, digits, `.`, `_`, `-`, `@`; as given to `symdeploy keys add`)",
+                        n.get_ref()
+                    ),
+                );
+            }
+            out.push(n.into_inner());
+        }
+        Ok(out)
     }
 
     fn paths(
@@ -666,6 +698,16 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
             Duration::from_secs(30),
         )?,
         notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+        signers: match p.signers {
+            None => None,
+            Some(s) if !s.get_ref().trim().is_empty() => Some(PathBuf::from(s.into_inner())),
+            Some(s) => {
+                return ctx.err(
+                    s.span(),
+                    "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
+                )
+            }
+        },
     };
     let web_user = match raw.web_user {
         None => None,
@@ -739,7 +781,15 @@ pub fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Con
         }
     };
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let access = match raw.access {
+        None => None,
+        Some(a) => Some(crate::access::Roles {
+            push: ctx.names("access.push", a.push)?,
+            release: ctx.names("access.release", a.release)?,
+        }),
+    };
     Ok(Config {
+        access,
         previews,
         keep_logs,
         min_free,

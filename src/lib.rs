@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod acl;
 pub mod blobstream;
 pub mod carry;

@@ -37,11 +37,19 @@ pub fn open_run_log(root: &Root, event: &str, label: &str) {
         "{stamp}-{event}-{label}-{}.log",
         std::process::id()
     ));
-    if let Err(e) = crate::output::open_log(&path) {
-        crate::output::warning(&format!(
+    match crate::output::open_log(&path) {
+        // Who started it, first: the log may outlive the journal's segment.
+        Ok(()) => crate::output::log_only(&format!(
+            "# symdeploy {} {event} {label} by {} ({}@{})",
+            env!("CARGO_PKG_VERSION"),
+            crate::access::by(),
+            crate::fsutil::current_user(),
+            crate::fsutil::hostname()
+        )),
+        Err(e) => crate::output::warning(&format!(
             "cannot write the deploy log {}: {e}",
             path.display()
-        ));
+        )),
     }
 }
 

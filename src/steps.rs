@@ -131,6 +131,7 @@ impl Step {
             .env("SYMDEPLOY_REF", &env.git_ref)
             .env("SYMDEPLOY_STAGE", stage)
             .env("SYMDEPLOY_PREVIOUS", previous)
+            .env(crate::access::BY_VAR, crate::access::by())
             .timeout(env.timeout)
             .record(
                 crate::root::Root {

@@ -72,6 +72,14 @@ pub fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `lead (deploy@host)` for a named deployer, `deploy@host` as before names.
+pub fn who(e: &Entry) -> String {
+    match &e.by {
+        Some(by) if *by != e.user => format!("{by} ({}@{})", e.user, e.host),
+        _ => format!("{}@{}", e.user, e.host),
+    }
+}
+
 fn print_entry(e: &Entry) {
     let result = match (&e.phase, &e.result) {
         (Phase::Start, _) => "interrupted",
@@ -84,14 +92,18 @@ fn print_entry(e: &Entry) {
         .map(|s| format!(" in {s:.1}s"))
         .unwrap_or_default();
     println!(
-        "{}  {:<8} {:<12} {}  {}  by {}@{}{}{}",
+        "{}  {:<8} {:<12} {}  {}  by {}{}{}{}",
         e.time,
         e.event,
         result,
         e.commit.as_deref().map(short).unwrap_or("-"),
         crate::output::escape(e.git_ref.as_deref().unwrap_or("-")),
-        e.user,
-        e.host,
+        who(e),
+        e.signer
+            .as_deref()
+            .map(|s| format!(", signed by {}", crate::output::escape(s)))
+            .or(e.unsigned.then(|| ", unsigned".to_string()))
+            .unwrap_or_default(),
         took,
         e.error
             .as_deref()

@@ -315,7 +315,7 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
             e.event,
             e.commit.as_deref().map(short).unwrap_or("?"),
             e.time,
-            e.user,
+            e.who(),
             e.pid
         ));
     }
@@ -621,7 +621,7 @@ fn print_human(s: &Status) {
             e.event,
             e.commit.as_deref().map(short).unwrap_or("?"),
             e.time,
-            e.user,
+            e.who(),
             e.pid
         ));
     }
