@@ -415,6 +415,48 @@ fn git(git_dir: &Path, args: &[&str]) -> Result<(String, String, bool)> {
 
 use std::sync::Mutex;
 
+/// Before a promote of `commit` runs: with `promote.signers`, find its good
+/// signature (on `tag`, the pushed release tag's object and ref, else on any
+/// release tag of the repository on the commit) or accept `unsigned`, and
+/// remember which for the journal. `how` and `override_` word the refusal.
+pub fn authorize_promote(
+    ctx: &Ctx,
+    commit: &str,
+    tag: Option<(&str, &str)>,
+    unsigned: bool,
+    how: &str,
+    override_: &str,
+) -> Result<()> {
+    let Some(signers) = signers_file(ctx) else {
+        return Ok(());
+    };
+    let signer = match tag {
+        Some((object, name)) => Some(verify_tag(&ctx.root.repository(), &signers, object, name)?),
+        None => signed_tag_of(ctx, &signers, commit).map(|(_, s)| s),
+    };
+    match signer {
+        Some(s) => {
+            crate::output::detail(&format!("release tag signed by {s}"));
+            set_authority(Authority {
+                signer: Some(s),
+                unsigned: false,
+            });
+        }
+        None if unsigned => {
+            crate::output::warning(&format!(
+                "promoting {} without a signed release tag, as asked (the journal records it as unsigned)",
+                crate::root::short(commit)
+            ));
+            set_authority(Authority {
+                signer: None,
+                unsigned: true,
+            });
+        }
+        None => return Err(unsigned_refusal(commit, how, override_)),
+    }
+    Ok(())
+}
+
 /// What the journal records about a promote's authorization, for the run
 /// in progress in this process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -30,6 +30,9 @@ pub enum HookName {
     PreReceive,
     /// While git updates refs (strict mode's flips): takes the state argument.
     ReferenceTransaction,
+    /// Before the refs are updated, in post-receive mode: who may push what
+    /// (`[access]`) and signed release tags (`promote.signers`).
+    Access,
 }
 
 /// Subcommands.
@@ -71,6 +74,10 @@ pub enum Command {
         /// Also print one JSON object on stdout: result, production before and after, the switch time.
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
+        /// With promote.signers set: promote although no release tag with a
+        /// good signature is on the commit (the journal records it).
+        #[arg(long)]
+        unsigned: bool,
         /// Commit, branch or tag.
         rev: Option<String>,
     },

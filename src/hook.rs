@@ -16,8 +16,8 @@ use crate::push::{parse_id, parse_input, push_options, route, Action, RefUpdate}
 use crate::quarantine::HookObjects;
 use crate::root::{short, Root};
 
-/// `symdeploy hook post-receive|pre-receive`.
-pub fn run(kind: HookKind) -> Result<()> {
+/// The root of the repository git runs this hook in, and the pushed updates.
+fn hook_input() -> Result<(Root, Vec<RefUpdate>)> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -29,7 +29,23 @@ pub fn run(kind: HookKind) -> Result<()> {
             "ref names and ids must be UTF-8",
         )
     })?;
-    let updates = parse_input(&input)?;
+    Ok((root, parse_input(&input)?))
+}
+
+/// `symdeploy hook access`: post-receive mode's pre-receive hook. It only
+/// authorizes; a refusal rejects the push before any ref moves. A broken
+/// deploy.toml is left to post-receive, which records and reports it.
+pub fn access() -> Result<()> {
+    let (root, updates) = hook_input()?;
+    let Ok(ctx) = Ctx::load(root) else {
+        return Ok(());
+    };
+    crate::access::check_push(&ctx, &updates, &push_options())
+}
+
+/// `symdeploy hook post-receive|pre-receive`.
+pub fn run(kind: HookKind) -> Result<()> {
+    let (root, updates) = hook_input()?;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
         Err(e) => return config_broken(&root, &updates, e),
@@ -43,10 +59,24 @@ pub fn run(kind: HookKind) -> Result<()> {
     }
     let options = push_options();
     let promote_option = options.iter().any(|o| o == "promote");
-    for o in options.iter().filter(|o| *o != "promote") {
+    for o in options
+        .iter()
+        .filter(|o| *o != "promote" && *o != "unsigned")
+    {
         output::warning(&format!(
-            "unknown push option `{o}` ignored (symdeploy knows: promote)"
+            "unknown push option `{}` ignored (symdeploy knows: promote, unsigned)",
+            output::escape(o)
         ));
+    }
+    if kind == HookKind::PreReceive || !crate::githooks::access_checked(&ctx.root) {
+        // Strict mode checks here, before it builds. In post-receive mode the
+        // access hook has checked already; a root whose pre-receive predates
+        // it gets it installed for the next push, and this push (its refs
+        // already moved) deploys nothing it may not.
+        if kind == HookKind::PostReceive && ctx.config.access.is_some() {
+            install_access_check(&ctx.root);
+        }
+        crate::access::check_push(&ctx, &updates, &options)?;
     }
 
     let objects = HookObjects::open(&ctx.root)?;
@@ -152,6 +182,17 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
         commit.short(),
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
+    if and_promote {
+        // Checked before the build too: a refused promote builds nothing.
+        crate::access::authorize_promote(
+            ctx,
+            &commit.to_string(),
+            None,
+            push_options().iter().any(|o| o == "unsigned"),
+            "-o promote",
+            "git push -o promote -o unsigned",
+        )?;
+    }
     crate::warm::warm(ctx, repo, commit, &update.name, false, and_promote)?;
     if and_promote {
         crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, false)?;
@@ -168,7 +209,33 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         commit.short(),
         &format!("promote of {} ({})", commit.short(), update.name),
     )?;
+    crate::access::authorize_promote(
+        ctx,
+        &commit.to_string(),
+        Some((&update.new, &update.name)),
+        false,
+        "a release tag",
+        "symdeploy promote --unsigned",
+    )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
+}
+
+fn install_access_check(root: &Root) {
+    let binary = match std::env::current_exe().and_then(std::fs::canonicalize) {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    match crate::githooks::install_access_hook(&root.repository().join("hooks"), &binary) {
+        Ok(crate::githooks::HookInstall::Installed(path)) => output::warning(&format!(
+            "installed {} (the access check an older `symdeploy init` did not install): from the next push on, refusals come before git moves a ref",
+            path.display()
+        )),
+        Ok(crate::githooks::HookInstall::Foreign(path)) => output::warning(&format!(
+            "{} is not symdeploy's access check: [access] is only enforced after git moved the refs (make it call `symdeploy hook access` too)",
+            path.display()
+        )),
+        _ => {}
+    }
 }
 
 /// Show a ref's failure: the one place a post-receive failure is printed.

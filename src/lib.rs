@@ -66,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hook { name, state } => match name {
             HookName::PostReceive => hook::run(HookKind::PostReceive),
             HookName::PreReceive => hook::run(HookKind::PreReceive),
+            HookName::Access => hook::access(),
             HookName::ReferenceTransaction => {
                 strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
@@ -74,13 +75,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Promote {
             dry_run,
             json: true,
+            unsigned,
             rev,
         } => outcome::report(&ctx()?, journal::Event::Promote, |c| {
-            ops::promote::run(c, rev.as_deref(), dry_run)
+            ops::promote::run(c, rev.as_deref(), dry_run, unsigned)
         }),
-        Command::Promote { dry_run, rev, .. } => {
-            ops::promote::run(&ctx()?, rev.as_deref(), dry_run)
-        }
+        Command::Promote {
+            dry_run,
+            rev,
+            unsigned,
+            ..
+        } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run, unsigned),
         Command::Rollback {
             json: true,
             release,

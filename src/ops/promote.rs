@@ -11,7 +11,8 @@ use crate::root::short;
 use crate::{repo, switch};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, unsigned: bool) -> Result<()> {
+    crate::access::require(ctx, crate::access::Role::Release, "promote")?;
     let repo = repo::open(&ctx.root.repository())?;
     let (commit, git_ref) = match rev {
         Some(r) => (repo::resolve_commit(&repo, r)?, r.to_string()),
@@ -41,6 +42,14 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
     if dry_run {
         return dry(ctx, commit.as_str());
     }
+    crate::access::authorize_promote(
+        ctx,
+        commit.as_str(),
+        None,
+        unsigned,
+        "symdeploy promote",
+        "symdeploy promote --unsigned",
+    )?;
     let _run = crate::session::begin(
         ctx,
         Event::Promote,
