@@ -215,7 +215,11 @@ pub fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -> Resul
                         && peeled(&ctx.root.repository(), &u.new).as_deref() == Some(&commit)
                 });
                 if !in_push && signed_tag_of(ctx, &signers, &commit).is_none() {
-                    return Err(unsigned_refusal(&commit, "-o promote", "git push -o promote -o unsigned"));
+                    return Err(unsigned_refusal(
+                        &commit,
+                        "-o promote",
+                        "git push -o promote -o unsigned",
+                    ));
                 }
             }
             _ => {}
@@ -266,7 +270,9 @@ impl std::fmt::Display for Signature {
 /// Git's verdict on a good signature: `Good "git" signature for PRINCIPAL
 /// with ED25519 key SHA256:…`.
 pub fn parse_good(out: &str) -> Option<Signature> {
-    let line = out.lines().find(|l| l.starts_with("Good \"git\" signature for "))?;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Good \"git\" signature for "))?;
     let rest = line.strip_prefix("Good \"git\" signature for ")?;
     let (principal, key) = rest.split_once(" with ")?;
     let fingerprint = key.split_whitespace().find(|w| w.starts_with("SHA256:"))?;
@@ -356,7 +362,16 @@ pub fn verify_tag(git_dir: &Path, signers: &Path, object: &str, name: &str) -> R
 
 /// The commit an object peels to (tags followed), by git.
 fn peeled(git_dir: &Path, object: &str) -> Option<String> {
-    let (out, _, ok) = git(git_dir, &["rev-parse", "--verify", "-q", &format!("{object}^{{commit}}")]).ok()?;
+    let (out, _, ok) = git(
+        git_dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("{object}^{{commit}}"),
+        ],
+    )
+    .ok()?;
     ok.then(|| out.trim().to_string())
 }
 

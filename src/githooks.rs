@@ -23,7 +23,12 @@ pub enum HookInstall {
 /// Install strict mode's reference-transaction hook in `hooks` (calling
 /// `binary`) unless a hook of that name exists already.
 pub fn install_hook(hooks: &Path, binary: &Path) -> Result<HookInstall> {
-    install(hooks, "reference-transaction", REFERENCE_TRANSACTION, binary)
+    install(
+        hooks,
+        "reference-transaction",
+        REFERENCE_TRANSACTION,
+        binary,
+    )
 }
 
 /// Install post-receive mode's pre-receive hook, the access check that runs

@@ -186,7 +186,7 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
         // Checked before the build too: a refused promote builds nothing.
         crate::access::authorize_promote(
             ctx,
-            &commit.to_string(),
+            commit.as_ref(),
             None,
             push_options().iter().any(|o| o == "unsigned"),
             "-o promote",
@@ -211,7 +211,7 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
     )?;
     crate::access::authorize_promote(
         ctx,
-        &commit.to_string(),
+        commit.as_ref(),
         Some((&update.new, &update.name)),
         false,
         "a release tag",

@@ -25,6 +25,7 @@ pub mod fsutil;
 pub mod githooks;
 pub mod hook;
 pub mod journal;
+pub mod keys;
 pub mod leftovers;
 pub mod link;
 pub mod lock;
@@ -42,6 +43,7 @@ pub mod retention;
 pub mod root;
 pub mod session;
 pub mod shared;
+pub mod shell;
 pub mod signals;
 pub mod steps;
 pub mod strict;
@@ -109,6 +111,18 @@ pub fn run(cli: Cli) -> Result<()> {
             cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
             cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
         },
+        Command::Keys {
+            authorized_keys,
+            command,
+        } => {
+            let file = authorized_keys.as_deref();
+            match command {
+                cli::KeysCommand::Add { name, key } => keys::add(file, &name, &key),
+                cli::KeysCommand::List => keys::list(file),
+                cli::KeysCommand::Rm { name } => keys::rm(file, &name),
+            }
+        }
+        Command::Shell { name } => shell::run(&name),
         Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(
