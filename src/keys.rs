@@ -47,6 +47,9 @@ pub struct PublicKey {
 
 /// Read one public key from the text of a `.pub` file.
 pub fn parse_public_key(text: &str) -> std::result::Result<PublicKey, String> {
+    if text.contains("-----BEGIN") {
+        return Err("it is a private key; give the public one (the .pub file)".into());
+    }
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -58,9 +61,6 @@ pub fn parse_public_key(text: &str) -> std::result::Result<PublicKey, String> {
             lines.len()
         ));
     };
-    if line.starts_with("-----BEGIN") {
-        return Err("it is a private key; give the public one (the .pub file)".into());
-    }
     let mut words = line.split_whitespace();
     let kind = words.next().unwrap_or_default();
     if !KEY_TYPES.contains(&kind) {
@@ -334,7 +334,17 @@ fn write_atomic(path: &Path, lines: &[String]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.symdeploy-{}", std::process::id()));
+    // A writer killed halfway left its temporary file; with the lock held,
+    // every one of them is such a leftover.
+    let prefix = format!(".{name}.symdeploy-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let mut text = lines.join("\n");
     if !text.is_empty() {
         text.push('\n');
