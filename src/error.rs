@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Everything that can make a symdeploy command fail.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// A filesystem operation on `path` failed.
     Io {
         /// What we were doing, phrased as "create directory".
@@ -55,15 +55,10 @@ pub enum Error {
         /// What was interrupted and where production is now.
         message: String,
     },
-    /// Already shown to the user (a hook reports each ref as it goes); only
-    /// the exit code is left to deliver.
-    Reported {
-        /// The exit code of the first failure.
-        code: i32,
-    },
     /// An operation that failed after it had started changing things (a
     /// warm-up, a switch, a preview), told whole: the renderer
-    /// ([`crate::output::report`], called once by `main` or the hook) prints
+    /// ([`crate::sys::output::report`], called once by `main` or at the end of a
+    /// hook's run, [`crate::session::close_run`]) prints
     /// one `error:` line, where things point now, and one `help:`. Kept as
     /// text for machine reports too (`promote --json`).
     Failed {
@@ -77,6 +72,15 @@ pub enum Error {
         /// The `help:` line's text.
         help: Option<String>,
     },
+    /// Several independent parts of one operation failed (cleanup removing
+    /// releases, a preview's releases): one `error:` line, each part's
+    /// failure below it, the first part's `help:`.
+    Several {
+        /// The `error:` line's text.
+        message: String,
+        /// Each part's failure, in the order they happened.
+        parts: Vec<Error>,
+    },
     /// Anything else: a message and what to do about it.
     Other {
         /// What failed.
@@ -87,11 +91,16 @@ pub enum Error {
 }
 
 /// Shorthand used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The exit code `code` (an error's [`Error::exit_code`]) as the process ends with it.
+pub(crate) fn exit(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
 
 impl Error {
     /// A failure with a message and no specific advice.
-    pub fn msg(message: impl Into<String>) -> Self {
+    pub(crate) fn msg(message: impl Into<String>) -> Self {
         Error::Other {
             message: message.into(),
             help: None,
@@ -99,15 +108,36 @@ impl Error {
     }
 
     /// A failure with a message and a `help:` line.
-    pub fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub(crate) fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
         Error::Other {
             message: message.into(),
             help: Some(help.into()),
         }
     }
 
+    /// The failures of one operation's independent parts as one error: none
+    /// is no error, one is itself, more are gathered under `message(count)`.
+    pub(crate) fn gather(parts: Vec<Error>, message: impl FnOnce(usize) -> String) -> Option<Self> {
+        // Flat: a part that gathered parts of its own lists them here.
+        let mut parts: Vec<Error> = parts
+            .into_iter()
+            .flat_map(|e| match e {
+                Error::Several { parts, .. } => parts,
+                e => vec![e],
+            })
+            .collect();
+        match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            n => Some(Error::Several {
+                message: message(n),
+                parts,
+            }),
+        }
+    }
+
     /// A filesystem failure: `action` is phrased like "create directory".
-    pub fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
+    pub(crate) fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
         Error::Io {
             action: action.into(),
             path: path.as_ref().to_path_buf(),
@@ -115,20 +145,15 @@ impl Error {
         }
     }
 
-    /// Was it shown to the user already (so it must not be printed again)?
-    /// Only a hook's summary of failures it rendered one by one is.
-    pub fn is_reported(&self) -> bool {
-        matches!(self, Error::Reported { .. })
-    }
-
     /// The process exit code for this error: distinct codes let scripts react
     /// (a lock timeout is worth retrying, a failed step is not).
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Step { .. } => 3,
             Error::LockTimeout { .. } => 4,
             Error::Config { .. } => 5,
-            Error::Reported { code } | Error::Failed { code, .. } => *code,
+            Error::Failed { code, .. } => *code,
+            Error::Several { parts, .. } => parts.first().map_or(1, Error::exit_code),
             // The shell's convention for "killed by that signal": 130, 143.
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
@@ -136,7 +161,7 @@ impl Error {
     }
 
     /// The advice line shown after the error, if any.
-    pub fn help(&self) -> Option<String> {
+    pub(crate) fn help(&self) -> Option<String> {
         match self {
             Error::Io { source, path, .. } => io_help(source, path),
             Error::Config { file, .. } => Some(format!(
@@ -159,8 +184,8 @@ impl Error {
                 "the run was undone as far as it needs to be (see above); run the command again when ready; `symdeploy status` shows where production and warmup point"
                     .to_string(),
             ),
-            Error::Reported { .. } => None,
             Error::Failed { help, .. } => help.clone(),
+            Error::Several { parts, .. } => parts.iter().find_map(Error::help),
         }
     }
 }
@@ -168,8 +193,8 @@ impl Error {
 fn io_help(source: &io::Error, path: &Path) -> Option<String> {
     match source.raw_os_error() {
         Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
-            let free = crate::facts::free_space(path)
-                .map(|b| format!(" ({} free there now)", crate::facts::human_bytes(b)))
+            let free = crate::sys::machine::free_space(path)
+                .map(|b| format!(" ({} free there now)", crate::sys::machine::human_bytes(b)))
                 .unwrap_or_default();
             Some(format!(
                 "the filesystem holding {} is full{free}; free some space (`symdeploy cleanup` removes old releases) and deploy again",
@@ -184,7 +209,7 @@ fn io_help(source: &io::Error, path: &Path) -> Option<String> {
             Some(format!(
                 "check the owner and permissions of {} (the deploy runs as user {})",
                 path.display(),
-                crate::facts::current_user()
+                crate::sys::machine::current_user()
             ))
         }
         _ => None,
@@ -219,8 +244,8 @@ impl fmt::Display for Error {
             ),
             Error::Other { message, .. } => f.write_str(message),
             Error::Interrupted { message, .. } => f.write_str(message),
-            Error::Reported { .. } => f.write_str("(reported above)"),
             Error::Failed { message, .. } => f.write_str(message),
+            Error::Several { message, .. } => f.write_str(message),
         }
     }
 }
@@ -235,7 +260,7 @@ impl std::error::Error for Error {
 }
 
 /// Attach a path and an action to an `io::Result`, turning it into our error.
-pub trait IoContext<T> {
+pub(crate) trait IoContext<T> {
     /// `action` is phrased like "create directory".
     fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T>;
 }
@@ -257,7 +282,7 @@ mod tests {
     use super::*;
 
     // The help lines quote facts (free space, the user we run as) gathered
-    // by `crate::facts`; these pin the wording, which no transcript reaches.
+    // by `crate::sys::machine`; these pin the wording, which no transcript reaches.
     #[test]
     fn io_help_names_the_full_disk_and_the_user() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -286,7 +311,7 @@ mod tests {
             denied.help().expect("permission has advice"),
             format!(
                 "check the owner and permissions of /srv/app/releases (the deploy runs as user {})",
-                crate::facts::current_user()
+                crate::sys::machine::current_user()
             )
         );
 

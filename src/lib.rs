@@ -3,136 +3,148 @@
 //! The data takes one road: push → hook → lock → export → shared links →
 //! steps → flip → journal. Each module below owns one idea of the design;
 //! `ops` composes them into the commands.
+//!
+//! The binary is the product: everything here is crate-private, so the
+//! compiler reports dead code; `main` is the one entry point.
 
 #![deny(missing_docs)]
 
-pub mod access;
-pub mod acl;
-pub mod blobstream;
-pub mod carry;
-pub mod cleanup;
-pub mod cli;
-pub mod commit;
-pub mod config;
-pub mod ctx;
-pub mod decide;
-pub mod disk;
-pub mod error;
-pub mod export;
-pub mod facts;
-pub mod faults;
-pub mod fsutil;
-pub mod githooks;
-pub mod hook;
-pub mod journal;
-pub mod keys;
-pub mod leftovers;
-pub mod link;
-pub mod lock;
-pub mod ops;
-pub mod outcome;
-pub mod output;
-pub mod pointers;
-pub mod preview;
-pub mod push;
-pub mod quarantine;
-pub mod recovery;
-pub mod release;
-pub mod repo;
-pub mod retention;
-pub mod root;
-pub mod session;
-pub mod shared;
-pub mod shell;
-pub mod signals;
-pub mod steps;
-pub mod strict;
-pub mod switch;
-pub mod trash;
-pub mod txn;
-pub mod warm;
+mod access;
+mod cli;
+mod ctx;
+mod deploy;
+mod error;
+mod hook;
+mod housekeeping;
+mod ops;
+mod session;
+mod state;
+mod sys;
 
 use cli::{Cli, Command, HookName};
-use config::HookKind;
 use ctx::Ctx;
 use error::Result;
-use root::Root;
+use state::config::HookKind;
+use state::root::Root;
+use std::process::ExitCode;
 
 /// Run one parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let root_arg = cli.root.as_deref();
     let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
+    // Most commands succeed or fail whole; the hooks, `status --check` and
+    // `check` render what they found themselves and return the exit code.
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Init { dir, strict, user } => ops::init::run(&dir, strict, user.as_deref()),
-        Command::Generate { what, dir } => ops::generate::run(what, &dir),
+        Command::Init { dir, strict, user } => done(ops::init::run(&dir, strict, user.as_deref())),
+        Command::Generate { what, dir } => done(ops::generate::run(what, &dir)),
         Command::Hook { name, state } => match name {
             HookName::PostReceive => hook::run(HookKind::PostReceive),
             HookName::PreReceive => hook::run(HookKind::PreReceive),
             HookName::Access => hook::access(),
             HookName::ReferenceTransaction => {
-                strict::reference_transaction(state.as_deref().unwrap_or_default())
+                hook::strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
         },
-        Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
+        Command::Warmup { rebuild, rev } => {
+            done(ops::warmup::run(&ctx()?, rev.as_deref(), rebuild))
+        }
         Command::Promote {
             dry_run,
             json: true,
             unsigned,
             rev,
-        } => outcome::report(&ctx()?, journal::Event::Promote, |c| {
-            ops::promote::run(c, rev.as_deref(), dry_run, unsigned)
-        }),
+        } => done(deploy::switch_report::report(
+            &ctx()?,
+            state::journal::Event::Promote,
+            |c| ops::promote::run(c, rev.as_deref(), dry_run, unsigned),
+        )),
         Command::Promote {
             dry_run,
             rev,
             unsigned,
             ..
-        } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run, unsigned),
+        } => done(ops::promote::run(
+            &ctx()?,
+            rev.as_deref(),
+            dry_run,
+            unsigned,
+        )),
         Command::Rollback {
             json: true,
             release,
-        } => outcome::report(&ctx()?, journal::Event::Rollback, |c| {
-            ops::rollback::run(c, release.as_deref())
-        }),
-        Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
+        } => done(deploy::switch_report::report(
+            &ctx()?,
+            state::journal::Event::Rollback,
+            |c| ops::rollback::run(c, release.as_deref()),
+        )),
+        Command::Rollback { release, .. } => done(ops::rollback::run(&ctx()?, release.as_deref())),
         // Not through ctx(): status must work with a broken deploy.toml.
         Command::Status {
             json,
             check,
             prometheus,
         } => ops::status::run(Root::locate(root_arg)?, json, check, prometheus),
-        Command::Releases { json } => ops::releases::run(&ctx()?, json),
+        Command::Releases { json } => done(ops::releases::run(&ctx()?, json)),
         Command::Cleanup {
             keep,
             dry_run,
             background,
-        } => ops::cleanup::run(&ctx()?, keep, dry_run, background),
-        Command::Preview { command } => match command {
+        } => done(ops::cleanup::run(&ctx()?, keep, dry_run, background)),
+        Command::Preview { command } => done(match command {
             cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
             cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
-        },
+        }),
         Command::Keys {
             authorized_keys,
             command,
         } => {
             let file = authorized_keys.as_deref();
-            match command {
-                cli::KeysCommand::Add { name, key } => keys::add(file, &name, &key),
-                cli::KeysCommand::List => keys::list(file),
-                cli::KeysCommand::Rm { name } => keys::rm(file, &name),
-            }
+            done(match command {
+                cli::KeysCommand::Add { name, key } => access::keys::add(file, &name, &key),
+                cli::KeysCommand::List => access::keys::list(file),
+                cli::KeysCommand::Rm { name } => access::keys::rm(file, &name),
+            })
         }
-        Command::Shell { name } => shell::run(&name),
-        Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
+        Command::Shell { name } => done(access::shell::run(&name)),
+        Command::Log { n, all, json } => done(ops::log::run(&ctx()?, n, all, json)),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(
                 std::env::current_dir()
                     .map_err(|e| error::Error::io("read", "the current directory", e))?,
             ),
         )?),
-        Command::Recover => ops::recover::run(&ctx()?),
+        Command::Recover => done(ops::recover::run(&ctx()?)),
         Command::Export { repo, rev, dir } => {
-            ops::export::run(repo.as_deref(), root_arg, &rev, &dir)
+            done(ops::export::run(repo.as_deref(), root_arg, &rev, &dir))
         }
     }
+}
+
+/// The binary's entry point: parse the command line, set up logging, run,
+/// and turn an error into an operator's message and an exit code.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    if cli.command.only_reads() {
+        // `symdeploy status | head` must end quietly like any Unix filter,
+        // not panic on a closed pipe. Only for commands that change nothing:
+        // a deploy must outlive a pusher who hung up.
+        // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
+    sys::output::init_tracing();
+    // The one place a command's error is printed (a hook's runs end theirs
+    // in `session::close_run`, one run per ref).
+    let code = run(cli).unwrap_or_else(|e| {
+        sys::output::report(&e);
+        error::exit(e.exit_code())
+    });
+    sys::output::close_log();
+    code
 }

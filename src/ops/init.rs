@@ -4,17 +4,17 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::config::{Config, HookKind, TEMPLATE};
 use crate::error::{Error, IoContext, Result};
-use crate::output;
-use crate::root::Root;
+use crate::state::config::{Config, HookKind, TEMPLATE};
+use crate::state::root::Root;
+use crate::sys::output;
 
 const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
 const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
 
 /// Create or complete the deploy root at `dir`; with `user`, give it to that
 /// (non-root) deploy user.
-pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
+pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let owner = user.map(deploy_user).transpose()?;
     std::fs::create_dir_all(dir).at("create directory", dir)?;
     let root = Root::new(dir)?;
@@ -109,12 +109,12 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let hook_path = hooks.join(name);
     let wanted = template.replace(
         "@SYMDEPLOY@",
-        &crate::githooks::shell_quote(&binary.display().to_string()),
+        &crate::hook::files::shell_quote(&binary.display().to_string()),
     );
     match std::fs::read_to_string(&hook_path) {
         // Post-receive mode's access check gives way to strict mode's hook,
         // which checks access itself.
-        Ok(existing) if crate::githooks::is_access_hook(&existing) && name == "pre-receive" => {
+        Ok(existing) if crate::hook::files::is_access_hook(&existing) && name == "pre-receive" => {
             let tmp = hooks.join(".pre-receive.tmp");
             std::fs::write(&tmp, wanted).at("write", &tmp)?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).at("make executable", &tmp)?;
@@ -134,13 +134,13 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PostReceive {
         // The access check: refusals must come before git moves a ref.
-        match crate::githooks::install_access_hook(&hooks, &binary)? {
-            crate::githooks::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
-            crate::githooks::HookInstall::Installed(path) => did.push(format!(
+        match crate::hook::files::install_access_hook(&hooks, &binary)? {
+            crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::hook::files::HookInstall::Installed(path) => did.push(format!(
                 "installed {} (checks [access] and signed release tags before any ref moves)",
                 path.display()
             )),
-            crate::githooks::HookInstall::Foreign(path) => output::warning(&format!(
+            crate::hook::files::HookInstall::Foreign(path) => output::warning(&format!(
                 "{} exists and is not symdeploy's access check: [access] and promote.signers are then only enforced after git has moved the refs (make it also call `symdeploy hook access`, reading the same stdin)",
                 path.display()
             )),
@@ -148,12 +148,12 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
-        match crate::githooks::install_hook(&hooks, &binary)? {
-            crate::githooks::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
-            crate::githooks::HookInstall::Installed(path) => {
+        match crate::hook::files::install_hook(&hooks, &binary)? {
+            crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::hook::files::HookInstall::Installed(path) => {
                 did.push(format!("installed {}", path.display()))
             }
-            crate::githooks::HookInstall::Foreign(path) => output::warning(&format!(
+            crate::hook::files::HookInstall::Foreign(path) => output::warning(&format!(
                 "{} exists and differs from symdeploy's; strict pushes are refused until it calls `symdeploy hook reference-transaction \"$1\"` (remove it and run init again)",
                 path.display()
             )),
@@ -164,7 +164,7 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         HookKind::PreReceive => "post-receive",
     });
     if std::fs::read_to_string(&other).is_ok_and(|t| {
-        !crate::githooks::is_access_hook(&t)
+        !crate::hook::files::is_access_hook(&t)
             && (t.contains("symdeploy hook")
                 || t.contains(" hook post-receive")
                 || t.contains(" hook pre-receive"))
@@ -177,7 +177,7 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
 
     for (name, target) in &config.links {
         if std::fs::symlink_metadata(root.link(name)).is_err() {
-            crate::link::flip(&root.dir, name, target)?;
+            crate::sys::symlink::flip(&root.dir, name, target)?;
         }
     }
 
@@ -298,7 +298,7 @@ fn deploy_user(name: &str) -> Result<Owner> {
         return Err(Error::with_help(
             format!(
                 "--user {name}: only root can give a deploy root to another user (you are {})",
-                crate::fsutil::current_user()
+                crate::sys::fs::current_user()
             ),
             format!("run it as root (`sudo symdeploy init ROOT --user {name}`), or as {name} without --user"),
         ));
@@ -364,7 +364,9 @@ fn unreachable_for(binary: &Path, owner: &Owner) -> Option<String> {
 /// A server without supervisord then does not fail its first promote on
 /// `supervisorctl: not found`.
 fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
-    adapt_template_with(text, |c| crate::steps::program_on_path(c) == Some(false))
+    adapt_template_with(text, |c| {
+        crate::sys::steps::program_on_path(c) == Some(false)
+    })
 }
 
 fn adapt_template_with(
@@ -440,7 +442,7 @@ mod tests {
     #[test]
     fn missing_programs_are_commented_out_and_the_rest_kept() {
         let (text, left) = adapt_template_with(TEMPLATE, |c| c.starts_with("supervisorctl"));
-        let c = crate::config::parse_str(&text, Path::new("deploy.toml"), None).unwrap();
+        let c = crate::state::config::parse_str(&text, Path::new("deploy.toml"), None).unwrap();
         assert!(c.promote.stop.is_empty() && c.promote.start.is_empty());
         assert_eq!(c.promote.after_switch, vec!["make production-supervisor"]);
         assert_eq!(c.warmup.build, Config::default().warmup.build);
