@@ -852,3 +852,48 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         text(&list)
     );
 }
+
+/// What a refused request says, pinned: `symdeploy shell NAME` run the way
+/// sshd runs it (no root needed: nothing here is allowed, so nothing runs).
+#[test]
+fn refusals_say_why() {
+    let mut out = String::new();
+    for (name, request) in [
+        ("ci", None),
+        ("ci", Some("id")),
+        ("ci", Some("rm -rf /")),
+        ("ci", Some("git-receive-pack '/etc'")),
+        (
+            "ci",
+            Some("git-receive-pack '/srv/app/../../etc/repository'"),
+        ),
+        ("ci", Some("git-upload-archive '/srv/app/repository'")),
+        ("ci", Some("symdeploy --root /srv/app status; id")),
+        ("ci", Some("symdeploy keys add lead /tmp/k.pub")),
+        (
+            "ci",
+            Some("SYMDEPLOY_BY=lead git-receive-pack '/srv/app/repository'"),
+        ),
+        ("a;id", Some("id")),
+    ] {
+        let mut c = Command::new(bin());
+        c.args(["shell", name])
+            .env_remove("SSH_ORIGINAL_COMMAND")
+            .env("HOME", "/nonexistent");
+        if let Some(r) = request {
+            c.env("SSH_ORIGINAL_COMMAND", r);
+        }
+        let o = run(&mut c);
+        assert!(
+            !o.status.success(),
+            "{request:?} was let through: {}",
+            text(&o)
+        );
+        out.push_str(&format!(
+            "$ {name}: {}\n{}\n",
+            request.unwrap_or("(login)"),
+            text(&o)
+        ));
+    }
+    insta::assert_snapshot!(out);
+}
