@@ -897,3 +897,98 @@ fn refusals_say_why() {
     }
     insta::assert_snapshot!(out);
 }
+
+/// A root made before the access check existed (no pre-receive hook): the
+/// first push with `[access]` is checked in post-receive (a refused ref
+/// deploys nothing) and installs the check, so the next refusal comes
+/// before git moves the ref. Local pushes carry the name the way the
+/// forced command passes it on (SYMDEPLOY_BY in the hook's environment).
+#[test]
+fn an_older_root_gets_the_access_check_on_its_first_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(
+        root.join("deploy.toml"),
+        CONFIG.replace("@HOOK@", "").replace("@SIGNERS@", ""),
+    )
+    .unwrap();
+    let out = run(Command::new(bin()).arg("init").arg(&root));
+    assert!(out.status.success(), "{}", text(&out));
+    let pre = root.join("repository/hooks/pre-receive");
+    assert!(std::fs::read_to_string(&pre)
+        .unwrap()
+        .contains(" hook access"));
+    std::fs::remove_file(&pre).unwrap();
+
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("www")).unwrap();
+    std::fs::write(work.join("www/index.html"), "x\n").unwrap();
+    let git = |args: &[&str], by: &str| {
+        let mut c = common::git_cmd(&work);
+        c.args(args).env("SYMDEPLOY_BY", by);
+        run(&mut c)
+    };
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "one"],
+        &["tag", "release-1"],
+        &["tag", "release-2"],
+    ] {
+        assert!(git(args, "ci").status.success());
+    }
+    let url = root.join("repository");
+    let url = url.to_str().unwrap();
+    let out = git(&["push", url, "main"], "ci");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pointed(&root, "warmup").is_some());
+    assert!(
+        text(&out).contains("installed") && text(&out).contains("access check"),
+        "{}",
+        text(&out)
+    );
+    assert!(std::fs::read_to_string(&pre)
+        .unwrap()
+        .contains(" hook access"));
+    // once more without it: the refusal then comes from post-receive
+    std::fs::remove_file(&pre).unwrap();
+
+    let out = git(&["push", url, "release-1"], "ci");
+    let t = text(&out);
+    assert!(
+        t.contains("refused: ci may not push refs/tags/release-1"),
+        "{t}"
+    );
+    assert!(t.contains("installed") && t.contains("access check"), "{t}");
+    assert_eq!(pointed(&root, "production"), None, "{t}");
+    assert!(std::fs::read_to_string(&pre)
+        .unwrap()
+        .contains(" hook access"));
+
+    let out = git(&["push", url, "release-2"], "ci");
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("refused: ci may not push refs/tags/release-2"),
+        "{t}"
+    );
+    let has = run(Command::new("git").arg("--git-dir").arg(url).args([
+        "rev-parse",
+        "--verify",
+        "-q",
+        "refs/tags/release-2",
+    ]));
+    assert!(!has.status.success(), "the tag moved: {t}");
+    assert_eq!(pointed(&root, "production"), None);
+
+    // lead, named the same way, may
+    let out = git(&["push", url, "release-2"], "lead");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pointed(&root, "production").is_some());
+    let log = run(Command::new(bin()).arg("--root").arg(&root).arg("log"));
+    assert!(
+        text(&log).contains("promote  ok") && text(&log).contains("by lead ("),
+        "{}",
+        text(&log)
+    );
+}
