@@ -35,8 +35,8 @@ pub(crate) enum Error {
         stage: String,
         /// The command as configured.
         command: String,
-        /// How it ended: "exit status 2", "killed by signal 9", "timed out after 30s".
-        status: String,
+        /// How it ended.
+        status: crate::sys::steps::StepEnd,
         /// The per-deploy log with the whole output.
         log: Option<PathBuf>,
     },
@@ -71,6 +71,9 @@ pub(crate) enum Error {
         now: Vec<String>,
         /// The `help:` line's text.
         help: Option<String>,
+        /// What made it fail (a step, an export, a lock), kept whole so
+        /// callers decide on it, not on the message's text.
+        source: Option<Box<Error>>,
     },
     /// Several independent parts of one operation failed (cleanup removing
     /// releases, a preview's releases): one `error:` line, each part's
@@ -254,6 +257,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Failed {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -260,6 +260,7 @@ pub(crate) fn warm(
                     .unwrap_or_else(|| "nothing".into())
             )],
             help: e.help(),
+            source: Some(Box::new(e)),
         });
     }
     release::set_state(root, &name, State::Ready, None)?;

@@ -165,6 +165,7 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<ExitCod
             root.config_file().display(),
             short(&update.new)
         )),
+        source: Some(Box::new(e)),
     };
     let code = failure.exit_code();
     crate::session::close_run(Err(failure));

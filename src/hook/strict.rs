@@ -313,18 +313,21 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
                     code,
                     message,
                     help,
+                    source,
                     ..
                 } => Error::Failed {
                     code,
                     message: format!("{message}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help,
+                    source,
                 },
                 other => Error::Failed {
                     code: other.exit_code(),
                     message: format!("{other}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help: other.help(),
+                    source: Some(Box::new(other)),
                 },
             };
             return Err(e);
