@@ -467,6 +467,22 @@ fn scenario(tag: &str, strict: bool) {
     assert_eq!(pointed(&w.root, "production").as_deref(), Some(c2.as_str()));
     let status = w.user.symdeploy(&["--root", &root, "status"], &[]);
     assert!(text(&status).contains("by lead"), "{}", text(&status));
+    let status = w
+        .user
+        .symdeploy(&["--root", &root, "status", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["production"]["by"], "lead", "{json}");
+    assert_eq!(json["warmup"]["by"], "ci", "{json}");
+    let metrics = w
+        .user
+        .symdeploy(&["--root", &root, "status", "--prometheus"], &[]);
+    assert!(
+        text(&metrics).contains(",by=\"lead\"}"),
+        "{}",
+        text(&metrics)
+    );
+    let releases = w.user.symdeploy(&["--root", &root, "releases"], &[]);
+    assert!(text(&releases).contains("by ci"), "{}", text(&releases));
 
     // with promote.signers, only a good signature by a listed principal promotes
     let lead_pub = std::fs::read_to_string(w.keys.join("lead.pub")).unwrap();
