@@ -732,7 +732,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         .unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let keys = tmp.path();
-    for who in ["anna", "ben", "foreign"] {
+    for who in ["anna", "ben", "carl", "foreign"] {
         keygen(keys, who);
     }
     let ak = user.authorized_keys();
@@ -859,9 +859,22 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         "{}",
         text(&out)
     );
+    // root editing the deploy user's file leaves it the user's (sshd reads it as the user)
+    let out = run(Command::new(bin())
+        .args(["keys", "--authorized-keys"])
+        .arg(&ak)
+        .args(["add", "carl"])
+        .arg(keys.join("carl.pub")));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&ak).unwrap()),
+        user.uid
+    );
+    assert_eq!(mode(), 0o600);
     let list = user.symdeploy(&["keys", "list"], &[]);
     assert!(
-        text(&list).contains("ben")
+        text(&list).contains("carl")
+            && text(&list).contains("ben")
             && text(&list).contains("SHA256:")
             && !text(&list).contains("anna"),
         "{}",

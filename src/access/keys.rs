@@ -159,9 +159,13 @@ pub fn add(file: Option<&Path>, name: &str, key_file: &Path) -> Result<()> {
     let binary = std::env::current_exe()
         .and_then(std::fs::canonicalize)
         .at("find", "the symdeploy binary")?;
-    if binary.display().to_string().contains(['"', '\\', '\n']) {
+    if binary
+        .display()
+        .to_string()
+        .contains(|c: char| c == '"' || c == '\\' || c.is_whitespace())
+    {
         return Err(Error::with_help(
-            format!("the symdeploy binary's path {} cannot go in a forced command (it has a quote, backslash or newline)", binary.display()),
+            format!("the symdeploy binary's path {} cannot go in a forced command (it has a quote, a backslash or white space)", binary.display()),
             "install symdeploy in a plain path like /usr/bin/symdeploy",
         ));
     }
@@ -313,6 +317,14 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
         std::fs::create_dir_all(dir).at("create directory", dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .at("restrict", dir)?;
+        // Made by root for the deploy user: theirs, like their home.
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::MetadataExt;
+            if let Some(home) = dir.parent().and_then(|h| std::fs::metadata(h).ok()) {
+                std::os::unix::fs::chown(dir, Some(home.uid()), Some(home.gid()))
+                    .at("chown", dir)?;
+            }
+        }
     }
     let lock_path = dir.join(".symdeploy-keys.lock");
     let f = std::fs::OpenOptions::new()
@@ -355,6 +367,14 @@ fn write_atomic(path: &Path, lines: &[String]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .at("create", &tmp)?;
+    // Run as root for the deploy user (`--authorized-keys ~deploy/...`): the
+    // file must stay the user's, or sshd, reading it as the user, cannot.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(path).or_else(|_| std::fs::metadata(dir)) {
+            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).at("chown", &tmp)?;
+        }
+    }
     let half = text.len() / 2;
     let result = f
         .write_all(&text.as_bytes()[..half])
