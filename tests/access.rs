@@ -1010,6 +1010,18 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
     assert!(!has.status.success(), "the tag moved: {t}");
     assert_eq!(pointed(&root, "production"), None);
 
+    // the run log names who started it, first
+    let logs: Vec<String> = std::fs::read_dir(root.join(".symdeploy/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.starts_with("# symdeploy ")
+            && l.lines().next().unwrap().contains(" warmup ")
+            && l.lines().next().unwrap().contains(" by ci (")),
+        "{logs:?}"
+    );
+
     // lead, named the same way, may
     let out = git(&["push", url, "release-2"], "lead");
     assert!(out.status.success(), "{}", text(&out));
