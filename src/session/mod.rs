@@ -47,7 +47,7 @@ pub(crate) fn open_run_log(root: &Root, event: &str, label: &str) {
         Ok(()) => crate::sys::output::log_only(&format!(
             "# symdeploy {} {event} {label} by {} ({}@{})",
             env!("CARGO_PKG_VERSION"),
-            crate::access::by(),
+            crate::sys::deployer::by(),
             crate::sys::fs::current_user(),
             crate::sys::fs::hostname()
         )),

@@ -145,7 +145,7 @@ pub(crate) struct Config {
     pub(crate) previews: Previews,
     /// Who may push and who may promote (`[access]`); `None`: everyone may
     /// do everything, as before roles existed.
-    pub(crate) access: Option<crate::access::Roles>,
+    pub(crate) access: Option<crate::sys::deployer::Roles>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -343,7 +343,7 @@ impl Ctx<'_> {
     fn names(&self, key: &str, v: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for n in v.unwrap_or_default() {
-            if !crate::access::valid_name(n.get_ref()) {
+            if !crate::sys::deployer::valid_name(n.get_ref()) {
                 return self.err(
                     n.span(),
                     format!(
@@ -783,7 +783,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
     let access = match raw.access {
         None => None,
-        Some(a) => Some(crate::access::Roles {
+        Some(a) => Some(crate::sys::deployer::Roles {
             push: ctx.names("access.push", a.push)?,
             release: ctx.names("access.release", a.release)?,
         }),

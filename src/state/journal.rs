@@ -311,7 +311,7 @@ impl Entry {
     pub(crate) fn start(event: Event, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
         // Only a promote is authorized by a signature.
         let authority = matches!(event, Event::Promote)
-            .then(crate::access::authority)
+            .then(crate::sys::deployer::authority)
             .flatten();
         Entry {
             time: crate::sys::fs::now_rfc3339(),
@@ -321,7 +321,7 @@ impl Entry {
             commit: commit.map(str::to_string),
             git_ref: git_ref.map(str::to_string),
             user: crate::sys::fs::current_user(),
-            by: Some(crate::access::by()),
+            by: Some(crate::sys::deployer::by()),
             signer: authority
                 .as_ref()
                 .and_then(|a| a.signer.as_ref().map(|s| s.to_string())),

@@ -132,7 +132,7 @@ impl Step {
             .env("SYMDEPLOY_REF", &env.git_ref)
             .env("SYMDEPLOY_STAGE", stage)
             .env("SYMDEPLOY_PREVIOUS", previous)
-            .env(crate::access::BY_VAR, crate::access::by())
+            .env(crate::sys::deployer::BY_VAR, crate::sys::deployer::by())
             .timeout(env.timeout)
             .record(
                 crate::state::root::Root {
