@@ -25,7 +25,7 @@ const KEY_TYPES: &[&str] = &[
 ];
 
 /// The file sshd reads for the user running this (`~/.ssh/authorized_keys`).
-pub fn default_file() -> Result<PathBuf> {
+pub(crate) fn default_file() -> Result<PathBuf> {
     let uid = nix::unistd::getuid();
     let home = match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => u.dir,
@@ -38,15 +38,15 @@ pub fn default_file() -> Result<PathBuf> {
 
 /// A public key: type and base64 body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey {
+pub(crate) struct PublicKey {
     /// `ssh-ed25519`, …
-    pub kind: String,
+    pub(crate) kind: String,
     /// The base64 blob.
-    pub blob: String,
+    pub(crate) blob: String,
 }
 
 /// Read one public key from the text of a `.pub` file.
-pub fn parse_public_key(text: &str) -> std::result::Result<PublicKey, String> {
+pub(crate) fn parse_public_key(text: &str) -> std::result::Result<PublicKey, String> {
     if text.contains("-----BEGIN") {
         return Err("it is a private key; give the public one (the .pub file)".into());
     }
@@ -85,16 +85,16 @@ pub fn parse_public_key(text: &str) -> std::result::Result<PublicKey, String> {
 
 /// A line symdeploy wrote: whose key, and which.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ours {
+pub(crate) struct Ours {
     /// The person.
-    pub name: String,
+    pub(crate) name: String,
     /// The key.
-    pub key: PublicKey,
+    pub(crate) key: PublicKey,
 }
 
 /// The line `keys add` writes for `name`'s `key`, with `binary` as the
 /// forced command's program.
-pub fn line_for(name: &str, key: &PublicKey, binary: &Path) -> String {
+pub(crate) fn line_for(name: &str, key: &PublicKey, binary: &Path) -> String {
     format!(
         "restrict,command=\"{} shell {name}\" {} {} symdeploy:{name}",
         binary.display(),
@@ -104,7 +104,7 @@ pub fn line_for(name: &str, key: &PublicKey, binary: &Path) -> String {
 }
 
 /// If `line` is one `keys add` wrote, whose and which key it is.
-pub fn ours(line: &str) -> Option<Ours> {
+pub(crate) fn ours(line: &str) -> Option<Ours> {
     let rest = line.strip_prefix("restrict,command=\"")?;
     let (command, rest) = rest.split_once("\" ")?;
     let mut cmd = command.rsplitn(3, ' ');
@@ -136,7 +136,7 @@ fn key_of(line: &str) -> Option<(String, String)> {
 }
 
 /// `symdeploy keys add NAME FILE`.
-pub fn add(file: Option<&Path>, name: &str, key_file: &Path) -> Result<()> {
+pub(crate) fn add(file: Option<&Path>, name: &str, key_file: &Path) -> Result<()> {
     if !crate::access::valid_name(name) {
         return Err(Error::with_help(
             format!("\"{}\" is not a deployer's name", output::escape(name)),
@@ -217,7 +217,7 @@ pub fn add(file: Option<&Path>, name: &str, key_file: &Path) -> Result<()> {
 }
 
 /// `symdeploy keys rm NAME`.
-pub fn rm(file: Option<&Path>, name: &str) -> Result<()> {
+pub(crate) fn rm(file: Option<&Path>, name: &str) -> Result<()> {
     let path = target(file)?;
     let _lock = lock(&path)?;
     let lines = read_lines(&path)?;
@@ -247,7 +247,7 @@ pub fn rm(file: Option<&Path>, name: &str) -> Result<()> {
 }
 
 /// `symdeploy keys list`: one line per key symdeploy wrote.
-pub fn list(file: Option<&Path>) -> Result<()> {
+pub(crate) fn list(file: Option<&Path>) -> Result<()> {
     let path = target(file)?;
     let lines = read_lines(&path)?;
     let mut foreign = 0;

@@ -42,7 +42,7 @@ fn person(roles: &Roles) -> std::result::Result<Option<String>, Error> {
 
 /// Refuse unless whoever runs this may do what needs `role` in `ctx`'s root.
 /// `what` says what was asked, for the message.
-pub fn require(ctx: &Ctx, role: Role, what: &str) -> Result<()> {
+pub(crate) fn require(ctx: &Ctx, role: Role, what: &str) -> Result<()> {
     let Some(roles) = &ctx.config.access else {
         return Ok(());
     };
@@ -70,7 +70,7 @@ fn refusal(roles: &Roles, name: &str, role: Role, what: &str) -> Error {
 }
 
 /// What one ref update of a push needs.
-pub fn needed(ctx: &Ctx, update: &RefUpdate, promote_option: bool) -> (Role, String) {
+pub(crate) fn needed(ctx: &Ctx, update: &RefUpdate, promote_option: bool) -> (Role, String) {
     let name = crate::sys::output::escape(&update.name);
     match crate::hook::push::route(ctx, update) {
         Action::Promote if update.is_deletion() => (Role::Release, format!("delete {name}")),
@@ -89,7 +89,7 @@ pub fn needed(ctx: &Ctx, update: &RefUpdate, promote_option: bool) -> (Role, Str
 /// every update must be allowed for the pusher, and with `promote.signers`
 /// every promote must come with a good signature. One refused update
 /// refuses the whole push, so nothing moves.
-pub fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -> Result<()> {
+pub(crate) fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -> Result<()> {
     let promote_option = options.iter().any(|o| o == "promote");
     let unsigned_option = options.iter().any(|o| o == "unsigned");
     if let Some(roles) = &ctx.config.access {
@@ -146,7 +146,7 @@ pub fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -> Resul
 }
 
 /// The refusal of a promote without a signed release tag.
-pub fn unsigned_refusal(commit: &str, how: &str, override_: &str) -> Error {
+pub(crate) fn unsigned_refusal(commit: &str, how: &str, override_: &str) -> Error {
     Error::with_help(
         format!(
             "refused: {how} of {} needs a release tag on it with a good signature (promote.signers is set in deploy.toml); nothing was changed",
@@ -160,7 +160,7 @@ pub fn unsigned_refusal(commit: &str, how: &str, override_: &str) -> Error {
 }
 
 /// The allowed-signers file `promote.signers` names, made absolute.
-pub fn signers_file(ctx: &Ctx) -> Option<PathBuf> {
+pub(crate) fn signers_file(ctx: &Ctx) -> Option<PathBuf> {
     let s = ctx.config.promote.signers.as_ref()?;
     Some(if s.is_absolute() {
         s.clone()
@@ -173,7 +173,12 @@ pub fn signers_file(ctx: &Ctx) -> Option<PathBuf> {
 /// named like the ref, with a good SSH signature by a principal of
 /// `signers`. Git does the cryptography (`git verify-tag`); the refusal
 /// carries the reason git gave.
-pub fn verify_tag(git_dir: &Path, signers: &Path, object: &str, name: &str) -> Result<Signature> {
+pub(crate) fn verify_tag(
+    git_dir: &Path,
+    signers: &Path,
+    object: &str,
+    name: &str,
+) -> Result<Signature> {
     let escaped = crate::sys::output::escape(name);
     let refuse = |why: String| {
         Error::with_help(
@@ -263,7 +268,11 @@ fn peeled(git_dir: &Path, object: &str) -> Option<String> {
 }
 
 /// A release tag already in the repository on `commit` with a good signature.
-pub fn signed_tag_of(ctx: &Ctx, signers: &Path, commit: &str) -> Option<(String, Signature)> {
+pub(crate) fn signed_tag_of(
+    ctx: &Ctx,
+    signers: &Path,
+    commit: &str,
+) -> Option<(String, Signature)> {
     let git_dir = ctx.root.repository();
     let (out, _, ok) = git(
         &git_dir,
@@ -319,7 +328,7 @@ fn git(git_dir: &Path, args: &[&str]) -> Result<(String, String, bool)> {
 /// signature (on `tag`, the pushed release tag's object and ref, else on any
 /// release tag of the repository on the commit) or accept `unsigned`, and
 /// remember which for the journal. `how` and `override_` word the refusal.
-pub fn authorize_promote(
+pub(crate) fn authorize_promote(
     ctx: &Ctx,
     commit: &str,
     tag: Option<(&str, &str)>,

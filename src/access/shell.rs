@@ -22,7 +22,7 @@ use crate::state::root::Root;
 
 /// A request the forced command lets through, before it runs.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// git-receive-pack / git-upload-pack of a root's repository.
     Git {
         /// `git-receive-pack` or `git-upload-pack`.
@@ -35,7 +35,7 @@ pub enum Request {
 }
 
 /// `symdeploy shell NAME`: check the request and exec it, or refuse.
-pub fn run(name: &str) -> Result<()> {
+pub(crate) fn run(name: &str) -> Result<()> {
     if !access::valid_name(name) {
         return Err(Error::with_help(
             format!(
@@ -154,7 +154,7 @@ fn refuse(what: &str, why: &str) -> Error {
 }
 
 /// Check `request` (SSH_ORIGINAL_COMMAND) for `name`, whose home is `home`.
-pub fn parse(name: &str, request: &str, home: &Path) -> Result<Request> {
+pub(crate) fn parse(name: &str, request: &str, home: &Path) -> Result<Request> {
     if request.trim().is_empty() {
         return Err(refuse(
             &format!("an interactive login as {name}"),
@@ -212,7 +212,7 @@ pub fn parse(name: &str, request: &str, home: &Path) -> Result<Request> {
 /// Words of a request the way a shell would split it, without any of a
 /// shell's powers: quotes and backslashes only. Anything that would make a
 /// shell do more (`;`, `|`, `$`, backquotes, redirections) is refused.
-pub fn split(s: &str) -> std::result::Result<Vec<String>, String> {
+pub(crate) fn split(s: &str) -> std::result::Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

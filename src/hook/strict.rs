@@ -229,6 +229,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let Ok(root) = Root::from_repository(&git_dir) else {
         return Ok(ExitCode::SUCCESS);
     };
+    crate::sys::advice::in_hook_of(root.dir.clone());
     let pid = nix::unistd::getppid().as_raw() as u32;
     let path = pending_path(&root, pid);
     let Some(mut pending) = load(&path) else {
@@ -464,7 +465,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;
             promoted |= run.event == Event::Promote;
         }
-        output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
     }
     pending.updates.retain(|u| u.state != "done");

@@ -133,5 +133,6 @@ pub(crate) fn promote_locked(
     switch::switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::housekeeping::cleanup::after_promote(ctx);
+    output::show_verdict();
     Ok(())
 }

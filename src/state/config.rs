@@ -141,6 +141,9 @@ pub(crate) struct Config {
     pub(crate) min_free: MinFree,
     /// Size (KiB) past which the journal's current segment is compressed away.
     pub(crate) journal_segment_kib: u64,
+    /// Where the HTML report goes, refreshed after every run (absolute, or
+    /// relative to the root); unset: no report.
+    pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
     /// Who may push and who may promote (`[access]`); `None`: everyone may
@@ -222,6 +225,7 @@ struct RawConfig {
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
+    report: Option<Spanned<String>>,
     access: Option<RawAccess>,
 }
 
@@ -781,6 +785,16 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
     };
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let report = match raw.report {
+        None => None,
+        Some(r) if r.get_ref().trim().is_empty() => {
+            return ctx.err(
+                r.span(),
+                "`report` must name a directory, e.g. \"report\"".into(),
+            )
+        }
+        Some(r) => Some(PathBuf::from(r.get_ref())),
+    };
     let access = match raw.access {
         None => None,
         Some(a) => Some(crate::sys::deployer::Roles {
@@ -790,6 +804,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
     };
     Ok(Config {
         access,
+        report,
         previews,
         keep_logs,
         min_free,
@@ -969,6 +984,7 @@ mod tests {
             "keep_logs",
             "min_free",
             "journal_segment_kib",
+            "report",
             "[previews]",
             "branches",
             "ttl_days",
