@@ -611,6 +611,34 @@ fn scenario(tag: &str, strict: bool) {
         .unwrap();
     assert_eq!(unsigned["unsigned"], true, "{unsigned}");
 
+    // -o promote needs a signed release tag on the commit too, or -o unsigned
+    let c4 = w.commit("four");
+    let out = w.push("lead", &["-o", "promote", "main"], &[]);
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("refused: -o promote of") && t.contains("-o unsigned"),
+        "{t}"
+    );
+    assert_eq!(
+        w.repo_has("refs/heads/main").as_deref(),
+        Some(c3.as_str()),
+        "{t}"
+    );
+    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c1.as_str()));
+    let out = w.push("lead", &["-o", "promote", "-o", "unsigned", "main"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c4.as_str()));
+    let last = w
+        .journal_json()
+        .into_iter()
+        .rev()
+        .find(|e| e["event"] == "promote" && e["phase"] == "end")
+        .unwrap();
+    assert!(
+        last["commit"] == c4.as_str() && last["unsigned"] == true && last["by"] == "lead",
+        "{last}"
+    );
+
     hostile(&w, &root);
 }
 
