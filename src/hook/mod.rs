@@ -23,28 +23,30 @@ use crate::state::config::HookKind;
 use crate::state::root::{short, Root};
 use crate::sys::output;
 
-/// The root of the repository git runs this hook in, and the pushed updates.
-fn hook_input() -> Result<(Root, Vec<RefUpdate>)> {
+/// The root of the repository git runs this hook in, and the pushed updates
+/// (`warn`: say which lines were skipped; the hook that deploys says it).
+fn hook_input(warn: bool) -> Result<(Root, Vec<RefUpdate>)> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let root = Root::from_repository(&git_dir)?;
     crate::sys::advice::in_hook_of(root.dir.clone());
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(|e| {
-        Error::with_help(
-            format!("cannot read the hook input: {e}"),
-            "ref names and ids must be UTF-8",
-        )
-    })?;
-    Ok((root, parse_input(&input)?))
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::msg(format!("cannot read the hook input: {e}")))?;
+    let parsed = parse_input(&input)?;
+    if warn {
+        crate::hook::push::warn_skipped(&parsed.skipped);
+    }
+    Ok((root, parsed.updates))
 }
 
 /// `symdeploy hook access`: post-receive mode's pre-receive hook. It only
 /// authorizes; a refusal rejects the push before any ref moves. A broken
 /// deploy.toml is left to post-receive, which records and reports it.
 pub(crate) fn access() -> Result<ExitCode> {
-    let (root, updates) = hook_input()?;
+    let (root, updates) = hook_input(false)?;
     let Ok(ctx) = Ctx::load(root) else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -54,7 +56,7 @@ pub(crate) fn access() -> Result<ExitCode> {
 
 /// `symdeploy hook post-receive|pre-receive`.
 pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
-    let (root, updates) = hook_input()?;
+    let (root, updates) = hook_input(true)?;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
         Err(e) => return config_broken(&root, &updates, e, kind),

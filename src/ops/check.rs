@@ -248,6 +248,9 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             ),
         }
     }
+    for l in crate::hook::pending::ref_lock_problems(root) {
+        r.say(Level::Error, &l);
+    }
     if let Some(h) = crate::session::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
     }
