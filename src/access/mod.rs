@@ -365,3 +365,40 @@ pub(crate) fn authorize_promote(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::state::config::parse_str;
+
+    #[test]
+    fn access_and_signers_are_read_and_checked() {
+        let c = parse_str(
+            "[promote]\nsigners = \"allowed\"\n[access]\npush = [\"ci\", \"lead\"]\nrelease = [\"lead\"]\n",
+            Path::new("deploy.toml"),
+            None,
+        )
+        .unwrap();
+        let roles = c.access.unwrap();
+        assert_eq!(roles.push, vec!["ci", "lead"]);
+        assert_eq!(roles.release, vec!["lead"]);
+        assert_eq!(c.promote.signers.as_deref(), Some(Path::new("allowed")));
+        // absent: today's behaviour
+        let c = parse_str("", Path::new("deploy.toml"), None).unwrap();
+        assert!(c.access.is_none() && c.promote.signers.is_none());
+        for (bad, says) in [
+            ("[access]\npush = [\"a b\"]\n", "is not a deployer's name"),
+            ("[access]\nadmin = [\"x\"]\n", "unknown field"),
+            (
+                "[promote]\nsigners = \" \"\n",
+                "must name an SSH allowed-signers file",
+            ),
+        ] {
+            let e = parse_str(bad, Path::new("deploy.toml"), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
