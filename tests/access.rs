@@ -565,6 +565,12 @@ fn scenario(tag: &str, strict: bool) {
         "{}",
         text(&out)
     );
+    let logs = || {
+        std::fs::read_dir(w.root.join(".symdeploy/logs"))
+            .unwrap()
+            .count()
+    };
+    let logs_before = logs();
     let out = w.ssh_run(
         "lead",
         Some(&format!("symdeploy --root {root} promote {c1}")),
@@ -576,6 +582,7 @@ fn scenario(tag: &str, strict: bool) {
         "{}",
         text(&out)
     );
+    assert_eq!(logs(), logs_before, "a refused promote wrote a run log");
     assert_eq!(pointed(&w.root, "production").as_deref(), Some(c3.as_str()));
     let out = w.ssh_run(
         "lead",

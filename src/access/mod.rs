@@ -324,6 +324,22 @@ fn git(git_dir: &Path, args: &[&str]) -> Result<(String, String, bool)> {
     ))
 }
 
+/// The refusal [`authorize_promote`] would give, checked before any lock or
+/// log is taken (a refusal changes nothing); says nothing when it passes.
+pub(crate) fn precheck_promote(ctx: &Ctx, commit: &str, unsigned: bool) -> Result<()> {
+    let Some(signers) = signers_file(ctx) else {
+        return Ok(());
+    };
+    if unsigned || signed_tag_of(ctx, &signers, commit).is_some() {
+        return Ok(());
+    }
+    Err(unsigned_refusal(
+        commit,
+        "symdeploy promote",
+        "symdeploy promote --unsigned",
+    ))
+}
+
 /// Before a promote of `commit` runs: with `promote.signers`, find its good
 /// signature (on `tag`, the pushed release tag's object and ref, else on any
 /// release tag of the repository on the commit) or accept `unsigned`, and

@@ -18,6 +18,15 @@ pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, unsigned: bool) -
         let (commit, _) = target(ctx, &repo, rev)?;
         return dry(ctx, commit.as_str());
     }
+    // A promote without the signature promote.signers asks for is refused
+    // before the lock and the run log: a refusal changes nothing. (Checked
+    // again once the target is certain.)
+    if let Some((commit, _)) = repo::open(&ctx.root.repository())
+        .ok()
+        .and_then(|r| target(ctx, &r, rev).ok())
+    {
+        crate::access::precheck_promote(ctx, commit.as_str(), unsigned)?;
+    }
     // Recovery first, whatever the arguments: what warmup points at (and
     // whether a ref keeps it) is only known once an interrupted run is
     // repaired. The log's name is a best guess made before; never input.
