@@ -174,7 +174,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             .map(|c| root.release(&c));
         for (key, cmds) in all {
             for cmd in cmds.iter() {
-                match crate::sys::steps::step_program(cmd, release.as_deref()) {
+                match crate::sys::program::step_program(cmd, release.as_deref()) {
                     Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
                     None if release.is_none()
                         && cmd
@@ -331,7 +331,7 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
             return;
         }
     };
-    if crate::sys::steps::program_on_path("setfacl") == Some(false) {
+    if crate::sys::program::program_on_path("setfacl") == Some(false) {
         r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
     }
     // One verdict for a path the web user must write: ok, or what to run.

@@ -378,7 +378,7 @@ fn with_strict_hook(text: &str) -> String {
 /// `supervisorctl: not found`.
 fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
     adapt_template_with(text, |c| {
-        crate::sys::steps::program_on_path(c) == Some(false)
+        crate::sys::program::program_on_path(c) == Some(false)
     })
 }
 

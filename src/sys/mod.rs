@@ -8,6 +8,7 @@ pub(crate) mod faults;
 pub(crate) mod fs;
 pub(crate) mod machine;
 pub(crate) mod output;
+pub(crate) mod program;
 pub(crate) mod signals;
 pub(crate) mod steps;
 pub(crate) mod symlink;
