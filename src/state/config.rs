@@ -76,6 +76,9 @@ pub(crate) struct Promote {
     pub(crate) watch_interval: Duration,
     /// The watch's checks (default: `check`).
     pub(crate) watch_check: Vec<String>,
+    /// An SSH allowed-signers file: when set, only release tags signed by a
+    /// principal it lists promote (a relative path is from the deploy root).
+    pub(crate) signers: Option<PathBuf>,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -155,6 +158,9 @@ pub(crate) struct Config {
     pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
+    /// Who may push and who may promote (`[access]`); `None`: everyone may
+    /// do everything, as before roles existed.
+    pub(crate) access: Option<crate::sys::deployer::Roles>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -232,6 +238,14 @@ struct RawConfig {
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
     report: Option<Spanned<String>>,
+    access: Option<RawAccess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    push: Option<Vec<Spanned<String>>>,
+    release: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -273,6 +287,7 @@ struct RawPromote {
     watch: Option<Spanned<i64>>,
     watch_interval: Option<Spanned<i64>>,
     watch_check: Commands,
+    signers: Option<Spanned<String>>,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -344,6 +359,23 @@ impl Ctx<'_> {
                 }
             })
             .collect()
+    }
+
+    fn names(&self, key: &str, v: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for n in v.unwrap_or_default() {
+            if !crate::sys::deployer::valid_name(n.get_ref()) {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "`{key}` entry \"{}\" is not a deployer's name (letters, digits, `.`, `_`, `-`, `@`; as given to `symdeploy keys add`)",
+                        n.get_ref()
+                    ),
+                );
+            }
+            out.push(n.into_inner());
+        }
+        Ok(out)
     }
 
     fn paths(
@@ -703,6 +735,16 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             Duration::from_secs(10),
         )?,
         watch_check: Vec::new(),
+        signers: match p.signers {
+            None => None,
+            Some(s) if !s.get_ref().trim().is_empty() => Some(PathBuf::from(s.into_inner())),
+            Some(s) => {
+                return ctx.err(
+                    s.span(),
+                    "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
+                )
+            }
+        },
     };
     let promote = Promote {
         watch_check: match p.watch_check {
@@ -800,7 +842,15 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
         Some(r) => Some(PathBuf::from(r.get_ref())),
     };
+    let access = match raw.access {
+        None => None,
+        Some(a) => Some(crate::sys::deployer::Roles {
+            push: ctx.names("access.push", a.push)?,
+            release: ctx.names("access.release", a.release)?,
+        }),
+    };
     Ok(Config {
+        access,
         report,
         previews,
         keep_logs,
