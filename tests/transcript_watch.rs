@@ -122,7 +122,10 @@ fn promote_starts_a_watch_that_rolls_back() {
     // The log keeps every check and attempt, whose number differs by run:
     // pinned are the header and everything from the failure on.
     assert!(log.contains("GET /health: 500"), "{log}");
-    let header = log.lines().next().unwrap_or_default();
+    let header = log
+        .lines()
+        .find(|l| l.starts_with("-----> watching"))
+        .expect("the watcher's header");
     let from = log.find("error: the watch check").expect("the failure");
     // Without the tracing lines (timestamped), which the log keeps too.
     let tail: String = log[from..]
