@@ -32,6 +32,7 @@ pub mod outcome;
 pub mod output;
 pub mod pointers;
 pub mod preview;
+pub mod preview_root;
 pub mod push;
 pub mod quarantine;
 pub mod recovery;

@@ -98,7 +98,7 @@ fn link_one(release: &Path, common: &Path, common_rel: &Path, path: &str) -> Res
 }
 
 /// From `releases/<name>/a/b/c` back up to the root and into `common_rel`.
-fn relative_target(common_rel: &Path, path: &str) -> PathBuf {
+pub(crate) fn relative_target(common_rel: &Path, path: &str) -> PathBuf {
     let depth = path.split('/').count() - 1 + 2;
     let mut t = PathBuf::new();
     for _ in 0..depth {

@@ -12,7 +12,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     crate::session::maintain_journal(ctx);
     let repaired = crate::recovery::recover_locked(ctx)?;
     crate::leftovers::sweep(ctx);
-    if repaired == 0 {
+    // Previews from older versions move to their own roots, data and all.
+    let moved = crate::preview_root::adopt_all(ctx)?;
+    if repaired == 0 && moved.is_empty() {
         output::success("nothing to recover: every run in the journal finished");
     }
     Ok(())
