@@ -189,7 +189,7 @@ pub enum PreviewCommand {
     Rm {
         /// The preview's slug (as `symdeploy preview list` shows it).
         slug: String,
-        /// Also delete its data in common-previews/<slug>/ (kept otherwise).
+        /// Also delete its data in previews/<slug>/common/ (kept otherwise).
         #[arg(long)]
         data: bool,
     },

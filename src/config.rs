@@ -76,7 +76,7 @@ pub struct Previews {
     /// A preview not pushed to for this many days is removed by cleanup.
     pub ttl_days: u64,
     /// A directory (absolute, or relative to the root) copied into a new
-    /// preview's `common-previews/<slug>/`; `None`: it starts empty.
+    /// preview's `previews/<slug>/common/`; `None`: it starts empty.
     pub seed: Option<PathBuf>,
     /// Build commands (default: the warm-up's).
     pub build: Vec<String>,
