@@ -3,12 +3,12 @@
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::release;
-use crate::root::short;
+use crate::state::release;
+use crate::state::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal.
-pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {
@@ -17,7 +17,12 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
-    let _run = crate::session::begin(ctx, crate::journal::Event::Rollback, &label, "rollback")?;
+    let _run = crate::session::begin(
+        ctx,
+        crate::state::journal::Event::Rollback,
+        &label,
+        "rollback",
+    )?;
     let current = ctx.root.production();
     let to = match target {
         Some(prefix) => {
@@ -30,7 +35,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             }
             c
         }
-        None => crate::pointers::previous_production(ctx).ok_or_else(|| {
+        None => crate::deploy::pointers::previous_production(ctx).ok_or_else(|| {
             Error::with_help(
                 "nothing to roll back to: no earlier production release that is still ready and on disk",
                 "`symdeploy releases` lists what there is; `symdeploy rollback RELEASE` picks one by hand",
@@ -47,11 +52,11 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::switch::switch(ctx, &to, crate::journal::Event::Rollback, &git_ref)
+    crate::deploy::switch::switch(ctx, &to, crate::state::journal::Event::Rollback, &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.
-pub fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
+pub(crate) fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
     let prefix = prefix.trim_start_matches("releases/").trim_end_matches('/');
     let matches: Vec<String> = ctx
         .root
