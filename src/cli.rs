@@ -73,6 +73,10 @@ pub(crate) enum Command {
         json: bool,
         /// Commit, branch or tag.
         rev: Option<String>,
+        /// Promote a release that does not know every applied migration
+        /// without undoing them (you vouch that it works; journaled).
+        #[arg(long)]
+        keep_schema: bool,
     },
     /// Switch production back to the previous good release (or RELEASE).
     Rollback {
@@ -81,6 +85,10 @@ pub(crate) enum Command {
         json: bool,
         /// A release's commit (a unique prefix is enough).
         release: Option<String>,
+        /// Roll back to a release that does not know every applied migration
+        /// without undoing them (you vouch that it works; journaled).
+        #[arg(long)]
+        keep_schema: bool,
     },
     /// Show production, warmup, previous, the deploy branch's tip, the lock
     /// and interrupted runs (also with a broken deploy.toml).

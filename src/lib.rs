@@ -45,19 +45,28 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             json: true,
             rev,
+            keep_schema,
         } => deploy::switch_report::report(&ctx()?, state::journal::Event::Promote, |c| {
-            ops::promote::run(c, rev.as_deref(), dry_run)
+            ops::promote::run(c, rev.as_deref(), dry_run, keep_schema)
         }),
-        Command::Promote { dry_run, rev, .. } => {
-            ops::promote::run(&ctx()?, rev.as_deref(), dry_run)
-        }
+        Command::Promote {
+            dry_run,
+            rev,
+            keep_schema,
+            ..
+        } => ops::promote::run(&ctx()?, rev.as_deref(), dry_run, keep_schema),
         Command::Rollback {
             json: true,
             release,
+            keep_schema,
         } => deploy::switch_report::report(&ctx()?, state::journal::Event::Rollback, |c| {
-            ops::rollback::run(c, release.as_deref())
+            ops::rollback::run(c, release.as_deref(), keep_schema)
         }),
-        Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
+        Command::Rollback {
+            release,
+            keep_schema,
+            ..
+        } => ops::rollback::run(&ctx()?, release.as_deref(), keep_schema),
         // Not through ctx(): status must work with a broken deploy.toml.
         Command::Status {
             json,

@@ -54,8 +54,9 @@ impl StageFailure {
 
 /// The phases of a switch up to the health check, in order; notify follows
 /// whatever happened.
-pub(crate) const FORWARD: [Phase; 7] = [
+pub(crate) const FORWARD: [Phase; 8] = [
     Phase::Stop,
+    Phase::Undo,
     Phase::Sync,
     Phase::Flip,
     Phase::Links,
@@ -68,14 +69,33 @@ pub(crate) const FORWARD: [Phase; 7] = [
 /// finishes after a crash that came after the flip.
 pub(crate) const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Check];
 
-/// Switch production to `hex` through stop/flip/start/check, rolling back by
-/// itself if anything after the flip fails or is interrupted (Ctrl-C,
-/// SIGTERM: see src/signals.rs). Used by promote and rollback.
-pub(crate) fn switch(ctx: &Ctx, hex: &str, event: Event, git_ref: &str) -> Result<()> {
-    switch_with(ctx, hex, event, git_ref, None).map(|_| ())
+/// What a switch does about the database schema, decided before it starts
+/// (by the rollback rule, `crate::state::schema`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SchemaPlan {
+    /// Migrations `rollback.migrate` undoes after `stop`, before the flip,
+    /// newest first; empty: none.
+    pub(crate) undo: Vec<String>,
+    /// What the journal says about the schema (`--keep-schema`, undo).
+    pub(crate) note: Option<String>,
 }
 
-/// [`switch`], in strict mode part of git's ref transaction (`txn`): on
+/// Switch production to `hex` through stop/flip/start/check, rolling back by
+/// itself if anything after the flip fails or is interrupted (Ctrl-C,
+/// SIGTERM: see src/signals.rs). Used by promote and rollback, with a schema
+/// plan: its undo steps run in the release being left, after `stop` and
+/// before the flip.
+pub(crate) fn switch_planned(
+    ctx: &Ctx,
+    hex: &str,
+    event: Event,
+    git_ref: &str,
+    plan: SchemaPlan,
+) -> Result<()> {
+    switch_inner(ctx, hex, event, git_ref, None, plan).map(|_| ())
+}
+
+/// [`switch_planned`] without a schema plan, in strict mode part of git's ref transaction (`txn`): on
 /// success the run is left `prepared`, not ended, because whether it stands
 /// is up to git (`crate::hook::strict` ends or undoes it). Returns the run's entry.
 pub(crate) fn switch_with(
@@ -84,6 +104,17 @@ pub(crate) fn switch_with(
     event: Event,
     git_ref: &str,
     txn: Option<crate::state::journal::GitTxn>,
+) -> Result<Entry> {
+    switch_inner(ctx, hex, event, git_ref, txn, SchemaPlan::default())
+}
+
+fn switch_inner(
+    ctx: &Ctx,
+    hex: &str,
+    event: Event,
+    git_ref: &str,
+    txn: Option<crate::state::journal::GitTxn>,
+    schema: SchemaPlan,
 ) -> Result<Entry> {
     let previous = ctx.root.production();
     // Nothing is changed yet, so an earlier interrupt needs no unwinding.
@@ -101,8 +132,10 @@ pub(crate) fn switch_with(
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));
+    entry.schema = schema.note.clone();
     journal::append(&ctx.root, &entry)?;
     let mut run = Switch {
+        undo: schema.undo,
         ctx,
         hex,
         event,
@@ -130,6 +163,8 @@ struct Switch<'a> {
     previous: Option<String>,
     entry: Entry,
     started: Instant,
+    /// Migrations to undo before the flip (rollback.migrate), newest first.
+    undo: Vec<String>,
 }
 
 impl Switch<'_> {
@@ -143,6 +178,8 @@ impl Switch<'_> {
             vec![],
         );
         let mut phases = Phases::new(self.ctx, self.hex, env);
+        phases.undo = self.undo.clone();
+        phases.leaving = self.previous.clone();
         for phase in FORWARD {
             phases.run(phase)?;
             if phase == Phase::Flip {
@@ -179,6 +216,7 @@ impl Switch<'_> {
             return Ok(self.entry);
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
+        crate::state::schema::served(ctx, hex);
         output::success(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
@@ -239,6 +277,17 @@ impl Switch<'_> {
         let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         let previous = self.previous.clone();
         let cause = failure.cause();
+        // Production is failing: the rollback happens whatever the schema,
+        // and says so loudly when the release it goes back to is behind it.
+        let ahead = previous
+            .as_deref()
+            .and_then(|p| crate::deploy::schema_gate::ahead_note(ctx, p));
+        if let Some(note) = &ahead {
+            output::error(&format!(
+                "{note}; rolling back all the same (production is failing)"
+            ));
+            self.entry.schema = Some(note.clone());
+        }
         if cause == Cause::Interrupted {
             let stage = Stage::start("roll back");
             flip_back(ctx, hex, previous.as_deref(), git_ref);
@@ -254,13 +303,17 @@ impl Switch<'_> {
                 why,
             );
         }
+        let told = match &ahead {
+            Some(note) => Error::msg(format!("{}; {note}", failure.error)),
+            None => Error::msg(failure.error.to_string()),
+        };
         notify(
             ctx,
             hex,
             previous.as_ref(),
             git_ref,
             "rolled-back",
-            Some(&failure.error),
+            Some(if ahead.is_some() { &told } else { &failure.error }),
         );
         self.entry
             .durations
@@ -304,6 +357,9 @@ struct Phases<'a> {
     env: StepEnv,
     /// `switch production` spans the sync and the flip.
     flip_stage: Option<Stage>,
+    /// Migrations to undo (newest first) in `leaving`, the release being left.
+    undo: Vec<String>,
+    leaving: Option<String>,
 }
 
 impl<'a> Phases<'a> {
@@ -313,6 +369,8 @@ impl<'a> Phases<'a> {
             hex,
             env,
             flip_stage: None,
+            undo: Vec::new(),
+            leaving: None,
         }
     }
 
@@ -332,6 +390,8 @@ impl<'a> Phases<'a> {
         let p = &self.ctx.config.promote;
         match phase {
             Phase::Stop => self.steps("stop", &p.stop),
+            Phase::Undo if self.undo.is_empty() => Ok(()),
+            Phase::Undo => self.undo_migrations(),
             Phase::Sync => {
                 self.flip_stage = Some(Stage::start("switch production"));
                 // A power cut after the flip must not leave production on empty files.
@@ -364,6 +424,36 @@ impl<'a> Phases<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// `rollback.migrate` in the release being left (it has the down
+    /// migrations), told what to undo and where production goes; then the
+    /// schema record drops what was undone.
+    fn undo_migrations(&self) -> Result<()> {
+        let leaving = self.leaving.as_deref().unwrap_or(self.hex);
+        let stage = Stage::start("rollback.migrate");
+        faults::point("rollback-migrate");
+        let env = step_env(
+            self.ctx,
+            leaving,
+            None,
+            &self.env.git_ref,
+            vec![
+                ("SYMDEPLOY_MIGRATIONS_UNDO".into(), self.undo.join(" ")),
+                (
+                    "SYMDEPLOY_TARGET".into(),
+                    self.ctx.root.release(self.hex).display().to_string(),
+                ),
+            ],
+        );
+        steps::run_stage(
+            "rollback.migrate",
+            &self.ctx.config.schema.rollback_migrate,
+            &env,
+        )?;
+        crate::state::schema::after_undo(self.ctx, &self.undo)?;
+        stage.done_with(&format!("undid {}", self.undo.join(" ")));
+        Ok(())
     }
 
     /// A phase that runs the configured commands `cmds` of `name`.

@@ -350,6 +350,10 @@ impl Exported<'_> {
             faults::point(&format!("{}{name}", self.fault_prefix));
             steps::run_stage(name, commands, env)?;
             durations.insert(name.into(), stage.done().as_secs_f64());
+            // A preview's migrate runs against its own database, not production's.
+            if name == "migrate" && self.fault_prefix.is_empty() {
+                crate::state::schema::after_migrate(ctx, self.dir);
+            }
         }
         if let Some(user) = &ctx.config.web_user {
             let stage = Stage::start("writable");

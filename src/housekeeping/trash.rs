@@ -53,6 +53,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
     }
     crate::sys::symlink::sync_dir(&ctx.root.releases());
     release::forget(&ctx.root, commit);
+    crate::state::schema::forget(ctx, commit);
     Ok(())
 }
 
@@ -90,6 +91,7 @@ pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
         ));
     }
     release::forget(&ctx.root, commit);
+    crate::state::schema::forget(ctx, commit);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::sys::output;
 use crate::{deploy::switch, state::repo};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, keep_schema: bool) -> Result<()> {
     let repo = repo::open(&ctx.root.repository())?;
     let (commit, git_ref) = match rev {
         Some(r) => (repo::resolve_commit(&repo, r)?, r.to_string()),
@@ -47,7 +47,7 @@ pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
         commit.short(),
         &format!("promote of {}", commit.short()),
     )?;
-    promote_locked(ctx, &repo, commit, &git_ref, false)
+    promote_with(ctx, &repo, commit, &git_ref, false, keep_schema)
 }
 
 fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
@@ -103,6 +103,19 @@ pub(crate) fn promote_locked(
     git_ref: &str,
     via_tag: bool,
 ) -> Result<()> {
+    promote_with(ctx, repo, commit, git_ref, via_tag, false)
+}
+
+/// [`promote_locked`], by the rollback rule for the schema: a release
+/// behind the database's schema goes live only with undo or `keep_schema`.
+fn promote_with(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    via_tag: bool,
+    keep_schema: bool,
+) -> Result<()> {
     let hex = commit.to_string();
     if ctx.root.production().as_deref() == Some(hex.as_str()) {
         output::line(&format!(
@@ -121,7 +134,8 @@ pub(crate) fn promote_locked(
         ));
         crate::deploy::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
     }
-    switch::switch(ctx, &hex, Event::Promote, git_ref)?;
+    let plan = crate::deploy::schema_gate::plan(ctx, &hex, keep_schema)?;
+    switch::switch_planned(ctx, &hex, Event::Promote, git_ref, plan)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::housekeeping::cleanup::after_promote(ctx);
     Ok(())

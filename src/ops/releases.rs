@@ -24,6 +24,12 @@ pub(crate) struct Row {
     pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
     pub(crate) error: Option<String>,
+    /// The schema it knows (`schema N (newest id)`), when migrations are tracked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schema: Option<String>,
+    /// Can a rollback reach it without undoing migrations (tracked only)?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reachable: Option<bool>,
 }
 
 /// A preview's release directory, as `releases` lists it.
@@ -100,7 +106,10 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                 }
             }
             let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
+            let schema = crate::state::schema::describe(ctx, &c);
             let row = Row {
+                reachable: schema.as_ref().map(|s| s.1),
+                schema: schema.map(|s| s.0),
                 state: release::effective_state(&ctx.root, &c),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
@@ -137,11 +146,17 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for r in rows {
-        let markers = if r.markers.is_empty() {
+        let mut markers = if r.markers.is_empty() {
             String::new()
         } else {
             format!("  [{}]", r.markers.join(", "))
         };
+        if let Some(s) = &r.schema {
+            markers.push_str(&format!("  {s}"));
+            if r.reachable == Some(false) {
+                markers.push_str(", rollback needs undo");
+            }
+        }
         print_line(
             &r.commit,
             r.state,

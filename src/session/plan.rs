@@ -10,6 +10,9 @@ use crate::state::journal::{Event, Outcome};
 pub(crate) enum Phase {
     /// promote.stop
     Stop,
+    /// `rollback.migrate`: undoing migrations the target does not know
+    /// (only in a rollback that asked for it).
+    Undo,
     /// Flushing the release to disk.
     Sync,
     /// The rename(2) of `production`.
@@ -29,6 +32,7 @@ impl Phase {
     pub(crate) fn what(self) -> &'static str {
         match self {
             Phase::Stop => "stopping the daemons",
+            Phase::Undo => "undoing migrations (rollback.migrate)",
             Phase::Sync => "syncing the release to disk",
             Phase::Flip => "switching production",
             Phase::Links => "the root links",
@@ -62,7 +66,7 @@ pub(crate) enum Unwind {
 /// interrupt unwinds through the same path as a failure.
 pub(crate) fn unwind(phase: Phase, _cause: Cause) -> Unwind {
     match phase {
-        Phase::Stop | Phase::Sync | Phase::Flip => Unwind::StartAgain,
+        Phase::Stop | Phase::Undo | Phase::Sync | Phase::Flip => Unwind::StartAgain,
         Phase::Links | Phase::AfterSwitch | Phase::Start | Phase::Check => Unwind::RollBack,
     }
 }
@@ -184,8 +188,9 @@ pub(crate) fn recovery(run: Unfinished<'_>) -> Recovery {
 mod tests {
     use super::*;
 
-    const ALL: [Phase; 7] = [
+    const ALL: [Phase; 8] = [
         Phase::Stop,
+        Phase::Undo,
         Phase::Sync,
         Phase::Flip,
         Phase::Links,

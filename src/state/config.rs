@@ -140,6 +140,23 @@ pub(crate) struct Config {
     pub(crate) journal_segment_kib: u64,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
+    /// What symdeploy knows of the database schema across releases.
+    pub(crate) schema: Schema,
+}
+
+/// Migrations as data: which files of a release are its migrations, how to
+/// ask the app what the database has, and how to undo them on a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Schema {
+    /// `migrations`: a release-relative glob (`migrations/*.sql`) naming a
+    /// release's migration files; `None`: the feature is off.
+    pub(crate) migrations: Option<String>,
+    /// `migrations_applied`: a command printing the applied migration ids,
+    /// one a line (overrides the migrate step's release's set).
+    pub(crate) applied_cmd: Option<String>,
+    /// `rollback.migrate`: steps that undo migrations, run in the release
+    /// being left, after `stop` and before the flip.
+    pub(crate) rollback_migrate: Vec<String>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -216,6 +233,15 @@ struct RawConfig {
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
+    migrations: Option<Spanned<String>>,
+    migrations_applied: Option<Spanned<String>>,
+    rollback: Option<RawRollback>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    migrate: Commands,
 }
 
 #[derive(Deserialize, Default)]
@@ -739,8 +765,10 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
     };
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
     Ok(Config {
         previews,
+        schema,
         keep_logs,
         min_free,
         journal_segment_kib,
@@ -757,6 +785,49 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         promote,
         web_user,
         writable,
+    })
+}
+
+fn schema(
+    ctx: &Ctx,
+    migrations: Option<Spanned<String>>,
+    applied: Option<Spanned<String>>,
+    rollback: Option<RawRollback>,
+) -> Result<Schema> {
+    let migrations = match migrations {
+        None => None,
+        Some(m) if m.get_ref().trim().is_empty() => None,
+        Some(m) => {
+            let glob = m.get_ref().trim().to_string();
+            let dir = glob.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            if let Err(why) = check_release_path(&glob) {
+                return ctx.err(m.span(), format!("`migrations` \"{glob}\" {why}"));
+            }
+            if dir.contains(['*', '?', '[']) {
+                return ctx.err(
+                    m.span(),
+                    format!("`migrations` \"{glob}\": only the file name may have wildcards (like \"migrations/*.sql\")"),
+                );
+            }
+            Some(glob)
+        }
+    };
+    let applied_cmd = match applied {
+        Some(a) if a.get_ref().trim().is_empty() => {
+            return ctx.err(a.span(), "`migrations_applied` is empty; remove it or write the command".to_string())
+        }
+        Some(a) => Some(a.into_inner()),
+        None => None,
+    };
+    let rollback_migrate = ctx.commands(
+        "rollback.migrate",
+        rollback.unwrap_or_default().migrate,
+        &[],
+    )?;
+    Ok(Schema {
+        migrations,
+        applied_cmd,
+        rollback_migrate,
     })
 }
 
@@ -919,6 +990,9 @@ mod tests {
             "keep_logs",
             "min_free",
             "journal_segment_kib",
+            "migrations",
+            "migrations_applied",
+            "[rollback]",
             "[previews]",
             "branches",
             "ttl_days",

@@ -7,3 +7,4 @@ pub(crate) mod journal;
 pub(crate) mod release;
 pub(crate) mod repo;
 pub(crate) mod root;
+pub(crate) mod schema;
