@@ -313,7 +313,11 @@ impl Switch<'_> {
             previous.as_ref(),
             git_ref,
             "rolled-back",
-            Some(if ahead.is_some() { &told } else { &failure.error }),
+            Some(if ahead.is_some() {
+                &told
+            } else {
+                &failure.error
+            }),
         );
         self.entry
             .durations

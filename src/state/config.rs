@@ -814,7 +814,10 @@ fn schema(
     };
     let applied_cmd = match applied {
         Some(a) if a.get_ref().trim().is_empty() => {
-            return ctx.err(a.span(), "`migrations_applied` is empty; remove it or write the command".to_string())
+            return ctx.err(
+                a.span(),
+                "`migrations_applied` is empty; remove it or write the command".to_string(),
+            )
         }
         Some(a) => Some(a.into_inner()),
         None => None,
