@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(judge(&applied, &applied, &[]), Verdict::Knows);
         // v2 served during v3's warm-up: proven.
         let fp = fingerprint(&applied);
-        assert_eq!(judge(&applied, &v2, &[fp.clone()]), Verdict::Proven);
+        assert_eq!(judge(&applied, &v2, &[fp]), Verdict::Proven);
         // v1 never did: refused, newest first.
         assert_eq!(
             judge(&applied, &v1, &[fingerprint(&v1)]),
