@@ -20,7 +20,7 @@
 //!
 //! Deleting the branch (or `symdeploy preview rm`, or cleanup's `keep` and
 //! `ttl_days`) removes the link, the preview's releases and its record. Its
-//! `common-previews/<slug>/` stays unless removal is asked for explicitly
+//! `previews/<slug>/common/` stays unless removal is asked for explicitly
 //! (`preview rm --data`): it may hold what a tester uploaded.
 
 use std::collections::BTreeMap;
@@ -263,6 +263,7 @@ pub(crate) fn warm(
                     .unwrap_or_else(|| "nothing".into())
             )],
             help: e.help(),
+            source: Some(Box::new(e)),
         });
     }
     release::set_state(root, &name, State::Ready, None)?;
@@ -536,18 +537,18 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     }
     symlink::sync_dir(&root.preview_dir(&meta.slug));
     faults::point("preview-remove");
-    let mut failed = None;
+    let mut failed = Vec::new();
     for (name, slug, _) in root.preview_release_dirs()? {
         if slug == meta.slug {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
-                Err(e) => {
-                    output::report(&e);
-                    failed.get_or_insert(e);
-                }
+                Err(e) => failed.push(e),
             }
         }
     }
+    let failed = Error::gather(failed, |n| {
+        format!("preview {} could not remove {n} of its releases", meta.slug)
+    });
     let common = root.common_preview(&meta.slug);
     if data {
         if let Ok(m) = std::fs::symlink_metadata(&common) {
@@ -707,15 +708,14 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
         kept,
         doomed.len()
     ));
-    let mut failed = None;
+    let mut failed = Vec::new();
     for (m, why) in &doomed {
         if dry_run {
             output::detail(&format!("would remove preview {} ({why})", m.slug));
             continue;
         }
         if let Err(e) = remove(ctx, m, false, why) {
-            output::report(&e);
-            failed.get_or_insert(e);
+            failed.push(e);
         }
     }
     // Releases no preview serves: failed builds, or a preview whose record is gone.
@@ -737,14 +737,12 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
                     "removed {} (no preview served it)",
                     rel_shown(&name)
                 )),
-                Err(e) => {
-                    output::report(&e);
-                    failed.get_or_insert(e);
-                }
+                Err(e) => failed.push(e),
             }
         }
     }
-    match failed {
+    // Told once, by whoever ran the cleanup, with the releases' own failures.
+    match Error::gather(failed, |n| format!("{n} previews could not be removed")) {
         Some(e) => Err(e),
         None => Ok(()),
     }

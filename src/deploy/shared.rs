@@ -16,7 +16,8 @@ pub(crate) fn link_all(release: &Path, common: &Path, paths: &[String]) -> Resul
 }
 
 /// Link every shared path of `release` into `common`, which is `common_rel`
-/// relative to the root (`common-previews/<slug>` for a preview).
+/// relative to the root the release is in (`common`; a preview's release
+/// sits in its own root, `previews/<slug>/`).
 pub(crate) fn link_all_into(
     release: &Path,
     common: &Path,

@@ -267,6 +267,7 @@ impl Switch<'_> {
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
             help: Some(promote_advice(e, hex, &event, false)),
+            source: Some(Box::new(failure.error)),
         })
     }
 
@@ -350,6 +351,7 @@ impl Switch<'_> {
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
             help: Some(promote_advice(&failure.error, hex, &event, true)),
+            source: Some(Box::new(failure.error)),
         })
     }
 }
@@ -624,7 +626,7 @@ fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> Stri
     };
     match e {
         Error::Step { stage, status, .. }
-            if status == "exit status 127" || stage == "stop" || stage == "start" =>
+            if status.not_found() || stage == "stop" || stage == "start" =>
         {
             format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
         }

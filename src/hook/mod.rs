@@ -13,6 +13,7 @@ pub(crate) mod strict;
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -23,7 +24,7 @@ use crate::state::root::{short, Root};
 use crate::sys::output;
 
 /// `symdeploy hook post-receive|pre-receive`.
-pub(crate) fn run(kind: HookKind) -> Result<()> {
+pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -60,7 +61,7 @@ pub(crate) fn run(kind: HookKind) -> Result<()> {
         // Strict mode: build now, flip once git has the refs locked.
         return crate::hook::strict::pre_receive(&ctx, &objects.repo, &updates, promote_option);
     }
-    let mut failures = Vec::new();
+    let mut first_failure = None;
     for update in &updates {
         let result = match route(&ctx, update) {
             Action::Ignore(why) => {
@@ -84,27 +85,18 @@ pub(crate) fn run(kind: HookKind) -> Result<()> {
             }
             Action::RemovePreview => crate::ops::preview::delete_branch(&ctx, &update.name),
         };
-        // Each ref's failure is rendered once, here, while its run log is
-        // still open, so the log keeps the error lines too.
-        if let Err(e) = result {
-            render(&e);
-            failures.push(e);
+        // Each ref is a run of its own: its failure is told as it ends.
+        if let Some(code) = crate::session::close_run(result) {
+            first_failure.get_or_insert(code);
         }
-        output::close_log();
     }
-    match failures.first() {
-        // Already reported above; the exit code is what matters to git now.
-        Some(e) => Err(Error::Reported {
-            code: e.exit_code(),
-        }),
-        None => Ok(()),
-    }
+    Ok(first_failure.map_or(ExitCode::SUCCESS, crate::error::exit))
 }
 
 /// deploy.toml cannot be read: nothing can be routed or run, but the push
 /// must not go unnoticed. The failure gets a run log and a failed run in the
 /// journal (so `status` and `log` show it), and one error with its fix.
-fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
+fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<ExitCode> {
     let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
         return Err(e);
     };
@@ -142,13 +134,11 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
             root.config_file().display(),
             short(&update.new)
         )),
+        source: Some(Box::new(e)),
     };
-    // Rendered here, while the run log is open, so the log has it too.
-    output::report(&failure);
-    output::close_log();
-    Err(Error::Reported {
-        code: failure.exit_code(),
-    })
+    let code = failure.exit_code();
+    crate::session::close_run(Err(failure));
+    Ok(crate::error::exit(code))
 }
 
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
@@ -177,11 +167,4 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         &format!("promote of {} ({})", commit.short(), update.name),
     )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
-}
-
-/// Show a ref's failure: the one place a post-receive failure is printed.
-fn render(e: &Error) {
-    if !e.is_reported() {
-        output::report(e);
-    }
 }

@@ -23,6 +23,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
@@ -46,7 +47,7 @@ pub(crate) fn pre_receive(
     repo: &gix::Repository,
     updates: &[RefUpdate],
     promote_option: bool,
-) -> Result<()> {
+) -> Result<ExitCode> {
     if !hook_installed(&ctx.root) {
         // A root made by an older `init` has only the pre-receive hook. Git
         // looks a hook up each time it runs one, so installing it now makes
@@ -111,13 +112,7 @@ pub(crate) fn pre_receive(
                         output::escape(&update.name)
                     ));
                 }
-                let result = build_preview(ctx, repo, update);
-                if let Err(e) = &result {
-                    // While the run log is open, so it keeps the error too.
-                    output::report(e);
-                }
-                output::close_log();
-                match result {
+                match build_preview(ctx, repo, update) {
                     Ok(built) => pending.updates.push(PendingUpdate {
                         old: update.old.clone(),
                         new: update.new.clone(),
@@ -131,21 +126,17 @@ pub(crate) fn pre_receive(
                         remove_preview: false,
                     }),
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        failure.get_or_insert(e.exit_code());
+                        crate::session::close_run(Err(e));
                     }
                 }
+                output::close_log();
                 continue;
             }
             Action::Warmup => (true, promote_option),
             Action::Promote => (false, true),
         };
-        let result = build(ctx, repo, update, warm);
-        if let Err(e) = &result {
-            // While the run log is open, so it keeps the error too.
-            output::report(e);
-        }
-        output::close_log();
-        match result {
+        match build(ctx, repo, update, warm) {
             Ok((commit, built)) => pending.updates.push(PendingUpdate {
                 old: update.old.clone(),
                 new: update.new.clone(),
@@ -161,16 +152,17 @@ pub(crate) fn pre_receive(
                 remove_preview: false,
             }),
             Err(e) => {
-                failure.get_or_insert(e);
+                failure.get_or_insert(e.exit_code());
+                crate::session::close_run(Err(e));
             }
         }
+        output::close_log();
     }
-    if let Some(e) = failure {
-        return Err(Error::Reported {
-            code: e.exit_code(),
-        });
+    if let Some(code) = failure {
+        return Ok(crate::error::exit(code));
     }
-    save(&ctx.root, &pending)
+    save(&ctx.root, &pending)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Build a preview branch's release without flipping `previews/<slug>`.
@@ -224,7 +216,7 @@ fn build(
 /// `symdeploy hook reference-transaction STATE`: the second half. Anything
 /// that is not a ref of a strict push this root's pre-receive hook built for
 /// (other git commands on the server, other pushes) passes untouched.
-pub(crate) fn reference_transaction(state: &str) -> Result<()> {
+pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -232,18 +224,18 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
     // git feeds every line; read them all whatever happens next.
     let _ = std::io::stdin().read_to_end(&mut input);
     if !matches!(state, "prepared" | "committed" | "aborted") {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let Ok(root) = Root::from_repository(&git_dir) else {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
     let pid = nix::unistd::getppid().as_raw() as u32;
     let path = pending_path(&root, pid);
     let Some(mut pending) = load(&path) else {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
     if crate::sys::fs::start_time(pid) != Some(pending.started) {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let lines: Vec<RefUpdate> = String::from_utf8_lossy(&input)
         .lines()
@@ -263,7 +255,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
         .map(|(i, _)| i)
         .collect();
     if matched.is_empty() {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
@@ -273,19 +265,13 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
         "committed" => on_committed(&ctx, &mut pending, &matched),
         _ => on_aborted(&ctx, &mut pending, &matched),
     };
-    // Rendered while the run log is open, so it keeps the error too.
-    let result = result.map_err(|e| {
-        if e.is_reported() {
-            return e;
-        }
-        output::report(&e);
-        Error::Reported {
-            code: e.exit_code(),
-        }
-    });
-    output::close_log();
+    let failed = crate::session::close_run(result);
     let saved = save(&ctx.root, &pending);
-    result.and(saved)
+    match failed {
+        // git aborts the transaction on this code; the pending file says why.
+        Some(code) => Ok(crate::error::exit(code)),
+        None => saved.map(|()| ExitCode::SUCCESS),
+    }
 }
 
 fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
@@ -327,24 +313,24 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
                     code,
                     message,
                     help,
+                    source,
                     ..
                 } => Error::Failed {
                     code,
                     message: format!("{message}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help,
+                    source,
                 },
                 other => Error::Failed {
                     code: other.exit_code(),
                     message: format!("{other}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help: other.help(),
+                    source: Some(Box::new(other)),
                 },
             };
-            output::report(&e);
-            return Err(Error::Reported {
-                code: e.exit_code(),
-            });
+            return Err(e);
         }
     }
     for (i, runs) in done {

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::config::Config;
 use crate::state::root::Root;
 
@@ -35,7 +35,7 @@ impl Report {
 }
 
 /// Check the root at `dir`.
-pub(crate) fn run(root: &Root) -> Result<()> {
+pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
     let mut r = Report {
         errors: 0,
         warnings: 0,
@@ -236,11 +236,11 @@ pub(crate) fn run(root: &Root) -> Result<()> {
         crate::sys::output::count(r.errors as u64, "error", "errors"),
         crate::sys::output::count(r.warnings as u64, "warning", "warnings")
     );
-    if r.errors > 0 {
-        Err(Error::Reported { code: 1 })
+    Ok(if r.errors > 0 {
+        std::process::ExitCode::FAILURE
     } else {
-        Ok(())
-    }
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn user_name(uid: u32) -> String {

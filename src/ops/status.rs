@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::config::Config;
 use crate::state::journal::{self, Event, Outcome, Phase};
 use crate::state::release;
@@ -522,14 +522,15 @@ pub(crate) fn run(
     json: bool,
     check: bool,
     prom: bool,
-) -> Result<()> {
+) -> Result<std::process::ExitCode> {
     let (config, config_error) = match Config::load(&root.config_file()) {
         Ok(c) => (c, None),
         Err(e) => (Config::default(), Some(e)),
     };
     let ctx = Ctx { root, config };
     if let (Some(e), false) = (&config_error, json || prom || check) {
-        // First, before anything read with the defaults standing in.
+        // First, before anything read with the defaults standing in; the
+        // exit code below says it again for scripts, without a second line.
         output::report(e);
         output::warning("what follows is read with the default settings");
     }
@@ -539,10 +540,8 @@ pub(crate) fn run(
     // error for scripts (exit 5), except to --prometheus (its cron job must
     // write the metrics, config_ok 0 among them) and --check (exit 1).
     let config_failed = || match &config_error {
-        Some(e) => Err(Error::Reported {
-            code: e.exit_code(),
-        }),
-        None => Ok(()),
+        Some(e) => Ok(crate::error::exit(e.exit_code())),
+        None => Ok(std::process::ExitCode::SUCCESS),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -550,13 +549,13 @@ pub(crate) fn run(
     }
     if prom {
         print!("{}", prometheus(&s, ctx.config.lock_timeout));
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if check {
         let found = problems(&s, ctx.config.lock_timeout);
         if found.is_empty() {
             println!("OK: symdeploy at {}: no problems", s.root);
-            return Ok(());
+            return Ok(std::process::ExitCode::SUCCESS);
         }
         println!(
             "PROBLEM: symdeploy at {}: {}",
@@ -566,7 +565,7 @@ pub(crate) fn run(
         for p in &found {
             println!("- {}", output::escape(p));
         }
-        return Err(Error::Reported { code: 1 });
+        return Ok(std::process::ExitCode::FAILURE);
     }
     print_human(&s);
     config_failed()

@@ -205,7 +205,10 @@ mod tests {
         use Unwind::*;
         assert_eq!(
             got,
-            [StartAgain, StartAgain, StartAgain, StartAgain, RollBack, RollBack, RollBack, RollBack]
+            [
+                StartAgain, StartAgain, StartAgain, StartAgain, RollBack, RollBack, RollBack,
+                RollBack
+            ]
         );
     }
 

@@ -19,7 +19,7 @@
 //! name to `previews/<slug>/releases/<commit>`, where every relative path a
 //! release's steps use (`../../common/...`) lands in the preview's own root.
 //! Older versions kept it in `releases/preview-<slug>-<commit>` with data in
-//! `common-previews/<slug>/`; [`crate::preview_root`] moves those over.
+//! `common-previews/<slug>/`; [`crate::deploy::preview_root`] moves those over.
 
 use std::path::{Path, PathBuf};
 
@@ -322,6 +322,17 @@ pub(crate) fn parse_preview_release(name: &str) -> Option<(&str, &str)> {
 /// The short form used in messages.
 pub(crate) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+/// A release directory's name as people read it: a commit hash shortened,
+/// any other name (a preview's release) whole, since its first 12
+/// characters say nothing.
+pub(crate) fn release_label(name: &str) -> &str {
+    if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        short(name)
+    } else {
+        name
+    }
 }
 
 #[cfg(test)]

@@ -179,10 +179,18 @@ pub(crate) fn success(text: &str) {
 /// Render an error the way an operator should read it.
 pub(crate) fn report(err: &crate::error::Error) {
     error(&err.to_string());
-    if let crate::error::Error::Failed { now, .. } = err {
-        for l in now {
-            detail(l);
+    match err {
+        crate::error::Error::Failed { now, .. } => {
+            for l in now {
+                detail(l);
+            }
         }
+        crate::error::Error::Several { parts, .. } => {
+            for p in parts {
+                detail(&p.to_string());
+            }
+        }
+        _ => {}
     }
     if let Some(h) = err.help() {
         help(&h);

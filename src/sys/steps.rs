@@ -332,23 +332,57 @@ impl Step {
         ));
     }
 
-    /// How a step that did not succeed ended, for its error message.
-    fn describe(&self, finished: &Finished) -> String {
+    /// How a step that did not succeed ended.
+    fn describe(&self, finished: &Finished) -> StepEnd {
         let status = finished.status;
         if finished.timed_out {
-            format!(
-                "timed out after {}s (step_timeout); its process group was killed",
-                self.timeout.unwrap_or_default().as_secs()
-            )
+            StepEnd::TimedOut(self.timeout.unwrap_or_default().as_secs())
         } else if let Some(code) = status.code() {
-            format!("exit status {code}")
+            StepEnd::Exit(code)
         } else if let Some(sig) = status.signal() {
-            let name = Signal::try_from(sig)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| sig.to_string());
-            format!("killed by signal {sig} ({name})")
+            StepEnd::Signal(sig)
         } else {
-            format!("{status}")
+            StepEnd::Other(format!("{status}"))
+        }
+    }
+}
+
+/// How a step that did not succeed ended: decided on as a value, shown as
+/// the operator reads it ("exit status 2", "killed by signal 9 (SIGKILL)").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StepEnd {
+    /// The shell exited with this code; 127 is its "command not found".
+    Exit(i32),
+    /// A signal ended the shell.
+    Signal(i32),
+    /// It ran past step_timeout (seconds) and its process group was killed.
+    TimedOut(u64),
+    /// Anything the platform reports otherwise, as it reports it.
+    Other(String),
+}
+
+impl StepEnd {
+    /// The shell could not find the program (exit status 127).
+    pub(crate) fn not_found(&self) -> bool {
+        *self == StepEnd::Exit(127)
+    }
+}
+
+impl std::fmt::Display for StepEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepEnd::Exit(code) => write!(f, "exit status {code}"),
+            StepEnd::Signal(sig) => {
+                let name = Signal::try_from(*sig)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| sig.to_string());
+                write!(f, "killed by signal {sig} ({name})")
+            }
+            StepEnd::TimedOut(secs) => write!(
+                f,
+                "timed out after {secs}s (step_timeout); its process group was killed"
+            ),
+            StepEnd::Other(text) => f.write_str(text),
         }
     }
 }
@@ -982,7 +1016,7 @@ mod tests {
     }
 
     #[test]
-    fn exit_status_is_reported() {
+    fn exit_status_is_told() {
         let t = tempfile::tempdir().unwrap();
         let mut step = Step::new("build", "exit 5");
         step.cwd(t.path());
@@ -1077,7 +1111,7 @@ mod tests {
     /// directly: the flag itself is process-wide and would stop the other
     /// tests' steps.)
     #[test]
-    fn an_interrupt_ends_the_group_and_is_reported_as_such() {
+    fn an_interrupt_ends_the_group_and_is_told_as_such() {
         let t = tempfile::tempdir().unwrap();
         let mut step = Step::new("stop", "sh -c 'sleep 300' & echo $!; sleep 300");
         step.cwd(t.path()).timeout(Duration::from_secs(3600));
