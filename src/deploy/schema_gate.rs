@@ -6,11 +6,21 @@
 //! stops no daemon and moves nothing.
 
 use crate::ctx::Ctx;
-use crate::deploy::switch::SchemaPlan;
 use crate::error::{Error, Result};
 use crate::state::root::short;
 use crate::state::schema::{self, Verdict};
 use crate::sys::output;
+
+/// What a switch does about the database schema, decided before it starts
+/// (by the rollback rule below).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SchemaPlan {
+    /// Migrations `rollback.migrate` undoes after `stop`, before the flip,
+    /// newest first; empty: none.
+    pub(crate) undo: Vec<String>,
+    /// What the journal says about the schema (`--keep-schema`, undo).
+    pub(crate) note: Option<String>,
+}
 
 /// What a switch of production to `to` does about the schema, or the
 /// refusal naming the migrations `to` does not know and the two ways on.

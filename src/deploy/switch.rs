@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
+use crate::deploy::schema_gate::SchemaPlan;
 use crate::error::{Error, Result};
 use crate::session::plan::{self, Cause, Phase, Unwind};
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
@@ -68,17 +69,6 @@ pub(crate) const FORWARD: [Phase; 8] = [
 /// What is left once production points at the new release: what recovery
 /// finishes after a crash that came after the flip.
 pub(crate) const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Check];
-
-/// What a switch does about the database schema, decided before it starts
-/// (by the rollback rule, `crate::state::schema`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SchemaPlan {
-    /// Migrations `rollback.migrate` undoes after `stop`, before the flip,
-    /// newest first; empty: none.
-    pub(crate) undo: Vec<String>,
-    /// What the journal says about the schema (`--keep-schema`, undo).
-    pub(crate) note: Option<String>,
-}
 
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
