@@ -229,3 +229,39 @@ fn a_bad_migrations_glob_is_a_config_error() {
     let t = text(&out);
     assert!(t.contains("only the file name may have wildcards"), "{t}");
 }
+
+#[test]
+fn skip_migrate_leaves_the_migration_to_another_host_and_still_records_the_schema() {
+    let env = Env::with_config(&config("", ""));
+    env.write(&format!("migrations/{M1}"), "--\n");
+    let v1 = env.commit("v1");
+    let t = env.push_ok(&["-o", "skip-migrate", "main"]);
+    assert!(t.contains("migrate: skipped (-o skip-migrate"), "{t}");
+    assert!(!t.contains("unknown push option"), "{t}");
+    assert!(
+        !env.trace().iter().any(|l| l.starts_with("migrate ")),
+        "{:?}",
+        env.trace()
+    );
+    ok(&env.symdeploy(&["promote"]));
+    // The next warm-up migrates as usual, and the rule knows both schemas.
+    env.write(&format!("migrations/{M2}"), "--\n");
+    env.commit("v2");
+    env.push_ok(&["main"]);
+    assert_eq!(
+        env.trace()
+            .iter()
+            .filter(|l| l.starts_with("migrate "))
+            .count(),
+        1,
+        "{:?}",
+        env.trace()
+    );
+    ok(&env.symdeploy(&["promote"]));
+    let r = ok(&env.symdeploy(&["releases"]));
+    assert!(
+        r.lines()
+            .any(|l| l.starts_with(&v1[..12]) && l.contains("schema 1 (001_users.sql)")),
+        "{r}"
+    );
+}

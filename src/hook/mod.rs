@@ -17,6 +17,10 @@ use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+/// The push option a fleet sends to every host but the one that migrates
+/// the shared database (ansible/deploy.yml, `symdeploy_migrate_host`).
+const SKIP_MIGRATE: &str = "skip-migrate";
+
 use crate::hook::push::{parse_id, parse_input, push_options, route, Action, RefUpdate};
 use crate::hook::quarantine::HookObjects;
 use crate::state::config::HookKind;
@@ -50,9 +54,15 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
     }
     let options = push_options();
     let promote_option = options.iter().any(|o| o == "promote");
-    for o in options.iter().filter(|o| *o != "promote") {
+    if options.iter().any(|o| o == SKIP_MIGRATE) {
+        crate::deploy::warmup::migrate_elsewhere();
+    }
+    for o in options
+        .iter()
+        .filter(|o| *o != "promote" && *o != SKIP_MIGRATE)
+    {
         output::warning(&format!(
-            "unknown push option `{o}` ignored (symdeploy knows: promote)"
+            "unknown push option `{o}` ignored (symdeploy knows: promote, {SKIP_MIGRATE})"
         ));
     }
 
