@@ -35,7 +35,8 @@ pub(crate) struct Row {
 /// A preview's release directory, as `releases` lists it.
 #[derive(Debug, Serialize)]
 pub(crate) struct PreviewRow {
-    /// The directory name in releases/.
+    /// The release's name (`preview-<slug>-<commit>`; its directory is
+    /// `previews/<slug>/releases/<commit>`).
     pub(crate) name: String,
     /// The preview's slug.
     pub(crate) slug: String,
@@ -43,7 +44,7 @@ pub(crate) struct PreviewRow {
     pub(crate) commit: String,
     /// ready, failed or incomplete.
     pub(crate) state: release::Effective,
-    /// Does `previews/<slug>` point at it?
+    /// Does `previews/<slug>/production` point at it?
     pub(crate) served: bool,
     /// The preview's branch, if it still has a record.
     pub(crate) branch: Option<String>,
