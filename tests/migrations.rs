@@ -265,3 +265,17 @@ fn skip_migrate_leaves_the_migration_to_another_host_and_still_records_the_schem
         "{r}"
     );
 }
+
+#[test]
+fn transcripts_of_a_refused_rollback_and_an_undo() {
+    let env = Env::with_config(&config("", UNDO));
+    let [v1, _v2, _v3] = three_versions(&env);
+    // Without the undo step: the refusal.
+    env.set_config(&config("", ""));
+    let out = env.symdeploy(&["rollback", &v1[..12]]);
+    assert!(!out.status.success());
+    insta::assert_snapshot!("refused_rollback", common::redact(&text(&out), &env));
+    env.set_config(&config("", UNDO));
+    let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));
+    insta::assert_snapshot!("rollback_with_undo", common::redact(&t, &env));
+}
