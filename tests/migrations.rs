@@ -81,6 +81,12 @@ fn a_rollback_behind_the_schema_is_refused_and_keep_schema_vouches() {
     );
     assert_eq!(env.pointed("production").as_deref(), Some(v3.as_str()));
     assert!(env.trace().is_empty(), "no step ran: {:?}", env.trace());
+    // A promote of the older release is a rollback all the same.
+    let out = env.symdeploy(&["promote", &v1]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("{M3} {M2}")), "{}", text(&out));
+    assert_eq!(env.pointed("production").as_deref(), Some(v3.as_str()));
+    assert!(env.trace().is_empty(), "no step ran: {:?}", env.trace());
 
     // The one-step rollback the warm-up window proved works as today.
     let t = ok(&env.symdeploy(&["rollback"]));
