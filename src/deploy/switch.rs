@@ -82,23 +82,13 @@ pub(crate) fn switch_planned(
     git_ref: &str,
     plan: SchemaPlan,
 ) -> Result<()> {
-    switch_inner(ctx, hex, event, git_ref, None, plan).map(|_| ())
+    switch_with(ctx, hex, event, git_ref, None, plan).map(|_| ())
 }
 
-/// [`switch_planned`] without a schema plan, in strict mode part of git's ref transaction (`txn`): on
+/// [`switch_planned`], in strict mode part of git's ref transaction (`txn`): on
 /// success the run is left `prepared`, not ended, because whether it stands
 /// is up to git (`crate::hook::strict` ends or undoes it). Returns the run's entry.
 pub(crate) fn switch_with(
-    ctx: &Ctx,
-    hex: &str,
-    event: Event,
-    git_ref: &str,
-    txn: Option<crate::state::journal::GitTxn>,
-) -> Result<Entry> {
-    switch_inner(ctx, hex, event, git_ref, txn, SchemaPlan::default())
-}
-
-fn switch_inner(
     ctx: &Ctx,
     hex: &str,
     event: Event,
@@ -834,7 +824,15 @@ mod tests {
     #[test]
     fn a_good_switch_flips_production_and_ends_ok() {
         let (t, ctx) = root_with("", "");
-        let entry = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap();
+        let entry = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap();
         assert_eq!(ctx.root.production().as_deref(), Some(NEW));
         assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
         assert_eq!(last_result(&ctx), Some(Outcome::Ok));
@@ -845,7 +843,15 @@ mod tests {
     #[test]
     fn a_failed_stop_starts_the_daemons_again_and_leaves_production() {
         let (t, ctx) = root_with("", "; exit 7");
-        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         // Started in the release production still serves.
@@ -860,7 +866,15 @@ mod tests {
     #[test]
     fn a_failed_after_switch_rolls_back_marks_the_release_bad_and_starts_again() {
         let (t, ctx) = root_with("; exit 1", "");
-        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 1);
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         assert_eq!(
