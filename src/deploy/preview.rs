@@ -581,7 +581,7 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
 
 /// One preview, as `status`, `releases` and `preview list` show it.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Row {
+pub(crate) struct PreviewRow {
     /// previews/<slug>.
     pub(crate) slug: String,
     /// Its branch.
@@ -599,7 +599,7 @@ pub(crate) struct Row {
 }
 
 /// Every preview, most recently pushed first.
-pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
+pub(crate) fn rows(ctx: &Ctx) -> Vec<PreviewRow> {
     let root = &ctx.root;
     let mut metas = all_meta(root);
     metas.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.slug.cmp(&b.slug)));
@@ -608,7 +608,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
         .map(|m| {
             let pointed = root.preview_pointed(&m.slug);
             let rec = pointed.as_deref().and_then(|n| release::load(root, n));
-            Row {
+            PreviewRow {
                 commit: pointed
                     .as_deref()
                     .and_then(crate::state::root::parse_preview_release)
@@ -632,7 +632,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
 }
 
 /// One line per preview (for status, releases and preview list).
-pub(crate) fn print_rows(rows: &[Row]) {
+pub(crate) fn print_rows(rows: &[PreviewRow]) {
     for r in rows {
         println!(
             "preview     {:<24} {:<12} {:<8} {:>8}  {}  ({})",

@@ -15,7 +15,7 @@ use crate::state::root::Root;
 use crate::sys::fs::start_time;
 
 /// The journal phase of a strict run whose flips are done and wait for git.
-pub(crate) const PREPARED_PHASE: journal::Phase = journal::Phase::Prepared;
+pub(crate) const PREPARED_PHASE: journal::LineKind = journal::LineKind::Prepared;
 
 /// The `prepared` line of a run.
 pub(crate) fn prepared(run: &Entry) -> Entry {

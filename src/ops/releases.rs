@@ -9,7 +9,7 @@ use crate::state::root::short;
 
 /// One row of the listing.
 #[derive(Debug, Serialize)]
-pub(crate) struct Row {
+pub(crate) struct ReleaseRow {
     /// Full commit hash.
     pub(crate) commit: String,
     /// ready, failed, bad or incomplete.
@@ -86,11 +86,11 @@ pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
 }
 
 /// All releases, newest first.
-pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
+pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
     let production = ctx.root.production();
     let warmup = ctx.root.warmup();
     let previous = crate::deploy::pointers::previous_production(ctx);
-    let mut rows: Vec<(crate::housekeeping::retention::MadeAt, Row)> = ctx
+    let mut rows: Vec<(crate::housekeeping::retention::MadeAt, ReleaseRow)> = ctx
         .root
         .release_dirs()?
         .into_iter()
@@ -108,7 +108,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
             }
             let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
             let schema = crate::state::schema::describe(ctx, &c);
-            let row = Row {
+            let row = ReleaseRow {
                 reachable: schema.as_ref().map(|s| s.1),
                 schema: schema.map(|s| s.0),
                 state: release::effective_state(&ctx.root, &c),

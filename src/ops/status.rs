@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::state::config::Config;
-use crate::state::journal::{self, Event, Outcome, Phase};
+use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::root::short;
 use crate::sys::output;
@@ -56,7 +56,7 @@ pub(crate) struct Status {
     /// Runs that started and never finished.
     pub(crate) interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
-    pub(crate) previews: Vec<crate::deploy::preview::Row>,
+    pub(crate) previews: Vec<crate::deploy::preview::PreviewRow>,
     /// deploy.toml's error, when it cannot be read (the defaults stand in).
     pub(crate) config_error: Option<String>,
     /// The deploy branch's tip and whether it is warmed up.
@@ -153,7 +153,7 @@ fn last_runs(
     let mut seen = 0;
     journal::for_each_rev(&ctx.root, |e| {
         seen += 1;
-        if e.phase == Phase::End {
+        if e.phase == LineKind::End {
             if e.event == Event::Warmup {
                 if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
                     of_tip = Some(e.clone());

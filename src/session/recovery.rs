@@ -12,7 +12,7 @@ use crate::deploy::switch::{self, roll_back, start_anyway};
 use crate::error::Result;
 use crate::hook::pending::kept;
 use crate::session::plan::{self, Recovery, Unfinished};
-use crate::state::journal::{self, Entry, Event, Outcome, Phase};
+use crate::state::journal::{self, Entry, Event, LineKind, Outcome};
 use crate::state::release::{self, State};
 use crate::state::root::short;
 use crate::sys::output;
@@ -61,7 +61,7 @@ fn run_lines(ctx: &Ctx, e: &Entry) -> Vec<Entry> {
         if x.run != e.run {
             return std::ops::ControlFlow::Continue(());
         }
-        let start = x.phase == Phase::Start;
+        let start = x.phase == LineKind::Start;
         out.push(x);
         if start {
             std::ops::ControlFlow::Break(())
