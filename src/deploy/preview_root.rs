@@ -253,13 +253,15 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
     for (old, commit) in &olds {
         let new = target.join("releases").join(commit);
         if std::fs::symlink_metadata(&new).is_ok() {
-            return Err(Error::with_help(
-                format!(
-                    "cannot move {} to previews/{slug}/releases/{commit}: that exists already",
-                    old.display()
-                ),
-                "look at both; remove the one not served (previews/<slug>/production says which), then run `symdeploy recover`",
+            // A build, not data: the one in the preview root wins; the old
+            // copy goes the way of every half-removed release (swept).
+            let name = root.preview_release_name(slug, commit);
+            let doomed = root.doomed_release(&name);
+            std::fs::rename(old, &doomed).at("move away", old)?;
+            output::detail(&format!(
+                "releases/{name} is in previews/{slug}/releases/ already; the old copy is removed"
             ));
+            continue;
         }
         std::fs::rename(old, &new).at("move the preview release to", &new)?;
         relink_shared(&new, slug, &ctx.config.shared)?;
