@@ -323,3 +323,41 @@ fn check_warns_about_absolute_paths_into_productions_data() {
     let t = text(&fine.symdeploy(&["check"]));
     assert!(!t.contains("production's data"), "{t}");
 }
+
+#[test]
+fn a_move_cut_short_is_finished_by_recover() {
+    let env = scene();
+    let before = snapshot(&env.root.join("common"));
+    let c = env.commit("feature x");
+    env.push_ok(&["feature/x"]);
+    let preview = env.root.join("previews/feature-x");
+    std::fs::write(preview.join("production/log/tester.txt"), "uploaded\n").unwrap();
+    to_old_layout(&env, "feature-x", &c);
+    // What a kill after the data and the release moved leaves: both in the
+    // staging root, the old symlink dangling.
+    let stage = env.root.join("previews/.layout-feature-x");
+    std::fs::create_dir_all(stage.join("releases")).unwrap();
+    std::fs::rename(
+        env.root.join("common-previews/feature-x"),
+        stage.join("common"),
+    )
+    .unwrap();
+    std::fs::rename(
+        env.root.join(format!("releases/preview-feature-x-{c}")),
+        stage.join("releases").join(&c),
+    )
+    .unwrap();
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("now lives in previews/feature-x/"), "{t}");
+    assert!(!stage.exists(), "the staging root took the preview's place");
+    assert_eq!(read(&preview.join("www/index.html")), "hello\n");
+    assert_eq!(read(&preview.join("common/log/tester.txt")), "uploaded\n");
+    assert_eq!(
+        read(&preview.join("production/log/tester.txt")),
+        "uploaded\n"
+    );
+    assert_eq!(snapshot(&env.root.join("common")), before);
+    // A second recover has nothing left to do.
+    let t = ok(&env.symdeploy(&["recover"]));
+    assert!(t.contains("nothing to recover"), "{t}");
+}

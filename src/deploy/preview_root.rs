@@ -264,7 +264,6 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
             continue;
         }
         std::fs::rename(old, &new).at("move the preview release to", &new)?;
-        relink_shared(&new, slug, &ctx.config.shared)?;
         output::detail(&format!(
             "releases/{PREVIEW_RELEASE_PREFIX}{slug}-{} -> previews/{slug}/releases/{}",
             crate::state::root::short(commit),
@@ -272,6 +271,12 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
         ));
     }
     link::sync_dir(&root.releases());
+    // Also a release moved by a run cut short before its links were rewritten.
+    if let Ok(entries) = std::fs::read_dir(target.join("releases")) {
+        for e in entries.flatten() {
+            relink_shared(&e.path(), slug, &ctx.config.shared)?;
+        }
+    }
     if let Some(c) = &served {
         if target.join("releases").join(c).is_dir() {
             link::flip(&target, PRODUCTION, &format!("releases/{c}"))?;
