@@ -285,3 +285,19 @@ fn transcripts_of_a_refused_rollback_and_an_undo() {
     let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));
     insta::assert_snapshot!("rollback_with_undo", common::redact(&t, &env));
 }
+
+#[test]
+fn strict_mode_a_tag_of_a_release_behind_the_schema_is_rejected() {
+    let env = Env::with_init_args(&config("", ""), &["--strict"]);
+    let [v1, _v2, v3] = three_versions(&env);
+    env.git(&["tag", "release-old", &v1]);
+    let out = env.push(&["release-old"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains(&format!("{M3} {M2}")), "{t}");
+    assert_eq!(env.pointed("production").as_deref(), Some(v3.as_str()));
+    // git did not keep the tag.
+    let remote =
+        run(common::git_cmd(&env.root.join("repository")).args(["tag", "--list", "release-old"]));
+    assert!(text(&remote).trim().is_empty(), "{}", text(&remote));
+}
