@@ -368,10 +368,7 @@ pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
 
 /// `previews/<slug>/releases/<short>`: where a preview release is, for people.
 fn rel_shown(name: &str) -> String {
-    match crate::state::root::parse_preview_release(name) {
-        Some((slug, hex)) => format!("previews/{slug}/releases/{}", short(hex)),
-        None => format!("releases/{name}"),
-    }
+    crate::state::root::release_place(name)
 }
 
 /// The environment of a preview's steps. SYMDEPLOY_ROOT stays the deploy

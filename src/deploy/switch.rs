@@ -267,10 +267,8 @@ impl Switch<'_> {
         let ahead = previous
             .as_deref()
             .and_then(|p| crate::deploy::schema_gate::ahead_note(ctx, p));
+        // flip_back says it on screen; the journal and notify say it here.
         if let Some(note) = &ahead {
-            output::error(&format!(
-                "{note}; rolling back all the same (production is failing)"
-            ));
             self.entry.schema = Some(note.clone());
         }
         if cause == Cause::Interrupted {
@@ -673,6 +671,14 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
     let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let p = &ctx.config.promote;
+    // Every automatic rollback (a failed check, a crash recovered, git's
+    // refusal) happens whatever the schema, and says so when it is behind.
+    if let Some(note) = previous.and_then(|prev| crate::deploy::schema_gate::ahead_note(ctx, prev))
+    {
+        output::error(&format!(
+            "{note}; rolling back all the same (production is failing)"
+        ));
+    }
     if let Err(e) = steps::run_stage(
         "stop",
         &p.stop,

@@ -324,6 +324,15 @@ pub(crate) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
+/// Where a release is, as people read it: `releases/<short>`, or for a
+/// preview's release `previews/<slug>/releases/<short>`.
+pub(crate) fn release_place(name: &str) -> String {
+    match parse_preview_release(name) {
+        Some((slug, c)) => format!("previews/{slug}/releases/{}", short(c)),
+        None => format!("releases/{}", release_label(name)),
+    }
+}
+
 /// A release directory's name as people read it: a commit hash shortened,
 /// any other name (a preview's release) whole, since its first 12
 /// characters say nothing.
