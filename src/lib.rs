@@ -106,6 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ),
         )?),
         Command::Recover => done(ops::recover::run(&ctx()?)),
+        Command::Report { html, n } => done(ops::report::run(&ctx()?, &html, n)),
         Command::Export { repo, rev, dir } => {
             done(ops::export::run(repo.as_deref(), root_arg, &rev, &dir))
         }
@@ -130,12 +131,51 @@ pub fn main() -> std::process::ExitCode {
         };
     }
     sys::output::init_tracing();
+    sys::color::choose(cli.color, matches!(cli.command, Command::Hook { .. }));
+    let refresh = cli
+        .command
+        .changes_root()
+        .then(|| (cli.root.clone(), hook_state(&cli.command)));
     // The one place a command's error is printed (a hook's runs end theirs
     // in `session::close_run`, one run per ref).
     let code = run(cli).unwrap_or_else(|e| {
         sys::output::report(&e);
         error::exit(e.exit_code())
     });
+    if let Some((root_arg, hook)) = refresh {
+        refresh_report(root_arg.as_deref(), hook);
+    }
     sys::output::close_log();
     code
+}
+
+/// For a hook: whether it is one after which the root may have changed (a
+/// reference-transaction's `prepared` leaves that to `committed`/`aborted`).
+fn hook_state(command: &Command) -> Option<bool> {
+    match command {
+        Command::Hook {
+            name: HookName::ReferenceTransaction,
+            state,
+        } => Some(matches!(state.as_deref(), Some("committed" | "aborted"))),
+        Command::Hook { .. } => Some(true),
+        _ => None,
+    }
+}
+
+/// After a run: the HTML report deploy.toml's `report` asks for. The hooks
+/// find their root through GIT_DIR, the commands through --root.
+fn refresh_report(root_arg: Option<&std::path::Path>, hook: Option<bool>) {
+    let root = match hook {
+        Some(false) => return,
+        Some(true) => {
+            let git_dir = std::env::var_os("GIT_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::path::PathBuf::from("."));
+            Root::from_repository(&git_dir)
+        }
+        None => Root::locate(root_arg),
+    };
+    if let Ok(ctx) = root.and_then(Ctx::load) {
+        housekeeping::report::refresh(&ctx);
+    }
 }

@@ -317,7 +317,7 @@ pub(crate) fn finish(ctx: &Ctx, built: &Built) {
         ctx.root.release(&built.name).display()
     ));
     output::line(&format!(
-        "       serve it as {}.<your preview domain> (README: Previews); production and warmup are unchanged",
+        "       serve it as {}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
         built.slug
     ));
     // The releases this one replaces are not served any more.

@@ -16,6 +16,7 @@ use crate::session::plan::{self, Cause, SwitchPhase, Unwind};
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
 use crate::state::release::{self, State};
 use crate::state::root::{short, PRODUCTION};
+use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{sys::faults, sys::symlink};
@@ -193,7 +194,7 @@ impl Switch<'_> {
         let took = crate::sys::fs::human_duration(took);
         if self.entry.txn.is_some() {
             journal::append(&ctx.root, &crate::hook::pending::prepared(&self.entry))?;
-            output::success(&format!(
+            output::success_last(&format!(
                 "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
                 short(hex),
             ));
@@ -201,7 +202,7 @@ impl Switch<'_> {
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
         crate::state::schema::served(ctx, hex);
-        output::success(&format!(
+        output::success_last(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
             self.previous
@@ -602,9 +603,9 @@ fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> Stri
         String::new()
     };
     let again = if *event == Event::Rollback {
-        "`symdeploy rollback` again".to_string()
+        format!("`{}` again", advice::command("rollback"))
     } else {
-        format!("`symdeploy promote {}`", short(hex))
+        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
     };
     match e {
         Error::Step { stage, status, .. }

@@ -12,6 +12,7 @@ use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::release::{self, Record, State};
 use crate::state::root::short;
+use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{
@@ -563,9 +564,9 @@ pub(crate) fn notify(
 /// the same commit again runs no hook ("Everything up-to-date").
 pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
     let again = if then_promote {
-        format!("`symdeploy promote {}`", short(hex))
+        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
     } else {
-        format!("`symdeploy warmup {}`", short(hex))
+        format!("`{}`", advice::command(&format!("warmup {}", short(hex))))
     };
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
@@ -607,8 +608,8 @@ pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, th
     // A tag name the configured glob accepts: `release-*` becomes `release-N`.
     let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
     output::detail(&format!(
-        "promote it: `symdeploy promote {}` on the server, or git tag {tag} {} && git push deploy {tag}",
-        short(hex),
+        "promote it: `{}` on the server, or git tag {tag} {} && git push deploy {tag}",
+        advice::command(&format!("promote {}", short(hex))),
         short(hex)
     ));
 }

@@ -33,17 +33,17 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let root = Root::from_repository(&git_dir)?;
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(|e| {
-        Error::with_help(
-            format!("cannot read the hook input: {e}"),
-            "ref names and ids must be UTF-8",
-        )
-    })?;
-    let updates = parse_input(&input)?;
+    crate::sys::advice::in_hook_of(root.dir.clone());
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::msg(format!("cannot read the hook input: {e}")))?;
+    let parsed = parse_input(&input)?;
+    crate::hook::push::warn_skipped(&parsed.skipped);
+    let updates = parsed.updates;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
-        Err(e) => return config_broken(&root, &updates, e),
+        Err(e) => return config_broken(&root, &updates, e, kind),
     };
     if ctx.config.hook != kind {
         output::warning(&format!(
@@ -100,13 +100,26 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
             first_failure.get_or_insert(code);
         }
     }
+    if first_failure.is_some() {
+        accepted_anyway(&ctx.root);
+    }
     Ok(first_failure.map_or(ExitCode::SUCCESS, crate::error::exit))
+}
+
+/// The last line of a post-receive push whose deploy failed: git has already
+/// updated the refs and ignores this hook's exit status, so `git push` will
+/// report success; the pusher must not read that as a deploy.
+fn accepted_anyway(root: &Root) {
+    output::error(&format!(
+        "the push was accepted, but its deploy failed (above): git ignores a post-receive hook's exit status, so git push exits 0; in strict mode it would fail (set hook = \"pre-receive\" in deploy.toml, then run `symdeploy init {}`)",
+        root.dir.display()
+    ));
 }
 
 /// deploy.toml cannot be read: nothing can be routed or run, but the push
 /// must not go unnoticed. The failure gets a run log and a failed run in the
 /// journal (so `status` and `log` show it), and one error with its fix.
-fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<ExitCode> {
+fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: HookKind) -> Result<ExitCode> {
     let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
         return Err(e);
     };
@@ -140,14 +153,18 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<ExitCod
         message: format!("deploy.toml is broken, so nothing was deployed for {what}: {e}"),
         now: crate::deploy::pointers::where_now(root),
         help: Some(format!(
-            "fix {} on the server (`symdeploy check` validates it), then run `symdeploy warmup {}` there (pushing the same commit again runs no hook)",
+            "fix {} on the server (`{}` validates it), then run `{}` there (pushing the same commit again runs no hook)",
             root.config_file().display(),
-            short(&update.new)
+            crate::sys::advice::command("check"),
+            crate::sys::advice::command(&format!("warmup {}", short(&update.new)))
         )),
         source: Some(Box::new(e)),
     };
     let code = failure.exit_code();
     crate::session::close_run(Err(failure));
+    if kind == HookKind::PostReceive {
+        accepted_anyway(root);
+    }
     Ok(crate::error::exit(code))
 }
 

@@ -77,6 +77,11 @@ pub(crate) fn pre_receive(
         receive_pack: pid,
         started,
         updates: Vec::new(),
+        locks: Vec::new(),
+        pushed: updates
+            .iter()
+            .map(|u| (u.name.clone(), u.new.clone()))
+            .collect(),
     };
     let mut failure = None;
     for update in updates {
@@ -229,6 +234,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let Ok(root) = Root::from_repository(&git_dir) else {
         return Ok(ExitCode::SUCCESS);
     };
+    crate::sys::advice::in_hook_of(root.dir.clone());
     let pid = nix::unistd::getppid().as_raw() as u32;
     let path = pending_path(&root, pid);
     let Some(mut pending) = load(&path) else {
@@ -237,10 +243,11 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     if crate::sys::fs::start_time(pid) != Some(pending.started) {
         return Ok(ExitCode::SUCCESS);
     }
-    let lines: Vec<RefUpdate> = String::from_utf8_lossy(&input)
-        .lines()
+    // Line by line: HEAD and symbolic-ref lines are no `refs/` updates.
+    let lines: Vec<RefUpdate> = input
+        .split(|&b| b == b'\n')
         .filter_map(|l| crate::hook::push::parse_input(l).ok())
-        .flatten()
+        .flat_map(|p| p.updates)
         .collect();
     let wanted = if state == "prepared" {
         "built"
@@ -257,6 +264,16 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     if matched.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    if state == "prepared" {
+        // git holds these ref locks until the transaction ends; a SIGKILL of
+        // the push from here on leaves them behind. Recorded first, before
+        // anything can wait or be killed, so recovery can remove them.
+        pending.locks = transaction_locks(&root, &input);
+        save(&root, &pending)?;
+    } else {
+        // Committed or aborted: git has released them.
+        pending.locks.clear();
+    }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
     crate::session::open_run_log(&ctx.root, state, short(&first));
@@ -272,6 +289,24 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
         Some(code) => Ok(crate::error::exit(code)),
         None => saved.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// The ref lock files git holds for the transaction whose hook input is
+/// `input` (`<old> <new> <ref>` lines; HEAD is among them when it follows
+/// the branch).
+fn transaction_locks(root: &Root, input: &[u8]) -> Vec<crate::state::reflocks::HeldLock> {
+    let mut names = Vec::new();
+    let mut deletes = false;
+    for line in input.split(|&b| b == b'\n') {
+        let mut fields = line.splitn(3, |&b| b == b' ');
+        let (Some(_old), Some(new), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        deletes |= !new.is_empty() && new.iter().all(|&b| b == b'0');
+        names.push(name);
+    }
+    crate::state::reflocks::held(&root.repository(), names, deletes)
 }
 
 fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
@@ -459,7 +494,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;
             promoted |= run.event == Event::Promote;
         }
-        output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
     }
     pending.updates.retain(|u| u.state != "done");
@@ -495,7 +530,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
 
 fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
     let _run = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
-    for &i in matched {
+    // Newest first: a promote's production goes back before a warm-up it
+    // followed marks the release failed.
+    for &i in matched.iter().rev() {
         let u = &mut pending.updates[i];
         output::error(&format!(
             "git did not update {} to {}; undoing its flips",

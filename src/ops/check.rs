@@ -134,13 +134,28 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             ("previews.migrate", &c.previews.migrate),
             ("previews.notify", &c.previews.notify),
         ];
+        // Steps run inside a release, so `bin/x` is looked up in one: the
+        // release warmup points at (the next to be promoted), else production.
+        let release = [crate::state::root::WARMUP, crate::state::root::PRODUCTION]
+            .iter()
+            .find_map(|name| root.pointed_release(name))
+            .map(|c| root.release(&c));
         let common = root.common();
         let common = common.to_string_lossy();
         for (key, cmds) in all {
             for cmd in cmds.iter() {
-                if crate::sys::steps::program_on_path(cmd) == Some(false) {
-                    let prog = cmd.split_whitespace().next().unwrap_or_default();
-                    r.say(Level::Error, &format!("{key}: `{prog}` (in \"{cmd}\") is not on PATH; install it or change the command"));
+                match crate::sys::steps::step_program(cmd, release.as_deref()) {
+                    Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
+                    None if release.is_none()
+                        && cmd
+                            .split_whitespace()
+                            .next()
+                            .is_some_and(|p| p.contains('/')) =>
+                    {
+                        let prog = cmd.split_whitespace().next().unwrap_or_default();
+                        r.say(Level::Warn, &format!("{key}: `{prog}` (in \"{cmd}\") runs from the release; there is no release yet to look in"));
+                    }
+                    _ => {}
                 }
                 // A preview's own root makes relative paths safe; an absolute one
                 // into production's data is not.
@@ -227,6 +242,9 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
                 ),
             ),
         }
+    }
+    for l in crate::hook::pending::ref_lock_problems(root) {
+        r.say(Level::Error, &l);
     }
     if let Some(h) = crate::session::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));

@@ -72,7 +72,10 @@ pub(crate) struct Status {
     /// What min_free keeps free there (0 when off).
     pub(crate) min_free_bytes: u64,
     /// Release directories by state.
-    pub(crate) releases: std::collections::BTreeMap<String, u64>,
+    pub releases: std::collections::BTreeMap<String, u64>,
+    /// git ref lock files left behind (a killed push), each with what to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ref_locks: Vec<String>,
 }
 
 /// The deploy branch's newest commit and how far it got.
@@ -269,6 +272,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         lock,
         interrupted,
         previews: crate::deploy::preview::rows(ctx),
+        ref_locks: crate::hook::pending::ref_lock_problems(&ctx.root),
     }
 }
 
@@ -328,6 +332,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             e.pid
         ));
     }
+    out.extend(s.ref_locks.iter().cloned());
     if let (Some(held), Some(who)) = (s.lock_held_seconds, &s.lock) {
         if held > lock_timeout.as_secs() {
             out.push(format!(
@@ -632,6 +637,9 @@ fn print_human(s: &Status) {
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),
+    }
+    for l in &s.ref_locks {
+        output::warning(l);
     }
     for e in &s.interrupted {
         output::warning(&format!(

@@ -32,7 +32,10 @@ pub(crate) fn recover_locked(ctx: &Ctx) -> Result<usize> {
         // git has not decided its ref yet, and its own hook ends it.
         .filter(|e| !e.txn.as_ref().is_some_and(|t| t.undecided()))
         .collect();
-    for e in &open {
+    // Newest first, as an undo goes: a strict push's promote puts production
+    // back before the warm-up under it marks the release failed, so a kill
+    // in between never leaves production on a failed release.
+    for e in open.iter().rev() {
         let lines = run_lines(ctx, e);
         let lines: Vec<&Entry> = lines.iter().collect();
         repair(ctx, e, &lines)?;

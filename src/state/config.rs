@@ -138,6 +138,9 @@ pub(crate) struct Config {
     pub(crate) min_free: MinFree,
     /// Size (KiB) past which the journal's current segment is compressed away.
     pub(crate) journal_segment_kib: u64,
+    /// Where the HTML report goes, refreshed after every run (absolute, or
+    /// relative to the root); unset: no report.
+    pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
     /// What symdeploy knows of the database schema across releases.
@@ -233,6 +236,7 @@ struct RawConfig {
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
+    report: Option<Spanned<String>>,
     migrations: Option<Spanned<String>>,
     migrations_applied: Option<Spanned<String>>,
     rollback: Option<RawRollback>,
@@ -765,8 +769,19 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
     };
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let report = match raw.report {
+        None => None,
+        Some(r) if r.get_ref().trim().is_empty() => {
+            return ctx.err(
+                r.span(),
+                "`report` must name a directory, e.g. \"report\"".into(),
+            )
+        }
+        Some(r) => Some(PathBuf::from(r.get_ref())),
+    };
     let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
     Ok(Config {
+        report,
         previews,
         schema,
         keep_logs,
@@ -996,6 +1011,7 @@ mod tests {
             "migrations",
             "migrations_applied",
             "[rollback]",
+            "report",
             "[previews]",
             "branches",
             "ttl_days",

@@ -1,6 +1,8 @@
 //! Context-free helpers: what people see (output), signals, fault injection,
 //! atomic symlinks, filesystem facts, running steps.
 
+pub(crate) mod advice;
+pub(crate) mod color;
 pub(crate) mod faults;
 pub(crate) mod fs;
 pub(crate) mod machine;

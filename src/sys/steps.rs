@@ -213,7 +213,7 @@ impl Step {
         tracing::info!(
             stage = self.stage,
             command = self.command,
-            status = ?finished.status,
+            status = %status_words(finished.status),
             seconds = started.elapsed().as_secs_f64(),
             "step finished"
         );
@@ -240,7 +240,7 @@ impl Step {
         }
         // From here an interrupt (SIGINT/SIGTERM) ends this group too.
         let running = crate::sys::signals::running_step(pgid.as_raw());
-        let finished = self.wait(child, pgid)?;
+        let finished = self.wait(child, pgid, echo)?;
         drop(running);
         streamer.finish(echo);
         drop(record);
@@ -289,10 +289,13 @@ impl Step {
     /// to its group, SIGKILL after a grace), or an interrupt (the signal
     /// thread has sent SIGTERM; SIGKILL after the same grace). Every wait is
     /// on a channel: the exit, a signal wake-up, or the next deadline.
-    fn wait(&self, child: Child, pgid: Pid) -> Result<Finished> {
+    fn wait(&self, child: Child, pgid: Pid, echo: &Echo) -> Result<Finished> {
         let exited = wait_in_thread(child);
         let wakeups = crate::sys::signals::wakeups();
         let mut watch = Watch::new(self, pgid);
+        let started = Instant::now();
+        let quiet = still_running_after();
+        let ticks = crossbeam_channel::tick(quiet.min(Duration::from_millis(250)));
         loop {
             if !watch.interrupted && crate::sys::signals::should_stop() {
                 watch.interrupt();
@@ -303,6 +306,7 @@ impl Step {
                 recv(exited) -> r => return Ok(watch.finished(self.exit_status(r, pgid)?)),
                 recv(wakeups) -> _ => {}
                 recv(deadline) -> _ => watch.deadline_passed(),
+                recv(ticks) -> _ => echo.still_running(started, quiet),
             }
         }
     }
@@ -384,6 +388,21 @@ impl std::fmt::Display for StepEnd {
             ),
             StepEnd::Other(text) => f.write_str(text),
         }
+    }
+}
+
+/// A step's status as the run log shows it: `exit 0`, `exit 2`,
+/// `signal 9 (SIGKILL)`.
+fn status_words(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exit {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        format!("signal {sig} ({name})")
+    } else {
+        format!("{status}")
     }
 }
 
@@ -526,6 +545,9 @@ impl Capture {
 /// Where a step's output lines go.
 struct Echo {
     stage: String,
+    /// When the step last showed a line: a step quiet for longer than
+    /// [`still_running_after`] gets a "still running" line.
+    last_line: Mutex<Instant>,
     /// Set once the step returned and we stopped waiting for its output: a
     /// background child's later lines belong to no stage on screen.
     detached: AtomicBool,
@@ -536,12 +558,14 @@ impl Echo {
     fn new(stage: &str, capture: Option<Capture>) -> Echo {
         Echo {
             stage: stage.to_string(),
+            last_line: Mutex::new(Instant::now()),
             detached: AtomicBool::new(false),
             capture,
         }
     }
 
     fn show(&self, text: &str) {
+        *self.last_line.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if self.detached.load(Ordering::SeqCst) {
             output::log_only(&format!("       [{}, background] {text}", self.stage));
         } else if let Some(c) = &self.capture {
@@ -551,6 +575,28 @@ impl Echo {
             output::detail(text);
         }
     }
+}
+
+impl Echo {
+    /// A line for a step that has been quiet for `quiet`, so that a long
+    /// `composer install` or `sleep` does not look like a hang.
+    fn still_running(&self, started: Instant, quiet: Duration) {
+        let last = *self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= quiet {
+            self.show(&format!("still running ({}s)", started.elapsed().as_secs()));
+        }
+    }
+}
+
+/// How long a step may print nothing before symdeploy says it is still
+/// running: 30 s, or SYMDEPLOY_PROGRESS_SECS.
+fn still_running_after() -> Duration {
+    let secs = std::env::var("SYMDEPLOY_PROGRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 /// The thread that reads a step's pipe and shows its lines as they come.
@@ -807,23 +853,53 @@ fn process_group(pid: i32) -> Option<i32> {
 
 /// Does `program` (the first word of a command) exist on PATH? For `check`.
 pub(crate) fn program_on_path(command: &str) -> Option<bool> {
+    step_program(command, None).map(|found| found.is_ok())
+}
+
+/// Where the first word of a step's command resolves, the way `sh -c` run
+/// in the release resolves it, wherever `check` itself runs: a path with a
+/// `/` against `release` (the directory steps run in), a bare name on PATH
+/// (executable files only, in PATH order). `Some(Err(why))`: the step would
+/// fail with "not found" or "permission denied". `None`: nothing to look up
+/// (shell syntax, an assignment), or a relative path and no release to look in.
+pub(crate) fn step_program(
+    command: &str,
+    release: Option<&Path>,
+) -> Option<std::result::Result<(), String>> {
+    use std::os::unix::fs::PermissionsExt;
     let first = command.split_whitespace().next()?;
     // Assignments and shell syntax are not programs to look for.
     if first.contains('=') || first.starts_with(['(', '{', '$', '"', '\'']) {
         return None;
     }
     if first.contains('/') {
-        return Some(Path::new(first).exists());
+        let path = if Path::new(first).is_absolute() {
+            PathBuf::from(first)
+        } else {
+            release?.join(first)
+        };
+        return Some(match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(m) if m.is_file() => Err(format!(
+                "`{first}` is not executable ({}); mark it in the repository: git update-index --chmod=+x {first}",
+                path.display()
+            )),
+            Ok(_) => Err(format!("`{first}` is not a file ({})", path.display())),
+            Err(_) => Err(format!("`{first}` does not exist ({})", path.display())),
+        });
     }
     const BUILTINS: &[&str] = &[
         "cd", "echo", "test", "[", "true", "false", "exit", "export", "set", ":", ".", "exec",
         "printf", "if", "for", "while",
     ];
     if BUILTINS.contains(&first) {
-        return Some(true);
+        return Some(Ok(()));
     }
-    let path = std::env::var_os("PATH")?;
-    Some(std::env::split_paths(&path).any(|d| d.join(first).is_file()))
+    Some(
+        which::which(first)
+            .map(|_| ())
+            .map_err(|_| format!("`{first}` is not on PATH; install it or change the command")),
+    )
 }
 
 #[cfg(test)]
@@ -840,6 +916,13 @@ mod tests {
             extra: vec![],
             timeout,
         }
+    }
+
+    #[test]
+    fn the_run_log_says_exit_0_not_the_debug_form() {
+        assert_eq!(status_words(ExitStatus::from_raw(0)), "exit 0");
+        assert_eq!(status_words(ExitStatus::from_raw(2 << 8)), "exit 2");
+        assert_eq!(status_words(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
     }
 
     #[test]
