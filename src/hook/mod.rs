@@ -17,15 +17,15 @@ use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-/// The push option a fleet sends to every host but the one that migrates
-/// the shared database (ansible/deploy.yml, `symdeploy_migrate_host`).
-const SKIP_MIGRATE: &str = "skip-migrate";
-
 use crate::hook::push::{parse_id, parse_input, push_options, route, Action, RefUpdate};
 use crate::hook::quarantine::HookObjects;
 use crate::state::config::HookKind;
 use crate::state::root::{short, Root};
 use crate::sys::output;
+
+/// The push option a fleet sends to every host but the one that migrates
+/// the shared database (ansible/deploy.yml, `symdeploy_migrate_host`).
+const SKIP_MIGRATE: &str = "skip-migrate";
 
 /// `symdeploy hook post-receive|pre-receive`.
 pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
