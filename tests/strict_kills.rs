@@ -338,18 +338,29 @@ fn a_zombie_receive_pack_is_not_taken_for_a_live_one() {
     std::fs::write(env.root.join("hold-after"), "").unwrap();
     let mut push = spawn_push(&env, &["-o", "promote", "main"]);
     let marker = env.root.join("in-after");
-    wait_for("after_switch", || marker.exists());
+    wait_for("after_switch", || {
+        marker.exists() || push.try_wait().unwrap().is_some()
+    });
+    if !marker.exists() {
+        let out = push.wait_with_output().unwrap();
+        panic!("the push ended first: {}", text(&out));
+    }
     let rp = receive_pack(&env);
     let parent: i32 = stat_field(rp, 1).unwrap().parse().unwrap();
     // Every process here is one this test started (the push's group).
     let pgid = push.id() as i32;
     assert_eq!(stat_field(parent, 2).as_deref(), Some(&*pgid.to_string()));
     kill(Pid::from_raw(parent), Signal::SIGSTOP).unwrap();
+    // Stopped for real before its child dies: a parent still on its way to
+    // the stop could reap it first.
+    wait_for("the receive-pack's parent to stop", || {
+        stat_field(parent, 0).as_deref() == Some("T")
+    });
     for hook in children(rp) {
         let _ = kill(Pid::from_raw(hook), Signal::SIGKILL);
     }
     kill(Pid::from_raw(rp), Signal::SIGKILL).unwrap();
-    wait_for("a zombie receive-pack", || {
+    wait_for(&format!("receive-pack {rp} to be a zombie"), || {
         stat_field(rp, 0).as_deref() == Some("Z")
     });
     std::fs::remove_file(env.root.join("hold-after")).unwrap();

@@ -30,6 +30,9 @@ pub(crate) struct ReleaseRow {
     /// Can a rollback reach it without undoing migrations (tracked only)?
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reachable: Option<bool>,
+    /// Who built it (the deployer's name, else the Unix user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) by: Option<String>,
 }
 
 /// A preview's release directory, as `releases` lists it.
@@ -115,6 +118,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
                 created: rec.as_ref().map(|r| r.created.clone()),
+                by: rec.as_ref().map(|r| r.user.clone()),
                 error: rec.and_then(|r| r.error),
                 markers,
                 commit: c,
@@ -157,6 +161,9 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             if r.reachable == Some(false) {
                 markers.push_str(", rollback needs undo");
             }
+        }
+        if let Some(by) = &r.by {
+            markers.push_str(&format!("  by {}", crate::sys::output::escape(by)));
         }
         print_line(
             &r.commit,

@@ -10,6 +10,7 @@ use crate::state::root::short;
 /// production release from the journal, by the rollback rule for the schema
 /// (`keep_schema`: the operator vouches for a release behind it).
 pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool) -> Result<()> {
+    crate::access::require(ctx, crate::access::Role::Release, "roll production back")?;
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {

@@ -64,6 +64,9 @@ pub(crate) struct Promote {
     pub(crate) check_timeout: Duration,
     /// Run at the end, with SYMDEPLOY_RESULT.
     pub(crate) notify: Vec<String>,
+    /// An SSH allowed-signers file: when set, only release tags signed by a
+    /// principal it lists promote (a relative path is from the deploy root).
+    pub(crate) signers: Option<PathBuf>,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -145,6 +148,9 @@ pub(crate) struct Config {
     pub(crate) previews: Previews,
     /// What symdeploy knows of the database schema across releases.
     pub(crate) schema: Schema,
+    /// Who may push and who may promote (`[access]`); `None`: everyone may
+    /// do everything, as before roles existed.
+    pub(crate) access: Option<crate::sys::deployer::Roles>,
 }
 
 /// Migrations as data: which files of a release are its migrations, how to
@@ -240,6 +246,14 @@ struct RawConfig {
     migrations: Option<Spanned<String>>,
     migrations_applied: Option<Spanned<String>>,
     rollback: Option<RawRollback>,
+    access: Option<RawAccess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    push: Option<Vec<Spanned<String>>>,
+    release: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +296,7 @@ struct RawPromote {
     check: Commands,
     check_timeout: Option<Spanned<i64>>,
     notify: Commands,
+    signers: Option<Spanned<String>>,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -353,6 +368,23 @@ impl Ctx<'_> {
                 }
             })
             .collect()
+    }
+
+    fn names(&self, key: &str, v: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for n in v.unwrap_or_default() {
+            if !crate::sys::deployer::valid_name(n.get_ref()) {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "`{key}` entry \"{}\" is not a deployer's name (letters, digits, `.`, `_`, `-`, `@`; as given to `symdeploy keys add`)",
+                        n.get_ref()
+                    ),
+                );
+            }
+            out.push(n.into_inner());
+        }
+        Ok(out)
     }
 
     fn paths(
@@ -696,6 +728,16 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             Duration::from_secs(30),
         )?,
         notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+        signers: match p.signers {
+            None => None,
+            Some(s) if !s.get_ref().trim().is_empty() => Some(PathBuf::from(s.into_inner())),
+            Some(s) => {
+                return ctx.err(
+                    s.span(),
+                    "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
+                )
+            }
+        },
     };
     let web_user = match raw.web_user {
         None => None,
@@ -780,7 +822,15 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         Some(r) => Some(PathBuf::from(r.get_ref())),
     };
     let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
+    let access = match raw.access {
+        None => None,
+        Some(a) => Some(crate::sys::deployer::Roles {
+            push: ctx.names("access.push", a.push)?,
+            release: ctx.names("access.release", a.release)?,
+        }),
+    };
     Ok(Config {
+        access,
         report,
         previews,
         schema,
