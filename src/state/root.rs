@@ -114,7 +114,18 @@ impl Root {
     /// `previews/<slug>/releases/<commit>`.
     pub(crate) fn release(&self, commit: &str) -> PathBuf {
         match parse_preview_release(commit) {
-            Some((slug, c)) => self.preview_dir(slug).join("releases").join(c),
+            Some((slug, c)) => {
+                let new = self.preview_dir(slug).join("releases").join(c);
+                // A preview older versions left, not moved over yet (the next
+                // preview operation under the lock moves it): read it where it is.
+                let legacy = self.releases().join(commit);
+                if std::fs::symlink_metadata(&new).is_err()
+                    && std::fs::symlink_metadata(&legacy).is_ok()
+                {
+                    return legacy;
+                }
+                new
+            }
             None => self.releases().join(commit),
         }
     }
@@ -207,7 +218,17 @@ impl Root {
     }
     /// The release name `previews/<slug>/production` points at, if any.
     pub(crate) fn preview_pointed(&self, slug: &str) -> Option<String> {
-        let target = std::fs::read_link(self.preview_link(slug)).ok()?;
+        let Ok(target) = std::fs::read_link(self.preview_link(slug)) else {
+            // Older versions: previews/<slug> -> ../releases/preview-<slug>-<commit>.
+            let old = std::fs::read_link(self.preview_dir(slug)).ok()?;
+            let name = old
+                .to_str()?
+                .strip_prefix("../releases/")?
+                .trim_end_matches('/');
+            return parse_preview_release(name)
+                .filter(|(s, _)| *s == slug)
+                .map(|_| name.to_string());
+        };
         let commit = target.to_str()?.strip_prefix("releases/")?;
         let commit = commit.trim_end_matches('/');
         is_commit_hash(commit).then(|| self.preview_release_name(slug, commit))
