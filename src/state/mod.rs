@@ -8,4 +8,5 @@ pub(crate) mod reflocks;
 pub(crate) mod release;
 pub(crate) mod repo;
 pub(crate) mod root;
+pub(crate) mod schema;
 pub(crate) mod watch;
