@@ -14,6 +14,8 @@ pub fn sweep(ctx: &Ctx) {
     crate::trash::sweep(ctx);
     // Half-written release records.
     crate::release::sweep_temp_records(root);
+    // Half-written manifests.
+    crate::manifest::sweep_temp(root);
     // The repository views of pre-receive hooks that died.
     crate::quarantine::sweep(&root.state_dir());
     // Strict mode's pending files of receive-packs that are gone.

@@ -27,6 +27,7 @@ pub mod journal;
 pub mod leftovers;
 pub mod link;
 pub mod lock;
+pub mod manifest;
 pub mod ops;
 pub mod outcome;
 pub mod output;
@@ -47,6 +48,7 @@ pub mod strict;
 pub mod switch;
 pub mod trash;
 pub mod txn;
+pub mod verify;
 pub mod warm;
 
 use cli::{Cli, Command, HookName};
@@ -83,10 +85,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback {
             json: true,
             release,
+            force,
         } => outcome::report(&ctx()?, journal::Event::Rollback, |c| {
-            ops::rollback::run(c, release.as_deref())
+            ops::rollback::run(c, release.as_deref(), force)
         }),
-        Command::Rollback { release, .. } => ops::rollback::run(&ctx()?, release.as_deref()),
+        Command::Rollback { release, force, .. } => {
+            ops::rollback::run(&ctx()?, release.as_deref(), force)
+        }
+        Command::Verify { release, all, json } => {
+            ops::verify::run(&ctx()?, release.as_deref(), all, json)
+        }
         // Not through ctx(): status must work with a broken deploy.toml.
         Command::Status {
             json,

@@ -143,6 +143,7 @@ pub fn set_state(root: &Root, commit: &str, state: State, error: Option<String>)
 /// Remove a release's record (with its directory, by cleanup or rebuild).
 pub fn forget(root: &Root, commit: &str) {
     let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
+    crate::manifest::forget(root, commit);
 }
 
 /// What a release directory amounts to, as `status`, `releases` and cleanup

@@ -36,6 +36,8 @@ pub const TMP_PREFIX: &str = ".tmp-";
 pub const TMP_LINK_PREFIX: &str = ".symdeploy-link-";
 /// Prefix of a release record being written in `.symdeploy/releases/`.
 pub const RECORD_TMP_PREFIX: &str = ".tmp-record-";
+/// Prefix of a manifest being written in `.symdeploy/manifests/`.
+pub const MANIFEST_TMP_PREFIX: &str = ".tmp-manifest-";
 /// Prefix of a pre-receive hook's repository view in `.symdeploy/`,
 /// followed by the pid of the hook that made it.
 pub const QUARANTINE_VIEW_PREFIX: &str = "quarantine-view-";
@@ -142,6 +144,10 @@ impl Root {
     /// Per-release state records.
     pub fn states(&self) -> PathBuf {
         self.state_dir().join("releases")
+    }
+    /// `.symdeploy/manifests`: one compressed manifest per release.
+    pub fn manifests(&self) -> PathBuf {
+        self.state_dir().join("manifests")
     }
     /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
     pub fn trash(&self) -> PathBuf {

@@ -398,6 +398,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 short(&u.commit)
             ));
         } else {
+            crate::verify::before_switch(ctx, &u.commit, crate::verify::Before::Promote)?;
             let run =
                 crate::switch::switch_with(ctx, &u.commit, Event::Promote, &u.name, Some(txn))?;
             runs.push(run);

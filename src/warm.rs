@@ -361,6 +361,24 @@ impl Exported<'_> {
             )?;
             durations.insert("writable".into(), stage.done().as_secs_f64());
         }
+        // The manifest is of what `ready` vouches for: after the steps and
+        // the ACLs (which change ctimes), before the sync. It prints nothing
+        // on success; its time is in the journal and the run log.
+        let started = std::time::Instant::now();
+        let name = self
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::msg(format!("{} has no name", self.dir.display())))?;
+        let entries = crate::manifest::record(
+            &ctx.root,
+            name,
+            self.dir,
+            &crate::manifest::excluded_paths(&ctx.config),
+        )?;
+        let took = started.elapsed();
+        tracing::info!(entries, seconds = took.as_secs_f64(), "manifest written");
+        durations.insert("manifest".into(), took.as_secs_f64());
         // `ready` is recorded durably next; the files it vouches for must be
         // on disk first, or a power cut could leave a ready release of empty
         // files. On a big release this is most of what the warm-up costs

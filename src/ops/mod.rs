@@ -16,4 +16,5 @@ pub mod recover;
 pub mod releases;
 pub mod rollback;
 pub mod status;
+pub mod verify;
 pub mod warmup;

@@ -120,6 +120,10 @@ pub fn promote_locked(
             short(&hex)
         ));
         crate::warm::warm(ctx, repo, commit, git_ref, false, true)?;
+        // Its manifest was written a moment ago, by this process, from
+        // these very files: checking it again would only cost time.
+    } else {
+        crate::verify::before_switch(ctx, &hex, crate::verify::Before::Promote)?;
     }
     switch::switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.

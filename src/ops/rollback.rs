@@ -7,8 +7,9 @@ use crate::release;
 use crate::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
-/// production release from the journal.
-pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
+/// production release from the journal. A target whose files changed since
+/// its warm-up is refused unless `force`.
+pub fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {
@@ -43,6 +44,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
             "nothing to do",
         ));
     }
+    crate::verify::before_switch(ctx, &to, crate::verify::Before::Rollback { force })?;
     // Steps see the ref the release was built from, as they did when it was promoted.
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)

@@ -67,6 +67,76 @@ pub struct Status {
     pub min_free_bytes: u64,
     /// Release directories by state.
     pub releases: std::collections::BTreeMap<String, u64>,
+    /// Production and warmup checked against their manifests (only for
+    /// --check and --prometheus: hashing a release is not free).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftRow>,
+}
+
+/// A pointed-at release checked against its manifest.
+#[derive(Debug, Serialize)]
+pub struct DriftRow {
+    /// `production`, `warmup` (or both, comma-separated).
+    pub role: String,
+    /// The release's commit.
+    pub release: String,
+    /// Does it have a manifest at all?
+    pub manifest: bool,
+    /// Differences by kind (every kind, zeros included).
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    /// The first few differences, `kind: path`.
+    pub first: Vec<String>,
+}
+
+impl DriftRow {
+    fn total(&self) -> usize {
+        self.counts.values().sum()
+    }
+}
+
+/// Check production and warmup against their manifests.
+pub fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
+    let depth = match ctx.config.promote.verify {
+        crate::config::VerifyMode::Metadata => crate::manifest::Depth::Metadata,
+        _ => crate::manifest::Depth::Full,
+    };
+    let mut rows: Vec<DriftRow> = Vec::new();
+    for (role, commit) in [
+        ("production", ctx.root.production()),
+        ("warmup", ctx.root.warmup()),
+    ] {
+        let Some(commit) = commit else { continue };
+        if let Some(row) = rows.iter_mut().find(|r| r.release == commit) {
+            row.role.push_str(&format!(",{role}"));
+            continue;
+        }
+        if !ctx.root.release(&commit).is_dir() {
+            continue;
+        }
+        let checked = match crate::verify::check(ctx, &commit, depth) {
+            Ok(c) => c,
+            Err(e) => {
+                output::warning(&format!("cannot verify releases/{}: {e}", short(&commit)));
+                continue;
+            }
+        };
+        let drift = checked.drift();
+        rows.push(DriftRow {
+            role: role.to_string(),
+            manifest: !matches!(checked.finding, crate::verify::Finding::NoManifest),
+            counts: crate::verify::counts(drift)
+                .into_iter()
+                .map(|(k, n)| (k.as_str(), n))
+                .collect(),
+            first: drift
+                .iter()
+                .take(3)
+                .map(|d| format!("{}: {}", d.kind.as_str(), crate::verify::shown(&d.path)))
+                .collect(),
+            release: commit,
+        });
+    }
+    rows
 }
 
 /// The deploy branch's newest commit and how far it got.
@@ -260,6 +330,7 @@ pub fn gather(ctx: &Ctx) -> Status {
         lock,
         interrupted,
         previews: crate::preview::rows(ctx),
+        drift: Vec::new(),
     }
 }
 
@@ -324,6 +395,20 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
             out.push(format!(
                 "the deploy lock has been held for {held}s, longer than lock_timeout ({}s): {who}",
                 lock_timeout.as_secs()
+            ));
+        }
+    }
+    for d in &s.drift {
+        let n = d.total();
+        if n > 0 {
+            out.push(format!(
+                "{} (releases/{}) has changed since its warm-up: {}: {}{}; `symdeploy verify {}` lists every change",
+                d.role.replace(',', " and "),
+                short(&d.release),
+                output::count(n as u64, "difference", "differences"),
+                d.first.join(", "),
+                if n > d.first.len() { ", ..." } else { "" },
+                short(&d.release)
             ));
         }
     }
@@ -496,6 +581,28 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
         vec![(format!("{{root=\"{root}\"}}"), s.interrupted.len() as f64)],
     );
     metric(
+        "drift_files",
+        "gauge",
+        "Paths of the release production or warmup points at that differ from its manifest, by kind (none for a release without a manifest).",
+        s.drift
+            .iter()
+            .filter(|d| d.manifest)
+            .flat_map(|d| {
+                let root = &root;
+                d.counts.iter().map(move |(kind, n)| {
+                    (
+                        format!(
+                            "{{root=\"{root}\",release=\"{}\",role=\"{}\",kind=\"{kind}\"}}",
+                            label(&d.release),
+                            label(&d.role)
+                        ),
+                        *n as f64,
+                    )
+                })
+            })
+            .collect(),
+    );
+    metric(
         "problems",
         "gauge",
         "Problems `symdeploy status --check` reports.",
@@ -520,6 +627,9 @@ pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Resu
         output::warning("what follows is read with the default settings");
     }
     let mut s = gather(&ctx);
+    if check || prom {
+        s.drift = drift_rows(&ctx);
+    }
     s.config_error = config_error.as_ref().map(|e| e.to_string());
     // Everything readable is shown, yet a broken deploy.toml is still an
     // error for scripts (exit 5), except to --prometheus (its cron job must
