@@ -11,19 +11,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// `production` to it.
 #[derive(Debug, Parser)]
 #[command(name = "symdeploy", version, about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The deploy root (default: SYMDEPLOY_ROOT, else the current directory).
     #[arg(long, global = true, env = "SYMDEPLOY_ROOT", value_name = "ROOT")]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The git hook being run.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum HookName {
+pub(crate) enum HookName {
     /// After the refs are updated (the default hook).
     PostReceive,
     /// Before the refs are updated (strict mode).
@@ -34,7 +34,7 @@ pub enum HookName {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create a deploy root: bare repository with its hook, releases/, common/, deploy.toml.
     Init {
         /// Where the deploy root goes.
@@ -180,7 +180,7 @@ pub enum Command {
 
 impl Command {
     /// Commands that change nothing on disk (they print what they read).
-    pub fn only_reads(&self) -> bool {
+    pub(crate) fn only_reads(&self) -> bool {
         matches!(
             self,
             Command::Status { .. }
@@ -198,7 +198,7 @@ impl Command {
 
 /// `symdeploy preview ...`.
 #[derive(Debug, Subcommand)]
-pub enum PreviewCommand {
+pub(crate) enum PreviewCommand {
     /// List previews: slug, branch, commit, age of the last push.
     List {
         /// Machine-readable output.
@@ -217,7 +217,7 @@ pub enum PreviewCommand {
 
 /// Files `symdeploy generate` writes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Generated {
+pub(crate) enum Generated {
     /// symdeploy.1 (roff), from these definitions.
     Man,
     /// symdeploy.bash, _symdeploy (zsh), symdeploy.fish.

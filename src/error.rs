@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Everything that can make a symdeploy command fail.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// A filesystem operation on `path` failed.
     Io {
         /// What we were doing, phrased as "create directory".
@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// An operation that failed after it had started changing things (a
     /// warm-up, a switch, a preview), told whole: the renderer
-    /// ([`crate::output::report`], called once by `main` or the hook) prints
+    /// ([`crate::sys::output::report`], called once by `main` or the hook) prints
     /// one `error:` line, where things point now, and one `help:`. Kept as
     /// text for machine reports too (`promote --json`).
     Failed {
@@ -87,11 +87,11 @@ pub enum Error {
 }
 
 /// Shorthand used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A failure with a message and no specific advice.
-    pub fn msg(message: impl Into<String>) -> Self {
+    pub(crate) fn msg(message: impl Into<String>) -> Self {
         Error::Other {
             message: message.into(),
             help: None,
@@ -99,7 +99,7 @@ impl Error {
     }
 
     /// A failure with a message and a `help:` line.
-    pub fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub(crate) fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
         Error::Other {
             message: message.into(),
             help: Some(help.into()),
@@ -107,7 +107,7 @@ impl Error {
     }
 
     /// A filesystem failure: `action` is phrased like "create directory".
-    pub fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
+    pub(crate) fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
         Error::Io {
             action: action.into(),
             path: path.as_ref().to_path_buf(),
@@ -117,13 +117,13 @@ impl Error {
 
     /// Was it shown to the user already (so it must not be printed again)?
     /// Only a hook's summary of failures it rendered one by one is.
-    pub fn is_reported(&self) -> bool {
+    pub(crate) fn is_reported(&self) -> bool {
         matches!(self, Error::Reported { .. })
     }
 
     /// The process exit code for this error: distinct codes let scripts react
     /// (a lock timeout is worth retrying, a failed step is not).
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Step { .. } => 3,
             Error::LockTimeout { .. } => 4,
@@ -136,7 +136,7 @@ impl Error {
     }
 
     /// The advice line shown after the error, if any.
-    pub fn help(&self) -> Option<String> {
+    pub(crate) fn help(&self) -> Option<String> {
         match self {
             Error::Io { source, path, .. } => io_help(source, path),
             Error::Config { file, .. } => Some(format!(
@@ -168,8 +168,8 @@ impl Error {
 fn io_help(source: &io::Error, path: &Path) -> Option<String> {
     match source.raw_os_error() {
         Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
-            let free = crate::facts::free_space(path)
-                .map(|b| format!(" ({} free there now)", crate::facts::human_bytes(b)))
+            let free = crate::sys::machine::free_space(path)
+                .map(|b| format!(" ({} free there now)", crate::sys::machine::human_bytes(b)))
                 .unwrap_or_default();
             Some(format!(
                 "the filesystem holding {} is full{free}; free some space (`symdeploy cleanup` removes old releases) and deploy again",
@@ -184,7 +184,7 @@ fn io_help(source: &io::Error, path: &Path) -> Option<String> {
             Some(format!(
                 "check the owner and permissions of {} (the deploy runs as user {})",
                 path.display(),
-                crate::facts::current_user()
+                crate::sys::machine::current_user()
             ))
         }
         _ => None,
@@ -235,7 +235,7 @@ impl std::error::Error for Error {
 }
 
 /// Attach a path and an action to an `io::Result`, turning it into our error.
-pub trait IoContext<T> {
+pub(crate) trait IoContext<T> {
     /// `action` is phrased like "create directory".
     fn at(self, action: &str, path: impl AsRef<Path>) -> Result<T>;
 }
@@ -257,7 +257,7 @@ mod tests {
     use super::*;
 
     // The help lines quote facts (free space, the user we run as) gathered
-    // by `crate::facts`; these pin the wording, which no transcript reaches.
+    // by `crate::sys::machine`; these pin the wording, which no transcript reaches.
     #[test]
     fn io_help_names_the_full_disk_and_the_user() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -286,7 +286,7 @@ mod tests {
             denied.help().expect("permission has advice"),
             format!(
                 "check the owner and permissions of /srv/app/releases (the deploy runs as user {})",
-                crate::facts::current_user()
+                crate::sys::machine::current_user()
             )
         );
 

@@ -3,62 +3,31 @@
 //! The data takes one road: push → hook → lock → export → shared links →
 //! steps → flip → journal. Each module below owns one idea of the design;
 //! `ops` composes them into the commands.
+//!
+//! The binary is the product: everything here is crate-private, so the
+//! compiler reports dead code; `main` is the one entry point.
 
 #![deny(missing_docs)]
 
-pub mod acl;
-pub mod blobstream;
-pub mod carry;
-pub mod cleanup;
-pub mod cli;
-pub mod commit;
-pub mod config;
-pub mod ctx;
-pub mod decide;
-pub mod disk;
-pub mod error;
-pub mod export;
-pub mod facts;
-pub mod faults;
-pub mod fsutil;
-pub mod githooks;
-pub mod hook;
-pub mod journal;
-pub mod leftovers;
-pub mod link;
-pub mod lock;
-pub mod manifest;
-pub mod ops;
-pub mod outcome;
-pub mod output;
-pub mod pointers;
-pub mod preview;
-pub mod push;
-pub mod quarantine;
-pub mod recovery;
-pub mod release;
-pub mod repo;
-pub mod retention;
-pub mod root;
-pub mod session;
-pub mod shared;
-pub mod signals;
-pub mod steps;
-pub mod strict;
-pub mod switch;
-pub mod trash;
-pub mod txn;
-pub mod verify;
-pub mod warm;
+mod cli;
+mod ctx;
+mod deploy;
+mod error;
+mod hook;
+mod housekeeping;
+mod ops;
+mod session;
+mod state;
+mod sys;
 
 use cli::{Cli, Command, HookName};
-use config::HookKind;
 use ctx::Ctx;
 use error::Result;
-use root::Root;
+use state::config::HookKind;
+use state::root::Root;
 
 /// Run one parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<()> {
     let root_arg = cli.root.as_deref();
     let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
     match cli.command {
@@ -68,7 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
             HookName::PostReceive => hook::run(HookKind::PostReceive),
             HookName::PreReceive => hook::run(HookKind::PreReceive),
             HookName::ReferenceTransaction => {
-                strict::reference_transaction(state.as_deref().unwrap_or_default())
+                hook::strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
         },
         Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
@@ -76,7 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             json: true,
             rev,
-        } => outcome::report(&ctx()?, journal::Event::Promote, |c| {
+        } => deploy::switch_report::report(&ctx()?, state::journal::Event::Promote, |c| {
             ops::promote::run(c, rev.as_deref(), dry_run)
         }),
         Command::Promote { dry_run, rev, .. } => {
@@ -86,7 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
             json: true,
             release,
             force,
-        } => outcome::report(&ctx()?, journal::Event::Rollback, |c| {
+        } => deploy::switch_report::report(&ctx()?, state::journal::Event::Rollback, |c| {
             ops::rollback::run(c, release.as_deref(), force)
         }),
         Command::Rollback { release, force, .. } => {
@@ -123,4 +92,35 @@ pub fn run(cli: Cli) -> Result<()> {
             ops::export::run(repo.as_deref(), root_arg, &rev, &dir)
         }
     }
+}
+
+/// The binary's entry point: parse the command line, set up logging, run,
+/// and turn an error into an operator's message and an exit code.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    if cli.command.only_reads() {
+        // `symdeploy status | head` must end quietly like any Unix filter,
+        // not panic on a closed pipe. Only for commands that change nothing:
+        // a deploy must outlive a pusher who hung up.
+        // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
+    sys::output::init_tracing();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            if !e.is_reported() {
+                sys::output::report(&e);
+            }
+            e.exit_code()
+        }
+    };
+    sys::output::close_log();
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -730,35 +730,35 @@ fn the_real_tree_parses_and_has_edges() {
     assert!(graph.files.contains("src/ops/mod.rs"), "{:?}", graph.files);
     assert!(
         graph.targets("src/main.rs").any(|t| t == "src/lib.rs"),
-        "main.rs calls symdeploy::run: {:?}",
+        "main.rs calls symdeploy::main: {:?}",
         graph.edges.get("src/main.rs")
     );
     assert!(
-        graph.targets("src/fsutil.rs").any(|t| t == "src/error.rs"),
+        graph.targets("src/sys/fs.rs").any(|t| t == "src/error.rs"),
         "fsutil returns crate::error types"
     );
     assert!(
-        !graph.targets("src/error.rs").any(|t| t == "src/fsutil.rs"),
+        !graph.targets("src/error.rs").any(|t| t == "src/sys/fs.rs"),
         "error.rs must not reach fsutil.rs (the circle broken in issue 9): {}",
-        graph.describe_edge("src/error.rs", "src/fsutil.rs")
+        graph.describe_edge("src/error.rs", "src/sys/fs.rs")
     );
     // The shape the house is meant to have: promote reaches the switch, and
     // the switch, which owns the production flip, calls nothing above it.
     assert!(graph
         .targets("src/ops/promote.rs")
-        .any(|t| t == "src/switch.rs"));
+        .any(|t| t == "src/deploy/switch.rs"));
     for above in [
         "src/ops/promote.rs",
         "src/ops/rollback.rs",
-        "src/recovery.rs",
-        "src/session.rs",
-        "src/hook.rs",
-        "src/strict.rs",
+        "src/session/recovery.rs",
+        "src/session/mod.rs",
+        "src/hook/mod.rs",
+        "src/hook/strict.rs",
     ] {
         assert!(
-            !graph.targets("src/switch.rs").any(|t| t == above),
+            !graph.targets("src/deploy/switch.rs").any(|t| t == above),
             "the switch must not call back up into {above}: {}",
-            graph.describe_edge("src/switch.rs", above)
+            graph.describe_edge("src/deploy/switch.rs", above)
         );
     }
 }

@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::root::Root;
+use crate::state::config::Config;
+use crate::state::root::Root;
 
 enum Level {
     Ok,
@@ -35,7 +35,7 @@ impl Report {
 }
 
 /// Check the root at `dir`.
-pub fn run(root: &Root) -> Result<()> {
+pub(crate) fn run(root: &Root) -> Result<()> {
     let mut r = Report {
         errors: 0,
         warnings: 0,
@@ -110,10 +110,10 @@ pub fn run(root: &Root) -> Result<()> {
                 }
             }
         }
-        if c.hook == crate::config::HookKind::PreReceive {
+        if c.hook == crate::state::config::HookKind::PreReceive {
             // Strict mode's second half (issue 14): without it strict pushes are refused.
             let rt = repo.join("hooks/reference-transaction");
-            if crate::githooks::hook_installed(root) {
+            if crate::hook::files::hook_installed(root) {
                 r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));
             } else {
                 r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
@@ -136,7 +136,7 @@ pub fn run(root: &Root) -> Result<()> {
         ];
         for (key, cmds) in all {
             for cmd in cmds.iter() {
-                if crate::steps::program_on_path(cmd) == Some(false) {
+                if crate::sys::steps::program_on_path(cmd) == Some(false) {
                     let prog = cmd.split_whitespace().next().unwrap_or_default();
                     r.say(Level::Error, &format!("{key}: `{prog}` (in \"{cmd}\") is not on PATH; install it or change the command"));
                 }
@@ -161,24 +161,24 @@ pub fn run(root: &Root) -> Result<()> {
             }
         }
     }
-    for name in [crate::root::PRODUCTION, crate::root::WARMUP] {
+    for name in [crate::state::root::PRODUCTION, crate::state::root::WARMUP] {
         if let Some(c) = root.pointed_release(name) {
-            if crate::release::is_ready(root, &c) {
+            if crate::state::release::is_ready(root, &c) {
                 r.say(Level::Ok, &format!("{name} -> releases/{c} (ready)"));
             } else {
                 r.say(
                     Level::Error,
                     &format!(
                         "{name} points at releases/{c}, which is {}",
-                        crate::release::effective_state(root, &c)
+                        crate::state::release::effective_state(root, &c)
                     ),
                 );
             }
         }
     }
-    for m in crate::preview::all_meta(root) {
+    for m in crate::deploy::preview::all_meta(root) {
         match root.preview_pointed(&m.slug) {
-            Some(n) if crate::release::is_ready(root, &n) => r.say(
+            Some(n) if crate::state::release::is_ready(root, &n) => r.say(
                 Level::Ok,
                 &format!("previews/{} -> releases/{n} (ready)", m.slug),
             ),
@@ -187,7 +187,7 @@ pub fn run(root: &Root) -> Result<()> {
                 &format!(
                     "previews/{} points at releases/{n}, which is {}; push {} again or `symdeploy preview rm {}`",
                     m.slug,
-                    crate::release::effective_state(root, &n),
+                    crate::state::release::effective_state(root, &n),
                     m.branch,
                     m.slug
                 ),
@@ -201,13 +201,13 @@ pub fn run(root: &Root) -> Result<()> {
             ),
         }
     }
-    if let Some(h) = crate::lock::holder(root) {
+    if let Some(h) = crate::session::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
     }
     println!(
         "{}, {}",
-        crate::output::count(r.errors as u64, "error", "errors"),
-        crate::output::count(r.warnings as u64, "warning", "warnings")
+        crate::sys::output::count(r.errors as u64, "error", "errors"),
+        crate::sys::output::count(r.warnings as u64, "warning", "warnings")
     );
     if r.errors > 0 {
         Err(Error::Reported { code: 1 })
@@ -231,7 +231,7 @@ fn user_name(uid: u32) -> String {
 fn ownership(r: &mut Report, root: &Root) {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid();
-    let me_name = crate::fsutil::current_user();
+    let me_name = crate::sys::fs::current_user();
     let mut fine = true;
     for path in [root.dir.clone(), root.repository(), root.releases()] {
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -274,19 +274,19 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
     let Some(name) = &c.web_user else {
         return;
     };
-    let web = match crate::acl::resolve(name) {
+    let web = match crate::deploy::acl::resolve(name) {
         Ok(w) => w,
         Err(e) => {
             r.say(Level::Error, &format!("{e}"));
             return;
         }
     };
-    if crate::steps::program_on_path("setfacl") == Some(false) {
+    if crate::sys::steps::program_on_path("setfacl") == Some(false) {
         r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
     }
     // One verdict for a path the web user must write: ok, or what to run.
     let writable = |r: &mut Report, path: &std::path::Path| {
-        match crate::acl::can_write(path, &web)
+        match crate::deploy::acl::can_write(path, &web)
     {
         Ok(()) => r.say(
             Level::Ok,

@@ -5,15 +5,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::{export, fsutil, repo};
+use crate::{deploy::export, state::repo, sys::fs};
 
 /// Export `rev` of the repository into `dir` (which must not exist).
-pub fn run(repo_dir: Option<&Path>, root: Option<&Path>, rev: &str, dir: &Path) -> Result<()> {
+pub(crate) fn run(
+    repo_dir: Option<&Path>,
+    root: Option<&Path>,
+    rev: &str,
+    dir: &Path,
+) -> Result<()> {
     let git_dir: PathBuf = match repo_dir {
         Some(d) => d.to_path_buf(),
         None => match std::env::var_os("GIT_DIR") {
             Some(d) => PathBuf::from(d),
-            None => crate::root::Root::locate(root)?.repository(),
+            None => crate::state::root::Root::locate(root)?.repository(),
         },
     };
     if std::fs::symlink_metadata(dir).is_ok() {
@@ -33,9 +38,9 @@ pub fn run(repo_dir: Option<&Path>, root: Option<&Path>, rev: &str, dir: &Path) 
         stats.files,
         stats.symlinks,
         stats.dirs,
-        fsutil::human_bytes(stats.bytes),
+        fs::human_bytes(stats.bytes),
         stats.ignored,
-        fsutil::human_duration(started.elapsed())
+        fs::human_duration(started.elapsed())
     );
     for sub in &stats.submodules {
         eprintln!("warning: submodule {sub} exported as an empty directory");

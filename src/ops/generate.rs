@@ -11,7 +11,7 @@ use crate::cli::{Cli, Generated};
 use crate::error::{IoContext, Result};
 
 /// Write the requested files into `dir`.
-pub fn run(what: Generated, dir: &Path) -> Result<()> {
+pub(crate) fn run(what: Generated, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).at("create directory", dir)?;
     let cmd = Cli::command();
     match what {

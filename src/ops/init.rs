@@ -4,17 +4,17 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::config::{Config, HookKind, TEMPLATE};
 use crate::error::{Error, IoContext, Result};
-use crate::output;
-use crate::root::Root;
+use crate::state::config::{Config, HookKind, TEMPLATE};
+use crate::state::root::Root;
+use crate::sys::output;
 
 const POST_RECEIVE: &str = include_str!("../../hooks/post-receive");
 const PRE_RECEIVE: &str = include_str!("../../hooks/pre-receive");
 
 /// Create or complete the deploy root at `dir`; with `user`, give it to that
 /// (non-root) deploy user.
-pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
+pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let owner = user.map(deploy_user).transpose()?;
     std::fs::create_dir_all(dir).at("create directory", dir)?;
     let root = Root::new(dir)?;
@@ -109,7 +109,7 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let hook_path = hooks.join(name);
     let wanted = template.replace(
         "@SYMDEPLOY@",
-        &crate::githooks::shell_quote(&binary.display().to_string()),
+        &crate::hook::files::shell_quote(&binary.display().to_string()),
     );
     match std::fs::read_to_string(&hook_path) {
         Ok(existing) if existing == wanted => did.push(format!("kept {} (already calls {})", hook_path.display(), binary.display())),
@@ -125,12 +125,12 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
-        match crate::githooks::install_hook(&hooks, &binary)? {
-            crate::githooks::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
-            crate::githooks::HookInstall::Installed(path) => {
+        match crate::hook::files::install_hook(&hooks, &binary)? {
+            crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::hook::files::HookInstall::Installed(path) => {
                 did.push(format!("installed {}", path.display()))
             }
-            crate::githooks::HookInstall::Foreign(path) => output::warning(&format!(
+            crate::hook::files::HookInstall::Foreign(path) => output::warning(&format!(
                 "{} exists and differs from symdeploy's; strict pushes are refused until it calls `symdeploy hook reference-transaction \"$1\"` (remove it and run init again)",
                 path.display()
             )),
@@ -153,7 +153,7 @@ pub fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
 
     for (name, target) in &config.links {
         if std::fs::symlink_metadata(root.link(name)).is_err() {
-            crate::link::flip(&root.dir, name, target)?;
+            crate::sys::symlink::flip(&root.dir, name, target)?;
         }
     }
 
@@ -274,7 +274,7 @@ fn deploy_user(name: &str) -> Result<Owner> {
         return Err(Error::with_help(
             format!(
                 "--user {name}: only root can give a deploy root to another user (you are {})",
-                crate::fsutil::current_user()
+                crate::sys::fs::current_user()
             ),
             format!("run it as root (`sudo symdeploy init ROOT --user {name}`), or as {name} without --user"),
         ));
@@ -340,7 +340,9 @@ fn unreachable_for(binary: &Path, owner: &Owner) -> Option<String> {
 /// A server without supervisord then does not fail its first promote on
 /// `supervisorctl: not found`.
 fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
-    adapt_template_with(text, |c| crate::steps::program_on_path(c) == Some(false))
+    adapt_template_with(text, |c| {
+        crate::sys::steps::program_on_path(c) == Some(false)
+    })
 }
 
 fn adapt_template_with(
@@ -416,7 +418,7 @@ mod tests {
     #[test]
     fn missing_programs_are_commented_out_and_the_rest_kept() {
         let (text, left) = adapt_template_with(TEMPLATE, |c| c.starts_with("supervisorctl"));
-        let c = crate::config::parse_str(&text, Path::new("deploy.toml"), None).unwrap();
+        let c = crate::state::config::parse_str(&text, Path::new("deploy.toml"), None).unwrap();
         assert!(c.promote.stop.is_empty() && c.promote.start.is_empty());
         assert_eq!(c.promote.after_switch, vec!["make production-supervisor"]);
         assert_eq!(c.warmup.build, Config::default().warmup.build);

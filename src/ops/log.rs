@@ -5,13 +5,13 @@ use std::ops::ControlFlow;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::journal::{self, Entry, Phase};
-use crate::root::short;
+use crate::state::journal::{self, Entry, Phase};
+use crate::state::root::short;
 
 /// Print the last `n` finished or interrupted runs (all of them with `all`).
 /// `-n` reads backwards from the end, so it costs the same however long the
 /// history; `--all` streams every segment, oldest first.
-pub fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
     let open: HashSet<String> = journal::open_runs(&ctx.root)
         .into_iter()
         .map(|e| e.run)
@@ -89,13 +89,13 @@ fn print_entry(e: &Entry) {
         e.event,
         result,
         e.commit.as_deref().map(short).unwrap_or("-"),
-        crate::output::escape(e.git_ref.as_deref().unwrap_or("-")),
+        crate::sys::output::escape(e.git_ref.as_deref().unwrap_or("-")),
         e.user,
         e.host,
         took,
         e.error
             .as_deref()
-            .map(|x| format!("\n    {}", crate::output::escape(x)))
+            .map(|x| format!("\n    {}", crate::sys::output::escape(x)))
             .unwrap_or_default()
     );
 }

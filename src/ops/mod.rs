@@ -4,17 +4,17 @@
 //! `preview`). Operations never call each other: what two of them share
 //! lives in one of those modules.
 
-pub mod check;
-pub mod cleanup;
-pub mod export;
-pub mod generate;
-pub mod init;
-pub mod log;
-pub mod preview;
-pub mod promote;
-pub mod recover;
-pub mod releases;
-pub mod rollback;
-pub mod status;
-pub mod verify;
-pub mod warmup;
+pub(crate) mod check;
+pub(crate) mod cleanup;
+pub(crate) mod export;
+pub(crate) mod generate;
+pub(crate) mod init;
+pub(crate) mod log;
+pub(crate) mod preview;
+pub(crate) mod promote;
+pub(crate) mod recover;
+pub(crate) mod releases;
+pub(crate) mod rollback;
+pub(crate) mod status;
+pub(crate) mod verify;
+pub(crate) mod warmup;

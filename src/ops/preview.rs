@@ -1,17 +1,22 @@
 //! `symdeploy preview list|rm`, and the hook's preview of a pushed branch
 //! and removal of a deleted one: each a locked session around
-//! [`crate::preview`].
+//! [`crate::deploy::preview`].
 
-use crate::commit::Commit;
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
-use crate::output;
-use crate::preview::{
+use crate::deploy::preview::{
     all_meta, meta_of_branch, print_rows, remove, rows, warm, EVENT, REMOVE_EVENT,
 };
+use crate::error::{Error, Result};
+use crate::state::commit::Commit;
+use crate::sys::output;
 
 /// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
-pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) -> Result<()> {
+pub(crate) fn deploy(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+) -> Result<()> {
     let _run = crate::session::begin(
         ctx,
         EVENT,
@@ -22,7 +27,7 @@ pub fn deploy(ctx: &Ctx, repo: &gix::Repository, commit: Commit, git_ref: &str) 
 }
 
 /// The hook's handling of a deleted preview branch: lock, remove.
-pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
+pub(crate) fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
     let branch = git_ref.trim_start_matches("refs/heads/");
     let Some(meta) = meta_of_branch(&ctx.root, branch) else {
         output::line(&format!(
@@ -40,7 +45,7 @@ pub fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
 }
 
 /// `symdeploy preview rm SLUG [--data]`.
-pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
+pub(crate) fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
     let _run = crate::session::begin(
         ctx,
         REMOVE_EVENT,
@@ -63,7 +68,7 @@ pub fn run_rm(ctx: &Ctx, slug: &str, data: bool) -> Result<()> {
 }
 
 /// `symdeploy preview list [--json]`.
-pub fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
+pub(crate) fn run_list(ctx: &Ctx, json: bool) -> Result<()> {
     let rows = rows(ctx);
     if json {
         println!(

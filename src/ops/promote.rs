@@ -1,17 +1,17 @@
 //! `symdeploy promote [--dry-run] [REV]`, and the promote a release tag
 //! asks for: warm up first if needed, then the switch, then cleanup.
 
-use crate::commit::Commit;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::journal::Event;
-use crate::output;
-use crate::release;
-use crate::root::short;
-use crate::{repo, switch};
+use crate::state::commit::Commit;
+use crate::state::journal::Event;
+use crate::state::release;
+use crate::state::root::short;
+use crate::sys::output;
+use crate::{deploy::switch, state::repo};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
     let repo = repo::open(&ctx.root.repository())?;
     let (commit, git_ref) = match rev {
         Some(r) => (repo::resolve_commit(&repo, r)?, r.to_string()),
@@ -96,7 +96,7 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
 
 /// Promote `commit` with the lock held. A commit without a ready release is
 /// warmed up first. `via_tag` only changes wording.
-pub fn promote_locked(
+pub(crate) fn promote_locked(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: Commit,
@@ -119,14 +119,14 @@ pub fn promote_locked(
             "promoting {} ({git_ref}): it has no ready release yet, so it is warmed up first",
             short(&hex)
         ));
-        crate::warm::warm(ctx, repo, commit, git_ref, false, true)?;
+        crate::deploy::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
         // Its manifest was written a moment ago, by this process, from
         // these very files: checking it again would only cost time.
     } else {
-        crate::verify::before_switch(ctx, &hex, crate::verify::Before::Promote)?;
+        crate::deploy::verify::before_switch(ctx, &hex, crate::deploy::verify::Before::Promote)?;
     }
     switch::switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
-    crate::cleanup::after_promote(ctx);
+    crate::housekeeping::cleanup::after_promote(ctx);
     Ok(())
 }

@@ -2,16 +2,16 @@
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::output;
+use crate::sys::output;
 
 /// `symdeploy recover`: take the lock, repair, report.
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     crate::session::open_run_log(&ctx.root, "recover", "journal");
-    crate::signals::install();
-    let _lock = crate::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
+    crate::sys::signals::install();
+    let _lock = crate::session::lock::acquire(&ctx.root, "recover", ctx.config.lock_timeout)?;
     crate::session::maintain_journal(ctx);
-    let repaired = crate::recovery::recover_locked(ctx)?;
-    crate::leftovers::sweep(ctx);
+    let repaired = crate::session::recovery::recover_locked(ctx)?;
+    crate::session::sweep::sweep(ctx);
     if repaired == 0 {
         output::success("nothing to recover: every run in the journal finished");
     }

@@ -4,54 +4,54 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::release;
-use crate::root::short;
+use crate::state::release;
+use crate::state::root::short;
 
 /// One row of the listing.
 #[derive(Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Full commit hash.
-    pub commit: String,
+    pub(crate) commit: String,
     /// ready, failed, bad or incomplete.
-    pub state: release::Effective,
+    pub(crate) state: release::Effective,
     /// Commit subject.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Bytes on disk (files below the release, symlinks not followed).
-    pub size: u64,
+    pub(crate) size: u64,
     /// When it was built (RFC 3339).
-    pub created: Option<String>,
+    pub(crate) created: Option<String>,
     /// production, warmup, previous.
-    pub markers: Vec<String>,
+    pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// A preview's release directory, as `releases` lists it.
 #[derive(Debug, Serialize)]
-pub struct PreviewRow {
+pub(crate) struct PreviewRow {
     /// The directory name in releases/.
-    pub name: String,
+    pub(crate) name: String,
     /// The preview's slug.
-    pub slug: String,
+    pub(crate) slug: String,
     /// Full commit hash.
-    pub commit: String,
+    pub(crate) commit: String,
     /// ready, failed or incomplete.
-    pub state: release::Effective,
+    pub(crate) state: release::Effective,
     /// Does `previews/<slug>` point at it?
-    pub served: bool,
+    pub(crate) served: bool,
     /// The preview's branch, if it still has a record.
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
     /// Commit subject.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Bytes on disk.
-    pub size: u64,
+    pub(crate) size: u64,
     /// When it was built (RFC 3339).
-    pub created: Option<String>,
+    pub(crate) created: Option<String>,
 }
 
 /// Preview release directories, by slug.
-pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
-    let metas = crate::preview::all_meta(&ctx.root);
+pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
+    let metas = crate::deploy::preview::all_meta(&ctx.root);
     let mut out: Vec<PreviewRow> = ctx
         .root
         .preview_release_dirs()?
@@ -66,7 +66,7 @@ pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
                     .find(|m| m.slug == slug)
                     .map(|m| m.branch.clone()),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
-                size: crate::fsutil::tree_size(&ctx.root.release(&name)),
+                size: crate::sys::fs::tree_size(&ctx.root.release(&name)),
                 created: rec.map(|r| r.created),
                 name,
                 slug,
@@ -79,11 +79,11 @@ pub fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
 }
 
 /// All releases, newest first.
-pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
+pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
     let production = ctx.root.production();
     let warmup = ctx.root.warmup();
-    let previous = crate::pointers::previous_production(ctx);
-    let mut rows: Vec<(crate::retention::MadeAt, Row)> = ctx
+    let previous = crate::deploy::pointers::previous_production(ctx);
+    let mut rows: Vec<(crate::housekeeping::retention::MadeAt, Row)> = ctx
         .root
         .release_dirs()?
         .into_iter()
@@ -99,11 +99,11 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                     markers.push(name.to_string());
                 }
             }
-            let made = crate::retention::made_at(&ctx.root, &c);
+            let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
             let row = Row {
                 state: release::effective_state(&ctx.root, &c),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
-                size: crate::fsutil::tree_size(&ctx.root.release(&c)),
+                size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
                 created: rec.as_ref().map(|r| r.created.clone()),
                 error: rec.and_then(|r| r.error),
                 markers,
@@ -118,7 +118,7 @@ pub fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
 }
 
 /// `symdeploy releases`.
-pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
     let rows = rows(ctx)?;
     if json {
         // An array of the main releases, as always (the ansible module reads
@@ -157,7 +157,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<()> {
             p.slug,
             p.branch
                 .as_deref()
-                .map(|b| format!(" of {}", crate::output::escape(b)))
+                .map(|b| format!(" of {}", crate::sys::output::escape(b)))
                 .unwrap_or_default(),
             if p.served { ", served" } else { "" }
         );
@@ -187,8 +187,8 @@ fn print_line(
         "{} {:<10} {:>10} {:>8}  {}{tail}",
         short(commit),
         state,
-        crate::fsutil::human_bytes(size),
-        created.map(crate::fsutil::age).unwrap_or_default(),
-        crate::output::escape(subject),
+        crate::sys::fs::human_bytes(size),
+        created.map(crate::sys::fs::age).unwrap_or_default(),
+        crate::sys::output::escape(subject),
     );
 }

@@ -3,13 +3,13 @@
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::release;
-use crate::root::short;
+use crate::state::release;
+use crate::state::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal. A target whose files changed since
 /// its warm-up is refused unless `force`.
-pub fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {
@@ -18,7 +18,12 @@ pub fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
-    let _run = crate::session::begin(ctx, crate::journal::Event::Rollback, &label, "rollback")?;
+    let _run = crate::session::begin(
+        ctx,
+        crate::state::journal::Event::Rollback,
+        &label,
+        "rollback",
+    )?;
     let current = ctx.root.production();
     let to = match target {
         Some(prefix) => {
@@ -31,7 +36,7 @@ pub fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
             }
             c
         }
-        None => crate::pointers::previous_production(ctx).ok_or_else(|| {
+        None => crate::deploy::pointers::previous_production(ctx).ok_or_else(|| {
             Error::with_help(
                 "nothing to roll back to: no earlier production release that is still ready and on disk",
                 "`symdeploy releases` lists what there is; `symdeploy rollback RELEASE` picks one by hand",
@@ -44,16 +49,20 @@ pub fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
             "nothing to do",
         ));
     }
-    crate::verify::before_switch(ctx, &to, crate::verify::Before::Rollback { force })?;
+    crate::deploy::verify::before_switch(
+        ctx,
+        &to,
+        crate::deploy::verify::Before::Rollback { force },
+    )?;
     // Steps see the ref the release was built from, as they did when it was promoted.
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::switch::switch(ctx, &to, crate::journal::Event::Rollback, &git_ref)
+    crate::deploy::switch::switch(ctx, &to, crate::state::journal::Event::Rollback, &git_ref)
 }
 
 /// A release directory named by a unique prefix of its commit.
-pub fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
+pub(crate) fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
     let prefix = prefix.trim_start_matches("releases/").trim_end_matches('/');
     let matches: Vec<String> = ctx
         .root

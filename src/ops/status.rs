@@ -9,83 +9,83 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::journal::{self, Event, Outcome, Phase};
-use crate::output;
-use crate::release;
-use crate::root::short;
+use crate::state::config::Config;
+use crate::state::journal::{self, Event, Outcome, Phase};
+use crate::state::release;
+use crate::state::root::short;
+use crate::sys::output;
 
 /// One pointed-at release, as status shows it.
 #[derive(Debug, Serialize)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Full commit hash.
-    pub commit: String,
+    pub(crate) commit: String,
     /// Release directory, relative to the root.
-    pub release: String,
+    pub(crate) release: String,
     /// Its state (ready, bad, ...).
-    pub state: release::Effective,
+    pub(crate) state: release::Effective,
     /// Commit subject.
-    pub subject: String,
+    pub(crate) subject: String,
     /// When it took this role (RFC 3339), if the journal knows.
-    pub since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Who put it there, if the journal knows.
-    pub by: Option<String>,
+    pub(crate) by: Option<String>,
 }
 
 /// Everything status reports.
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// The deploy root.
-    pub root: String,
+    pub(crate) root: String,
     /// What production points at.
-    pub production: Option<Slot>,
+    pub(crate) production: Option<Slot>,
     /// What warmup points at.
-    pub warmup: Option<Slot>,
+    pub(crate) warmup: Option<Slot>,
     /// The production release before the current one (rollback's target).
-    pub previous: Option<Slot>,
+    pub(crate) previous: Option<Slot>,
     /// Who holds the deploy lock, if anyone.
-    pub lock: Option<String>,
+    pub(crate) lock: Option<String>,
     /// Runs that started and never finished.
-    pub interrupted: Vec<journal::Entry>,
+    pub(crate) interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
-    pub previews: Vec<crate::preview::Row>,
+    pub(crate) previews: Vec<crate::deploy::preview::Row>,
     /// deploy.toml's error, when it cannot be read (the defaults stand in).
-    pub config_error: Option<String>,
+    pub(crate) config_error: Option<String>,
     /// The deploy branch's tip and whether it is warmed up.
-    pub tip: Option<Tip>,
+    pub(crate) tip: Option<Tip>,
     /// The newest finished warm-up.
-    pub last_warmup: Option<journal::Entry>,
+    pub(crate) last_warmup: Option<journal::Entry>,
     /// The newest finished promote or rollback.
-    pub last_promote: Option<journal::Entry>,
+    pub(crate) last_promote: Option<journal::Entry>,
     /// Seconds the deploy lock has been held, if it is.
-    pub lock_held_seconds: Option<u64>,
+    pub(crate) lock_held_seconds: Option<u64>,
     /// Free bytes on the root's filesystem.
-    pub free_bytes: Option<u64>,
+    pub(crate) free_bytes: Option<u64>,
     /// What min_free keeps free there (0 when off).
-    pub min_free_bytes: u64,
+    pub(crate) min_free_bytes: u64,
     /// Release directories by state.
-    pub releases: std::collections::BTreeMap<String, u64>,
+    pub(crate) releases: std::collections::BTreeMap<String, u64>,
     /// Production and warmup checked against their manifests (only for
     /// --check and --prometheus: hashing a release is not free).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub drift: Vec<DriftRow>,
+    pub(crate) drift: Vec<DriftRow>,
 }
 
 /// A pointed-at release checked against its manifest.
 #[derive(Debug, Serialize)]
-pub struct DriftRow {
+pub(crate) struct DriftRow {
     /// `production`, `warmup` (or both, comma-separated).
-    pub role: String,
+    pub(crate) role: String,
     /// The release's commit.
-    pub release: String,
+    pub(crate) release: String,
     /// Does it have a manifest at all?
-    pub manifest: bool,
+    pub(crate) manifest: bool,
     /// Differences by kind (every kind, zeros included).
-    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    pub(crate) counts: std::collections::BTreeMap<&'static str, usize>,
     /// The first few differences, `kind: path`.
-    pub first: Vec<String>,
+    pub(crate) first: Vec<String>,
 }
 
 impl DriftRow {
@@ -95,10 +95,10 @@ impl DriftRow {
 }
 
 /// Check production and warmup against their manifests.
-pub fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
+pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
     let depth = match ctx.config.promote.verify {
-        crate::config::VerifyMode::Metadata => crate::manifest::Depth::Metadata,
-        _ => crate::manifest::Depth::Full,
+        crate::state::config::VerifyMode::Metadata => crate::state::manifest::Depth::Metadata,
+        _ => crate::state::manifest::Depth::Full,
     };
     let mut rows: Vec<DriftRow> = Vec::new();
     for (role, commit) in [
@@ -113,7 +113,7 @@ pub fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
         if !ctx.root.release(&commit).is_dir() {
             continue;
         }
-        let checked = match crate::verify::check(ctx, &commit, depth) {
+        let checked = match crate::deploy::verify::check(ctx, &commit, depth) {
             Ok(c) => c,
             Err(e) => {
                 output::warning(&format!("cannot verify releases/{}: {e}", short(&commit)));
@@ -123,15 +123,21 @@ pub fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
         let drift = checked.drift();
         rows.push(DriftRow {
             role: role.to_string(),
-            manifest: !matches!(checked.finding, crate::verify::Finding::NoManifest),
-            counts: crate::verify::counts(drift)
+            manifest: !matches!(checked.finding, crate::deploy::verify::Finding::NoManifest),
+            counts: crate::deploy::verify::counts(drift)
                 .into_iter()
                 .map(|(k, n)| (k.as_str(), n))
                 .collect(),
             first: drift
                 .iter()
                 .take(3)
-                .map(|d| format!("{}: {}", d.kind.as_str(), crate::verify::shown(&d.path)))
+                .map(|d| {
+                    format!(
+                        "{}: {}",
+                        d.kind.as_str(),
+                        crate::deploy::verify::shown(&d.path)
+                    )
+                })
                 .collect(),
             release: commit,
         });
@@ -141,21 +147,21 @@ pub fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
 
 /// The deploy branch's newest commit and how far it got.
 #[derive(Debug, Serialize)]
-pub struct Tip {
+pub(crate) struct Tip {
     /// The branch name.
-    pub branch: String,
+    pub(crate) branch: String,
     /// Its commit, full.
-    pub commit: String,
+    pub(crate) commit: String,
     /// Does warmup point at it?
-    pub warmed_up: bool,
+    pub(crate) warmed_up: bool,
     /// Its release's state (ready, failed, building, ...), or "none".
-    pub state: String,
+    pub(crate) state: String,
     /// Why it is not warmed up, when a warm-up of it failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The run log of its last warm-up.
-    pub log: Option<String>,
+    pub(crate) log: Option<String>,
     /// Did its last warm-up fail (or was it refused by a broken deploy.toml)?
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 fn slot(
@@ -237,13 +243,13 @@ fn last_runs(
 }
 
 fn branch_tip(ctx: &Ctx) -> Option<String> {
-    let repo = crate::repo::open(&ctx.root.repository()).ok()?;
+    let repo = crate::state::repo::open(&ctx.root.repository()).ok()?;
     let id = repo
         .find_reference(ctx.config.branch_ref().as_str())
         .ok()?
         .peel_to_id()
         .ok()?;
-    crate::repo::peel_to_commit(&repo, id.detach(), &ctx.config.branch_ref())
+    crate::state::repo::peel_to_commit(&repo, id.detach(), &ctx.config.branch_ref())
         .ok()
         .map(|c| c.to_string())
 }
@@ -257,9 +263,9 @@ fn held_seconds(holder: &str) -> Option<u64> {
 }
 
 /// Gather the status.
-pub fn gather(ctx: &Ctx) -> Status {
+pub(crate) fn gather(ctx: &Ctx) -> Status {
     let stack = journal::production_stack(&ctx.root);
-    let lock = crate::lock::holder(&ctx.root);
+    let lock = crate::session::lock::holder(&ctx.root);
     // While a run holds the lock, its own start entry is not an interruption.
     let interrupted = journal::open_runs(&ctx.root)
         .into_iter()
@@ -304,7 +310,7 @@ pub fn gather(ctx: &Ctx) -> Status {
     let total = nix::sys::statvfs::statvfs(&ctx.root.dir)
         .map(|st| st.blocks() * st.fragment_size())
         .unwrap_or(0);
-    let min_free_bytes = if ctx.config.min_free == crate::config::MinFree::Off {
+    let min_free_bytes = if ctx.config.min_free == crate::state::config::MinFree::Off {
         0
     } else {
         ctx.config.min_free.bytes(total)
@@ -315,7 +321,7 @@ pub fn gather(ctx: &Ctx) -> Status {
         last_warmup,
         last_promote,
         lock_held_seconds: lock.as_deref().and_then(held_seconds),
-        free_bytes: crate::fsutil::free_space(&ctx.root.dir),
+        free_bytes: crate::sys::fs::free_space(&ctx.root.dir),
         min_free_bytes,
         releases,
         root: ctx.root.dir.display().to_string(),
@@ -323,19 +329,19 @@ pub fn gather(ctx: &Ctx) -> Status {
         warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
         previous: slot(
             ctx,
-            crate::pointers::previous_production(ctx),
+            crate::deploy::pointers::previous_production(ctx),
             "production",
             &stack,
         ),
         lock,
         interrupted,
-        previews: crate::preview::rows(ctx),
+        previews: crate::deploy::preview::rows(ctx),
         drift: Vec::new(),
     }
 }
 
 /// The problems `status --check` reports, one line each.
-pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
+pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(e) = &s.config_error {
         out.push(format!("deploy.toml cannot be read: {e}"));
@@ -416,9 +422,9 @@ pub fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<String> {
         if free < s.min_free_bytes {
             out.push(format!(
                 "only {} free on the filesystem of {}, under min_free ({})",
-                crate::fsutil::human_bytes(free),
+                crate::sys::fs::human_bytes(free),
                 s.root,
-                crate::fsutil::human_bytes(s.min_free_bytes)
+                crate::sys::fs::human_bytes(s.min_free_bytes)
             ));
         }
     }
@@ -438,7 +444,7 @@ fn unix_seconds(time: &str) -> Option<f64> {
 }
 
 /// The status in the Prometheus text exposition format.
-pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
+pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
     let mut o = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         let _ = writeln!(o, "# HELP symdeploy_{name} {help}");
@@ -615,7 +621,12 @@ pub fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
 }
 
 /// `symdeploy status [--json|--check|--prometheus]`.
-pub fn run(root: crate::root::Root, json: bool, check: bool, prom: bool) -> Result<()> {
+pub(crate) fn run(
+    root: crate::state::root::Root,
+    json: bool,
+    check: bool,
+    prom: bool,
+) -> Result<()> {
     let (config, config_error) = match Config::load(&root.config_file()) {
         Ok(c) => (c, None),
         Err(e) => (Config::default(), Some(e)),
@@ -680,10 +691,10 @@ fn print_human(s: &Status) {
                 "{name:<11} {} {:<8} {}{}",
                 short(&sl.commit),
                 sl.state,
-                crate::output::escape(&sl.subject),
+                crate::sys::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
-                    (Some(t), Some(u)) => format!("  ({} by {u})", crate::fsutil::age(t)),
-                    (Some(t), None) => format!("  ({})", crate::fsutil::age(t)),
+                    (Some(t), Some(u)) => format!("  ({} by {u})", crate::sys::fs::age(t)),
+                    (Some(t), None) => format!("  ({})", crate::sys::fs::age(t)),
                     _ => String::new(),
                 }
             ),
@@ -720,7 +731,7 @@ fn print_human(s: &Status) {
         ),
         None => println!("branch      (not pushed yet)"),
     }
-    crate::preview::print_rows(&s.previews);
+    crate::deploy::preview::print_rows(&s.previews);
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),

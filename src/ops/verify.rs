@@ -7,14 +7,14 @@
 use serde::Serialize;
 
 use crate::ctx::Ctx;
+use crate::deploy::verify::{self, Checked, Finding};
 use crate::error::{Error, Result};
-use crate::manifest::Depth;
-use crate::output;
-use crate::root::short;
-use crate::verify::{self, Checked, Finding};
+use crate::state::manifest::Depth;
+use crate::state::root::short;
+use crate::sys::output;
 
 /// Exit status when a release has no manifest to check against.
-pub const NO_MANIFEST: i32 = 2;
+pub(crate) const NO_MANIFEST: i32 = 2;
 
 #[derive(Serialize)]
 struct JsonDrift {
@@ -37,7 +37,7 @@ struct JsonRelease {
 }
 
 /// `symdeploy verify`.
-pub fn run(ctx: &Ctx, release: Option<&str>, all: bool, json: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, release: Option<&str>, all: bool, json: bool) -> Result<()> {
     let targets: Vec<(String, Vec<String>)> = if all {
         verify::all_releases(ctx)?
     } else {
@@ -104,7 +104,7 @@ fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<String> {
             )
         });
     }
-    if crate::root::parse_preview_release(arg).is_some() {
+    if crate::state::root::parse_preview_release(arg).is_some() {
         if root.release(arg).is_dir() {
             return Ok(arg.to_string());
         }
@@ -132,7 +132,7 @@ fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<String> {
 }
 
 fn label(c: &Checked, roles: &[String]) -> String {
-    let shown = if crate::root::is_commit_hash(&c.name) {
+    let shown = if crate::state::root::is_commit_hash(&c.name) {
         short(&c.name).to_string()
     } else {
         c.name.clone()
@@ -145,7 +145,7 @@ fn label(c: &Checked, roles: &[String]) -> String {
 }
 
 fn print_one(c: &Checked, roles: &[String], all: bool) {
-    let took = crate::fsutil::human_duration(c.took);
+    let took = crate::sys::fs::human_duration(c.took);
     match &c.finding {
         Finding::Clean { entries } => output::success(&format!(
             "{} matches its manifest ({} checked in {took})",

@@ -1,12 +1,12 @@
 //! `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
 
 use crate::ctx::Ctx;
+use crate::deploy::warmup::warm;
 use crate::error::Result;
-use crate::repo;
-use crate::warm::warm;
+use crate::state::repo;
 
 /// `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
-pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     let repo = repo::open(&ctx.root.repository())?;
     let branch_ref = ctx.config.branch_ref();
     let rev = rev.unwrap_or(&branch_ref);
@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     };
     let _run = crate::session::begin(
         ctx,
-        crate::journal::Event::Warmup,
+        crate::state::journal::Event::Warmup,
         commit.short(),
         &format!("warm-up of {} ({git_ref})", commit.short()),
     )?;

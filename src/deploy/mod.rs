@@ -1,0 +1,14 @@
+//! Building and switching releases: the warm-up (export, shared links, steps),
+//! previews, the switch that flips `production`, and the pointers it moves.
+
+pub(crate) mod acl;
+pub(crate) mod carry;
+pub(crate) mod disk;
+pub(crate) mod export;
+pub(crate) mod pointers;
+pub(crate) mod preview;
+pub(crate) mod shared;
+pub(crate) mod switch;
+pub(crate) mod switch_report;
+pub(crate) mod verify;
+pub(crate) mod warmup;

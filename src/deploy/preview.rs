@@ -1,0 +1,892 @@
+//! Preview environments: a push to a branch matching `previews.branches`
+//! warms that commit up as `ROOT/previews/<slug>`.
+//!
+//! It is the warm-up pipeline (export, shared links, steps, sync, ready,
+//! one rename) with three differences that keep a preview away from
+//! production:
+//!
+//! - its release directory is `releases/preview-<slug>-<commit>`, never the
+//!   main release of the same commit, so shared links and build output can't
+//!   cross;
+//! - its shared paths point into `common-previews/<slug>/` (seeded from
+//!   `previews.seed`, else empty), never into `common/`;
+//! - it runs `[previews]`' steps: by default the warm-up's build and links,
+//!   no migrate, and notify with SYMDEPLOY_STAGE=preview.
+//!
+//! The flip is of `previews/<slug>` alone; `warmup` and `production` never
+//! move. Each run is journaled (`preview`, `preview-remove`) with a run log,
+//! under the deploy lock, and recovered after a kill like a warm-up.
+//!
+//! Deleting the branch (or `symdeploy preview rm`, or cleanup's `keep` and
+//! `ttl_days`) removes the link, the preview's releases and its record. Its
+//! `common-previews/<slug>/` stays unless removal is asked for explicitly
+//! (`preview rm --data`): it may hold what a tester uploaded.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ctx::Ctx;
+use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
+use crate::state::journal::{self, Entry, Event, Outcome};
+use crate::state::release::{self, Record, State};
+use crate::state::root::{short, Root};
+use crate::sys::output::{self, Stage};
+use crate::sys::steps::{self, StepEnv};
+use crate::{state::repo, sys::faults, sys::symlink};
+
+/// The journal event of a preview's warm-up.
+pub(crate) const EVENT: Event = Event::Preview;
+/// The journal event of a preview's removal.
+pub(crate) const REMOVE_EVENT: Event = Event::PreviewRemove;
+
+/// Longest DNS label.
+const MAX_LABEL: usize = 63;
+
+/// What symdeploy remembers of one preview: which branch owns the slug (so
+/// the slug stays the same however other branches come and go) and when it
+/// was last pushed (for `ttl_days`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// The DNS label: previews/<slug>.
+    pub(crate) slug: String,
+    /// The branch (without refs/heads/).
+    pub(crate) branch: String,
+    /// When the preview was first pushed (RFC 3339).
+    pub(crate) created: String,
+    /// When it was last pushed (RFC 3339).
+    pub(crate) pushed: String,
+}
+
+/// The branch name as a DNS label: lower case, every run of characters
+/// outside `[a-z0-9]` one `-`, trimmed, at most 63 characters.
+pub(crate) fn slug_base(branch: &str) -> String {
+    let mut out = String::new();
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut s = out.trim_matches('-').to_string();
+    s.truncate(MAX_LABEL);
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() {
+        "preview".to_string()
+    } else {
+        s
+    }
+}
+
+/// A short stable hash of a branch name (FNV-1a), for colliding slugs.
+fn branch_hash(branch: &str, salt: u32) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in branch.bytes().chain(salt.to_le_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{:06x}", h & 0x00ff_ffff)
+}
+
+/// `base` with a `-<hash>` suffix, still a DNS label.
+fn with_suffix(base: &str, branch: &str, salt: u32) -> String {
+    let hash = branch_hash(branch, salt);
+    let mut b = base.to_string();
+    b.truncate(MAX_LABEL - hash.len() - 1);
+    format!("{}-{hash}", b.trim_end_matches('-'))
+}
+
+/// The slug `branch` gets, given the previews that exist: its own if it has
+/// one, else its base label, else (taken by another branch) the base with
+/// a short hash of the branch name.
+pub(crate) fn choose_slug(branch: &str, existing: &[Meta]) -> String {
+    if let Some(m) = existing.iter().find(|m| m.branch == branch) {
+        return m.slug.clone();
+    }
+    let taken = |s: &str| existing.iter().any(|m| m.slug == s);
+    let base = slug_base(branch);
+    if !taken(&base) {
+        return base;
+    }
+    (0..)
+        .map(|salt| with_suffix(&base, branch, salt))
+        .find(|s| !taken(s))
+        .unwrap_or(base)
+}
+
+fn meta_path(root: &Root, slug: &str) -> std::path::PathBuf {
+    root.preview_records().join(format!("{slug}.json"))
+}
+
+/// Every preview record.
+pub(crate) fn all_meta(root: &Root) -> Vec<Meta> {
+    let mut out: Vec<Meta> = std::fs::read_dir(root.preview_records())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a: &Meta, b: &Meta| a.slug.cmp(&b.slug));
+    out
+}
+
+/// The record of the preview of `branch`, if it has one.
+pub(crate) fn meta_of_branch(root: &Root, branch: &str) -> Option<Meta> {
+    all_meta(root).into_iter().find(|m| m.branch == branch)
+}
+
+fn save_meta(root: &Root, m: &Meta) -> Result<()> {
+    let dir = root.preview_records();
+    std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+    let json = serde_json::to_vec_pretty(m)
+        .map_err(|e| Error::msg(format!("cannot encode the preview record: {e}")))?;
+    let tmp = dir.join(format!(".tmp-{}-{}", m.slug, std::process::id()));
+    std::fs::write(&tmp, json).at("write", &tmp)?;
+    let path = meta_path(root, &m.slug);
+    std::fs::rename(&tmp, &path).at("rename into place", &path)?;
+    symlink::sync_dir(&dir);
+    Ok(())
+}
+
+/// The slug of `branch`, recording it (and the push time) if new. Lock held.
+fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
+    let now = crate::sys::fs::now_rfc3339();
+    let existing = all_meta(root);
+    let meta = match existing.iter().find(|m| m.branch == branch) {
+        Some(m) => Meta {
+            pushed: now,
+            ..m.clone()
+        },
+        None => Meta {
+            slug: choose_slug(branch, &existing),
+            branch: branch.to_string(),
+            created: now.clone(),
+            pushed: now,
+        },
+    };
+    save_meta(root, &meta)?;
+    Ok(meta)
+}
+
+/// What a preview warm-up left.
+#[derive(Debug, Clone)]
+pub(crate) struct Built {
+    /// The preview's slug.
+    pub(crate) slug: String,
+    /// The release directory's name in releases/.
+    pub(crate) name: String,
+    /// The commit.
+    pub(crate) commit: String,
+}
+
+/// Warm `commit` of `git_ref` up as its branch's preview, with the lock
+/// held; `flip`: point `previews/<slug>` at it (strict mode flips later).
+pub(crate) fn warm(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    flip: bool,
+) -> Result<Built> {
+    let root = &ctx.root;
+    let branch = ctx.config.preview_branch(git_ref).ok_or_else(|| {
+        Error::with_help(
+            format!("{git_ref} is not a branch that gets a preview"),
+            "previews are for branches matching `previews.branches` in deploy.toml",
+        )
+    })?;
+    let meta = claim_slug(root, branch)?;
+    let slug = meta.slug.clone();
+    let hex = commit.to_string();
+    let name = root.preview_release_name(&slug, &hex);
+    let built = Built {
+        slug: slug.clone(),
+        name: name.clone(),
+        commit: hex.clone(),
+    };
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
+    output::header(&format!(
+        "preview {slug} of {} ({git_ref}): {subject}",
+        short(&hex)
+    ));
+    if release::is_ready(root, &name) {
+        output::detail(&format!("releases/{name} is already warmed up"));
+        if flip {
+            let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
+            journal::append(root, &entry)?;
+            point(ctx, &slug, &name)?;
+            journal::append(root, &entry.end(Outcome::Unchanged))?;
+            finish(ctx, &built);
+        }
+        return Ok(built);
+    }
+    let dir = root.release(&name);
+    if dir.exists() {
+        // Not ready, so never pointed at: an earlier failed or cut-short build.
+        output::detail(&format!(
+            "removing the earlier {} build of releases/{name}",
+            release::effective_state(root, &name)
+        ));
+        crate::housekeeping::trash::remove_release(ctx, &name)?;
+    }
+
+    let mut entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    release::save_as(root, &name, &Record::building(&hex, git_ref, subject))?;
+    let mut durations = BTreeMap::new();
+    let started = Instant::now();
+    if let Err(e) = build(ctx, repo, commit, git_ref, &meta, &name, &mut durations) {
+        release::set_state(root, &name, State::Failed, Some(e.to_string()))?;
+        entry.durations = durations;
+        entry.error = Some(e.to_string());
+        let result = match e {
+            Error::Interrupted { .. } => Outcome::Interrupted,
+            _ => Outcome::Failed,
+        };
+        journal::append(root, &entry.end(result.clone()))?;
+        return Err(Error::Failed {
+            code: e.exit_code(),
+            message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
+            now: vec![format!(
+                "previews/{slug} -> {} (unchanged)",
+                root.preview_pointed(&slug)
+                    .map(|n| format!("releases/{}", shown(&n)))
+                    .unwrap_or_else(|| "nothing".into())
+            )],
+            help: e.help(),
+        });
+    }
+    release::set_state(root, &name, State::Ready, None)?;
+    if !flip {
+        entry.durations = durations;
+        journal::append(root, &entry.end(Outcome::Built))?;
+        output::detail(&format!(
+            "releases/{name} is ready; previews/{slug} flips to it once git accepts {git_ref}"
+        ));
+        return Ok(built);
+    }
+    faults::point("before-flip-preview");
+    point(ctx, &slug, &name)?;
+    faults::point("after-flip-preview");
+    notify(ctx, &built, git_ref, &mut durations);
+    durations.insert("total".into(), started.elapsed().as_secs_f64());
+    entry.durations = durations;
+    journal::append(root, &entry.end(Outcome::Ok))?;
+    finish(ctx, &built);
+    Ok(built)
+}
+
+/// Run `previews.notify` (SYMDEPLOY_STAGE=preview); a failure is a warning.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    built: &Built,
+    git_ref: &str,
+    durations: &mut BTreeMap<String, f64>,
+) {
+    if ctx.config.previews.notify.is_empty() {
+        return; // no stage on screen for a step list that is empty
+    }
+    let stage = Stage::start("notify");
+    let mut env = step_env(ctx, &built.slug, &built.name, &built.commit, git_ref);
+    env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
+    if let Err(e) = steps::run_stage("notify", &ctx.config.previews.notify, &env) {
+        output::warning(&format!("{e} (the preview is up all the same)"));
+    }
+    durations.insert("notify".into(), stage.done().as_secs_f64());
+}
+
+pub(crate) fn finish(ctx: &Ctx, built: &Built) {
+    output::success(&format!(
+        "previews/{} -> releases/{}",
+        built.slug,
+        shown(&built.name)
+    ));
+    output::log_only(&format!("       (release: releases/{})", built.name));
+    output::line(&format!(
+        "       serve it as {}.<your preview domain> (README: Previews); production and warmup are unchanged",
+        built.slug
+    ));
+    // The releases this one replaces are not served any more.
+    remove_unpointed(ctx, &built.slug);
+}
+
+/// Point `previews/<slug>` at the release `name` (one rename).
+pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
+    let dir = ctx.root.previews();
+    std::fs::create_dir_all(&dir).at("create directory", &dir)?;
+    symlink::flip(&dir, slug, &ctx.root.preview_target(name))?;
+    output::detail_full(
+        &format!("previews/{slug} -> releases/{}", shown(name)),
+        name.rsplit('-').next().unwrap_or(name),
+    );
+    Ok(())
+}
+
+/// A preview release's name as the pusher sees it: the commit in it cut to
+/// 12 hex digits, like every hash on screen (the run log keeps it whole).
+fn shown(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((head, hex)) if crate::state::root::is_commit_hash(hex) => {
+            format!("{head}-{}", crate::state::root::short(hex))
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Remove the releases of `slug` that `previews/<slug>` does not point at.
+/// Problems are warnings: the preview itself is up.
+pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
+    let pointed = ctx.root.preview_pointed(slug);
+    for (name, s, _) in ctx.root.preview_release_dirs().unwrap_or_default() {
+        if s == slug && Some(&name) != pointed.as_ref() {
+            match crate::housekeeping::trash::remove_release(ctx, &name) {
+                Ok(()) => output::detail(&format!("removed releases/{name}")),
+                Err(e) => output::warning(&format!("{e}")),
+            }
+        }
+    }
+}
+
+/// The environment of a preview's steps.
+fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(name),
+        commit: hex.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: ctx.root.preview_pointed(slug).map(|n| ctx.root.release(&n)),
+        extra: vec![
+            ("SYMDEPLOY_PREVIEW".into(), slug.to_string()),
+            (
+                "SYMDEPLOY_SHARED".into(),
+                ctx.root.common_preview(slug).display().to_string(),
+            ),
+        ],
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+fn build(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    meta: &Meta,
+    name: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(name);
+    crate::deploy::disk::preflight(ctx, repo, commit, None)?;
+
+    // The same export, into the preview's own release directory.
+    crate::deploy::warmup::export_stage(ctx, repo, commit, name, durations)?;
+    crate::sys::signals::check("the preview stopped after the export")?;
+
+    let common = root.common_preview(&meta.slug);
+    if !ctx.config.shared.is_empty() {
+        let stage = Stage::start("shared");
+        seed_common(ctx, &meta.slug)?;
+        crate::deploy::shared::link_all_into(
+            &dir,
+            &common,
+            &root.common_preview_rel(&meta.slug),
+            &ctx.config.shared,
+        )?;
+        durations.insert("shared".into(), stage.done().as_secs_f64());
+    }
+
+    let env = step_env(ctx, &meta.slug, name, &hex, git_ref);
+    let p = &ctx.config.previews;
+    let stages = [
+        ("build", &p.build),
+        ("links", &p.links),
+        ("migrate", &p.migrate),
+    ];
+    let exported = crate::deploy::warmup::Exported {
+        dir: &dir,
+        common: &common,
+        what: "the preview",
+        fault_prefix: "preview-",
+    };
+    exported.finish(ctx, stages, &env, None, durations)
+}
+
+/// Make `common-previews/<slug>/` if it is not there: a copy of
+/// `previews.seed` if configured, else empty. Never touches common/.
+fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
+    let root = &ctx.root;
+    let common = root.common_preview(slug);
+    if std::fs::symlink_metadata(&common).is_ok() {
+        return Ok(());
+    }
+    let parent = root.common_previews();
+    std::fs::create_dir_all(&parent).at("create directory", &parent)?;
+    let Some(seed) = &ctx.config.previews.seed else {
+        std::fs::create_dir(&common).at("create directory", &common)?;
+        output::detail(&format!("common-previews/{slug}/ created empty"));
+        return Ok(());
+    };
+    let seed = if seed.is_absolute() {
+        seed.clone()
+    } else {
+        root.dir.join(seed)
+    };
+    if !seed.is_dir() {
+        return Err(Error::with_help(
+            format!(
+                "previews.seed {} is not a directory, so common-previews/{slug}/ cannot be seeded",
+                seed.display()
+            ),
+            "create it with what a new preview starts from (e.g. a config pointing at a preview database), or remove `seed` from [previews]",
+        ));
+    }
+    // Copied aside and renamed: a half copy never looks like a seeded preview.
+    let tmp = parent.join(format!(".tmp-{slug}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    crate::deploy::carry::copy_tree(&seed, &tmp)?;
+    std::fs::rename(&tmp, &common).at("rename into place", &common)?;
+    output::detail(&format!(
+        "common-previews/{slug}/ seeded from {}",
+        seed.display()
+    ));
+    Ok(())
+}
+
+/// Remove what a crashed preview run left (lock held): temporary links in
+/// previews/, half-copied seeds in common-previews/ and half-written
+/// records (all named `.tmp-*` or with the flip's temporary prefix; nothing
+/// a preview serves or a tester wrote).
+pub(crate) fn tidy(ctx: &Ctx) {
+    symlink::remove_leftovers(&ctx.root.previews());
+    for dir in [ctx.root.common_previews(), ctx.root.preview_records()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let p = e.path();
+                let _ = match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                    _ => std::fs::remove_file(&p),
+                };
+            }
+        }
+    }
+}
+
+/// Remove a preview with the lock held: the link first (so the web server
+/// stops serving it), then its releases and records; its data only if
+/// `data`. Journaled; safe to repeat (recovery repeats it after a kill).
+pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
+    let root = &ctx.root;
+    let pointed = root.preview_pointed(&meta.slug);
+    let commit = pointed
+        .as_deref()
+        .and_then(crate::state::root::parse_preview_release)
+        .map(|(_, c)| c.to_string());
+    output::header(&format!(
+        "removing preview {} ({}): {why}",
+        meta.slug, meta.branch
+    ));
+    let entry = Entry::start(
+        REMOVE_EVENT,
+        commit.as_deref(),
+        Some(&format!("refs/heads/{}", meta.branch)),
+    );
+    journal::append(root, &entry)?;
+    let link = root.preview_link(&meta.slug);
+    match std::fs::remove_file(&link) {
+        Ok(()) => output::detail(&format!("removed previews/{}", meta.slug)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &link, e)),
+    }
+    symlink::sync_dir(&root.previews());
+    faults::point("preview-remove");
+    let mut failed = None;
+    for (name, slug, _) in root.preview_release_dirs()? {
+        if slug == meta.slug {
+            match crate::housekeeping::trash::remove_release(ctx, &name) {
+                Ok(()) => output::detail(&format!("removed releases/{name}")),
+                Err(e) => {
+                    output::report(&e);
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+    }
+    let common = root.common_preview(&meta.slug);
+    if data {
+        if let Ok(m) = std::fs::symlink_metadata(&common) {
+            crate::deploy::shared::remove_release_copy(&common, &m)?;
+            output::detail(&format!("removed common-previews/{}/", meta.slug));
+        }
+    } else if common.exists() {
+        output::detail(&format!(
+            "kept common-previews/{}/ (its data; `symdeploy preview rm --data {}` removes it)",
+            meta.slug, meta.slug
+        ));
+    }
+    if let Some(e) = failed {
+        journal::append(root, &entry.end(Outcome::Failed))?;
+        return Err(e);
+    }
+    let path = meta_path(root, &meta.slug);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &path, e)),
+    }
+    journal::append(root, &entry.end(Outcome::Ok))?;
+    output::success(&format!("preview {} removed", meta.slug));
+    Ok(())
+}
+
+/// One preview, as `status`, `releases` and `preview list` show it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    /// previews/<slug>.
+    pub(crate) slug: String,
+    /// Its branch.
+    pub(crate) branch: String,
+    /// The commit served, if any.
+    pub(crate) commit: Option<String>,
+    /// The release directory served, relative to the root.
+    pub(crate) release: Option<String>,
+    /// Its state.
+    pub(crate) state: Option<String>,
+    /// Commit subject.
+    pub(crate) subject: String,
+    /// Last push (RFC 3339).
+    pub(crate) pushed: String,
+}
+
+/// Every preview, most recently pushed first.
+pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
+    let root = &ctx.root;
+    let mut metas = all_meta(root);
+    metas.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.slug.cmp(&b.slug)));
+    metas
+        .into_iter()
+        .map(|m| {
+            let pointed = root.preview_pointed(&m.slug);
+            let rec = pointed.as_deref().and_then(|n| release::load(root, n));
+            Row {
+                commit: pointed
+                    .as_deref()
+                    .and_then(crate::state::root::parse_preview_release)
+                    .map(|(_, c)| c.to_string()),
+                state: pointed
+                    .as_deref()
+                    .map(|n| release::effective_state(root, n).to_string()),
+                release: pointed.map(|n| format!("releases/{n}")),
+                subject: rec.map(|r| r.subject).unwrap_or_default(),
+                slug: m.slug,
+                branch: m.branch,
+                pushed: m.pushed,
+            }
+        })
+        .collect()
+}
+
+/// One line per preview (for status, releases and preview list).
+pub(crate) fn print_rows(rows: &[Row]) {
+    for r in rows {
+        println!(
+            "preview     {:<24} {:<12} {:<8} {:>8}  {}  ({})",
+            r.slug,
+            r.commit.as_deref().map(short).unwrap_or("(none)"),
+            r.state.as_deref().unwrap_or("-"),
+            crate::sys::fs::age(&r.pushed),
+            output::escape(&r.subject),
+            output::escape(&r.branch)
+        );
+    }
+}
+
+/// What cleanup does with previews: remove those whose branch is gone, those
+/// past `ttl_days`, then the least recently pushed beyond `keep`, then
+/// releases no preview points at.
+/// Lock held (or `dry_run`).
+pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
+    let root = &ctx.root;
+    let p = &ctx.config.previews;
+    let mut metas = all_meta(root);
+    metas.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.slug.cmp(&b.slug)));
+    let now = jiff::Timestamp::now();
+    let ttl = jiff::SignedDuration::from_hours(24 * p.ttl_days as i64);
+    let mut doomed: Vec<(Meta, String)> = Vec::new();
+    let mut kept = 0;
+    let repo = repo::open(&root.repository()).ok();
+    for m in metas {
+        // Deleted while previews were off, or a new branch a strict push refused.
+        let gone = repo
+            .as_ref()
+            .is_some_and(|r| repo::ref_commit(r, &format!("refs/heads/{}", m.branch)).is_none());
+        if gone {
+            let why = format!("its branch {} no longer exists", output::escape(&m.branch));
+            doomed.push((m, why));
+            continue;
+        }
+        let age = m
+            .pushed
+            .parse::<jiff::Timestamp>()
+            .map(|t| now.duration_since(t))
+            .unwrap_or_default();
+        if age > ttl {
+            let why = format!(
+                "not pushed to for {} days (ttl_days {})",
+                age.as_hours() / 24,
+                p.ttl_days
+            );
+            doomed.push((m, why));
+        } else if kept >= p.keep {
+            let why = format!(
+                "older than the {} most recently pushed previews (keep)",
+                p.keep
+            );
+            doomed.push((m, why));
+        } else {
+            kept += 1;
+        }
+    }
+    if doomed.is_empty() && kept == 0 && root.preview_release_dirs()?.is_empty() {
+        return Ok(());
+    }
+    output::header(&format!(
+        "previews{}: {} kept, removing {}",
+        if dry_run {
+            " (dry run: nothing is removed)"
+        } else {
+            ""
+        },
+        kept,
+        doomed.len()
+    ));
+    let mut failed = None;
+    for (m, why) in &doomed {
+        if dry_run {
+            output::detail(&format!("would remove preview {} ({why})", m.slug));
+            continue;
+        }
+        if let Err(e) = remove(ctx, m, false, why) {
+            output::report(&e);
+            failed.get_or_insert(e);
+        }
+    }
+    // Releases no preview serves: failed builds, or a preview whose record is gone.
+    let live: Vec<String> = all_meta(root).into_iter().map(|m| m.slug).collect();
+    for (name, slug, _) in root.preview_release_dirs()? {
+        let serving = live.contains(&slug) && root.preview_pointed(&slug).as_ref() == Some(&name);
+        let doomed_slug = doomed.iter().any(|(m, _)| m.slug == slug);
+        if serving || (dry_run && doomed_slug) {
+            continue;
+        }
+        if dry_run {
+            output::detail(&format!(
+                "would remove releases/{name} (no preview serves it)"
+            ));
+        } else {
+            match crate::housekeeping::trash::remove_release(ctx, &name) {
+                Ok(()) => {
+                    output::detail(&format!("removed releases/{name} (no preview served it)"))
+                }
+                Err(e) => {
+                    output::report(&e);
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Recover an interrupted preview run (lock held); returns its end entry, or
+/// `None` when the run was ended here already.
+pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<Entry>> {
+    let root = &ctx.root;
+    let git_ref = e.git_ref.clone().unwrap_or_default();
+    let branch = git_ref.trim_start_matches("refs/heads/");
+    let meta = meta_of_branch(root, branch);
+    if e.event == REMOVE_EVENT {
+        return Ok(Some(match meta {
+            Some(m) => {
+                output::detail(&format!(
+                    "it was removing preview {}; removing it again",
+                    m.slug
+                ));
+                remove(ctx, &m, false, "finishing an interrupted removal")?;
+                e.end(Outcome::Ok)
+            }
+            None => {
+                output::detail("the preview was removed completely");
+                e.end(Outcome::Ok)
+            }
+        }));
+    }
+    let commit = e.commit.clone().unwrap_or_default();
+    let Some(meta) = meta else {
+        output::detail("its preview was removed since; nothing to repair");
+        return Ok(Some(e.end(Outcome::Interrupted)));
+    };
+    let name = root.preview_release_name(&meta.slug, &commit);
+    let prepared = lines
+        .iter()
+        .any(|x| x.phase == crate::hook::pending::PREPARED_PHASE);
+    if let Some(txn) = &e.txn {
+        if crate::hook::pending::ref_kept(ctx, &git_ref, &commit) && prepared {
+            output::detail(&format!(
+                "git updated {git_ref} to {}; the preview flip stands",
+                short(&commit)
+            ));
+            return Ok(Some(e.end(Outcome::Ok)));
+        }
+        if !crate::hook::pending::ref_kept(ctx, &git_ref, &commit) {
+            output::detail(&format!(
+                "git did not update {git_ref} to {}; undoing the preview flip",
+                short(&commit)
+            ));
+            undo(
+                ctx,
+                e,
+                txn.preview_before.as_deref(),
+                "interrupted before git updated the ref",
+            );
+            return Ok(None);
+        }
+    }
+    let landed = crate::hook::pending::kept(ctx, &commit);
+    if !landed {
+        // A strict pre-receive hook died: git rejected the push.
+        if release::load(root, &name).is_some() {
+            release::set_state(
+                root,
+                &name,
+                State::Failed,
+                Some("interrupted; the push was rejected".into()),
+            )?;
+        }
+        output::detail(&format!(
+            "the push of {} was rejected (its hook was killed), so releases/{name} is marked failed; previews/{} is unchanged",
+            short(&commit),
+            meta.slug
+        ));
+        return Ok(Some(e.end(Outcome::Interrupted)));
+    }
+    if release::is_ready(root, &name) {
+        if root.preview_pointed(&meta.slug).as_deref() != Some(name.as_str()) {
+            point(ctx, &meta.slug, &name)?;
+        }
+        output::detail(&format!(
+            "releases/{name} had been warmed up completely; previews/{} -> it (its notify step did not run)",
+            meta.slug
+        ));
+        return Ok(Some(e.end(Outcome::Ok)));
+    }
+    if release::load(root, &name).is_some_and(|r| r.state == State::Building) {
+        release::set_state(root, &name, State::Failed, Some("interrupted".into()))?;
+    }
+    output::detail(&format!(
+        "releases/{name} was never warmed up (marked failed); previews/{} stays on {}",
+        meta.slug,
+        root.preview_pointed(&meta.slug)
+            .unwrap_or_else(|| "nothing".into())
+    ));
+    Ok(Some(e.end(Outcome::Interrupted)))
+}
+
+/// Undo a strict preview flip git did not keep: `previews/<slug>` back to
+/// `before` (or removed when there was none), the release marked failed,
+/// the run ended `rejected`. Never fails; safe to repeat.
+pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&str>, why: &str) {
+    let root = &ctx.root;
+    let commit = run.commit.clone().unwrap_or_default();
+    let git_ref = run.git_ref.clone().unwrap_or_default();
+    let branch = git_ref.trim_start_matches("refs/heads/");
+    if let Some(meta) = meta_of_branch(root, branch) {
+        let name = root.preview_release_name(&meta.slug, &commit);
+        if root.preview_pointed(&meta.slug).as_deref() == Some(name.as_str()) {
+            let back = before.filter(|b| *b != name && release::is_ready(root, b));
+            let moved = match back {
+                Some(b) => point(ctx, &meta.slug, b),
+                None => std::fs::remove_file(root.preview_link(&meta.slug))
+                    .at("remove", root.preview_link(&meta.slug)),
+            };
+            if let Err(e) = moved {
+                output::error(&format!("could not move previews/{} back: {e}", meta.slug));
+            }
+        }
+        if release::is_ready(root, &name) {
+            let _ = release::set_state(
+                root,
+                &name,
+                State::Failed,
+                Some(format!("{git_ref} was not updated: {why}")),
+            );
+        }
+    }
+    let mut end = run.end(Outcome::Rejected);
+    end.pid = std::process::id();
+    end.error = Some(format!("{git_ref}: {why}"));
+    if let Err(e) = journal::append(root, &end) {
+        output::warning(&format!("could not end the run in the journal: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(slug: &str, branch: &str) -> Meta {
+        Meta {
+            slug: slug.into(),
+            branch: branch.into(),
+            created: String::new(),
+            pushed: String::new(),
+        }
+    }
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        assert_eq!(slug_base("feature/login-form"), "feature-login-form");
+        assert_eq!(slug_base("Feature/Login_Form"), "feature-login-form");
+        assert_eq!(slug_base("--a//b__c--"), "a-b-c");
+        assert_eq!(slug_base("ünï/côde"), "n-c-de");
+        assert_eq!(slug_base("///"), "preview");
+        let long = slug_base(&format!("feature/{}", "x".repeat(100)));
+        assert_eq!(long.len(), 63);
+        // Cut at 63 must not end on a dash.
+        let cut = slug_base(&format!("{}/yyy", "a".repeat(62)));
+        assert_eq!(cut, "a".repeat(62));
+    }
+
+    #[test]
+    fn colliding_branches_get_a_stable_suffix() {
+        let existing = vec![meta("feature-a", "feature/a")];
+        assert_eq!(choose_slug("feature/a", &existing), "feature-a");
+        let other = choose_slug("feature_a", &existing);
+        assert!(
+            other.starts_with("feature-a-") && other.len() == "feature-a-".len() + 6,
+            "{other}"
+        );
+        assert_eq!(other, choose_slug("feature_a", &existing), "stable");
+        assert_ne!(other, choose_slug("FEATURE/A", &existing));
+        let long = format!("f/{}", "x".repeat(80));
+        let taken = vec![meta(&slug_base(&long), "other")];
+        let s = choose_slug(&long, &taken);
+        assert!(s.len() <= 63, "{s}");
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+}

@@ -1,0 +1,807 @@
+//! The switch: the one place `production` is flipped.
+//!
+//! stop → sync → flip `production` → after_switch → start → check → notify,
+//! and if anything after the flip fails or is interrupted: stop, flip back,
+//! start, mark the release bad (a failure) or leave it ready (an interrupt).
+//! Every path that ran `stop` runs `start`, so the daemons are never left
+//! down. Promote, rollback, recovery and strict mode's undo call it; it calls
+//! nothing above it.
+
+use std::time::{Duration, Instant};
+
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::session::plan::{self, Cause, Phase, Unwind};
+use crate::state::journal::{self, Commands, Entry, Event, Outcome};
+use crate::state::release::{self, State};
+use crate::state::root::{short, PRODUCTION};
+use crate::sys::output::{self, Stage};
+use crate::sys::steps::{self, StepEnv};
+use crate::{sys::faults, sys::symlink};
+
+/// A phase of the switch that did not complete, and why: the one shape a
+/// failure of the switch has, whichever phase it came from.
+#[derive(Debug)]
+pub(crate) struct StageFailure {
+    /// The phase.
+    pub(crate) stage: Phase,
+    /// What went wrong in it.
+    pub(crate) error: Error,
+}
+
+impl StageFailure {
+    /// Failed or interrupted, as the phase decisions see it.
+    pub(crate) fn cause(&self) -> Cause {
+        match self.error {
+            Error::Interrupted { .. } => Cause::Interrupted,
+            _ => Cause::Failed,
+        }
+    }
+
+    /// What failed, said once: a step's error names its stage already.
+    pub(crate) fn message(&self) -> String {
+        match &self.error {
+            Error::Step { .. } => self.error.to_string(),
+            e => format!("{} failed: {e}", self.stage.what()),
+        }
+    }
+
+    /// `phase: error`, for the journal and the release record.
+    pub(crate) fn reason(&self) -> String {
+        format!("{}: {}", self.stage.what(), self.error)
+    }
+}
+
+/// The phases of a switch up to the health check, in order; notify follows
+/// whatever happened.
+pub(crate) const FORWARD: [Phase; 7] = [
+    Phase::Stop,
+    Phase::Sync,
+    Phase::Flip,
+    Phase::Links,
+    Phase::AfterSwitch,
+    Phase::Start,
+    Phase::Check,
+];
+
+/// What is left once production points at the new release: what recovery
+/// finishes after a crash that came after the flip.
+pub(crate) const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Check];
+
+/// Switch production to `hex` through stop/flip/start/check, rolling back by
+/// itself if anything after the flip fails or is interrupted (Ctrl-C,
+/// SIGTERM: see src/signals.rs). Used by promote and rollback.
+pub(crate) fn switch(ctx: &Ctx, hex: &str, event: Event, git_ref: &str) -> Result<()> {
+    switch_with(ctx, hex, event, git_ref, None).map(|_| ())
+}
+
+/// [`switch`], in strict mode part of git's ref transaction (`txn`): on
+/// success the run is left `prepared`, not ended, because whether it stands
+/// is up to git (`crate::hook::strict` ends or undoes it). Returns the run's entry.
+pub(crate) fn switch_with(
+    ctx: &Ctx,
+    hex: &str,
+    event: Event,
+    git_ref: &str,
+    txn: Option<crate::state::journal::GitTxn>,
+) -> Result<Entry> {
+    let previous = ctx.root.production();
+    // Nothing is changed yet, so an earlier interrupt needs no unwinding.
+    crate::sys::signals::check(&format!(
+        "{event} of {} not started; production stays on {}",
+        short(hex),
+        crate::deploy::pointers::describe(&previous)
+    ))?;
+    output::header(&format!(
+        "{event}: production {} -> {}",
+        previous.as_deref().map(short).unwrap_or("(none)"),
+        short(hex)
+    ));
+    let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
+    entry.previous = previous.clone();
+    entry.txn = txn;
+    entry.commands = Some(Commands::of(&ctx.config.promote));
+    journal::append(&ctx.root, &entry)?;
+    let mut run = Switch {
+        ctx,
+        hex,
+        event,
+        git_ref,
+        previous,
+        entry,
+        started: Instant::now(),
+    };
+    match run.forward() {
+        Ok(()) => run.succeeded(),
+        Err(failure) => match plan::unwind(failure.stage, failure.cause()) {
+            Unwind::StartAgain => run.not_switched(failure),
+            Unwind::RollBack => run.rolled_back(failure),
+        },
+    }
+}
+
+/// One switch under way: what its unwinding and its journal entry need.
+struct Switch<'a> {
+    ctx: &'a Ctx,
+    hex: &'a str,
+    event: Event,
+    git_ref: &'a str,
+    /// Production before: where a rollback goes back to.
+    previous: Option<String>,
+    entry: Entry,
+    started: Instant,
+}
+
+impl Switch<'_> {
+    /// Run [`FORWARD`] until a phase does not complete.
+    fn forward(&mut self) -> std::result::Result<(), StageFailure> {
+        let env = step_env(
+            self.ctx,
+            self.hex,
+            self.previous.as_deref(),
+            self.git_ref,
+            vec![],
+        );
+        let mut phases = Phases::new(self.ctx, self.hex, env);
+        for phase in FORWARD {
+            phases.run(phase)?;
+            if phase == Phase::Flip {
+                faults::point("after-flip-production");
+                // Seconds from the run's start to the flip: with the end
+                // entry's time and `total` this dates the flip to the
+                // millisecond (fleet skew, --json).
+                self.entry
+                    .durations
+                    .insert("flip".into(), self.started.elapsed().as_secs_f64());
+                output::log_only(&format!("       production -> releases/{}", self.hex));
+            }
+        }
+        Ok(())
+    }
+
+    /// Production is on the new release and healthy: notify, then end the
+    /// run (or, in strict mode, leave it `prepared` for git to decide).
+    fn succeeded(mut self) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
+        // Also when notify is interrupted: the promote itself is done.
+        notify(ctx, hex, self.previous.as_ref(), git_ref, "ok", None);
+        let took = self.started.elapsed();
+        self.entry
+            .durations
+            .insert("total".into(), took.as_secs_f64());
+        let took = crate::sys::fs::human_duration(took);
+        if self.entry.txn.is_some() {
+            journal::append(&ctx.root, &crate::hook::pending::prepared(&self.entry))?;
+            output::success(&format!(
+                "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
+                short(hex),
+            ));
+            return Ok(self.entry);
+        }
+        journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
+        output::success(&format!(
+            "production -> releases/{} (was {}; {event} took {took})",
+            short(hex),
+            self.previous
+                .as_deref()
+                .map(|c| format!("releases/{}", short(c)))
+                .unwrap_or_else(|| "nothing".into()),
+        ));
+        Ok(self.entry)
+    }
+
+    /// A phase before the flip did not complete: production was not touched;
+    /// the daemons are started again.
+    fn not_switched(mut self, failure: StageFailure) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
+        let previous = self.previous.clone();
+        let cause = failure.cause();
+        let back = previous.as_deref().unwrap_or(hex);
+        start_anyway(
+            &ctx.config.promote.start,
+            &step_env(ctx, back, previous.as_deref(), git_ref, vec![]),
+        );
+        self.entry.error = Some(failure.error.to_string());
+        journal::append(
+            &ctx.root,
+            &self
+                .entry
+                .end(plan::journal_result(Unwind::StartAgain, cause)),
+        )?;
+        if cause == Cause::Interrupted {
+            return Err(crate::sys::signals::error(format!(
+                "{event} of {} stopped during {}, before the switch; production stays on {}, and the daemons were started again",
+                short(hex),
+                failure.stage.what(),
+                crate::deploy::pointers::describe(&previous)
+            )));
+        }
+        // Nothing was switched: `failed`, and chat and CI hear of it.
+        let e = &failure.error;
+        notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(e));
+        let message = format!(
+            "{event} of {} failed: {} (production was not switched)",
+            short(hex),
+            failure.message()
+        );
+        Err(Error::Failed {
+            code: e.exit_code(),
+            message,
+            now: crate::deploy::pointers::where_now(&ctx.root),
+            help: Some(promote_advice(e, hex, &event, false)),
+        })
+    }
+
+    /// A phase after the flip did not complete: roll back. A failure marks
+    /// the release bad; an interrupt says nothing about the release, which
+    /// stays ready (and warmup on it) for the next promote.
+    fn rolled_back(mut self, failure: StageFailure) -> Result<Entry> {
+        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
+        let previous = self.previous.clone();
+        let cause = failure.cause();
+        if cause == Cause::Interrupted {
+            let stage = Stage::start("roll back");
+            flip_back(ctx, hex, previous.as_deref(), git_ref);
+            stage.done();
+        } else {
+            let why = failure.reason();
+            roll_back(
+                ctx,
+                &self.entry,
+                previous.as_deref(),
+                git_ref,
+                State::Bad,
+                why,
+            );
+        }
+        notify(
+            ctx,
+            hex,
+            previous.as_ref(),
+            git_ref,
+            "rolled-back",
+            Some(&failure.error),
+        );
+        self.entry
+            .durations
+            .insert("total".into(), self.started.elapsed().as_secs_f64());
+        self.entry.error = Some(failure.reason());
+        journal::append(
+            &ctx.root,
+            &self
+                .entry
+                .end(plan::journal_result(Unwind::RollBack, cause)),
+        )?;
+        if cause == Cause::Interrupted {
+            return Err(crate::sys::signals::error(format!(
+                "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
+                short(hex),
+                failure.stage.what(),
+                crate::deploy::pointers::describe(&previous),
+                short(hex)
+            )));
+        }
+        let message = format!(
+            "{event} of {} rolled back: {}",
+            short(hex),
+            failure.message()
+        );
+        // 1, as any rollback: the step's own code (3) would say "nothing
+        // happened", and scripts (the fleet playbook) tell them apart.
+        Err(Error::Failed {
+            code: 1,
+            message,
+            now: crate::deploy::pointers::where_now(&ctx.root),
+            help: Some(promote_advice(&failure.error, hex, &event, true)),
+        })
+    }
+}
+
+/// Runs the phases of a switch for one release, each shown as a stage.
+struct Phases<'a> {
+    ctx: &'a Ctx,
+    hex: &'a str,
+    env: StepEnv,
+    /// `switch production` spans the sync and the flip.
+    flip_stage: Option<Stage>,
+}
+
+impl<'a> Phases<'a> {
+    fn new(ctx: &'a Ctx, hex: &'a str, env: StepEnv) -> Self {
+        Phases {
+            ctx,
+            hex,
+            env,
+            flip_stage: None,
+        }
+    }
+
+    /// Run one phase; a failure names it.
+    fn run(&mut self, phase: Phase) -> std::result::Result<(), StageFailure> {
+        self.phase(phase).map_err(|error| {
+            // A stage header never shown must not turn up above the unwinding.
+            self.flip_stage = None;
+            StageFailure {
+                stage: phase,
+                error,
+            }
+        })
+    }
+
+    fn phase(&mut self, phase: Phase) -> Result<()> {
+        let p = &self.ctx.config.promote;
+        match phase {
+            Phase::Stop => self.steps("stop", &p.stop),
+            Phase::Sync => {
+                self.flip_stage = Some(Stage::start("switch production"));
+                // A power cut after the flip must not leave production on empty files.
+                crate::sys::fs::sync_filesystem(&self.ctx.root.release(self.hex))
+            }
+            Phase::Flip => {
+                // The last moment an interrupt leaves production untouched.
+                crate::sys::signals::check("production was not switched")?;
+                faults::point("before-flip-production");
+                symlink::flip(
+                    &self.ctx.root.dir,
+                    PRODUCTION,
+                    &symlink::release_target(self.hex),
+                )?;
+                if let Some(stage) = self.flip_stage.take() {
+                    stage.done_with(&format!("production -> releases/{}", short(self.hex)));
+                }
+                Ok(())
+            }
+            Phase::Links => {
+                symlink::ensure_static(&self.ctx.root.dir, &self.ctx.config.links).map(|_| ())
+            }
+            Phase::AfterSwitch => self.steps("after_switch", &p.after_switch),
+            Phase::Start => self.steps("start", &p.start),
+            Phase::Check if p.check.is_empty() => Ok(()),
+            Phase::Check => {
+                let stage = Stage::start("check");
+                check_until(&p.check, &self.env, p.check_timeout)?;
+                stage.done();
+                Ok(())
+            }
+        }
+    }
+
+    /// A phase that runs the configured commands `cmds` of `name`.
+    fn steps(&self, name: &str, cmds: &[String]) -> Result<()> {
+        let stage = (!cmds.is_empty()).then(|| Stage::start(name));
+        faults::point(name);
+        steps::run_stage(name, cmds, &self.env)?;
+        if let Some(stage) = stage {
+            stage.done();
+        }
+        Ok(())
+    }
+}
+
+/// Finish a switch whose flip was done (recovery after a crash): run
+/// [`AFTER_FLIP`] for `hex`; the first phase that does not complete is
+/// returned, and the caller rolls back.
+pub(crate) fn finish_after_flip(
+    ctx: &Ctx,
+    hex: &str,
+    env: StepEnv,
+) -> std::result::Result<(), StageFailure> {
+    let mut phases = Phases::new(ctx, hex, env);
+    AFTER_FLIP
+        .into_iter()
+        .try_for_each(|phase| phases.run(phase))
+}
+
+/// The environment of promote steps run in `release`.
+pub(crate) fn step_env(
+    ctx: &Ctx,
+    release: &str,
+    previous: Option<&str>,
+    git_ref: &str,
+    extra: Vec<(String, String)>,
+) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(release),
+        commit: release.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: previous.map(|c| ctx.root.release(c)),
+        extra,
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+/// Retry all checks until they pass together or the time is up. The screen
+/// gets the first failure's output, one line per attempt at most every few
+/// seconds, and the last attempt's output; the run log gets every attempt.
+fn check_until(checks: &[String], env: &StepEnv, timeout: Duration) -> Result<()> {
+    const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut attempt = 1;
+    let mut last_line = Instant::now();
+    loop {
+        // A hanging check (curl without -m) must not outlive check_timeout.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let env = StepEnv {
+            timeout: env.timeout.min(left.max(Duration::from_secs(1))),
+            ..env.clone()
+        };
+        let (result, lines) = steps::run_stage_captured("check", checks, &env);
+        if attempt == 1 {
+            for l in &lines {
+                output::detail(l);
+            }
+        }
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    output::detail(&format!(
+                        "passed on attempt {attempt}, after {}",
+                        crate::sys::fs::human_duration(started.elapsed())
+                    ));
+                }
+                return Ok(());
+            }
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) if Instant::now() >= deadline => {
+                if attempt > 1 {
+                    output::detail("last attempt:");
+                    for l in &lines {
+                        output::detail(&format!("  {l}"));
+                    }
+                    output::log_only(&format!("       ({attempt} attempts in all)"));
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                if attempt == 1 {
+                    output::detail(&format!(
+                        "check failed; retrying for up to {}s (check_timeout)",
+                        timeout.as_secs()
+                    ));
+                } else if last_line.elapsed() >= PROGRESS_EVERY {
+                    output::detail(&format!(
+                        "attempt {attempt} failed too ({e}); {}s left",
+                        deadline.saturating_duration_since(Instant::now()).as_secs()
+                    ));
+                    last_line = Instant::now();
+                }
+                output::log_only(&format!("       attempt {attempt} failed: {e}"));
+                attempt += 1;
+                // A second between attempts (never past the deadline), cut
+                // short by an interrupt.
+                let pause =
+                    Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+                let _ = crate::sys::signals::wakeups().recv_timeout(pause);
+                crate::sys::signals::check("the check was retrying")?;
+            }
+        }
+    }
+}
+
+/// Run promote.notify with `SYMDEPLOY_RESULT` (ok, rolled-back or failed)
+/// and, after a failure, `SYMDEPLOY_ERROR` (one line). Its failure is a
+/// warning: the outcome above stands.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    hex: &str,
+    previous: Option<&String>,
+    git_ref: &str,
+    result: &str,
+    error: Option<&Error>,
+) {
+    let p = &ctx.config.promote;
+    if p.notify.is_empty() {
+        return;
+    }
+    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.to_string())];
+    if let Some(e) = error {
+        extra.push((
+            "SYMDEPLOY_ERROR".into(),
+            crate::sys::output::one_line(&e.to_string()),
+        ));
+    }
+    let stage = Stage::start("notify");
+    let env = step_env(ctx, hex, previous.map(String::as_str), git_ref, extra);
+    if let Err(e) = steps::run_stage("notify", &p.notify, &env) {
+        output::warning(&format!("{e} (the {result} outcome above stands)"));
+        return;
+    }
+    stage.done();
+}
+
+/// The one piece of advice after a failed promote: a fault of the commit
+/// needs a new commit, pushed and promoted; a fault of the server (a missing
+/// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
+fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> String {
+    let log = output::log_path()
+        .map(|p| format!("the whole output is in {}; ", p.display()))
+        .unwrap_or_default();
+    let bad = if marked_bad {
+        format!("releases/{} is marked bad; ", short(hex))
+    } else {
+        String::new()
+    };
+    let again = if *event == Event::Rollback {
+        "`symdeploy rollback` again".to_string()
+    } else {
+        format!("`symdeploy promote {}`", short(hex))
+    };
+    match e {
+        Error::Step { stage, status, .. }
+            if status == "exit status 127" || stage == "stop" || stage == "start" =>
+        {
+            format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
+        }
+        Error::Step { .. } if marked_bad => format!(
+            "{log}{bad}fix the commit, push it and promote the new one (if the server was at fault, fix it and run {again})"
+        ),
+        Error::Step { .. } => format!("{log}fix the cause, then run {again}"),
+        other => match other.help() {
+            Some(h) => format!("{h}; then run {again}"),
+            None => format!("{log}fix the cause on the server, then run {again}"),
+        },
+    }
+}
+
+/// Undo a flip: stop, production back to `previous` (or removed if there was
+/// none), start; then mark the release `state` (bad, or failed when its push
+/// was rejected) for `why`, and move `warmup` off it. Never fails: it runs on
+/// an error path, and every failure is reported.
+///
+/// The whole of it is one recoverable step: an `undo` line in `run`'s journal
+/// records the intent first, and a recovery that finds it does all of this
+/// again (every part is idempotent), so a kill between marking the release
+/// and moving warmup off it never leaves warmup on a release that is not ready.
+pub(crate) fn roll_back(
+    ctx: &Ctx,
+    run: &Entry,
+    previous: Option<&str>,
+    git_ref: &str,
+    state: State,
+    why: String,
+) {
+    let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
+    let root = &ctx.root;
+    let hex = run.commit.as_deref().unwrap_or_default();
+    let intent = Entry {
+        time: crate::sys::fs::now_rfc3339(),
+        phase: UNDO_PHASE,
+        // Read back by recovery: `failed` marks it failed, anything else bad.
+        result: Some(match state {
+            State::Failed => Outcome::Failed,
+            _ => Outcome::Bad,
+        }),
+        error: Some(why.clone()),
+        pid: std::process::id(),
+        ..run.clone()
+    };
+    if let Err(e) = journal::append(root, &intent) {
+        output::warning(&format!(
+            "could not record the rollback in the journal: {e}"
+        ));
+    }
+    let stage = Stage::start("roll back");
+    flip_back(ctx, hex, previous, git_ref);
+    mark_and_move_warmup_off(ctx, hex, state, why);
+    stage.done();
+}
+
+/// Stop, production back to `previous` (removed if there was none), start.
+pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+    let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
+    let root = &ctx.root;
+    let p = &ctx.config.promote;
+    if let Err(e) = steps::run_stage(
+        "stop",
+        &p.stop,
+        &step_env(ctx, hex, previous, git_ref, vec![]),
+    ) {
+        output::warning(&format!("stop during rollback: {e}"));
+    }
+    match previous {
+        Some(prev) => match symlink::flip(&root.dir, PRODUCTION, &symlink::release_target(prev)) {
+            Ok(()) => output::detail_full(
+                &format!("production -> releases/{} (back)", short(prev)),
+                prev,
+            ),
+            Err(e) => output::error(&format!("could not flip production back: {e}")),
+        },
+        None => {
+            // Nothing served before this promote; serving nothing beats serving a bad release.
+            let _ = std::fs::remove_file(root.link(PRODUCTION));
+            output::detail("production removed (there was no earlier production release)");
+        }
+    }
+    let back = previous.unwrap_or(hex);
+    start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+}
+
+/// The journal phase recording that a run is being rolled back (state and
+/// reason in `result` and `error`), written before the rollback starts.
+pub(crate) const UNDO_PHASE: journal::Phase = journal::Phase::Undo;
+
+/// Mark `hex` `state` and move warmup off it: the end of a rollback.
+pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
+    let root = &ctx.root;
+    if let Err(e) = release::set_state(root, hex, state, Some(why)) {
+        output::warning(&format!(
+            "could not mark releases/{hex} {}: {e}",
+            state.as_str()
+        ));
+    }
+    faults::point("after-mark-bad");
+    // A release that just failed in production must not stay the one a
+    // promote without arguments (or www_warmup) would pick.
+    if root.warmup().as_deref() == Some(hex) {
+        match crate::deploy::pointers::warmup_off(ctx, hex) {
+            Ok(back) => output::detail(&format!(
+                "warmup -> {} (off the {} release)",
+                back.as_deref()
+                    .map(|c| format!("releases/{}", short(c)))
+                    .unwrap_or_else(|| "nothing".into()),
+                state.as_str()
+            )),
+            Err(e) => output::warning(&format!("warmup still points at releases/{hex}: {e}")),
+        }
+    }
+}
+
+/// Run `start` whatever happens; its failure is reported, not raised, because
+/// we are already on an error path.
+pub(crate) fn start_anyway(start: &[String], env: &StepEnv) {
+    let _unwinding = crate::sys::signals::unwinding("starting the daemons again");
+    if start.is_empty() {
+        return;
+    }
+    let stage = Stage::start("start (restoring the daemons)");
+    if let Err(e) = steps::run_stage("start", start, env) {
+        output::error(&format!(
+            "starting the daemons failed too: {e}; start them by hand"
+        ));
+    }
+    stage.done();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::release::Record;
+    use crate::state::root::Root;
+
+    const OLD: &str = "1111111111111111111111111111111111111111";
+    const NEW: &str = "2222222222222222222222222222222222222222";
+
+    /// A root with two ready releases, production on OLD, and promote steps
+    /// that append their name to `trace` (after_switch/check as given).
+    fn root_with(after_switch: &str, stop: &str) -> (tempfile::TempDir, Ctx) {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        root.ensure_state_dirs().unwrap();
+        for c in [OLD, NEW] {
+            std::fs::create_dir_all(root.release(c)).unwrap();
+            release::save(
+                &root,
+                &Record::building(c, "refs/heads/main", String::new()),
+            )
+            .unwrap();
+            release::set_state(&root, c, State::Ready, None).unwrap();
+        }
+        symlink::flip(&root.dir, PRODUCTION, &symlink::release_target(OLD)).unwrap();
+        let trace = t.path().join("trace");
+        let step = |name: &str, extra: &str| {
+            format!(
+                "[\"echo {name} $SYMDEPLOY_COMMIT >> '{}'{extra}\"]",
+                trace.display()
+            )
+        };
+        std::fs::write(
+            root.config_file(),
+            format!(
+                "[promote]\nstop = {}\nafter_switch = {}\nstart = {}\ncheck = []\nnotify = []\n",
+                step("stop", stop),
+                step("after_switch", after_switch),
+                step("start", ""),
+            ),
+        )
+        .unwrap();
+        let ctx = Ctx::load(root).unwrap();
+        (t, ctx)
+    }
+
+    fn trace(t: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_to_string(t.path().join("trace"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.replace(OLD, "OLD").replace(NEW, "NEW"))
+            .collect()
+    }
+
+    fn last_result(ctx: &Ctx) -> Option<Outcome> {
+        crate::state::journal::read(&ctx.root)
+            .last()
+            .and_then(|e| e.result.clone())
+    }
+
+    #[test]
+    fn the_sequence_never_needs_a_rollback_before_the_flip_and_always_after_it() {
+        let flip = FORWARD.iter().position(|p| *p == Phase::Flip).unwrap();
+        for (i, phase) in FORWARD.iter().enumerate() {
+            for cause in [Cause::Failed, Cause::Interrupted] {
+                let wanted = if i <= flip {
+                    Unwind::StartAgain
+                } else {
+                    Unwind::RollBack
+                };
+                assert_eq!(plan::unwind(*phase, cause), wanted, "{phase:?}");
+            }
+        }
+        assert_eq!(
+            FORWARD[0],
+            Phase::Stop,
+            "the daemons stop before anything moves"
+        );
+        assert!(FORWARD.ends_with(&AFTER_FLIP));
+    }
+
+    #[test]
+    fn a_good_switch_flips_production_and_ends_ok() {
+        let (t, ctx) = root_with("", "");
+        let entry = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap();
+        assert_eq!(ctx.root.production().as_deref(), Some(NEW));
+        assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
+        assert_eq!(last_result(&ctx), Some(Outcome::Ok));
+        assert!(entry.durations.contains_key("flip"));
+        assert!(entry.durations["flip"] <= entry.durations["total"]);
+    }
+
+    #[test]
+    fn a_failed_stop_starts_the_daemons_again_and_leaves_production() {
+        let (t, ctx) = root_with("", "; exit 7");
+        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
+        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        // Started in the release production still serves.
+        assert_eq!(trace(&t), ["stop NEW", "start OLD"]);
+        assert_eq!(last_result(&ctx), Some(Outcome::Failed));
+        assert!(
+            release::is_ready(&ctx.root, NEW),
+            "nothing says the release is bad"
+        );
+    }
+
+    #[test]
+    fn a_failed_after_switch_rolls_back_marks_the_release_bad_and_starts_again() {
+        let (t, ctx) = root_with("; exit 1", "");
+        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        assert_eq!(
+            trace(&t),
+            ["stop NEW", "after_switch NEW", "stop NEW", "start OLD"]
+        );
+        assert_eq!(last_result(&ctx), Some(Outcome::RolledBack));
+        assert_eq!(
+            release::effective_state(&ctx.root, NEW).to_string(),
+            "bad",
+            "a failure after the flip is the release's"
+        );
+    }
+
+    #[test]
+    fn finishing_after_a_crash_names_the_phase_that_failed() {
+        let (t, ctx) = root_with("; exit 1", "");
+        let env = step_env(&ctx, NEW, Some(OLD), "refs/tags/release-1", vec![]);
+        let failure = finish_after_flip(&ctx, NEW, env).unwrap_err();
+        assert_eq!(failure.stage, Phase::AfterSwitch);
+        assert_eq!(failure.cause(), Cause::Failed);
+        assert!(
+            failure.reason().starts_with("after_switch: "),
+            "{}",
+            failure.reason()
+        );
+        // The start was not reached: the caller rolls back, which starts.
+        assert_eq!(trace(&t), ["after_switch NEW"]);
+    }
+}

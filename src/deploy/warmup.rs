@@ -1,0 +1,595 @@
+//! The warm-up, in the seed's order: lock, export, shared links, build, links,
+//! migrate, flip `warmup`, notify, journal.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::ctx::Ctx;
+use crate::deploy::pointers::{point_warmup, where_now};
+use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
+use crate::state::journal::{self, Entry, Event, Outcome};
+use crate::state::release::{self, Record, State};
+use crate::state::root::short;
+use crate::sys::output::{self, Stage};
+use crate::sys::steps::{self, StepEnv};
+use crate::{
+    deploy::carry, deploy::export, deploy::shared, state::repo, sys::faults, sys::symlink,
+};
+
+/// What follows a warm-up's build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Flip `warmup` to it; `then_promote`: a promote follows (a tag,
+    /// `-o promote`), so the hint to promote is left out and a failure's
+    /// advice names `symdeploy promote`.
+    Flip { then_promote: bool },
+    /// Strict mode: leave `warmup` alone until git has the ref locked.
+    WaitForGit,
+}
+
+impl Then {
+    fn then_promote(self) -> bool {
+        match self {
+            Then::Flip { then_promote } => then_promote,
+            // A strict push's failure advice is the same as a promote's.
+            Then::WaitForGit => true,
+        }
+    }
+}
+
+/// Warm up `commit` with the lock held; returns the commit.
+/// A commit that already has a ready release only re-points `warmup`.
+/// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
+/// promote is left out and a failure's advice names `symdeploy promote`.
+pub(crate) fn warm(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    rebuild: bool,
+    then_promote: bool,
+) -> Result<Commit> {
+    warm_impl(
+        ctx,
+        repo,
+        commit,
+        git_ref,
+        rebuild,
+        Then::Flip { then_promote },
+    )
+    .map(|_| commit)
+}
+
+/// Strict mode's first half: build `commit`'s release (if it has no ready
+/// one) without flipping `warmup`, which waits until git has the ref locked.
+/// Returns whether a release was built.
+pub(crate) fn build_only(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+) -> Result<bool> {
+    warm_impl(ctx, repo, commit, git_ref, false, Then::WaitForGit)
+}
+
+/// The warm-up in the seed's order; returns whether a release was built.
+fn warm_impl(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    rebuild: bool,
+    then: Then,
+) -> Result<bool> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
+    output::header(&format!(
+        "warming up {} ({git_ref}): {subject}",
+        short(&hex)
+    ));
+    if release::is_ready(root, &hex) && !rebuild {
+        already_ready(ctx, &hex, git_ref, then)?;
+        return Ok(false);
+    }
+    remove_earlier_build(ctx, &hex)?;
+
+    let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    release::save(root, &Record::building(&hex, git_ref, subject))?;
+    let mut durations = BTreeMap::new();
+    let started = Instant::now();
+    let built = build(ctx, repo, commit, git_ref, &mut durations);
+    entry.durations = durations;
+    if let Err(e) = built {
+        return Err(failed(ctx, entry, e, &hex, git_ref, then));
+    }
+    release::set_state(root, &hex, State::Ready, None)?;
+    if then == Then::WaitForGit {
+        journal::append(root, &entry.end(Outcome::Built))?;
+        output::detail_full(
+            &format!(
+                "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
+                short(&hex)
+            ),
+            &hex,
+        );
+        return Ok(true);
+    }
+    faults::point("before-flip-warmup");
+    point_warmup(ctx, &hex)?;
+    faults::point("after-flip-warmup");
+
+    if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
+        entry.durations.insert("notify".into(), took.as_secs_f64());
+    }
+    entry
+        .durations
+        .insert("total".into(), started.elapsed().as_secs_f64());
+    journal::append(root, &entry.end(Outcome::Ok))?;
+    finish_message(ctx, &hex, started.elapsed(), then.then_promote());
+    Ok(true)
+}
+
+/// The commit has a ready release already: nothing is built. A warm-up
+/// re-points `warmup` at it (journaled `unchanged`); a strict build leaves
+/// that to the flip once git has the ref.
+fn already_ready(ctx: &Ctx, hex: &str, git_ref: &str, then: Then) -> Result<()> {
+    let Then::Flip { then_promote } = then else {
+        output::detail_full(
+            &format!(
+                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
+                short(hex)
+            ),
+            hex,
+        );
+        return Ok(());
+    };
+    let root = &ctx.root;
+    let entry = Entry::start(Event::Warmup, Some(hex), Some(git_ref));
+    journal::append(root, &entry)?;
+    let started = Instant::now();
+    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(hex)), hex);
+    point_warmup(ctx, hex)?;
+    journal::append(root, &entry.end(Outcome::Unchanged))?;
+    finish_message(ctx, hex, started.elapsed(), then_promote);
+    Ok(())
+}
+
+/// An earlier build of the commit (failed, cut short, or `--rebuild`) is
+/// removed before a new one; one that production or warmup points at is
+/// refused instead.
+fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
+    let root = &ctx.root;
+    let dir = root.release(hex);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let which = if root.production().as_deref() == Some(hex) {
+        Some("production")
+    } else if root.warmup().as_deref() == Some(hex) {
+        Some("warmup")
+    } else {
+        None
+    };
+    if let Some(which) = which {
+        return Err(Error::with_help(
+            format!("releases/{hex} is what {which} points at, so it cannot be rebuilt in place"),
+            "warm up and promote another commit first, then rebuild this one",
+        ));
+    }
+    output::detail(&format!(
+        "removing the earlier {} build of releases/{}",
+        release::effective_state(root, hex),
+        short(hex)
+    ));
+    std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+    release::forget(root, hex);
+    Ok(())
+}
+
+/// A build that failed or was interrupted: the release is marked failed,
+/// the run ended, chat and CI told (a post-receive push exits 0 whatever
+/// happens), and the error returned whole for the renderer.
+fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: Then) -> Error {
+    let root = &ctx.root;
+    let then_promote = then.then_promote();
+    let interrupted = matches!(e, Error::Interrupted { .. });
+    if let Err(marked) = release::set_state(root, hex, State::Failed, Some(e.to_string())) {
+        return marked;
+    }
+    let mut entry = entry;
+    entry.error = Some(e.to_string());
+    let result = if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Failed
+    };
+    if let Err(journaled) = journal::append(root, &entry.end(result)) {
+        return journaled;
+    }
+    if !interrupted {
+        notify(ctx, hex, git_ref, "failed", Some(&e));
+        if then_promote {
+            // A promote was asked for (a tag, `-o promote`) and nothing was
+            // switched: its notify hears `failed` too.
+            crate::deploy::switch::notify(
+                ctx,
+                hex,
+                root.production().as_ref(),
+                git_ref,
+                "failed",
+                Some(&e),
+            );
+        }
+    }
+    let (message, help) = if interrupted {
+        (
+            format!(
+                "warm-up of {} was interrupted (the release is marked failed): {e}",
+                short(hex)
+            ),
+            e.help().unwrap_or_default(),
+        )
+    } else {
+        (
+            format!("warm-up of {} failed: {e}", short(hex)),
+            advice(&e, hex, then_promote),
+        )
+    };
+    Error::Failed {
+        code: e.exit_code(),
+        message,
+        now: where_now(root),
+        help: Some(help).filter(|h| !h.is_empty()),
+    }
+}
+
+fn build(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(&hex);
+
+    // Before anything is written: a deploy must not fill the disk.
+    let carry_from = [root.warmup(), root.production()]
+        .into_iter()
+        .flatten()
+        .find(|c| *c != hex && release::is_ready(root, c));
+    crate::deploy::disk::preflight(
+        ctx,
+        repo,
+        commit,
+        carry_from
+            .as_deref()
+            .filter(|_| !ctx.config.carry.is_empty()),
+    )?;
+
+    export_stage(ctx, repo, commit, &hex, durations)?;
+    crate::sys::signals::check("the warm-up stopped after the export")?;
+    // Flush the export to disk while carry, shared links and the steps run
+    // (composer takes seconds): the sync before `ready` then only waits for
+    // what they wrote. The result does not matter: that final sync vouches.
+    let early_sync = {
+        let dir = dir.clone();
+        std::thread::spawn(move || crate::sys::fs::sync_filesystem(&dir).is_ok())
+    };
+
+    if !ctx.config.carry.is_empty() {
+        let stage = Stage::start("carry");
+        let previous = [root.warmup(), root.production()]
+            .into_iter()
+            .flatten()
+            .find(|c| *c != hex && release::is_ready(root, c));
+        match previous {
+            Some(prev) => carry::carry(&root.release(&prev), &dir, &ctx.config.carry)?,
+            None => output::detail("no previous release to carry from"),
+        }
+        durations.insert("carry".into(), stage.done().as_secs_f64());
+    }
+
+    if !ctx.config.shared.is_empty() {
+        let stage = Stage::start("shared");
+        shared::link_all(&dir, &root.common(), &ctx.config.shared)?;
+        durations.insert("shared".into(), stage.done().as_secs_f64());
+    }
+
+    let env = step_env(ctx, &hex, git_ref);
+    let w = &ctx.config.warmup;
+    let stages = [
+        ("build", &w.build),
+        ("links", &w.links),
+        ("migrate", &w.migrate),
+    ];
+    let exported = Exported {
+        dir: &dir,
+        common: &root.common(),
+        what: "the warm-up",
+        fault_prefix: "",
+    };
+    exported.finish(ctx, stages, &env, Some(early_sync), durations)
+}
+
+/// A release directory whose export is done, and what the rest of its
+/// build needs to know: the tail warm-ups and previews share.
+pub(crate) struct Exported<'a> {
+    /// The release directory.
+    pub(crate) dir: &'a std::path::Path,
+    /// Where its shared paths point (`common/`, or the preview's own).
+    pub(crate) common: &'a std::path::Path,
+    /// "the warm-up", "the preview": for the message of an interrupt.
+    pub(crate) what: &'a str,
+    /// Prefix of the steps' fault points (`preview-` for previews).
+    pub(crate) fault_prefix: &'a str,
+}
+
+impl Exported<'_> {
+    /// The build, links and migrate stages that have commands, then the web
+    /// user's ACLs (after the steps, so caches they warmed up are covered
+    /// too), then the sync that `ready` vouches for. `early_sync`: a flush
+    /// started right after the export, waited for before the final one.
+    pub(crate) fn finish(
+        &self,
+        ctx: &Ctx,
+        stages: [(&str, &Vec<String>); 3],
+        env: &StepEnv,
+        early_sync: Option<std::thread::JoinHandle<bool>>,
+        durations: &mut BTreeMap<String, f64>,
+    ) -> Result<()> {
+        for (name, commands) in stages {
+            if commands.is_empty() {
+                continue;
+            }
+            let stage = Stage::start(name);
+            faults::point(&format!("{}{name}", self.fault_prefix));
+            steps::run_stage(name, commands, env)?;
+            durations.insert(name.into(), stage.done().as_secs_f64());
+        }
+        if let Some(user) = &ctx.config.web_user {
+            let stage = Stage::start("writable");
+            let web = crate::deploy::acl::resolve(user)?;
+            crate::deploy::acl::grant_all(
+                &web,
+                self.common,
+                &ctx.config.shared,
+                self.dir,
+                &ctx.config.writable,
+            )?;
+            durations.insert("writable".into(), stage.done().as_secs_f64());
+        }
+        // The manifest is of what `ready` vouches for: after the steps and
+        // the ACLs (which change ctimes), before the sync. It prints nothing
+        // on success; its time is in the journal and the run log.
+        let started = std::time::Instant::now();
+        let name = self
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::msg(format!("{} has no name", self.dir.display())))?;
+        let entries = crate::state::manifest::record(
+            &ctx.root,
+            name,
+            self.dir,
+            &crate::state::manifest::excluded_paths(&ctx.config),
+        )?;
+        let took = started.elapsed();
+        tracing::info!(entries, seconds = took.as_secs_f64(), "manifest written");
+        durations.insert("manifest".into(), took.as_secs_f64());
+        // `ready` is recorded durably next; the files it vouches for must be
+        // on disk first, or a power cut could leave a ready release of empty
+        // files. On a big release this is most of what the warm-up costs
+        // beyond the export itself, so it is a stage of its own.
+        crate::sys::signals::check(&format!(
+            "{} stopped before the release was marked ready",
+            self.what
+        ))?;
+        let stage = Stage::start("sync");
+        if let Some(early) = early_sync {
+            let _ = early.join();
+        }
+        crate::sys::fs::sync_filesystem(self.dir)?;
+        durations.insert("sync".into(), stage.done().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// The export stage of a warm-up or a preview: `commit` exported to a
+/// temporary directory in releases/, its REVISION written, renamed to
+/// `releases/<name>` (one rename), with the stage's one-line summary.
+/// Nothing is left behind when it fails.
+pub(crate) fn export_stage(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    name: &str,
+    durations: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let hex = commit.to_string();
+    let dir = root.release(name);
+    let stage = Stage::start("export");
+    let tmp = root.releases().join(format!(
+        "{}{name}-{}",
+        crate::state::root::TMP_PREFIX,
+        std::process::id()
+    ));
+    faults::point("export");
+    let stats = match export::export_commit(repo, commit.id(), &tmp) {
+        Ok(s) => s,
+        Err(e) => {
+            // A partial export is worth nothing; with a full disk it is worse than nothing.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(explain_full_disk(e, repo, commit, &root.releases()));
+        }
+    };
+    if let Err(e) = export::write_revision(&tmp, &hex) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    faults::point("before-rename-release");
+    std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
+    symlink::sync_dir(&root.releases());
+    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    if stats.symlinks > 0 {
+        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+    }
+    summary.push(crate::sys::fs::human_bytes(stats.bytes));
+    if stats.ignored > 0 {
+        summary.push(format!("{} excluded by export-ignore", stats.ignored));
+    }
+    for sub in &stats.submodules {
+        output::warning(&format!("submodule {sub} is exported as an empty directory (symdeploy does not fetch submodules)"));
+    }
+    durations.insert(
+        "export".into(),
+        stage.done_with(&summary.join(", ")).as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// A full disk during the export, told with what the operator needs: where,
+/// how much is free now that the partial export is gone, and how much the
+/// commit needs. Other errors pass through unchanged.
+fn explain_full_disk(
+    e: Error,
+    repo: &gix::Repository,
+    commit: Commit,
+    releases: &std::path::Path,
+) -> Error {
+    let Error::Io { source, path, .. } = &e else {
+        return e;
+    };
+    let full = matches!(source.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT);
+    if !full {
+        return e;
+    }
+    let free = crate::sys::fs::free_space(releases)
+        .map(crate::sys::fs::human_bytes)
+        .unwrap_or_else(|| "an unknown amount".into());
+    let needed = export::commit_bytes(repo, commit.id())
+        .map(|b| {
+            format!(
+                ", and {} needs about {}",
+                commit.short(),
+                crate::sys::fs::human_bytes(b)
+            )
+        })
+        .unwrap_or_default();
+    Error::with_help(
+        format!(
+            "the disk is full: could not write {} ({source}); the partial export was removed",
+            path.display()
+        ),
+        format!(
+            "the filesystem holding {} has {free} free{needed}; free some space (`symdeploy cleanup` removes old releases) or grow the filesystem, then deploy again",
+            releases.display()
+        ),
+    )
+}
+
+/// The environment warm-up steps get.
+pub(crate) fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
+    StepEnv {
+        root: ctx.root.dir.clone(),
+        release: ctx.root.release(hex),
+        commit: hex.to_string(),
+        git_ref: git_ref.to_string(),
+        previous: ctx.root.production().map(|c| ctx.root.release(&c)),
+        extra: Vec::new(),
+        timeout: ctx.config.step_timeout,
+    }
+}
+
+/// Run warmup.notify with `SYMDEPLOY_RESULT` (ok or failed) and, after a
+/// failure, `SYMDEPLOY_ERROR` (one line). Its own failure is a warning.
+/// Returns how long it took, if it had commands.
+pub(crate) fn notify(
+    ctx: &Ctx,
+    hex: &str,
+    git_ref: &str,
+    result: &str,
+    error: Option<&Error>,
+) -> Option<std::time::Duration> {
+    let commands = &ctx.config.warmup.notify;
+    if commands.is_empty() {
+        return None;
+    }
+    let stage = Stage::start("notify");
+    let mut env = step_env(ctx, hex, git_ref);
+    env.extra.push(("SYMDEPLOY_RESULT".into(), result.into()));
+    if let Some(e) = error {
+        env.extra
+            .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
+    }
+    if let Err(e) = steps::run_stage("notify", commands, &env) {
+        output::warning(&format!(
+            "{e} ({})",
+            if result == "ok" {
+                "the release is warmed up all the same"
+            } else {
+                "the failure above stands as reported"
+            }
+        ));
+        return None;
+    }
+    Some(stage.done())
+}
+
+/// The one piece of advice after a failed warm-up: fixed in the commit means
+/// a new push; fixed on the server (deploy.toml, `common/`, a missing
+/// program, permissions, disk) means running it again there, since pushing
+/// the same commit again runs no hook ("Everything up-to-date").
+pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
+    let again = if then_promote {
+        format!("`symdeploy promote {}`", short(hex))
+    } else {
+        format!("`symdeploy warmup {}`", short(hex))
+    };
+    let log = output::log_path()
+        .map(|p| format!("the whole output is in {}; ", p.display()))
+        .unwrap_or_default();
+    match e {
+        Error::Step { status, .. } if status == "exit status 127" => format!(
+            "{log}a program the step runs is missing on the server: install it (or fix the command in deploy.toml), then run {again} there"
+        ),
+        Error::Step { status, .. } if status.starts_with("timed out") => format!(
+            "{log}make the step faster (in the commit, then push it again) or raise step_timeout in deploy.toml and run {again} on the server"
+        ),
+        Error::Step { .. } => format!(
+            "{log}fix the commit and push it again (if the server was at fault, e.g. deploy.toml or common/, fix it there and run {again})"
+        ),
+        Error::Config { file, .. } => format!(
+            "fix {} (`symdeploy check` validates it), then run {again} on the server",
+            file.display()
+        ),
+        other => match other.help() {
+            Some(h) => format!("{h}; then run {again} on the server"),
+            None => format!("fix the cause on the server, then run {again} there"),
+        },
+    }
+}
+
+pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, then_promote: bool) {
+    output::success(&format!(
+        "warmup -> releases/{} (warm-up took {})",
+        short(hex),
+        crate::sys::fs::human_duration(took)
+    ));
+    output::log_only(&format!("       warmup -> releases/{hex}"));
+    if then_promote {
+        return;
+    }
+    // A tag name the configured glob accepts: `release-*` becomes `release-N`.
+    let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
+    output::detail(&format!(
+        "promote it: `symdeploy promote {}` on the server, or git tag {tag} {} && git push deploy {tag}",
+        short(hex),
+        short(hex)
+    ));
+}

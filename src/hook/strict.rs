@@ -1,0 +1,528 @@
+//! Strict mode as a two-phase commit with git: flip only what git accepted.
+//!
+//! 1. **pre-receive** (objects in quarantine, refs untouched): build and
+//!    verify each pushed commit's release; no pointer moves. A failed build
+//!    rejects the push. What the flips will be is written to a pending file
+//!    named by the receive-pack's pid (`.symdeploy/strict/<pid>.json`).
+//! 2. **reference-transaction `prepared`** (objects migrated, the refs locked
+//!    by git, the old values verified, the update can still be aborted): for
+//!    each ref of the transaction that the pending file names, flip `warmup`,
+//!    and for a release tag or `-o promote` run the promote with its health
+//!    check. Any failure is undone here and makes the hook exit non-zero, so
+//!    git aborts the transaction and the push fails. The journal runs stay
+//!    open with a `prepared` line: whether they stand is git's call.
+//! 3. **`committed`**: the runs end `ok`. **`aborted`**: the flips are undone
+//!    (warmup and production back) and the runs end `rejected`.
+//!
+//! A ref git refuses before its transaction (non-fast-forward, an existing
+//! tag, a lost compare-and-swap) never reaches `prepared`, so nothing moves
+//! for it. A process killed anywhere leaves an open run recording the
+//! receive-pack (pid and start time): while that receive-pack lives, git has
+//! not decided and recovery leaves the run alone; once it is gone, recovery
+//! decides by what git kept, i.e. whether the ref points at the commit.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::ctx::Ctx;
+use crate::error::{Error, IoContext, Result};
+use crate::hook::files::{hook_installed, install_hook, HookInstall};
+use crate::hook::pending::{
+    load, pending_path, prepared, receive_pack, save, Pending, PendingUpdate,
+};
+use crate::hook::push::{Action, RefUpdate};
+use crate::session::recovery::undo;
+use crate::state::journal::{self, Entry, Event, GitTxn, Outcome};
+use crate::state::release;
+use crate::state::root::{short, Root};
+use crate::sys::output;
+
+// ----------------------------------------------------------------------------- pre-receive
+
+/// The pre-receive half: build every pushed release, move nothing, and leave
+/// the plan for the reference-transaction hook.
+pub(crate) fn pre_receive(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    updates: &[RefUpdate],
+    promote_option: bool,
+) -> Result<()> {
+    if !hook_installed(&ctx.root) {
+        // A root made by an older `init` has only the pre-receive hook. Git
+        // looks a hook up each time it runs one, so installing it now makes
+        // this very push two-phase; a foreign hook of that name is refused.
+        let binary = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .at("find", "the symdeploy binary")?;
+        match install_hook(&ctx.root.repository().join("hooks"), &binary)? {
+            HookInstall::Installed(path) => output::detail(&format!(
+                "installed {} (strict mode's second half, which an older `symdeploy init` did not install)",
+                path.display()
+            )),
+            HookInstall::Kept(_) => {}
+            HookInstall::Foreign(path) => {
+                return Err(Error::with_help(
+                    format!(
+                        "strict mode needs symdeploy's {}, but another hook of that name is there; nothing was deployed and the push is refused",
+                        path.display()
+                    ),
+                    "make that hook also call `symdeploy hook reference-transaction \"$1\"` (reading the same stdin), or remove it and run `symdeploy init ROOT`, then push again",
+                ));
+            }
+        }
+    }
+    let (pid, started) = receive_pack()?;
+    let mut pending = Pending {
+        receive_pack: pid,
+        started,
+        updates: Vec::new(),
+    };
+    let mut failure = None;
+    for update in updates {
+        let action = crate::hook::push::route(ctx, update);
+        let (warm, promote) = match action {
+            Action::Ignore(why) => {
+                output::line(&format!("-----> ignored: {why}"));
+                continue;
+            }
+            Action::RemovePreview => {
+                output::line(&format!(
+                    "-----> {}: its preview is removed once git deletes the branch",
+                    output::escape(&update.name)
+                ));
+                pending.updates.push(PendingUpdate {
+                    old: update.old.clone(),
+                    new: update.new.clone(),
+                    name: update.name.clone(),
+                    commit: String::new(),
+                    warm: false,
+                    promote: false,
+                    state: "built".into(),
+                    runs: Vec::new(),
+                    preview: None,
+                    remove_preview: true,
+                });
+                continue;
+            }
+            Action::Preview => {
+                if promote_option {
+                    output::warning(&format!(
+                        "-o promote does not apply to {}: a preview branch never moves production",
+                        output::escape(&update.name)
+                    ));
+                }
+                let result = build_preview(ctx, repo, update);
+                if let Err(e) = &result {
+                    // While the run log is open, so it keeps the error too.
+                    output::report(e);
+                }
+                output::close_log();
+                match result {
+                    Ok(built) => pending.updates.push(PendingUpdate {
+                        old: update.old.clone(),
+                        new: update.new.clone(),
+                        name: update.name.clone(),
+                        commit: built.commit,
+                        warm: false,
+                        promote: false,
+                        state: "built".into(),
+                        runs: Vec::new(),
+                        preview: Some(built.slug),
+                        remove_preview: false,
+                    }),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
+            Action::Warmup => (true, promote_option),
+            Action::Promote => (false, true),
+        };
+        let result = build(ctx, repo, update, warm);
+        if let Err(e) = &result {
+            // While the run log is open, so it keeps the error too.
+            output::report(e);
+        }
+        output::close_log();
+        match result {
+            Ok((commit, built)) => pending.updates.push(PendingUpdate {
+                old: update.old.clone(),
+                new: update.new.clone(),
+                name: update.name.clone(),
+                commit,
+                // A tag of a commit this push built moves warmup too, as a
+                // promote that warms up does.
+                warm: warm || built,
+                promote,
+                state: "built".into(),
+                runs: Vec::new(),
+                preview: None,
+                remove_preview: false,
+            }),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(Error::Reported {
+            code: e.exit_code(),
+        });
+    }
+    save(&ctx.root, &pending)
+}
+
+/// Build a preview branch's release without flipping `previews/<slug>`.
+fn build_preview(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    update: &RefUpdate,
+) -> Result<crate::deploy::preview::Built> {
+    let new = gix::ObjectId::from_hex(update.new.as_bytes())
+        .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
+    let commit = crate::state::repo::peel_to_commit(repo, new, &update.name)?;
+    let _run = crate::session::begin(
+        ctx,
+        crate::deploy::preview::EVENT,
+        commit.short(),
+        &format!(
+            "preview build of {} ({}) for a strict push",
+            commit.short(),
+            update.name
+        ),
+    )?;
+    crate::deploy::preview::warm(ctx, repo, commit, &update.name, false)
+}
+
+fn build(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    update: &RefUpdate,
+    warm: bool,
+) -> Result<(String, bool)> {
+    let new = gix::ObjectId::from_hex(update.new.as_bytes())
+        .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
+    let commit = crate::state::repo::peel_to_commit(repo, new, &update.name)?;
+    let hex = commit.to_string();
+    let _run = crate::session::begin(
+        ctx,
+        if warm { Event::Warmup } else { Event::Promote },
+        short(&hex),
+        &format!(
+            "build of {} ({}) for a strict push",
+            short(&hex),
+            update.name
+        ),
+    )?;
+    let built = crate::deploy::warmup::build_only(ctx, repo, commit, &update.name)?;
+    Ok((hex, built))
+}
+
+// ----------------------------------------------------------------------------- reference-transaction
+
+/// `symdeploy hook reference-transaction STATE`: the second half. Anything
+/// that is not a ref of a strict push this root's pre-receive hook built for
+/// (other git commands on the server, other pushes) passes untouched.
+pub(crate) fn reference_transaction(state: &str) -> Result<()> {
+    let git_dir = std::env::var_os("GIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut input = Vec::new();
+    // git feeds every line; read them all whatever happens next.
+    let _ = std::io::stdin().read_to_end(&mut input);
+    if !matches!(state, "prepared" | "committed" | "aborted") {
+        return Ok(());
+    }
+    let Ok(root) = Root::from_repository(&git_dir) else {
+        return Ok(());
+    };
+    let pid = nix::unistd::getppid().as_raw() as u32;
+    let path = pending_path(&root, pid);
+    let Some(mut pending) = load(&path) else {
+        return Ok(());
+    };
+    if crate::sys::fs::start_time(pid) != Some(pending.started) {
+        return Ok(());
+    }
+    let lines: Vec<RefUpdate> = String::from_utf8_lossy(&input)
+        .lines()
+        .filter_map(|l| crate::hook::push::parse_input(l).ok())
+        .flatten()
+        .collect();
+    let wanted = if state == "prepared" {
+        "built"
+    } else {
+        "prepared"
+    };
+    let matched: Vec<usize> = pending
+        .updates
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.state == wanted && lines.iter().any(|l| p.matches(l)))
+        .map(|(i, _)| i)
+        .collect();
+    if matched.is_empty() {
+        return Ok(());
+    }
+    let ctx = Ctx::load(root)?;
+    let first = pending.updates[matched[0]].commit.clone();
+    crate::session::open_run_log(&ctx.root, state, short(&first));
+    let result = match state {
+        "prepared" => on_prepared(&ctx, &mut pending, &matched),
+        "committed" => on_committed(&ctx, &mut pending, &matched),
+        _ => on_aborted(&ctx, &mut pending, &matched),
+    };
+    // Rendered while the run log is open, so it keeps the error too.
+    let result = result.map_err(|e| {
+        if e.is_reported() {
+            return e;
+        }
+        output::report(&e);
+        Error::Reported {
+            code: e.exit_code(),
+        }
+    });
+    output::close_log();
+    let saved = save(&ctx.root, &pending);
+    result.and(saved)
+}
+
+fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
+    let refs: Vec<String> = matched
+        .iter()
+        .map(|&i| output::escape(&pending.updates[i].name).into_owned())
+        .collect();
+    let _run = crate::session::lock_and_recover(
+        ctx,
+        &format!("strict flips for {} (git holds the refs)", refs.join(" ")),
+    )?;
+    let mut done: Vec<(usize, Vec<Entry>)> = Vec::new();
+    for &i in matched {
+        let u = pending.updates[i].clone();
+        let mut runs = Vec::new();
+        let result = flip(ctx, pending, &u, &mut runs);
+        done.push((i, runs));
+        if let Err(e) = result {
+            // git aborts the transaction without calling `aborted`: undo
+            // everything this transaction flipped, newest first.
+            for (_, runs) in done.iter().rev() {
+                for run in runs.iter().rev() {
+                    undo(ctx, run, "the promote failed, so the push is refused");
+                }
+            }
+            for (j, _) in &done {
+                pending.updates[*j].state = "failed".into();
+            }
+            // One error, told after the undo, so it says where things
+            // point once everything this push moved is back.
+            let refused = format!(
+                "the push of {} is refused: git keeps {} where {} was",
+                short(&u.commit),
+                refs.join(", "),
+                if refs.len() == 1 { "it" } else { "they" }
+            );
+            let e = match e {
+                Error::Failed {
+                    code,
+                    message,
+                    help,
+                    ..
+                } => Error::Failed {
+                    code,
+                    message: format!("{message}; {refused}"),
+                    now: crate::deploy::pointers::where_now(&ctx.root),
+                    help,
+                },
+                other => Error::Failed {
+                    code: other.exit_code(),
+                    message: format!("{other}; {refused}"),
+                    now: crate::deploy::pointers::where_now(&ctx.root),
+                    help: other.help(),
+                },
+            };
+            output::report(&e);
+            return Err(Error::Reported {
+                code: e.exit_code(),
+            });
+        }
+    }
+    for (i, runs) in done {
+        pending.updates[i].state = "prepared".into();
+        pending.updates[i].runs = runs;
+    }
+    Ok(())
+}
+
+/// The flips of one ref, with git holding it locked.
+fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let root = &ctx.root;
+    let txn = GitTxn {
+        receive_pack: pending.receive_pack,
+        started: pending.started,
+        new: u.new.clone(),
+        warmup_before: root.warmup(),
+        preview_before: None,
+    };
+    if u.remove_preview {
+        // Removed once git has deleted the branch (`committed`).
+        return Ok(());
+    }
+    if let Some(slug) = &u.preview {
+        return flip_preview(ctx, txn, u, slug, runs);
+    }
+    if !release::is_ready(root, &u.commit) {
+        return Err(Error::with_help(
+            format!(
+                "releases/{} is {} now, no longer the ready release the pre-receive hook built",
+                short(&u.commit),
+                release::effective_state(root, &u.commit)
+            ),
+            "something changed it in between (a cleanup, a rollback); push again",
+        ));
+    }
+    if u.warm {
+        let mut run = Entry::start(Event::Warmup, Some(&u.commit), Some(&u.name));
+        run.txn = Some(txn.clone());
+        journal::append(root, &run)?;
+        runs.push(run.clone());
+        crate::sys::faults::point("strict-before-flip-warmup");
+        crate::deploy::pointers::point_warmup(ctx, &u.commit)?;
+        crate::deploy::warmup::notify(ctx, &u.commit, &u.name, "ok", None);
+        journal::append(root, &prepared(&run))?;
+        crate::deploy::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
+    }
+    if u.promote {
+        if root.production().as_deref() == Some(u.commit.as_str()) {
+            output::line(&format!(
+                "-----> {} is already production; nothing to do",
+                short(&u.commit)
+            ));
+        } else {
+            crate::deploy::verify::before_switch(
+                ctx,
+                &u.commit,
+                crate::deploy::verify::Before::Promote,
+            )?;
+            let run = crate::deploy::switch::switch_with(
+                ctx,
+                &u.commit,
+                Event::Promote,
+                &u.name,
+                Some(txn),
+            )?;
+            runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// A preview's flip, with git holding its branch locked.
+fn flip_preview(
+    ctx: &Ctx,
+    mut txn: GitTxn,
+    u: &PendingUpdate,
+    slug: &str,
+    runs: &mut Vec<Entry>,
+) -> Result<()> {
+    let root = &ctx.root;
+    let name = root.preview_release_name(slug, &u.commit);
+    if !release::is_ready(root, &name) {
+        return Err(Error::with_help(
+            format!(
+                "releases/{name} is {} now, no longer the ready preview the pre-receive hook built",
+                release::effective_state(root, &name)
+            ),
+            "something changed it in between (a cleanup, `preview rm`); push again",
+        ));
+    }
+    txn.preview_before = root.preview_pointed(slug);
+    let mut run = Entry::start(
+        crate::deploy::preview::EVENT,
+        Some(&u.commit),
+        Some(&u.name),
+    );
+    run.txn = Some(txn);
+    journal::append(root, &run)?;
+    runs.push(run.clone());
+    crate::sys::faults::point("strict-before-flip-preview");
+    crate::deploy::preview::point(ctx, slug, &name)?;
+    let built = crate::deploy::preview::Built {
+        slug: slug.to_string(),
+        name,
+        commit: u.commit.clone(),
+    };
+    crate::deploy::preview::notify(ctx, &built, &u.name, &mut Default::default());
+    journal::append(root, &prepared(&run))?;
+    output::success(&format!("previews/{slug} -> releases/{}", built.name));
+    Ok(())
+}
+
+fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
+    let mut promoted = false;
+    let mut removals = Vec::new();
+    let mut previews = Vec::new();
+    for &i in matched {
+        let u = &mut pending.updates[i];
+        if u.remove_preview {
+            removals.push(u.name.clone());
+        }
+        if let Some(slug) = &u.preview {
+            previews.push(slug.clone());
+        }
+        for run in &u.runs {
+            journal::append(&ctx.root, &run.end(Outcome::Ok))?;
+            promoted |= run.event == Event::Promote;
+        }
+        output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        u.state = "done".into();
+    }
+    pending.updates.retain(|u| u.state != "done");
+    for git_ref in removals {
+        // git has deleted the branch: its preview goes now.
+        if let Err(e) = crate::ops::preview::delete_branch(ctx, &git_ref) {
+            output::warning(&format!(
+                "{e}; remove it with `symdeploy preview rm` (the branch is deleted all the same)"
+            ));
+        }
+    }
+    if !previews.is_empty() {
+        // The releases the new ones replace; without waiting, like the cleanup below.
+        if let Ok(_lock) =
+            crate::session::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO)
+        {
+            for slug in previews {
+                crate::deploy::preview::remove_unpointed(ctx, &slug);
+            }
+        }
+    }
+    if promoted {
+        // Without waiting: another deploy holding the lock cleans up itself.
+        // Production has moved: a cleanup problem is a warning, never a failure.
+        if let Ok(_lock) =
+            crate::session::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO)
+        {
+            crate::housekeeping::cleanup::after_promote(ctx);
+        }
+    }
+    Ok(())
+}
+
+fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
+    let _run = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
+    for &i in matched {
+        let u = &mut pending.updates[i];
+        output::error(&format!(
+            "git did not update {} to {}; undoing its flips",
+            u.name,
+            short(&u.commit)
+        ));
+        for run in u.runs.iter().rev() {
+            undo(ctx, run, "git did not update the ref");
+        }
+        u.state = "done".into();
+    }
+    pending.updates.retain(|u| u.state != "done");
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Letting go of old releases: what cleanup keeps, and the removal itself.
+
+pub(crate) mod cleanup;
+pub(crate) mod retention;
+pub(crate) mod trash;

@@ -1,0 +1,10 @@
+//! What is on disk and in git: the deploy root's layout, deploy.toml, commits,
+//! release records, the journal, and the bare repository.
+
+pub(crate) mod commit;
+pub(crate) mod config;
+pub(crate) mod journal;
+pub(crate) mod manifest;
+pub(crate) mod release;
+pub(crate) mod repo;
+pub(crate) mod root;

@@ -1,0 +1,230 @@
+//! What state each release is in, recorded next to (never inside) the release.
+//!
+//! A release directory is complete once its export was renamed into place, but
+//! it is only `ready` once every warm-up step succeeded. Only ready releases are
+//! ever pointed at by warmup or production. The record lives in
+//! `.symdeploy/releases/<commit>.json`, written atomically, because a release
+//! directory is never modified after it is complete.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::state::root::Root;
+
+/// The life of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum State {
+    /// Being exported or warmed up (or interrupted while it was).
+    Building,
+    /// Warmed up; may be pointed at.
+    Ready,
+    /// A warm-up step failed.
+    Failed,
+    /// Was promoted and failed in production (rolled back).
+    Bad,
+}
+
+impl State {
+    /// Lowercase name, as shown and stored.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            State::Building => "building",
+            State::Ready => "ready",
+            State::Failed => "failed",
+            State::Bad => "bad",
+        }
+    }
+}
+
+/// The stored record of one release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// Current state.
+    pub(crate) state: State,
+    /// Full commit hash (also the directory name).
+    pub(crate) commit: String,
+    /// The ref it was built from.
+    #[serde(rename = "ref")]
+    pub(crate) git_ref: String,
+    /// First line of the commit message.
+    #[serde(default)]
+    pub(crate) subject: String,
+    /// Who pushed or ran it.
+    #[serde(default)]
+    pub(crate) user: String,
+    /// When the build started (RFC 3339).
+    pub(crate) created: String,
+    /// When it became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ready_at: Option<String>,
+    /// Why it failed or went bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+impl Record {
+    /// The record of a build starting now, by the user running symdeploy.
+    pub(crate) fn building(commit: &str, git_ref: &str, subject: String) -> Record {
+        Record {
+            state: State::Building,
+            commit: commit.to_string(),
+            git_ref: git_ref.to_string(),
+            subject,
+            user: crate::sys::fs::current_user(),
+            created: crate::sys::fs::now_rfc3339(),
+            ready_at: None,
+            error: None,
+        }
+    }
+}
+
+/// Read a release's record, if there is one.
+pub(crate) fn load(root: &Root, commit: &str) -> Option<Record> {
+    let text = std::fs::read_to_string(root.states().join(format!("{commit}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Write a release's record atomically and durably.
+pub(crate) fn save(root: &Root, record: &Record) -> Result<()> {
+    save_as(root, &record.commit, record)
+}
+
+/// Write the record of the release directory `name` (a commit for a main
+/// release, `preview-<slug>-<commit>` for a preview's).
+pub(crate) fn save_as(root: &Root, name: &str, record: &Record) -> Result<()> {
+    let dir = root.states();
+    let path = dir.join(format!("{name}.json"));
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::msg(format!("cannot encode release record: {e}")))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(crate::state::root::RECORD_TMP_PREFIX)
+        .tempfile_in(&dir)
+        .at("create a temporary file in", &dir)?;
+    tmp.write_all(&json).at("write", tmp.path())?;
+    tmp.as_file().sync_data().at("sync", tmp.path())?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("write", &path, e.error))?;
+    crate::sys::symlink::sync_dir(&dir);
+    Ok(())
+}
+
+/// Remove half-written records (lock held: only lock holders write them).
+/// `.tmp*` also covers what versions before the explicit prefix left.
+pub(crate) fn sweep_temp_records(root: &Root) {
+    let Ok(entries) = std::fs::read_dir(root.states()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Change the state of an existing record (`commit`: the release directory's name).
+pub(crate) fn set_state(
+    root: &Root,
+    commit: &str,
+    state: State,
+    error: Option<String>,
+) -> Result<()> {
+    if let Some(mut r) = load(root, commit) {
+        r.state = state;
+        if state == State::Ready {
+            r.ready_at = Some(crate::sys::fs::now_rfc3339());
+            r.error = None;
+        }
+        if error.is_some() {
+            r.error = error;
+        }
+        save_as(root, commit, &r)?;
+    }
+    Ok(())
+}
+
+/// Remove a release's record (with its directory, by cleanup or rebuild).
+pub(crate) fn forget(root: &Root, commit: &str) {
+    let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
+    crate::state::manifest::forget(root, commit);
+}
+
+/// What a release directory amounts to, as `status`, `releases` and cleanup
+/// see it: its recorded [`State`], except that a build with no record or one
+/// still marked building (nothing builds without the lock, so it was cut
+/// short) is `Incomplete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Effective {
+    /// Warmed up; may be pointed at.
+    Ready,
+    /// A warm-up step failed.
+    Failed,
+    /// Was promoted and failed in production (rolled back).
+    Bad,
+    /// No record, or interrupted while building.
+    Incomplete,
+}
+
+impl Effective {
+    /// Lowercase name, as shown in `status` and `releases` (text and JSON).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Effective::Ready => "ready",
+            Effective::Failed => "failed",
+            Effective::Bad => "bad",
+            Effective::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What a release directory amounts to: its recorded state, or `incomplete`
+/// when it has no record or was interrupted while building.
+pub(crate) fn effective_state(root: &Root, commit: &str) -> Effective {
+    match load(root, commit).map(|r| r.state) {
+        Some(State::Ready) => Effective::Ready,
+        Some(State::Failed) => Effective::Failed,
+        Some(State::Bad) => Effective::Bad,
+        Some(State::Building) | None => Effective::Incomplete,
+    }
+}
+
+/// Is this release ready to be pointed at?
+pub(crate) fn is_ready(root: &Root, commit: &str) -> bool {
+    root.release(commit).is_dir() && load(root, commit).is_some_and(|r| r.state == State::Ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_states_are_spelled_as_before() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path()).unwrap();
+        std::fs::create_dir_all(root.states()).unwrap();
+        assert_eq!(effective_state(&root, "c").as_str(), "incomplete");
+        let mut r = Record::building("c", "refs/heads/main", String::new());
+        for (state, shown) in [
+            (State::Building, "incomplete"),
+            (State::Ready, "ready"),
+            (State::Failed, "failed"),
+            (State::Bad, "bad"),
+        ] {
+            r.state = state;
+            save(&root, &r).unwrap();
+            let e = effective_state(&root, "c");
+            assert_eq!(e.to_string(), shown);
+            assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{shown}\""));
+        }
+        assert_eq!(format!("[{:<6}]", Effective::Bad), "[bad   ]");
+    }
+}

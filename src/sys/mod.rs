@@ -1,0 +1,10 @@
+//! Context-free helpers: what people see (output), signals, fault injection,
+//! atomic symlinks, filesystem facts, running steps.
+
+pub(crate) mod faults;
+pub(crate) mod fs;
+pub(crate) mod machine;
+pub(crate) mod output;
+pub(crate) mod signals;
+pub(crate) mod steps;
+pub(crate) mod symlink;
