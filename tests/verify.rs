@@ -409,3 +409,44 @@ fn all_covers_every_ready_release_and_a_removed_release_takes_its_manifest() {
         );
     }
 }
+
+#[test]
+fn a_kill_while_the_manifest_is_written_leaves_no_ready_release_and_the_next_push_sweeps_it() {
+    let env = env();
+    let c = env.git(&["rev-parse", "HEAD"]);
+    let mut push = common::git_cmd(&env.work);
+    push.args(["push", "deploy", "main"])
+        .env("SYMDEPLOY_FAULT", "manifest-written");
+    let o = common::run(&mut push);
+    assert!(!text(&o).contains("success: warmup"), "{}", text(&o));
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{c}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "building", "{record}");
+    let manifests = |env: &Env| -> Vec<String> {
+        std::fs::read_dir(env.root.join(".symdeploy/manifests"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let left = manifests(&env);
+    assert!(!left.contains(&format!("{c}.gz")), "{left:?}");
+    assert!(
+        left.iter().any(|n| n.starts_with(".tmp-manifest-")),
+        "the kill came inside the write: {left:?}"
+    );
+    assert_eq!(env.pointed("warmup"), None);
+
+    env.write("www/index.php", "<?php echo 'again';\n");
+    let next = env.commit("again");
+    env.push_ok(&["main"]);
+    assert_eq!(env.pointed("warmup").as_deref(), Some(next.as_str()));
+    let left = manifests(&env);
+    assert!(
+        !left.iter().any(|n| n.starts_with(".tmp-manifest-")),
+        "swept: {left:?}"
+    );
+    let (code, out, err) = verify(&env, &["warmup"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
