@@ -112,6 +112,15 @@ pub(crate) enum Command {
         /// Every ready release and every live preview.
         #[arg(long)]
         all: bool,
+        /// Hash only the files whose inode, size, ctime or mtime changed since
+        /// the manifest was written (what `promote.verify = "metadata"` does).
+        #[arg(long)]
+        metadata: bool,
+        /// For a release warmed up before symdeploy wrote manifests: write
+        /// one from its commit (the exported files only: what the build made
+        /// is not covered), then check against it.
+        #[arg(long, conflicts_with = "all")]
+        from_commit: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

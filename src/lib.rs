@@ -61,9 +61,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rollback { release, force, .. } => {
             ops::rollback::run(&ctx()?, release.as_deref(), force)
         }
-        Command::Verify { release, all, json } => {
-            ops::verify::run(&ctx()?, release.as_deref(), all, json)
-        }
+        Command::Verify {
+            release,
+            all,
+            metadata,
+            from_commit,
+            json,
+        } => ops::verify::run(
+            &ctx()?,
+            release.as_deref(),
+            ops::verify::Asked {
+                all,
+                metadata,
+                from_commit,
+                json,
+            },
+        ),
         // Not through ctx(): status must work with a broken deploy.toml.
         Command::Status {
             json,

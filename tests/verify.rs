@@ -371,6 +371,27 @@ fn a_release_without_a_manifest_is_said_so_and_still_promotes() {
     // status --check does not call an old release a problem.
     let o = env.symdeploy(&["status", "--check"]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // One from the commit: the exported files are checked, the build's
+    // vendor/ is not taken for an addition, the shared link is left alone.
+    let o = env.symdeploy(&["verify", "--from-commit"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("wrote a manifest of releases/"), "{t}");
+    assert!(t.contains("the exported files only"), "{t}");
+    let o = env.symdeploy(&["verify", "--from-commit"]);
+    assert!(text(&o).contains("has a manifest already"), "{}", text(&o));
+    std::fs::write(env.release(&c).join("www/index.php"), "<?php hacked").unwrap();
+    std::fs::write(env.release(&c).join("www/x.php"), "<?php").unwrap();
+    let (code, out, err) = verify(&env, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out, "modified: www/index.php\n", "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(env.root.join("releases"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

@@ -67,7 +67,11 @@ pub(crate) fn check(ctx: &Ctx, name: &str, depth: Depth) -> Result<Checked> {
     excluded.dedup();
     let dir = ctx.root.release(name);
     let actual = manifest::scan(&dir, &excluded, depth, Some(&m))?;
-    let drift = manifest::diff(&m.entries, &actual, &excluded);
+    let mut drift = manifest::diff(&m.entries, &actual, &excluded);
+    if m.from_commit.is_some() {
+        // It knows the exported files only: what else is there may be the build's.
+        drift.retain(|d| d.kind != DriftKind::Added);
+    }
     let entries = m.entries.len();
     let finding = if drift.is_empty() {
         Finding::Clean { entries }
@@ -79,6 +83,52 @@ pub(crate) fn check(ctx: &Ctx, name: &str, depth: Depth) -> Result<Checked> {
         finding,
         took: started.elapsed(),
     })
+}
+
+/// Write a manifest for the release `name`, which has none, from its
+/// commit: the commit exported beside it (a temporary directory in
+/// releases/, removed after), scanned with the shared paths left out as
+/// well. Returns how many entries it has.
+pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
+    let root = &ctx.root;
+    let hex = if crate::state::root::is_commit_hash(name) {
+        name.to_string()
+    } else {
+        crate::state::root::parse_preview_release(name)
+            .map(|(_, c)| c.to_string())
+            .ok_or_else(|| Error::msg(format!("releases/{name} is not a release of a commit")))?
+    };
+    let commit = crate::state::commit::Commit::parse(&hex)?;
+    let repo = crate::state::repo::open(&root.repository())?;
+    let tmp = root.releases().join(format!(
+        "{}verify-{name}-{}",
+        crate::state::root::TMP_PREFIX,
+        std::process::id()
+    ));
+    let built = (|| {
+        crate::deploy::export::export_commit(&repo, commit.id(), &tmp)?;
+        crate::deploy::export::write_revision(&tmp, &hex)?;
+        // The shared paths are links into common/ in the release; what the
+        // commit has there was replaced by them.
+        let mut excluded = manifest::excluded_paths(&ctx.config);
+        excluded.extend(ctx.config.shared.iter().cloned());
+        excluded.sort();
+        excluded.dedup();
+        let mut entries = manifest::scan(&tmp, &excluded, Depth::Full, None)?;
+        // The stamps are the temporary copy's: never let them vouch for the release.
+        for e in &mut entries {
+            e.stamp = manifest::Stamp::default();
+        }
+        let m = manifest::Manifest {
+            excluded,
+            from_commit: Some(hex.clone()),
+            entries,
+        };
+        manifest::write(root, name, &m)?;
+        Ok(m.entries.len())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    built
 }
 
 /// A path as people see it: UTF-8 (lossy), control characters escaped.

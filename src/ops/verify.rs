@@ -36,13 +36,49 @@ struct JsonRelease {
     drift: Vec<JsonDrift>,
 }
 
+/// The flags of `symdeploy verify`.
+pub(crate) struct Asked {
+    /// Every ready release and live preview.
+    pub(crate) all: bool,
+    /// Hash only what the kernel says changed.
+    pub(crate) metadata: bool,
+    /// Write a missing manifest from the commit first.
+    pub(crate) from_commit: bool,
+    /// Machine-readable output.
+    pub(crate) json: bool,
+}
+
 /// `symdeploy verify`.
-pub(crate) fn run(ctx: &Ctx, release: Option<&str>, all: bool, json: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<()> {
+    let Asked {
+        all,
+        metadata,
+        from_commit,
+        json,
+    } = asked;
+    let depth = if metadata {
+        Depth::Metadata
+    } else {
+        Depth::Full
+    };
     let targets: Vec<(String, Vec<String>)> = if all {
         verify::all_releases(ctx)?
     } else {
         let name = resolve(ctx, release)?;
         let roles = verify::roles(ctx, &name);
+        if from_commit {
+            if crate::state::manifest::load(&ctx.root, &name)?.is_some() {
+                return Err(Error::with_help(
+                    format!("releases/{name} has a manifest already; it is not replaced"),
+                    "`symdeploy verify` checks against it; `symdeploy warmup --rebuild COMMIT` builds the release and its manifest anew",
+                ));
+            }
+            let n = verify::manifest_from_commit(ctx, &name)?;
+            output::success(&format!(
+                "wrote a manifest of releases/{name} from its commit ({}: the exported files only; what its build made is not covered)",
+                output::count(n as u64, "entry", "entries")
+            ));
+        }
         vec![(name, roles)]
     };
     if targets.is_empty() {
@@ -50,7 +86,7 @@ pub(crate) fn run(ctx: &Ctx, release: Option<&str>, all: bool, json: bool) -> Re
     }
     let mut results = Vec::new();
     for (name, roles) in targets {
-        let checked = verify::check(ctx, &name, Depth::Full)?;
+        let checked = verify::check(ctx, &name, depth)?;
         results.push((checked, roles));
     }
     if json {
@@ -158,7 +194,8 @@ fn print_one(c: &Checked, roles: &[String], all: bool) {
                 label(c, roles)
             ));
             output::help(&format!(
-                "`symdeploy warmup --rebuild {}` builds it again with one (not while production or warmup points at it: promote another release first)",
+                "`symdeploy verify --from-commit {}` writes one from its commit (the exported files only), or `symdeploy warmup --rebuild {}` builds the release again with a full one",
+                short(&c.name),
                 short(&c.name)
             ));
         }

@@ -117,6 +117,10 @@ pub(crate) struct Entry {
 pub(crate) struct Manifest {
     /// Paths (and everything below them) left out when it was made.
     pub(crate) excluded: Vec<String>,
+    /// Made afterwards from this commit's tree (`verify --from-commit`), not
+    /// by the warm-up: it knows the exported files only, so a path it lacks
+    /// may be one the build made and is not reported as added.
+    pub(crate) from_commit: Option<String>,
     /// Sorted by path.
     pub(crate) entries: Vec<Entry>,
 }
@@ -173,6 +177,7 @@ pub(crate) fn record(root: &Root, name: &str, dir: &Path, excluded: &[String]) -
     }
     let m = Manifest {
         excluded: excluded.to_vec(),
+        from_commit: None,
         entries,
     };
     write(root, name, &m)?;
@@ -244,6 +249,9 @@ pub(crate) fn sweep_temp(root: &Root) {
 
 fn encode(m: &Manifest, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{HEADER}")?;
+    if let Some(c) = &m.from_commit {
+        writeln!(out, "c\t{c}")?;
+    }
     for e in &m.excluded {
         out.write_all(b"x\t")?;
         out.write_all(&escape(e.as_bytes()))?;
@@ -295,6 +303,7 @@ fn decode(mut input: impl BufRead) -> std::result::Result<Manifest, String> {
         }
         let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
         match fields.as_slice() {
+            [b"c", c] => m.from_commit = Some(String::from_utf8_lossy(c).into_owned()),
             [b"x", p] => m
                 .excluded
                 .push(String::from_utf8_lossy(&unescape(p)?).into_owned()),
@@ -780,6 +789,7 @@ mod tests {
         let p = t.path();
         let m = Manifest {
             excluded: excluded(),
+            from_commit: None,
             entries: scan(p, &excluded(), Depth::Full, None).unwrap(),
         };
         // Same size, same content length: only the ctime tells.
