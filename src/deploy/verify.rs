@@ -124,7 +124,7 @@ pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
             from_commit: Some(hex.clone()),
             entries,
         };
-        manifest::write(root, name, &m)?;
+        manifest::write(root, name, &m, true)?;
         Ok(m.entries.len())
     })();
     let _ = std::fs::remove_dir_all(&tmp);

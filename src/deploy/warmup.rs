@@ -394,6 +394,13 @@ impl Exported<'_> {
             let _ = early.join();
         }
         crate::sys::fs::sync_filesystem(self.dir)?;
+        // The manifest is not synced on its own (see manifest::write): its
+        // filesystem is, if it is not the release's.
+        let manifests = ctx.root.manifests();
+        if crate::sys::fs::device_of(&manifests) != crate::sys::fs::device_of(self.dir) {
+            crate::sys::fs::sync_filesystem(&manifests)?;
+            crate::sys::symlink::sync_dir(&manifests);
+        }
         durations.insert("sync".into(), stage.done().as_secs_f64());
         Ok(())
     }

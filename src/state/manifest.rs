@@ -159,7 +159,8 @@ pub(crate) fn path_of(root: &Root, name: &str) -> PathBuf {
 }
 
 /// Scan the release directory `dir` and store its manifest as `name`
-/// (atomically, synced). Returns how many entries it has.
+/// (atomically; not synced: the caller's sync of the filesystem before
+/// `ready` covers it, see [`write`]). Returns how many entries it has.
 pub(crate) fn record(root: &Root, name: &str, dir: &Path, excluded: &[String]) -> Result<usize> {
     let entries = scan(dir, excluded, Depth::Full, None)?;
     if let Some(unread) = entries
@@ -180,12 +181,18 @@ pub(crate) fn record(root: &Root, name: &str, dir: &Path, excluded: &[String]) -
         from_commit: None,
         entries,
     };
-    write(root, name, &m)?;
+    write(root, name, &m, false)?;
     Ok(m.entries.len())
 }
 
-/// Write `m` as the manifest of `name`: a temporary file, synced, renamed.
-pub(crate) fn write(root: &Root, name: &str, m: &Manifest) -> Result<()> {
+/// Write `m` as the manifest of `name`: a temporary file renamed into place
+/// (a kill leaves the old name absent or complete, never half written).
+/// `durable`: fsync it and its directory too. A warm-up passes false: on
+/// ext4 an fsync commits the journal, which first writes out every dirty
+/// page of the filesystem, i.e. the whole fresh export, so it would pay
+/// the release's sync here; the syncfs that follows before `ready` covers
+/// the manifest instead (and syncs its filesystem too if it is another).
+pub(crate) fn write(root: &Root, name: &str, m: &Manifest, durable: bool) -> Result<()> {
     let dir = root.manifests();
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
     let path = path_of(root, name);
@@ -201,10 +208,14 @@ pub(crate) fn write(root: &Root, name: &str, m: &Manifest) -> Result<()> {
         file.flush().at("write", tmp.path())?;
     }
     crate::sys::faults::point("manifest-written");
-    tmp.as_file().sync_data().at("sync", tmp.path())?;
+    if durable {
+        tmp.as_file().sync_data().at("sync", tmp.path())?;
+    }
     tmp.persist(&path)
         .map_err(|e| Error::io("write", &path, e.error))?;
-    crate::sys::symlink::sync_dir(&dir);
+    if durable {
+        crate::sys::symlink::sync_dir(&dir);
+    }
     Ok(())
 }
 
