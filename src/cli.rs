@@ -16,6 +16,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "SYMDEPLOY_ROOT", value_name = "ROOT")]
     pub(crate) root: Option<PathBuf>,
 
+    /// When to colour `error:`, `warning:`, `success:` and stage headers on
+    /// stderr (auto: on a terminal, unless NO_COLOR is set; never in a hook).
+    #[arg(long, global = true, value_enum, default_value_t = crate::sys::color::When::Auto, value_name = "WHEN")]
+    pub(crate) color: crate::sys::color::When,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -134,7 +139,7 @@ pub(crate) enum Command {
     /// Remove old, failed and incomplete releases.
     Cleanup {
         /// Ready releases to keep (default: keep_releases from deploy.toml).
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         keep: Option<usize>,
         /// Print what would be removed and remove nothing.
         #[arg(long)]
@@ -153,7 +158,7 @@ pub(crate) enum Command {
     /// Show the deploy history from the journal.
     Log {
         /// How many runs to show.
-        #[arg(short = 'n', default_value_t = 20)]
+        #[arg(short = 'n', default_value_t = 20, value_name = "N")]
         n: usize,
         /// The whole history, oldest first, including compressed segments.
         #[arg(long, conflicts_with = "n")]
@@ -164,6 +169,17 @@ pub(crate) enum Command {
     },
     /// Validate deploy.toml, the layout, the hook and the programs steps need.
     Check,
+    /// Write the HTML report: where things point, the last runs, their stage
+    /// durations, the logs of failures (also after every run with `report`
+    /// in deploy.toml).
+    Report {
+        /// The directory to write index.html (and logs/) into.
+        #[arg(long, value_name = "DIR")]
+        html: PathBuf,
+        /// How many runs to show.
+        #[arg(short = 'n', default_value_t = 30, value_name = "N")]
+        n: usize,
+    },
     /// Finish or undo runs that were interrupted (crash, kill, power cut).
     Recover,
     /// Export a commit to a new directory (like `git archive | tar -x`).
@@ -189,6 +205,23 @@ pub(crate) enum Command {
 
 impl Command {
     /// Commands that change nothing on disk (they print what they read).
+    /// Whether the command may change the root, so that the report that
+    /// deploy.toml asks for is refreshed after it.
+    pub(crate) fn changes_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Warmup { .. }
+                | Command::Promote { .. }
+                | Command::Rollback { .. }
+                | Command::Cleanup { .. }
+                | Command::Recover
+                | Command::Hook { .. }
+                | Command::Preview {
+                    command: PreviewCommand::Rm { .. }
+                }
+        )
+    }
+
     pub(crate) fn only_reads(&self) -> bool {
         matches!(
             self,

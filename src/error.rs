@@ -35,8 +35,8 @@ pub(crate) enum Error {
         stage: String,
         /// The command as configured.
         command: String,
-        /// How it ended: "exit status 2", "killed by signal 9", "timed out after 30s".
-        status: String,
+        /// How it ended.
+        status: symdeploy_steps::StepEnd,
         /// The per-deploy log with the whole output.
         log: Option<PathBuf>,
     },
@@ -55,15 +55,10 @@ pub(crate) enum Error {
         /// What was interrupted and where production is now.
         message: String,
     },
-    /// Already shown to the user (a hook reports each ref as it goes); only
-    /// the exit code is left to deliver.
-    Reported {
-        /// The exit code of the first failure.
-        code: i32,
-    },
     /// An operation that failed after it had started changing things (a
     /// warm-up, a switch, a preview), told whole: the renderer
-    /// ([`crate::sys::output::report`], called once by `main` or the hook) prints
+    /// ([`crate::sys::output::report`], called once by `main` or at the end of a
+    /// hook's run, [`crate::session::close_run`]) prints
     /// one `error:` line, where things point now, and one `help:`. Kept as
     /// text for machine reports too (`promote --json`).
     Failed {
@@ -76,6 +71,18 @@ pub(crate) enum Error {
         now: Vec<String>,
         /// The `help:` line's text.
         help: Option<String>,
+        /// What made it fail (a step, an export, a lock), kept whole so
+        /// callers decide on it, not on the message's text.
+        source: Option<Box<Error>>,
+    },
+    /// Several independent parts of one operation failed (cleanup removing
+    /// releases, a preview's releases): one `error:` line, each part's
+    /// failure below it, the first part's `help:`.
+    Several {
+        /// The `error:` line's text.
+        message: String,
+        /// Each part's failure, in the order they happened.
+        parts: Vec<Error>,
     },
     /// Anything else: a message and what to do about it.
     Other {
@@ -88,6 +95,11 @@ pub(crate) enum Error {
 
 /// Shorthand used across the crate.
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The exit code `code` (an error's [`Error::exit_code`]) as the process ends with it.
+pub(crate) fn exit(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
 
 impl Error {
     /// A failure with a message and no specific advice.
@@ -106,6 +118,27 @@ impl Error {
         }
     }
 
+    /// The failures of one operation's independent parts as one error: none
+    /// is no error, one is itself, more are gathered under `message(count)`.
+    pub(crate) fn gather(parts: Vec<Error>, message: impl FnOnce(usize) -> String) -> Option<Self> {
+        // Flat: a part that gathered parts of its own lists them here.
+        let mut parts: Vec<Error> = parts
+            .into_iter()
+            .flat_map(|e| match e {
+                Error::Several { parts, .. } => parts,
+                e => vec![e],
+            })
+            .collect();
+        match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            n => Some(Error::Several {
+                message: message(n),
+                parts,
+            }),
+        }
+    }
+
     /// A filesystem failure: `action` is phrased like "create directory".
     pub(crate) fn io(action: impl Into<String>, path: impl AsRef<Path>, source: io::Error) -> Self {
         Error::Io {
@@ -115,12 +148,6 @@ impl Error {
         }
     }
 
-    /// Was it shown to the user already (so it must not be printed again)?
-    /// Only a hook's summary of failures it rendered one by one is.
-    pub(crate) fn is_reported(&self) -> bool {
-        matches!(self, Error::Reported { .. })
-    }
-
     /// The process exit code for this error: distinct codes let scripts react
     /// (a lock timeout is worth retrying, a failed step is not).
     pub(crate) fn exit_code(&self) -> i32 {
@@ -128,7 +155,8 @@ impl Error {
             Error::Step { .. } => 3,
             Error::LockTimeout { .. } => 4,
             Error::Config { .. } => 5,
-            Error::Reported { code } | Error::Failed { code, .. } => *code,
+            Error::Failed { code, .. } => *code,
+            Error::Several { parts, .. } => parts.first().map_or(1, Error::exit_code),
             // The shell's convention for "killed by that signal": 130, 143.
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
@@ -159,8 +187,8 @@ impl Error {
                 "the run was undone as far as it needs to be (see above); run the command again when ready; `symdeploy status` shows where production and warmup point"
                     .to_string(),
             ),
-            Error::Reported { .. } => None,
             Error::Failed { help, .. } => help.clone(),
+            Error::Several { parts, .. } => parts.iter().find_map(Error::help),
         }
     }
 }
@@ -219,8 +247,8 @@ impl fmt::Display for Error {
             ),
             Error::Other { message, .. } => f.write_str(message),
             Error::Interrupted { message, .. } => f.write_str(message),
-            Error::Reported { .. } => f.write_str("(reported above)"),
             Error::Failed { message, .. } => f.write_str(message),
+            Error::Several { message, .. } => f.write_str(message),
         }
     }
 }
@@ -229,6 +257,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Failed {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
             _ => None,
         }
     }

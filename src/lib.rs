@@ -25,14 +25,18 @@ use ctx::Ctx;
 use error::Result;
 use state::config::HookKind;
 use state::root::Root;
+use std::process::ExitCode;
 
 /// Run one parsed command line.
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let root_arg = cli.root.as_deref();
     let ctx = || -> Result<Ctx> { Ctx::load(Root::locate(root_arg)?) };
+    // Most commands succeed or fail whole; the hooks, `status --check` and
+    // `check` render what they found themselves and return the exit code.
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Init { dir, strict, user } => ops::init::run(&dir, strict, user.as_deref()),
-        Command::Generate { what, dir } => ops::generate::run(what, &dir),
+        Command::Init { dir, strict, user } => done(ops::init::run(&dir, strict, user.as_deref())),
+        Command::Generate { what, dir } => done(ops::generate::run(what, &dir)),
         Command::Hook { name, state } => match name {
             HookName::PostReceive => hook::run(HookKind::PostReceive),
             HookName::PreReceive => hook::run(HookKind::PreReceive),
@@ -40,26 +44,32 @@ fn run(cli: Cli) -> Result<()> {
                 hook::strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
         },
-        Command::Warmup { rebuild, rev } => ops::warmup::run(&ctx()?, rev.as_deref(), rebuild),
+        Command::Warmup { rebuild, rev } => {
+            done(ops::warmup::run(&ctx()?, rev.as_deref(), rebuild))
+        }
         Command::Promote {
             dry_run,
             json: true,
             rev,
-        } => deploy::switch_report::report(&ctx()?, state::journal::Event::Promote, |c| {
-            ops::promote::run(c, rev.as_deref(), dry_run)
-        }),
+        } => done(deploy::switch_report::report(
+            &ctx()?,
+            state::journal::Event::Promote,
+            |c| ops::promote::run(c, rev.as_deref(), dry_run),
+        )),
         Command::Promote { dry_run, rev, .. } => {
-            ops::promote::run(&ctx()?, rev.as_deref(), dry_run)
+            done(ops::promote::run(&ctx()?, rev.as_deref(), dry_run))
         }
         Command::Rollback {
             json: true,
             release,
             force,
-        } => deploy::switch_report::report(&ctx()?, state::journal::Event::Rollback, |c| {
-            ops::rollback::run(c, release.as_deref(), force)
-        }),
+        } => done(deploy::switch_report::report(
+            &ctx()?,
+            state::journal::Event::Rollback,
+            |c| ops::rollback::run(c, release.as_deref(), force),
+        )),
         Command::Rollback { release, force, .. } => {
-            ops::rollback::run(&ctx()?, release.as_deref(), force)
+            done(ops::rollback::run(&ctx()?, release.as_deref(), force))
         }
         Command::Verify {
             release,
@@ -83,26 +93,27 @@ fn run(cli: Cli) -> Result<()> {
             check,
             prometheus,
         } => ops::status::run(Root::locate(root_arg)?, json, check, prometheus),
-        Command::Releases { json } => ops::releases::run(&ctx()?, json),
+        Command::Releases { json } => done(ops::releases::run(&ctx()?, json)),
         Command::Cleanup {
             keep,
             dry_run,
             background,
-        } => ops::cleanup::run(&ctx()?, keep, dry_run, background),
-        Command::Preview { command } => match command {
+        } => done(ops::cleanup::run(&ctx()?, keep, dry_run, background)),
+        Command::Preview { command } => done(match command {
             cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
             cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
-        },
-        Command::Log { n, all, json } => ops::log::run(&ctx()?, n, all, json),
+        }),
+        Command::Log { n, all, json } => done(ops::log::run(&ctx()?, n, all, json)),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(
                 std::env::current_dir()
                     .map_err(|e| error::Error::io("read", "the current directory", e))?,
             ),
         )?),
-        Command::Recover => ops::recover::run(&ctx()?),
+        Command::Recover => done(ops::recover::run(&ctx()?)),
+        Command::Report { html, n } => done(ops::report::run(&ctx()?, &html, n)),
         Command::Export { repo, rev, dir } => {
-            ops::export::run(repo.as_deref(), root_arg, &rev, &dir)
+            done(ops::export::run(repo.as_deref(), root_arg, &rev, &dir))
         }
     }
 }
@@ -125,15 +136,51 @@ pub fn main() -> std::process::ExitCode {
         };
     }
     sys::output::init_tracing();
-    let code = match run(cli) {
-        Ok(()) => 0,
-        Err(e) => {
-            if !e.is_reported() {
-                sys::output::report(&e);
-            }
-            e.exit_code()
-        }
-    };
+    sys::color::choose(cli.color, matches!(cli.command, Command::Hook { .. }));
+    let refresh = cli
+        .command
+        .changes_root()
+        .then(|| (cli.root.clone(), hook_state(&cli.command)));
+    // The one place a command's error is printed (a hook's runs end theirs
+    // in `session::close_run`, one run per ref).
+    let code = run(cli).unwrap_or_else(|e| {
+        sys::output::report(&e);
+        error::exit(e.exit_code())
+    });
+    if let Some((root_arg, hook)) = refresh {
+        refresh_report(root_arg.as_deref(), hook);
+    }
     sys::output::close_log();
-    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+    code
+}
+
+/// For a hook: whether it is one after which the root may have changed (a
+/// reference-transaction's `prepared` leaves that to `committed`/`aborted`).
+fn hook_state(command: &Command) -> Option<bool> {
+    match command {
+        Command::Hook {
+            name: HookName::ReferenceTransaction,
+            state,
+        } => Some(matches!(state.as_deref(), Some("committed" | "aborted"))),
+        Command::Hook { .. } => Some(true),
+        _ => None,
+    }
+}
+
+/// After a run: the HTML report deploy.toml's `report` asks for. The hooks
+/// find their root through GIT_DIR, the commands through --root.
+fn refresh_report(root_arg: Option<&std::path::Path>, hook: Option<bool>) {
+    let root = match hook {
+        Some(false) => return,
+        Some(true) => {
+            let git_dir = std::env::var_os("GIT_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::path::PathBuf::from("."));
+            Root::from_repository(&git_dir)
+        }
+        None => Root::locate(root_arg),
+    };
+    if let Ok(ctx) = root.and_then(Ctx::load) {
+        housekeeping::report::refresh(&ctx);
+    }
 }

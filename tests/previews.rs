@@ -173,7 +173,7 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     assert_eq!(sj["previews"][0]["slug"], "feature-login-form");
 
     // Deleting the branch removes the preview and its release; the preview's
-    // data stays (README: Previews), production's is untouched.
+    // data stays (docs/src/previews.md), production's is untouched.
     let t = env.push_ok(&[":feature/login-form"]);
     assert!(t.contains("preview feature-login-form removed"), "{t}");
     assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());

@@ -284,7 +284,14 @@ fn a_failing_after_switch_rolls_back_to_the_previous_release_and_starts_the_daem
         )),
         "{t}"
     );
-    assert_eq!(t.matches("error: ").count(), 1, "{t}");
+    // The failure's one error, and the push's last line: git took the tag anyway.
+    assert_eq!(t.matches("error: ").count(), 2, "{t}");
+    assert!(
+        t.lines().rfind(|l| l.starts_with("remote:")).is_some_and(
+            |l| l.starts_with("remote: error: the push was accepted, but its deploy failed")
+        ),
+        "{t}"
+    );
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(
         std::fs::read_to_string(env.root.join("www/index.html")).unwrap(),

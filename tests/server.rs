@@ -510,7 +510,7 @@ fn readme_quick_start_works_top_to_bottom() {
     std::fs::create_dir(&shim).unwrap();
     for prog in [
         "sh", "git", "make", "install", "cat", "chown", "runuser", "echo", "mkdir", "printf", "id",
-        "env", "true", "dirname", "rm",
+        "env", "true", "dirname", "rm", "usermod",
     ] {
         let out = run(Command::new("sh").args(["-c", &format!("command -v {prog}")]));
         let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -519,6 +519,10 @@ fn readme_quick_start_works_top_to_bottom() {
         }
     }
     let path = shim.to_str().unwrap().to_string();
+    // Locked, as useradd leaves a new account: the Quick start must unlock it
+    // (sshd without PAM refuses a locked account's keys).
+    let lock = run(Command::new("usermod").args(["-p", "!", &user.name]));
+    assert!(lock.status.success(), "{}", text(&lock));
     let mut init_output = String::new();
     let mut ran = 0;
     for line in commands(&server) {
@@ -553,6 +557,12 @@ fn readme_quick_start_works_top_to_bottom() {
         owner(&root),
         user.uid,
         "after the Quick start the root belongs to the deploy user"
+    );
+    let shadow = run(Command::new("getent").args(["shadow", &user.name]));
+    assert_eq!(
+        text(&shadow).split(':').nth(1),
+        Some("*"),
+        "after the Quick start the deploy user's account is not locked"
     );
     assert!(
         init_output.contains("`supervisorctl` is not on PATH here: left out promote.stop"),

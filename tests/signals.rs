@@ -494,11 +494,12 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // By hand, the same problem is an error.
+    // By hand, the same problem is an error, told once.
     let out = env.symdeploy(&["cleanup"]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("immutable"), "{t}");
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
 
     // Once fixed, cleanup removes it.
     drop(_guard);
@@ -670,4 +671,54 @@ fn sigint_during_a_rollback_stop_keeps_production_and_starts_the_daemons() {
     assert_eq!(end["phase"], "end", "{t}");
     assert_eq!(end["result"], "interrupted", "{t}");
     assert_nothing_interrupted(&env);
+}
+
+/// A preview whose release cannot be removed: `preview rm` fails with one
+/// error line that names the release in full (a preview's release name is not
+/// a commit hash to shorten), and the preview keeps serving.
+#[test]
+fn a_stuck_preview_release_is_one_error_naming_it_whole() {
+    let cfg = format!("{TEST_CONFIG}[previews]\nbranches = \"feature/*\"\n");
+    let env = Env::with_init_args_in(&cfg, &[], Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.push_ok(&["main"]);
+    env.git(&["checkout", "-q", "-b", "feature/stuck"]);
+    env.write("www/index.html", "stuck\n");
+    env.commit("stuck");
+    env.push_ok(&["feature/stuck"]);
+    let served = std::fs::canonicalize(env.root.join("previews/feature-stuck"))
+        .expect("the preview serves a release");
+    let stuck = served.join("www/index.html");
+    let chattr = Command::new("chattr").arg("+i").arg(&stuck).output();
+    let _guard = Immutable(stuck.clone());
+    match chattr {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: chattr +i does not work here ({other:?}); the stuck preview case is not tested");
+            return;
+        }
+    }
+    let name = served
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a release name")
+        .to_string();
+    for args in [&["preview", "rm", "feature-stuck"][..], &["cleanup"][..]] {
+        let out = env.symdeploy(args);
+        let t = text(&out);
+        if args[0] == "preview" {
+            assert!(!out.status.success(), "{t}");
+        }
+        assert!(t.matches("error:").count() <= 1, "{args:?}: {t}");
+        if !out.status.success() {
+            assert_eq!(t.matches("error:").count(), 1, "{args:?}: {t}");
+            assert!(
+                t.contains(&format!("could not remove releases/{name}:")),
+                "the release is named whole: {t}"
+            );
+        }
+    }
+    assert!(stuck.exists());
+    drop(_guard);
+    let out = env.symdeploy(&["preview", "rm", "feature-stuck"]);
+    assert!(out.status.success(), "{}", text(&out));
 }

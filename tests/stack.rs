@@ -1052,12 +1052,22 @@ fn promote_and_rollback_under_load_drop_no_request() {
 // 3. Two hosts behind one remote
 // ---------------------------------------------------------------------------
 
-/// `<!-- snippet: NAME -->` blocks of README.md: every copy, with the file it
-/// came from.
+/// `<!-- snippet: NAME -->` blocks of README.md and the book (docs/src):
+/// every copy, with the file it came from.
 fn doc_snippets(name: &str) -> Vec<(String, String)> {
     let marker = format!("<!-- snippet: {name} -->");
     let mut found = Vec::new();
-    for file in ["README.md"] {
+    let mut files = vec!["README.md".to_string()];
+    let mut pages: Vec<String> = std::fs::read_dir(repo_path("docs/src"))
+        .expect("docs/src")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/src/{n}"))
+        .collect();
+    pages.sort();
+    files.extend(pages);
+    for file in &files {
         let Ok(doc) = std::fs::read_to_string(repo_path(file)) else {
             continue;
         };
@@ -1074,7 +1084,7 @@ fn doc_snippets(name: &str) -> Vec<(String, String)> {
             rest = &rest[body_start + body_len..];
         }
     }
-    assert!(!found.is_empty(), "no `{marker}` in README.md");
+    assert!(!found.is_empty(), "no `{marker}` in README.md or docs/src");
     found
 }
 
@@ -1128,7 +1138,7 @@ fn two_hosts_one_remote_strict_mode() {
     let ssh = h1.git_ssh_command();
     let project = Project::new(stack.path().join("work"));
 
-    // The remote, set up by the commands of the README.
+    // The remote, set up by the commands of the book (several-hosts.md).
     let copies = doc_snippets("multi-host-remote");
     assert!(
         copies.iter().all(|(_, s)| *s == copies[0].1),
@@ -1531,7 +1541,7 @@ fn previews_are_served_by_slug_and_production_keeps_serving() {
     let seed = host.root.join("previews-seed/app/config");
     std::fs::create_dir_all(&seed).unwrap();
     std::fs::write(seed.join("local.ini"), "greeting = preview\n").unwrap();
-    // The server block nginx runs is README's nginx-preview-server snippet.
+    // The server block nginx runs is the book's nginx-preview-server snippet.
     let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
     let start = nginx
         .find("server_name ~^")

@@ -49,6 +49,19 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// A post-receive push whose deploy failed: one `error:` for the failure,
+/// and the last `remote:` line says that git took the push all the same (git
+/// push exits 0) and that strict mode would have refused it.
+fn accepted_but_failed_is_last(t: &str) {
+    assert_eq!(t.matches("error:").count(), 2, "{t}");
+    let last = t.lines().rfind(|l| l.starts_with("remote:")).unwrap();
+    assert!(
+        last.starts_with("remote: error: the push was accepted, but its deploy failed")
+            && last.contains("strict mode"),
+        "{t}"
+    );
+}
+
 fn remote_lines(t: &str) -> usize {
     t.lines().filter(|l| l.starts_with("remote:")).count()
 }
@@ -77,7 +90,7 @@ fn failed_build() {
     env.commit("a template with an unknown tag");
     // post-receive: git takes the commit, the warm-up fails, the push exits 0.
     let t = env.push_ok(&["main"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // warmup.notify heard the failure, and why, on one line.
     assert!(
         t.contains("remote:        notify: failed build step `test ! -e broken"),
@@ -126,7 +139,7 @@ fn tag_push_whose_warmup_fails() {
     env.commit("a template with an unknown tag");
     env.git(&["tag", "release-2"]);
     let t = env.push_ok(&["release-2"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // Production is unchanged, and the transcript says so.
     assert!(t.contains("remote:        production -> releases/"), "{t}");
     // warmup.notify and promote.notify both heard `failed`.
@@ -163,7 +176,7 @@ fn broken_deploy_toml() {
     env.write("www/index.html", "second\n");
     env.commit("second");
     let t = env.push_ok(&["main"]);
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    accepted_but_failed_is_last(&t);
     // Journaled as a failed run with a run log of its own.
     let last = env.journal().pop().unwrap();
     assert_eq!(last["result"], "failed", "{last}");
@@ -217,14 +230,21 @@ fn install_sh_help_prints_its_usage() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
-/// The README's output examples are these snapshots: each block after a
-/// `<!-- transcript: NAME -->` marker must be the snapshot NAME's text.
+/// The output examples of the README and the book (docs/src) are these
+/// snapshots: each block after a `<!-- transcript: NAME -->` marker must be
+/// the snapshot NAME's text.
 #[test]
 fn readme_examples_are_the_snapshots() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mut docs = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for page in std::fs::read_dir(dir.join("docs/src")).unwrap() {
+        let page = page.unwrap().path();
+        if page.extension().is_some_and(|e| e == "md") {
+            docs.push_str(&std::fs::read_to_string(&page).unwrap());
+        }
+    }
     let mut checked = 0;
-    for part in readme.split("<!-- transcript: ").skip(1) {
+    for part in docs.split("<!-- transcript: ").skip(1) {
         let (name, rest) = part.split_once(" -->").unwrap();
         let block = rest
             .split_once("```text\n")
@@ -233,15 +253,18 @@ fn readme_examples_are_the_snapshots() {
             .unwrap_or_else(|| panic!("no ```text block after the {name} marker"));
         let snap =
             std::fs::read_to_string(dir.join(format!("tests/snapshots/transcript__{name}.snap")))
-                .unwrap_or_else(|e| panic!("README names snapshot {name}: {e}"));
+                .unwrap_or_else(|e| panic!("the docs name snapshot {name}: {e}"));
         let body = snap.splitn(3, "---\n").nth(2).unwrap().trim_end();
         assert_eq!(
             block, body,
-            "README's {name} example differs from tests/snapshots/transcript__{name}.snap; copy it in"
+            "{name} example (README or docs/src) differs from tests/snapshots/transcript__{name}.snap; copy it in"
         );
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} examples in the README");
+    assert!(
+        checked >= 8,
+        "only {checked} examples in the README and docs/src"
+    );
 }
 
 /// A line a step's background child prints after the step returned (and

@@ -157,8 +157,15 @@ fn a_failing_step_leaves_warmup_where_it_was() {
         "{t}"
     );
     // Exactly one error line, then where production and warmup point, then
-    // advice that fits a fault of the commit.
-    assert_eq!(t.matches("error: ").count(), 1, "{t}");
+    // advice that fits a fault of the commit; the last line says git took
+    // the push all the same.
+    assert_eq!(t.matches("error: ").count(), 2, "{t}");
+    assert!(
+        t.lines()
+            .rfind(|l| l.starts_with("remote:"))
+            .is_some_and(|l| l.starts_with("remote: error: the push was accepted")),
+        "{t}"
+    );
     assert!(
         t.contains(&format!(
             "remote:        warmup     -> releases/{}",

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # -*- coding: utf-8 -*-
-"""Ansible module wrapping symdeploy's --json outputs (see README "Many servers")."""
+"""Ansible module wrapping symdeploy's --json outputs (see the book: docs/src/fleets.md)."""
 
 from __future__ import absolute_import, division, print_function
 

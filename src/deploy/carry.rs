@@ -2,11 +2,10 @@
 //! into a new one before the build, so composer and npm only update what
 //! changed (Deployer's copy_dirs).
 //!
-//! Copies are real copies: reflinks (FICLONE) where the filesystem has them,
-//! copy_file_range otherwise. Never hard links: a build writing in place into
+//! Copies are real copies: reflinks where the filesystem has them
+//! (`reflink-copy`), an in-kernel copy otherwise. Never hard links: a build writing in place into
 //! a hard-linked vendor/ would change the running production release.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -155,37 +154,12 @@ fn walk(
 }
 
 fn copy_file(from: &Path, to: &Path, perms: std::fs::Permissions) -> Result<()> {
-    let src = std::fs::File::open(from).at("open", from)?;
-    let dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .at("create", to)?;
-    // FICLONE shares the blocks copy-on-write: instant, and safe to modify.
-    // SAFETY: both descriptors are open for the duration of the call; FICLONE
-    // takes the source descriptor as its integer argument.
-    let cloned = unsafe {
-        ficlone(
-            dst.as_raw_fd(),
-            src.as_raw_fd() as nix::sys::ioctl::ioctl_param_type,
-        )
-    }
-    .is_ok();
-    if !cloned {
-        let mut src = src;
-        let mut dst_w = &dst;
-        // std::io::copy uses copy_file_range on Linux: in-kernel, no user buffer.
-        std::io::copy(&mut src, &mut dst_w).at("copy into", to)?;
-    }
-    dst.set_permissions(perms).at("set permissions of", to)?;
-    Ok(())
+    // A reflink shares the blocks copy-on-write (instant, and safe to
+    // modify); where the filesystem has none, an in-kernel copy. Never onto
+    // an existing file: that fails, as `create_new` would.
+    reflink_copy::reflink_or_copy(from, to).at("copy into", to)?;
+    std::fs::set_permissions(to, perms).at("set permissions of", to)
 }
-
-mod ioctl {
-    // FICLONE is `_IOW(0x94, 9, int)` in linux/fs.h.
-    nix::ioctl_write_int!(ficlone, 0x94, 9);
-}
-use ioctl::ficlone;
 
 #[cfg(test)]
 mod tests {

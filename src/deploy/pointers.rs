@@ -5,7 +5,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::state::journal::{self, Event, Outcome, Phase};
+use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::root::{short, WARMUP};
 use crate::sys::output::{self, Stage};
@@ -78,7 +78,7 @@ fn fallback_warmup(ctx: &Ctx, rejected: &str) -> Option<String> {
     journal::for_each_rev(&ctx.root, |e| {
         let Some(c) = e
             .commit
-            .filter(|_| e.event == Event::Warmup && e.phase == Phase::End)
+            .filter(|_| e.event == Event::Warmup && e.phase == LineKind::End)
         else {
             return std::ops::ControlFlow::Continue(());
         };

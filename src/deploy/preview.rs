@@ -260,6 +260,7 @@ pub(crate) fn warm(
                     .unwrap_or_else(|| "nothing".into())
             )],
             help: e.help(),
+            source: Some(Box::new(e)),
         });
     }
     release::set_state(root, &name, State::Ready, None)?;
@@ -309,7 +310,7 @@ pub(crate) fn finish(ctx: &Ctx, built: &Built) {
     ));
     output::log_only(&format!("       (release: releases/{})", built.name));
     output::line(&format!(
-        "       serve it as {}.<your preview domain> (README: Previews); production and warmup are unchanged",
+        "       serve it as {}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
         built.slug
     ));
     // The releases this one replaces are not served any more.
@@ -510,18 +511,18 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     }
     symlink::sync_dir(&root.previews());
     faults::point("preview-remove");
-    let mut failed = None;
+    let mut failed = Vec::new();
     for (name, slug, _) in root.preview_release_dirs()? {
         if slug == meta.slug {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed releases/{name}")),
-                Err(e) => {
-                    output::report(&e);
-                    failed.get_or_insert(e);
-                }
+                Err(e) => failed.push(e),
             }
         }
     }
+    let failed = Error::gather(failed, |n| {
+        format!("preview {} could not remove {n} of its releases", meta.slug)
+    });
     let common = root.common_preview(&meta.slug);
     if data {
         if let Ok(m) = std::fs::symlink_metadata(&common) {
@@ -551,7 +552,7 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
 
 /// One preview, as `status`, `releases` and `preview list` show it.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Row {
+pub(crate) struct PreviewRow {
     /// previews/<slug>.
     pub(crate) slug: String,
     /// Its branch.
@@ -569,7 +570,7 @@ pub(crate) struct Row {
 }
 
 /// Every preview, most recently pushed first.
-pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
+pub(crate) fn rows(ctx: &Ctx) -> Vec<PreviewRow> {
     let root = &ctx.root;
     let mut metas = all_meta(root);
     metas.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.slug.cmp(&b.slug)));
@@ -578,7 +579,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
         .map(|m| {
             let pointed = root.preview_pointed(&m.slug);
             let rec = pointed.as_deref().and_then(|n| release::load(root, n));
-            Row {
+            PreviewRow {
                 commit: pointed
                     .as_deref()
                     .and_then(crate::state::root::parse_preview_release)
@@ -597,7 +598,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<Row> {
 }
 
 /// One line per preview (for status, releases and preview list).
-pub(crate) fn print_rows(rows: &[Row]) {
+pub(crate) fn print_rows(rows: &[PreviewRow]) {
     for r in rows {
         println!(
             "preview     {:<24} {:<12} {:<8} {:>8}  {}  ({})",
@@ -670,15 +671,14 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
         kept,
         doomed.len()
     ));
-    let mut failed = None;
+    let mut failed = Vec::new();
     for (m, why) in &doomed {
         if dry_run {
             output::detail(&format!("would remove preview {} ({why})", m.slug));
             continue;
         }
         if let Err(e) = remove(ctx, m, false, why) {
-            output::report(&e);
-            failed.get_or_insert(e);
+            failed.push(e);
         }
     }
     // Releases no preview serves: failed builds, or a preview whose record is gone.
@@ -698,14 +698,12 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
                 Ok(()) => {
                     output::detail(&format!("removed releases/{name} (no preview served it)"))
                 }
-                Err(e) => {
-                    output::report(&e);
-                    failed.get_or_insert(e);
-                }
+                Err(e) => failed.push(e),
             }
         }
     }
-    match failed {
+    // Told once, by whoever ran the cleanup, with the releases' own failures.
+    match Error::gather(failed, |n| format!("{n} previews could not be removed")) {
         Some(e) => Err(e),
         None => Ok(()),
     }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::session::plan::{self, Cause, Phase, Unwind};
+use crate::session::plan::{self, Cause, SwitchPhase, Unwind};
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
 use crate::state::release::{self, State};
 use crate::state::root::{short, PRODUCTION};
+use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{sys::faults, sys::symlink};
@@ -24,7 +25,7 @@ use crate::{sys::faults, sys::symlink};
 #[derive(Debug)]
 pub(crate) struct StageFailure {
     /// The phase.
-    pub(crate) stage: Phase,
+    pub(crate) stage: SwitchPhase,
     /// What went wrong in it.
     pub(crate) error: Error,
 }
@@ -54,19 +55,23 @@ impl StageFailure {
 
 /// The phases of a switch up to the health check, in order; notify follows
 /// whatever happened.
-pub(crate) const FORWARD: [Phase; 7] = [
-    Phase::Stop,
-    Phase::Sync,
-    Phase::Flip,
-    Phase::Links,
-    Phase::AfterSwitch,
-    Phase::Start,
-    Phase::Check,
+pub(crate) const FORWARD: [SwitchPhase; 7] = [
+    SwitchPhase::Stop,
+    SwitchPhase::Sync,
+    SwitchPhase::Flip,
+    SwitchPhase::Links,
+    SwitchPhase::AfterSwitch,
+    SwitchPhase::Start,
+    SwitchPhase::Check,
 ];
 
 /// What is left once production points at the new release: what recovery
 /// finishes after a crash that came after the flip.
-pub(crate) const AFTER_FLIP: [Phase; 3] = [Phase::AfterSwitch, Phase::Start, Phase::Check];
+pub(crate) const AFTER_FLIP: [SwitchPhase; 3] = [
+    SwitchPhase::AfterSwitch,
+    SwitchPhase::Start,
+    SwitchPhase::Check,
+];
 
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
@@ -145,7 +150,7 @@ impl Switch<'_> {
         let mut phases = Phases::new(self.ctx, self.hex, env);
         for phase in FORWARD {
             phases.run(phase)?;
-            if phase == Phase::Flip {
+            if phase == SwitchPhase::Flip {
                 faults::point("after-flip-production");
                 // Seconds from the run's start to the flip: with the end
                 // entry's time and `total` this dates the flip to the
@@ -172,14 +177,14 @@ impl Switch<'_> {
         let took = crate::sys::fs::human_duration(took);
         if self.entry.txn.is_some() {
             journal::append(&ctx.root, &crate::hook::pending::prepared(&self.entry))?;
-            output::success(&format!(
+            output::success_last(&format!(
                 "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
                 short(hex),
             ));
             return Ok(self.entry);
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
-        output::success(&format!(
+        output::success_last(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
             self.previous
@@ -229,6 +234,7 @@ impl Switch<'_> {
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
             help: Some(promote_advice(e, hex, &event, false)),
+            source: Some(Box::new(failure.error)),
         })
     }
 
@@ -293,6 +299,7 @@ impl Switch<'_> {
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
             help: Some(promote_advice(&failure.error, hex, &event, true)),
+            source: Some(Box::new(failure.error)),
         })
     }
 }
@@ -317,7 +324,7 @@ impl<'a> Phases<'a> {
     }
 
     /// Run one phase; a failure names it.
-    fn run(&mut self, phase: Phase) -> std::result::Result<(), StageFailure> {
+    fn run(&mut self, phase: SwitchPhase) -> std::result::Result<(), StageFailure> {
         self.phase(phase).map_err(|error| {
             // A stage header never shown must not turn up above the unwinding.
             self.flip_stage = None;
@@ -328,16 +335,16 @@ impl<'a> Phases<'a> {
         })
     }
 
-    fn phase(&mut self, phase: Phase) -> Result<()> {
+    fn phase(&mut self, phase: SwitchPhase) -> Result<()> {
         let p = &self.ctx.config.promote;
         match phase {
-            Phase::Stop => self.steps("stop", &p.stop),
-            Phase::Sync => {
+            SwitchPhase::Stop => self.steps("stop", &p.stop),
+            SwitchPhase::Sync => {
                 self.flip_stage = Some(Stage::start("switch production"));
                 // A power cut after the flip must not leave production on empty files.
                 crate::sys::fs::sync_filesystem(&self.ctx.root.release(self.hex))
             }
-            Phase::Flip => {
+            SwitchPhase::Flip => {
                 // The last moment an interrupt leaves production untouched.
                 crate::sys::signals::check("production was not switched")?;
                 faults::point("before-flip-production");
@@ -351,13 +358,13 @@ impl<'a> Phases<'a> {
                 }
                 Ok(())
             }
-            Phase::Links => {
+            SwitchPhase::Links => {
                 symlink::ensure_static(&self.ctx.root.dir, &self.ctx.config.links).map(|_| ())
             }
-            Phase::AfterSwitch => self.steps("after_switch", &p.after_switch),
-            Phase::Start => self.steps("start", &p.start),
-            Phase::Check if p.check.is_empty() => Ok(()),
-            Phase::Check => {
+            SwitchPhase::AfterSwitch => self.steps("after_switch", &p.after_switch),
+            SwitchPhase::Start => self.steps("start", &p.start),
+            SwitchPhase::Check if p.check.is_empty() => Ok(()),
+            SwitchPhase::Check => {
                 let stage = Stage::start("check");
                 check_until(&p.check, &self.env, p.check_timeout)?;
                 stage.done();
@@ -524,13 +531,13 @@ fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> Stri
         String::new()
     };
     let again = if *event == Event::Rollback {
-        "`symdeploy rollback` again".to_string()
+        format!("`{}` again", advice::command("rollback"))
     } else {
-        format!("`symdeploy promote {}`", short(hex))
+        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
     };
     match e {
         Error::Step { stage, status, .. }
-            if status == "exit status 127" || stage == "stop" || stage == "start" =>
+            if status.not_found() || stage == "stop" || stage == "start" =>
         {
             format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
         }
@@ -620,7 +627,7 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
 
 /// The journal phase recording that a run is being rolled back (state and
 /// reason in `result` and `error`), written before the rollback starts.
-pub(crate) const UNDO_PHASE: journal::Phase = journal::Phase::Undo;
+pub(crate) const UNDO_PHASE: journal::LineKind = journal::LineKind::Undo;
 
 /// Mark `hex` `state` and move warmup off it: the end of a rollback.
 pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
@@ -726,7 +733,10 @@ mod tests {
 
     #[test]
     fn the_sequence_never_needs_a_rollback_before_the_flip_and_always_after_it() {
-        let flip = FORWARD.iter().position(|p| *p == Phase::Flip).unwrap();
+        let flip = FORWARD
+            .iter()
+            .position(|p| *p == SwitchPhase::Flip)
+            .unwrap();
         for (i, phase) in FORWARD.iter().enumerate() {
             for cause in [Cause::Failed, Cause::Interrupted] {
                 let wanted = if i <= flip {
@@ -739,7 +749,7 @@ mod tests {
         }
         assert_eq!(
             FORWARD[0],
-            Phase::Stop,
+            SwitchPhase::Stop,
             "the daemons stop before anything moves"
         );
         assert!(FORWARD.ends_with(&AFTER_FLIP));
@@ -794,7 +804,7 @@ mod tests {
         let (t, ctx) = root_with("; exit 1", "");
         let env = step_env(&ctx, NEW, Some(OLD), "refs/tags/release-1", vec![]);
         let failure = finish_after_flip(&ctx, NEW, env).unwrap_err();
-        assert_eq!(failure.stage, Phase::AfterSwitch);
+        assert_eq!(failure.stage, SwitchPhase::AfterSwitch);
         assert_eq!(failure.cause(), Cause::Failed);
         assert!(
             failure.reason().starts_with("after_switch: "),

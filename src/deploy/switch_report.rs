@@ -11,11 +11,11 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::state::journal::{self, Entry, Event, Phase};
+use crate::state::journal::{self, Entry, Event, LineKind};
 
 /// What one promote or rollback did.
 #[derive(Debug, Serialize, PartialEq)]
-pub(crate) struct Outcome {
+pub(crate) struct SwitchReport {
     /// promote or rollback.
     pub(crate) event: Event,
     /// ok, rolled-back (switched, then undone by itself: check or start
@@ -44,7 +44,7 @@ pub(crate) struct Outcome {
     pub(crate) log: Option<String>,
 }
 
-/// Run `op` (a promote or rollback: `event`) and print its [`Outcome`] as one
+/// Run `op` (a promote or rollback: `event`) and print its [`SwitchReport`] as one
 /// line of JSON on stdout, whether it succeeded or not; its result is
 /// returned unchanged, so the exit code and stderr are those of the plain
 /// command.
@@ -108,11 +108,11 @@ fn summarize(
     before: Option<String>,
     after: Option<String>,
     ours: &[&Entry],
-) -> Outcome {
+) -> SwitchReport {
     let end = ours
         .iter()
         .rev()
-        .find(|e| e.event == event && e.phase == Phase::End);
+        .find(|e| e.event == event && e.phase == LineKind::End);
     let result = match (res, end) {
         (_, Some(e)) => e.result.clone().unwrap_or(journal::Outcome::Failed),
         (Ok(()), None) => journal::Outcome::Unchanged,
@@ -127,7 +127,7 @@ fn summarize(
         Ok(()) => (None, None, 0),
         Err(e) => (Some(e.to_string()), e.help(), e.exit_code()),
     };
-    Outcome {
+    SwitchReport {
         event,
         result,
         changed: before != after,

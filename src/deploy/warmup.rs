@@ -11,6 +11,7 @@ use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::release::{self, Record, State};
 use crate::state::root::short;
+use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{
@@ -196,8 +197,11 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
     let root = &ctx.root;
     let then_promote = then.then_promote();
     let interrupted = matches!(e, Error::Interrupted { .. });
+    // What could not be written down is said with the failure, never in
+    // its place: the build's own error is what the pusher must see.
+    let mut unrecorded = Vec::new();
     if let Err(marked) = release::set_state(root, hex, State::Failed, Some(e.to_string())) {
-        return marked;
+        unrecorded.push(marked.to_string());
     }
     let mut entry = entry;
     entry.error = Some(e.to_string());
@@ -207,7 +211,7 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
         Outcome::Failed
     };
     if let Err(journaled) = journal::append(root, &entry.end(result)) {
-        return journaled;
+        unrecorded.push(journaled.to_string());
     }
     if !interrupted {
         notify(ctx, hex, git_ref, "failed", Some(&e));
@@ -238,11 +242,19 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
             advice(&e, hex, then_promote),
         )
     };
+    let message = match unrecorded.is_empty() {
+        true => message,
+        false => format!(
+            "{message} (and it could not be recorded: {})",
+            unrecorded.join("; ")
+        ),
+    };
     Error::Failed {
         code: e.exit_code(),
         message,
         now: where_now(root),
         help: Some(help).filter(|h| !h.is_empty()),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -554,18 +566,21 @@ pub(crate) fn notify(
 /// the same commit again runs no hook ("Everything up-to-date").
 pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
     let again = if then_promote {
-        format!("`symdeploy promote {}`", short(hex))
+        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
     } else {
-        format!("`symdeploy warmup {}`", short(hex))
+        format!("`{}`", advice::command(&format!("warmup {}", short(hex))))
     };
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
     match e {
-        Error::Step { status, .. } if status == "exit status 127" => format!(
+        Error::Step { status, .. } if status.not_found() => format!(
             "{log}a program the step runs is missing on the server: install it (or fix the command in deploy.toml), then run {again} there"
         ),
-        Error::Step { status, .. } if status.starts_with("timed out") => format!(
+        Error::Step {
+            status: crate::sys::steps::StepEnd::TimedOut(_),
+            ..
+        } => format!(
             "{log}make the step faster (in the commit, then push it again) or raise step_timeout in deploy.toml and run {again} on the server"
         ),
         Error::Step { .. } => format!(
@@ -595,8 +610,8 @@ pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, th
     // A tag name the configured glob accepts: `release-*` becomes `release-N`.
     let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
     output::detail(&format!(
-        "promote it: `symdeploy promote {}` on the server, or git tag {tag} {} && git push deploy {tag}",
-        short(hex),
+        "promote it: `{}` on the server, or git tag {tag} {} && git push deploy {tag}",
+        advice::command(&format!("promote {}", short(hex))),
         short(hex)
     ));
 }

@@ -13,6 +13,7 @@ pub(crate) mod strict;
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -23,22 +24,22 @@ use crate::state::root::{short, Root};
 use crate::sys::output;
 
 /// `symdeploy hook post-receive|pre-receive`.
-pub(crate) fn run(kind: HookKind) -> Result<()> {
+pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let root = Root::from_repository(&git_dir)?;
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).map_err(|e| {
-        Error::with_help(
-            format!("cannot read the hook input: {e}"),
-            "ref names and ids must be UTF-8",
-        )
-    })?;
-    let updates = parse_input(&input)?;
+    crate::sys::advice::in_hook_of(root.dir.clone());
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::msg(format!("cannot read the hook input: {e}")))?;
+    let parsed = parse_input(&input)?;
+    crate::hook::push::warn_skipped(&parsed.skipped);
+    let updates = parsed.updates;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
-        Err(e) => return config_broken(&root, &updates, e),
+        Err(e) => return config_broken(&root, &updates, e, kind),
     };
     if ctx.config.hook != kind {
         output::warning(&format!(
@@ -60,7 +61,7 @@ pub(crate) fn run(kind: HookKind) -> Result<()> {
         // Strict mode: build now, flip once git has the refs locked.
         return crate::hook::strict::pre_receive(&ctx, &objects.repo, &updates, promote_option);
     }
-    let mut failures = Vec::new();
+    let mut first_failure = None;
     for update in &updates {
         let result = match route(&ctx, update) {
             Action::Ignore(why) => {
@@ -84,27 +85,31 @@ pub(crate) fn run(kind: HookKind) -> Result<()> {
             }
             Action::RemovePreview => crate::ops::preview::delete_branch(&ctx, &update.name),
         };
-        // Each ref's failure is rendered once, here, while its run log is
-        // still open, so the log keeps the error lines too.
-        if let Err(e) = result {
-            render(&e);
-            failures.push(e);
+        // Each ref is a run of its own: its failure is told as it ends.
+        if let Some(code) = crate::session::close_run(result) {
+            first_failure.get_or_insert(code);
         }
-        output::close_log();
     }
-    match failures.first() {
-        // Already reported above; the exit code is what matters to git now.
-        Some(e) => Err(Error::Reported {
-            code: e.exit_code(),
-        }),
-        None => Ok(()),
+    if first_failure.is_some() {
+        accepted_anyway(&ctx.root);
     }
+    Ok(first_failure.map_or(ExitCode::SUCCESS, crate::error::exit))
+}
+
+/// The last line of a post-receive push whose deploy failed: git has already
+/// updated the refs and ignores this hook's exit status, so `git push` will
+/// report success; the pusher must not read that as a deploy.
+fn accepted_anyway(root: &Root) {
+    output::error(&format!(
+        "the push was accepted, but its deploy failed (above): git ignores a post-receive hook's exit status, so git push exits 0; in strict mode it would fail (set hook = \"pre-receive\" in deploy.toml, then run `symdeploy init {}`)",
+        root.dir.display()
+    ));
 }
 
 /// deploy.toml cannot be read: nothing can be routed or run, but the push
 /// must not go unnoticed. The failure gets a run log and a failed run in the
 /// journal (so `status` and `log` show it), and one error with its fix.
-fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
+fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: HookKind) -> Result<ExitCode> {
     let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
         return Err(e);
     };
@@ -138,17 +143,19 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error) -> Result<()> {
         message: format!("deploy.toml is broken, so nothing was deployed for {what}: {e}"),
         now: crate::deploy::pointers::where_now(root),
         help: Some(format!(
-            "fix {} on the server (`symdeploy check` validates it), then run `symdeploy warmup {}` there (pushing the same commit again runs no hook)",
+            "fix {} on the server (`{}` validates it), then run `{}` there (pushing the same commit again runs no hook)",
             root.config_file().display(),
-            short(&update.new)
+            crate::sys::advice::command("check"),
+            crate::sys::advice::command(&format!("warmup {}", short(&update.new)))
         )),
+        source: Some(Box::new(e)),
     };
-    // Rendered here, while the run log is open, so the log has it too.
-    output::report(&failure);
-    output::close_log();
-    Err(Error::Reported {
-        code: failure.exit_code(),
-    })
+    let code = failure.exit_code();
+    crate::session::close_run(Err(failure));
+    if kind == HookKind::PostReceive {
+        accepted_anyway(root);
+    }
+    Ok(crate::error::exit(code))
 }
 
 fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bool) -> Result<()> {
@@ -177,11 +184,4 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         &format!("promote of {} ({})", commit.short(), update.name),
     )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
-}
-
-/// Show a ref's failure: the one place a post-receive failure is printed.
-fn render(e: &Error) {
-    if !e.is_reported() {
-        output::report(e);
-    }
 }

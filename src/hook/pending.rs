@@ -15,7 +15,7 @@ use crate::state::root::Root;
 use crate::sys::fs::start_time;
 
 /// The journal phase of a strict run whose flips are done and wait for git.
-pub(crate) const PREPARED_PHASE: journal::Phase = journal::Phase::Prepared;
+pub(crate) const PREPARED_PHASE: journal::LineKind = journal::LineKind::Prepared;
 
 /// The `prepared` line of a run.
 pub(crate) fn prepared(run: &Entry) -> Entry {
@@ -33,6 +33,14 @@ pub(crate) struct Pending {
     pub(crate) receive_pack: u32,
     pub(crate) started: u64,
     pub(crate) updates: Vec<PendingUpdate>,
+    /// The ref lock files git holds for the transaction now in `prepared`:
+    /// what a SIGKILL of the receive-pack would leave behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) locks: Vec<crate::state::reflocks::HeldLock>,
+    /// Every ref of the push with its new value: the locks git takes for
+    /// them before the hook can record any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pushed: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,7 +112,16 @@ pub(crate) fn remove_stale(root: &Root) {
     let Ok(entries) = std::fs::read_dir(pending_dir(root)) else {
         return;
     };
-    for e in entries.flatten() {
+    let entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+    // The refs strict pushes still running are updating: their lock files
+    // are theirs, whatever a dead push's pending file says.
+    let busy: Vec<String> = entries
+        .iter()
+        .filter_map(|e| load(&e.path()))
+        .filter(|p| start_time(p.receive_pack) == Some(p.started))
+        .flat_map(|p| p.pushed.into_iter().map(|(name, _)| name))
+        .collect();
+    for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name
             .strip_prefix(".tmp-")
@@ -119,6 +136,12 @@ pub(crate) fn remove_stale(root: &Root) {
         if let Some(p) = &pending {
             if start_time(p.receive_pack) == Some(p.started) {
                 continue;
+            }
+            // Before the file that names them goes: once it is gone,
+            // nothing tells these locks from a live git process's.
+            release_locks(root, p);
+            if let Ok(saved) = e.metadata().and_then(|m| m.modified()) {
+                release_unrecorded(root, p, saved, &busy);
             }
             let repo = crate::state::repo::open(&root.repository()).ok();
             for u in p
@@ -152,6 +175,172 @@ pub(crate) fn remove_stale(root: &Root) {
         }
         let _ = std::fs::remove_file(e.path());
     }
+}
+
+/// Remove the ref lock files a receive-pack that is gone held in
+/// `prepared` and never released (it was SIGKILLed): only the very files
+/// recorded, so a lock a live git process made since is never touched.
+fn release_locks(root: &Root, p: &Pending) {
+    let git_dir = root.repository();
+    for lock in &p.locks {
+        match crate::state::reflocks::remove_if_same(&git_dir, lock) {
+            Ok(true) => crate::sys::output::detail(&format!(
+                "removed {}: git's lock of a ref, left by a killed push (receive-pack pid {}); pushes of that ref work again",
+                git_dir.join(&lock.path).display(),
+                p.receive_pack
+            )),
+            Ok(false) => {}
+            Err(e) => crate::sys::output::warning(&format!(
+                "cannot remove {}, left by a killed push: {e}; pushes of that ref fail until it is removed (`rm` it)",
+                git_dir.join(&lock.path).display()
+            )),
+        }
+    }
+}
+
+/// The lock files of a dead push that its hook had no time to record: for
+/// each ref it pushed, `<ref>.lock` holding the pushed id (and `HEAD.lock`,
+/// empty, when HEAD follows that ref), made after the pending file was last
+/// saved, unchanged for [`SETTLED`](crate::state::reflocks::SETTLED), and
+/// of no ref a running strict push updates.
+fn unrecorded_locks(
+    root: &Root,
+    p: &Pending,
+    saved: std::time::SystemTime,
+    busy: &[String],
+) -> Vec<(crate::state::reflocks::HeldLock, std::time::Duration)> {
+    let git_dir = root.repository();
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).unwrap_or_default();
+    let head = head
+        .trim()
+        .strip_prefix("ref: ")
+        .unwrap_or_default()
+        .to_string();
+    let mut out = Vec::new();
+    for (name, new) in &p.pushed {
+        if busy.contains(name) {
+            continue;
+        }
+        let mut candidates = vec![(format!("{name}.lock"), vec![new.as_str()])];
+        if *name == head {
+            candidates.push(("HEAD.lock".to_string(), vec!["", new.as_str()]));
+        }
+        for (rel, want) in candidates {
+            if p.locks.iter().any(|l| l.path == rel) {
+                continue; // recorded: that record decides
+            }
+            if let Some(found) = crate::state::reflocks::unrecorded(&git_dir, &rel, &want, saved) {
+                out.push(found);
+            }
+        }
+    }
+    out
+}
+
+fn release_unrecorded(root: &Root, p: &Pending, saved: std::time::SystemTime, busy: &[String]) {
+    let settled = crate::state::reflocks::SETTLED;
+    let found = unrecorded_locks(root, p, saved, busy);
+    if let Some(youngest) = found.iter().map(|(_, age)| *age).min() {
+        // A live git process changes or removes its lock within this.
+        std::thread::sleep(settled.saturating_sub(youngest));
+    }
+    let locks: Vec<_> = found.into_iter().map(|(l, _)| l).collect();
+    release_locks(
+        root,
+        &Pending {
+            receive_pack: p.receive_pack,
+            started: p.started,
+            updates: Vec::new(),
+            locks,
+            pushed: Vec::new(),
+        },
+    );
+}
+
+/// Who holds a ref lock file of the repository, as far as strict mode knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOwner {
+    /// A strict push whose receive-pack is gone: recovery removes it.
+    KilledPush(u32),
+    /// A strict push still running (its flips run while git holds the ref).
+    LivePush(u32),
+    /// No strict push recorded it: some other git process, alive or not.
+    Unknown,
+}
+
+/// Every ref lock file of the repository with its owner.
+pub fn ref_locks(root: &Root) -> Vec<(crate::state::reflocks::Present, LockOwner)> {
+    let present = crate::state::reflocks::present(&root.repository());
+    if present.is_empty() {
+        return Vec::new();
+    }
+    let pendings: Vec<(Pending, std::time::SystemTime)> = std::fs::read_dir(pending_dir(root))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| Some((load(&e.path())?, e.metadata().ok()?.modified().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let live = |p: &Pending| start_time(p.receive_pack) == Some(p.started);
+    let busy: Vec<String> = pendings
+        .iter()
+        .filter(|(p, _)| live(p))
+        .flat_map(|(p, _)| p.pushed.iter().map(|(name, _)| name.clone()))
+        .collect();
+    present
+        .into_iter()
+        .map(|l| {
+            let rel = l.lock.path.trim_end_matches(".lock");
+            let owner = pendings
+                .iter()
+                .find(|(p, saved)| {
+                    p.locks.contains(&l.lock)
+                        || (!live(p)
+                            && unrecorded_locks(root, p, *saved, &busy)
+                                .iter()
+                                .any(|(u, _)| *u == l.lock))
+                        || (live(p) && p.pushed.iter().any(|(name, _)| name == rel))
+                })
+                .map(|(p, _)| {
+                    if live(p) {
+                        LockOwner::LivePush(p.receive_pack)
+                    } else {
+                        LockOwner::KilledPush(p.receive_pack)
+                    }
+                })
+                .unwrap_or(LockOwner::Unknown);
+            (l, owner)
+        })
+        .collect()
+}
+
+/// How old a lock file no push of ours recorded must be before it is
+/// reported: git holds one for milliseconds, outside strict mode's flips.
+const UNKNOWN_LOCK_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The ref lock files `status --check` and `check` report, each with what
+/// to run: left by a killed strict push (`symdeploy recover`), or by some
+/// other git process long enough ago that it is likely dead.
+pub fn ref_lock_problems(root: &Root) -> Vec<String> {
+    ref_locks(root)
+        .into_iter()
+        .filter_map(|(l, owner)| match owner {
+            LockOwner::KilledPush(pid) => Some(format!(
+                "{} was left by a killed strict push (receive-pack pid {pid}): every push of that ref fails until it goes; `symdeploy recover` removes it",
+                l.full.display()
+            )),
+            LockOwner::LivePush(_) => None,
+            LockOwner::Unknown => l.age.filter(|a| *a >= UNKNOWN_LOCK_AGE).map(|a| {
+                format!(
+                    "{} is a git lock file {} old that no symdeploy push holds: pushes of that ref fail while it exists; if no git command is running on {}, remove it (`rm {}`)",
+                    l.full.display(),
+                    crate::sys::fs::human_duration(a),
+                    root.repository().display(),
+                    l.full.display()
+                )
+            }),
+        })
+        .collect()
 }
 
 /// The receive-pack running this hook: its parent (the hook script `exec`s us).

@@ -40,40 +40,84 @@ pub(crate) enum Action {
     Ignore(String),
 }
 
-/// Parse hook stdin; the first bad line fails the whole input.
-pub(crate) fn parse_input(text: &str) -> Result<Vec<RefUpdate>> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+/// Hook stdin, parsed: the updates to route, and the refs skipped because
+/// their names are not UTF-8 (shown with `\xNN` for the bytes that are not).
+#[derive(Debug, Default)]
+pub struct Input {
+    /// The updates, in git's order.
+    pub updates: Vec<RefUpdate>,
+    /// Refs git accepted whose names are not UTF-8: never deployed.
+    pub skipped: Vec<String>,
+}
+
+/// Parse hook stdin; the first bad line fails the whole input. Ref names
+/// are bytes to git (any byte >= 0x80 is allowed): a well-formed line whose
+/// name is not UTF-8 is skipped, not an error, so it never drops the other
+/// refs of the push. deploy.toml names branches and tags in UTF-8, so such
+/// a ref can be none of them.
+pub fn parse_input(input: &[u8]) -> Result<Input> {
+    let mut out = Input::default();
+    for (i, line) in input.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let fields: Vec<&str> = line.split(' ').collect();
+        let shown = shown_bytes(line);
         let bad = |why: &str| {
             Error::with_help(
-                format!("hook input line {}: {why}: {:?}", i + 1, truncate(line, 200)),
+                format!("hook input line {}: {why}: {:?}", i + 1, truncate(&shown, 200)),
                 "the hook expects `<old-id> <new-id> <ref-name>` lines from git; run it only as a git hook (or pipe exactly that format)",
             )
         };
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         if fields.len() != 3 {
             return Err(bad("expected three space-separated fields"));
         }
+        let mut ids = Vec::new();
         for id in &fields[..2] {
-            if !crate::state::root::is_commit_hash(id) {
-                return Err(bad("not a full hexadecimal object id"));
+            match std::str::from_utf8(id) {
+                Ok(id) if crate::state::root::is_commit_hash(id) => ids.push(id.to_string()),
+                _ => return Err(bad("not a full hexadecimal object id")),
             }
         }
-        if gix::validate::reference::name(fields[2].into()).is_err()
-            || !fields[2].starts_with("refs/")
-        {
+        let name = fields[2];
+        if gix::validate::reference::name(name.into()).is_err() || !name.starts_with(b"refs/") {
             return Err(bad("not a valid ref name"));
         }
-        out.push(RefUpdate {
-            old: fields[0].to_string(),
-            new: fields[1].to_string(),
-            name: fields[2].to_string(),
+        let Ok(name) = std::str::from_utf8(name) else {
+            out.skipped.push(shown_bytes(name));
+            continue;
+        };
+        let new = ids.pop().unwrap_or_default();
+        let old = ids.pop().unwrap_or_default();
+        out.updates.push(RefUpdate {
+            old,
+            new,
+            name: name.to_string(),
         });
     }
     Ok(out)
+}
+
+/// Bytes as text: UTF-8 as it is, every other byte as `\xNN`.
+pub fn shown_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What a push is told about each ref it skipped for a name that is not UTF-8.
+pub fn warn_skipped(skipped: &[String]) {
+    for name in skipped {
+        crate::sys::output::warning(&format!(
+            "{} is not deployed: its name is not UTF-8, and the deploy branch, release tags and preview branches are named in UTF-8 (deploy.toml); git keeps the ref all the same, and the other refs of this push are deployed",
+            crate::sys::output::escape(name)
+        ));
+    }
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -148,10 +192,11 @@ mod tests {
 
     #[test]
     fn parses_well_formed_input() {
-        let u = parse_input(&format!(
-            "{Z} {A} refs/heads/main\n{A} {Z} refs/tags/release-1\n"
-        ))
-        .unwrap();
+        let u = parse_input(
+            format!("{Z} {A} refs/heads/main\n{A} {Z} refs/tags/release-1\n").as_bytes(),
+        )
+        .unwrap()
+        .updates;
         assert_eq!(u.len(), 2);
         assert!(!u[0].is_deletion());
         assert!(u[1].is_deletion());
@@ -166,10 +211,27 @@ mod tests {
             format!("{Z} {A} main\n"),
             format!("{Z} {A} refs/heads/main extra\n"),
         ] {
-            let e = parse_input(&format!("{Z} {A} refs/heads/ok\n{bad}"))
+            let e = parse_input(format!("{Z} {A} refs/heads/ok\n{bad}").as_bytes())
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("line 2"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_ref_name_that_is_not_utf8_is_skipped_and_the_rest_kept() {
+        let mut input = format!("{Z} {A} refs/heads/main\n{Z} {A} refs/heads/caf").into_bytes();
+        input.extend_from_slice(b"\xe9\n");
+        let got = parse_input(&input).unwrap();
+        assert_eq!(got.updates.len(), 1);
+        assert_eq!(got.updates[0].name, "refs/heads/main");
+        assert_eq!(got.skipped, ["refs/heads/caf\\xE9"]);
+        // Bytes git would never send in an id or a ref name still fail the input.
+        let mut bad = format!("{Z} {A} refs/heads/main\n{Z} ").into_bytes();
+        bad.extend_from_slice(b"\xff refs/heads/x\n");
+        assert!(parse_input(&bad).is_err());
+        let mut bad = format!("{Z} {A} refs/heads/a").into_bytes();
+        bad.extend_from_slice(b"\x01\xe9\n");
+        assert!(parse_input(&bad).is_err());
     }
 }

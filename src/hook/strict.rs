@@ -23,6 +23,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
@@ -46,7 +47,7 @@ pub(crate) fn pre_receive(
     repo: &gix::Repository,
     updates: &[RefUpdate],
     promote_option: bool,
-) -> Result<()> {
+) -> Result<ExitCode> {
     if !hook_installed(&ctx.root) {
         // A root made by an older `init` has only the pre-receive hook. Git
         // looks a hook up each time it runs one, so installing it now makes
@@ -76,6 +77,11 @@ pub(crate) fn pre_receive(
         receive_pack: pid,
         started,
         updates: Vec::new(),
+        locks: Vec::new(),
+        pushed: updates
+            .iter()
+            .map(|u| (u.name.clone(), u.new.clone()))
+            .collect(),
     };
     let mut failure = None;
     for update in updates {
@@ -111,13 +117,7 @@ pub(crate) fn pre_receive(
                         output::escape(&update.name)
                     ));
                 }
-                let result = build_preview(ctx, repo, update);
-                if let Err(e) = &result {
-                    // While the run log is open, so it keeps the error too.
-                    output::report(e);
-                }
-                output::close_log();
-                match result {
+                match build_preview(ctx, repo, update) {
                     Ok(built) => pending.updates.push(PendingUpdate {
                         old: update.old.clone(),
                         new: update.new.clone(),
@@ -131,21 +131,17 @@ pub(crate) fn pre_receive(
                         remove_preview: false,
                     }),
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        failure.get_or_insert(e.exit_code());
+                        crate::session::close_run(Err(e));
                     }
                 }
+                output::close_log();
                 continue;
             }
             Action::Warmup => (true, promote_option),
             Action::Promote => (false, true),
         };
-        let result = build(ctx, repo, update, warm);
-        if let Err(e) = &result {
-            // While the run log is open, so it keeps the error too.
-            output::report(e);
-        }
-        output::close_log();
-        match result {
+        match build(ctx, repo, update, warm) {
             Ok((commit, built)) => pending.updates.push(PendingUpdate {
                 old: update.old.clone(),
                 new: update.new.clone(),
@@ -161,16 +157,17 @@ pub(crate) fn pre_receive(
                 remove_preview: false,
             }),
             Err(e) => {
-                failure.get_or_insert(e);
+                failure.get_or_insert(e.exit_code());
+                crate::session::close_run(Err(e));
             }
         }
+        output::close_log();
     }
-    if let Some(e) = failure {
-        return Err(Error::Reported {
-            code: e.exit_code(),
-        });
+    if let Some(code) = failure {
+        return Ok(crate::error::exit(code));
     }
-    save(&ctx.root, &pending)
+    save(&ctx.root, &pending)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Build a preview branch's release without flipping `previews/<slug>`.
@@ -224,7 +221,7 @@ fn build(
 /// `symdeploy hook reference-transaction STATE`: the second half. Anything
 /// that is not a ref of a strict push this root's pre-receive hook built for
 /// (other git commands on the server, other pushes) passes untouched.
-pub(crate) fn reference_transaction(state: &str) -> Result<()> {
+pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -232,23 +229,25 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
     // git feeds every line; read them all whatever happens next.
     let _ = std::io::stdin().read_to_end(&mut input);
     if !matches!(state, "prepared" | "committed" | "aborted") {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let Ok(root) = Root::from_repository(&git_dir) else {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
+    crate::sys::advice::in_hook_of(root.dir.clone());
     let pid = nix::unistd::getppid().as_raw() as u32;
     let path = pending_path(&root, pid);
     let Some(mut pending) = load(&path) else {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     };
     if crate::sys::fs::start_time(pid) != Some(pending.started) {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
-    let lines: Vec<RefUpdate> = String::from_utf8_lossy(&input)
-        .lines()
+    // Line by line: HEAD and symbolic-ref lines are no `refs/` updates.
+    let lines: Vec<RefUpdate> = input
+        .split(|&b| b == b'\n')
         .filter_map(|l| crate::hook::push::parse_input(l).ok())
-        .flatten()
+        .flat_map(|p| p.updates)
         .collect();
     let wanted = if state == "prepared" {
         "built"
@@ -263,7 +262,17 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
         .map(|(i, _)| i)
         .collect();
     if matched.is_empty() {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if state == "prepared" {
+        // git holds these ref locks until the transaction ends; a SIGKILL of
+        // the push from here on leaves them behind. Recorded first, before
+        // anything can wait or be killed, so recovery can remove them.
+        pending.locks = transaction_locks(&root, &input);
+        save(&root, &pending)?;
+    } else {
+        // Committed or aborted: git has released them.
+        pending.locks.clear();
     }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
@@ -273,19 +282,31 @@ pub(crate) fn reference_transaction(state: &str) -> Result<()> {
         "committed" => on_committed(&ctx, &mut pending, &matched),
         _ => on_aborted(&ctx, &mut pending, &matched),
     };
-    // Rendered while the run log is open, so it keeps the error too.
-    let result = result.map_err(|e| {
-        if e.is_reported() {
-            return e;
-        }
-        output::report(&e);
-        Error::Reported {
-            code: e.exit_code(),
-        }
-    });
-    output::close_log();
+    let failed = crate::session::close_run(result);
     let saved = save(&ctx.root, &pending);
-    result.and(saved)
+    match failed {
+        // git aborts the transaction on this code; the pending file says why.
+        Some(code) => Ok(crate::error::exit(code)),
+        None => saved.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// The ref lock files git holds for the transaction whose hook input is
+/// `input` (`<old> <new> <ref>` lines; HEAD is among them when it follows
+/// the branch).
+fn transaction_locks(root: &Root, input: &[u8]) -> Vec<crate::state::reflocks::HeldLock> {
+    let mut names = Vec::new();
+    let mut deletes = false;
+    for line in input.split(|&b| b == b'\n') {
+        let mut fields = line.splitn(3, |&b| b == b' ');
+        let (Some(_old), Some(new), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        deletes |= !new.is_empty() && new.iter().all(|&b| b == b'0');
+        names.push(name);
+    }
+    crate::state::reflocks::held(&root.repository(), names, deletes)
 }
 
 fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
@@ -327,24 +348,24 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
                     code,
                     message,
                     help,
+                    source,
                     ..
                 } => Error::Failed {
                     code,
                     message: format!("{message}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help,
+                    source,
                 },
                 other => Error::Failed {
                     code: other.exit_code(),
                     message: format!("{other}; {refused}"),
                     now: crate::deploy::pointers::where_now(&ctx.root),
                     help: other.help(),
+                    source: Some(Box::new(other)),
                 },
             };
-            output::report(&e);
-            return Err(Error::Reported {
-                code: e.exit_code(),
-            });
+            return Err(e);
         }
     }
     for (i, runs) in done {
@@ -475,7 +496,7 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;
             promoted |= run.event == Event::Promote;
         }
-        output::success(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
         u.state = "done".into();
     }
     pending.updates.retain(|u| u.state != "done");
@@ -511,7 +532,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
 
 fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()> {
     let _run = crate::session::lock_and_recover(ctx, "undoing the flips of a refused strict push")?;
-    for &i in matched {
+    // Newest first: a promote's production goes back before a warm-up it
+    // followed marks the release failed.
+    for &i in matched.iter().rev() {
         let u = &mut pending.updates[i];
         output::error(&format!(
             "git did not update {} to {}; undoing its flips",

@@ -140,27 +140,21 @@ pub(crate) fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()
         crate::deploy::preview::cleanup(ctx, true)?;
         return retention(ctx, true);
     }
-    let previews = crate::deploy::preview::cleanup(ctx, false);
     // Every release is tried: one that is in the way does not keep the
-    // others (or retention) from being cleaned up; the run still fails.
-    let mut failed = Vec::new();
+    // others (or retention) from being cleaned up; the run still fails, with
+    // one error that lists each failure and what is in its way.
+    let mut failed: Vec<Error> = crate::deploy::preview::cleanup(ctx, false)
+        .err()
+        .into_iter()
+        .collect();
     for d in removing {
         if let Err(e) = remove_release(ctx, &d.commit) {
-            output::report(&e);
-            failed.push(short(&d.commit).to_string());
+            failed.push(e);
         }
     }
     retention(ctx, false)?;
-    previews?;
-    match failed.len() {
-        0 => Ok(()),
-        n => Err(Error::with_help(
-            format!(
-                "cleanup could not remove {n} release{}: {}",
-                if n == 1 { "" } else { "s" },
-                failed.join(", ")
-            ),
-            "see the errors above; each says what is in the way and what to run",
-        )),
+    match Error::gather(failed, |n| format!("cleanup could not remove {n} releases")) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }

@@ -5,7 +5,6 @@
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::release;
-use crate::state::root::short;
 use crate::sys::output;
 
 /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
@@ -64,7 +63,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
 /// marked failed: never a ready record on missing files.
 pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
     let dir = ctx.root.release(commit);
-    let name = format!("releases/{}", short(commit));
+    let name = format!("releases/{}", crate::state::root::release_label(commit));
     if let Err(blocker) = removable(&dir) {
         return Err(blocker.error(&name));
     }

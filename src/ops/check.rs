@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::config::Config;
 use crate::state::root::Root;
 
@@ -35,7 +35,7 @@ impl Report {
 }
 
 /// Check the root at `dir`.
-pub(crate) fn run(root: &Root) -> Result<()> {
+pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
     let mut r = Report {
         errors: 0,
         warnings: 0,
@@ -134,11 +134,26 @@ pub(crate) fn run(root: &Root) -> Result<()> {
             ("previews.migrate", &c.previews.migrate),
             ("previews.notify", &c.previews.notify),
         ];
+        // Steps run inside a release, so `bin/x` is looked up in one: the
+        // release warmup points at (the next to be promoted), else production.
+        let release = [crate::state::root::WARMUP, crate::state::root::PRODUCTION]
+            .iter()
+            .find_map(|name| root.pointed_release(name))
+            .map(|c| root.release(&c));
         for (key, cmds) in all {
             for cmd in cmds.iter() {
-                if crate::sys::steps::program_on_path(cmd) == Some(false) {
-                    let prog = cmd.split_whitespace().next().unwrap_or_default();
-                    r.say(Level::Error, &format!("{key}: `{prog}` (in \"{cmd}\") is not on PATH; install it or change the command"));
+                match crate::sys::program::step_program(cmd, release.as_deref()) {
+                    Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
+                    None if release.is_none()
+                        && cmd
+                            .split_whitespace()
+                            .next()
+                            .is_some_and(|p| p.contains('/')) =>
+                    {
+                        let prog = cmd.split_whitespace().next().unwrap_or_default();
+                        r.say(Level::Warn, &format!("{key}: `{prog}` (in \"{cmd}\") runs from the release; there is no release yet to look in"));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -201,6 +216,9 @@ pub(crate) fn run(root: &Root) -> Result<()> {
             ),
         }
     }
+    for l in crate::hook::pending::ref_lock_problems(root) {
+        r.say(Level::Error, &l);
+    }
     if let Some(h) = crate::session::lock::holder(root) {
         r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
     }
@@ -209,11 +227,11 @@ pub(crate) fn run(root: &Root) -> Result<()> {
         crate::sys::output::count(r.errors as u64, "error", "errors"),
         crate::sys::output::count(r.warnings as u64, "warning", "warnings")
     );
-    if r.errors > 0 {
-        Err(Error::Reported { code: 1 })
+    Ok(if r.errors > 0 {
+        std::process::ExitCode::FAILURE
     } else {
-        Ok(())
-    }
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn user_name(uid: u32) -> String {
@@ -281,7 +299,7 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
             return;
         }
     };
-    if crate::sys::steps::program_on_path("setfacl") == Some(false) {
+    if crate::sys::program::program_on_path("setfacl") == Some(false) {
         r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
     }
     // One verdict for a path the web user must write: ok, or what to run.

@@ -25,12 +25,10 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     if std::fs::symlink_metadata(&config_path).is_ok() {
         did.push(format!("kept the existing {}", config_path.display()));
     } else {
-        let text = if strict {
-            TEMPLATE.replace("hook = \"post-receive\"", "hook = \"pre-receive\"")
-        } else {
-            TEMPLATE.to_string()
-        };
-        let (text, left_out) = adapt_template(&text);
+        let (mut text, left_out) = adapt_template(TEMPLATE);
+        if strict {
+            text = with_strict_hook(&text);
+        }
         std::fs::write(&config_path, text).at("write", &config_path)?;
         let mut progs: Vec<&String> = left_out.iter().map(|(_, _, p)| p).collect();
         progs.sort();
@@ -335,13 +333,28 @@ fn unreachable_for(binary: &Path, owner: &Owner) -> Option<String> {
     None
 }
 
+/// `hook = "pre-receive"` in the template, its comments kept.
+fn with_strict_hook(text: &str) -> String {
+    match text.parse::<toml_edit::DocumentMut>() {
+        Ok(mut doc) => {
+            if let Some(v) = doc.get_mut("hook").and_then(|v| v.as_value_mut()) {
+                let decor = v.decor().clone();
+                *v = "pre-receive".into();
+                *v.decor_mut() = decor;
+            }
+            doc.to_string()
+        }
+        Err(_) => text.to_string(),
+    }
+}
+
 /// The template with every step whose program is missing here commented out
 /// (with a note), and the list of what was left out: (key, command, program).
 /// A server without supervisord then does not fail its first promote on
 /// `supervisorctl: not found`.
 fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
     adapt_template_with(text, |c| {
-        crate::sys::steps::program_on_path(c) == Some(false)
+        crate::sys::program::program_on_path(c) == Some(false)
     })
 }
 
@@ -359,56 +372,56 @@ fn adapt_template_with(
         "start",
         "check",
     ];
-    let mut out = String::new();
+    // The template is ours and parses; should it not, it is written as it is.
+    let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return (text.to_string(), Vec::new());
+    };
     let mut left_out = Vec::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            section = trimmed.trim_matches(['[', ']']).to_string();
-        }
-        let key = trimmed.split('=').next().unwrap_or_default().trim();
-        let parsed = (section == "warmup" || section == "promote")
-            && STEP_KEYS.contains(&key)
-            && !trimmed.starts_with('#');
-        let commands: Option<Vec<String>> = parsed
-            .then(|| line.parse::<toml::Table>().ok())
-            .flatten()
-            .and_then(|t| t.get(key).and_then(|v| v.as_array()).cloned())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            });
-        let Some(commands) = commands else {
-            out.push_str(line);
-            out.push('\n');
+    for section in ["warmup", "promote"] {
+        let Some(table) = doc.get_mut(section).and_then(|t| t.as_table_mut()) else {
             continue;
         };
-        let (keep, missing): (Vec<&String>, Vec<&String>) =
-            commands.iter().partition(|c| !missing(c));
-        if missing.is_empty() {
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        }
-        let progs: Vec<String> = missing
-            .iter()
-            .filter_map(|c| c.split_whitespace().next().map(str::to_string))
-            .collect();
-        let mut uniq = progs.clone();
-        uniq.dedup();
-        out.push_str(&format!(
-            "# {} is not on PATH on this machine (symdeploy init); install it and restore:\n# {line}\n",
-            uniq.join(", ")
-        ));
-        let kept: Vec<String> = keep.iter().map(|c| format!("{c:?}")).collect();
-        out.push_str(&format!("{key} = [{}]\n", kept.join(", ")));
-        for (c, p) in missing.iter().zip(progs) {
-            left_out.push((format!("{section}.{key}"), c.to_string(), p));
+        for &key in STEP_KEYS {
+            let Some(array) = table.get(key).and_then(|v| v.as_array()) else {
+                continue;
+            };
+            let written = format!("{key} = {}", array.to_string().trim());
+            let commands: Vec<String> = array
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let (keep, gone): (Vec<&String>, Vec<&String>) =
+                commands.iter().partition(|c| !missing(c));
+            if gone.is_empty() {
+                continue;
+            }
+            let progs: Vec<String> = gone
+                .iter()
+                .filter_map(|c| c.split_whitespace().next().map(str::to_string))
+                .collect();
+            let mut uniq = progs.clone();
+            uniq.dedup();
+            let mut kept = toml_edit::Array::new();
+            kept.extend(keep.iter().map(|c| c.as_str()));
+            table[key] = toml_edit::value(kept);
+            if let Some(mut k) = table.key_mut(key) {
+                let before = k
+                    .leaf_decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                k.leaf_decor_mut().set_prefix(format!(
+                    "{before}# {} is not on PATH on this machine (symdeploy init); install it and restore:\n# {written}\n",
+                    uniq.join(", ")
+                ));
+            }
+            for (c, p) in gone.iter().zip(progs) {
+                left_out.push((format!("{section}.{key}"), c.to_string(), p));
+            }
         }
     }
-    (out, left_out)
+    (doc.to_string(), left_out)
 }
 
 #[cfg(test)]
@@ -428,6 +441,26 @@ mod tests {
         );
         let keys: Vec<&str> = left.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, vec!["promote.stop", "promote.start"]);
+
+        // TOML's own escaping, not Rust's: a command with quotes, a
+        // backslash and a non-ASCII character survives the rewrite.
+        let odd = "[promote]\nstop = [\"supervisorctl stop all\", 'printf \"a\\\\b\" é']\n";
+        let (text, _) = adapt_template_with(odd, |c| c.starts_with("supervisorctl"));
+        let t: toml::Table = text.parse().expect(&text);
+        assert_eq!(
+            t["promote"]["stop"][0].as_str(),
+            Some("printf \"a\\\\b\" é"),
+            "{text}"
+        );
+
+        let strict = with_strict_hook(TEMPLATE);
+        let c = crate::state::config::parse_str(&strict, Path::new("deploy.toml"), None).unwrap();
+        assert_eq!(c.hook, crate::state::config::HookKind::PreReceive);
+        assert_eq!(
+            strict.lines().count(),
+            TEMPLATE.lines().count(),
+            "comments kept"
+        );
 
         let (text, left) = adapt_template_with(TEMPLATE, |_| false);
         assert_eq!(text, TEMPLATE);

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::state::journal::{self, Entry, Phase};
+use crate::state::journal::{self, Entry, LineKind};
 use crate::state::root::short;
 
 /// Print the last `n` finished or interrupted runs (all of them with `all`).
@@ -17,7 +17,7 @@ pub(crate) fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
         .map(|e| e.run)
         .collect();
     // A run shows once: by its end, or by its start while it is still open.
-    let shown = |e: &Entry| e.phase == Phase::End || open.contains(&e.run);
+    let shown = |e: &Entry| e.phase == LineKind::End || open.contains(&e.run);
     if all {
         let mut first = true;
         if json {
@@ -74,7 +74,7 @@ pub(crate) fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
 
 fn print_entry(e: &Entry) {
     let result = match (&e.phase, &e.result) {
-        (Phase::Start, _) => "interrupted",
+        (LineKind::Start, _) => "interrupted",
         (_, Some(r)) => r.as_str(),
         (_, None) => "?",
     };

@@ -14,6 +14,7 @@ pub(crate) mod preview;
 pub(crate) mod promote;
 pub(crate) mod recover;
 pub(crate) mod releases;
+pub(crate) mod report;
 pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod verify;

@@ -23,24 +23,48 @@ pub(crate) fn deploy(
         commit.short(),
         &format!("preview of {} ({git_ref})", commit.short()),
     )?;
+    // git updated the branch before this hook ran, but a deletion pushed
+    // while this waited for the lock may have gone first: its removal found
+    // no preview then, so none may appear now for a branch that is gone.
+    let gone = crate::state::repo::open(&ctx.root.repository())
+        .ok()
+        .is_some_and(|r| matches!(r.try_find_reference(git_ref), Ok(None)));
+    if gone {
+        output::line(&format!(
+            "-----> ignored: {} was deleted while this push waited for the lock; no preview is built for it",
+            output::escape(git_ref)
+        ));
+        return Ok(());
+    }
     warm(ctx, repo, commit, git_ref, true).map(|_| ())
 }
 
 /// The hook's handling of a deleted preview branch: lock, remove.
 pub(crate) fn delete_branch(ctx: &Ctx, git_ref: &str) -> Result<()> {
     let branch = git_ref.trim_start_matches("refs/heads/");
-    let Some(meta) = meta_of_branch(&ctx.root, branch) else {
-        output::line(&format!(
-            "-----> ignored: {git_ref} deleted; it had no preview"
-        ));
-        return Ok(());
-    };
+    // Looked up under the lock: a first push of the branch waiting for it
+    // either built its preview before (removed here) or sees the branch
+    // gone after (and builds nothing). The log is named by the slug if
+    // there is one yet, never by the branch.
+    let label = meta_of_branch(&ctx.root, branch)
+        .map(|m| m.slug)
+        .unwrap_or_else(|| "deleted-branch".into());
     let _run = crate::session::begin(
         ctx,
         REMOVE_EVENT,
-        &meta.slug,
-        &format!("removal of preview {} ({git_ref} deleted)", meta.slug),
+        &label,
+        &format!(
+            "removal of the preview of {} (deleted)",
+            output::escape(git_ref)
+        ),
     )?;
+    let Some(meta) = meta_of_branch(&ctx.root, branch) else {
+        output::line(&format!(
+            "-----> ignored: {} deleted; it had no preview",
+            output::escape(git_ref)
+        ));
+        return Ok(());
+    };
     remove(ctx, &meta, false, &format!("{git_ref} was deleted"))
 }
 

@@ -11,10 +11,31 @@ use crate::sys::output;
 use crate::{deploy::switch, state::repo};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+    if dry_run {
+        let repo = repo::open(&ctx.root.repository())?;
+        let (commit, _) = target(ctx, &repo, rev)?;
+        return dry(ctx, commit.as_str());
+    }
+    // Recovery first, whatever the arguments: what warmup points at (and
+    // whether a ref keeps it) is only known once an interrupted run is
+    // repaired. The log's name is a best guess made before; never input.
+    let label = repo::open(&ctx.root.repository())
+        .ok()
+        .and_then(|r| target(ctx, &r, rev).ok())
+        .map(|(c, _)| c.short().to_string())
+        .unwrap_or_else(|| "unresolved".into());
+    let _run = crate::session::begin(ctx, Event::Promote, &label, &format!("promote of {label}"))?;
     let repo = repo::open(&ctx.root.repository())?;
-    let (commit, git_ref) = match rev {
-        Some(r) => (repo::resolve_commit(&repo, r)?, r.to_string()),
+    let (commit, git_ref) = target(ctx, &repo, rev)?;
+    promote_locked(ctx, &repo, commit, &git_ref, false)
+}
+
+/// What `promote [REV]` promotes: REV, or what warmup points at if some
+/// ref of the repository keeps its commit; and the ref its steps see.
+fn target(ctx: &Ctx, repo: &gix::Repository, rev: Option<&str>) -> Result<(Commit, String)> {
+    match rev {
+        Some(r) => Ok((repo::resolve_commit(repo, r)?, r.to_string())),
         None => {
             let w = ctx.root.warmup().ok_or_else(|| {
                 Error::with_help(
@@ -26,7 +47,7 @@ pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
                 Commit::parse(&w).map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
             // The objects of a refused push stay in the repository; only a
             // ref says git accepted the commit.
-            if !repo::reachable_from_refs(&repo, id.id())? {
+            if !repo::reachable_from_refs(repo, id.id())? {
                 return Err(Error::with_help(
                     format!("warmup points at releases/{w}, whose commit no branch or tag of the repository contains (its push was refused or interrupted); not promoting it"),
                     "run `symdeploy recover` (it moves warmup back), or push the commit again",
@@ -35,19 +56,9 @@ pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
             let git_ref = release::load(&ctx.root, &w)
                 .map(|r| r.git_ref)
                 .unwrap_or_else(|| "warmup".into());
-            (id, git_ref)
+            Ok((id, git_ref))
         }
-    };
-    if dry_run {
-        return dry(ctx, commit.as_str());
     }
-    let _run = crate::session::begin(
-        ctx,
-        Event::Promote,
-        commit.short(),
-        &format!("promote of {}", commit.short()),
-    )?;
-    promote_locked(ctx, &repo, commit, &git_ref, false)
 }
 
 fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
@@ -128,5 +139,6 @@ pub(crate) fn promote_locked(
     switch::switch(ctx, &hex, Event::Promote, git_ref)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::housekeeping::cleanup::after_promote(ctx);
+    output::show_verdict();
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::state::root::short;
 
 /// One row of the listing.
 #[derive(Debug, Serialize)]
-pub(crate) struct Row {
+pub(crate) struct ReleaseRow {
     /// Full commit hash.
     pub(crate) commit: String,
     /// ready, failed, bad or incomplete.
@@ -79,11 +79,11 @@ pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
 }
 
 /// All releases, newest first.
-pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
+pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
     let production = ctx.root.production();
     let warmup = ctx.root.warmup();
     let previous = crate::deploy::pointers::previous_production(ctx);
-    let mut rows: Vec<(crate::housekeeping::retention::MadeAt, Row)> = ctx
+    let mut rows: Vec<(crate::housekeeping::retention::MadeAt, ReleaseRow)> = ctx
         .root
         .release_dirs()?
         .into_iter()
@@ -100,7 +100,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<Row>> {
                 }
             }
             let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
-            let row = Row {
+            let row = ReleaseRow {
                 state: release::effective_state(&ctx.root, &c),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::sys::fs::tree_size(&ctx.root.release(&c)),

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::ctx::Ctx;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::config::Config;
-use crate::state::journal::{self, Event, Outcome, Phase};
+use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::root::short;
 use crate::sys::output;
@@ -50,7 +50,7 @@ pub(crate) struct Status {
     /// Runs that started and never finished.
     pub(crate) interrupted: Vec<journal::Entry>,
     /// Preview environments, most recently pushed first.
-    pub(crate) previews: Vec<crate::deploy::preview::Row>,
+    pub(crate) previews: Vec<crate::deploy::preview::PreviewRow>,
     /// deploy.toml's error, when it cannot be read (the defaults stand in).
     pub(crate) config_error: Option<String>,
     /// The deploy branch's tip and whether it is warmed up.
@@ -71,6 +71,9 @@ pub(crate) struct Status {
     /// --check and --prometheus: hashing a release is not free).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) drift: Vec<DriftRow>,
+    /// git ref lock files left behind (a killed push), each with what to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ref_locks: Vec<String>,
 }
 
 /// A pointed-at release checked against its manifest.
@@ -220,7 +223,7 @@ fn last_runs(
     let mut seen = 0;
     journal::for_each_rev(&ctx.root, |e| {
         seen += 1;
-        if e.phase == Phase::End {
+        if e.phase == LineKind::End {
             if e.event == Event::Warmup {
                 if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
                     of_tip = Some(e.clone());
@@ -337,6 +340,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         interrupted,
         previews: crate::deploy::preview::rows(ctx),
         drift: Vec::new(),
+        ref_locks: crate::hook::pending::ref_lock_problems(&ctx.root),
     }
 }
 
@@ -396,6 +400,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             e.pid
         ));
     }
+    out.extend(s.ref_locks.iter().cloned());
     if let (Some(held), Some(who)) = (s.lock_held_seconds, &s.lock) {
         if held > lock_timeout.as_secs() {
             out.push(format!(
@@ -626,14 +631,15 @@ pub(crate) fn run(
     json: bool,
     check: bool,
     prom: bool,
-) -> Result<()> {
+) -> Result<std::process::ExitCode> {
     let (config, config_error) = match Config::load(&root.config_file()) {
         Ok(c) => (c, None),
         Err(e) => (Config::default(), Some(e)),
     };
     let ctx = Ctx { root, config };
     if let (Some(e), false) = (&config_error, json || prom || check) {
-        // First, before anything read with the defaults standing in.
+        // First, before anything read with the defaults standing in; the
+        // exit code below says it again for scripts, without a second line.
         output::report(e);
         output::warning("what follows is read with the default settings");
     }
@@ -646,10 +652,8 @@ pub(crate) fn run(
     // error for scripts (exit 5), except to --prometheus (its cron job must
     // write the metrics, config_ok 0 among them) and --check (exit 1).
     let config_failed = || match &config_error {
-        Some(e) => Err(Error::Reported {
-            code: e.exit_code(),
-        }),
-        None => Ok(()),
+        Some(e) => Ok(crate::error::exit(e.exit_code())),
+        None => Ok(std::process::ExitCode::SUCCESS),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -657,13 +661,13 @@ pub(crate) fn run(
     }
     if prom {
         print!("{}", prometheus(&s, ctx.config.lock_timeout));
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if check {
         let found = problems(&s, ctx.config.lock_timeout);
         if found.is_empty() {
             println!("OK: symdeploy at {}: no problems", s.root);
-            return Ok(());
+            return Ok(std::process::ExitCode::SUCCESS);
         }
         println!(
             "PROBLEM: symdeploy at {}: {}",
@@ -673,7 +677,7 @@ pub(crate) fn run(
         for p in &found {
             println!("- {}", output::escape(p));
         }
-        return Err(Error::Reported { code: 1 });
+        return Ok(std::process::ExitCode::FAILURE);
     }
     print_human(&s);
     config_failed()
@@ -735,6 +739,9 @@ fn print_human(s: &Status) {
     match &s.lock {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),
+    }
+    for l in &s.ref_locks {
+        output::warning(l);
     }
     for e in &s.interrupted {
         output::warning(&format!(

@@ -4,6 +4,8 @@
 //! exit 0 when clean, 1 on any difference, 2 when a release has no manifest
 //! to check against (and none differs).
 
+use std::process::ExitCode;
+
 use serde::Serialize;
 
 use crate::ctx::Ctx;
@@ -14,7 +16,7 @@ use crate::state::root::short;
 use crate::sys::output;
 
 /// Exit status when a release has no manifest to check against.
-pub(crate) const NO_MANIFEST: i32 = 2;
+pub(crate) const NO_MANIFEST: u8 = 2;
 
 #[derive(Serialize)]
 struct JsonDrift {
@@ -49,7 +51,7 @@ pub(crate) struct Asked {
 }
 
 /// `symdeploy verify`.
-pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<ExitCode> {
     let Asked {
         all,
         metadata,
@@ -106,11 +108,11 @@ pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<()> 
         .iter()
         .any(|(c, _)| matches!(c.finding, Finding::NoManifest));
     if drifted {
-        Err(Error::Reported { code: 1 })
+        Ok(ExitCode::FAILURE)
     } else if missing {
-        Err(Error::Reported { code: NO_MANIFEST })
+        Ok(ExitCode::from(NO_MANIFEST))
     } else {
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     }
 }
 

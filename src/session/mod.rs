@@ -8,7 +8,7 @@ pub(crate) mod recovery;
 pub(crate) mod sweep;
 
 use crate::ctx::Ctx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::lock::DeployLock;
 use crate::state::journal::Event;
 use crate::state::root::Root;
@@ -48,6 +48,19 @@ pub(crate) fn open_run_log(root: &Root, event: &str, label: &str) {
             path.display()
         ));
     }
+}
+
+/// End a run that had its own log (each ref of a hook is one): a failure is
+/// rendered here, once, while the log is still open so it keeps the error
+/// lines too; then the log is closed. Returns the failure's exit code.
+/// Besides `main`, this is the one place an error is printed.
+pub(crate) fn close_run(result: Result<()>) -> Option<i32> {
+    let code = result.err().map(|e: Error| {
+        crate::sys::output::report(&e);
+        e.exit_code()
+    });
+    crate::sys::output::close_log();
+    code
 }
 
 /// Take the deploy lock, then repair whatever a crashed run left (interrupted

@@ -7,7 +7,7 @@ use crate::state::journal::{Event, Outcome};
 
 /// The phases of a switch, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub(crate) enum SwitchPhase {
     /// promote.stop
     Stop,
     /// Flushing the release to disk.
@@ -24,17 +24,17 @@ pub(crate) enum Phase {
     Check,
 }
 
-impl Phase {
+impl SwitchPhase {
     /// The phase as the operator reads it in an error.
     pub(crate) fn what(self) -> &'static str {
         match self {
-            Phase::Stop => "stopping the daemons",
-            Phase::Sync => "syncing the release to disk",
-            Phase::Flip => "switching production",
-            Phase::Links => "the root links",
-            Phase::AfterSwitch => "after_switch",
-            Phase::Start => "start",
-            Phase::Check => "check",
+            SwitchPhase::Stop => "stopping the daemons",
+            SwitchPhase::Sync => "syncing the release to disk",
+            SwitchPhase::Flip => "switching production",
+            SwitchPhase::Links => "the root links",
+            SwitchPhase::AfterSwitch => "after_switch",
+            SwitchPhase::Start => "start",
+            SwitchPhase::Check => "check",
         }
     }
 }
@@ -60,10 +60,12 @@ pub(crate) enum Unwind {
 
 /// What to do when `phase` does not complete. The cause does not matter: an
 /// interrupt unwinds through the same path as a failure.
-pub(crate) fn unwind(phase: Phase, _cause: Cause) -> Unwind {
+pub(crate) fn unwind(phase: SwitchPhase, _cause: Cause) -> Unwind {
     match phase {
-        Phase::Stop | Phase::Sync | Phase::Flip => Unwind::StartAgain,
-        Phase::Links | Phase::AfterSwitch | Phase::Start | Phase::Check => Unwind::RollBack,
+        SwitchPhase::Stop | SwitchPhase::Sync | SwitchPhase::Flip => Unwind::StartAgain,
+        SwitchPhase::Links | SwitchPhase::AfterSwitch | SwitchPhase::Start | SwitchPhase::Check => {
+            Unwind::RollBack
+        }
     }
 }
 
@@ -184,14 +186,14 @@ pub(crate) fn recovery(run: Unfinished<'_>) -> Recovery {
 mod tests {
     use super::*;
 
-    const ALL: [Phase; 7] = [
-        Phase::Stop,
-        Phase::Sync,
-        Phase::Flip,
-        Phase::Links,
-        Phase::AfterSwitch,
-        Phase::Start,
-        Phase::Check,
+    const ALL: [SwitchPhase; 7] = [
+        SwitchPhase::Stop,
+        SwitchPhase::Sync,
+        SwitchPhase::Flip,
+        SwitchPhase::Links,
+        SwitchPhase::AfterSwitch,
+        SwitchPhase::Start,
+        SwitchPhase::Check,
     ];
 
     #[test]

@@ -12,7 +12,7 @@ use crate::deploy::switch::{self, roll_back, start_anyway};
 use crate::error::Result;
 use crate::hook::pending::kept;
 use crate::session::plan::{self, Recovery, Unfinished};
-use crate::state::journal::{self, Entry, Event, Outcome, Phase};
+use crate::state::journal::{self, Entry, Event, LineKind, Outcome};
 use crate::state::release::{self, State};
 use crate::state::root::short;
 use crate::sys::output;
@@ -32,7 +32,10 @@ pub(crate) fn recover_locked(ctx: &Ctx) -> Result<usize> {
         // git has not decided its ref yet, and its own hook ends it.
         .filter(|e| !e.txn.as_ref().is_some_and(|t| t.undecided()))
         .collect();
-    for e in &open {
+    // Newest first, as an undo goes: a strict push's promote puts production
+    // back before the warm-up under it marks the release failed, so a kill
+    // in between never leaves production on a failed release.
+    for e in open.iter().rev() {
         let lines = run_lines(ctx, e);
         let lines: Vec<&Entry> = lines.iter().collect();
         repair(ctx, e, &lines)?;
@@ -61,7 +64,7 @@ fn run_lines(ctx: &Ctx, e: &Entry) -> Vec<Entry> {
         if x.run != e.run {
             return std::ops::ControlFlow::Continue(());
         }
-        let start = x.phase == Phase::Start;
+        let start = x.phase == LineKind::Start;
         out.push(x);
         if start {
             std::ops::ControlFlow::Break(())

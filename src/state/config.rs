@@ -153,6 +153,9 @@ pub(crate) struct Config {
     pub(crate) min_free: MinFree,
     /// Size (KiB) past which the journal's current segment is compressed away.
     pub(crate) journal_segment_kib: u64,
+    /// Where the HTML report goes, refreshed after every run (absolute, or
+    /// relative to the root); unset: no report.
+    pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
 }
@@ -232,6 +235,7 @@ struct RawConfig {
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
+    report: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -771,7 +775,18 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
     };
     let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let report = match raw.report {
+        None => None,
+        Some(r) if r.get_ref().trim().is_empty() => {
+            return ctx.err(
+                r.span(),
+                "`report` must name a directory, e.g. \"report\"".into(),
+            )
+        }
+        Some(r) => Some(PathBuf::from(r.get_ref())),
+    };
     Ok(Config {
+        report,
         previews,
         keep_logs,
         min_free,
@@ -952,6 +967,7 @@ mod tests {
             "keep_logs",
             "min_free",
             "journal_segment_kib",
+            "report",
             "[previews]",
             "branches",
             "ttl_days",

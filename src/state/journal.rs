@@ -101,7 +101,7 @@ impl std::fmt::Display for Event {
 /// Which line of a run: its `phase`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum Phase {
+pub(crate) enum LineKind {
     /// Written before the run changes anything.
     #[default]
     Start,
@@ -117,20 +117,20 @@ pub(crate) enum Phase {
     Other(String),
 }
 
-impl Phase {
+impl LineKind {
     /// The text written in the journal.
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            Phase::Start => "start",
-            Phase::End => "end",
-            Phase::Undo => "undo",
-            Phase::Prepared => "prepared",
-            Phase::Other(s) => s,
+            LineKind::Start => "start",
+            LineKind::End => "end",
+            LineKind::Undo => "undo",
+            LineKind::Prepared => "prepared",
+            LineKind::Other(s) => s,
         }
     }
 }
 
-impl std::fmt::Display for Phase {
+impl std::fmt::Display for LineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.as_str())
     }
@@ -200,7 +200,7 @@ pub(crate) struct Entry {
     /// What the run does.
     pub(crate) event: Event,
     /// Which line of the run this is.
-    pub(crate) phase: Phase,
+    pub(crate) phase: LineKind,
     /// The release's commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) commit: Option<String>,
@@ -297,7 +297,7 @@ impl Entry {
             time: crate::sys::fs::now_rfc3339(),
             run: crate::sys::fs::unique_token(),
             event,
-            phase: Phase::Start,
+            phase: LineKind::Start,
             commit: commit.map(str::to_string),
             git_ref: git_ref.map(str::to_string),
             user: crate::sys::fs::current_user(),
@@ -312,7 +312,7 @@ impl Entry {
     pub(crate) fn end(&self, result: Outcome) -> Entry {
         Entry {
             time: crate::sys::fs::now_rfc3339(),
-            phase: Phase::End,
+            phase: LineKind::End,
             result: Some(result),
             // Recorded once, in the start entry, which is what recovery reads.
             commands: None,
@@ -377,12 +377,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) fn append(root: &Root, entry: &Entry) -> Result<()> {
     let mut line = serde_json::to_vec(entry)
         .map_err(|e| Error::msg(format!("cannot encode a journal entry: {e}")))?;
-    if entry.phase == Phase::Start {
+    if entry.phase == LineKind::Start {
         write_atomic(&open_file(root, &entry.run), &line)?;
     }
     line.push(b'\n');
     append_line(root, &line)?;
-    if entry.phase == Phase::End {
+    if entry.phase == LineKind::End {
         if entry.event.switches() && entry.result == Some(Outcome::Ok) {
             let mut stack = production_stack(root);
             push_production(&mut stack, entry);
@@ -452,7 +452,7 @@ pub(crate) struct ProductionChange {
 /// Apply one finished run to the production stack: promotes push, rollbacks
 /// pop back to their target.
 pub(crate) fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
-    if e.phase != Phase::End || e.result != Some(Outcome::Ok) {
+    if e.phase != LineKind::End || e.result != Some(Outcome::Ok) {
         return;
     }
     let Some(c) = e.commit.clone() else { return };
@@ -537,7 +537,7 @@ fn ended_in_current_segment(root: &Root, run: &str) -> bool {
     let mut ended = false;
     let _ = rev_file(&root.journal(), &mut |e: Entry| {
         if e.run == run {
-            ended = e.phase == Phase::End;
+            ended = e.phase == LineKind::End;
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -552,11 +552,11 @@ fn scan_open(root: &Root) -> Vec<Entry> {
     let mut order = Vec::new();
     let _ = for_each(root, |e| {
         match e.phase {
-            Phase::Start => {
+            LineKind::Start => {
                 order.push(e.run.clone());
                 open.insert(e.run.clone(), e);
             }
-            Phase::End => {
+            LineKind::End => {
                 open.remove(&e.run);
             }
             _ => {}
@@ -867,12 +867,12 @@ pub(crate) fn read(root: &Root) -> Vec<Entry> {
 pub(crate) fn interrupted(entries: &[Entry]) -> Vec<&Entry> {
     let ended: std::collections::HashSet<&str> = entries
         .iter()
-        .filter(|e| e.phase == Phase::End)
+        .filter(|e| e.phase == LineKind::End)
         .map(|e| e.run.as_str())
         .collect();
     entries
         .iter()
-        .filter(|e| e.phase == Phase::Start && !ended.contains(e.run.as_str()))
+        .filter(|e| e.phase == LineKind::Start && !ended.contains(e.run.as_str()))
         .collect()
 }
 
@@ -954,13 +954,13 @@ mod tests {
         );
         check(
             &[
-                (Phase::Start, "start"),
-                (Phase::End, "end"),
-                (Phase::Undo, "undo"),
-                (Phase::Prepared, "prepared"),
-                (Phase::Other("paused".into()), "paused"),
+                (LineKind::Start, "start"),
+                (LineKind::End, "end"),
+                (LineKind::Undo, "undo"),
+                (LineKind::Prepared, "prepared"),
+                (LineKind::Other("paused".into()), "paused"),
             ],
-            Phase::as_str,
+            LineKind::as_str,
         );
         check(
             &[
@@ -996,21 +996,21 @@ mod tests {
             .iter()
             .map(|l| parse_line(l.as_bytes()).expect(l))
             .collect();
-        let got: Vec<(&Event, &Phase, Option<&Outcome>)> = read
+        let got: Vec<(&Event, &LineKind, Option<&Outcome>)> = read
             .iter()
             .map(|e| (&e.event, &e.phase, e.result.as_ref()))
             .collect();
         assert_eq!(
             got,
             vec![
-                (&Event::Warmup, &Phase::End, Some(&Outcome::Built)),
-                (&Event::Warmup, &Phase::Prepared, None),
-                (&Event::Promote, &Phase::Undo, Some(&Outcome::Bad)),
-                (&Event::Promote, &Phase::End, Some(&Outcome::RolledBack)),
-                (&Event::Promote, &Phase::End, Some(&Outcome::Ok)),
+                (&Event::Warmup, &LineKind::End, Some(&Outcome::Built)),
+                (&Event::Warmup, &LineKind::Prepared, None),
+                (&Event::Promote, &LineKind::Undo, Some(&Outcome::Bad)),
+                (&Event::Promote, &LineKind::End, Some(&Outcome::RolledBack)),
+                (&Event::Promote, &LineKind::End, Some(&Outcome::Ok)),
                 (
                     &Event::Other("migrate".into()),
-                    &Phase::End,
+                    &LineKind::End,
                     Some(&Outcome::Other("half-done".into()))
                 ),
             ]
@@ -1059,7 +1059,7 @@ mod tests {
         assert_eq!(read(&root), vec![e]);
     }
 
-    fn entry(i: usize, phase: Phase) -> Entry {
+    fn entry(i: usize, phase: LineKind) -> Entry {
         Entry {
             time: format!("2020-01-01T00:00:{:02}Z", i % 60),
             run: format!("run{i}"),
@@ -1076,10 +1076,10 @@ mod tests {
         // An old single-file journal: 300 runs, run 7 never ended.
         let mut text = String::new();
         for i in 0..300 {
-            text.push_str(&serde_json::to_string(&entry(i, Phase::Start)).unwrap());
+            text.push_str(&serde_json::to_string(&entry(i, LineKind::Start)).unwrap());
             text.push('\n');
             if i != 7 {
-                text.push_str(&serde_json::to_string(&entry(i, Phase::End)).unwrap());
+                text.push_str(&serde_json::to_string(&entry(i, LineKind::End)).unwrap());
                 text.push('\n');
             }
         }
@@ -1099,7 +1099,7 @@ mod tests {
         assert!(open_runs(&root).is_empty());
         let all = read(&root);
         assert_eq!(all.len(), 600);
-        assert_eq!(all[0], entry(0, Phase::Start));
+        assert_eq!(all[0], entry(0, LineKind::Start));
         let mut newest = Vec::new();
         for_each_rev(&root, |e| {
             newest.push(e);
@@ -1110,8 +1110,8 @@ mod tests {
             }
         });
         assert_eq!(newest[0].run, "run7");
-        assert_eq!(newest[1], entry(299, Phase::End));
-        assert_eq!(newest[2], entry(299, Phase::Start));
+        assert_eq!(newest[1], entry(299, LineKind::End));
+        assert_eq!(newest[2], entry(299, LineKind::Start));
     }
 
     #[test]
@@ -1155,8 +1155,8 @@ mod tests {
         let (_t, root) = root();
         std::fs::create_dir_all(segments_dir(&root)).unwrap();
         for i in 0..50 {
-            append(&root, &entry(i, Phase::Start)).unwrap();
-            append(&root, &entry(i, Phase::End)).unwrap();
+            append(&root, &entry(i, LineKind::Start)).unwrap();
+            append(&root, &entry(i, LineKind::End)).unwrap();
         }
         // As if a rotation died after moving the file and writing one part.
         let source = segments_dir(&root).join("rotating-000001.jsonl");

@@ -5,6 +5,7 @@ pub(crate) mod commit;
 pub(crate) mod config;
 pub(crate) mod journal;
 pub(crate) mod manifest;
+pub(crate) mod reflocks;
 pub(crate) mod release;
 pub(crate) mod repo;
 pub(crate) mod root;

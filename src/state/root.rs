@@ -296,6 +296,17 @@ pub(crate) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
+/// A release directory's name as people read it: a commit hash shortened,
+/// any other name (a preview's release) whole, since its first 12
+/// characters say nothing.
+pub(crate) fn release_label(name: &str) -> &str {
+    if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        short(name)
+    } else {
+        name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

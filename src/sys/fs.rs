@@ -99,8 +99,10 @@ pub(crate) fn tree_size(path: &Path) -> u64 {
     entries.flatten().map(|e| tree_size(&e.path())).sum()
 }
 
-/// A process's start time (clock ticks after boot), so a reused pid is
-/// never mistaken for the process that had it.
+/// A live process's start time (clock ticks after boot), so a reused pid is
+/// never mistaken for the process that had it. `None` once it has exited,
+/// also while it is a zombie no one has reaped yet (state `Z` or `X`): a
+/// process that exited decides nothing more, whoever reaps it and when.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
@@ -108,7 +110,11 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 fn parse_start_time(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -120,6 +126,9 @@ mod tests {
         let stat =
             "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
+        // Exited, not reaped yet: no longer a live process.
+        let zombie = stat.replacen(") S ", ") Z ", 1);
+        assert_eq!(parse_start_time(&zombie), None);
         assert_eq!(parse_start_time("garbage"), None);
         let me = start_time(std::process::id());
         assert!(me.is_some());

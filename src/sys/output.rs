@@ -34,12 +34,16 @@ struct Sink {
     /// before the stage's first line, or with its duration when it ends, so
     /// a stage that did nothing worth a line costs one line at most.
     pending: Option<String>,
+    /// A `success:` line held back until the run's last words (cleanup
+    /// after a promote) are out: the verdict is the last line.
+    verdict: Option<String>,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     log: None,
     stderr_gone: false,
     pending: None,
+    verdict: None,
 });
 
 fn with_sink<R>(f: impl FnOnce(&mut Sink) -> R) -> R {
@@ -95,7 +99,7 @@ fn write_both(sink: &mut Sink, text: &str) {
     {
         if !sink.stderr_gone {
             let mut err = std::io::stderr().lock();
-            if writeln!(err, "{text}").is_err() {
+            if writeln!(err, "{}", crate::sys::color::paint(text)).is_err() {
                 // The pusher went away; keep deploying, keep logging.
                 sink.stderr_gone = true;
             }
@@ -176,13 +180,39 @@ pub(crate) fn success(text: &str) {
     line(&format!("success: {text}"));
 }
 
+/// A `success:` line shown last: held until [`show_verdict`] (or
+/// [`close_log`]), so what still runs after the switch (the cleanup) prints
+/// above it.
+pub(crate) fn success_last(text: &str) {
+    let held = format!("success: {text}");
+    let earlier = with_sink(|sink| sink.verdict.replace(held));
+    if let Some(earlier) = earlier {
+        line(&earlier);
+    }
+}
+
+/// Show the held `success:` line, if any.
+pub(crate) fn show_verdict() {
+    if let Some(v) = with_sink(|sink| sink.verdict.take()) {
+        line(&v);
+    }
+}
+
 /// Render an error the way an operator should read it.
 pub(crate) fn report(err: &crate::error::Error) {
     error(&err.to_string());
-    if let crate::error::Error::Failed { now, .. } = err {
-        for l in now {
-            detail(l);
+    match err {
+        crate::error::Error::Failed { now, .. } => {
+            for l in now {
+                detail(l);
+            }
         }
+        crate::error::Error::Several { parts, .. } => {
+            for p in parts {
+                detail(&p.to_string());
+            }
+        }
+        _ => {}
     }
     if let Some(h) = err.help() {
         help(&h);
@@ -199,8 +229,10 @@ pub(crate) fn open_log(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Stop copying into the log file (flushes it to disk first).
+/// Stop copying into the log file (flushes it to disk first), after
+/// showing a held verdict.
 pub(crate) fn close_log() {
+    show_verdict();
     with_sink(|sink| {
         if let Some((file, _)) = sink.log.take() {
             let _ = file.sync_data();

@@ -1,6 +1,6 @@
 //! Signals during a locked operation: Ctrl-C, `kill`, a dropped SSH session.
 //!
-//! The rule (also in the README):
+//! The rule (also in the book, docs/src/interrupts.md):
 //!
 //! - SIGINT and SIGTERM ask the operation to stop. The running step's process
 //!   group is ended and the operation unwinds through its failure path: a
