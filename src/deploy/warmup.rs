@@ -122,7 +122,7 @@ fn warm_impl(
     point_warmup(ctx, &hex)?;
     faults::point("after-flip-warmup");
 
-    if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
+    if let Some(took) = notify(ctx, &hex, git_ref, Outcome::Ok, None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
     }
     entry
@@ -214,7 +214,7 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
         unrecorded.push(journaled.to_string());
     }
     if !interrupted {
-        notify(ctx, hex, git_ref, "failed", Some(&e));
+        notify(ctx, hex, git_ref, Outcome::Failed, Some(&e));
         if then_promote {
             // A promote was asked for (a tag, `-o promote`) and nothing was
             // switched: its notify hears `failed` too.
@@ -223,7 +223,7 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
                 hex,
                 root.production().as_ref(),
                 git_ref,
-                "failed",
+                Outcome::Failed,
                 Some(&e),
             );
         }
@@ -532,7 +532,7 @@ pub(crate) fn notify(
     ctx: &Ctx,
     hex: &str,
     git_ref: &str,
-    result: &str,
+    result: Outcome,
     error: Option<&Error>,
 ) -> Option<std::time::Duration> {
     let commands = &ctx.config.warmup.notify;
@@ -541,7 +541,8 @@ pub(crate) fn notify(
     }
     let stage = Stage::start("notify");
     let mut env = step_env(ctx, hex, git_ref);
-    env.extra.push(("SYMDEPLOY_RESULT".into(), result.into()));
+    env.extra
+        .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
     if let Some(e) = error {
         env.extra
             .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
@@ -549,7 +550,7 @@ pub(crate) fn notify(
     if let Err(e) = steps::run_stage("notify", commands, &env) {
         output::warning(&format!(
             "{e} ({})",
-            if result == "ok" {
+            if result == Outcome::Ok {
                 "the release is warmed up all the same"
             } else {
                 "the failure above stands as reported"
