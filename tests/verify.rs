@@ -224,8 +224,16 @@ fn promote_refuses_a_release_changed_after_its_warmup_before_any_stop() {
     assert_eq!(env.pointed("production").as_deref(), Some(first.as_str()));
     assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
 
-    // Put back as it was built, it goes.
-    std::fs::remove_file(env.release(&second).join("www/shell.php")).unwrap();
+    // The advice works: rebuilt from its commit (warmup stands on
+    // production meanwhile), it verifies and goes.
+    let o = env.symdeploy(&["warmup", "--rebuild", &second[..12]]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("(production's) while releases/"), "{t}");
+    assert!(!env.release(&second).join("www/shell.php").exists());
+    assert_eq!(env.pointed("warmup").as_deref(), Some(second.as_str()));
+    let (code, out, err) = verify(&env, &["warmup"]);
+    assert_eq!(code, Some(0), "{out}{err}");
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(env.pointed("production").as_deref(), Some(second.as_str()));
@@ -470,4 +478,69 @@ fn a_kill_while_the_manifest_is_written_leaves_no_ready_release_and_the_next_pus
     );
     let (code, out, err) = verify(&env, &["warmup"]);
     assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn a_strict_tag_push_of_a_changed_release_is_refused_before_any_stop() {
+    let env = Env::with_init_args(
+        &format!("hook = \"pre-receive\"\n{}", config()),
+        &["--strict"],
+    );
+    env.write("www/index.php", "<?php echo 'hello';\n");
+    let first = env.commit("php app");
+    env.push_ok(&["main"]);
+    assert!(env.symdeploy(&["promote"]).status.success());
+    env.write("www/index.php", "<?php echo 'v2';\n");
+    let second = env.commit("v2");
+    env.push_ok(&["main"]);
+    assert_eq!(env.pointed("warmup").as_deref(), Some(second.as_str()));
+    std::fs::write(env.release(&second).join("www/shell.php"), "<?php").unwrap();
+    env.clear_trace();
+
+    env.git(&["tag", "release-1", &second]);
+    let o = env.push(&["release-1"]);
+    let t = text(&o);
+    assert!(t.contains("added: www/shell.php; not promoting it"), "{t}");
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(first.as_str()),
+        "{t}"
+    );
+    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+}
+
+/// What people see: a clean check, a changed release, promote's refusal and
+/// status --check, pinned.
+#[test]
+fn transcript_of_a_changed_release() {
+    let env = env();
+    deploy(&env);
+    env.write("www/index.php", "<?php echo 'v2';\n");
+    let second = env.commit("v2");
+    env.push_ok(&["main"]);
+    let mut t = String::new();
+    let mut show = |args: &[&str]| {
+        let o = env.symdeploy(args);
+        t.push_str(&format!(
+            "$ symdeploy {} (exit {})\n{}{}",
+            args.join(" "),
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    };
+    show(&["verify", "warmup"]);
+    let rel = env.release(&second);
+    std::fs::write(rel.join("www/shell.php"), "<?php").unwrap();
+    std::fs::write(
+        rel.join("www/index.php"),
+        "<?php echo 'v2'; eval($_GET[1]);\n",
+    )
+    .unwrap();
+    std::fs::remove_file(rel.join("www/robots.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", rel.join("www/robots.txt")).unwrap();
+    show(&["verify", "warmup"]);
+    show(&["promote"]);
+    show(&["status", "--check"]);
+    insta::assert_snapshot!(common::redact(&t, &env));
 }

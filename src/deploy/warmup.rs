@@ -167,7 +167,24 @@ fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let which = if root.production().as_deref() == Some(hex) {
+    let production = root.production();
+    // The release warmup points at (one that changed since its warm-up, say)
+    // can be rebuilt once warmup stands on production's complete release
+    // meanwhile; it flips back when the rebuild is ready.
+    if root.warmup().as_deref() == Some(hex) {
+        if let Some(p) = production
+            .as_deref()
+            .filter(|p| *p != hex && release::is_ready(root, p))
+        {
+            output::detail(&format!(
+                "warmup -> releases/{} (production's) while releases/{} is rebuilt",
+                short(p),
+                short(hex)
+            ));
+            crate::deploy::pointers::flip_warmup(ctx, p)?;
+        }
+    }
+    let which = if production.as_deref() == Some(hex) {
         Some("production")
     } else if root.warmup().as_deref() == Some(hex) {
         Some("warmup")
