@@ -102,7 +102,14 @@ pub(crate) fn switch_with(
         previous.as_deref().map(short).unwrap_or("(none)"),
         short(hex)
     ));
-    let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
+    // A manual rollback is its own act: the journal names it, not the
+    // branch the release was once built from (the steps still see that).
+    let recorded_ref = if event == Event::Rollback {
+        "rollback"
+    } else {
+        git_ref
+    };
+    let mut entry = Entry::start(event.clone(), Some(hex), Some(recorded_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));

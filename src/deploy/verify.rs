@@ -106,7 +106,7 @@ pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
         std::process::id()
     ));
     let built = (|| {
-        crate::deploy::export::export_commit(&repo, commit.id(), &tmp)?;
+        crate::deploy::export::Source::of(&repo, commit)?.export(&repo, &tmp)?;
         crate::deploy::export::write_revision(&tmp, &hex)?;
         // The shared paths are links into common/ in the release; what the
         // commit has there was replaced by them.

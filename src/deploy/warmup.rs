@@ -291,16 +291,17 @@ fn build(
         .into_iter()
         .flatten()
         .find(|c| *c != hex && release::is_ready(root, c));
+    let source = export::Source::of(repo, commit)?;
     crate::deploy::disk::preflight(
         ctx,
         repo,
-        commit,
+        source,
         carry_from
             .as_deref()
             .filter(|_| !ctx.config.carry.is_empty()),
     )?;
 
-    export_stage(ctx, repo, commit, &hex, durations)?;
+    export_stage(ctx, repo, source, &hex, durations)?;
     crate::sys::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -442,11 +443,12 @@ impl Exported<'_> {
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: Commit,
+    source: export::Source,
     name: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
     let root = &ctx.root;
+    let commit = source.commit;
     let hex = commit.to_string();
     let dir = root.release(name);
     let stage = Stage::start("export");
@@ -456,12 +458,12 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match export::export_commit(repo, commit.id(), &tmp) {
+    let stats = match source.export(repo, &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(explain_full_disk(e, repo, commit, &root.releases()));
+            return Err(explain_full_disk(e, repo, source, &root.releases()));
         }
     };
     if let Err(e) = export::write_revision(&tmp, &hex) {
@@ -495,9 +497,10 @@ pub(crate) fn export_stage(
 fn explain_full_disk(
     e: Error,
     repo: &gix::Repository,
-    commit: Commit,
+    exported: export::Source,
     releases: &std::path::Path,
 ) -> Error {
+    let commit = exported.commit;
     let Error::Io { source, path, .. } = &e else {
         return e;
     };
@@ -508,7 +511,8 @@ fn explain_full_disk(
     let free = crate::sys::fs::free_space(releases)
         .map(crate::sys::fs::human_bytes)
         .unwrap_or_else(|| "an unknown amount".into());
-    let needed = export::commit_bytes(repo, commit.id())
+    let needed = exported
+        .bytes(repo)
         .map(|b| {
             format!(
                 ", and {} needs about {}",

@@ -417,6 +417,14 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 short(&u.commit)
             ));
         } else {
+            // pre-receive refused an unsigned promote unless `-o unsigned`
+            // asked for it, so none found here is that one.
+            let tag = u
+                .name
+                .strip_prefix("refs/tags/")
+                .is_some_and(|t| ctx.config.is_promote_tag(t))
+                .then_some((u.new.as_str(), u.name.as_str()));
+            crate::access::authorize_promote(ctx, &u.commit, tag, true, "a promote", "")?;
             crate::deploy::verify::before_switch(
                 ctx,
                 &u.commit,

@@ -10,6 +10,7 @@ use crate::state::root::short;
 /// production release from the journal. A target whose files changed since
 /// its warm-up is refused unless `force`.
 pub(crate) fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
+    crate::access::require(ctx, crate::access::Role::Release, "roll production back")?;
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {

@@ -3,6 +3,7 @@
 
 pub(crate) mod advice;
 pub(crate) mod color;
+pub(crate) mod deployer;
 pub(crate) mod faults;
 pub(crate) mod fs;
 pub(crate) mod machine;

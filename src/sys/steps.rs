@@ -103,6 +103,7 @@ impl Step {
             .env("SYMDEPLOY_REF", &env.git_ref)
             .env("SYMDEPLOY_STAGE", stage)
             .env("SYMDEPLOY_PREVIOUS", previous)
+            .env(crate::sys::deployer::BY_VAR, crate::sys::deployer::by())
             .timeout(env.timeout);
         let record = crate::state::root::Root {
             dir: env.root.clone(),
