@@ -35,6 +35,9 @@ pub(crate) enum HookName {
     PreReceive,
     /// While git updates refs (strict mode's flips): takes the state argument.
     ReferenceTransaction,
+    /// Before the refs are updated, in post-receive mode: who may push what
+    /// (`[access]`) and signed release tags (`promote.signers`).
+    Access,
 }
 
 /// Subcommands.
@@ -76,6 +79,10 @@ pub(crate) enum Command {
         /// Also print one JSON object on stdout: result, production before and after, the switch time.
         #[arg(long, conflicts_with = "dry_run")]
         json: bool,
+        /// With promote.signers set: promote although no release tag with a
+        /// good signature is on the commit (the journal records it).
+        #[arg(long)]
+        unsigned: bool,
         /// Commit, branch or tag.
         rev: Option<String>,
     },
@@ -164,6 +171,24 @@ pub(crate) enum Command {
         /// Directory to create.
         dir: PathBuf,
     },
+    /// Manage the deploy user's SSH keys: one per person, each restricted to
+    /// `symdeploy shell NAME`.
+    Keys {
+        /// The authorized_keys file to edit (default: ~/.ssh/authorized_keys
+        /// of the user running this, the one sshd reads).
+        #[arg(long, global = true, value_name = "PATH")]
+        authorized_keys: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The forced command of a deploy key: runs what SSH_ORIGINAL_COMMAND
+    /// asks if NAME may (git push/fetch of a deploy root, symdeploy
+    /// subcommands), refuses anything else.
+    Shell {
+        /// Whose key this is (recorded as the deployer).
+        name: String,
+    },
     /// Write the man page or shell completions (what the Debian package ships).
     #[command(hide = true)]
     Generate {
@@ -202,6 +227,10 @@ impl Command {
                 | Command::Log { .. }
                 | Command::Check
                 | Command::Generate { .. }
+                | Command::Keys {
+                    command: KeysCommand::List,
+                    ..
+                }
                 | Command::Preview {
                     command: PreviewCommand::List { .. }
                 }
@@ -225,6 +254,25 @@ pub(crate) enum PreviewCommand {
         /// Also delete its data in common-previews/<slug>/ (kept otherwise).
         #[arg(long)]
         data: bool,
+    },
+}
+
+/// `symdeploy keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Authorize a person's public key, restricted to `symdeploy shell NAME`.
+    Add {
+        /// The person (as [access] in deploy.toml names them).
+        name: String,
+        /// Their public key file (`-`: stdin).
+        key: PathBuf,
+    },
+    /// List the keys symdeploy manages: name, type, fingerprint.
+    List,
+    /// Remove every key of a person.
+    Rm {
+        /// The person.
+        name: String,
     },
 }
 

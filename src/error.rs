@@ -36,7 +36,7 @@ pub(crate) enum Error {
         /// The command as configured.
         command: String,
         /// How it ended.
-        status: crate::sys::steps::StepEnd,
+        status: symdeploy_steps::StepEnd,
         /// The per-deploy log with the whole output.
         log: Option<PathBuf>,
     },

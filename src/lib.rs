@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+mod access;
 mod cli;
 mod ctx;
 mod deploy;
@@ -40,6 +41,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hook { name, state } => match name {
             HookName::PostReceive => hook::run(HookKind::PostReceive),
             HookName::PreReceive => hook::run(HookKind::PreReceive),
+            HookName::Access => hook::access(),
             HookName::ReferenceTransaction => {
                 hook::strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
@@ -50,15 +52,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Promote {
             dry_run,
             json: true,
+            unsigned,
             rev,
         } => done(deploy::switch_report::report(
             &ctx()?,
             state::journal::Event::Promote,
-            |c| ops::promote::run(c, rev.as_deref(), dry_run),
+            |c| ops::promote::run(c, rev.as_deref(), dry_run, unsigned),
         )),
-        Command::Promote { dry_run, rev, .. } => {
-            done(ops::promote::run(&ctx()?, rev.as_deref(), dry_run))
-        }
+        Command::Promote {
+            dry_run,
+            rev,
+            unsigned,
+            ..
+        } => done(ops::promote::run(
+            &ctx()?,
+            rev.as_deref(),
+            dry_run,
+            unsigned,
+        )),
         Command::Rollback {
             json: true,
             release,
@@ -84,6 +95,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cli::PreviewCommand::List { json } => ops::preview::run_list(&ctx()?, json),
             cli::PreviewCommand::Rm { slug, data } => ops::preview::run_rm(&ctx()?, &slug, data),
         }),
+        Command::Keys {
+            authorized_keys,
+            command,
+        } => {
+            let file = authorized_keys.as_deref();
+            done(match command {
+                cli::KeysCommand::Add { name, key } => access::keys::add(file, &name, &key),
+                cli::KeysCommand::List => access::keys::list(file),
+                cli::KeysCommand::Rm { name } => access::keys::rm(file, &name),
+            })
+        }
+        Command::Shell { name } => done(access::shell::run(&name)),
         Command::Log { n, all, json } => done(ops::log::run(&ctx()?, n, all, json)),
         Command::Check => ops::check::run(&Root::new(
             &root_arg.map(Into::into).unwrap_or(

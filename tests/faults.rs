@@ -1183,9 +1183,20 @@ fn malformed_hook_input_is_refused_and_changes_nothing() {
             format!("{Z} {a} refs/heads/main\n{Z} zz refs/heads/main\n").into_bytes(),
             "line 2",
         ),
+        // Hook input is bytes (a ref name may be any bytes git accepts), so
+        // bytes that are not UTF-8 are judged where they stand.
         (
             b"\xff\xfe refs/heads/main\n".to_vec(),
-            "cannot read the hook input",
+            "expected three space-separated fields",
+        ),
+        (
+            [
+                format!("{Z} ").as_bytes(),
+                b"\xff\xfe",
+                b" refs/heads/main\n".as_slice(),
+            ]
+            .concat(),
+            "not a full hexadecimal object id",
         ),
     ];
     for (stdin, want) in cases {

@@ -385,6 +385,15 @@ impl Fleet {
 
     fn write_inventory(&self) {
         let pubkey = std::fs::read_to_string(self.base().join("id_ed25519.pub")).unwrap();
+        // A person's key, added by the role with `symdeploy keys add ci`.
+        let ci = self.base().join("ci_ed25519");
+        if !ci.exists() {
+            let o = run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f"])
+                .arg(&ci));
+            assert!(o.status.success(), "ssh-keygen: {}", text(&o));
+        }
+        let ci_pub = std::fs::read_to_string(ci.with_extension("pub")).unwrap();
         let mut hosts = serde_json::Map::new();
         for h in &self.hosts {
             hosts.insert(
@@ -410,6 +419,7 @@ impl Fleet {
                     "ansible_ssh_private_key_file": self.key,
                     "symdeploy_binary": self.base().join("symdeploy"),
                     "symdeploy_authorized_keys": [pubkey.trim()],
+                    "symdeploy_keys": {"ci": ci_pub.trim()},
                     "symdeploy_git_ssh_command": self.ssh_command(),
                     "symdeploy_strict": true,
                     "symdeploy_shared": ["log"],
@@ -628,6 +638,14 @@ fn fleet_deploys_are_all_or_nothing() {
             "{toml}"
         );
         assert!(toml.contains("check_timeout = 1"), "{toml}");
+        let home = nix::unistd::User::from_name(&h.user).unwrap().unwrap().dir;
+        let keys = std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
+        assert!(
+            keys.contains(&format!("restrict,command=\"{} shell ci\" ssh-ed25519 ", h.bin.display()))
+                && keys.contains("symdeploy-fleet-test"),
+            "{}: the role adds ci's key restricted to `symdeploy shell ci`, and keeps the others:\n{keys}",
+            h.name
+        );
         let hook = std::fs::read_to_string(h.root.join("repository/hooks/pre-receive")).unwrap();
         assert!(
             hook.contains(&h.bin.display().to_string()),
@@ -656,9 +674,21 @@ fn fleet_deploys_are_all_or_nothing() {
 
     // 1. A good deploy moves all three.
     let a = fleet.git(&["rev-parse", "HEAD"]);
-    let (ok, out) = fleet.deploy("main", &[]);
+    let (ok, out) = fleet.deploy("main", &["-e", "symdeploy_deployer=anna"]);
     assert!(ok, "a good deploy failed:\n{out}");
     fleet.assert_all_on(&a, &out);
+    assert!(
+        out.contains("; by anna"),
+        "the summary names who ran it:\n{out}"
+    );
+    for h in &fleet.hosts {
+        let promoted = h
+            .log()
+            .into_iter()
+            .find(|e| e["event"] == "promote" && e["commit"] == a.as_str())
+            .unwrap_or_else(|| panic!("{}: no promote of {a}", h.name));
+        assert_eq!(promoted["by"], "anna", "{}: {promoted}", h.name);
+    }
     assert!(
         out.contains(&format!(
             "host1: switched; production none -> {}",

@@ -50,10 +50,9 @@ fn round_up(bytes: u64, block: u64) -> u64 {
     bytes.div_ceil(block.max(1)) * block.max(1)
 }
 
-/// The tree of `commit`: blob sizes from object headers (nothing inflated),
-/// one inode per entry.
-pub(crate) fn tree_need(repo: &gix::Repository, commit: ObjectId, block: u64) -> Result<Need> {
-    let tree = crate::state::repo::tree_of(repo, commit)?;
+/// A tree's need: blob sizes from object headers (nothing inflated), one
+/// inode per entry.
+pub(crate) fn tree_need(repo: &gix::Repository, tree: ObjectId, block: u64) -> Result<Need> {
     let mut need = Need {
         bytes: block,
         inodes: 1,
@@ -117,9 +116,10 @@ fn path_need(path: &std::path::Path, block: u64) -> Need {
 pub(crate) fn preflight(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: Commit,
+    source: crate::deploy::export::Source,
     previous: Option<&str>,
 ) -> Result<()> {
+    let commit = source.commit;
     if ctx.config.min_free == crate::state::config::MinFree::Off {
         return Ok(());
     }
@@ -128,7 +128,7 @@ pub(crate) fn preflight(
         .map(|s| s.fragment_size())
         .unwrap_or(4096)
         .max(512);
-    let mut need = tree_need(repo, commit.id(), block)?;
+    let mut need = tree_need(repo, source.tree, block)?;
     if let Some(prev) = previous {
         for c in &ctx.config.carry {
             let n = path_need(&ctx.root.release(prev).join(c), block);

@@ -10,6 +10,7 @@ use gix::ObjectId;
 pub(crate) use symdeploy_export::Stats;
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
 
 impl From<symdeploy_export::Error> for Error {
     fn from(e: symdeploy_export::Error) -> Self {
@@ -24,21 +25,34 @@ impl From<symdeploy_export::Error> for Error {
     }
 }
 
-/// Export `commit` (peeled to its tree) of `repo` into `dest`, which must not
-/// exist yet; its parent must.
-pub(crate) fn export_commit(
-    repo: &gix::Repository,
-    commit: ObjectId,
-    dest: &Path,
-) -> Result<Stats> {
-    let tree = crate::state::repo::tree_of(repo, commit)?;
-    Ok(symdeploy_export::export_tree(repo, tree, dest)?)
+/// A commit to export, peeled to its tree once: the disk check, the export
+/// and a full disk's explanation all read that one tree.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source {
+    /// The commit, for names and messages.
+    pub(crate) commit: Commit,
+    /// Its tree.
+    pub(crate) tree: ObjectId,
 }
 
-/// The bytes an export of `commit` writes, for a full-disk message.
-pub(crate) fn commit_bytes(repo: &gix::Repository, commit: ObjectId) -> Result<u64> {
-    let tree = crate::state::repo::tree_of(repo, commit)?;
-    Ok(symdeploy_export::tree_bytes(repo, tree)?)
+impl Source {
+    /// `commit` of `repo`, peeled to its tree.
+    pub(crate) fn of(repo: &gix::Repository, commit: Commit) -> Result<Source> {
+        Ok(Source {
+            commit,
+            tree: crate::state::repo::tree_of(repo, commit.id())?,
+        })
+    }
+
+    /// Export it into `dest`, which must not exist yet; its parent must.
+    pub(crate) fn export(&self, repo: &gix::Repository, dest: &Path) -> Result<Stats> {
+        Ok(symdeploy_export::export_tree(repo, self.tree, dest)?)
+    }
+
+    /// The bytes an export writes, for a full-disk message.
+    pub(crate) fn bytes(&self, repo: &gix::Repository) -> Result<u64> {
+        Ok(symdeploy_export::tree_bytes(repo, self.tree)?)
+    }
 }
 
 /// Write `REVISION` (the commit hash) at the top of an export. A REVISION the

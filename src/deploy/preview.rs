@@ -385,10 +385,11 @@ fn build(
     let root = &ctx.root;
     let hex = commit.to_string();
     let dir = root.release(name);
-    crate::deploy::disk::preflight(ctx, repo, commit, None)?;
+    let source = crate::deploy::export::Source::of(repo, commit)?;
+    crate::deploy::disk::preflight(ctx, repo, source, None)?;
 
     // The same export, into the preview's own release directory.
-    crate::deploy::warmup::export_stage(ctx, repo, commit, name, durations)?;
+    crate::deploy::warmup::export_stage(ctx, repo, source, name, durations)?;
     crate::sys::signals::check("the preview stopped after the export")?;
 
     let common = root.common_preview(&meta.slug);

@@ -102,7 +102,14 @@ pub(crate) fn switch_with(
         previous.as_deref().map(short).unwrap_or("(none)"),
         short(hex)
     ));
-    let mut entry = Entry::start(event.clone(), Some(hex), Some(git_ref));
+    // A manual rollback is its own act: the journal names it, not the
+    // branch the release was once built from (the steps still see that).
+    let recorded_ref = if event == Event::Rollback {
+        "rollback"
+    } else {
+        git_ref
+    };
+    let mut entry = Entry::start(event.clone(), Some(hex), Some(recorded_ref));
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));
@@ -169,7 +176,7 @@ impl Switch<'_> {
     fn succeeded(mut self) -> Result<Entry> {
         let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         // Also when notify is interrupted: the promote itself is done.
-        notify(ctx, hex, self.previous.as_ref(), git_ref, "ok", None);
+        notify(ctx, hex, self.previous.as_ref(), git_ref, Outcome::Ok, None);
         let took = self.started.elapsed();
         self.entry
             .durations
@@ -223,7 +230,14 @@ impl Switch<'_> {
         }
         // Nothing was switched: `failed`, and chat and CI hear of it.
         let e = &failure.error;
-        notify(ctx, hex, previous.as_ref(), git_ref, "failed", Some(e));
+        notify(
+            ctx,
+            hex,
+            previous.as_ref(),
+            git_ref,
+            Outcome::Failed,
+            Some(e),
+        );
         let message = format!(
             "{event} of {} failed: {} (production was not switched)",
             short(hex),
@@ -265,7 +279,7 @@ impl Switch<'_> {
             hex,
             previous.as_ref(),
             git_ref,
-            "rolled-back",
+            Outcome::RolledBack,
             Some(&failure.error),
         );
         self.entry
@@ -495,14 +509,14 @@ pub(crate) fn notify(
     hex: &str,
     previous: Option<&String>,
     git_ref: &str,
-    result: &str,
+    result: Outcome,
     error: Option<&Error>,
 ) {
     let p = &ctx.config.promote;
     if p.notify.is_empty() {
         return;
     }
-    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.to_string())];
+    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.as_str().to_string())];
     if let Some(e) = error {
         extra.push((
             "SYMDEPLOY_ERROR".into(),

@@ -122,7 +122,7 @@ fn warm_impl(
     point_warmup(ctx, &hex)?;
     faults::point("after-flip-warmup");
 
-    if let Some(took) = notify(ctx, &hex, git_ref, "ok", None) {
+    if let Some(took) = notify(ctx, &hex, git_ref, Outcome::Ok, None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
     }
     entry
@@ -214,7 +214,7 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
         unrecorded.push(journaled.to_string());
     }
     if !interrupted {
-        notify(ctx, hex, git_ref, "failed", Some(&e));
+        notify(ctx, hex, git_ref, Outcome::Failed, Some(&e));
         if then_promote {
             // A promote was asked for (a tag, `-o promote`) and nothing was
             // switched: its notify hears `failed` too.
@@ -223,7 +223,7 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
                 hex,
                 root.production().as_ref(),
                 git_ref,
-                "failed",
+                Outcome::Failed,
                 Some(&e),
             );
         }
@@ -274,16 +274,17 @@ fn build(
         .into_iter()
         .flatten()
         .find(|c| *c != hex && release::is_ready(root, c));
+    let source = export::Source::of(repo, commit)?;
     crate::deploy::disk::preflight(
         ctx,
         repo,
-        commit,
+        source,
         carry_from
             .as_deref()
             .filter(|_| !ctx.config.carry.is_empty()),
     )?;
 
-    export_stage(ctx, repo, commit, &hex, durations)?;
+    export_stage(ctx, repo, source, &hex, durations)?;
     crate::sys::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -400,11 +401,12 @@ impl Exported<'_> {
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
-    commit: Commit,
+    source: export::Source,
     name: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
     let root = &ctx.root;
+    let commit = source.commit;
     let hex = commit.to_string();
     let dir = root.release(name);
     let stage = Stage::start("export");
@@ -414,12 +416,12 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match export::export_commit(repo, commit.id(), &tmp) {
+    let stats = match source.export(repo, &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(explain_full_disk(e, repo, commit, &root.releases()));
+            return Err(explain_full_disk(e, repo, source, &root.releases()));
         }
     };
     if let Err(e) = export::write_revision(&tmp, &hex) {
@@ -453,9 +455,10 @@ pub(crate) fn export_stage(
 fn explain_full_disk(
     e: Error,
     repo: &gix::Repository,
-    commit: Commit,
+    exported: export::Source,
     releases: &std::path::Path,
 ) -> Error {
+    let commit = exported.commit;
     let Error::Io { source, path, .. } = &e else {
         return e;
     };
@@ -466,7 +469,8 @@ fn explain_full_disk(
     let free = crate::sys::fs::free_space(releases)
         .map(crate::sys::fs::human_bytes)
         .unwrap_or_else(|| "an unknown amount".into());
-    let needed = export::commit_bytes(repo, commit.id())
+    let needed = exported
+        .bytes(repo)
         .map(|b| {
             format!(
                 ", and {} needs about {}",
@@ -507,7 +511,7 @@ pub(crate) fn notify(
     ctx: &Ctx,
     hex: &str,
     git_ref: &str,
-    result: &str,
+    result: Outcome,
     error: Option<&Error>,
 ) -> Option<std::time::Duration> {
     let commands = &ctx.config.warmup.notify;
@@ -516,7 +520,8 @@ pub(crate) fn notify(
     }
     let stage = Stage::start("notify");
     let mut env = step_env(ctx, hex, git_ref);
-    env.extra.push(("SYMDEPLOY_RESULT".into(), result.into()));
+    env.extra
+        .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
     if let Some(e) = error {
         env.extra
             .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
@@ -524,7 +529,7 @@ pub(crate) fn notify(
     if let Err(e) = steps::run_stage("notify", commands, &env) {
         output::warning(&format!(
             "{e} ({})",
-            if result == "ok" {
+            if result == Outcome::Ok {
                 "the release is warmed up all the same"
             } else {
                 "the failure above stands as reported"

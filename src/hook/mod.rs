@@ -23,8 +23,9 @@ use crate::state::config::HookKind;
 use crate::state::root::{short, Root};
 use crate::sys::output;
 
-/// `symdeploy hook post-receive|pre-receive`.
-pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
+/// The root of the repository git runs this hook in, and the pushed updates
+/// (`warn`: say which lines were skipped; the hook that deploys says it).
+fn hook_input(warn: bool) -> Result<(Root, Vec<RefUpdate>)> {
     let git_dir = std::env::var_os("GIT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -35,8 +36,27 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
         .read_to_end(&mut input)
         .map_err(|e| Error::msg(format!("cannot read the hook input: {e}")))?;
     let parsed = parse_input(&input)?;
-    crate::hook::push::warn_skipped(&parsed.skipped);
-    let updates = parsed.updates;
+    if warn {
+        crate::hook::push::warn_skipped(&parsed.skipped);
+    }
+    Ok((root, parsed.updates))
+}
+
+/// `symdeploy hook access`: post-receive mode's pre-receive hook. It only
+/// authorizes; a refusal rejects the push before any ref moves. A broken
+/// deploy.toml is left to post-receive, which records and reports it.
+pub(crate) fn access() -> Result<ExitCode> {
+    let (root, updates) = hook_input(false)?;
+    let Ok(ctx) = Ctx::load(root) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    crate::access::check_push(&ctx, &updates, &push_options())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `symdeploy hook post-receive|pre-receive`.
+pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
+    let (root, updates) = hook_input(true)?;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
         Err(e) => return config_broken(&root, &updates, e, kind),
@@ -50,10 +70,24 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
     }
     let options = push_options();
     let promote_option = options.iter().any(|o| o == "promote");
-    for o in options.iter().filter(|o| *o != "promote") {
+    for o in options
+        .iter()
+        .filter(|o| *o != "promote" && *o != "unsigned")
+    {
         output::warning(&format!(
-            "unknown push option `{o}` ignored (symdeploy knows: promote)"
+            "unknown push option `{}` ignored (symdeploy knows: promote, unsigned)",
+            output::escape(o)
         ));
+    }
+    if kind == HookKind::PreReceive || !crate::hook::files::access_checked(&ctx.root) {
+        // Strict mode checks here, before it builds. In post-receive mode the
+        // access hook has checked already; a root whose pre-receive predates
+        // it gets it installed for the next push, and this push (its refs
+        // already moved) deploys nothing it may not.
+        if kind == HookKind::PostReceive && ctx.config.access.is_some() {
+            install_access_check(&ctx.root);
+        }
+        crate::access::check_push(&ctx, &updates, &options)?;
     }
 
     let objects = HookObjects::open(&ctx.root)?;
@@ -167,6 +201,17 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
         commit.short(),
         &format!("warm-up of {} ({})", short(&update.new), update.name),
     )?;
+    if and_promote {
+        // Checked before the build too: a refused promote builds nothing.
+        crate::access::authorize_promote(
+            ctx,
+            commit.as_ref(),
+            None,
+            push_options().iter().any(|o| o == "unsigned"),
+            "-o promote",
+            "git push -o promote -o unsigned",
+        )?;
+    }
     crate::deploy::warmup::warm(ctx, repo, commit, &update.name, false, and_promote)?;
     if and_promote {
         crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, false)?;
@@ -183,5 +228,31 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         commit.short(),
         &format!("promote of {} ({})", commit.short(), update.name),
     )?;
+    crate::access::authorize_promote(
+        ctx,
+        commit.as_ref(),
+        Some((&update.new, &update.name)),
+        false,
+        "a release tag",
+        "symdeploy promote --unsigned",
+    )?;
     crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
+}
+
+fn install_access_check(root: &Root) {
+    let binary = match std::env::current_exe().and_then(std::fs::canonicalize) {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    match crate::hook::files::install_access_hook(&root.repository().join("hooks"), &binary) {
+        Ok(crate::hook::files::HookInstall::Installed(path)) => output::warning(&format!(
+            "installed {} (the access check an older `symdeploy init` did not install): from the next push on, refusals come before git moves a ref",
+            path.display()
+        )),
+        Ok(crate::hook::files::HookInstall::Foreign(path)) => output::warning(&format!(
+            "{} is not symdeploy's access check: [access] is only enforced after git moved the refs (make it call `symdeploy hook access` too)",
+            path.display()
+        )),
+        _ => {}
+    }
 }

@@ -54,8 +54,8 @@ pub(crate) struct PendingUpdate {
     pub(crate) warm: bool,
     /// Promote it.
     pub(crate) promote: bool,
-    /// `built`, then `prepared`.
-    pub(crate) state: String,
+    /// Where this ref is in git's transaction.
+    pub(crate) state: UpdateState,
     /// The journal runs `prepared` left open.
     #[serde(default)]
     pub(crate) runs: Vec<Entry>,
@@ -65,6 +65,61 @@ pub(crate) struct PendingUpdate {
     /// A deleted preview branch: the preview goes once git committed the deletion.
     #[serde(default)]
     pub(crate) remove_preview: bool,
+}
+
+/// Where one pushed ref is in strict mode's two phases. Written as the
+/// plain words the pending file has always held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum UpdateState {
+    /// pre-receive built its release; nothing is flipped yet.
+    Built,
+    /// git holds the ref locked and our flips are done (`prepared`).
+    Prepared,
+    /// A flip of this push failed and was undone; git will abort.
+    Failed,
+    /// git committed or aborted it and we acted on that: forgotten next.
+    Done,
+}
+
+/// The state git passes the reference-transaction hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxnState {
+    /// The refs are locked; a non-zero exit aborts the transaction.
+    Prepared,
+    /// The refs are updated.
+    Committed,
+    /// The transaction was abandoned.
+    Aborted,
+}
+
+impl TxnState {
+    /// git's word for it; any other (a newer git's) is not ours to act on.
+    pub(crate) fn parse(word: &str) -> Option<TxnState> {
+        match word {
+            "prepared" => Some(TxnState::Prepared),
+            "committed" => Some(TxnState::Committed),
+            "aborted" => Some(TxnState::Aborted),
+            _ => None,
+        }
+    }
+
+    /// The word, as the run log's name shows it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TxnState::Prepared => "prepared",
+            TxnState::Committed => "committed",
+            TxnState::Aborted => "aborted",
+        }
+    }
+
+    /// The state a pushed ref must be in for this transaction state to act on it.
+    pub(crate) fn acts_on(self) -> UpdateState {
+        match self {
+            TxnState::Prepared => UpdateState::Built,
+            TxnState::Committed | TxnState::Aborted => UpdateState::Prepared,
+        }
+    }
 }
 
 impl PendingUpdate {
@@ -147,7 +202,7 @@ pub(crate) fn remove_stale(root: &Root) {
             for u in p
                 .updates
                 .iter()
-                .filter(|u| u.state == "built" && !u.remove_preview)
+                .filter(|u| u.state == UpdateState::Built && !u.remove_preview)
             {
                 let now = repo
                     .as_ref()
@@ -406,7 +461,7 @@ mod tests {
             commit: a.clone(),
             warm: true,
             promote: true,
-            state: "built".into(),
+            state: UpdateState::Built,
             runs: Vec::new(),
             preview: None,
             remove_preview: false,

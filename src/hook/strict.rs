@@ -29,7 +29,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::hook::files::{hook_installed, install_hook, HookInstall};
 use crate::hook::pending::{
-    load, pending_path, prepared, receive_pack, save, Pending, PendingUpdate,
+    load, pending_path, prepared, receive_pack, save, Pending, PendingUpdate, TxnState, UpdateState,
 };
 use crate::hook::push::{Action, RefUpdate};
 use crate::session::recovery::undo;
@@ -103,7 +103,7 @@ pub(crate) fn pre_receive(
                     commit: String::new(),
                     warm: false,
                     promote: false,
-                    state: "built".into(),
+                    state: UpdateState::Built,
                     runs: Vec::new(),
                     preview: None,
                     remove_preview: true,
@@ -125,7 +125,7 @@ pub(crate) fn pre_receive(
                         commit: built.commit,
                         warm: false,
                         promote: false,
-                        state: "built".into(),
+                        state: UpdateState::Built,
                         runs: Vec::new(),
                         preview: Some(built.slug),
                         remove_preview: false,
@@ -151,7 +151,7 @@ pub(crate) fn pre_receive(
                 // promote that warms up does.
                 warm: warm || built,
                 promote,
-                state: "built".into(),
+                state: UpdateState::Built,
                 runs: Vec::new(),
                 preview: None,
                 remove_preview: false,
@@ -228,9 +228,9 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let mut input = Vec::new();
     // git feeds every line; read them all whatever happens next.
     let _ = std::io::stdin().read_to_end(&mut input);
-    if !matches!(state, "prepared" | "committed" | "aborted") {
+    let Some(state) = TxnState::parse(state) else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let Ok(root) = Root::from_repository(&git_dir) else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -249,11 +249,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
         .filter_map(|l| crate::hook::push::parse_input(l).ok())
         .flat_map(|p| p.updates)
         .collect();
-    let wanted = if state == "prepared" {
-        "built"
-    } else {
-        "prepared"
-    };
+    let wanted = state.acts_on();
     let matched: Vec<usize> = pending
         .updates
         .iter()
@@ -264,7 +260,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     if matched.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    if state == "prepared" {
+    if state == TxnState::Prepared {
         // git holds these ref locks until the transaction ends; a SIGKILL of
         // the push from here on leaves them behind. Recorded first, before
         // anything can wait or be killed, so recovery can remove them.
@@ -276,11 +272,11 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
-    crate::session::open_run_log(&ctx.root, state, short(&first));
+    crate::session::open_run_log(&ctx.root, state.as_str(), short(&first));
     let result = match state {
-        "prepared" => on_prepared(&ctx, &mut pending, &matched),
-        "committed" => on_committed(&ctx, &mut pending, &matched),
-        _ => on_aborted(&ctx, &mut pending, &matched),
+        TxnState::Prepared => on_prepared(&ctx, &mut pending, &matched),
+        TxnState::Committed => on_committed(&ctx, &mut pending, &matched),
+        TxnState::Aborted => on_aborted(&ctx, &mut pending, &matched),
     };
     let failed = crate::session::close_run(result);
     let saved = save(&ctx.root, &pending);
@@ -333,7 +329,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
                 }
             }
             for (j, _) in &done {
-                pending.updates[*j].state = "failed".into();
+                pending.updates[*j].state = UpdateState::Failed;
             }
             // One error, told after the undo, so it says where things
             // point once everything this push moved is back.
@@ -369,7 +365,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
         }
     }
     for (i, runs) in done {
-        pending.updates[i].state = "prepared".into();
+        pending.updates[i].state = UpdateState::Prepared;
         pending.updates[i].runs = runs;
     }
     Ok(())
@@ -410,7 +406,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         runs.push(run.clone());
         crate::sys::faults::point("strict-before-flip-warmup");
         crate::deploy::pointers::point_warmup(ctx, &u.commit)?;
-        crate::deploy::warmup::notify(ctx, &u.commit, &u.name, "ok", None);
+        crate::deploy::warmup::notify(ctx, &u.commit, &u.name, Outcome::Ok, None);
         journal::append(root, &prepared(&run))?;
         crate::deploy::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
     }
@@ -421,6 +417,14 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 short(&u.commit)
             ));
         } else {
+            // pre-receive refused an unsigned promote unless `-o unsigned`
+            // asked for it, so none found here is that one.
+            let tag = u
+                .name
+                .strip_prefix("refs/tags/")
+                .is_some_and(|t| ctx.config.is_promote_tag(t))
+                .then_some((u.new.as_str(), u.name.as_str()));
+            crate::access::authorize_promote(ctx, &u.commit, tag, true, "a promote", "")?;
             let run = crate::deploy::switch::switch_with(
                 ctx,
                 &u.commit,
@@ -492,9 +496,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             promoted |= run.event == Event::Promote;
         }
         output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
-        u.state = "done".into();
+        u.state = UpdateState::Done;
     }
-    pending.updates.retain(|u| u.state != "done");
+    pending.updates.retain(|u| u.state != UpdateState::Done);
     for git_ref in removals {
         // git has deleted the branch: its preview goes now.
         if let Err(e) = crate::ops::preview::delete_branch(ctx, &git_ref) {
@@ -539,8 +543,8 @@ fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()>
         for run in u.runs.iter().rev() {
             undo(ctx, run, "git did not update the ref");
         }
-        u.state = "done".into();
+        u.state = UpdateState::Done;
     }
-    pending.updates.retain(|u| u.state != "done");
+    pending.updates.retain(|u| u.state != UpdateState::Done);
     Ok(())
 }

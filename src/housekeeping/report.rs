@@ -307,7 +307,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
             "<tr class=\"run\" data-run=\"{}\"><td>{}</td><td>{}</td><td>{}<br><span class=\"muted\">{}</span></td><td><code>{}</code> <span class=\"subject\">{}</span></td><td>{}</td><td>{}</td></tr>",
             esc(&e.run),
             esc(&e.time.replace('T', " ")),
-            esc(&format!("{}@{}", e.user, e.host)),
+            esc(&e.who_where()),
             esc(e.event.as_str()),
             esc(e.git_ref.as_deref().unwrap_or("")),
             esc(e.commit.as_deref().map(short).unwrap_or("")),

@@ -119,6 +119,38 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
                 r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
             }
         }
+        if c.hook == crate::state::config::HookKind::PostReceive
+            && (c.access.is_some() || c.promote.signers.is_some())
+        {
+            // Authorization must come before git moves a ref.
+            let pre = repo.join("hooks/pre-receive");
+            if crate::hook::files::access_checked(root) {
+                r.say(
+                    Level::Ok,
+                    &format!(
+                        "{} checks [access] and signed tags before refs move",
+                        pre.display()
+                    ),
+                );
+            } else {
+                r.say(Level::Error, &format!("{} is missing or not symdeploy's access check: [access] and promote.signers only act after git has moved the refs; run `symdeploy init {}`", pre.display(), root.dir.display()));
+            }
+        }
+        if let Some(signers) = &c.promote.signers {
+            let path = if signers.is_absolute() {
+                signers.clone()
+            } else {
+                root.dir.join(signers)
+            };
+            if path.is_file() {
+                r.say(
+                    Level::Ok,
+                    &format!("promote.signers: {} exists", path.display()),
+                );
+            } else {
+                r.say(Level::Error, &format!("promote.signers names {}, which is not a file: every release tag is refused until it exists (one `PRINCIPAL KEY` line per signer)", path.display()));
+            }
+        }
         let all = [
             ("warmup.build", &c.warmup.build),
             ("warmup.links", &c.warmup.links),
@@ -142,7 +174,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             .map(|c| root.release(&c));
         for (key, cmds) in all {
             for cmd in cmds.iter() {
-                match crate::sys::steps::step_program(cmd, release.as_deref()) {
+                match crate::sys::program::step_program(cmd, release.as_deref()) {
                     Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
                     None if release.is_none()
                         && cmd
@@ -299,7 +331,7 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
             return;
         }
     };
-    if crate::sys::steps::program_on_path("setfacl") == Some(false) {
+    if crate::sys::program::program_on_path("setfacl") == Some(false) {
         r.say(Level::Error, "web_user is set but `setfacl` is not on PATH: warm-ups will fail; `apt-get install acl`");
     }
     // One verdict for a path the web user must write: ok, or what to run.

@@ -30,7 +30,7 @@ pub(crate) fn run(
     let started = Instant::now();
     let repo = repo::open(&git_dir)?;
     let commit = repo::resolve_commit(&repo, rev)?;
-    let stats = export::export_commit(&repo, commit.id(), dir)?;
+    let stats = export::Source::of(&repo, commit)?.export(&repo, dir)?;
     export::write_revision(dir, commit.as_str())?;
     eprintln!(
         "exported {commit} to {}: {} files, {} symlinks, {} directories, {} ({} excluded by export-ignore) in {}",

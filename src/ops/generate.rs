@@ -138,7 +138,7 @@ mod tests {
         assert!(log.contains(r"[\fB\-n\fR \fIN\fR]"), "{log}");
         let hook = super::synopsis(&find("hook"), "symdeploy hook");
         assert!(
-            hook.contains(r"\fIpost\-receive|pre\-receive|reference\-transaction\fR"),
+            hook.contains(r"\fIpost\-receive|pre\-receive|reference\-transaction|access\fR"),
             "{hook}"
         );
     }

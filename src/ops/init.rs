@@ -110,6 +110,15 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         &crate::hook::files::shell_quote(&binary.display().to_string()),
     );
     match std::fs::read_to_string(&hook_path) {
+        // Post-receive mode's access check gives way to strict mode's hook,
+        // which checks access itself.
+        Ok(existing) if crate::hook::files::is_access_hook(&existing) && name == "pre-receive" => {
+            let tmp = hooks.join(".pre-receive.tmp");
+            std::fs::write(&tmp, wanted).at("write", &tmp)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).at("make executable", &tmp)?;
+            std::fs::rename(&tmp, &hook_path).at("install", &hook_path)?;
+            did.push(format!("replaced the access check {} by strict mode's hook calling {}", hook_path.display(), binary.display()));
+        }
         Ok(existing) if existing == wanted => did.push(format!("kept {} (already calls {})", hook_path.display(), binary.display())),
         Ok(_) => output::warning(&format!(
             "{} exists and differs from symdeploy's; left as it is (remove it and run init again to replace it)",
@@ -119,6 +128,20 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
             std::fs::write(&hook_path, wanted).at("write", &hook_path)?;
             std::fs::set_permissions(&hook_path, std::fs::Permissions::from_mode(0o755)).at("make executable", &hook_path)?;
             did.push(format!("installed {} calling {}", hook_path.display(), binary.display()));
+        }
+    }
+    if hook_kind == HookKind::PostReceive {
+        // The access check: refusals must come before git moves a ref.
+        match crate::hook::files::install_access_hook(&hooks, &binary)? {
+            crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
+            crate::hook::files::HookInstall::Installed(path) => did.push(format!(
+                "installed {} (checks [access] and signed release tags before any ref moves)",
+                path.display()
+            )),
+            crate::hook::files::HookInstall::Foreign(path) => output::warning(&format!(
+                "{} exists and is not symdeploy's access check: [access] and promote.signers are then only enforced after git has moved the refs (make it also call `symdeploy hook access`, reading the same stdin)",
+                path.display()
+            )),
         }
     }
     if hook_kind == HookKind::PreReceive {
@@ -139,9 +162,10 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         HookKind::PreReceive => "post-receive",
     });
     if std::fs::read_to_string(&other).is_ok_and(|t| {
-        t.contains("symdeploy hook")
-            || t.contains(" hook post-receive")
-            || t.contains(" hook pre-receive")
+        !crate::hook::files::is_access_hook(&t)
+            && (t.contains("symdeploy hook")
+                || t.contains(" hook post-receive")
+                || t.contains(" hook pre-receive"))
     }) {
         output::warning(&format!(
             "{} also calls symdeploy; remove it so that each push deploys once",
@@ -354,7 +378,7 @@ fn with_strict_hook(text: &str) -> String {
 /// `supervisorctl: not found`.
 fn adapt_template(text: &str) -> (String, Vec<(String, String, String)>) {
     adapt_template_with(text, |c| {
-        crate::sys::steps::program_on_path(c) == Some(false)
+        crate::sys::program::program_on_path(c) == Some(false)
     })
 }
 

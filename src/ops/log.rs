@@ -84,14 +84,18 @@ fn print_entry(e: &Entry) {
         .map(|s| format!(" in {s:.1}s"))
         .unwrap_or_default();
     println!(
-        "{}  {:<8} {:<12} {}  {}  by {}@{}{}{}",
+        "{}  {:<8} {:<12} {}  {}  by {}{}{}{}",
         e.time,
         e.event,
         result,
         e.commit.as_deref().map(short).unwrap_or("-"),
         crate::sys::output::escape(e.git_ref.as_deref().unwrap_or("-")),
-        e.user,
-        e.host,
+        e.who_where(),
+        e.signer
+            .as_deref()
+            .map(|s| format!(", signed by {}", crate::sys::output::escape(s)))
+            .or(e.unsigned.then(|| ", unsigned".to_string()))
+            .unwrap_or_default(),
         took,
         e.error
             .as_deref()

@@ -11,11 +11,21 @@ use crate::sys::output;
 use crate::{deploy::switch, state::repo};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, unsigned: bool) -> Result<()> {
+    crate::access::require(ctx, crate::access::Role::Release, "promote")?;
     if dry_run {
         let repo = repo::open(&ctx.root.repository())?;
         let (commit, _) = target(ctx, &repo, rev)?;
         return dry(ctx, commit.as_str());
+    }
+    // A promote without the signature promote.signers asks for is refused
+    // before the lock and the run log: a refusal changes nothing. (Checked
+    // again once the target is certain.)
+    if let Some((commit, _)) = repo::open(&ctx.root.repository())
+        .ok()
+        .and_then(|r| target(ctx, &r, rev).ok())
+    {
+        crate::access::precheck_promote(ctx, commit.as_str(), unsigned)?;
     }
     // Recovery first, whatever the arguments: what warmup points at (and
     // whether a ref keeps it) is only known once an interrupted run is
@@ -28,6 +38,14 @@ pub fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool) -> Result<()> {
     let _run = crate::session::begin(ctx, Event::Promote, &label, &format!("promote of {label}"))?;
     let repo = repo::open(&ctx.root.repository())?;
     let (commit, git_ref) = target(ctx, &repo, rev)?;
+    crate::access::authorize_promote(
+        ctx,
+        commit.as_str(),
+        None,
+        unsigned,
+        "symdeploy promote",
+        "symdeploy promote --unsigned",
+    )?;
     promote_locked(ctx, &repo, commit, &git_ref, false)
 }
 

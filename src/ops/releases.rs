@@ -24,6 +24,9 @@ pub(crate) struct ReleaseRow {
     pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
     pub(crate) error: Option<String>,
+    /// Who built it (the deployer's name, else the Unix user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) by: Option<String>,
 }
 
 /// A preview's release directory, as `releases` lists it.
@@ -105,6 +108,7 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
                 created: rec.as_ref().map(|r| r.created.clone()),
+                by: rec.as_ref().map(|r| r.user.clone()),
                 error: rec.and_then(|r| r.error),
                 markers,
                 commit: c,
@@ -137,11 +141,14 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
         );
     }
     for r in rows {
-        let markers = if r.markers.is_empty() {
+        let mut markers = if r.markers.is_empty() {
             String::new()
         } else {
             format!("  [{}]", r.markers.join(", "))
         };
+        if let Some(by) = &r.by {
+            markers.push_str(&format!("  by {}", crate::sys::output::escape(by)));
+        }
         print_line(
             &r.commit,
             r.state,

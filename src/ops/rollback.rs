@@ -9,6 +9,7 @@ use crate::state::root::short;
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal.
 pub(crate) fn run(ctx: &Ctx, target: Option<&str>) -> Result<()> {
+    crate::access::require(ctx, crate::access::Role::Release, "roll production back")?;
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {

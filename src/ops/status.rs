@@ -319,7 +319,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             e.event,
             e.commit.as_deref().map(short).unwrap_or("?"),
             e.time,
-            e.user,
+            e.who(),
             e.pid
         ));
     }
@@ -396,11 +396,14 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             slot.iter()
                 .map(|sl| {
                     (
+                        // Who put it there: an info metric's labels change
+                        // with each deploy anyway.
                         format!(
-                            "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\"}}",
+                            "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
                             label(&sl.commit),
                             short(&sl.commit),
-                            label(sl.state.as_str())
+                            label(sl.state.as_str()),
+                            label(sl.by.as_deref().unwrap_or_default())
                         ),
                         1.0,
                     )
@@ -633,7 +636,7 @@ fn print_human(s: &Status) {
             e.event,
             e.commit.as_deref().map(short).unwrap_or("?"),
             e.time,
-            e.user,
+            e.who(),
             e.pid
         ));
     }

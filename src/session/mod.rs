@@ -42,11 +42,19 @@ pub(crate) fn open_run_log(root: &Root, event: &str, label: &str) {
         "{stamp}-{event}-{label}-{}.log",
         std::process::id()
     ));
-    if let Err(e) = crate::sys::output::open_log(&path) {
-        crate::sys::output::warning(&format!(
+    match crate::sys::output::open_log(&path) {
+        // Who started it, first: the log may outlive the journal's segment.
+        Ok(()) => crate::sys::output::log_only(&format!(
+            "# symdeploy {} {event} {label} by {} ({}@{})",
+            env!("CARGO_PKG_VERSION"),
+            crate::sys::deployer::by(),
+            crate::sys::fs::current_user(),
+            crate::sys::fs::hostname()
+        )),
+        Err(e) => crate::sys::output::warning(&format!(
             "cannot write the deploy log {}: {e}",
             path.display()
-        ));
+        )),
     }
 }
 

@@ -64,6 +64,9 @@ pub(crate) struct Promote {
     pub(crate) check_timeout: Duration,
     /// Run at the end, with SYMDEPLOY_RESULT.
     pub(crate) notify: Vec<String>,
+    /// An SSH allowed-signers file: when set, only release tags signed by a
+    /// principal it lists promote (a relative path is from the deploy root).
+    pub(crate) signers: Option<PathBuf>,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -143,6 +146,9 @@ pub(crate) struct Config {
     pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
+    /// Who may push and who may promote (`[access]`); `None`: everyone may
+    /// do everything, as before roles existed.
+    pub(crate) access: Option<crate::sys::deployer::Roles>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -220,6 +226,14 @@ struct RawConfig {
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
     report: Option<Spanned<String>>,
+    access: Option<RawAccess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    push: Option<Vec<Spanned<String>>>,
+    release: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +270,7 @@ struct RawPromote {
     check: Commands,
     check_timeout: Option<Spanned<i64>>,
     notify: Commands,
+    signers: Option<Spanned<String>>,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -327,6 +342,23 @@ impl Ctx<'_> {
                 }
             })
             .collect()
+    }
+
+    fn names(&self, key: &str, v: Option<Vec<Spanned<String>>>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for n in v.unwrap_or_default() {
+            if !crate::sys::deployer::valid_name(n.get_ref()) {
+                return self.err(
+                    n.span(),
+                    format!(
+                        "`{key}` entry \"{}\" is not a deployer's name (letters, digits, `.`, `_`, `-`, `@`; as given to `symdeploy keys add`)",
+                        n.get_ref()
+                    ),
+                );
+            }
+            out.push(n.into_inner());
+        }
+        Ok(out)
     }
 
     fn paths(
@@ -670,6 +702,16 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             Duration::from_secs(30),
         )?,
         notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+        signers: match p.signers {
+            None => None,
+            Some(s) if !s.get_ref().trim().is_empty() => Some(PathBuf::from(s.into_inner())),
+            Some(s) => {
+                return ctx.err(
+                    s.span(),
+                    "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
+                )
+            }
+        },
     };
     let web_user = match raw.web_user {
         None => None,
@@ -753,7 +795,15 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
         Some(r) => Some(PathBuf::from(r.get_ref())),
     };
+    let access = match raw.access {
+        None => None,
+        Some(a) => Some(crate::sys::deployer::Roles {
+            push: ctx.names("access.push", a.push)?,
+            release: ctx.names("access.release", a.release)?,
+        }),
+    };
     Ok(Config {
+        access,
         report,
         previews,
         keep_logs,

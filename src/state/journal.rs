@@ -207,8 +207,19 @@ pub(crate) struct Entry {
     /// The ref pushed or given.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub(crate) git_ref: Option<String>,
-    /// Who ran it (the pusher, over SSH).
+    /// The Unix user it ran as (the deploy user, over SSH).
     pub(crate) user: String,
+    /// Who deployed: the name `symdeploy shell NAME` was given (its SSH
+    /// key's), else the Unix user. Absent in entries written before names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) by: Option<String>,
+    /// The principal and key fingerprint of the release tag's signature
+    /// (`promote.signers`), as git verified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signer: Option<String>,
+    /// Promoted without a signed release tag on purpose (`--unsigned`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) unsigned: bool,
     /// Which host.
     #[serde(default)]
     pub(crate) host: String,
@@ -291,8 +302,25 @@ impl Commands {
 }
 
 impl Entry {
+    /// Who deployed, for people: the name, else the Unix user (old entries).
+    pub(crate) fn who(&self) -> &str {
+        self.by.as_deref().unwrap_or(&self.user)
+    }
+
+    /// `lead (deploy@host)` for a named deployer, `deploy@host` as before names.
+    pub(crate) fn who_where(&self) -> String {
+        match &self.by {
+            Some(by) if *by != self.user => format!("{by} ({}@{})", self.user, self.host),
+            _ => format!("{}@{}", self.user, self.host),
+        }
+    }
+
     /// A start entry for a new run.
     pub(crate) fn start(event: Event, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
+        // Only a promote is authorized by a signature.
+        let authority = matches!(event, Event::Promote)
+            .then(crate::sys::deployer::authority)
+            .flatten();
         Entry {
             time: crate::sys::fs::now_rfc3339(),
             run: crate::sys::fs::unique_token(),
@@ -301,6 +329,11 @@ impl Entry {
             commit: commit.map(str::to_string),
             git_ref: git_ref.map(str::to_string),
             user: crate::sys::fs::current_user(),
+            by: Some(crate::sys::deployer::by()),
+            signer: authority
+                .as_ref()
+                .and_then(|a| a.signer.as_ref().map(|s| s.to_string())),
+            unsigned: authority.as_ref().is_some_and(|a| a.unsigned),
             host: crate::sys::fs::hostname(),
             pid: std::process::id(),
             log: crate::sys::output::log_path().map(|p| p.display().to_string()),
@@ -459,7 +492,7 @@ pub(crate) fn push_production(stack: &mut Vec<ProductionChange>, e: &Entry) {
     let change = ProductionChange {
         commit: c.clone(),
         time: e.time.clone(),
-        user: e.user.clone(),
+        user: e.who().to_string(),
     };
     match e.event {
         Event::Promote if stack.last().map(|s| &s.commit) != Some(&c) => stack.push(change),

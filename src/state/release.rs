@@ -73,7 +73,7 @@ impl Record {
             commit: commit.to_string(),
             git_ref: git_ref.to_string(),
             subject,
-            user: crate::sys::fs::current_user(),
+            user: crate::sys::deployer::by(),
             created: crate::sys::fs::now_rfc3339(),
             ready_at: None,
             error: None,
