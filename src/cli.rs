@@ -85,6 +85,10 @@ pub(crate) enum Command {
         unsigned: bool,
         /// Commit, branch or tag.
         rev: Option<String>,
+        /// Promote a release that does not know every applied migration
+        /// without undoing them (you vouch that it works; journaled).
+        #[arg(long)]
+        keep_schema: bool,
     },
     /// Switch production back to the previous good release (or RELEASE).
     Rollback {
@@ -96,6 +100,10 @@ pub(crate) enum Command {
         force: bool,
         /// A release's commit (a unique prefix is enough).
         release: Option<String>,
+        /// Roll back to a release that does not know every applied migration
+        /// without undoing them (you vouch that it works; journaled).
+        #[arg(long)]
+        keep_schema: bool,
     },
     /// Show production, warmup, previous, the deploy branch's tip, the lock
     /// and interrupted runs (also with a broken deploy.toml).
@@ -280,7 +288,7 @@ pub(crate) enum PreviewCommand {
     Rm {
         /// The preview's slug (as `symdeploy preview list` shows it).
         slug: String,
-        /// Also delete its data in common-previews/<slug>/ (kept otherwise).
+        /// Also delete its data in previews/<slug>/common/ (kept otherwise).
         #[arg(long)]
         data: bool,
     },

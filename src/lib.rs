@@ -54,34 +54,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json: true,
             unsigned,
             rev,
+            keep_schema,
         } => done(deploy::switch_report::report(
             &ctx()?,
             state::journal::Event::Promote,
-            |c| ops::promote::run(c, rev.as_deref(), dry_run, unsigned),
+            |c| ops::promote::run(c, rev.as_deref(), dry_run, unsigned, keep_schema),
         )),
         Command::Promote {
             dry_run,
             rev,
             unsigned,
+            keep_schema,
             ..
         } => done(ops::promote::run(
             &ctx()?,
             rev.as_deref(),
             dry_run,
             unsigned,
+            keep_schema,
         )),
         Command::Rollback {
             json: true,
             release,
+            keep_schema,
             force,
         } => done(deploy::switch_report::report(
             &ctx()?,
             state::journal::Event::Rollback,
-            |c| ops::rollback::run(c, release.as_deref(), force),
+            |c| ops::rollback::run(c, release.as_deref(), keep_schema, force),
         )),
-        Command::Rollback { release, force, .. } => {
-            done(ops::rollback::run(&ctx()?, release.as_deref(), force))
-        }
+        Command::Rollback {
+            release,
+            keep_schema,
+            force,
+            ..
+        } => done(ops::rollback::run(
+            &ctx()?,
+            release.as_deref(),
+            keep_schema,
+            force,
+        )),
         Command::Verify {
             release,
             all,

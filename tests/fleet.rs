@@ -311,6 +311,12 @@ impl Fleet {
         let remote_tmp = fleet.base().join("remote-tmp");
         std::fs::create_dir_all(&remote_tmp).unwrap();
         std::fs::set_permissions(&remote_tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::write(fleet.migrations_log(), "").unwrap();
+        std::fs::set_permissions(
+            fleet.migrations_log(),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
         fleet.write_inventory();
         fleet.make_app();
         fleet
@@ -318,6 +324,22 @@ impl Fleet {
 
     fn base(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// The "shared database": every run of warmup.migrate, on any host,
+    /// appends `<host> <commit>` here.
+    fn migrations_log(&self) -> PathBuf {
+        self.base().join("migrations.log")
+    }
+
+    /// The hosts whose warmup.migrate ran for `commit`.
+    fn migrated(&self, commit: &str) -> Vec<String> {
+        std::fs::read_to_string(self.migrations_log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(commit))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect()
     }
 
     fn start_sshd(&mut self, i: usize) {
@@ -407,6 +429,11 @@ impl Fleet {
                     "symdeploy_bin": h.bin,
                     "symdeploy_remote": h.remote(),
                     "symdeploy_warmup_build": [format!("sh build.sh {}", h.name)],
+                    "symdeploy_warmup_migrate": [format!(
+                        "sh migrate.sh {} {}",
+                        h.name,
+                        self.migrations_log().display()
+                    )],
                     "symdeploy_promote_check": [format!("sh check.sh {}", h.name)],
                 }),
             );
@@ -461,6 +488,11 @@ impl Fleet {
                  if [ -e \"fail-check-$1\" ]; then echo \"health check failed on $1\" >&2; exit 1; fi\n\
                  # slow-check-$1: a slow check, during which the test takes the host off the network\n\
                  if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 4; fi\n",
+            ),
+            (
+                "migrate.sh",
+                "#!/bin/sh\n# the migrate step: one line per run in the fleet's one database\n\
+                 echo \"$1 $SYMDEPLOY_COMMIT\" >> \"$2\"\n",
             ),
             ("www/index.html", "hello\n"),
         ] {
@@ -677,6 +709,8 @@ fn fleet_deploys_are_all_or_nothing() {
     let (ok, out) = fleet.deploy("main", &["-e", "symdeploy_deployer=anna"]);
     assert!(ok, "a good deploy failed:\n{out}");
     fleet.assert_all_on(&a, &out);
+    // The database migrated once, on the first host of the play; the others skipped it.
+    assert_eq!(fleet.migrated(&a), ["host1"], "{out}");
     assert!(
         out.contains("; by anna"),
         "the summary names who ran it:\n{out}"
@@ -722,6 +756,7 @@ fn fleet_deploys_are_all_or_nothing() {
     let (ok, out) = fleet.deploy(&b, &[]);
     assert!(!ok, "the play must fail:\n{out}");
     fleet.assert_all_on(&a, &out);
+    assert_eq!(fleet.migrated(&b), ["host1"], "migrated once:\n{out}");
     assert!(
         out.contains(&format!("switch to {} failed on host3;", short(&b))),
         "{out}"

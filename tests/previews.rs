@@ -19,10 +19,32 @@ fn ok(out: &std::process::Output) -> String {
     t
 }
 
-/// `previews/<slug>` -> `../releases/<name>`: the name.
+/// `previews/<slug>/production` -> `releases/<commit>`: the release's
+/// name, `preview-<slug>-<commit>`.
 fn preview_target(env: &Env, slug: &str) -> Option<String> {
-    let t = std::fs::read_link(env.root.join("previews").join(slug)).ok()?;
-    t.to_str()?.strip_prefix("../releases/").map(str::to_string)
+    let t = std::fs::read_link(env.root.join("previews").join(slug).join("production")).ok()?;
+    let c = t.to_str()?.strip_prefix("releases/")?;
+    Some(format!("preview-{slug}-{c}"))
+}
+
+/// Every preview release directory, as `<slug>/<commit>`.
+fn preview_releases(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir(env.root.join("previews")).unwrap() {
+        let p = p.unwrap();
+        let Ok(rs) = std::fs::read_dir(p.path().join("releases")) else {
+            continue;
+        };
+        for r in rs {
+            out.push(format!(
+                "{}/{}",
+                p.file_name().to_string_lossy(),
+                r.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    out
 }
 
 fn read(p: &Path) -> String {
@@ -50,7 +72,7 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     let b = env.commit("login form");
     let t = env.push_ok(&["-o", "promote", "feature/login-form"]);
     assert!(
-        t.contains("previews/feature-login-form -> releases/preview-feature-login-form-"),
+        t.contains("previews/feature-login-form/production -> releases/"),
         "{t}"
     );
     assert!(t.contains("-o promote does not apply"), "{t}");
@@ -67,13 +89,13 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     // Its own release directory, not the main release of the same commit.
     assert!(!env.release(&b).exists());
 
-    // Shared paths resolve under common-previews/<slug>/, never common/.
+    // Shared paths resolve under previews/<slug>/common/, never common/.
     let rel = env
         .root
-        .join(format!("releases/preview-feature-login-form-{b}"));
+        .join(format!("previews/feature-login-form/releases/{b}"));
     for shared in ["log", "www/data/images"] {
         let real = std::fs::canonicalize(rel.join(shared)).unwrap();
-        let expected = std::fs::canonicalize(env.root.join("common-previews/feature-login-form"))
+        let expected = std::fs::canonicalize(env.root.join("previews/feature-login-form/common"))
             .unwrap()
             .join(shared);
         assert_eq!(real, expected, "{shared}");
@@ -84,7 +106,7 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     assert_eq!(
         read(
             &env.root
-                .join("common-previews/feature-login-form/www/data/images/logo.svg")
+                .join("previews/feature-login-form/common/www/data/images/logo.svg")
         ),
         "<svg/>\n"
     );
@@ -140,7 +162,7 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     let t = ok(&env.symdeploy(&["check"]));
     assert!(t.contains("0 errors, 0 warnings"), "{t}");
     assert!(
-        t.contains("previews/feature-login-form -> releases/preview-feature-login-form-"),
+        t.contains("previews/feature-login-form/production -> releases/"),
         "{t}"
     );
 
@@ -176,12 +198,14 @@ fn a_branch_push_makes_a_preview_and_production_and_warmup_stay() {
     // data stays (docs/src/previews.md), production's is untouched.
     let t = env.push_ok(&[":feature/login-form"]);
     assert!(t.contains("preview feature-login-form removed"), "{t}");
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
+    assert!(
+        std::fs::symlink_metadata(env.root.join("previews/feature-login-form/production")).is_err()
+    );
     assert!(!env
         .root
-        .join(format!("releases/preview-feature-login-form-{c}"))
+        .join(format!("previews/feature-login-form/releases/{c}"))
         .exists());
-    assert!(env.root.join("common-previews/feature-login-form").is_dir());
+    assert!(env.root.join("previews/feature-login-form/common").is_dir());
     assert_eq!(
         read(&env.root.join("common/www/data/images/prod.txt")),
         "prod"
@@ -272,11 +296,11 @@ fn seed_fills_a_new_previews_data() {
     std::fs::create_dir_all(env.root.join("previews-seed/log")).unwrap();
     env.commit("x");
     env.push_ok(&["feature/login-form"]);
-    let data = env.root.join("common-previews/feature-login-form");
+    let data = env.root.join("previews/feature-login-form/common");
     assert_eq!(read(&data.join("app/db.neon")), "database: preview\n");
     // The release's shared log dir resolves into the seeded copy.
     assert_eq!(
-        std::fs::canonicalize(env.root.join("previews/feature-login-form/log")).unwrap(),
+        std::fs::canonicalize(env.root.join("previews/feature-login-form/production/log")).unwrap(),
         std::fs::canonicalize(data.join("log")).unwrap()
     );
 
@@ -290,7 +314,9 @@ fn seed_fills_a_new_previews_data() {
         t.contains("previews.seed") && t.contains("is not a directory"),
         "{t}"
     );
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-second")).is_err());
+    assert!(
+        std::fs::symlink_metadata(env.root.join("previews/feature-second/production")).is_err()
+    );
 }
 
 #[test]
@@ -335,7 +361,7 @@ fn cleanup_applies_keep_and_ttl_days_and_preview_rm_removes_one() {
     // keep = 2: the least recently pushed goes.
     let t = ok(&env.symdeploy(&["cleanup"]));
     assert!(t.contains("most recently pushed previews (keep)"), "{t}");
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-one")).is_err());
+    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-one/production")).is_err());
     assert!(env
         .root
         .join("previews/feature-two/www/index.html")
@@ -356,28 +382,24 @@ fn cleanup_applies_keep_and_ttl_days_and_preview_rm_removes_one() {
     std::fs::write(&rec, m.to_string()).unwrap();
     let t = ok(&env.symdeploy(&["cleanup"]));
     assert!(t.contains("not pushed to for 4 days (ttl_days 3)"), "{t}");
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-two")).is_err());
+    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-two/production")).is_err());
     assert!(env
         .root
         .join("previews/feature-three/www/index.html")
         .exists());
-    let names: Vec<String> = std::fs::read_dir(env.root.join("releases"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("preview-"))
-        .collect();
+    let names = preview_releases(&env);
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(names[0].starts_with("preview-feature-three-"));
+    assert!(names[0].starts_with("feature-three/"), "{names:?}");
 
     // preview rm by hand; --data also removes its data.
     let out = env.symdeploy(&["preview", "rm", "nope"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("feature-three"), "{}", text(&out));
     ok(&env.symdeploy(&["preview", "rm", "--data", "feature-three"]));
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-three")).is_err());
-    assert!(!env.root.join("common-previews/feature-three").exists());
+    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-three/production")).is_err());
+    assert!(!env.root.join("previews/feature-three/common").exists());
     assert!(
-        env.root.join("common-previews/feature-one").is_dir(),
+        env.root.join("previews/feature-one/common").is_dir(),
         "kept without --data"
     );
     assert!(env.root.join("common/www/data/images/logo.svg").exists());
@@ -395,7 +417,7 @@ fn sigkill_during_a_preview_warmup_is_recovered_like_a_warmup() {
         ("preview-build", false),
         ("export", false),
         ("before-flip-preview", true),
-        ("before-rename-feature-login-form", true),
+        ("before-rename-production", true),
     ] {
         let (env, a) = scene("");
         env.write("www/index.html", "v1\n");
@@ -463,11 +485,12 @@ fn sigkill_during_a_preview_warmup_is_recovered_like_a_warmup() {
             read(&env.root.join("previews/feature-login-form/www/index.html")),
             "v3\n"
         );
-        let left: Vec<String> = std::fs::read_dir(env.root.join("releases"))
+        let mut left: Vec<String> = std::fs::read_dir(env.root.join("releases"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("preview-") || n.starts_with(".tmp"))
             .collect();
+        left.extend(preview_releases(&env));
         assert_eq!(left.len(), 1, "{point}: {left:?}");
     }
 }
@@ -505,7 +528,9 @@ fn strict_mode_a_failed_preview_build_rejects_the_branch_push() {
     // Deleting the branch in strict mode removes the preview once git deleted it.
     let t = env.push_ok(&[":feature/login-form"]);
     assert!(t.contains("preview feature-login-form removed"), "{t}");
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
+    assert!(
+        std::fs::symlink_metadata(env.root.join("previews/feature-login-form/production")).is_err()
+    );
     let r = ok(&env.symdeploy(&["recover"]));
     assert!(r.contains("nothing to recover"), "{r}");
 
@@ -610,11 +635,15 @@ fn sigkill_during_a_preview_removal_is_finished_by_recovery() {
         text(&out)
     );
     // The link went first: nothing serves a half-removed preview.
-    assert!(std::fs::symlink_metadata(env.root.join("previews/feature-login-form")).is_err());
+    assert!(
+        std::fs::symlink_metadata(env.root.join("previews/feature-login-form/production")).is_err()
+    );
     // What a kill inside a flip or a seed copy leaves; the next locked command tidies it.
     let stray_link = env.root.join("previews/.symdeploy-link-feature-x-99999");
     std::os::unix::fs::symlink("../releases/nothing", &stray_link).unwrap();
-    let stray_seed = env.root.join("common-previews/.tmp-feature-x-99999");
+    let stray_seed = env
+        .root
+        .join("previews/feature-login-form/.tmp-feature-x-99999");
     std::fs::create_dir_all(stray_seed.join("app")).unwrap();
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(
@@ -623,11 +652,11 @@ fn sigkill_during_a_preview_removal_is_finished_by_recovery() {
     );
     assert!(std::fs::symlink_metadata(&stray_link).is_err());
     assert!(!stray_seed.exists());
-    assert!(env.root.join("common-previews/feature-login-form").is_dir());
+    assert!(env.root.join("previews/feature-login-form/common").is_dir());
     assert!(t.contains("preview feature-login-form removed"), "{t}");
     assert!(!env
         .root
-        .join(format!("releases/preview-feature-login-form-{b}"))
+        .join(format!("previews/feature-login-form/releases/{b}"))
         .exists());
     let l = ok(&env.symdeploy(&["preview", "list"]));
     assert!(l.contains("no previews yet"), "{l}");
@@ -676,7 +705,7 @@ fn web_user_writes_the_previews_data_and_temp_not_commons() {
     env.commit("temp");
     let t = env.push_ok(&["feature/login-form"]);
     assert!(t.contains("writable for www-data"), "{t}");
-    let preview = env.root.join("previews/feature-login-form");
+    let preview = env.root.join("previews/feature-login-form/production");
     let out = as_www_data(&format!(
         "echo hit >> {p}/log/access.log && echo s > {p}/temp/sess_1",
         p = preview.display()
@@ -689,7 +718,7 @@ fn web_user_writes_the_previews_data_and_temp_not_commons() {
     );
     assert!(env
         .root
-        .join("common-previews/feature-login-form/log/access.log")
+        .join("previews/feature-login-form/common/log/access.log")
         .exists());
     assert!(!env.root.join("common/log/access.log").exists());
     // What www-data wrote does not keep the preview from going.

@@ -674,8 +674,8 @@ fn sigint_during_a_rollback_stop_keeps_production_and_starts_the_daemons() {
 }
 
 /// A preview whose release cannot be removed: `preview rm` fails with one
-/// error line that names the release in full (a preview's release name is not
-/// a commit hash to shorten), and the preview keeps serving.
+/// error line that names the release by its place
+/// (`previews/<slug>/releases/<commit>`), and the preview keeps serving.
 #[test]
 fn a_stuck_preview_release_is_one_error_naming_it_whole() {
     let cfg = format!("{TEST_CONFIG}[previews]\nbranches = \"feature/*\"\n");
@@ -685,7 +685,7 @@ fn a_stuck_preview_release_is_one_error_naming_it_whole() {
     env.write("www/index.html", "stuck\n");
     env.commit("stuck");
     env.push_ok(&["feature/stuck"]);
-    let served = std::fs::canonicalize(env.root.join("previews/feature-stuck"))
+    let served = std::fs::canonicalize(env.root.join("previews/feature-stuck/production"))
         .expect("the preview serves a release");
     let stuck = served.join("www/index.html");
     let chattr = Command::new("chattr").arg("+i").arg(&stuck).output();
@@ -697,11 +697,12 @@ fn a_stuck_preview_release_is_one_error_naming_it_whole() {
             return;
         }
     }
-    let name = served
+    let commit = served
         .file_name()
         .and_then(|n| n.to_str())
         .expect("a release name")
         .to_string();
+    let name = format!("previews/feature-stuck/releases/{}", &commit[..12]);
     for args in [&["preview", "rm", "feature-stuck"][..], &["cleanup"][..]] {
         let out = env.symdeploy(args);
         let t = text(&out);
@@ -712,8 +713,8 @@ fn a_stuck_preview_release_is_one_error_naming_it_whole() {
         if !out.status.success() {
             assert_eq!(t.matches("error:").count(), 1, "{args:?}: {t}");
             assert!(
-                t.contains(&format!("could not remove releases/{name}:")),
-                "the release is named whole: {t}"
+                t.contains(&format!("could not remove {name}:")),
+                "the release is named by its place: {t}"
             );
         }
     }

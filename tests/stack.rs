@@ -1604,7 +1604,10 @@ fn previews_are_served_by_slug_and_production_keeps_serving() {
     project.git(&["checkout", "-q", "-b", "feature/login-form"]);
     let b = project.change("www/login.html", "login form\n", "login form");
     let t = project.push_ok(&[&url, "feature/login-form"], None);
-    assert!(t.contains("previews/feature-login-form ->"), "{t}");
+    assert!(
+        t.contains("previews/feature-login-form/production ->"),
+        "{t}"
+    );
     let preview = |path: &str| {
         http_get_host(port, "feature-login-form.preview.test", path).expect("GET preview")
     };

@@ -200,6 +200,14 @@ fn a_root_of_the_previous_release_deploys_on() {
         std::fs::read_to_string(old.root.join("previews/feature-x/www/index.html")).unwrap(),
         "preview v2\n"
     );
+    // The push moved the old preview into a root of its own, data and all.
+    let preview = old.root.join("previews/feature-x");
+    assert!(!std::fs::symlink_metadata(&preview)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(preview.join("common").is_dir());
+    assert!(!old.root.join("common-previews/feature-x").exists());
     old.ok(&["cleanup"]);
     let check = old.symdeploy(&["status", "--check"]);
     assert!(check.status.success(), "{}", text(&check));

@@ -7,6 +7,8 @@ pub(crate) mod disk;
 pub(crate) mod export;
 pub(crate) mod pointers;
 pub(crate) mod preview;
+pub(crate) mod preview_root;
+pub(crate) mod schema_gate;
 pub(crate) mod shared;
 pub(crate) mod switch;
 pub(crate) mod switch_report;

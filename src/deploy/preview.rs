@@ -5,21 +5,22 @@
 //! one rename) with three differences that keep a preview away from
 //! production:
 //!
-//! - its release directory is `releases/preview-<slug>-<commit>`, never the
-//!   main release of the same commit, so shared links and build output can't
-//!   cross;
-//! - its shared paths point into `common-previews/<slug>/` (seeded from
-//!   `previews.seed`, else empty), never into `common/`;
+//! - it has a root of its own, `previews/<slug>/` ([`crate::preview_root`]):
+//!   its release is `previews/<slug>/releases/<commit>` (known by the name
+//!   `preview-<slug>-<commit>`), so every relative path its steps use
+//!   resolves inside the preview root, never in production's `common/`;
+//! - its shared paths point into `previews/<slug>/common/` (seeded from
+//!   `previews.seed`, else empty), which its steps see as SYMDEPLOY_SHARED;
 //! - it runs `[previews]`' steps: by default the warm-up's build and links,
 //!   no migrate, and notify with SYMDEPLOY_STAGE=preview.
 //!
-//! The flip is of `previews/<slug>` alone; `warmup` and `production` never
-//! move. Each run is journaled (`preview`, `preview-remove`) with a run log,
+//! The flip is of `previews/<slug>/production` alone; `warmup` and
+//! `production` never move. Each run is journaled (`preview`, `preview-remove`) with a run log,
 //! under the deploy lock, and recovered after a kill like a warm-up.
 //!
 //! Deleting the branch (or `symdeploy preview rm`, or cleanup's `keep` and
 //! `ttl_days`) removes the link, the preview's releases and its record. Its
-//! `common-previews/<slug>/` stays unless removal is asked for explicitly
+//! `previews/<slug>/common/` stays unless removal is asked for explicitly
 //! (`preview rm --data`): it may hold what a tester uploaded.
 
 use std::collections::BTreeMap;
@@ -203,6 +204,7 @@ pub(crate) fn warm(
     })?;
     let meta = claim_slug(root, branch)?;
     let slug = meta.slug.clone();
+    crate::deploy::preview_root::ensure(ctx, &slug)?;
     let hex = commit.to_string();
     let name = root.preview_release_name(&slug, &hex);
     let built = Built {
@@ -216,7 +218,7 @@ pub(crate) fn warm(
         short(&hex)
     ));
     if release::is_ready(root, &name) {
-        output::detail(&format!("releases/{name} is already warmed up"));
+        output::detail(&format!("{} is already warmed up", rel_shown(&name)));
         if flip {
             let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
             journal::append(root, &entry)?;
@@ -230,8 +232,9 @@ pub(crate) fn warm(
     if dir.exists() {
         // Not ready, so never pointed at: an earlier failed or cut-short build.
         output::detail(&format!(
-            "removing the earlier {} build of releases/{name}",
-            release::effective_state(root, &name)
+            "removing the earlier {} build of {}",
+            release::effective_state(root, &name),
+            rel_shown(&name)
         ));
         crate::housekeeping::trash::remove_release(ctx, &name)?;
     }
@@ -254,7 +257,7 @@ pub(crate) fn warm(
             code: e.exit_code(),
             message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
             now: vec![format!(
-                "previews/{slug} -> {} (unchanged)",
+                "previews/{slug}/production -> {} (unchanged)",
                 root.preview_pointed(&slug)
                     .map(|n| format!("releases/{}", shown(&n)))
                     .unwrap_or_else(|| "nothing".into())
@@ -268,7 +271,8 @@ pub(crate) fn warm(
         entry.durations = durations;
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail(&format!(
-            "releases/{name} is ready; previews/{slug} flips to it once git accepts {git_ref}"
+            "{} is ready; previews/{slug}/production flips to it once git accepts {git_ref}",
+            rel_shown(&name)
         ));
         return Ok(built);
     }
@@ -304,11 +308,14 @@ pub(crate) fn notify(
 
 pub(crate) fn finish(ctx: &Ctx, built: &Built) {
     output::success(&format!(
-        "previews/{} -> releases/{}",
+        "previews/{}/production -> releases/{}",
         built.slug,
         shown(&built.name)
     ));
-    output::log_only(&format!("       (release: releases/{})", built.name));
+    output::log_only(&format!(
+        "       (release: {})",
+        ctx.root.release(&built.name).display()
+    ));
     output::line(&format!(
         "       serve it as {}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
         built.slug
@@ -317,26 +324,31 @@ pub(crate) fn finish(ctx: &Ctx, built: &Built) {
     remove_unpointed(ctx, &built.slug);
 }
 
-/// Point `previews/<slug>` at the release `name` (one rename).
+/// Point `previews/<slug>/production` at the release `name` (one rename)
+/// and make the preview root's static links.
 pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
-    let dir = ctx.root.previews();
+    let dir = ctx.root.preview_dir(slug);
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
-    symlink::flip(&dir, slug, &ctx.root.preview_target(name))?;
+    symlink::flip(
+        &dir,
+        crate::state::root::PRODUCTION,
+        &ctx.root.preview_target(name),
+    )?;
+    crate::deploy::preview_root::ensure_links(ctx, slug)?;
     output::detail_full(
-        &format!("previews/{slug} -> releases/{}", shown(name)),
+        &format!("previews/{slug}/production -> releases/{}", shown(name)),
         name.rsplit('-').next().unwrap_or(name),
     );
     Ok(())
 }
 
-/// A preview release's name as the pusher sees it: the commit in it cut to
-/// 12 hex digits, like every hash on screen (the run log keeps it whole).
+/// A preview release as the pusher sees it, within its preview root: the
+/// commit cut to 12 hex digits, like every hash on screen (the run log
+/// keeps it whole).
 fn shown(name: &str) -> String {
-    match name.rsplit_once('-') {
-        Some((head, hex)) if crate::state::root::is_commit_hash(hex) => {
-            format!("{head}-{}", crate::state::root::short(hex))
-        }
-        _ => name.to_string(),
+    match crate::state::root::parse_preview_release(name) {
+        Some((_, hex)) => crate::state::root::short(hex).to_string(),
+        None => name.to_string(),
     }
 }
 
@@ -347,14 +359,22 @@ pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
     for (name, s, _) in ctx.root.preview_release_dirs().unwrap_or_default() {
         if s == slug && Some(&name) != pointed.as_ref() {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
-                Ok(()) => output::detail(&format!("removed releases/{name}")),
+                Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
                 Err(e) => output::warning(&format!("{e}")),
             }
         }
     }
 }
 
-/// The environment of a preview's steps.
+/// `previews/<slug>/releases/<short>`: where a preview release is, for people.
+fn rel_shown(name: &str) -> String {
+    crate::state::root::release_place(name)
+}
+
+/// The environment of a preview's steps. SYMDEPLOY_ROOT stays the deploy
+/// root (scripts find `.symdeploy/` and the repository through it);
+/// SYMDEPLOY_SHARED is the preview's data, and relative paths from the
+/// release resolve in the preview's own root.
 fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> StepEnv {
     StepEnv {
         root: ctx.root.dir.clone(),
@@ -421,7 +441,7 @@ fn build(
     exported.finish(ctx, stages, &env, None, durations)
 }
 
-/// Make `common-previews/<slug>/` if it is not there: a copy of
+/// Make `previews/<slug>/common/` if it is not there: a copy of
 /// `previews.seed` if configured, else empty. Never touches common/.
 fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     let root = &ctx.root;
@@ -429,11 +449,11 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     if std::fs::symlink_metadata(&common).is_ok() {
         return Ok(());
     }
-    let parent = root.common_previews();
+    let parent = root.preview_dir(slug);
     std::fs::create_dir_all(&parent).at("create directory", &parent)?;
     let Some(seed) = &ctx.config.previews.seed else {
         std::fs::create_dir(&common).at("create directory", &common)?;
-        output::detail(&format!("common-previews/{slug}/ created empty"));
+        output::detail(&format!("previews/{slug}/common/ created empty"));
         return Ok(());
     };
     let seed = if seed.is_absolute() {
@@ -444,7 +464,7 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     if !seed.is_dir() {
         return Err(Error::with_help(
             format!(
-                "previews.seed {} is not a directory, so common-previews/{slug}/ cannot be seeded",
+                "previews.seed {} is not a directory, so previews/{slug}/common/ cannot be seeded",
                 seed.display()
             ),
             "create it with what a new preview starts from (e.g. a config pointing at a preview database), or remove `seed` from [previews]",
@@ -456,7 +476,7 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     crate::deploy::carry::copy_tree(&seed, &tmp)?;
     std::fs::rename(&tmp, &common).at("rename into place", &common)?;
     output::detail(&format!(
-        "common-previews/{slug}/ seeded from {}",
+        "previews/{slug}/common/ seeded from {}",
         seed.display()
     ));
     Ok(())
@@ -464,10 +484,12 @@ fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
 
 /// Remove what a crashed preview run left (lock held): temporary links in
 /// previews/, half-copied seeds in common-previews/ and half-written
-/// records (all named `.tmp-*` or with the flip's temporary prefix; nothing
-/// a preview serves or a tester wrote).
+/// records, in previews/, each preview root and the old layout's
+/// common-previews/ (all named `.tmp-*` or with the flip's temporary
+/// prefix; nothing a preview serves or a tester wrote).
 pub(crate) fn tidy(ctx: &Ctx) {
     symlink::remove_leftovers(&ctx.root.previews());
+    crate::deploy::preview_root::tidy(&ctx.root);
     for dir in [ctx.root.common_previews(), ctx.root.preview_records()] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -489,6 +511,7 @@ pub(crate) fn tidy(ctx: &Ctx) {
 /// `data`. Journaled; safe to repeat (recovery repeats it after a kill).
 pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()> {
     let root = &ctx.root;
+    crate::deploy::preview_root::adopt(ctx, &meta.slug)?;
     let pointed = root.preview_pointed(&meta.slug);
     let commit = pointed
         .as_deref()
@@ -506,17 +529,17 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     journal::append(root, &entry)?;
     let link = root.preview_link(&meta.slug);
     match std::fs::remove_file(&link) {
-        Ok(()) => output::detail(&format!("removed previews/{}", meta.slug)),
+        Ok(()) => output::detail(&format!("removed previews/{}/production", meta.slug)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove", &link, e)),
     }
-    symlink::sync_dir(&root.previews());
+    symlink::sync_dir(&root.preview_dir(&meta.slug));
     faults::point("preview-remove");
     let mut failed = Vec::new();
     for (name, slug, _) in root.preview_release_dirs()? {
         if slug == meta.slug {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
-                Ok(()) => output::detail(&format!("removed releases/{name}")),
+                Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
                 Err(e) => failed.push(e),
             }
         }
@@ -528,13 +551,16 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     if data {
         if let Ok(m) = std::fs::symlink_metadata(&common) {
             crate::deploy::shared::remove_release_copy(&common, &m)?;
-            output::detail(&format!("removed common-previews/{}/", meta.slug));
+            output::detail(&format!("removed previews/{}/common/", meta.slug));
         }
     } else if common.exists() {
         output::detail(&format!(
-            "kept common-previews/{}/ (its data; `symdeploy preview rm --data {}` removes it)",
+            "kept previews/{}/common/ (its data; `symdeploy preview rm --data {}` removes it)",
             meta.slug, meta.slug
         ));
+    }
+    if failed.is_none() {
+        crate::deploy::preview_root::remove_shell(ctx, &meta.slug);
     }
     if let Some(e) = failed {
         journal::append(root, &entry.end(Outcome::Failed))?;
@@ -588,7 +614,12 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<PreviewRow> {
                 state: pointed
                     .as_deref()
                     .map(|n| release::effective_state(root, n).to_string()),
-                release: pointed.map(|n| format!("releases/{n}")),
+                release: pointed.map(|n| {
+                    root.release(&n)
+                        .strip_prefix(&root.dir)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(n)
+                }),
                 subject: rec.map(|r| r.subject).unwrap_or_default(),
                 slug: m.slug,
                 branch: m.branch,
@@ -619,6 +650,9 @@ pub(crate) fn print_rows(rows: &[PreviewRow]) {
 /// Lock held (or `dry_run`).
 pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
     let root = &ctx.root;
+    if !dry_run {
+        crate::deploy::preview_root::adopt_all(ctx)?;
+    }
     let p = &ctx.config.previews;
     let mut metas = all_meta(root);
     metas.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.slug.cmp(&b.slug)));
@@ -692,13 +726,15 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
         }
         if dry_run {
             output::detail(&format!(
-                "would remove releases/{name} (no preview serves it)"
+                "would remove {} (no preview serves it)",
+                rel_shown(&name)
             ));
         } else {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
-                Ok(()) => {
-                    output::detail(&format!("removed releases/{name} (no preview served it)"))
-                }
+                Ok(()) => output::detail(&format!(
+                    "removed {} (no preview served it)",
+                    rel_shown(&name)
+                )),
                 Err(e) => failed.push(e),
             }
         }
@@ -776,8 +812,9 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
             )?;
         }
         output::detail(&format!(
-            "the push of {} was rejected (its hook was killed), so releases/{name} is marked failed; previews/{} is unchanged",
+            "the push of {} was rejected (its hook was killed), so {} is marked failed; previews/{} is unchanged",
             short(&commit),
+            rel_shown(&name),
             meta.slug
         ));
         return Ok(Some(e.end(Outcome::Interrupted)));
@@ -787,7 +824,8 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
             point(ctx, &meta.slug, &name)?;
         }
         output::detail(&format!(
-            "releases/{name} had been warmed up completely; previews/{} -> it (its notify step did not run)",
+            "{} had been warmed up completely; previews/{}/production -> it (its notify step did not run)",
+            rel_shown(&name),
             meta.slug
         ));
         return Ok(Some(e.end(Outcome::Ok)));
@@ -796,7 +834,8 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
         release::set_state(root, &name, State::Failed, Some("interrupted".into()))?;
     }
     output::detail(&format!(
-        "releases/{name} was never warmed up (marked failed); previews/{} stays on {}",
+        "{} was never warmed up (marked failed); previews/{} stays on {}",
+        rel_shown(&name),
         meta.slug,
         root.preview_pointed(&meta.slug)
             .unwrap_or_else(|| "nothing".into())

@@ -16,7 +16,8 @@ pub(crate) fn link_all(release: &Path, common: &Path, paths: &[String]) -> Resul
 }
 
 /// Link every shared path of `release` into `common`, which is `common_rel`
-/// relative to the root (`common-previews/<slug>` for a preview).
+/// relative to the root the release is in (`common`; a preview's release
+/// sits in its own root, `previews/<slug>/`).
 pub(crate) fn link_all_into(
     release: &Path,
     common: &Path,
@@ -98,7 +99,7 @@ fn link_one(release: &Path, common: &Path, common_rel: &Path, path: &str) -> Res
 }
 
 /// From `releases/<name>/a/b/c` back up to the root and into `common_rel`.
-fn relative_target(common_rel: &Path, path: &str) -> PathBuf {
+pub(crate) fn relative_target(common_rel: &Path, path: &str) -> PathBuf {
     let depth = path.split('/').count() - 1 + 2;
     let mut t = PathBuf::new();
     for _ in 0..depth {

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
+use crate::deploy::schema_gate::SchemaPlan;
 use crate::error::{Error, Result};
 use crate::session::plan::{self, Cause, SwitchPhase, Unwind};
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
@@ -55,8 +56,9 @@ impl StageFailure {
 
 /// The phases of a switch up to the health check, in order; notify follows
 /// whatever happened.
-pub(crate) const FORWARD: [SwitchPhase; 7] = [
+pub(crate) const FORWARD: [SwitchPhase; 8] = [
     SwitchPhase::Stop,
+    SwitchPhase::Undo,
     SwitchPhase::Sync,
     SwitchPhase::Flip,
     SwitchPhase::Links,
@@ -75,12 +77,20 @@ pub(crate) const AFTER_FLIP: [SwitchPhase; 3] = [
 
 /// Switch production to `hex` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
-/// SIGTERM: see src/signals.rs). Used by promote and rollback.
-pub(crate) fn switch(ctx: &Ctx, hex: &str, event: Event, git_ref: &str) -> Result<()> {
-    switch_with(ctx, hex, event, git_ref, None).map(|_| ())
+/// SIGTERM: see src/signals.rs). Used by promote and rollback, with a schema
+/// plan: its undo steps run in the release being left, after `stop` and
+/// before the flip.
+pub(crate) fn switch_planned(
+    ctx: &Ctx,
+    hex: &str,
+    event: Event,
+    git_ref: &str,
+    plan: SchemaPlan,
+) -> Result<()> {
+    switch_with(ctx, hex, event, git_ref, None, plan).map(|_| ())
 }
 
-/// [`switch`], in strict mode part of git's ref transaction (`txn`): on
+/// [`switch_planned`], in strict mode part of git's ref transaction (`txn`): on
 /// success the run is left `prepared`, not ended, because whether it stands
 /// is up to git (`crate::hook::strict` ends or undoes it). Returns the run's entry.
 pub(crate) fn switch_with(
@@ -89,6 +99,7 @@ pub(crate) fn switch_with(
     event: Event,
     git_ref: &str,
     txn: Option<crate::state::journal::GitTxn>,
+    schema: SchemaPlan,
 ) -> Result<Entry> {
     let previous = ctx.root.production();
     // Nothing is changed yet, so an earlier interrupt needs no unwinding.
@@ -113,8 +124,10 @@ pub(crate) fn switch_with(
     entry.previous = previous.clone();
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));
+    entry.schema = schema.note.clone();
     journal::append(&ctx.root, &entry)?;
     let mut run = Switch {
+        undo: schema.undo,
         ctx,
         hex,
         event,
@@ -142,6 +155,8 @@ struct Switch<'a> {
     previous: Option<String>,
     entry: Entry,
     started: Instant,
+    /// Migrations to undo before the flip (rollback.migrate), newest first.
+    undo: Vec<String>,
 }
 
 impl Switch<'_> {
@@ -155,6 +170,8 @@ impl Switch<'_> {
             vec![],
         );
         let mut phases = Phases::new(self.ctx, self.hex, env);
+        phases.undo = self.undo.clone();
+        phases.leaving = self.previous.clone();
         for phase in FORWARD {
             phases.run(phase)?;
             if phase == SwitchPhase::Flip {
@@ -191,6 +208,7 @@ impl Switch<'_> {
             return Ok(self.entry);
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
+        crate::state::schema::served(ctx, hex);
         output::success_last(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
             short(hex),
@@ -259,6 +277,15 @@ impl Switch<'_> {
         let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
         let previous = self.previous.clone();
         let cause = failure.cause();
+        // Production is failing: the rollback happens whatever the schema,
+        // and says so loudly when the release it goes back to is behind it.
+        let ahead = previous
+            .as_deref()
+            .and_then(|p| crate::deploy::schema_gate::ahead_note(ctx, p));
+        // flip_back says it on screen; the journal and notify say it here.
+        if let Some(note) = &ahead {
+            self.entry.schema = Some(note.clone());
+        }
         if cause == Cause::Interrupted {
             let stage = Stage::start("roll back");
             flip_back(ctx, hex, previous.as_deref(), git_ref);
@@ -274,13 +301,21 @@ impl Switch<'_> {
                 why,
             );
         }
+        let told = match &ahead {
+            Some(note) => Error::msg(format!("{}; {note}", failure.error)),
+            None => Error::msg(failure.error.to_string()),
+        };
         notify(
             ctx,
             hex,
             previous.as_ref(),
             git_ref,
             Outcome::RolledBack,
-            Some(&failure.error),
+            Some(if ahead.is_some() {
+                &told
+            } else {
+                &failure.error
+            }),
         );
         self.entry
             .durations
@@ -325,6 +360,9 @@ struct Phases<'a> {
     env: StepEnv,
     /// `switch production` spans the sync and the flip.
     flip_stage: Option<Stage>,
+    /// Migrations to undo (newest first) in `leaving`, the release being left.
+    undo: Vec<String>,
+    leaving: Option<String>,
 }
 
 impl<'a> Phases<'a> {
@@ -334,6 +372,8 @@ impl<'a> Phases<'a> {
             hex,
             env,
             flip_stage: None,
+            undo: Vec::new(),
+            leaving: None,
         }
     }
 
@@ -353,6 +393,8 @@ impl<'a> Phases<'a> {
         let p = &self.ctx.config.promote;
         match phase {
             SwitchPhase::Stop => self.steps("stop", &p.stop),
+            SwitchPhase::Undo if self.undo.is_empty() => Ok(()),
+            SwitchPhase::Undo => self.undo_migrations(),
             SwitchPhase::Sync => {
                 self.flip_stage = Some(Stage::start("switch production"));
                 // A power cut after the flip must not leave production on empty files.
@@ -385,6 +427,36 @@ impl<'a> Phases<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// `rollback.migrate` in the release being left (it has the down
+    /// migrations), told what to undo and where production goes; then the
+    /// schema record drops what was undone.
+    fn undo_migrations(&self) -> Result<()> {
+        let leaving = self.leaving.as_deref().unwrap_or(self.hex);
+        let stage = Stage::start("rollback.migrate");
+        faults::point("rollback-migrate");
+        let env = step_env(
+            self.ctx,
+            leaving,
+            None,
+            &self.env.git_ref,
+            vec![
+                ("SYMDEPLOY_MIGRATIONS_UNDO".into(), self.undo.join(" ")),
+                (
+                    "SYMDEPLOY_TARGET".into(),
+                    self.ctx.root.release(self.hex).display().to_string(),
+                ),
+            ],
+        );
+        steps::run_stage(
+            "rollback.migrate",
+            &self.ctx.config.schema.rollback_migrate,
+            &env,
+        )?;
+        crate::state::schema::after_undo(self.ctx, &self.undo)?;
+        stage.done_with(&format!("undid {}", self.undo.join(" ")));
+        Ok(())
     }
 
     /// A phase that runs the configured commands `cmds` of `name`.
@@ -614,6 +686,14 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
     let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let p = &ctx.config.promote;
+    // Every automatic rollback (a failed check, a crash recovered, git's
+    // refusal) happens whatever the schema, and says so when it is behind.
+    if let Some(note) = previous.and_then(|prev| crate::deploy::schema_gate::ahead_note(ctx, prev))
+    {
+        output::error(&format!(
+            "{note}; rolling back all the same (production is failing)"
+        ));
+    }
     if let Err(e) = steps::run_stage(
         "stop",
         &p.stop,
@@ -772,7 +852,15 @@ mod tests {
     #[test]
     fn a_good_switch_flips_production_and_ends_ok() {
         let (t, ctx) = root_with("", "");
-        let entry = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap();
+        let entry = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap();
         assert_eq!(ctx.root.production().as_deref(), Some(NEW));
         assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
         assert_eq!(last_result(&ctx), Some(Outcome::Ok));
@@ -783,7 +871,15 @@ mod tests {
     #[test]
     fn a_failed_stop_starts_the_daemons_again_and_leaves_production() {
         let (t, ctx) = root_with("", "; exit 7");
-        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         // Started in the release production still serves.
@@ -798,7 +894,15 @@ mod tests {
     #[test]
     fn a_failed_after_switch_rolls_back_marks_the_release_bad_and_starts_again() {
         let (t, ctx) = root_with("; exit 1", "");
-        let err = switch_with(&ctx, NEW, Event::Promote, "refs/tags/release-1", None).unwrap_err();
+        let err = switch_with(
+            &ctx,
+            NEW,
+            Event::Promote,
+            "refs/tags/release-1",
+            None,
+            SchemaPlan::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 1);
         assert_eq!(ctx.root.production().as_deref(), Some(OLD));
         assert_eq!(

@@ -2,6 +2,7 @@
 //! migrate, flip `warmup`, notify, journal.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::ctx::Ctx;
@@ -376,10 +377,22 @@ impl Exported<'_> {
             if commands.is_empty() {
                 continue;
             }
+            // A preview's migrate runs against its own database, not production's.
+            let main_migrate = name == "migrate" && self.fault_prefix.is_empty();
+            if main_migrate && MIGRATE_ELSEWHERE.load(Ordering::Relaxed) {
+                output::line(
+                    "-----> migrate: skipped (-o skip-migrate: another host of the fleet migrated the shared database)",
+                );
+                crate::state::schema::after_migrate(ctx, self.dir);
+                continue;
+            }
             let stage = Stage::start(name);
             faults::point(&format!("{}{name}", self.fault_prefix));
             steps::run_stage(name, commands, env)?;
             durations.insert(name.into(), stage.done().as_secs_f64());
+            if main_migrate {
+                crate::state::schema::after_migrate(ctx, self.dir);
+            }
         }
         if let Some(user) = &ctx.config.web_user {
             let stage = Stage::start("writable");
@@ -434,6 +447,16 @@ impl Exported<'_> {
         durations.insert("sync".into(), stage.done().as_secs_f64());
         Ok(())
     }
+}
+
+/// Set for a push with `-o skip-migrate`: another host of a fleet runs
+/// `warmup.migrate` against the shared database, so this one skips it (and
+/// records the schema all the same, for the rollback rule).
+static MIGRATE_ELSEWHERE: AtomicBool = AtomicBool::new(false);
+
+/// This process's warm-ups skip `warmup.migrate` (`-o skip-migrate`).
+pub(crate) fn migrate_elsewhere() {
+    MIGRATE_ELSEWHERE.store(true, Ordering::Relaxed);
 }
 
 /// The export stage of a warm-up or a preview: `commit` exported to a

@@ -23,6 +23,10 @@ use crate::state::config::HookKind;
 use crate::state::root::{short, Root};
 use crate::sys::output;
 
+/// The push option a fleet sends to every host but the one that migrates
+/// the shared database (ansible/deploy.yml, `symdeploy_migrate_host`).
+const SKIP_MIGRATE: &str = "skip-migrate";
+
 /// The root of the repository git runs this hook in, and the pushed updates
 /// (`warn`: say which lines were skipped; the hook that deploys says it).
 fn hook_input(warn: bool) -> Result<(Root, Vec<RefUpdate>)> {
@@ -70,12 +74,15 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
     }
     let options = push_options();
     let promote_option = options.iter().any(|o| o == "promote");
+    if options.iter().any(|o| o == SKIP_MIGRATE) {
+        crate::deploy::warmup::migrate_elsewhere();
+    }
     for o in options
         .iter()
-        .filter(|o| *o != "promote" && *o != "unsigned")
+        .filter(|o| *o != "promote" && *o != "unsigned" && *o != SKIP_MIGRATE)
     {
         output::warning(&format!(
-            "unknown push option `{}` ignored (symdeploy knows: promote, unsigned)",
+            "unknown push option `{}` ignored (symdeploy knows: promote, unsigned, {SKIP_MIGRATE})",
             output::escape(o)
         ));
     }

@@ -430,12 +430,15 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 &u.commit,
                 crate::deploy::verify::Before::Promote,
             )?;
+            // The rollback rule holds for a tag of an older release too.
+            let plan = crate::deploy::schema_gate::plan(ctx, &u.commit, false)?;
             let run = crate::deploy::switch::switch_with(
                 ctx,
                 &u.commit,
                 Event::Promote,
                 &u.name,
                 Some(txn),
+                plan,
             )?;
             runs.push(run);
         }

@@ -52,6 +52,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
     }
     crate::sys::symlink::sync_dir(&ctx.root.releases());
     release::forget(&ctx.root, commit);
+    crate::state::schema::forget(ctx, commit);
     Ok(())
 }
 
@@ -63,7 +64,7 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
 /// marked failed: never a ready record on missing files.
 pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
     let dir = ctx.root.release(commit);
-    let name = format!("releases/{}", crate::state::root::release_label(commit));
+    let name = crate::state::root::release_place(commit);
     if let Err(blocker) = removable(&dir) {
         return Err(blocker.error(&name));
     }
@@ -89,6 +90,7 @@ pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
         ));
     }
     release::forget(&ctx.root, commit);
+    crate::state::schema::forget(ctx, commit);
     Ok(())
 }
 

@@ -172,6 +172,8 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             .iter()
             .find_map(|name| root.pointed_release(name))
             .map(|c| root.release(&c));
+        let common = root.common();
+        let common = common.to_string_lossy();
         for (key, cmds) in all {
             for cmd in cmds.iter() {
                 match crate::sys::program::step_program(cmd, release.as_deref()) {
@@ -186,6 +188,16 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
                         r.say(Level::Warn, &format!("{key}: `{prog}` (in \"{cmd}\") runs from the release; there is no release yet to look in"));
                     }
                     _ => {}
+                }
+                // A preview's own root makes relative paths safe; an absolute one
+                // into production's data is not.
+                if key.starts_with("previews.")
+                    && (names_path_under(cmd, &common)
+                        || names_path_under(cmd, "$SYMDEPLOY_ROOT/common")
+                        || names_path_under(cmd, "${SYMDEPLOY_ROOT}/common")
+                        || names_path_under(cmd, "$(SYMDEPLOY_ROOT)/common"))
+                {
+                    r.say(Level::Warn, &format!("{key}: \"{cmd}\" names {common} by an absolute path, so a preview would read or write production's data; use a path relative to the release (../../common/...) or $SYMDEPLOY_SHARED"));
                 }
             }
         }
@@ -224,16 +236,31 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
         }
     }
     for m in crate::deploy::preview::all_meta(root) {
+        if std::fs::symlink_metadata(root.preview_dir(&m.slug))
+            .is_ok_and(|x| x.file_type().is_symlink())
+        {
+            r.say(
+                Level::Warn,
+                &format!("preview {} is in the old layout (releases/preview-*, common-previews/); its next push or `symdeploy recover` moves it to previews/{}/ with its data", m.slug, m.slug),
+            );
+            continue;
+        }
+        let rel = |n: &str| {
+            crate::state::root::parse_preview_release(n)
+                .map_or(n, |(_, c)| c)
+                .to_string()
+        };
         match root.preview_pointed(&m.slug) {
             Some(n) if crate::state::release::is_ready(root, &n) => r.say(
                 Level::Ok,
-                &format!("previews/{} -> releases/{n} (ready)", m.slug),
+                &format!("previews/{}/production -> releases/{} (ready)", m.slug, rel(&n)),
             ),
             Some(n) => r.say(
                 Level::Error,
                 &format!(
-                    "previews/{} points at releases/{n}, which is {}; push {} again or `symdeploy preview rm {}`",
+                    "previews/{}/production points at releases/{}, which is {}; push {} again or `symdeploy preview rm {}`",
                     m.slug,
+                    rel(&n),
                     crate::state::release::effective_state(root, &n),
                     m.branch,
                     m.slug
@@ -400,4 +427,29 @@ fn hook_binary(text: &str) -> Option<String> {
         return stripped.split('\'').next().map(str::to_string);
     }
     rest.split_whitespace().next().map(str::to_string)
+}
+
+/// Whether `cmd` mentions `dir` or a path below it (not a longer name
+/// that merely starts the same, such as `common-old`).
+fn names_path_under(cmd: &str, dir: &str) -> bool {
+    cmd.match_indices(dir).any(|(i, _)| {
+        matches!(
+            cmd[i + dir.len()..].chars().next(),
+            None | Some('/' | ' ' | '"' | '\'' | ';')
+        )
+    })
+}
+
+#[cfg(test)]
+mod common_path_tests {
+    use super::names_path_under;
+
+    #[test]
+    fn absolute_paths_into_common_are_seen() {
+        let d = "/srv/app/common";
+        assert!(names_path_under("cp /srv/app/common/app/local.neon x", d));
+        assert!(names_path_under("ls /srv/app/common", d));
+        assert!(!names_path_under("cp /srv/app/common-old/x y", d));
+        assert!(!names_path_under("cp ../../common/x y", d));
+    }
 }

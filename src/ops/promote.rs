@@ -11,7 +11,13 @@ use crate::sys::output;
 use crate::{deploy::switch, state::repo};
 
 /// `symdeploy promote [--dry-run] [REV]` (default: what warmup points at).
-pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, unsigned: bool) -> Result<()> {
+pub(crate) fn run(
+    ctx: &Ctx,
+    rev: Option<&str>,
+    dry_run: bool,
+    unsigned: bool,
+    keep_schema: bool,
+) -> Result<()> {
     crate::access::require(ctx, crate::access::Role::Release, "promote")?;
     if dry_run {
         let repo = repo::open(&ctx.root.repository())?;
@@ -46,7 +52,7 @@ pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, dry_run: bool, unsigned: bool) -
         "symdeploy promote",
         "symdeploy promote --unsigned",
     )?;
-    promote_locked(ctx, &repo, commit, &git_ref, false)
+    promote_with(ctx, &repo, commit, &git_ref, false, keep_schema)
 }
 
 /// What `promote [REV]` promotes: REV, or what warmup points at if some
@@ -132,6 +138,19 @@ pub(crate) fn promote_locked(
     git_ref: &str,
     via_tag: bool,
 ) -> Result<()> {
+    promote_with(ctx, repo, commit, git_ref, via_tag, false)
+}
+
+/// [`promote_locked`], by the rollback rule for the schema: a release
+/// behind the database's schema goes live only with undo or `keep_schema`.
+fn promote_with(
+    ctx: &Ctx,
+    repo: &gix::Repository,
+    commit: Commit,
+    git_ref: &str,
+    via_tag: bool,
+    keep_schema: bool,
+) -> Result<()> {
     let hex = commit.to_string();
     if ctx.root.production().as_deref() == Some(hex.as_str()) {
         output::line(&format!(
@@ -154,7 +173,8 @@ pub(crate) fn promote_locked(
     } else {
         crate::deploy::verify::before_switch(ctx, &hex, crate::deploy::verify::Before::Promote)?;
     }
-    switch::switch(ctx, &hex, Event::Promote, git_ref)?;
+    let plan = crate::deploy::schema_gate::plan(ctx, &hex, keep_schema)?;
+    switch::switch_planned(ctx, &hex, Event::Promote, git_ref, plan)?;
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::housekeeping::cleanup::after_promote(ctx);
     output::show_verdict();

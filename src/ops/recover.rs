@@ -12,7 +12,9 @@ pub(crate) fn run(ctx: &Ctx) -> Result<()> {
     crate::session::maintain_journal(ctx);
     let repaired = crate::session::recovery::recover_locked(ctx)?;
     crate::session::sweep::sweep(ctx);
-    if repaired == 0 {
+    // Previews from older versions move to their own roots, data and all.
+    let moved = crate::deploy::preview_root::adopt_all(ctx)?;
+    if repaired == 0 && moved.is_empty() {
         output::success("nothing to recover: every run in the journal finished");
     }
     Ok(())

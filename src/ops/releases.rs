@@ -24,6 +24,12 @@ pub(crate) struct ReleaseRow {
     pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
     pub(crate) error: Option<String>,
+    /// The schema it knows (`schema N (newest id)`), when migrations are tracked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schema: Option<String>,
+    /// Can a rollback reach it without undoing migrations (tracked only)?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reachable: Option<bool>,
     /// Who built it (the deployer's name, else the Unix user).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) by: Option<String>,
@@ -32,7 +38,8 @@ pub(crate) struct ReleaseRow {
 /// A preview's release directory, as `releases` lists it.
 #[derive(Debug, Serialize)]
 pub(crate) struct PreviewRow {
-    /// The directory name in releases/.
+    /// The release's name (`preview-<slug>-<commit>`; its directory is
+    /// `previews/<slug>/releases/<commit>`).
     pub(crate) name: String,
     /// The preview's slug.
     pub(crate) slug: String,
@@ -40,7 +47,7 @@ pub(crate) struct PreviewRow {
     pub(crate) commit: String,
     /// ready, failed or incomplete.
     pub(crate) state: release::Effective,
-    /// Does `previews/<slug>` point at it?
+    /// Does `previews/<slug>/production` point at it?
     pub(crate) served: bool,
     /// The preview's branch, if it still has a record.
     pub(crate) branch: Option<String>,
@@ -103,7 +110,10 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
                 }
             }
             let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
+            let schema = crate::state::schema::describe(ctx, &c);
             let row = ReleaseRow {
+                reachable: schema.as_ref().map(|s| s.1),
+                schema: schema.map(|s| s.0),
                 state: release::effective_state(&ctx.root, &c),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
                 size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
@@ -146,6 +156,12 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
         } else {
             format!("  [{}]", r.markers.join(", "))
         };
+        if let Some(s) = &r.schema {
+            markers.push_str(&format!("  {s}"));
+            if r.reachable == Some(false) {
+                markers.push_str(", rollback needs undo");
+            }
+        }
         if let Some(by) = &r.by {
             markers.push_str(&format!("  by {}", crate::sys::output::escape(by)));
         }

@@ -7,9 +7,10 @@ use crate::state::release;
 use crate::state::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
-/// production release from the journal. A target whose files changed since
-/// its warm-up is refused unless `force`.
-pub(crate) fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
+/// production release from the journal, by the rollback rule for the schema
+/// (`keep_schema`: the operator vouches for a release behind it). A target
+/// whose files changed since its warm-up is refused unless `force`.
+pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: bool) -> Result<()> {
     crate::access::require(ctx, crate::access::Role::Release, "roll production back")?;
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
@@ -59,7 +60,14 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, force: bool) -> Result<()> {
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    crate::deploy::switch::switch(ctx, &to, crate::state::journal::Event::Rollback, &git_ref)
+    let plan = crate::deploy::schema_gate::plan(ctx, &to, keep_schema)?;
+    crate::deploy::switch::switch_planned(
+        ctx,
+        &to,
+        crate::state::journal::Event::Rollback,
+        &git_ref,
+        plan,
+    )
 }
 
 /// A release directory named by a unique prefix of its commit.

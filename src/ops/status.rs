@@ -32,6 +32,12 @@ pub(crate) struct Slot {
     pub(crate) since: Option<String>,
     /// Who put it there, if the journal knows.
     pub(crate) by: Option<String>,
+    /// The schema it knows, when migrations are tracked (`schema N (newest)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schema: Option<String>,
+    /// Can a rollback reach it without undoing migrations (tracked only)?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reachable: Option<bool>,
 }
 
 /// Everything status reports.
@@ -187,7 +193,10 @@ fn slot(
             .find(|c| c.commit == commit)
             .map(|c| (c.time.clone(), c.user.clone()))
     };
+    let schema = crate::state::schema::describe(ctx, &commit);
     Some(Slot {
+        reachable: schema.as_ref().map(|s| s.1),
+        schema: schema.map(|s| s.0),
         release: format!("releases/{commit}"),
         state: release::effective_state(&ctx.root, &commit),
         subject: record
@@ -695,13 +704,18 @@ fn print_human(s: &Status) {
     ] {
         match slot {
             Some(sl) => println!(
-                "{name:<11} {} {:<8} {}{}",
+                "{name:<11} {} {:<8} {}{}{}",
                 short(&sl.commit),
                 sl.state,
                 crate::sys::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
                     (Some(t), Some(u)) => format!("  ({} by {u})", crate::sys::fs::age(t)),
                     (Some(t), None) => format!("  ({})", crate::sys::fs::age(t)),
+                    _ => String::new(),
+                },
+                match (&sl.schema, sl.reachable) {
+                    (Some(sc), Some(false)) => format!("  {sc}, rollback needs undo"),
+                    (Some(sc), _) => format!("  {sc}"),
                     _ => String::new(),
                 }
             ),

@@ -10,6 +10,9 @@ use crate::state::journal::{Event, Outcome};
 pub(crate) enum SwitchPhase {
     /// promote.stop
     Stop,
+    /// `rollback.migrate`: undoing migrations the target does not know
+    /// (only in a rollback that asked for it).
+    Undo,
     /// Flushing the release to disk.
     Sync,
     /// The rename(2) of `production`.
@@ -29,6 +32,7 @@ impl SwitchPhase {
     pub(crate) fn what(self) -> &'static str {
         match self {
             SwitchPhase::Stop => "stopping the daemons",
+            SwitchPhase::Undo => "undoing migrations (rollback.migrate)",
             SwitchPhase::Sync => "syncing the release to disk",
             SwitchPhase::Flip => "switching production",
             SwitchPhase::Links => "the root links",
@@ -62,7 +66,9 @@ pub(crate) enum Unwind {
 /// interrupt unwinds through the same path as a failure.
 pub(crate) fn unwind(phase: SwitchPhase, _cause: Cause) -> Unwind {
     match phase {
-        SwitchPhase::Stop | SwitchPhase::Sync | SwitchPhase::Flip => Unwind::StartAgain,
+        SwitchPhase::Stop | SwitchPhase::Undo | SwitchPhase::Sync | SwitchPhase::Flip => {
+            Unwind::StartAgain
+        }
         SwitchPhase::Links | SwitchPhase::AfterSwitch | SwitchPhase::Start | SwitchPhase::Check => {
             Unwind::RollBack
         }
@@ -186,8 +192,9 @@ pub(crate) fn recovery(run: Unfinished<'_>) -> Recovery {
 mod tests {
     use super::*;
 
-    const ALL: [SwitchPhase; 7] = [
+    const ALL: [SwitchPhase; 8] = [
         SwitchPhase::Stop,
+        SwitchPhase::Undo,
         SwitchPhase::Sync,
         SwitchPhase::Flip,
         SwitchPhase::Links,
@@ -202,7 +209,10 @@ mod tests {
         use Unwind::*;
         assert_eq!(
             got,
-            [StartAgain, StartAgain, StartAgain, RollBack, RollBack, RollBack, RollBack]
+            [
+                StartAgain, StartAgain, StartAgain, StartAgain, RollBack, RollBack, RollBack,
+                RollBack
+            ]
         );
     }
 

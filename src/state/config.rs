@@ -92,7 +92,7 @@ pub(crate) struct Previews {
     /// A preview not pushed to for this many days is removed by cleanup.
     pub(crate) ttl_days: u64,
     /// A directory (absolute, or relative to the root) copied into a new
-    /// preview's `common-previews/<slug>/`; `None`: it starts empty.
+    /// preview's `previews/<slug>/common/`; `None`: it starts empty.
     pub(crate) seed: Option<PathBuf>,
     /// Build commands (default: the warm-up's).
     pub(crate) build: Vec<String>,
@@ -161,9 +161,26 @@ pub(crate) struct Config {
     pub(crate) report: Option<PathBuf>,
     /// Preview environments per branch.
     pub(crate) previews: Previews,
+    /// What symdeploy knows of the database schema across releases.
+    pub(crate) schema: Schema,
     /// Who may push and who may promote (`[access]`); `None`: everyone may
     /// do everything, as before roles existed.
     pub(crate) access: Option<crate::sys::deployer::Roles>,
+}
+
+/// Migrations as data: which files of a release are its migrations, how to
+/// ask the app what the database has, and how to undo them on a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Schema {
+    /// `migrations`: a release-relative glob (`migrations/*.sql`) naming a
+    /// release's migration files; `None`: the feature is off.
+    pub(crate) migrations: Option<String>,
+    /// `migrations_applied`: a command printing the applied migration ids,
+    /// one a line (overrides the migrate step's release's set).
+    pub(crate) applied_cmd: Option<String>,
+    /// `rollback.migrate`: steps that undo migrations, run in the release
+    /// being left, after `stop` and before the flip.
+    pub(crate) rollback_migrate: Vec<String>,
 }
 
 /// The reserve a warm-up must leave free: a share of the filesystem or a size.
@@ -242,6 +259,9 @@ struct RawConfig {
     journal_segment_kib: Option<Spanned<i64>>,
     previews: Option<RawPreviews>,
     report: Option<Spanned<String>>,
+    migrations: Option<Spanned<String>>,
+    migrations_applied: Option<Spanned<String>>,
+    rollback: Option<RawRollback>,
     access: Option<RawAccess>,
 }
 
@@ -250,6 +270,12 @@ struct RawConfig {
 struct RawAccess {
     push: Option<Vec<Spanned<String>>>,
     release: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollback {
+    migrate: Commands,
 }
 
 #[derive(Deserialize, Default)]
@@ -827,6 +853,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
         Some(r) => Some(PathBuf::from(r.get_ref())),
     };
+    let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
     let access = match raw.access {
         None => None,
         Some(a) => Some(crate::sys::deployer::Roles {
@@ -838,6 +865,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         access,
         report,
         previews,
+        schema,
         keep_logs,
         min_free,
         journal_segment_kib,
@@ -855,6 +883,52 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         web_user,
         writable,
         verify_ignore,
+    })
+}
+
+fn schema(
+    ctx: &Ctx,
+    migrations: Option<Spanned<String>>,
+    applied: Option<Spanned<String>>,
+    rollback: Option<RawRollback>,
+) -> Result<Schema> {
+    let migrations = match migrations {
+        None => None,
+        Some(m) if m.get_ref().trim().is_empty() => None,
+        Some(m) => {
+            let glob = m.get_ref().trim().to_string();
+            let dir = glob.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            if let Err(why) = check_release_path(&glob) {
+                return ctx.err(m.span(), format!("`migrations` \"{glob}\" {why}"));
+            }
+            if dir.contains(['*', '?', '[']) {
+                return ctx.err(
+                    m.span(),
+                    format!("`migrations` \"{glob}\": only the file name may have wildcards (like \"migrations/*.sql\")"),
+                );
+            }
+            Some(glob)
+        }
+    };
+    let applied_cmd = match applied {
+        Some(a) if a.get_ref().trim().is_empty() => {
+            return ctx.err(
+                a.span(),
+                "`migrations_applied` is empty; remove it or write the command".to_string(),
+            )
+        }
+        Some(a) => Some(a.into_inner()),
+        None => None,
+    };
+    let rollback_migrate = ctx.commands(
+        "rollback.migrate",
+        rollback.unwrap_or_default().migrate,
+        &[],
+    )?;
+    Ok(Schema {
+        migrations,
+        applied_cmd,
+        rollback_migrate,
     })
 }
 
@@ -1017,6 +1091,9 @@ mod tests {
             "keep_logs",
             "min_free",
             "journal_segment_kib",
+            "migrations",
+            "migrations_applied",
+            "[rollback]",
             "report",
             "[previews]",
             "branches",

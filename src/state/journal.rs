@@ -250,6 +250,11 @@ pub(crate) struct Entry {
     /// Absent in entries written before symdeploy recorded them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) commands: Option<Commands>,
+    /// What a switch did about the database schema when it matters: the
+    /// migrations it undid, or that it left the schema ahead of the code
+    /// (`--keep-schema`, or an automatic rollback that had to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) schema: Option<String>,
 }
 
 /// The promote steps a switch runs, recorded in its start entry.

@@ -9,3 +9,4 @@ pub(crate) mod reflocks;
 pub(crate) mod release;
 pub(crate) mod repo;
 pub(crate) mod root;
+pub(crate) mod schema;

@@ -8,15 +8,18 @@
 //! ROOT/.symdeploy/              lock, journal, release states, logs
 //! ROOT/warmup -> releases/<commit>     ROOT/production -> releases/<commit>
 //! ROOT/www_warmup, www, app     static links through warmup/production
-//! ROOT/previews/<slug> -> ../releases/preview-<slug>-<commit>   one per branch preview
-//! ROOT/common-previews/<slug>/  a preview's own shared data (never common/)
+//! ROOT/previews/<slug>/         a preview's own root, mirroring this one:
+//!   releases/<commit>/  common/  production -> releases/<commit>  www -> production/www
 //! ROOT/.symdeploy/previews/<slug>.json   which branch a slug belongs to, last push
 //! ```
 //!
-//! A preview's release lives in releases/ like every export (same filesystem,
-//! same temporary-export cleanup) but under a name that is never a bare
-//! commit hash, so it never shares a directory with a main release of the
-//! same commit, and everything that lists main releases skips it.
+//! A preview's release is known by the name `preview-<slug>-<commit>` (its
+//! record, the journal, the trash), which is never a bare commit hash, so
+//! everything that lists main releases skips it; [`Root::release`] maps that
+//! name to `previews/<slug>/releases/<commit>`, where every relative path a
+//! release's steps use (`../../common/...`) lands in the preview's own root.
+//! Older versions kept it in `releases/preview-<slug>-<commit>` with data in
+//! `common-previews/<slug>/`; [`crate::deploy::preview_root`] moves those over.
 
 use std::path::{Path, PathBuf};
 
@@ -109,9 +112,24 @@ impl Root {
     pub(crate) fn releases(&self) -> PathBuf {
         self.dir.join("releases")
     }
-    /// ROOT/releases/<commit>
+    /// ROOT/releases/<commit>, or for a preview's release name
+    /// `previews/<slug>/releases/<commit>`.
     pub(crate) fn release(&self, commit: &str) -> PathBuf {
-        self.releases().join(commit)
+        match parse_preview_release(commit) {
+            Some((slug, c)) => {
+                let new = self.preview_dir(slug).join("releases").join(c);
+                // A preview older versions left, not moved over yet (the next
+                // preview operation under the lock moves it): read it where it is.
+                let legacy = self.releases().join(commit);
+                if std::fs::symlink_metadata(&new).is_err()
+                    && std::fs::symlink_metadata(&legacy).is_ok()
+                {
+                    return legacy;
+                }
+                new
+            }
+            None => self.releases().join(commit),
+        }
     }
     /// ROOT/common
     pub(crate) fn common(&self) -> PathBuf {
@@ -174,7 +192,7 @@ impl Root {
     pub(crate) fn production_history(&self) -> PathBuf {
         self.state_dir().join("production.json")
     }
-    /// ROOT/common-previews: every preview's shared data.
+    /// ROOT/common-previews: where older versions kept previews' shared data.
     pub(crate) fn common_previews(&self) -> PathBuf {
         self.dir.join("common-previews")
     }
@@ -187,32 +205,48 @@ impl Root {
     pub(crate) fn previews(&self) -> PathBuf {
         self.dir.join(PREVIEWS)
     }
-    /// ROOT/previews/<slug>
-    pub(crate) fn preview_link(&self, slug: &str) -> PathBuf {
+    /// ROOT/previews/<slug>: a preview's own root.
+    pub(crate) fn preview_dir(&self, slug: &str) -> PathBuf {
         self.previews().join(slug)
     }
-    /// The name (in releases/) of a preview's release of `commit`.
+    /// ROOT/previews/<slug>/production: the link that says what a preview serves.
+    pub(crate) fn preview_link(&self, slug: &str) -> PathBuf {
+        self.preview_dir(slug).join(PRODUCTION)
+    }
+    /// The name of a preview's release of `commit` (records, journal, trash).
     pub(crate) fn preview_release_name(&self, slug: &str, commit: &str) -> String {
         format!("{PREVIEW_RELEASE_PREFIX}{slug}-{commit}")
     }
-    /// The target text of `previews/<slug>` for the release `name`.
+    /// The target text of `previews/<slug>/production` for the release `name`.
     pub(crate) fn preview_target(&self, name: &str) -> String {
-        format!("../releases/{name}")
+        let commit = parse_preview_release(name).map_or(name, |(_, c)| c);
+        format!("releases/{commit}")
     }
-    /// The release name `previews/<slug>` points at, if any.
+    /// The release name `previews/<slug>/production` points at, if any.
     pub(crate) fn preview_pointed(&self, slug: &str) -> Option<String> {
-        let target = std::fs::read_link(self.preview_link(slug)).ok()?;
-        let name = target.to_str()?.strip_prefix("../releases/")?;
-        name.starts_with(PREVIEW_RELEASE_PREFIX)
-            .then(|| name.trim_end_matches('/').to_string())
+        let Ok(target) = std::fs::read_link(self.preview_link(slug)) else {
+            // Older versions: previews/<slug> -> ../releases/preview-<slug>-<commit>.
+            let old = std::fs::read_link(self.preview_dir(slug)).ok()?;
+            let name = old
+                .to_str()?
+                .strip_prefix("../releases/")?
+                .trim_end_matches('/');
+            return parse_preview_release(name)
+                .filter(|(s, _)| *s == slug)
+                .map(|_| name.to_string());
+        };
+        let commit = target.to_str()?.strip_prefix("releases/")?;
+        let commit = commit.trim_end_matches('/');
+        is_commit_hash(commit).then(|| self.preview_release_name(slug, commit))
     }
-    /// ROOT/common-previews/<slug>: the shared data of one preview.
+    /// ROOT/previews/<slug>/common: the shared data of one preview.
     pub(crate) fn common_preview(&self, slug: &str) -> PathBuf {
-        self.common_previews().join(slug)
+        self.preview_dir(slug).join("common")
     }
-    /// The shared-data directory of a preview, relative to the root (link targets).
-    pub(crate) fn common_preview_rel(&self, slug: &str) -> PathBuf {
-        Path::new("common-previews").join(slug)
+    /// The shared-data directory of a preview, relative to the preview's own
+    /// root (link targets climb from the release to that root).
+    pub(crate) fn common_preview_rel(&self, _slug: &str) -> PathBuf {
+        PathBuf::from("common")
     }
     /// .symdeploy/previews: one record per preview (branch, slug, last push).
     pub(crate) fn preview_records(&self) -> PathBuf {
@@ -220,16 +254,32 @@ impl Root {
     }
     /// Preview release directories present: (name, slug, commit).
     pub(crate) fn preview_release_dirs(&self) -> Result<Vec<(String, String, String)>> {
-        let dir = self.releases();
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).at("read directory", &dir)? {
-            let entry = entry.at("read directory", &dir)?;
-            if let Some(name) = entry.file_name().to_str() {
-                if let Some((slug, commit)) = parse_preview_release(name) {
-                    out.push((name.to_string(), slug.to_string(), commit.to_string()));
+        let Ok(previews) = std::fs::read_dir(self.previews()) else {
+            return Ok(out);
+        };
+        for p in previews.flatten() {
+            let Some(slug) = p.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if slug.starts_with('.') || !p.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dir = p.path().join("releases");
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let entry = entry.at("read directory", &dir)?;
+                if let Some(commit) = entry.file_name().to_str() {
+                    if is_commit_hash(commit) {
+                        let name = self.preview_release_name(&slug, commit);
+                        out.push((name, slug.clone(), commit.to_string()));
+                    }
                 }
             }
         }
+        out.sort();
         Ok(out)
     }
 
@@ -288,12 +338,26 @@ pub(crate) fn is_commit_hash(s: &str) -> bool {
 pub(crate) fn parse_preview_release(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix(PREVIEW_RELEASE_PREFIX)?;
     let (slug, commit) = rest.rsplit_once('-')?;
-    (is_commit_hash(commit) && !slug.is_empty()).then_some((slug, commit))
+    // A slug is a DNS label: nothing in it can climb out of previews/.
+    let label = !slug.is_empty()
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (is_commit_hash(commit) && label).then_some((slug, commit))
 }
 
 /// The short form used in messages.
 pub(crate) fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+/// Where a release is, as people read it: `releases/<short>`, or for a
+/// preview's release `previews/<slug>/releases/<short>`.
+pub(crate) fn release_place(name: &str) -> String {
+    match parse_preview_release(name) {
+        Some((slug, c)) => format!("previews/{slug}/releases/{}", short(c)),
+        None => format!("releases/{}", release_label(name)),
+    }
 }
 
 /// A release directory's name as people read it: a commit hash shortened,
@@ -329,6 +393,17 @@ mod tests {
         assert!(!is_commit_hash(&name), "never taken for a main release");
         assert_eq!(parse_preview_release(c), None);
         assert_eq!(parse_preview_release("preview--x"), None);
+        let climb = format!("preview-../../etc-{c}");
+        assert_eq!(
+            parse_preview_release(&climb),
+            None,
+            "never leaves previews/"
+        );
+        assert_eq!(
+            root.release(&name),
+            t.path().join(format!("previews/feature-a-b/releases/{c}"))
+        );
+        assert_eq!(root.preview_target(&name), format!("releases/{c}"));
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //!
 //! Points of a preview (issue 15): `preview-build`, `preview-links`,
 //! `preview-migrate`, `before-flip-preview`, `after-flip-preview`,
-//! `before-rename-<slug>` (the flip's own), `preview-remove` (after the link
-//! went, before the releases), and `strict-before-flip-preview`.
+//! `before-rename-production` (the flip's own, of `previews/<slug>/production`),
+//! `preview-remove` (after the link went, before the releases), and
+//! `strict-before-flip-preview`.
+//!
+//! The rollback rule's undo: `rollback-migrate` (after `stop`, before the
+//! `rollback.migrate` steps and the flip).
 
 use std::sync::OnceLock;
 
