@@ -95,6 +95,9 @@ pub(crate) enum Command {
         /// Also print one JSON object on stdout: result, production before and after, the switch time.
         #[arg(long)]
         json: bool,
+        /// Roll back even to a release whose files changed since its warm-up.
+        #[arg(long)]
+        force: bool,
         /// A release's commit (a unique prefix is enough).
         release: Option<String>,
         /// Roll back to a release that does not know every applied migration
@@ -116,6 +119,31 @@ pub(crate) enum Command {
         /// textfile collector).
         #[arg(long)]
         prometheus: bool,
+    },
+    /// Check a release's files against the manifest its warm-up wrote
+    /// (default: production): lists `modified:`, `added:`, `removed:`,
+    /// `mode:` and `type:` PATH; exit 0 when clean, 1 on differences, 2
+    /// when there is no manifest to check against.
+    Verify {
+        /// `production`, `warmup`, a release's commit (a unique prefix is
+        /// enough) or `previews/<slug>`.
+        #[arg(conflicts_with = "all")]
+        release: Option<String>,
+        /// Every ready release and every live preview.
+        #[arg(long)]
+        all: bool,
+        /// Hash only the files whose inode, size, ctime or mtime changed since
+        /// the manifest was written (what `promote.verify = "metadata"` does).
+        #[arg(long)]
+        metadata: bool,
+        /// For a release warmed up before symdeploy wrote manifests: write
+        /// one from its commit (the exported files only: what the build made
+        /// is not covered), then check against it.
+        #[arg(long, conflicts_with = "all")]
+        from_commit: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// List release directories with their state.
     Releases {
@@ -237,6 +265,7 @@ impl Command {
         matches!(
             self,
             Command::Status { .. }
+                | Command::Verify { .. }
                 | Command::Releases { .. }
                 | Command::Log { .. }
                 | Command::Check

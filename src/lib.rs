@@ -77,16 +77,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json: true,
             release,
             keep_schema,
+            force,
         } => done(deploy::switch_report::report(
             &ctx()?,
             state::journal::Event::Rollback,
-            |c| ops::rollback::run(c, release.as_deref(), keep_schema),
+            |c| ops::rollback::run(c, release.as_deref(), keep_schema, force),
         )),
         Command::Rollback {
             release,
             keep_schema,
+            force,
             ..
-        } => done(ops::rollback::run(&ctx()?, release.as_deref(), keep_schema)),
+        } => done(ops::rollback::run(
+            &ctx()?,
+            release.as_deref(),
+            keep_schema,
+            force,
+        )),
+        Command::Verify {
+            release,
+            all,
+            metadata,
+            from_commit,
+            json,
+        } => ops::verify::run(
+            &ctx()?,
+            release.as_deref(),
+            ops::verify::Asked {
+                all,
+                metadata,
+                from_commit,
+                json,
+            },
+        ),
         // Not through ctx(): status must work with a broken deploy.toml.
         Command::Status {
             json,

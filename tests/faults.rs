@@ -172,6 +172,20 @@ fn assert_invariants(env: &Env, common_before: &BTreeMap<String, String>, contex
         common_before,
         "{context}: common/ changed"
     );
+    assert_ready_have_manifests(env, context);
+}
+
+/// Every release recorded ready has a complete manifest its files match:
+/// `verify --all` exits 2 for a missing one, 1 for a damaged one or a
+/// difference.
+fn assert_ready_have_manifests(env: &Env, context: &str) {
+    let o = env.symdeploy(&["verify", "--all"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{context}: a ready release without a complete, matching manifest: {}",
+        text(&o)
+    );
 }
 
 // ----------------------------------------------------------------------------- helpers
@@ -280,6 +294,8 @@ const WARMUP_POINTS: &[&str] = &[
     "build",
     "links",
     "migrate",
+    // Inside the manifest's write: after its data, before its sync and rename.
+    "manifest-written",
     "before-flip-warmup",
     "before-rename-warmup",
     "after-flip-warmup",

@@ -295,7 +295,8 @@ fn the_page_through_nginx_behind_basic_auth_in_headless_chromium() {
         "{dom_text}"
     );
     // A screenshot for a person to look at.
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-screenshot.png");
+    // Under the target directory wherever it is (CARGO_TARGET_DIR included).
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
     let _ = std::fs::remove_file(&shot);
     let o = chrome(&[&format!("--screenshot={}", shot.display())]);
     assert!(

@@ -12,5 +12,6 @@ pub(crate) mod schema_gate;
 pub(crate) mod shared;
 pub(crate) mod switch;
 pub(crate) mod switch_report;
+pub(crate) mod verify;
 pub(crate) mod warmup;
 pub(crate) mod watch;

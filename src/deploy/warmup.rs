@@ -237,7 +237,24 @@ fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let which = if root.production().as_deref() == Some(hex) {
+    let production = root.production();
+    // The release warmup points at (one that changed since its warm-up, say)
+    // can be rebuilt once warmup stands on production's complete release
+    // meanwhile; it flips back when the rebuild is ready.
+    if root.warmup().as_deref() == Some(hex) {
+        if let Some(p) = production
+            .as_deref()
+            .filter(|p| *p != hex && release::is_ready(root, p))
+        {
+            output::detail(&format!(
+                "warmup -> releases/{} (production's) while releases/{} is rebuilt",
+                short(p),
+                short(hex)
+            ));
+            crate::deploy::pointers::flip_warmup(ctx, p)?;
+        }
+    }
+    let which = if production.as_deref() == Some(hex) {
         Some("production")
     } else if root.warmup().as_deref() == Some(hex) {
         Some("warmup")
@@ -458,6 +475,24 @@ impl Exported<'_> {
             )?;
             durations.insert("writable".into(), stage.done().as_secs_f64());
         }
+        // The manifest is of what `ready` vouches for: after the steps and
+        // the ACLs (which change ctimes), before the sync. It prints nothing
+        // on success; its time is in the journal and the run log.
+        let started = std::time::Instant::now();
+        let name = self
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::msg(format!("{} has no name", self.dir.display())))?;
+        let entries = crate::state::manifest::record(
+            &ctx.root,
+            name,
+            self.dir,
+            &crate::state::manifest::excluded_paths(&ctx.config),
+        )?;
+        let took = started.elapsed();
+        tracing::info!(entries, seconds = took.as_secs_f64(), "manifest written");
+        durations.insert("manifest".into(), took.as_secs_f64());
         // `ready` is recorded durably next; the files it vouches for must be
         // on disk first, or a power cut could leave a ready release of empty
         // files. On a big release this is most of what the warm-up costs
@@ -471,6 +506,13 @@ impl Exported<'_> {
             let _ = early.join();
         }
         crate::sys::fs::sync_filesystem(self.dir)?;
+        // The manifest is not synced on its own (see manifest::write): its
+        // filesystem is, if it is not the release's.
+        let manifests = ctx.root.manifests();
+        if crate::sys::fs::device_of(&manifests) != crate::sys::fs::device_of(self.dir) {
+            crate::sys::fs::sync_filesystem(&manifests)?;
+            crate::sys::symlink::sync_dir(&manifests);
+        }
         durations.insert("sync".into(), stage.done().as_secs_f64());
         Ok(())
     }

@@ -428,6 +428,11 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 .is_some_and(|t| ctx.config.is_promote_tag(t))
                 .then_some((u.new.as_str(), u.name.as_str()));
             crate::access::authorize_promote(ctx, &u.commit, tag, true, "a promote", "")?;
+            crate::deploy::verify::before_switch(
+                ctx,
+                &u.commit,
+                crate::deploy::verify::Before::Promote,
+            )?;
             // The rollback rule holds for a tag of an older release too.
             let plan = crate::deploy::schema_gate::plan(ctx, &u.commit, false)?;
             let run = crate::deploy::switch::switch_with(

@@ -17,4 +17,5 @@ pub(crate) mod releases;
 pub(crate) mod report;
 pub(crate) mod rollback;
 pub(crate) mod status;
+pub(crate) mod verify;
 pub(crate) mod warmup;

@@ -168,6 +168,10 @@ fn promote_with(
             short(&hex)
         ));
         crate::deploy::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
+        // Its manifest was written a moment ago, by this process, from
+        // these very files: checking it again would only cost time.
+    } else {
+        crate::deploy::verify::before_switch(ctx, &hex, crate::deploy::verify::Before::Promote)?;
     }
     let previous = ctx.root.production();
     let plan = crate::deploy::schema_gate::plan(ctx, &hex, keep_schema)?;

@@ -8,8 +8,9 @@ use crate::state::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal, by the rollback rule for the schema
-/// (`keep_schema`: the operator vouches for a release behind it).
-pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool) -> Result<()> {
+/// (`keep_schema`: the operator vouches for a release behind it). A target
+/// whose files changed since its warm-up is refused unless `force`.
+pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: bool) -> Result<()> {
     crate::access::require(ctx, crate::access::Role::Release, "roll production back")?;
     // The log's name comes from the resolved commit, never from the argument:
     // user input is not a path component (`releases/abc` has a slash).
@@ -50,6 +51,11 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool) -> Result<
             "nothing to do",
         ));
     }
+    crate::deploy::verify::before_switch(
+        ctx,
+        &to,
+        crate::deploy::verify::Before::Rollback { force },
+    )?;
     // Steps see the ref the release was built from, as they did when it was promoted.
     let git_ref = release::load(&ctx.root, &to)
         .map(|r| r.git_ref)

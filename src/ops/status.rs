@@ -73,6 +73,10 @@ pub(crate) struct Status {
     pub(crate) min_free_bytes: u64,
     /// Release directories by state.
     pub(crate) releases: std::collections::BTreeMap<String, u64>,
+    /// Production and warmup checked against their manifests (only for
+    /// --check and --prometheus: hashing a release is not free).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) drift: Vec<DriftRow>,
     /// git ref lock files left behind (a killed push), each with what to run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ref_locks: Vec<String>,
@@ -97,6 +101,78 @@ pub(crate) struct Watch {
     pub(crate) alive: bool,
     /// The watcher's pid.
     pub(crate) pid: u32,
+}
+
+/// A pointed-at release checked against its manifest.
+#[derive(Debug, Serialize)]
+pub(crate) struct DriftRow {
+    /// `production`, `warmup` (or both, comma-separated).
+    pub(crate) role: String,
+    /// The release's commit.
+    pub(crate) release: String,
+    /// Does it have a manifest at all?
+    pub(crate) manifest: bool,
+    /// Differences by kind (every kind, zeros included).
+    pub(crate) counts: std::collections::BTreeMap<&'static str, usize>,
+    /// The first few differences, `kind: path`.
+    pub(crate) first: Vec<String>,
+}
+
+impl DriftRow {
+    fn total(&self) -> usize {
+        self.counts.values().sum()
+    }
+}
+
+/// Check production and warmup against their manifests.
+pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
+    let depth = match ctx.config.promote.verify {
+        crate::state::config::VerifyMode::Metadata => crate::state::manifest::Depth::Metadata,
+        _ => crate::state::manifest::Depth::Full,
+    };
+    let mut rows: Vec<DriftRow> = Vec::new();
+    for (role, commit) in [
+        ("production", ctx.root.production()),
+        ("warmup", ctx.root.warmup()),
+    ] {
+        let Some(commit) = commit else { continue };
+        if let Some(row) = rows.iter_mut().find(|r| r.release == commit) {
+            row.role.push_str(&format!(",{role}"));
+            continue;
+        }
+        if !ctx.root.release(&commit).is_dir() {
+            continue;
+        }
+        let checked = match crate::deploy::verify::check(ctx, &commit, depth) {
+            Ok(c) => c,
+            Err(e) => {
+                output::warning(&format!("cannot verify releases/{}: {e}", short(&commit)));
+                continue;
+            }
+        };
+        let drift = checked.drift();
+        rows.push(DriftRow {
+            role: role.to_string(),
+            manifest: !matches!(checked.finding, crate::deploy::verify::Finding::NoManifest),
+            counts: crate::deploy::verify::counts(drift)
+                .into_iter()
+                .map(|(k, n)| (k.as_str(), n))
+                .collect(),
+            first: drift
+                .iter()
+                .take(3)
+                .map(|d| {
+                    format!(
+                        "{}: {}",
+                        d.kind.as_str(),
+                        crate::deploy::verify::shown(&d.path)
+                    )
+                })
+                .collect(),
+            release: commit,
+        });
+    }
+    rows
 }
 
 /// The deploy branch's newest commit and how far it got.
@@ -313,6 +389,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         lock,
         interrupted,
         previews: crate::deploy::preview::rows(ctx),
+        drift: Vec::new(),
         ref_locks: crate::hook::pending::ref_lock_problems(&ctx.root),
     }
 }
@@ -379,6 +456,20 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             out.push(format!(
                 "the deploy lock has been held for {held}s, longer than lock_timeout ({}s): {who}",
                 lock_timeout.as_secs()
+            ));
+        }
+    }
+    for d in &s.drift {
+        let n = d.total();
+        if n > 0 {
+            out.push(format!(
+                "{} (releases/{}) has changed since its warm-up: {}: {}{}; `symdeploy verify {}` lists every change",
+                d.role.replace(',', " and "),
+                short(&d.release),
+                output::count(n as u64, "difference", "differences"),
+                d.first.join(", "),
+                if n > d.first.len() { ", ..." } else { "" },
+                short(&d.release)
             ));
         }
     }
@@ -610,6 +701,28 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             .collect(),
     );
     metric(
+        "drift_files",
+        "gauge",
+        "Paths of the release production or warmup points at that differ from its manifest, by kind (none for a release without a manifest).",
+        s.drift
+            .iter()
+            .filter(|d| d.manifest)
+            .flat_map(|d| {
+                let root = &root;
+                d.counts.iter().map(move |(kind, n)| {
+                    (
+                        format!(
+                            "{{root=\"{root}\",release=\"{}\",role=\"{}\",kind=\"{kind}\"}}",
+                            label(&d.release),
+                            label(&d.role)
+                        ),
+                        *n as f64,
+                    )
+                })
+            })
+            .collect(),
+    );
+    metric(
         "problems",
         "gauge",
         "Problems `symdeploy status --check` reports.",
@@ -640,6 +753,9 @@ pub(crate) fn run(
         output::warning("what follows is read with the default settings");
     }
     let mut s = gather(&ctx);
+    if check || prom {
+        s.drift = drift_rows(&ctx);
+    }
     s.config_error = config_error.as_ref().map(|e| e.to_string());
     // Everything readable is shown, yet a broken deploy.toml is still an
     // error for scripts (exit 5), except to --prometheus (its cron job must

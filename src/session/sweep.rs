@@ -14,6 +14,8 @@ pub(crate) fn sweep(ctx: &Ctx) {
     crate::housekeeping::trash::sweep(ctx);
     // Half-written release records.
     crate::state::release::sweep_temp_records(root);
+    // Half-written manifests.
+    crate::state::manifest::sweep_temp(root);
     // The repository views of pre-receive hooks that died.
     crate::hook::quarantine::sweep(&root.state_dir());
     // Strict mode's pending files of receive-packs that are gone.

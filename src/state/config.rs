@@ -79,6 +79,19 @@ pub(crate) struct Promote {
     /// An SSH allowed-signers file: when set, only release tags signed by a
     /// principal it lists promote (a relative path is from the deploy root).
     pub(crate) signers: Option<PathBuf>,
+    /// How the release is checked against its manifest before anything stops.
+    pub(crate) verify: VerifyMode,
+}
+
+/// `promote.verify`: how much of a release is checked before a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VerifyMode {
+    /// Hash every file.
+    Full,
+    /// Hash the files whose inode, size, ctime or mtime changed.
+    Metadata,
+    /// No check.
+    Off,
 }
 
 /// `[previews]`: a warm-up per matching branch, served from `ROOT/previews/<slug>`.
@@ -147,6 +160,8 @@ pub(crate) struct Config {
     pub(crate) web_user: Option<String>,
     /// Release-relative directories the web user must write (caches, temp/).
     pub(crate) writable: Vec<String>,
+    /// Release-relative paths `verify` leaves out (with what is below them).
+    pub(crate) verify_ignore: Vec<String>,
     /// Run logs cleanup keeps (besides those of releases still on disk).
     pub(crate) keep_logs: usize,
     /// Free space a warm-up leaves on the releases filesystem.
@@ -250,6 +265,7 @@ struct RawConfig {
     promote: Option<RawPromote>,
     web_user: Option<Spanned<String>>,
     writable: Option<Vec<Spanned<String>>>,
+    verify_ignore: Option<Vec<Spanned<String>>>,
     keep_logs: Option<Spanned<i64>>,
     min_free: Option<Spanned<String>>,
     journal_segment_kib: Option<Spanned<i64>>,
@@ -314,6 +330,7 @@ struct RawPromote {
     watch_interval: Option<Spanned<i64>>,
     watch_check: Commands,
     signers: Option<Spanned<String>>,
+    verify: Option<Spanned<String>>,
 }
 
 /// Names in the deploy root that symdeploy itself owns; a `[links]` entry may
@@ -771,6 +788,20 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
                 )
             }
         },
+        verify: match p.verify {
+            None => VerifyMode::Full,
+            Some(v) => match v.get_ref().as_str() {
+                "full" => VerifyMode::Full,
+                "metadata" => VerifyMode::Metadata,
+                "off" => VerifyMode::Off,
+                other => {
+                    return ctx.err(
+                        v.span(),
+                        format!("`promote.verify` must be \"full\", \"metadata\" or \"off\", not \"{other}\""),
+                    )
+                }
+            },
+        },
     };
     let promote = Promote {
         watch_check: match p.watch_check {
@@ -829,6 +860,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             message: "`writable` is set but `web_user` is not: say which user must write them (e.g. web_user = \"www-data\")".to_string(),
         });
     }
+    let verify_ignore = ctx.paths("verify_ignore", raw.verify_ignore, &[])?;
     let min_free = match raw.min_free {
         None => MinFree::Auto,
         Some(m) => match MinFree::parse(m.get_ref()) {
@@ -897,6 +929,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         promote,
         web_user,
         writable,
+        verify_ignore,
     })
 }
 
@@ -1157,6 +1190,18 @@ mod tests {
         assert!(err_text("web_user = \"a b\"").starts_with("deploy.toml:1:"));
         assert!(err_text("web_user = \"x\"\nwritable = [\"../x\"]").contains("writable"));
         assert!(err_text("web_user = \"x\"\nwritable = [\"log/x\"]").contains("overlaps"));
+    }
+
+    #[test]
+    fn verify_settings() {
+        let c = parse("").unwrap();
+        assert_eq!(c.promote.verify, VerifyMode::Full);
+        assert!(c.verify_ignore.is_empty());
+        let c = parse("verify_ignore = [\"var/log/\"]\n[promote]\nverify = \"metadata\"").unwrap();
+        assert_eq!(c.verify_ignore, vec!["var/log"]);
+        assert_eq!(c.promote.verify, VerifyMode::Metadata);
+        assert!(err_text("[promote]\nverify = \"some\"").contains("`promote.verify`"));
+        assert!(err_text("verify_ignore = [\"../etc\"]").contains("verify_ignore"));
     }
 
     #[test]

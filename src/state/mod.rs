@@ -4,6 +4,7 @@
 pub(crate) mod commit;
 pub(crate) mod config;
 pub(crate) mod journal;
+pub(crate) mod manifest;
 pub(crate) mod reflocks;
 pub(crate) mod release;
 pub(crate) mod repo;

@@ -148,6 +148,7 @@ pub(crate) fn set_state(
 /// Remove a release's record (with its directory, by cleanup or rebuild).
 pub(crate) fn forget(root: &Root, commit: &str) {
     let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
+    crate::state::manifest::forget(root, commit);
 }
 
 /// What a release directory amounts to, as `status`, `releases` and cleanup

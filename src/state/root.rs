@@ -41,6 +41,8 @@ pub(crate) const TMP_PREFIX: &str = ".tmp-";
 pub(crate) const TMP_LINK_PREFIX: &str = ".symdeploy-link-";
 /// Prefix of a release record being written in `.symdeploy/releases/`.
 pub(crate) const RECORD_TMP_PREFIX: &str = ".tmp-record-";
+/// Prefix of a manifest being written in `.symdeploy/manifests/`.
+pub(crate) const MANIFEST_TMP_PREFIX: &str = ".tmp-manifest-";
 /// Prefix of a pre-receive hook's repository view in `.symdeploy/`,
 /// followed by the pid of the hook that made it.
 pub(crate) const QUARANTINE_VIEW_PREFIX: &str = "quarantine-view-";
@@ -167,6 +169,10 @@ impl Root {
     /// Per-release state records.
     pub(crate) fn states(&self) -> PathBuf {
         self.state_dir().join("releases")
+    }
+    /// `.symdeploy/manifests`: one compressed manifest per release.
+    pub(crate) fn manifests(&self) -> PathBuf {
+        self.state_dir().join("manifests")
     }
     /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
     pub(crate) fn trash(&self) -> PathBuf {
