@@ -4,9 +4,7 @@
 //! common/ is unchanged, the daemons are not left stopped, no stale lock, and
 //! the next deploy succeeds and removes the leftovers. Real binary, real git.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -594,7 +592,7 @@ fn mount(args: &[&str], dir: &Path) -> Result<Mounted, String> {
 #[test]
 fn a_full_disk_during_export_fails_cleanly() {
     // The disk preflight would refuse this before the export even starts
-    // (tests/history.rs); here the disk fills up during the export itself.
+    // (tests/integration/history.rs); here the disk fills up during the export itself.
     let env = Env::with_config(&format!("min_free = \"off\"\n{TEST_CONFIG}"));
     let releases = env.root.join("releases");
     let _tmpfs = match mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &releases) {

@@ -1,8 +1,6 @@
 //! Issue 6: `symdeploy export` and `carry`, through the real binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 
 #[test]

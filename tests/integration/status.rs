@@ -4,12 +4,10 @@
 //! (`prometheus_client`, Debian's python3-prometheus-client, installed by
 //! `.ci/install-stack`) reads.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{text, Env};
+use crate::common::{text, Env};
 
 const CONFIG: &str = r#"
 branch = "main"
@@ -256,7 +254,7 @@ fn check_reports_a_lock_held_too_long_and_low_free_space() {
     );
     env.write("www/index.html", "second\n");
     env.commit("second");
-    let mut warm = common::git_cmd(&env.work)
+    let mut warm = crate::common::git_cmd(&env.work)
         .args(["push", "deploy", "main"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

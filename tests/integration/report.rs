@@ -3,9 +3,7 @@
 //! nginx behind basic auth (the book's nginx-report block) and loaded in
 //! headless Chromium.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -210,7 +208,7 @@ fn the_page_through_nginx_behind_basic_auth_in_headless_chromium() {
                 std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
                 "{name} is missing (run .ci/install-stack as root)"
             );
-            eprintln!("SKIPPED the_page_through_nginx...: missing: {name} (run .ci/install-stack as root)");
+            crate::common::skipped(&format!("SKIPPED the_page_through_nginx...: missing: {name} (run .ci/install-stack as root)"));
         }
         found
     };

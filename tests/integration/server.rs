@@ -8,13 +8,11 @@
 //! message; CI runs them as root. Users made here are named `sd11…` and
 //! removed (by that name) when the test ends.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{bin, run, text};
+use crate::common::{bin, run, text};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -29,9 +27,9 @@ fn need_root(test: &str) -> bool {
         std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
         "{test}: needs root (useradd, setpriv) and SYMDEPLOY_REQUIRE_STACK is set"
     );
-    eprintln!(
+    crate::common::skipped(&format!(
         "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    );
+    ));
     false
 }
 
@@ -345,7 +343,7 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     // The ssh client runs as root (it holds the test key); the server side,
     // receive-pack, hook and steps, runs as the deploy user.
     let url = format!("ssh://{}@127.0.0.1:{port}{}", user.name, repo.display());
-    let mut push = common::git_cmd(&work);
+    let mut push = crate::common::git_cmd(&work);
     push.args(["-c", "safe.directory=*", "push", &url, "main", "release-2"])
         .env("GIT_SSH_COMMAND", &ssh_cmd);
     let out = run(&mut push);
@@ -583,7 +581,7 @@ fn readme_quick_start_works_top_to_bottom() {
     c.args(["-c", "mkdir -p www && echo hi > www/index.html"]);
     assert!(run(&mut c).status.success());
     // the seed's make targets, which the generated deploy.toml runs
-    std::fs::write(work.join("Makefile"), common::MAKEFILE).unwrap();
+    std::fs::write(work.join("Makefile"), crate::common::MAKEFILE).unwrap();
     user.git_ok(&work, &["add", "-A"]);
     user.git_ok(&work, &["commit", "-qm", "first"]);
     let head = user
@@ -672,7 +670,9 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
             std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
             "without_acls…: {why}"
         );
-        eprintln!("SKIPPED without_acls_the_warmup_falls_back_to_group_and_says_so: {why}");
+        crate::common::skipped(&format!(
+            "SKIPPED without_acls_the_warmup_falls_back_to_group_and_says_so: {why}"
+        ));
     };
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -703,10 +703,10 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
             "cannot loop-mount: {}",
             text(&out)
         );
-        eprintln!(
+        crate::common::skipped(&format!(
             "SKIPPED without_acls...: cannot loop-mount here: {}",
             text(&out)
-        );
+        ));
         return;
     }
     struct Unmount(PathBuf);
@@ -726,7 +726,7 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let git = |args: &[&str]| {
-        let out = run(common::git_cmd(&work).args(args));
+        let out = run(crate::common::git_cmd(&work).args(args));
         assert!(out.status.success(), "git {args:?}: {}", text(&out));
         text(&out)
     };
@@ -776,7 +776,7 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
     ]
     .into_iter()
     .find(|p| Path::new(p).exists()) else {
-        eprintln!("SKIPPED git_shell…: no git-shell on this machine");
+        crate::common::skipped("SKIPPED git_shell…: no git-shell on this machine");
         return;
     };
     let user = TestUser::create("g");
@@ -824,7 +824,7 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
     std::fs::create_dir_all(work.join("www")).unwrap();
     std::fs::write(work.join("www/index.html"), "x\n").unwrap();
     let git = |args: &[&str]| {
-        let out = run(common::git_cmd(&work)
+        let out = run(crate::common::git_cmd(&work)
             .args(args)
             .env("GIT_SSH_COMMAND", &ssh));
         assert!(out.status.success(), "git {args:?}: {}", text(&out));

@@ -5,12 +5,10 @@
 //! removal byte for byte the same; old-layout previews move over with their
 //! data.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{text, Env, MAKEFILE, TEST_CONFIG};
+use crate::common::{text, Env, MAKEFILE, TEST_CONFIG};
 
 /// The seed's production-links, as `make production-links` runs it in the
 /// release directory.

@@ -3,9 +3,7 @@
 //! input in path components, control characters in output). Real binary,
 //! real git pushes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -18,8 +18,6 @@
 //! naming what is missing; `SYMDEPLOY_REQUIRE_STACK=1` makes that a failure.
 //! `SYMDEPLOY_SHOW_PLAYS=1` prints every deploy's Ansible output.
 
-mod common;
-
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -28,7 +26,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{bin, git_cmd, run, text};
+use crate::common::{bin, git_cmd, run, text};
 
 const HOSTS: usize = 3;
 
@@ -959,7 +957,7 @@ fn report(o: &Output) -> serde_json::Value {
 /// What the Ansible module reads, without Ansible: every outcome of a switch.
 #[test]
 fn promote_and_rollback_json_say_what_moved() {
-    let env = common::Env::with_config(
+    let env = crate::common::Env::with_config(
         r#"
 shared = []
 [warmup]

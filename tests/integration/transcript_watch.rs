@@ -1,12 +1,10 @@
 //! What people see of `warmup.check` and `promote.watch`, pinned as insta
-//! snapshots (tests/snapshots/transcript_watch__*.snap): a push whose
+//! snapshots (tests/integration/snapshots/integration__transcript_watch__*.snap): a push whose
 //! warm-up check fails, a promote that starts a watch, the status line of a
 //! watch, and the watcher's own log of a rollback. Hashes, times, paths and
-//! pids are redacted (`common::redact`, plus clock times here).
+//! pids are redacted (`crate::common::redact`, plus clock times here).
 
-mod common;
-
-use common::{redact, text, Env};
+use crate::common::{redact, text, Env};
 use std::time::{Duration, Instant};
 
 const CONFIG: &str = r#"

@@ -4,9 +4,7 @@
 //! symdeploy runs in its own process group, which the test signals the way a
 //! terminal would (never the test runner's group).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -452,9 +450,9 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
     match chattr {
         Ok(o) if o.status.success() => {}
         other => {
-            eprintln!(
+            crate::common::skipped(&format!(
                 "SKIPPED: chattr +i does not work here ({other:?}); the undeletable-release case is not tested"
-            );
+            ));
             return;
         }
     }
@@ -693,7 +691,9 @@ fn a_stuck_preview_release_is_one_error_naming_it_whole() {
     match chattr {
         Ok(o) if o.status.success() => {}
         other => {
-            eprintln!("SKIPPED: chattr +i does not work here ({other:?}); the stuck preview case is not tested");
+            crate::common::skipped(&format!(
+                "SKIPPED: chattr +i does not work here ({other:?}); the stuck preview case is not tested"
+            ));
             return;
         }
     }

@@ -5,9 +5,7 @@
 //! undoes in, a ref name that is not UTF-8, and a preview branch deleted
 //! while its first push waits for the lock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::os::unix::ffi::OsStrExt;

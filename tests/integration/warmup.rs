@@ -1,8 +1,6 @@
 //! Issue 2: `git push deploy main` warms up a release. Real binary, real git.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 #[test]

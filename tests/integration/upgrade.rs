@@ -5,12 +5,10 @@
 //! branch and one to a preview branch all work, and nothing in `common/` is
 //! lost.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{bin, git_cmd, run, text};
+use crate::common::{bin, git_cmd, run, text};
 use serde_json::Value;
 
 const FIXTURE: &str = "tests/fixtures/root-0.1.0-042482f.tar.gz";

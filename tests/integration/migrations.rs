@@ -1,9 +1,7 @@
 //! Migrations as data and the rollback rule, through real pushes: v1 knows
 //! 001, v2 001–002, v3 001–003, each promoted.
 
-mod common;
-
-use common::{run, text, Env, TEST_CONFIG};
+use crate::common::{run, text, Env, TEST_CONFIG};
 
 const M1: &str = "001_users.sql";
 const M2: &str = "002_orders.sql";
@@ -280,10 +278,10 @@ fn transcripts_of_a_refused_rollback_and_an_undo() {
     env.set_config(&config("", ""));
     let out = env.symdeploy(&["rollback", &v1[..12]]);
     assert!(!out.status.success());
-    insta::assert_snapshot!("refused_rollback", common::redact(&text(&out), &env));
+    insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out), &env));
     env.set_config(&config("", UNDO));
     let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));
-    insta::assert_snapshot!("rollback_with_undo", common::redact(&t, &env));
+    insta::assert_snapshot!("rollback_with_undo", crate::common::redact(&t, &env));
 }
 
 #[test]
@@ -297,7 +295,10 @@ fn strict_mode_a_tag_of_a_release_behind_the_schema_is_rejected() {
     assert!(t.contains(&format!("{M3} {M2}")), "{t}");
     assert_eq!(env.pointed("production").as_deref(), Some(v3.as_str()));
     // git did not keep the tag.
-    let remote =
-        run(common::git_cmd(&env.root.join("repository")).args(["tag", "--list", "release-old"]));
+    let remote = run(crate::common::git_cmd(&env.root.join("repository")).args([
+        "tag",
+        "--list",
+        "release-old",
+    ]));
     assert!(text(&remote).trim().is_empty(), "{}", text(&remote));
 }

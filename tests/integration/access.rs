@@ -8,13 +8,11 @@
 //! user they skip with a message; CI runs them as root. Users made here are
 //! named `sd19…` and removed by that name when the test ends.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{bin, run, text};
+use crate::common::{bin, run, text};
 
 fn need_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -24,9 +22,9 @@ fn need_root(test: &str) -> bool {
         std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
         "{test}: needs root (useradd, setpriv, sshd) and SYMDEPLOY_REQUIRE_STACK is set"
     );
-    eprintln!(
+    crate::common::skipped(&format!(
         "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    );
+    ));
     false
 }
 
@@ -274,7 +272,7 @@ impl World {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = run(common::git_cmd(&self.work).args(args));
+        let out = run(crate::common::git_cmd(&self.work).args(args));
         assert!(out.status.success(), "git {args:?}: {}", text(&out));
         text(&out)
     }
@@ -288,7 +286,7 @@ impl World {
     /// `git push` as `who` (its key), with extra environment (a client's
     /// SYMDEPLOY_BY, sent by SendEnv).
     fn push(&self, who: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = common::git_cmd(&self.work);
+        let mut c = crate::common::git_cmd(&self.work);
         c.arg("push")
             .arg(self.url())
             .args(args)
@@ -989,7 +987,7 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
     std::fs::create_dir_all(work.join("www")).unwrap();
     std::fs::write(work.join("www/index.html"), "x\n").unwrap();
     let git = |args: &[&str], by: &str| {
-        let mut c = common::git_cmd(&work);
+        let mut c = crate::common::git_cmd(&work);
         c.args(args).env("SYMDEPLOY_BY", by);
         run(&mut c)
     };

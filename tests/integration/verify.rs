@@ -3,13 +3,11 @@
 //! pushes), `status --check`/`--prometheus` report drift, and promote and
 //! rollback refuse a changed release before anything is stopped.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::{text, Env};
+use crate::common::{text, Env};
 
 /// Shared `log`, the web user's `temp`, a build step that adds a file, and
 /// daemons that write `stop`/`start` into the trace.
@@ -341,7 +339,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         if std::env::var("SYMDEPLOY_REQUIRE_STACK").is_ok_and(|v| !v.is_empty() && v != "0") {
             panic!("verify: /usr/bin/python3 lacks prometheus_client and SYMDEPLOY_REQUIRE_STACK is set");
         }
-        eprintln!("SKIPPED: /usr/bin/python3 with prometheus_client is missing");
+        crate::common::skipped("SKIPPED: /usr/bin/python3 with prometheus_client is missing");
         return None;
     }
     let mut py = Command::new("/usr/bin/python3")
@@ -443,10 +441,10 @@ fn all_covers_every_ready_release_and_a_removed_release_takes_its_manifest() {
 fn a_kill_while_the_manifest_is_written_leaves_no_ready_release_and_the_next_push_sweeps_it() {
     let env = env();
     let c = env.git(&["rev-parse", "HEAD"]);
-    let mut push = common::git_cmd(&env.work);
+    let mut push = crate::common::git_cmd(&env.work);
     push.args(["push", "deploy", "main"])
         .env("SYMDEPLOY_FAULT", "manifest-written");
-    let o = common::run(&mut push);
+    let o = crate::common::run(&mut push);
     assert!(!text(&o).contains("success: warmup"), "{}", text(&o));
     let record: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{c}.json"))).unwrap(),
@@ -542,5 +540,5 @@ fn transcript_of_a_changed_release() {
     show(&["verify", "warmup"]);
     show(&["promote"]);
     show(&["status", "--check"]);
-    insta::assert_snapshot!(common::redact(&t, &env));
+    insta::assert_snapshot!(crate::common::redact(&t, &env));
 }

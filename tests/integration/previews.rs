@@ -1,13 +1,11 @@
 //! Preview environments per branch, through real `git push` to a real bare
 //! repository: every "Done when" item of issue 15 that needs no web server
-//! (tests/stack.rs serves them with the real nginx and php-fpm).
-
-mod common;
+//! (tests/integration/stack.rs serves them with the real nginx and php-fpm).
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{bin, git_cmd, run, text, Env, TEST_CONFIG};
+use crate::common::{bin, git_cmd, run, text, Env, TEST_CONFIG};
 
 fn config(extra: &str) -> String {
     format!("{TEST_CONFIG}[previews]\nbranches = \"feature/*\"\n{extra}",)
@@ -686,7 +684,7 @@ fn web_user_writes_the_previews_data_and_temp_not_commons() {
             std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
             "needs root, setpriv and www-data, and SYMDEPLOY_REQUIRE_STACK is set"
         );
-        eprintln!("SKIPPED web_user_writes_the_previews_data_and_temp_not_commons: needs root, setpriv and the www-data user");
+        crate::common::skipped("SKIPPED web_user_writes_the_previews_data_and_temp_not_commons: needs root, setpriv and the www-data user");
         return;
     }
     let (env, _) = scene("");

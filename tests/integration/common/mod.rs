@@ -475,3 +475,11 @@ fn duration_len(s: &str) -> Option<usize> {
     }
     None
 }
+
+/// Say that a test did not run its real check, and why: straight to the
+/// terminal (libtest shows a passing test's `eprintln!` to nobody), so a plain
+/// `cargo test` lists every skip among the results.
+pub fn skipped(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}

@@ -1,15 +1,13 @@
 //! What the pusher sees, pinned: golden transcripts (insta snapshots under
-//! tests/snapshots/) of real pushes and commands, with hashes, times, paths
-//! and pids redacted (`common::redact`), so a change of wording shows up in
+//! tests/integration/snapshots/) of real pushes and commands, with hashes, times, paths
+//! and pids redacted (`crate::common::redact`), so a change of wording shows up in
 //! review as the transcript itself. Also: notify hears every outcome.
 //!
 //! A changed transcript fails the test; `INSTA_UPDATE=always cargo test
-//! --test transcript` rewrites the snapshots (then review the diff). CI runs
+//! --test integration transcript::` rewrites the snapshots (then review the diff). CI runs
 //! with `CI=true`, where insta never writes a snapshot, only fails.
 
-mod common;
-
-use common::{redact, text, Env};
+use crate::common::{redact, text, Env};
 
 /// A root whose steps print nothing and whose daemons are not configured.
 const EMPTY_STEPS: &str = r#"
@@ -194,8 +192,8 @@ fn broken_deploy_toml() {
 fn rust_log_writes_no_colour_codes_into_a_pipe() {
     let env = Env::with_config(EMPTY_STEPS);
     env.push_ok(&["main"]);
-    let o = common::run(
-        std::process::Command::new(common::bin())
+    let o = crate::common::run(
+        std::process::Command::new(crate::common::bin())
             .args(["--root", env.root.to_str().unwrap(), "warmup"])
             .env("RUST_LOG", "info"),
     );
@@ -209,7 +207,7 @@ fn rust_log_writes_no_colour_codes_into_a_pipe() {
 #[test]
 fn install_sh_help_prints_its_usage() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
-    let o = common::run(
+    let o = crate::common::run(
         std::process::Command::new("bash")
             .arg(&script)
             .arg("--help"),
@@ -222,7 +220,7 @@ fn install_sh_help_prints_its_usage() {
         !out.contains("sed "),
         "a line of code instead of the usage: {out}"
     );
-    let o = common::run(
+    let o = crate::common::run(
         std::process::Command::new("bash")
             .arg(&script)
             .arg("--bogus"),
@@ -251,13 +249,14 @@ fn readme_examples_are_the_snapshots() {
             .and_then(|(_, b)| b.split_once("\n```"))
             .map(|(b, _)| b)
             .unwrap_or_else(|| panic!("no ```text block after the {name} marker"));
-        let snap =
-            std::fs::read_to_string(dir.join(format!("tests/snapshots/transcript__{name}.snap")))
-                .unwrap_or_else(|e| panic!("the docs name snapshot {name}: {e}"));
+        let snap = std::fs::read_to_string(dir.join(format!(
+            "tests/integration/snapshots/integration__transcript__{name}.snap"
+        )))
+        .unwrap_or_else(|e| panic!("the docs name snapshot {name}: {e}"));
         let body = snap.splitn(3, "---\n").nth(2).unwrap().trim_end();
         assert_eq!(
             block, body,
-            "{name} example (README or docs/src) differs from tests/snapshots/transcript__{name}.snap; copy it in"
+            "{name} example (README or docs/src) differs from tests/integration/snapshots/integration__transcript__{name}.snap; copy it in"
         );
         checked += 1;
     }

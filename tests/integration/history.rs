@@ -3,12 +3,10 @@
 //! recovery of a run interrupted before a rotation, the cleanup after a
 //! promote done in the background, and the disk preflight on a small tmpfs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{background_pids, git_cmd, run, text, wait_all, wait_gone, Env, TEST_CONFIG};
+use crate::common::{background_pids, git_cmd, run, text, wait_all, wait_gone, Env, TEST_CONFIG};
 
 fn ok(out: &Output) -> String {
     let t = text(out);

@@ -12,8 +12,6 @@
 //! The load test runs alone (a lock below): it measures on a 2-core machine
 //! and must not share it with another stack.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::{bin, git_cmd, run, text};
+use crate::common::{bin, git_cmd, run, text};
 
 /// Promote + rollback rounds in the load test (2 switches each).
 const ROUNDS: usize = 20;

@@ -3,9 +3,7 @@
 //! rollback, `watch stop`; a killed watcher ended by `recover`. Real binary,
 //! real git pushes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 

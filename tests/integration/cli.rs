@@ -1,8 +1,6 @@
 //! The command line as a shell user meets it: read-only commands in pipes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 /// `symdeploy status | head -1` (and the other read-only commands) end
@@ -50,7 +48,9 @@ fn install_sh_try_deploys_the_sample_app() {
                 std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
                 "install.sh --try needs {prog}"
             );
-            eprintln!("SKIPPED install_sh_try_deploys_the_sample_app: no {prog}");
+            crate::common::skipped(&format!(
+                "SKIPPED install_sh_try_deploys_the_sample_app: no {prog}"
+            ));
             return;
         }
     }

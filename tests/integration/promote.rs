@@ -6,9 +6,7 @@
 //! Flag files in ROOT make a stage fail on demand (`fail-stop`,
 //! `fail-after-switch`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Output;

@@ -1,9 +1,7 @@
 //! `warmup.check`: a release is ready only once its check, run through
 //! `warmup` pointing at it, passes. Real binary, real git pushes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The check records where `warmup` points while it runs (the proof that it
 /// goes through the new release) and fails when the release has `BROKEN`.
