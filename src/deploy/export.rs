@@ -49,6 +49,34 @@ impl Source {
         Ok(symdeploy_export::export_tree(repo, self.tree, dest)?)
     }
 
+    /// [`Source::export`], and a long export says how far it has come every
+    /// few seconds, so the pusher does not stare at a silent stage.
+    pub(crate) fn export_showing_progress(
+        &self,
+        repo: &gix::Repository,
+        dest: &Path,
+    ) -> Result<Stats> {
+        let started = std::time::Instant::now();
+        let report = |p: symdeploy_export::Progress| {
+            // Nothing written yet (the walk is still reading trees) says nothing.
+            if p.files == 0 {
+                return;
+            }
+            crate::sys::output::detail(&format!(
+                "{} so far ({}, {}s)",
+                crate::sys::output::count(p.files, "file", "files"),
+                crate::sys::fs::human_bytes(p.bytes),
+                started.elapsed().as_secs()
+            ))
+        };
+        Ok(symdeploy_export::export_tree_reporting(
+            repo,
+            self.tree,
+            dest,
+            Some((progress_every(), &report)),
+        )?)
+    }
+
     /// The bytes an export writes, for a full-disk message.
     pub(crate) fn bytes(&self, repo: &gix::Repository) -> Result<u64> {
         Ok(symdeploy_export::tree_bytes(repo, self.tree)?)
@@ -73,4 +101,15 @@ pub(crate) fn write_revision(dir: &Path, hex: &str) -> Result<()> {
         .at("write", &path)?;
     f.write_all(format!("{hex}\n").as_bytes())
         .at("write", &path)
+}
+
+/// How often a long export says how far it has come: every 5 s, or
+/// SYMDEPLOY_EXPORT_PROGRESS_MS (tests make it short).
+fn progress_every() -> std::time::Duration {
+    let ms = std::env::var("SYMDEPLOY_EXPORT_PROGRESS_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .unwrap_or(5000);
+    std::time::Duration::from_millis(ms)
 }

@@ -550,7 +550,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match source.export(repo, &tmp) {
+    let stats = match source.export_showing_progress(repo, &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.

@@ -251,6 +251,45 @@ fn a_quiet_step_says_it_is_still_running() {
     insta::assert_snapshot!(first.join("\n"));
 }
 
+/// A long export says how far it has come under the export stage (counts
+/// that only grow), then its one-line summary; a short one stays one line.
+#[test]
+fn a_long_export_shows_counts_as_it_goes() {
+    let env = Env::with_config(
+        "branch = \"main\"\nshared = []\n[warmup]\nbuild = []\nlinks = []\nmigrate = []\nnotify = []\n[promote]\nstop = []\nafter_switch = []\nstart = []\nnotify = []\n",
+    );
+    // Enough files that writing them outlasts many report intervals.
+    for i in 0..10000 {
+        env.write(&format!("www/many/f{i}.txt"), &format!("{i}\n"));
+    }
+    env.commit("many files");
+    let o = run(git_cmd(&env.work)
+        .args(["push", "deploy", "main"])
+        .env("SYMDEPLOY_EXPORT_PROGRESS_MS", "2"));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let counts: Vec<u64> = t
+        .lines()
+        .filter_map(|l| l.split_once(" files so far (").map(|(n, _)| n))
+        .filter_map(|n| n.split_whitespace().last()?.parse().ok())
+        .collect();
+    assert!(!counts.is_empty(), "no progress line: {t}");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(counts.iter().all(|&n| n > 0 && n <= 10004), "{counts:?}");
+    // The export's own summary still closes the stage.
+    assert!(
+        t.lines()
+            .any(|l| l.contains("10004 files, ") && l.contains("export done in")),
+        "{t}"
+    );
+
+    // With the default interval (5 s) a small push shows no such line.
+    env.write("www/index.html", "again\n");
+    env.commit("one file");
+    let t = env.push_ok(&["main"]);
+    assert!(!t.contains("so far ("), "{t}");
+}
+
 /// Colour: `--color always|never`, and `auto` on a terminal (a pty from
 /// `script`) unless NO_COLOR is set; a pipe and a hook get none.
 #[test]

@@ -466,7 +466,9 @@ impl Fleet {
                     "symdeploy_promote_stop": [],
                     "symdeploy_promote_after_switch": [],
                     "symdeploy_promote_start": [],
-                    "symdeploy_promote_check_timeout": 1,
+                    // Long enough that host 3's slow check is still running when the test
+                    // takes the host off the network, on a loaded machine too.
+                    "symdeploy_promote_check_timeout": 4,
                     "symdeploy_promote_notify": [],
                 }
             }
@@ -498,7 +500,7 @@ impl Fleet {
                 "#!/bin/sh\n# the health check: fails on host $1 while the commit holds fail-check-$1\n\
                  if [ -e \"fail-check-$1\" ]; then echo \"health check failed on $1\" >&2; exit 1; fi\n\
                  # slow-check-$1: a slow check, during which the test takes the host off the network\n\
-                 if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 4; fi\n\
+                 if [ -e \"slow-check-$1\" ]; then touch \"$SYMDEPLOY_ROOT/checking\"; sleep 20; fi\n\
                  # ROOT/sick: the host turns unhealthy after the switch (the canary's watch sees it)\n\
                  if [ -e \"$SYMDEPLOY_ROOT/sick\" ]; then echo \"$1 is sick\" >&2; exit 1; fi\n",
             ),
@@ -682,7 +684,7 @@ fn fleet_deploys_are_all_or_nothing() {
             toml.contains(&format!("build = [\"sh build.sh {}\"]", h.name)),
             "{toml}"
         );
-        assert!(toml.contains("check_timeout = 1"), "{toml}");
+        assert!(toml.contains("check_timeout = 4"), "{toml}");
         let home = nix::unistd::User::from_name(&h.user).unwrap().unwrap().dir;
         let keys = std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
         assert!(

@@ -12,7 +12,7 @@ mod error;
 mod tree;
 
 pub use error::{Error, Result};
-pub use tree::{export_tree, tree_bytes, Stats};
+pub use tree::{export_tree, export_tree_reporting, tree_bytes, Progress, Stats};
 
 #[cfg(test)]
 mod tests {
@@ -79,5 +79,58 @@ mod tests {
         // Into an existing directory: refused, nothing written through it.
         let e = crate::export_tree(&repo, tree, &dest).unwrap_err();
         assert!(e.to_string().contains("create directory"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A long export tells how far it has come as it goes, never past the
+    /// end, and the export itself is unchanged.
+    #[test]
+    fn a_long_export_reports_its_counts_as_it_goes() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        std::fs::create_dir_all(work.join("d")).unwrap();
+        for i in 0..10000 {
+            std::fs::write(work.join("d").join(format!("f{i}")), format!("{i}\n")).unwrap();
+        }
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .current_dir(&work)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "many"]);
+        let tree = gix::ObjectId::from_hex(git(&["rev-parse", "HEAD^{tree}"]).as_bytes()).unwrap();
+        let repo = gix::open(&work).unwrap();
+        let seen = Mutex::new(Vec::new());
+        let report = |p: crate::Progress| seen.lock().unwrap().push(p);
+        let stats = crate::export_tree_reporting(
+            &repo,
+            tree,
+            &t.path().join("out"),
+            Some((Duration::from_micros(200), &report)),
+        )
+        .unwrap();
+        assert_eq!(stats.files, 10000);
+        let seen = seen.into_inner().unwrap();
+        assert!(!seen.is_empty(), "no progress was reported");
+        assert!(
+            seen.windows(2).all(|w| w[0].files <= w[1].files),
+            "{seen:?}"
+        );
+        assert!(seen.iter().all(|p| p.files <= stats.files), "{seen:?}");
+        assert!(Path::new(&t.path().join("out/d/f9999")).is_file());
     }
 }

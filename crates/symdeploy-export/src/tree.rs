@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gix::bstr::{BStr, BString, ByteSlice, ByteVec};
 use gix::objs::FindExt;
@@ -104,8 +105,28 @@ pub fn tree_bytes(repo: &gix::Repository, tree: ObjectId) -> Result<u64> {
     walk(repo, tree, 0, &mut Vec::new())
 }
 
+/// How far an export has come, for a caller that shows it as it goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Regular files written so far.
+    pub files: u64,
+    /// Bytes written so far.
+    pub bytes: u64,
+}
+
 /// Export a tree into `dest` (created here, must not exist).
 pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Result<Stats> {
+    export_tree_reporting(repo, tree, dest, None)
+}
+
+/// [`export_tree`], telling `report` how far it has come every `every` while
+/// it runs (from a thread of its own), so that a long export is not silent.
+pub fn export_tree_reporting(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    dest: &Path,
+    report: Option<(Duration, &(dyn Fn(Progress) + Sync))>,
+) -> Result<Stats> {
     raise_fd_limit();
     std::fs::create_dir(dest).at("create directory", dest)?;
     let top = open_dir_path(dest)?;
@@ -127,12 +148,29 @@ pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Resul
 
     let mut walker = Walker::new(repo, tx, &shared)?;
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let rx = rx.clone();
+        // Closed once every worker is done: that ends the reporter.
+        let (done, finished) = crossbeam_channel::bounded::<()>(0);
+        if let Some((every, report)) = report {
             let shared = &shared;
-            let repo = sync_repo.to_thread_local();
-            scope.spawn(move || worker(repo, rx, shared));
+            scope.spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(every)
+                {
+                    report(Progress {
+                        files: shared.files.load(Ordering::Relaxed),
+                        bytes: shared.bytes.load(Ordering::Relaxed),
+                    });
+                }
+            });
         }
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                let shared = &shared;
+                let repo = sync_repo.to_thread_local();
+                scope.spawn(move || worker(repo, rx, shared))
+            })
+            .collect();
         drop(rx);
         let mut prefix = BString::default();
         if let Err(e) = walker.walk(tree, Arc::new(top), &mut prefix, 0) {
@@ -141,6 +179,13 @@ pub fn export_tree(repo: &gix::Repository, tree: ObjectId, dest: &Path) -> Resul
         walker.flush();
         // Dropping the sender lets the workers finish the queue and exit.
         walker.tx = None;
+        for w in workers {
+            // A worker's panic stays a panic (unwinding drops `done` too).
+            if let Err(panic) = w.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        drop(done);
     });
 
     if let Some(e) = shared
