@@ -8,7 +8,6 @@ mod access;
 mod cli;
 mod export;
 mod faults;
-mod fleet;
 mod history;
 mod migrations;
 mod preview_root;

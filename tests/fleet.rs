@@ -18,6 +18,11 @@
 //! naming what is missing; `SYMDEPLOY_REQUIRE_STACK=1` makes that a failure.
 //! `SYMDEPLOY_SHOW_PLAYS=1` prints every deploy's Ansible output.
 
+// Its own test binary, so that it runs alone: its timings (a 4 s check window, hosts cut off
+// mid-switch) are not shared with the rest of the suite.
+#[path = "integration/common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
