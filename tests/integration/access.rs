@@ -15,17 +15,7 @@ use std::process::{Command, Output, Stdio};
 use crate::common::{bin, run, text};
 
 fn need_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-        "{test}: needs root (useradd, setpriv, sshd) and SYMDEPLOY_REQUIRE_STACK is set"
-    );
-    crate::common::skipped(&format!(
-        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    ));
-    false
+    crate::common::need_root(test, "useradd, setpriv, sshd")
 }
 
 /// The deploy user, removed by name when dropped.

@@ -14,23 +14,9 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::{bin, run, text};
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Skip (visibly) unless root; CI sets SYMDEPLOY_REQUIRE_STACK=1 and must not skip.
 fn need_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-        "{test}: needs root (useradd, setpriv) and SYMDEPLOY_REQUIRE_STACK is set"
-    );
-    crate::common::skipped(&format!(
-        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    ));
-    false
+    crate::common::need_root(test, "useradd, setpriv")
 }
 
 /// A system user made for one test, removed by its name when dropped.

@@ -483,3 +483,20 @@ pub fn skipped(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
+
+/// True when running as root; otherwise the test is skipped, visibly, with
+/// what it `needs` (a deploy user made with useradd, ...). CI sets
+/// SYMDEPLOY_REQUIRE_STACK=1, where a skip is a failure.
+pub fn need_root(test: &str, needs: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
+        "{test}: needs root ({needs}) and SYMDEPLOY_REQUIRE_STACK is set"
+    );
+    skipped(&format!(
+        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
+    ));
+    false
+}
