@@ -1,9 +1,13 @@
-//! The warm-up, in the seed's order: lock, export, shared links, build, links,
-//! migrate, flip `warmup`, check (through www_warmup), ready, notify, journal.
+//! The warm-up, one pipeline for a release and for a preview, in the seed's
+//! order: export, shared links, build, links, migrate, flip, check (a
+//! release's, through www_warmup), ready, notify, journal. What differs
+//! between the two (names, the pointer that flips, steps, environment,
+//! journal event, messages) is [`Target`]; everything else runs once.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
 use crate::deploy::pointers::{point_warmup, where_now};
@@ -11,39 +15,54 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::release::{self, Record, State};
-use crate::state::root::short;
+use crate::state::root::{release_place, short};
 use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{
-    deploy::carry, deploy::export, deploy::shared, state::repo, sys::faults, sys::symlink,
+    deploy::carry, deploy::export, deploy::preview, deploy::shared, state::repo, sys::faults,
+    sys::symlink,
 };
 
-/// What follows a warm-up's build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Then {
-    /// Flip `warmup` to it; `then_promote`: a promote follows (a tag,
-    /// `-o promote`), so the hint to promote is left out and a failure's
-    /// advice names `symdeploy promote`.
-    Flip { then_promote: bool },
-    /// Strict mode: leave `warmup` alone until git has the ref locked.
-    WaitForGit,
+/// What a warm-up builds, and with it all that differs between the two
+/// kinds: the release's name, the pointer that flips to it, its steps and
+/// their environment, its journal event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A release of the deployed branch, `releases/<commit>`; `warmup`
+    /// flips to it.
+    Release {
+        /// Build it again even if it has a ready release (`--rebuild`).
+        rebuild: bool,
+        /// A promote follows (a tag, `-o promote`, a strict push): the hint
+        /// to promote is left out, a failure's advice names `symdeploy
+        /// promote`, and promote.notify hears of the failure too.
+        promote_follows: bool,
+    },
+    /// The preview of a branch matching `previews.branches`, in its own
+    /// root: `previews/<slug>/releases/<commit>`, known by the name
+    /// `preview-<slug>-<commit>`. `previews/<slug>/production` flips to it;
+    /// `warmup` and `production` never move. Its shared paths point into
+    /// `previews/<slug>/common/`, and it runs `[previews]`' steps.
+    Preview {
+        /// previews/<slug>.
+        slug: String,
+    },
 }
 
-impl Then {
-    fn then_promote(self) -> bool {
-        match self {
-            Then::Flip { then_promote } => then_promote,
-            // A strict push's failure advice is the same as a promote's.
-            Then::WaitForGit => true,
-        }
-    }
+/// One warm-up: a commit of a ref, built as its [`Target`].
+pub(crate) struct Job<'a> {
+    ctx: &'a Ctx,
+    target: Target,
+    commit: Commit,
+    git_ref: &'a str,
+    /// The release's name: the commit, or `preview-<slug>-<commit>`.
+    name: String,
 }
 
-/// Warm up `commit` with the lock held; returns the commit.
-/// A commit that already has a ready release only re-points `warmup`.
-/// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
-/// promote is left out and a failure's advice names `symdeploy promote`.
+/// Warm `commit` up as the next release, with the lock held; returns the
+/// commit. A commit that already has a ready release only re-points
+/// `warmup`. `then_promote`: see [`Target::Release`].
 pub(crate) fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
@@ -52,15 +71,11 @@ pub(crate) fn warm(
     rebuild: bool,
     then_promote: bool,
 ) -> Result<Commit> {
-    warm_impl(
-        ctx,
-        repo,
-        commit,
-        git_ref,
+    let target = Target::Release {
         rebuild,
-        Then::Flip { then_promote },
-    )
-    .map(|_| commit)
+        promote_follows: then_promote,
+    };
+    run(&Job::new(ctx, target, commit, git_ref), repo, true).map(|_| commit)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -72,100 +87,483 @@ pub(crate) fn build_only(
     commit: Commit,
     git_ref: &str,
 ) -> Result<bool> {
-    warm_impl(ctx, repo, commit, git_ref, false, Then::WaitForGit)
+    // A strict push's failure advice is the same as a promote's.
+    let target = Target::Release {
+        rebuild: false,
+        promote_follows: true,
+    };
+    run(&Job::new(ctx, target, commit, git_ref), repo, false)
 }
 
-/// The warm-up in the seed's order; returns whether a release was built.
-fn warm_impl(
+/// Warm `commit` of the branch `git_ref` up as its preview, with the lock
+/// held; `flip`: point `previews/<slug>/production` at it (strict mode flips
+/// once git has the ref locked). Returns the preview's slug.
+pub(crate) fn preview(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: Commit,
     git_ref: &str,
-    rebuild: bool,
-    then: Then,
-) -> Result<bool> {
+    flip: bool,
+) -> Result<String> {
+    let slug = preview::claim(ctx, git_ref)?;
+    let target = Target::Preview { slug: slug.clone() };
+    run(&Job::new(ctx, target, commit, git_ref), repo, flip)?;
+    Ok(slug)
+}
+
+/// The pipeline; returns whether a release was built (a ready one is
+/// reused unless a rebuild was asked for).
+fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
+    let ctx = job.ctx;
     let root = &ctx.root;
-    let hex = commit.to_string();
-    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
-    output::header(&format!(
-        "warming up {} ({git_ref}): {subject}",
-        short(&hex)
-    ));
-    if release::is_ready(root, &hex) && !rebuild {
-        already_ready(ctx, &hex, git_ref, then)?;
+    let hex = job.commit.as_str();
+    let subject = repo::subject(repo, job.commit.id()).unwrap_or_default();
+    output::header(&match &job.target {
+        Target::Release { .. } => format!(
+            "warming up {} ({}): {subject}",
+            job.commit.short(),
+            job.git_ref
+        ),
+        Target::Preview { slug } => format!(
+            "preview {slug} of {} ({}): {subject}",
+            job.commit.short(),
+            job.git_ref
+        ),
+    });
+    let rebuild = matches!(job.target, Target::Release { rebuild: true, .. });
+    if release::is_ready(root, &job.name) && !rebuild {
+        reuse(job, flip)?;
         return Ok(false);
     }
-    remove_earlier_build(ctx, &hex)?;
+    remove_earlier_build(job)?;
 
-    let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
+    let mut entry = Entry::start(job.event(), Some(hex), Some(job.git_ref));
     journal::append(root, &entry)?;
-    release::save(root, &Record::building(&hex, git_ref, subject))?;
+    release::save_as(
+        root,
+        &job.name,
+        &Record::building(hex, job.git_ref, subject),
+    )?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
-    let built = build(ctx, repo, commit, git_ref, &mut durations);
+    let built = build(job, repo, &mut durations);
     entry.durations = durations;
     if let Err(e) = built {
-        return Err(failed(ctx, entry, e, &hex, git_ref, then));
+        return Err(failed(job, entry, e));
     }
-    if then == Then::WaitForGit {
-        // Strict mode checks at git's `prepared`, once warmup may point here.
-        release::set_state(root, &hex, State::Ready, None)?;
+    // A release's check goes through www_warmup, so warmup points at the
+    // release before it is ready; a crash in between leaves it `building`,
+    // which recovery marks failed and moves warmup off. Strict mode checks
+    // at git's `prepared`, once warmup may point here.
+    let checked = flip && job.has_check();
+    if !checked {
+        release::set_state(root, &job.name, State::Ready, None)?;
+    }
+    if !flip {
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
-                "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
-                short(&hex)
+                "{} is ready; {} flips to it once git accepts {}",
+                release_place(&job.name),
+                job.pointer(),
+                job.git_ref
             ),
-            &hex,
+            hex,
         );
         return Ok(true);
     }
-    if ctx.config.warmup.check.is_empty() {
-        release::set_state(root, &hex, State::Ready, None)?;
-        faults::point("before-flip-warmup");
-        point_warmup(ctx, &hex)?;
-        faults::point("after-flip-warmup");
-    } else {
-        // The check goes through www_warmup, so warmup points at the release
-        // before it is ready; a crash in between leaves it `building`, which
-        // recovery marks failed and moves warmup off.
-        let before = root.warmup();
-        faults::point("before-flip-warmup");
-        point_warmup(ctx, &hex)?;
-        faults::point("after-flip-warmup");
-        if let Err(e) = check(ctx, &hex, git_ref, &mut entry.durations) {
-            warmup_back(ctx, &hex, before.as_deref());
-            return Err(failed(ctx, entry, e, &hex, git_ref, then));
+    let before = root.warmup();
+    faults::point(&format!("before-flip-{}", job.flip_fault()));
+    job.point()?;
+    faults::point(&format!("after-flip-{}", job.flip_fault()));
+    if checked {
+        if let Err(e) = check(job, &mut entry.durations) {
+            warmup_back(ctx, hex, before.as_deref());
+            return Err(failed(job, entry, e));
         }
-        release::set_state(root, &hex, State::Ready, None)?;
+        release::set_state(root, &job.name, State::Ready, None)?;
     }
 
-    if let Some(took) = notify(ctx, &hex, git_ref, Outcome::Ok, None) {
+    if let Some(took) = job.notify(Outcome::Ok, None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
     }
     entry
         .durations
         .insert("total".into(), started.elapsed().as_secs_f64());
     journal::append(root, &entry.end(Outcome::Ok))?;
-    finish_message(ctx, &hex, started.elapsed(), then.then_promote());
+    job.finish_message(started.elapsed());
     Ok(true)
 }
 
-/// Run `warmup.check` against `hex`, which `warmup` points at now, retried
+impl<'a> Job<'a> {
+    /// `commit` of `git_ref`, to be built (or flipped to) as `target`.
+    pub(crate) fn new(ctx: &'a Ctx, target: Target, commit: Commit, git_ref: &'a str) -> Job<'a> {
+        let name = match &target {
+            Target::Release { .. } => commit.to_string(),
+            Target::Preview { slug } => ctx.root.preview_release_name(slug, commit.as_str()),
+        };
+        Job {
+            ctx,
+            target,
+            commit,
+            git_ref,
+            name,
+        }
+    }
+
+    /// The commit it builds.
+    pub(crate) fn commit(&self) -> &Commit {
+        &self.commit
+    }
+
+    /// Its journal event.
+    fn event(&self) -> Event {
+        match self.target {
+            Target::Release { .. } => Event::Warmup,
+            Target::Preview { .. } => preview::EVENT,
+        }
+    }
+
+    /// The pointer that flips to it, as people read it.
+    fn pointer(&self) -> String {
+        match &self.target {
+            Target::Release { .. } => "warmup".into(),
+            Target::Preview { slug } => format!("previews/{slug}/production"),
+        }
+    }
+
+    /// What the fault points around its flip end with.
+    fn flip_fault(&self) -> &'static str {
+        match self.target {
+            Target::Release { .. } => "warmup",
+            Target::Preview { .. } => "preview",
+        }
+    }
+
+    /// Is it checked (`warmup.check`) before it is ready? A preview is not.
+    fn has_check(&self) -> bool {
+        matches!(self.target, Target::Release { .. }) && !self.ctx.config.warmup.check.is_empty()
+    }
+
+    /// Where its shared paths point, and that place relative to the root
+    /// the release is in (link targets climb from the release to it).
+    fn common(&self) -> (PathBuf, PathBuf) {
+        let root = &self.ctx.root;
+        match &self.target {
+            Target::Release { .. } => (root.common(), PathBuf::from("common")),
+            Target::Preview { slug } => (root.common_preview(slug), root.common_preview_rel(slug)),
+        }
+    }
+
+    /// Point its pointer at it: one rename.
+    fn point(&self) -> Result<()> {
+        match &self.target {
+            Target::Release { .. } => point_warmup(self.ctx, &self.name),
+            Target::Preview { slug } => preview::point(self.ctx, slug, &self.name),
+        }
+    }
+
+    /// The environment its steps get. SYMDEPLOY_ROOT is the deploy root
+    /// either way (scripts find `.symdeploy/` and the repository through
+    /// it); a preview's SYMDEPLOY_SHARED is its own data, and relative paths
+    /// from its release resolve in its own root.
+    pub(crate) fn step_env(&self) -> StepEnv {
+        let root = &self.ctx.root;
+        let (previous, extra) = match &self.target {
+            Target::Release { .. } => (root.production(), Vec::new()),
+            Target::Preview { slug } => (
+                root.preview_pointed(slug),
+                vec![
+                    ("SYMDEPLOY_PREVIEW".into(), slug.to_string()),
+                    (
+                        "SYMDEPLOY_SHARED".into(),
+                        root.common_preview(slug).display().to_string(),
+                    ),
+                ],
+            ),
+        };
+        StepEnv {
+            root: root.dir.clone(),
+            release: root.release(&self.name),
+            commit: self.commit.to_string(),
+            git_ref: self.git_ref.to_string(),
+            previous: previous.map(|n| root.release(&n)),
+            extra,
+            timeout: self.ctx.config.step_timeout,
+        }
+    }
+
+    /// Run its notify steps: a release's `warmup.notify` with
+    /// `SYMDEPLOY_RESULT` (ok or failed) and, after a failure,
+    /// `SYMDEPLOY_ERROR` (one line); a preview's `previews.notify` (after its
+    /// flip only) with SYMDEPLOY_STAGE=preview. Their own failure is a
+    /// warning. Returns how long they took, if there were any and they
+    /// passed.
+    pub(crate) fn notify(&self, result: Outcome, error: Option<&Error>) -> Option<Duration> {
+        let commands = match self.target {
+            Target::Release { .. } => &self.ctx.config.warmup.notify,
+            Target::Preview { .. } => &self.ctx.config.previews.notify,
+        };
+        if commands.is_empty() {
+            return None; // no stage on screen for a step list that is empty
+        }
+        let stage = Stage::start("notify");
+        let mut env = self.step_env();
+        let stands = match self.target {
+            Target::Release { .. } => {
+                env.extra
+                    .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
+                if let Some(e) = error {
+                    env.extra
+                        .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
+                }
+                if result == Outcome::Ok {
+                    "the release is warmed up all the same"
+                } else {
+                    "the failure above stands as reported"
+                }
+            }
+            Target::Preview { .. } => {
+                env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
+                "the preview is up all the same"
+            }
+        };
+        if let Err(e) = steps::run_stage("notify", commands, &env) {
+            output::warning(&format!("{e} ({stands})"));
+            return None;
+        }
+        Some(stage.done())
+    }
+
+    /// The last word of a warm-up that flipped.
+    pub(crate) fn finish_message(&self, took: Duration) {
+        let short = self.commit.short();
+        match &self.target {
+            Target::Release {
+                promote_follows, ..
+            } => {
+                output::success(&format!(
+                    "warmup -> releases/{short} (warm-up took {})",
+                    crate::sys::fs::human_duration(took)
+                ));
+                output::log_only(&format!("       warmup -> releases/{}", self.commit));
+                if *promote_follows {
+                    return;
+                }
+                // A tag name the configured glob accepts: `release-*` becomes `release-N`.
+                let tag = self.ctx.config.promote.tags.replace(['*', '?'], "N");
+                output::detail(&format!(
+                    "promote it: `{}` on the server, or git tag {tag} {short} && git push deploy {tag}",
+                    advice::command(&format!("promote {short}")),
+                ));
+            }
+            Target::Preview { slug } => {
+                output::success(&format!("previews/{slug}/production -> releases/{short}"));
+                output::log_only(&format!(
+                    "       (release: {})",
+                    self.ctx.root.release(&self.name).display()
+                ));
+                output::line(&format!(
+                    "       serve it as {slug}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
+                ));
+            }
+        }
+    }
+}
+
+/// The commit has a ready release already: nothing is built. With `flip`
+/// its pointer is re-pointed at it (journaled `unchanged`); a strict build
+/// leaves that to the flip once git has the ref.
+fn reuse(job: &Job, flip: bool) -> Result<()> {
+    let root = &job.ctx.root;
+    let hex = job.commit.as_str();
+    let place = release_place(&job.name);
+    match (&job.target, flip) {
+        (Target::Release { .. }, false) => {
+            output::detail_full(
+                &format!(
+                    "{place} is already warmed up; warmup flips to it once git accepts {}",
+                    job.git_ref
+                ),
+                hex,
+            );
+            return Ok(());
+        }
+        (Target::Release { .. }, true) => output::detail_full(
+            &format!("{place} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)"),
+            hex,
+        ),
+        (Target::Preview { .. }, _) => output::detail(&format!("{place} is already warmed up")),
+    }
+    if !flip {
+        return Ok(());
+    }
+    let entry = Entry::start(job.event(), Some(hex), Some(job.git_ref));
+    journal::append(root, &entry)?;
+    let started = Instant::now();
+    job.point()?;
+    journal::append(root, &entry.end(Outcome::Unchanged))?;
+    job.finish_message(started.elapsed());
+    Ok(())
+}
+
+/// An earlier build of the release (failed, cut short, or `--rebuild`) is
+/// removed before a new one. A preview's is never pointed at (it is not
+/// ready); a release that production or warmup points at is refused.
+fn remove_earlier_build(job: &Job) -> Result<()> {
+    let ctx = job.ctx;
+    let root = &ctx.root;
+    let name = job.name.as_str();
+    let dir = root.release(name);
+    if !dir.exists() {
+        return Ok(());
+    }
+    if let Target::Release { .. } = job.target {
+        make_way(ctx, name)?;
+    }
+    output::detail(&format!(
+        "removing the earlier {} build of {}",
+        release::effective_state(root, name),
+        release_place(name)
+    ));
+    match job.target {
+        Target::Release { .. } => {
+            std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+            release::forget(root, name);
+        }
+        Target::Preview { .. } => crate::housekeeping::trash::remove_release(ctx, name)?,
+    }
+    Ok(())
+}
+
+/// Before the release `hex` is rebuilt: warmup moves off it to production's
+/// release if it can; what still points at it refuses the rebuild.
+fn make_way(ctx: &Ctx, hex: &str) -> Result<()> {
+    let root = &ctx.root;
+    let production = root.production();
+    // The release warmup points at (one that changed since its warm-up, say)
+    // can be rebuilt once warmup stands on production's complete release
+    // meanwhile; it flips back when the rebuild is ready.
+    if root.warmup().as_deref() == Some(hex) {
+        if let Some(p) = production
+            .as_deref()
+            .filter(|p| *p != hex && release::is_ready(root, p))
+        {
+            output::detail(&format!(
+                "warmup -> releases/{} (production's) while releases/{} is rebuilt",
+                short(p),
+                short(hex)
+            ));
+            crate::deploy::pointers::flip_warmup(ctx, p)?;
+        }
+    }
+    let which = if production.as_deref() == Some(hex) {
+        Some("production")
+    } else if root.warmup().as_deref() == Some(hex) {
+        Some("warmup")
+    } else {
+        None
+    };
+    match which {
+        Some(which) => Err(Error::with_help(
+            format!("releases/{hex} is what {which} points at, so it cannot be rebuilt in place"),
+            "warm up and promote another commit first, then rebuild this one",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A build that failed or was interrupted: the release is marked failed,
+/// the run ended, chat and CI told (a post-receive push exits 0 whatever
+/// happens), and the error returned whole for the renderer.
+fn failed(job: &Job, entry: Entry, e: Error) -> Error {
+    let ctx = job.ctx;
+    let root = &ctx.root;
+    let hex = job.commit.as_str();
+    let interrupted = matches!(e, Error::Interrupted { .. });
+    // What could not be written down is said with the failure, never in
+    // its place: the build's own error is what the pusher must see.
+    let mut unrecorded = Vec::new();
+    if let Err(marked) = release::set_state(root, &job.name, State::Failed, Some(e.to_string())) {
+        unrecorded.push(marked.to_string());
+    }
+    let mut entry = entry;
+    entry.error = Some(e.to_string());
+    let result = if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Failed
+    };
+    if let Err(journaled) = journal::append(root, &entry.end(result.clone())) {
+        unrecorded.push(journaled.to_string());
+    }
+    let (message, help, now) = match &job.target {
+        Target::Release {
+            promote_follows, ..
+        } => {
+            if !interrupted {
+                job.notify(Outcome::Failed, Some(&e));
+                if *promote_follows {
+                    // A promote was asked for (a tag, `-o promote`) and nothing was
+                    // switched: its notify hears `failed` too.
+                    crate::deploy::switch::notify(
+                        ctx,
+                        hex,
+                        root.production().as_ref(),
+                        job.git_ref,
+                        Outcome::Failed,
+                        Some(&e),
+                    );
+                }
+            }
+            let (message, help) = if interrupted {
+                (
+                    format!(
+                        "warm-up of {} was interrupted (the release is marked failed): {e}",
+                        short(hex)
+                    ),
+                    e.help().unwrap_or_default(),
+                )
+            } else {
+                (
+                    format!("warm-up of {} failed: {e}", short(hex)),
+                    advice(&e, &job.commit, *promote_follows),
+                )
+            };
+            (message, help, where_now(root))
+        }
+        Target::Preview { slug } => (
+            format!("preview {slug} of {} {result}: {e}", short(hex)),
+            e.help().unwrap_or_default(),
+            preview::where_now(root, slug),
+        ),
+    };
+    let message = match unrecorded.is_empty() {
+        true => message,
+        false => format!(
+            "{message} (and it could not be recorded: {})",
+            unrecorded.join("; ")
+        ),
+    };
+    Error::Failed {
+        code: e.exit_code(),
+        message,
+        now,
+        help: Some(help).filter(|h| !h.is_empty()),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Run `warmup.check` against the release `warmup` points at now, retried
 /// for `warmup.check_timeout`.
-pub(crate) fn check(
-    ctx: &Ctx,
-    hex: &str,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let w = &ctx.config.warmup;
+pub(crate) fn check(job: &Job, durations: &mut BTreeMap<String, f64>) -> Result<()> {
+    let w = &job.ctx.config.warmup;
     let stage = Stage::start("check");
     faults::point("warmup-check");
     crate::deploy::switch::check_until(
         "check",
         &w.check,
-        &step_env(ctx, hex, git_ref),
+        &job.step_env(),
         w.check_timeout,
         "warmup.check_timeout",
     )?;
@@ -203,176 +601,35 @@ pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
     }
 }
 
-/// The commit has a ready release already: nothing is built. A warm-up
-/// re-points `warmup` at it (journaled `unchanged`); a strict build leaves
-/// that to the flip once git has the ref.
-fn already_ready(ctx: &Ctx, hex: &str, git_ref: &str, then: Then) -> Result<()> {
-    let Then::Flip { then_promote } = then else {
-        output::detail_full(
-            &format!(
-                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
-                short(hex)
-            ),
-            hex,
-        );
-        return Ok(());
-    };
+/// Export, carry, shared links, then the rest in [`Exported::finish`].
+fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64>) -> Result<()> {
+    let ctx = job.ctx;
     let root = &ctx.root;
-    let entry = Entry::start(Event::Warmup, Some(hex), Some(git_ref));
-    journal::append(root, &entry)?;
-    let started = Instant::now();
-    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(hex)), hex);
-    point_warmup(ctx, hex)?;
-    journal::append(root, &entry.end(Outcome::Unchanged))?;
-    finish_message(ctx, hex, started.elapsed(), then_promote);
-    Ok(())
-}
+    let dir = root.release(&job.name);
+    let (common, common_rel) = job.common();
 
-/// An earlier build of the commit (failed, cut short, or `--rebuild`) is
-/// removed before a new one; one that production or warmup points at is
-/// refused instead.
-fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
-    let root = &ctx.root;
-    let dir = root.release(hex);
-    if !dir.exists() {
-        return Ok(());
-    }
-    let production = root.production();
-    // The release warmup points at (one that changed since its warm-up, say)
-    // can be rebuilt once warmup stands on production's complete release
-    // meanwhile; it flips back when the rebuild is ready.
-    if root.warmup().as_deref() == Some(hex) {
-        if let Some(p) = production
-            .as_deref()
-            .filter(|p| *p != hex && release::is_ready(root, p))
-        {
-            output::detail(&format!(
-                "warmup -> releases/{} (production's) while releases/{} is rebuilt",
-                short(p),
-                short(hex)
-            ));
-            crate::deploy::pointers::flip_warmup(ctx, p)?;
+    // Before anything is written: a deploy must not fill the disk. A
+    // release carries paths over from the one before it; a preview does not.
+    let carry_from = match job.target {
+        Target::Release { .. } if !ctx.config.carry.is_empty() => {
+            [root.warmup(), root.production()]
+                .into_iter()
+                .flatten()
+                .find(|c| *c != job.name && release::is_ready(root, c))
         }
-    }
-    let which = if production.as_deref() == Some(hex) {
-        Some("production")
-    } else if root.warmup().as_deref() == Some(hex) {
-        Some("warmup")
-    } else {
-        None
+        _ => None,
     };
-    if let Some(which) = which {
-        return Err(Error::with_help(
-            format!("releases/{hex} is what {which} points at, so it cannot be rebuilt in place"),
-            "warm up and promote another commit first, then rebuild this one",
-        ));
-    }
-    output::detail(&format!(
-        "removing the earlier {} build of releases/{}",
-        release::effective_state(root, hex),
-        short(hex)
-    ));
-    std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
-    release::forget(root, hex);
-    Ok(())
-}
+    // The commit is peeled to its tree once, here: the disk check, the
+    // export and a full disk's explanation all read that tree.
+    let source = export::Source::of(repo, job.commit)?;
+    crate::deploy::disk::preflight(ctx, repo, source, carry_from.as_deref())?;
 
-/// A build that failed or was interrupted: the release is marked failed,
-/// the run ended, chat and CI told (a post-receive push exits 0 whatever
-/// happens), and the error returned whole for the renderer.
-fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: Then) -> Error {
-    let root = &ctx.root;
-    let then_promote = then.then_promote();
-    let interrupted = matches!(e, Error::Interrupted { .. });
-    // What could not be written down is said with the failure, never in
-    // its place: the build's own error is what the pusher must see.
-    let mut unrecorded = Vec::new();
-    if let Err(marked) = release::set_state(root, hex, State::Failed, Some(e.to_string())) {
-        unrecorded.push(marked.to_string());
-    }
-    let mut entry = entry;
-    entry.error = Some(e.to_string());
-    let result = if interrupted {
-        Outcome::Interrupted
-    } else {
-        Outcome::Failed
+    export_stage(ctx, repo, source, &job.name, durations)?;
+    let what = match job.target {
+        Target::Release { .. } => "the warm-up",
+        Target::Preview { .. } => "the preview",
     };
-    if let Err(journaled) = journal::append(root, &entry.end(result)) {
-        unrecorded.push(journaled.to_string());
-    }
-    if !interrupted {
-        notify(ctx, hex, git_ref, Outcome::Failed, Some(&e));
-        if then_promote {
-            // A promote was asked for (a tag, `-o promote`) and nothing was
-            // switched: its notify hears `failed` too.
-            crate::deploy::switch::notify(
-                ctx,
-                hex,
-                root.production().as_ref(),
-                git_ref,
-                Outcome::Failed,
-                Some(&e),
-            );
-        }
-    }
-    let (message, help) = if interrupted {
-        (
-            format!(
-                "warm-up of {} was interrupted (the release is marked failed): {e}",
-                short(hex)
-            ),
-            e.help().unwrap_or_default(),
-        )
-    } else {
-        (
-            format!("warm-up of {} failed: {e}", short(hex)),
-            advice(&e, hex, then_promote),
-        )
-    };
-    let message = match unrecorded.is_empty() {
-        true => message,
-        false => format!(
-            "{message} (and it could not be recorded: {})",
-            unrecorded.join("; ")
-        ),
-    };
-    Error::Failed {
-        code: e.exit_code(),
-        message,
-        now: where_now(root),
-        help: Some(help).filter(|h| !h.is_empty()),
-        source: Some(Box::new(e)),
-    }
-}
-
-fn build(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let root = &ctx.root;
-    let hex = commit.to_string();
-    let dir = root.release(&hex);
-
-    // Before anything is written: a deploy must not fill the disk.
-    let carry_from = [root.warmup(), root.production()]
-        .into_iter()
-        .flatten()
-        .find(|c| *c != hex && release::is_ready(root, c));
-    let source = export::Source::of(repo, commit)?;
-    crate::deploy::disk::preflight(
-        ctx,
-        repo,
-        source,
-        carry_from
-            .as_deref()
-            .filter(|_| !ctx.config.carry.is_empty()),
-    )?;
-
-    export_stage(ctx, repo, source, &hex, durations)?;
-    crate::sys::signals::check("the warm-up stopped after the export")?;
+    crate::sys::signals::check(&format!("{what} stopped after the export"))?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
     // what they wrote. The result does not matter: that final sync vouches.
@@ -381,39 +638,48 @@ fn build(
         std::thread::spawn(move || crate::sys::fs::sync_filesystem(&dir).is_ok())
     };
 
-    if !ctx.config.carry.is_empty() {
-        let stage = Stage::start("carry");
-        let previous = [root.warmup(), root.production()]
-            .into_iter()
-            .flatten()
-            .find(|c| *c != hex && release::is_ready(root, c));
-        match previous {
-            Some(prev) => carry::carry(&root.release(&prev), &dir, &ctx.config.carry)?,
-            None => output::detail("no previous release to carry from"),
+    if let Target::Release { .. } = job.target {
+        if !ctx.config.carry.is_empty() {
+            let stage = Stage::start("carry");
+            match &carry_from {
+                Some(prev) => carry::carry(&root.release(prev), &dir, &ctx.config.carry)?,
+                None => output::detail("no previous release to carry from"),
+            }
+            durations.insert("carry".into(), stage.done().as_secs_f64());
         }
-        durations.insert("carry".into(), stage.done().as_secs_f64());
     }
 
     if !ctx.config.shared.is_empty() {
         let stage = Stage::start("shared");
-        shared::link_all(&dir, &root.common(), &ctx.config.shared)?;
+        if let Target::Preview { slug } = &job.target {
+            preview::seed_common(ctx, slug)?;
+        }
+        shared::link_all_into(&dir, &common, &common_rel, &ctx.config.shared)?;
         durations.insert("shared".into(), stage.done().as_secs_f64());
     }
 
-    let env = step_env(ctx, &hex, git_ref);
-    let w = &ctx.config.warmup;
+    let (steps, fault_prefix) = match job.target {
+        Target::Release { .. } => {
+            let w = &ctx.config.warmup;
+            ([&w.build, &w.links, &w.migrate], "")
+        }
+        Target::Preview { .. } => {
+            let p = &ctx.config.previews;
+            ([&p.build, &p.links, &p.migrate], "preview-")
+        }
+    };
     let stages = [
-        ("build", &w.build),
-        ("links", &w.links),
-        ("migrate", &w.migrate),
+        ("build", steps[0]),
+        ("links", steps[1]),
+        ("migrate", steps[2]),
     ];
     let exported = Exported {
         dir: &dir,
-        common: &root.common(),
-        what: "the warm-up",
-        fault_prefix: "",
+        common: &common,
+        what,
+        fault_prefix,
     };
-    exported.finish(ctx, stages, &env, Some(early_sync), durations)
+    exported.finish(ctx, stages, &job.step_env(), Some(early_sync), durations)
 }
 
 /// A release directory whose export is done, and what the rest of its
@@ -625,64 +891,21 @@ fn explain_full_disk(
     )
 }
 
-/// The environment warm-up steps get.
-pub(crate) fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
-    StepEnv {
-        root: ctx.root.dir.clone(),
-        release: ctx.root.release(hex),
-        commit: hex.to_string(),
-        git_ref: git_ref.to_string(),
-        previous: ctx.root.production().map(|c| ctx.root.release(&c)),
-        extra: Vec::new(),
-        timeout: ctx.config.step_timeout,
-    }
-}
-
-/// Run warmup.notify with `SYMDEPLOY_RESULT` (ok or failed) and, after a
-/// failure, `SYMDEPLOY_ERROR` (one line). Its own failure is a warning.
-/// Returns how long it took, if it had commands.
-pub(crate) fn notify(
-    ctx: &Ctx,
-    hex: &str,
-    git_ref: &str,
-    result: Outcome,
-    error: Option<&Error>,
-) -> Option<std::time::Duration> {
-    let commands = &ctx.config.warmup.notify;
-    if commands.is_empty() {
-        return None;
-    }
-    let stage = Stage::start("notify");
-    let mut env = step_env(ctx, hex, git_ref);
-    env.extra
-        .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
-    if let Some(e) = error {
-        env.extra
-            .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
-    }
-    if let Err(e) = steps::run_stage("notify", commands, &env) {
-        output::warning(&format!(
-            "{e} ({})",
-            if result == Outcome::Ok {
-                "the release is warmed up all the same"
-            } else {
-                "the failure above stands as reported"
-            }
-        ));
-        return None;
-    }
-    Some(stage.done())
-}
-
 /// The one piece of advice after a failed warm-up: fixed in the commit means
 /// a new push; fixed on the server (deploy.toml, `common/`, a missing
 /// program, permissions, disk) means running it again there, since pushing
 /// the same commit again runs no hook ("Everything up-to-date").
-pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
+pub(crate) fn advice(e: &Error, commit: &Commit, then_promote: bool) -> String {
     let again = if then_promote {
-        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
+        format!(
+            "`{}`",
+            advice::command(&format!("promote {}", commit.short()))
+        )
     } else {
-        format!("`{}`", advice::command(&format!("warmup {}", short(hex))))
+        format!(
+            "`{}`",
+            advice::command(&format!("warmup {}", commit.short()))
+        )
     };
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
@@ -709,23 +932,4 @@ pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
             None => format!("fix the cause on the server, then run {again} there"),
         },
     }
-}
-
-pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, then_promote: bool) {
-    output::success(&format!(
-        "warmup -> releases/{} (warm-up took {})",
-        short(hex),
-        crate::sys::fs::human_duration(took)
-    ));
-    output::log_only(&format!("       warmup -> releases/{hex}"));
-    if then_promote {
-        return;
-    }
-    // A tag name the configured glob accepts: `release-*` becomes `release-N`.
-    let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
-    output::detail(&format!(
-        "promote it: `{}` on the server, or git tag {tag} {} && git push deploy {tag}",
-        advice::command(&format!("promote {}", short(hex))),
-        short(hex)
-    ));
 }

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::ctx::Ctx;
+use crate::deploy::warmup::{Job, Target};
 use crate::error::{Error, IoContext, Result};
 use crate::hook::files::{hook_installed, install_hook, HookInstall};
 use crate::hook::pending::{
@@ -33,6 +34,7 @@ use crate::hook::pending::{
 };
 use crate::hook::push::{Action, RefUpdate};
 use crate::session::recovery::undo;
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, GitTxn, Outcome};
 use crate::state::release;
 use crate::state::root::{short, Root};
@@ -118,16 +120,16 @@ pub(crate) fn pre_receive(
                     ));
                 }
                 match build_preview(ctx, repo, update) {
-                    Ok(built) => pending.updates.push(PendingUpdate {
+                    Ok((commit, slug)) => pending.updates.push(PendingUpdate {
                         old: update.old.clone(),
                         new: update.new.clone(),
                         name: update.name.clone(),
-                        commit: built.commit,
+                        commit,
                         warm: false,
                         promote: false,
                         state: UpdateState::Built,
                         runs: Vec::new(),
-                        preview: Some(built.slug),
+                        preview: Some(slug),
                         remove_preview: false,
                     }),
                     Err(e) => {
@@ -170,12 +172,13 @@ pub(crate) fn pre_receive(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Build a preview branch's release without flipping `previews/<slug>`.
+/// Build a preview branch's release without flipping `previews/<slug>`;
+/// returns the commit and the preview's slug.
 fn build_preview(
     ctx: &Ctx,
     repo: &gix::Repository,
     update: &RefUpdate,
-) -> Result<crate::deploy::preview::Built> {
+) -> Result<(String, String)> {
     let new = gix::ObjectId::from_hex(update.new.as_bytes())
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::state::repo::peel_to_commit(repo, new, &update.name)?;
@@ -189,7 +192,8 @@ fn build_preview(
             update.name
         ),
     )?;
-    crate::deploy::preview::warm(ctx, repo, commit, &update.name, false)
+    let slug = crate::deploy::warmup::preview(ctx, repo, commit, &update.name, false)?;
+    Ok((commit.to_string(), slug))
 }
 
 fn build(
@@ -400,6 +404,16 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         ));
     }
     if u.warm {
+        let commit = Commit::parse(&u.commit)?;
+        let job = Job::new(
+            ctx,
+            Target::Release {
+                rebuild: false,
+                promote_follows: u.promote,
+            },
+            commit,
+            &u.name,
+        );
         let mut run = Entry::start(Event::Warmup, Some(&u.commit), Some(&u.name));
         run.txn = Some(txn.clone());
         journal::append(root, &run)?;
@@ -407,11 +421,11 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         crate::sys::faults::point("strict-before-flip-warmup");
         crate::deploy::pointers::point_warmup(ctx, &u.commit)?;
         if !ctx.config.warmup.check.is_empty() {
-            warmup_check(ctx, u)?;
+            warmup_check(ctx, u, &job)?;
         }
-        crate::deploy::warmup::notify(ctx, &u.commit, &u.name, Outcome::Ok, None);
+        job.notify(Outcome::Ok, None);
         journal::append(root, &prepared(&run))?;
-        crate::deploy::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
+        job.finish_message(started.elapsed());
     }
     if u.promote {
         if root.production().as_deref() == Some(u.commit.as_str()) {
@@ -453,9 +467,9 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
 /// release, so the check that pre-receive could not run runs now, and its
 /// failure refuses the push (the caller undoes the flips, so warmup goes
 /// back). The release is marked failed and notify hears `failed`.
-fn warmup_check(ctx: &Ctx, u: &PendingUpdate) -> Result<()> {
+fn warmup_check(ctx: &Ctx, u: &PendingUpdate, job: &Job) -> Result<()> {
     let mut durations = Default::default();
-    let Err(e) = crate::deploy::warmup::check(ctx, &u.commit, &u.name, &mut durations) else {
+    let Err(e) = crate::deploy::warmup::check(job, &mut durations) else {
         return Ok(());
     };
     if let Err(marked) = release::set_state(
@@ -469,12 +483,13 @@ fn warmup_check(ctx: &Ctx, u: &PendingUpdate) -> Result<()> {
             u.commit
         ));
     }
-    crate::deploy::warmup::notify(ctx, &u.commit, &u.name, Outcome::Failed, Some(&e));
+    job.notify(Outcome::Failed, Some(&e));
     Err(Error::Failed {
         code: e.exit_code(),
         message: format!("warm-up of {} failed: {e}", short(&u.commit)),
         now: Vec::new(),
-        help: Some(crate::deploy::warmup::advice(&e, &u.commit, true)),
+        // A strict push's failure advice is the same as a promote's.
+        help: Some(crate::deploy::warmup::advice(&e, job.commit(), true)),
         source: Some(Box::new(e)),
     })
 }
@@ -488,6 +503,14 @@ fn flip_preview(
     runs: &mut Vec<Entry>,
 ) -> Result<()> {
     let root = &ctx.root;
+    let job = Job::new(
+        ctx,
+        Target::Preview {
+            slug: slug.to_string(),
+        },
+        Commit::parse(&u.commit)?,
+        &u.name,
+    );
     let name = root.preview_release_name(slug, &u.commit);
     if !release::is_ready(root, &name) {
         return Err(Error::with_help(
@@ -509,14 +532,9 @@ fn flip_preview(
     runs.push(run.clone());
     crate::sys::faults::point("strict-before-flip-preview");
     crate::deploy::preview::point(ctx, slug, &name)?;
-    let built = crate::deploy::preview::Built {
-        slug: slug.to_string(),
-        name,
-        commit: u.commit.clone(),
-    };
-    crate::deploy::preview::notify(ctx, &built, &u.name, &mut Default::default());
+    job.notify(Outcome::Ok, None);
     journal::append(root, &prepared(&run))?;
-    output::success(&format!("previews/{slug} -> releases/{}", built.name));
+    output::success(&format!("previews/{slug} -> releases/{name}"));
     Ok(())
 }
 
