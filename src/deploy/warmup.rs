@@ -2,18 +2,19 @@
 //! order: export, shared links, build, links, migrate, flip, check (a
 //! release's, through www_warmup), ready, notify, journal. What differs
 //! between the two (names, the pointer that flips, steps, environment,
-//! journal event, messages) is [`Target`]; everything else runs once.
+//! journal event, messages) is the [`Job`]'s [`Target`]; everything else
+//! runs once, here.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::ctx::Ctx;
-use crate::deploy::pointers::{point_warmup, where_now};
+use crate::deploy::job::{Job, Target};
+use crate::deploy::pointers::where_now;
 use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
-use crate::state::journal::{self, Entry, Event, Outcome};
+use crate::state::journal::{self, Entry, Outcome};
 use crate::state::release::{self, Record, State};
 use crate::state::root::{release_place, short};
 use crate::sys::advice;
@@ -24,45 +25,9 @@ use crate::{
     sys::symlink,
 };
 
-/// What a warm-up builds, and with it all that differs between the two
-/// kinds: the release's name, the pointer that flips to it, its steps and
-/// their environment, its journal event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// A release of the deployed branch, `releases/<commit>`; `warmup`
-    /// flips to it.
-    Release {
-        /// Build it again even if it has a ready release (`--rebuild`).
-        rebuild: bool,
-        /// A promote follows (a tag, `-o promote`, a strict push): the hint
-        /// to promote is left out, a failure's advice names `symdeploy
-        /// promote`, and promote.notify hears of the failure too.
-        promote_follows: bool,
-    },
-    /// The preview of a branch matching `previews.branches`, in its own
-    /// root: `previews/<slug>/releases/<commit>`, known by the name
-    /// `preview-<slug>-<commit>`. `previews/<slug>/production` flips to it;
-    /// `warmup` and `production` never move. Its shared paths point into
-    /// `previews/<slug>/common/`, and it runs `[previews]`' steps.
-    Preview {
-        /// previews/<slug>.
-        slug: String,
-    },
-}
-
-/// One warm-up: a commit of a ref, built as its [`Target`].
-pub(crate) struct Job<'a> {
-    ctx: &'a Ctx,
-    target: Target,
-    commit: Commit,
-    git_ref: &'a str,
-    /// The release's name: the commit, or `preview-<slug>-<commit>`.
-    name: String,
-}
-
 /// Warm `commit` up as the next release, with the lock held; returns the
 /// commit. A commit that already has a ready release only re-points
-/// `warmup`. `then_promote`: see [`Target::Release`].
+/// `warmup`. `then_promote`: see [`Target::Release`]'s `promote_follows`.
 pub(crate) fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
@@ -118,20 +83,8 @@ fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
     let root = &ctx.root;
     let hex = job.commit.as_str();
     let subject = repo::subject(repo, job.commit.id()).unwrap_or_default();
-    output::header(&match &job.target {
-        Target::Release { .. } => format!(
-            "warming up {} ({}): {subject}",
-            job.commit.short(),
-            job.git_ref
-        ),
-        Target::Preview { slug } => format!(
-            "preview {slug} of {} ({}): {subject}",
-            job.commit.short(),
-            job.git_ref
-        ),
-    });
-    let rebuild = matches!(job.target, Target::Release { rebuild: true, .. });
-    if release::is_ready(root, &job.name) && !rebuild {
+    output::header(&job.header(&subject));
+    if release::is_ready(root, &job.name) && !job.rebuild() {
         reuse(job, flip)?;
         return Ok(false);
     }
@@ -193,182 +146,6 @@ fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
     journal::append(root, &entry.end(Outcome::Ok))?;
     job.finish_message(started.elapsed());
     Ok(true)
-}
-
-impl<'a> Job<'a> {
-    /// `commit` of `git_ref`, to be built (or flipped to) as `target`.
-    pub(crate) fn new(ctx: &'a Ctx, target: Target, commit: Commit, git_ref: &'a str) -> Job<'a> {
-        let name = match &target {
-            Target::Release { .. } => commit.to_string(),
-            Target::Preview { slug } => ctx.root.preview_release_name(slug, commit.as_str()),
-        };
-        Job {
-            ctx,
-            target,
-            commit,
-            git_ref,
-            name,
-        }
-    }
-
-    /// The commit it builds.
-    pub(crate) fn commit(&self) -> &Commit {
-        &self.commit
-    }
-
-    /// Its journal event.
-    fn event(&self) -> Event {
-        match self.target {
-            Target::Release { .. } => Event::Warmup,
-            Target::Preview { .. } => preview::EVENT,
-        }
-    }
-
-    /// The pointer that flips to it, as people read it.
-    fn pointer(&self) -> String {
-        match &self.target {
-            Target::Release { .. } => "warmup".into(),
-            Target::Preview { slug } => format!("previews/{slug}/production"),
-        }
-    }
-
-    /// What the fault points around its flip end with.
-    fn flip_fault(&self) -> &'static str {
-        match self.target {
-            Target::Release { .. } => "warmup",
-            Target::Preview { .. } => "preview",
-        }
-    }
-
-    /// Is it checked (`warmup.check`) before it is ready? A preview is not.
-    fn has_check(&self) -> bool {
-        matches!(self.target, Target::Release { .. }) && !self.ctx.config.warmup.check.is_empty()
-    }
-
-    /// Where its shared paths point, and that place relative to the root
-    /// the release is in (link targets climb from the release to it).
-    fn common(&self) -> (PathBuf, PathBuf) {
-        let root = &self.ctx.root;
-        match &self.target {
-            Target::Release { .. } => (root.common(), PathBuf::from("common")),
-            Target::Preview { slug } => (root.common_preview(slug), root.common_preview_rel(slug)),
-        }
-    }
-
-    /// Point its pointer at it: one rename.
-    fn point(&self) -> Result<()> {
-        match &self.target {
-            Target::Release { .. } => point_warmup(self.ctx, &self.name),
-            Target::Preview { slug } => preview::point(self.ctx, slug, &self.name),
-        }
-    }
-
-    /// The environment its steps get. SYMDEPLOY_ROOT is the deploy root
-    /// either way (scripts find `.symdeploy/` and the repository through
-    /// it); a preview's SYMDEPLOY_SHARED is its own data, and relative paths
-    /// from its release resolve in its own root.
-    pub(crate) fn step_env(&self) -> StepEnv {
-        let root = &self.ctx.root;
-        let (previous, extra) = match &self.target {
-            Target::Release { .. } => (root.production(), Vec::new()),
-            Target::Preview { slug } => (
-                root.preview_pointed(slug),
-                vec![
-                    ("SYMDEPLOY_PREVIEW".into(), slug.to_string()),
-                    (
-                        "SYMDEPLOY_SHARED".into(),
-                        root.common_preview(slug).display().to_string(),
-                    ),
-                ],
-            ),
-        };
-        StepEnv {
-            root: root.dir.clone(),
-            release: root.release(&self.name),
-            commit: self.commit.to_string(),
-            git_ref: self.git_ref.to_string(),
-            previous: previous.map(|n| root.release(&n)),
-            extra,
-            timeout: self.ctx.config.step_timeout,
-        }
-    }
-
-    /// Run its notify steps: a release's `warmup.notify` with
-    /// `SYMDEPLOY_RESULT` (ok or failed) and, after a failure,
-    /// `SYMDEPLOY_ERROR` (one line); a preview's `previews.notify` (after its
-    /// flip only) with SYMDEPLOY_STAGE=preview. Their own failure is a
-    /// warning. Returns how long they took, if there were any and they
-    /// passed.
-    pub(crate) fn notify(&self, result: Outcome, error: Option<&Error>) -> Option<Duration> {
-        let commands = match self.target {
-            Target::Release { .. } => &self.ctx.config.warmup.notify,
-            Target::Preview { .. } => &self.ctx.config.previews.notify,
-        };
-        if commands.is_empty() {
-            return None; // no stage on screen for a step list that is empty
-        }
-        let stage = Stage::start("notify");
-        let mut env = self.step_env();
-        let stands = match self.target {
-            Target::Release { .. } => {
-                env.extra
-                    .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
-                if let Some(e) = error {
-                    env.extra
-                        .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
-                }
-                if result == Outcome::Ok {
-                    "the release is warmed up all the same"
-                } else {
-                    "the failure above stands as reported"
-                }
-            }
-            Target::Preview { .. } => {
-                env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
-                "the preview is up all the same"
-            }
-        };
-        if let Err(e) = steps::run_stage("notify", commands, &env) {
-            output::warning(&format!("{e} ({stands})"));
-            return None;
-        }
-        Some(stage.done())
-    }
-
-    /// The last word of a warm-up that flipped.
-    pub(crate) fn finish_message(&self, took: Duration) {
-        let short = self.commit.short();
-        match &self.target {
-            Target::Release {
-                promote_follows, ..
-            } => {
-                output::success(&format!(
-                    "warmup -> releases/{short} (warm-up took {})",
-                    crate::sys::fs::human_duration(took)
-                ));
-                output::log_only(&format!("       warmup -> releases/{}", self.commit));
-                if *promote_follows {
-                    return;
-                }
-                // A tag name the configured glob accepts: `release-*` becomes `release-N`.
-                let tag = self.ctx.config.promote.tags.replace(['*', '?'], "N");
-                output::detail(&format!(
-                    "promote it: `{}` on the server, or git tag {tag} {short} && git push deploy {tag}",
-                    advice::command(&format!("promote {short}")),
-                ));
-            }
-            Target::Preview { slug } => {
-                output::success(&format!("previews/{slug}/production -> releases/{short}"));
-                output::log_only(&format!(
-                    "       (release: {})",
-                    self.ctx.root.release(&self.name).display()
-                ));
-                output::line(&format!(
-                    "       serve it as {slug}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
-                ));
-            }
-        }
-    }
 }
 
 /// The commit has a ready release already: nothing is built. With `flip`
@@ -625,11 +402,7 @@ fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64
     crate::deploy::disk::preflight(ctx, repo, source, carry_from.as_deref())?;
 
     export_stage(ctx, repo, source, &job.name, durations)?;
-    let what = match job.target {
-        Target::Release { .. } => "the warm-up",
-        Target::Preview { .. } => "the preview",
-    };
-    crate::sys::signals::check(&format!("{what} stopped after the export"))?;
+    crate::sys::signals::check(&format!("{} stopped after the export", job.what()))?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
     // what they wrote. The result does not matter: that final sync vouches.
@@ -658,25 +431,11 @@ fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64
         durations.insert("shared".into(), stage.done().as_secs_f64());
     }
 
-    let (steps, fault_prefix) = match job.target {
-        Target::Release { .. } => {
-            let w = &ctx.config.warmup;
-            ([&w.build, &w.links, &w.migrate], "")
-        }
-        Target::Preview { .. } => {
-            let p = &ctx.config.previews;
-            ([&p.build, &p.links, &p.migrate], "preview-")
-        }
-    };
-    let stages = [
-        ("build", steps[0]),
-        ("links", steps[1]),
-        ("migrate", steps[2]),
-    ];
+    let (stages, fault_prefix) = job.stages();
     let exported = Exported {
         dir: &dir,
         common: &common,
-        what,
+        what: job.what(),
         fault_prefix,
     };
     exported.finish(ctx, stages, &job.step_env(), Some(early_sync), durations)

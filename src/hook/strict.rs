@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::ctx::Ctx;
-use crate::deploy::warmup::{Job, Target};
+use crate::deploy::job::{Job, Target};
 use crate::error::{Error, IoContext, Result};
 use crate::hook::files::{hook_installed, install_hook, HookInstall};
 use crate::hook::pending::{
@@ -489,7 +489,7 @@ fn warmup_check(ctx: &Ctx, u: &PendingUpdate, job: &Job) -> Result<()> {
         message: format!("warm-up of {} failed: {e}", short(&u.commit)),
         now: Vec::new(),
         // A strict push's failure advice is the same as a promote's.
-        help: Some(crate::deploy::warmup::advice(&e, job.commit(), true)),
+        help: Some(crate::deploy::warmup::advice(&e, &job.commit, true)),
         source: Some(Box::new(e)),
     })
 }
