@@ -223,18 +223,21 @@ fn shown(name: &str) -> String {
     }
 }
 
-/// Remove the releases of `slug` that `previews/<slug>` does not point at.
-/// Problems are warnings: the preview itself is up.
-pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
+/// Remove the releases of `slug` that `previews/<slug>` does not point at;
+/// returns what could not be removed, for the caller to warn of (the
+/// preview itself is up).
+pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) -> Vec<Error> {
     let pointed = ctx.root.preview_pointed(slug);
+    let mut stuck = Vec::new();
     for (name, s, _) in ctx.root.preview_release_dirs().unwrap_or_default() {
         if s == slug && Some(&name) != pointed.as_ref() {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
-                Err(e) => output::warning(&format!("{e}")),
+                Err(e) => stuck.push(e),
             }
         }
     }
+    stuck
 }
 
 /// `previews/<slug>/releases/<short>`: where a preview release is, for people.

@@ -102,7 +102,7 @@ fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
     let built = build(job, repo, &mut durations);
     entry.durations = durations;
     if let Err(e) = built {
-        return Err(failed(job, entry, e));
+        return Err(failed(job, entry, e, None));
     }
     // A release's check goes through www_warmup, so warmup points at the
     // release before it is ready; a crash in between leaves it `building`,
@@ -125,14 +125,17 @@ fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
         );
         return Ok(true);
     }
-    let before = root.warmup();
+    // Where a check's failure moves warmup back to.
+    let before = if checked { root.warmup() } else { None };
     faults::point(&format!("before-flip-{}", job.flip_fault()));
     job.point()?;
     faults::point(&format!("after-flip-{}", job.flip_fault()));
     if checked {
         if let Err(e) = check(job, &mut entry.durations) {
-            warmup_back(ctx, hex, before.as_deref());
-            return Err(failed(job, entry, e));
+            let stuck = warmup_back(ctx, hex, before.as_deref())
+                .err()
+                .map(|b| format!("warmup could not be moved back: {b}"));
+            return Err(failed(job, entry, e, stuck));
         }
         release::set_state(root, &job.name, State::Ready, None)?;
     }
@@ -252,8 +255,9 @@ fn make_way(ctx: &Ctx, hex: &str) -> Result<()> {
 
 /// A build that failed or was interrupted: the release is marked failed,
 /// the run ended, chat and CI told (a post-receive push exits 0 whatever
-/// happens), and the error returned whole for the renderer.
-fn failed(job: &Job, entry: Entry, e: Error) -> Error {
+/// happens), and the error returned whole for the renderer, with `stuck`
+/// (what could not be undone) said in the same breath.
+fn failed(job: &Job, entry: Entry, e: Error, stuck: Option<String>) -> Error {
     let ctx = job.ctx;
     let root = &ctx.root;
     let hex = job.commit.as_str();
@@ -315,6 +319,10 @@ fn failed(job: &Job, entry: Entry, e: Error) -> Error {
             preview::where_now(root, slug),
         ),
     };
+    let message = match stuck {
+        Some(stuck) => format!("{message} (and {stuck})"),
+        None => message,
+    };
     let message = match unrecorded.is_empty() {
         true => message,
         false => format!(
@@ -349,13 +357,13 @@ pub(crate) fn check(job: &Job, durations: &mut BTreeMap<String, f64>) -> Result<
 }
 
 /// A failed check: `warmup` back where it pointed before the flip to `hex`
-/// (if that release is still ready), else off `hex` the usual way. Never
-/// fails: it runs on an error path, and a problem is reported.
-pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
+/// (if that release is still ready), else off `hex` the usual way. It runs
+/// on an error path: a problem is returned to be told with that error.
+fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) -> Result<()> {
     let _unwinding = crate::sys::signals::unwinding("moving warmup back");
     let root = &ctx.root;
     if root.warmup().as_deref() != Some(hex) {
-        return;
+        return Ok(());
     }
     let moved = match before.filter(|b| *b != hex && release::is_ready(root, b)) {
         Some(b) => crate::deploy::pointers::flip_warmup(ctx, b).map(|_| Some(b.to_string())),
@@ -367,15 +375,14 @@ pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
             Some(_) => crate::deploy::pointers::warmup_off(ctx, hex),
         },
     };
-    match moved {
-        Ok(back) => output::detail(&format!(
-            "warmup -> {} (back)",
-            back.as_deref()
-                .map(|c| format!("releases/{}", short(c)))
-                .unwrap_or_else(|| "nothing".into())
-        )),
-        Err(e) => output::error(&format!("could not move warmup back: {e}")),
-    }
+    let back = moved?;
+    output::detail(&format!(
+        "warmup -> {} (back)",
+        back.as_deref()
+            .map(|c| format!("releases/{}", short(c)))
+            .unwrap_or_else(|| "nothing".into())
+    ));
+    Ok(())
 }
 
 /// Export, carry, shared links, then the rest in [`Exported::finish`].

@@ -576,7 +576,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             crate::session::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO)
         {
             for slug in previews {
-                crate::deploy::preview::remove_unpointed(ctx, &slug);
+                for e in crate::deploy::preview::remove_unpointed(ctx, &slug) {
+                    output::warning(&e.to_string());
+                }
             }
         }
     }

@@ -39,7 +39,9 @@ pub(crate) fn deploy(
     }
     let slug = crate::deploy::warmup::preview(ctx, repo, commit, git_ref, true)?;
     // The releases the new one replaces are not served any more.
-    remove_unpointed(ctx, &slug);
+    for e in remove_unpointed(ctx, &slug) {
+        output::warning(&e.to_string());
+    }
     Ok(())
 }
 
