@@ -132,7 +132,7 @@ fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
     faults::point(&format!("after-flip-{}", job.flip_fault()));
     if checked {
         if let Err(e) = check(job, &mut entry.durations) {
-            let stuck = warmup_back(ctx, hex, before.as_deref())
+            let stuck = warmup_back(ctx, job.commit, before.as_deref())
                 .err()
                 .map(|b| format!("warmup could not be moved back: {b}"));
             return Err(failed(job, entry, e, stuck));
@@ -199,7 +199,7 @@ fn remove_earlier_build(job: &Job) -> Result<()> {
         return Ok(());
     }
     if let Target::Release { .. } = job.target {
-        make_way(ctx, name)?;
+        make_way(ctx, job.commit)?;
     }
     output::detail(&format!(
         "removing the earlier {} build of {}",
@@ -216,9 +216,11 @@ fn remove_earlier_build(job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Before the release `hex` is rebuilt: warmup moves off it to production's
-/// release if it can; what still points at it refuses the rebuild.
-fn make_way(ctx: &Ctx, hex: &str) -> Result<()> {
+/// Before the release of `commit` is rebuilt: warmup moves off it to
+/// production's release if it can; what still points at it refuses the
+/// rebuild.
+fn make_way(ctx: &Ctx, commit: Commit) -> Result<()> {
+    let hex = commit.as_str();
     let root = &ctx.root;
     let production = root.production();
     // The release warmup points at (one that changed since its warm-up, say)
@@ -356,10 +358,12 @@ pub(crate) fn check(job: &Job, durations: &mut BTreeMap<String, f64>) -> Result<
     Ok(())
 }
 
-/// A failed check: `warmup` back where it pointed before the flip to `hex`
-/// (if that release is still ready), else off `hex` the usual way. It runs
-/// on an error path: a problem is returned to be told with that error.
-fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) -> Result<()> {
+/// A failed check: `warmup` back where it pointed before the flip to
+/// `commit`'s release (if that release is still ready), else off it the
+/// usual way. It runs on an error path: a problem is returned to be told
+/// with that error.
+fn warmup_back(ctx: &Ctx, commit: Commit, before: Option<&str>) -> Result<()> {
+    let hex = commit.as_str();
     let _unwinding = crate::sys::signals::unwinding("moving warmup back");
     let root = &ctx.root;
     if root.warmup().as_deref() != Some(hex) {
