@@ -419,7 +419,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         journal::append(root, &run)?;
         runs.push(run.clone());
         crate::sys::faults::point("strict-before-flip-warmup");
-        crate::deploy::pointers::point_warmup(ctx, &u.commit)?;
+        job.point()?;
         if !ctx.config.warmup.check.is_empty() {
             warmup_check(ctx, u, &job)?;
         }
@@ -511,12 +511,12 @@ fn flip_preview(
         Commit::parse(&u.commit)?,
         &u.name,
     );
-    let name = root.preview_release_name(slug, &u.commit);
-    if !release::is_ready(root, &name) {
+    let name = &job.name;
+    if !release::is_ready(root, name) {
         return Err(Error::with_help(
             format!(
                 "releases/{name} is {} now, no longer the ready preview the pre-receive hook built",
-                release::effective_state(root, &name)
+                release::effective_state(root, name)
             ),
             "something changed it in between (a cleanup, `preview rm`); push again",
         ));
@@ -531,7 +531,7 @@ fn flip_preview(
     journal::append(root, &run)?;
     runs.push(run.clone());
     crate::sys::faults::point("strict-before-flip-preview");
-    crate::deploy::preview::point(ctx, slug, &name)?;
+    job.point()?;
     job.notify(Outcome::Ok, None);
     journal::append(root, &prepared(&run))?;
     output::success(&format!("previews/{slug} -> releases/{name}"));
