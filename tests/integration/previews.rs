@@ -723,3 +723,62 @@ fn web_user_writes_the_previews_data_and_temp_not_commons() {
     env.push_ok(&[":feature/login-form"]);
     assert!(std::fs::symlink_metadata(&preview).is_err());
 }
+
+/// `chattr -i` on drop, so a failed test leaves nothing its cleanup cannot remove.
+struct Unfreeze(std::path::PathBuf);
+
+impl Drop for Unfreeze {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A preview release that cannot be removed (a file in it `chattr +i`):
+/// `preview rm` and `cleanup` each say so in exactly one `error:` line that
+/// names the release where it is, whole (never cut like a hash), and leave
+/// it in place; once fixed, cleanup removes it.
+#[test]
+fn an_undeletable_preview_release_is_one_error_that_names_it() {
+    // chattr needs a filesystem that keeps attributes (not tmpfs).
+    let env = Env::with_init_args_in(&config(""), &[], Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.push_ok(&["main"]);
+    ok(&env.symdeploy(&["promote"]));
+    env.git(&["checkout", "-q", "-b", "feature/stuck"]);
+    env.write("www/index.html", "stuck\n");
+    let c = env.commit("stuck");
+    env.push_ok(&["feature/stuck"]);
+    let release = env.root.join("previews/feature-stuck/releases").join(&c);
+    let file = release.join("www/index.html");
+    assert!(file.exists(), "{}", file.display());
+    let frozen = Command::new("chattr").arg("+i").arg(&file).output();
+    let _guard = Unfreeze(file.clone());
+    match frozen {
+        Ok(o) if o.status.success() => {}
+        other => {
+            crate::common::skipped(&format!(
+                "SKIPPED: chattr +i does not work here ({other:?}); the undeletable preview release is not tested"
+            ));
+            return;
+        }
+    }
+    let place = format!("previews/feature-stuck/releases/{}", &c[..12]);
+
+    let out = env.symdeploy(&["preview", "rm", "feature-stuck"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert_eq!(t.matches("error:").count(), 1, "one error, told once: {t}");
+    assert!(t.contains(&format!("could not remove {place}")), "{t}");
+    assert!(t.contains("immutable"), "{t}");
+    assert!(file.exists(), "the release keeps its files");
+
+    let out = env.symdeploy(&["cleanup"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert_eq!(t.matches("error:").count(), 1, "one error, told once: {t}");
+    assert!(t.contains(&place), "{t}");
+    assert!(file.exists());
+
+    drop(_guard);
+    ok(&env.symdeploy(&["cleanup"]));
+    assert!(!release.exists(), "removed once it could be");
+}
