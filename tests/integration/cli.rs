@@ -44,14 +44,7 @@ fn install_sh_try_deploys_the_sample_app() {
     for prog in ["make", "strip", "git"] {
         let found = run(Command::new("sh").args(["-c", &format!("command -v {prog}")]));
         if !found.status.success() {
-            assert!(
-                std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-                "install.sh --try needs {prog}"
-            );
-            crate::common::skipped(&format!(
-                "SKIPPED install_sh_try_deploys_the_sample_app: no {prog}"
-            ));
-            return;
+            return crate::common::skip(&format!("install.sh --try needs {prog}"));
         }
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -565,12 +565,6 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
 
 // ----------------------------------------------------------------------------- 3. disk full
 
-/// Say, past cargo's output capture, that a case could not run here.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
-}
-
 /// A mount made for one test, undone when dropped.
 struct Mounted(PathBuf);
 
@@ -597,7 +591,7 @@ fn a_full_disk_during_export_fails_cleanly() {
     let releases = env.root.join("releases");
     let _tmpfs = match mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &releases) {
         Ok(m) => m,
-        Err(e) => return skip(&format!("disk-full case: cannot mount a tmpfs: {e}")),
+        Err(e) => return cannot_here(&format!("disk-full case: cannot mount a tmpfs: {e}")),
     };
     let a = env.git(&["rev-parse", "HEAD"]);
     env.push_ok(&["main"]);
@@ -1623,7 +1617,7 @@ fn an_unwritable_releases_directory_fails_clearly() {
     let env = &s.env;
     let releases = env.root.join("releases");
     let Some(guard) = unwritable(&releases) else {
-        return skip(
+        return cannot_here(
             "unwritable releases/: neither chattr +i nor a read-only bind mount works here",
         );
     };
@@ -1671,7 +1665,7 @@ fn strace(env: &Env, args: &[&str]) -> Option<Vec<String>> {
         .arg(&env.root)
         .args(args));
     if !out.status.success() && text(&out).contains("ptrace") {
-        skip(&format!(
+        cannot_here(&format!(
             "power-loss case: strace cannot trace here: {}",
             text(&out)
         ));

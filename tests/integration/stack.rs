@@ -56,8 +56,8 @@ fn stack_script(name: &str) -> PathBuf {
 
 /// `scripts/stack/check GROUPS...`: true when the programs are there; else the
 /// test is skipped with check's line (`missing: nginx ... (run
-/// .ci/install-stack as root)`), or fails under SYMDEPLOY_REQUIRE_STACK=1.
-fn stack_ready(test: &str, groups: &[&str]) -> bool {
+/// .ci/install-stack as root)`), or fails in CI.
+fn stack_ready(groups: &[&str]) -> bool {
     let why = match Command::new(stack_script("check"))
         .args(groups)
         .stdin(Stdio::null())
@@ -69,10 +69,7 @@ fn stack_ready(test: &str, groups: &[&str]) -> bool {
             "cannot run scripts/stack/check ({e}); the stack needs bash and the programs .ci/install-stack installs"
         ),
     };
-    if std::env::var("SYMDEPLOY_REQUIRE_STACK").is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("stack::{test}: {why} (SYMDEPLOY_REQUIRE_STACK is set, so this is a failure)");
-    }
-    say(&format!("test stack::{test} ... SKIPPED: {why}"));
+    crate::common::skip(&why);
     false
 }
 
@@ -555,10 +552,7 @@ fn with_gate(config: &str) -> String {
 
 #[test]
 fn ssh_push_streams_warmup_then_tag_promotes() {
-    if !stack_ready(
-        "ssh_push_streams_warmup_then_tag_promotes",
-        &["web", "supervisor", "sshd", "app"],
-    ) {
+    if !stack_ready(&["web", "supervisor", "sshd", "app"]) {
         return;
     }
     let _machine = shared_machine();
@@ -797,10 +791,7 @@ fn ms(d: Duration) -> f64 {
 
 #[test]
 fn promote_and_rollback_under_load_drop_no_request() {
-    if !stack_ready(
-        "promote_and_rollback_under_load_drop_no_request",
-        &["web", "supervisor", "load", "app"],
-    ) {
+    if !stack_ready(&["web", "supervisor", "load", "app"]) {
         return;
     }
     let _machine = whole_machine();
@@ -1107,10 +1098,7 @@ fn instantiate(file: &str, snippet: &str, replace: &[(&str, String)]) -> String 
 
 #[test]
 fn two_hosts_one_remote_strict_mode() {
-    if !stack_ready(
-        "two_hosts_one_remote_strict_mode",
-        &["web", "supervisor", "sshd", "app"],
-    ) {
+    if !stack_ready(&["web", "supervisor", "sshd", "app"]) {
         return;
     }
     let _machine = shared_machine();
@@ -1413,10 +1401,7 @@ fn docs_snippets_are_the_configs_the_servers_run() {
         );
     }
 
-    if !stack_ready(
-        "docs_snippets_are_the_configs_the_servers_run",
-        &["web", "supervisor"],
-    ) {
+    if !stack_ready(&["web", "supervisor"]) {
         return;
     }
     let _machine = shared_machine();
@@ -1525,10 +1510,7 @@ fn with_previews(config: &str) -> String {
 
 #[test]
 fn previews_are_served_by_slug_and_production_keeps_serving() {
-    if !stack_ready(
-        "previews_are_served_by_slug_and_production_keeps_serving",
-        &["web", "supervisor", "app"],
-    ) {
+    if !stack_ready(&["web", "supervisor", "app"]) {
         return;
     }
     let _machine = shared_machine();
@@ -1683,10 +1665,7 @@ fn with_warmup_check(config: &str) -> String {
 
 #[test]
 fn a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answers() {
-    if !stack_ready(
-        "a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answers",
-        &["web", "supervisor", "load", "app"],
-    ) {
+    if !stack_ready(&["web", "supervisor", "load", "app"]) {
         return;
     }
     let _machine = shared_machine();

@@ -7,6 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod skip;
+pub mod users;
+
+#[allow(unused_imports)] // fleet.rs includes this module and uses only some
+pub use skip::{cannot_here, required, skip};
+
 /// The symdeploy binary cargo built for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_symdeploy"))
@@ -180,6 +186,16 @@ impl Env {
         run(git_cmd(&self.work).args(full))
     }
 
+    /// `git push deploy ARGS...` with extra environment variables.
+    pub fn push_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut c = git_cmd(&self.work);
+        c.args(["push", "deploy"]).args(args);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
     /// Push and insist it worked; returns the output text.
     pub fn push_ok(&self, args: &[&str]) -> String {
         let out = self.push(args);
@@ -236,6 +252,30 @@ impl Env {
     /// Replace deploy.toml.
     pub fn set_config(&self, config: &str) {
         std::fs::write(self.root.join("deploy.toml"), config).unwrap();
+    }
+
+    /// The commit a ref of the deploy repository names, if it exists.
+    pub fn repo_ref(&self, name: &str) -> Option<String> {
+        let out = run(git_cmd(&self.root.join("repository")).args([
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("{name}^{{commit}}"),
+        ]));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The `state` of a release's record (.symdeploy/releases/NAME.json),
+    /// empty when there is none.
+    pub fn record_state(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(format!(".symdeploy/releases/{name}.json")))
+                .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v["state"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
     }
 
     /// The journal's entries.
@@ -476,27 +516,84 @@ fn duration_len(s: &str) -> Option<usize> {
     None
 }
 
-/// Say that a test did not run its real check, and why: straight to the
-/// terminal (libtest shows a passing test's `eprintln!` to nobody), so a plain
-/// `cargo test` lists every skip among the results.
-pub fn skipped(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
-}
-
-/// True when running as root; otherwise the test is skipped, visibly, with
-/// what it `needs` (a deploy user made with useradd, ...). CI sets
-/// SYMDEPLOY_REQUIRE_STACK=1, where a skip is a failure.
-pub fn need_root(test: &str, needs: &str) -> bool {
+/// True when running as root; otherwise the test is skipped (see [`skip`]:
+/// a failure in CI), saying it needs root for `needs` (useradd, setpriv, ...).
+pub fn need_root(needs: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-        "{test}: needs root ({needs}) and SYMDEPLOY_REQUIRE_STACK is set"
-    );
-    skipped(&format!(
-        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    ));
+    skip(&format!("needs root for {needs}; CI runs it as root"));
     false
+}
+
+/// The output text of a command that must have succeeded.
+pub fn ok(out: &Output) -> String {
+    let t = text(out);
+    assert!(out.status.success(), "command failed: {t}");
+    t
+}
+
+/// stderr alone, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// The 12-hex short form of a commit, as symdeploy prints it.
+pub fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+/// A file of this repository (scripts/stack/..., examples/...).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The name of what `root/name` (a symlink) points at: the release's
+/// directory name.
+pub fn pointed_at(root: &Path, name: &str) -> Option<String> {
+    std::fs::read_link(root.join(name))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// Wait until `f` is true, up to a generous 60 s: not a timing assertion,
+/// what is waited for either happens or the test has found the bug.
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_for_within(what, std::time::Duration::from_secs(60), f);
+}
+
+/// [`wait_for`] with another bound.
+pub fn wait_for_within(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The daemons are running: the trace's last `stop`/`start` line (of
+/// TEST_CONFIG's promote.stop/start) is a start, or there is none.
+pub fn assert_daemons_running(env: &Env, context: &str) {
+    let trace = env.trace();
+    let last = trace
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("stop ") || l.starts_with("start "));
+    if let Some(l) = last {
+        assert!(
+            l.starts_with("start "),
+            "{context}: the daemons were left stopped; trace: {trace:#?}"
+        );
+    }
 }
