@@ -12,8 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::common::users::{keygen, StopSshd, TestUser};
-use crate::common::{bin, free_port, need_root, pointed_at, repo_path, run, text};
+use crate::common::users::{keygen, remote_path, start_sshd, StopSshd, TestUser};
+use crate::common::{bin, free_port, need_root, pointed_at, run, text};
 
 /// Users made here are named `sd19…`.
 fn deploy_user(tag: &str) -> TestUser {
@@ -112,19 +112,16 @@ impl World {
         let state = tmp.join("state");
         std::fs::create_dir(&state).unwrap();
         let port = free_port();
-        let bin_dir = bin().parent().unwrap().to_str().unwrap().to_string();
-        let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-            .arg(&state)
-            .arg(port.to_string())
-            .env("STACK_SSH_USER", &user.name)
-            .env("STACK_SSH_USER_KEYS", "1")
-            .env("STACK_SSH_ACCEPT_ENV", "SYMDEPLOY_BY SYMDEPLOY_ROOT GIT_*")
-            .env(
-                "STACK_REMOTE_PATH",
-                format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-            ));
-        let stop = StopSshd(state.clone());
-        assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+        let (stop, _) = start_sshd(
+            &state,
+            port,
+            &user.name,
+            &[
+                ("STACK_SSH_USER_KEYS", "1"),
+                ("STACK_SSH_ACCEPT_ENV", "SYMDEPLOY_BY SYMDEPLOY_ROOT GIT_*"),
+                ("STACK_REMOTE_PATH", &remote_path()),
+            ],
+        );
 
         let work = tmp.join("work");
         std::fs::create_dir_all(work.join("www")).unwrap();

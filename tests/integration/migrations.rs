@@ -1,7 +1,7 @@
 //! Migrations as data and the rollback rule, through real pushes: v1 knows
 //! 001, v2 001–002, v3 001–003, each promoted.
 
-use crate::common::{run, text, Env, TEST_CONFIG};
+use crate::common::{ok, run, text, Env, TEST_CONFIG};
 
 const M1: &str = "001_users.sql";
 const M2: &str = "002_orders.sql";
@@ -13,12 +13,6 @@ fn config(extra_top: &str, tables: &str) -> String {
 
 /// The undo step: records what it was told and where it ran.
 const UNDO: &str = "[rollback]\nmigrate = [\"echo \\\"undo $SYMDEPLOY_MIGRATIONS_UNDO|$SYMDEPLOY_TARGET|$PWD\\\" >> \\\"$SYMDEPLOY_ROOT/trace.log\\\"\"]\n";
-
-fn ok(out: &std::process::Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
-}
 
 /// v1, v2, v3 pushed and promoted in turn; returns their commits.
 fn three_versions(env: &Env) -> [String; 3] {

@@ -5,16 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{bin, git_cmd, run, text, Env, TEST_CONFIG};
+use crate::common::{bin, git_cmd, ok, run, text, Env, TEST_CONFIG};
 
 fn config(extra: &str) -> String {
     format!("{TEST_CONFIG}[previews]\nbranches = \"feature/*\"\n{extra}",)
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
 }
 
 /// `previews/<slug>/production` -> `releases/<commit>`: the release's

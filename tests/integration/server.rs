@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common::users::{
-    as_web_user, git_env, open_tempdir as open_tempdir_in, StopSshd, TestUser,
+    as_web_user, open_tempdir as open_tempdir_in, remote_path, start_sshd, TestUser,
 };
-use crate::common::{bin, free_port, need_root, pointed_at, repo_path, run, skip, text};
+use crate::common::{bin, free_port, git_env, need_root, pointed_at, repo_path, run, skip, text};
 
 /// Users made here are named `sd11…`.
 fn test_user(tag: &str) -> TestUser {
@@ -168,19 +168,15 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let port = free_port();
-    let bin_dir = bin().parent().unwrap().to_str().unwrap().to_string();
-    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-        .arg(&state)
-        .arg(port.to_string())
-        .env("STACK_SSH_USER", &user.name)
-        .env("STACK_SSH_EXACT_PATH", "1")
-        .env(
-            "STACK_REMOTE_PATH",
-            format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-        ));
-    let _stop = StopSshd(state.clone());
-    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
-    let vars = String::from_utf8_lossy(&sshd.stdout).to_string();
+    let (_stop, vars) = start_sshd(
+        &state,
+        port,
+        &user.name,
+        &[
+            ("STACK_SSH_EXACT_PATH", "1"),
+            ("STACK_REMOTE_PATH", &remote_path()),
+        ],
+    );
     let ssh_cmd = var(&vars, "GIT_SSH_COMMAND");
 
     {
@@ -616,13 +612,12 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
     let port = free_port();
     // No STACK_SSH_EXACT_PATH: its ForceCommand would bypass the login shell;
     // no login check either: git-shell refuses its `echo login-ok`.
-    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-        .arg(&state)
-        .arg(port.to_string())
-        .env("STACK_SSH_USER", &user.name)
-        .env("STACK_SSH_SKIP_LOGIN_CHECK", "1"));
-    let _stop = StopSshd(state.clone());
-    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+    let (_stop, _) = start_sshd(
+        &state,
+        port,
+        &user.name,
+        &[("STACK_SSH_SKIP_LOGIN_CHECK", "1")],
+    );
     let key = state.join("ssh/id_ed25519");
     let ssh = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",

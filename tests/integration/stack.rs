@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, git_cmd, run, text};
+use crate::common::{bin, git_cmd, repo_path, run, short, text};
 
 /// Promote + rollback rounds in the load test (2 switches each).
 const ROUNDS: usize = 20;
@@ -44,10 +44,6 @@ fn whole_machine() -> RwLockWriteGuard<'static, ()> {
 /// measured figures must be visible in a plain `cargo test`.
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
-fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 fn stack_script(name: &str) -> PathBuf {
@@ -82,10 +78,6 @@ fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
-}
-
-fn short(hex: &str) -> &str {
-    &hex[..12]
 }
 
 /// `KEY='value'` lines printed by the start-* scripts.
@@ -339,15 +331,7 @@ impl Host {
 
     /// A ref of ROOT/repository, if it exists.
     fn git_ref(&self, name: &str) -> Option<String> {
-        let out = run(git_cmd(&self.root.join("repository")).args([
-            "rev-parse",
-            "--verify",
-            "-q",
-            &format!("{name}^{{commit}}"),
-        ]));
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        crate::common::repo_ref(&self.root.join("repository"), name)
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -1502,6 +1486,46 @@ fn docs_snippets_are_the_configs_the_servers_run() {
 // 5. Previews (issue 15)
 // ---------------------------------------------------------------------------
 
+/// The server block nginx runs (the one holding `marker`) is the book's
+/// snippet `name`, once the book's port, host name (`names`: the book's and
+/// this test's), root and php-fpm socket are this host's.
+fn assert_nginx_runs_the_snippet(host: &Host, marker: &str, name: &str, names: (&str, &str)) {
+    let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
+    let start = nginx
+        .find(marker)
+        .unwrap_or_else(|| panic!("no server block with {marker} in nginx's config"));
+    let block = section(
+        &nginx[nginx[..start].rfind("server {").unwrap()..],
+        "server {",
+        true,
+    );
+    let root = host.root.display().to_string();
+    let state = host.state.display().to_string();
+    for (file, snippet) in doc_snippets(name) {
+        let got = instantiate(
+            &file,
+            &snippet,
+            &[
+                (
+                    "listen 80;",
+                    format!("listen 127.0.0.1:{};", host.http_port()),
+                ),
+                (names.0, names.1.into()),
+                ("/srv/myapp", root.clone()),
+                (
+                    "unix:/run/php/myapp.sock",
+                    format!("unix:{state}/php-fpm.sock"),
+                ),
+            ],
+        );
+        assert_eq!(
+            directives(&got, &["#"]),
+            directives(&block, &["#"]),
+            "{file}: the {name} snippet differs from the block nginx runs"
+        );
+    }
+}
+
 /// The example's deploy.toml with previews of feature/* branches, seeded
 /// from ROOT/previews-seed (the preview's own local.ini).
 fn with_previews(config: &str) -> String {
@@ -1528,40 +1552,12 @@ fn previews_are_served_by_slug_and_production_keeps_serving() {
     std::fs::create_dir_all(&seed).unwrap();
     std::fs::write(seed.join("local.ini"), "greeting = preview\n").unwrap();
     // The server block nginx runs is the book's nginx-preview-server snippet.
-    let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
-    let start = nginx
-        .find("server_name ~^")
-        .expect("the preview server block");
-    let block = section(
-        &nginx[nginx[..start].rfind("server {").unwrap()..],
-        "server {",
-        true,
+    assert_nginx_runs_the_snippet(
+        &host,
+        "server_name ~^",
+        "nginx-preview-server",
+        ("preview\\.example\\.com", "preview\\.test"),
     );
-    let root = host.root.display().to_string();
-    let state = host.state.display().to_string();
-    for (file, snippet) in doc_snippets("nginx-preview-server") {
-        let got = instantiate(
-            &file,
-            &snippet,
-            &[
-                (
-                    "listen 80;",
-                    format!("listen 127.0.0.1:{};", host.http_port()),
-                ),
-                ("preview\\.example\\.com", "preview\\.test".into()),
-                ("/srv/myapp", root.clone()),
-                (
-                    "unix:/run/php/myapp.sock",
-                    format!("unix:{state}/php-fpm.sock"),
-                ),
-            ],
-        );
-        assert_eq!(
-            directives(&got, &["#"]),
-            directives(&block, &["#"]),
-            "{file}: the nginx-preview-server snippet differs from the block nginx runs"
-        );
-    }
 
     let project = Project::new(stack.path().join("work"));
     let url = host.root.join("repository").display().to_string();
@@ -1680,40 +1676,12 @@ fn a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answer
         },
     );
     // The server block nginx runs is docs/src/watch.md's nginx-warmup-server snippet.
-    let nginx = std::fs::read_to_string(&host.web["NGINX_CONF"]).unwrap();
-    let start = nginx
-        .find("server_name warmup.test;")
-        .expect("the warm-up server block");
-    let block = section(
-        &nginx[nginx[..start].rfind("server {").unwrap()..],
-        "server {",
-        true,
+    assert_nginx_runs_the_snippet(
+        &host,
+        "server_name warmup.test;",
+        "nginx-warmup-server",
+        ("warmup.example.com", "warmup.test"),
     );
-    let root = host.root.display().to_string();
-    let state = host.state.display().to_string();
-    for (file, snippet) in doc_snippets("nginx-warmup-server") {
-        let got = instantiate(
-            &file,
-            &snippet,
-            &[
-                (
-                    "listen 80;",
-                    format!("listen 127.0.0.1:{};", host.http_port()),
-                ),
-                ("warmup.example.com", "warmup.test".into()),
-                ("/srv/myapp", root.clone()),
-                (
-                    "unix:/run/php/myapp.sock",
-                    format!("unix:{state}/php-fpm.sock"),
-                ),
-            ],
-        );
-        assert_eq!(
-            directives(&got, &["#"]),
-            directives(&block, &["#"]),
-            "{file}: the nginx-warmup-server snippet differs from the block nginx runs"
-        );
-    }
 
     let project = Project::new(stack.path().join("work"));
     let url = host.root.join("repository").display().to_string();

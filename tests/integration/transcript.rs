@@ -7,7 +7,7 @@
 //! --test integration transcript::` rewrites the snapshots (then review the diff). CI runs
 //! with `CI=true`, where insta never writes a snapshot, only fails.
 
-use crate::common::{redact, text, Env};
+use crate::common::{redact, stderr, text, Env};
 
 /// A root whose steps print nothing and whose daemons are not configured.
 const EMPTY_STEPS: &str = r#"
@@ -42,10 +42,6 @@ check = ["test -e healthy || { echo 'GET /health: 503'; exit 1; }"]
 check_timeout = 1
 notify = ["echo \"notify: $SYMDEPLOY_RESULT\""]
 "#;
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// A post-receive push whose deploy failed: one `error:` for the failure,
 /// and the last `remote:` line says that git took the push all the same (git

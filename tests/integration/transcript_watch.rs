@@ -4,8 +4,7 @@
 //! watch, and the watcher's own log of a rollback. Hashes, times, paths and
 //! pids are redacted (`crate::common::redact`, plus clock times here).
 
-use crate::common::{redact, text, Env};
-use std::time::{Duration, Instant};
+use crate::common::{redact, stderr, text, wait_for, Env};
 
 const CONFIG: &str = r#"
 branch = "main"
@@ -50,18 +49,6 @@ fn pin(t: &str, env: &Env) -> String {
         }
     }
     out
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

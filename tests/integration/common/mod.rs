@@ -85,8 +85,15 @@ pub fn text(o: &Output) -> String {
 /// A git command isolated from the machine's configuration.
 pub fn git_cmd(dir: &Path) -> Command {
     let mut c = Command::new("git");
-    c.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
+    c.current_dir(dir);
+    git_env(&mut c);
+    c
+}
+
+/// The environment of [`git_cmd`], for a git run another way (as another
+/// user): no system or global configuration, a fixed author.
+pub fn git_env(c: &mut Command) {
+    c.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_NAME", "Tester")
         .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
@@ -94,7 +101,15 @@ pub fn git_cmd(dir: &Path) -> Command {
         .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE");
-    c
+}
+
+/// The commit a ref of the bare repository `repo` names, if it exists.
+pub fn repo_ref(repo: &Path, name: &str) -> Option<String> {
+    let out =
+        run(git_cmd(repo).args(["rev-parse", "--verify", "-q", &format!("{name}^{{commit}}")]));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Env {
@@ -256,15 +271,7 @@ impl Env {
 
     /// The commit a ref of the deploy repository names, if it exists.
     pub fn repo_ref(&self, name: &str) -> Option<String> {
-        let out = run(git_cmd(&self.root.join("repository")).args([
-            "rev-parse",
-            "--verify",
-            "-q",
-            &format!("{name}^{{commit}}"),
-        ]));
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        repo_ref(&self.root.join("repository"), name)
     }
 
     /// The `state` of a release's record (.symdeploy/releases/NAME.json),

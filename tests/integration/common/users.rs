@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::{bin, repo_path, run, text};
+use super::{bin, git_env, repo_path, run, text};
 
 /// A system user made for one test, removed by its name when dropped. The
 /// name is `prefix`, `tag` and the test process's pid (so that a test's
@@ -126,18 +126,6 @@ pub fn as_user(uid: u32, gid: u32, home: &Path, program: &str, dir: &Path) -> Co
     c
 }
 
-/// The environment of [`super::git_cmd`], for a git run another way.
-pub fn git_env(c: &mut Command) {
-    c.env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Tester")
-        .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Tester")
-        .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
-}
-
 /// Run `sh -c script` as www-data (uid 33 on Debian), like php-fpm would write.
 pub fn as_web_user(script: &str) -> Output {
     let web = nix::unistd::User::from_name("www-data")
@@ -192,4 +180,32 @@ impl Drop for StopSshd {
             .stdin(Stdio::null())
             .output();
     }
+}
+
+/// `scripts/stack/start-sshd STATE PORT` for `user` with more `vars`
+/// (STACK_SSH_*); panics unless it started. Returns the guard that stops it
+/// and what the script printed (`KEY='value'` lines).
+pub fn start_sshd(
+    state: &Path,
+    port: u16,
+    user: &str,
+    vars: &[(&str, &str)],
+) -> (StopSshd, String) {
+    let mut c = Command::new(repo_path("scripts/stack/start-sshd"));
+    c.arg(state)
+        .arg(port.to_string())
+        .env("STACK_SSH_USER", user);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let out = run(&mut c);
+    let stop = StopSshd(state.to_path_buf());
+    assert!(out.status.success(), "start-sshd: {}", text(&out));
+    (stop, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A PATH for SSH sessions that finds the symdeploy under test first.
+pub fn remote_path() -> String {
+    let bin_dir = bin().parent().unwrap().display().to_string();
+    format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 }
