@@ -163,6 +163,7 @@ notify = []
             dir.display()
         );
     }
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(verdicts[0].1);
 }
 

@@ -272,6 +272,7 @@ fn transcripts_of_a_refused_rollback_and_an_undo() {
     env.set_config(&config("", ""));
     let out = env.symdeploy(&["rollback", &v1[..12]]);
     assert!(!out.status.success());
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out), &env));
     env.set_config(&config("", UNDO));
     let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));

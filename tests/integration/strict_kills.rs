@@ -148,6 +148,7 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
         } else {
             "branch"
         };
+        let _s = crate::common::snapshot_settings(&env).bind_to_scope();
         insta::assert_snapshot!(format!("status_check_{name}"), said(&t));
         for l in locked {
             assert!(

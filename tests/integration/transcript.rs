@@ -1,6 +1,6 @@
 //! What the pusher sees, pinned: golden transcripts (insta snapshots under
 //! tests/integration/snapshots/) of real pushes and commands, with hashes, times, paths
-//! and pids redacted (`crate::common::redact`), so a change of wording shows up in
+//! and pids redacted (`crate::common::redact` and `snapshot_settings`), so a change of wording shows up in
 //! review as the transcript itself. Also: notify hears every outcome.
 //!
 //! A changed transcript fails the test; `INSTA_UPDATE=always cargo test
@@ -65,6 +65,7 @@ fn empty_steps_warmup() {
     let env = Env::with_config(EMPTY_STEPS);
     let t = env.push_ok(&["main"]);
     assert!(remote_lines(&t) <= 10, "{t}");
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -73,6 +74,7 @@ fn warmup_with_output() {
     let env = Env::with_config(WITH_OUTPUT);
     let t = env.push_ok(&["main"]);
     assert!(t.contains("remote:        notify: ok"), "{t}");
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -90,6 +92,7 @@ fn failed_build() {
         t.contains("remote:        notify: failed build step `test ! -e broken"),
         "{t}"
     );
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -101,6 +104,7 @@ fn promote() {
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&stderr(&o), &env));
 }
 
@@ -119,6 +123,7 @@ fn promote_rolled_back_by_a_failed_check() {
     let t = stderr(&o);
     assert_eq!(t.matches("error:").count(), 1, "{t}");
     assert!(t.contains("notify: rolled-back"), "{t}");
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -146,6 +151,7 @@ fn tag_push_whose_warmup_fails() {
             .any(|l| l.trim_end() == "remote:        notify: failed"),
         "{t}"
     );
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -159,6 +165,7 @@ fn repoint_without_rebuild() {
     env.push_ok(&["main"]);
     let t = env.push_ok(&["-f", &format!("{first}:refs/heads/main")]);
     assert_eq!(env.pointed("warmup").as_deref(), Some(first.as_str()));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 
@@ -181,6 +188,7 @@ fn broken_deploy_toml() {
             .contains("deploy.toml"),
         "{log}"
     );
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(redact(&t, &env));
 }
 

@@ -2,7 +2,8 @@
 //! snapshots (tests/integration/snapshots/integration__transcript_watch__*.snap): a push whose
 //! warm-up check fails, a promote that starts a watch, the status line of a
 //! watch, and the watcher's own log of a rollback. Hashes, times, paths and
-//! pids are redacted (`crate::common::redact`, plus clock times here).
+//! pids are redacted (`crate::common::redact` and `snapshot_settings`, plus clock
+//! times here).
 
 use crate::common::{redact, stderr, text, wait_for, Env};
 
@@ -59,6 +60,7 @@ fn warmup_check_fails() {
     env.commit("a front page that throws");
     let t = env.push_ok(&["main"]);
     assert_eq!(t.matches("remote: error: warm-up of").count(), 1, "{t}");
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(pin(&t, &env));
 }
 
@@ -72,6 +74,7 @@ fn promote_starts_a_watch_that_rolls_back() {
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!("promote_with_watch", pin(&stderr(&o), &env));
     let mut status = String::new();
     wait_for("a passing check", || {
