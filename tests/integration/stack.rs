@@ -495,6 +495,45 @@ impl Drop for Reaped {
     }
 }
 
+/// wrk on `port` with scripts/stack/wrk-commits.lua (which counts the
+/// releases that answered), for at most `seconds` even if the test hangs.
+fn start_wrk(port: u16, seconds: u32) -> Reaped {
+    Reaped(Some(
+        Command::new("wrk")
+            .args([
+                "-t1",
+                "-c4",
+                &format!("-d{seconds}s"),
+                "--timeout",
+                "5s",
+                "-s",
+            ])
+            .arg(stack_script("wrk-commits.lua"))
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wrk"),
+    ))
+}
+
+/// Stop wrk with SIGINT (it still prints its summary); its stdout and status.
+fn stop_wrk(wrk: &mut Reaped) -> (String, std::process::ExitStatus) {
+    let mut child = wrk.0.take().unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (out, child.wait().unwrap())
+}
+
 /// Lines of a child's stdout and stderr as they come (split at \n and \r).
 fn stream_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -804,17 +843,7 @@ fn promote_and_rollback_under_load_drop_no_request() {
     let probe = start_probe(host.http_port(), stop.clone());
     // Bounded: wrk ends by itself after 300 s even if this test hangs; we stop
     // it with SIGINT (it still prints its summary) once the rounds are done.
-    let mut wrk = Reaped(Some(
-        Command::new("wrk")
-            .args(["-t1", "-c4", "-d300s", "--timeout", "5s", "-s"])
-            .arg(stack_script("wrk-commits.lua"))
-            .arg(format!("http://127.0.0.1:{}/", host.http_port()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wrk"),
-    ));
+    let mut wrk = start_wrk(host.http_port(), 300);
     std::thread::sleep(Duration::from_millis(500));
 
     let started = Instant::now();
@@ -847,18 +876,7 @@ fn promote_and_rollback_under_load_drop_no_request() {
     let rounds_took = started.elapsed();
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut child = wrk.0.take().unwrap();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let mut wrk_out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut wrk_out)
-        .unwrap();
-    let wrk_status = child.wait().unwrap();
+    let (wrk_out, wrk_status) = stop_wrk(&mut wrk);
     stop.store(true, Ordering::Relaxed);
     let samples = probe.join().unwrap();
     let flips = watcher.join().unwrap();
@@ -1698,17 +1716,7 @@ fn a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answer
     );
 
     // Load on production while the broken release warms up.
-    let mut wrk = Reaped(Some(
-        Command::new("wrk")
-            .args(["-t1", "-c4", "-d120s", "--timeout", "5s", "-s"])
-            .arg(stack_script("wrk-commits.lua"))
-            .arg(format!("http://127.0.0.1:{}/", host.http_port()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wrk"),
-    ));
+    let mut wrk = start_wrk(host.http_port(), 120);
     std::thread::sleep(Duration::from_millis(500));
     let index = std::fs::read_to_string(project.dir.join("www/index.php")).unwrap();
     let broken = index.replacen(
@@ -1720,18 +1728,7 @@ fn a_warmup_check_through_www_warmup_catches_a_php_fatal_while_production_answer
     let b = project.change("www/index.php", &broken, "a front page with a fatal error");
     let t = text(&project.push(&[&url, "main"], None));
     std::thread::sleep(Duration::from_millis(300));
-    let mut child = wrk.0.take().unwrap();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let mut wrk_out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut wrk_out)
-        .unwrap();
-    let _ = child.wait();
+    let (wrk_out, _) = stop_wrk(&mut wrk);
 
     assert!(
         t.contains(&format!(

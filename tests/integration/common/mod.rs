@@ -545,3 +545,42 @@ pub fn assert_daemons_running(env: &Env, context: &str) {
         );
     }
 }
+
+/// `name labels value` per sample from prometheus_client's own parser, or
+/// `None` (a visible skip) where /usr/bin/python3 lacks it.
+pub fn parse_prometheus(text_format: &[u8]) -> Option<String> {
+    use std::io::Write;
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        print(s.name, json.dumps(s.labels, sort_keys=True), s.value)
+"#;
+    let has = Command::new("/usr/bin/python3")
+        .args(["-c", "import prometheus_client"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        skip("missing: /usr/bin/python3 with prometheus_client (run .ci/install-stack as root)");
+        return None;
+    }
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(text_format).unwrap();
+    let parsed = py.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "prometheus_client refused it: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        String::from_utf8_lossy(text_format)
+    );
+    Some(String::from_utf8_lossy(&parsed.stdout).into_owned())
+}
