@@ -273,10 +273,10 @@ fn transcripts_of_a_refused_rollback_and_an_undo() {
     let out = env.symdeploy(&["rollback", &v1[..12]]);
     assert!(!out.status.success());
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out), &env));
+    insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out)));
     env.set_config(&config("", UNDO));
     let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));
-    insta::assert_snapshot!("rollback_with_undo", crate::common::redact(&t, &env));
+    insta::assert_snapshot!("rollback_with_undo", crate::common::redact(&t));
 }
 
 #[test]

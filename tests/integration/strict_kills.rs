@@ -141,7 +141,7 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
         assert!(!out.status.success(), "{t}");
         let said = |t: &str| {
             let lines: Vec<&str> = t.lines().filter(|l| l.contains(".lock")).collect();
-            redact(&lines.join("\n"), &env).replace(&format!("pid {rp}"), "pid [rp]")
+            redact(&lines.join("\n")).replace(&format!("pid {rp}"), "pid [rp]")
         };
         let name = if args[0] == "release-1" {
             "tag"

@@ -66,7 +66,7 @@ fn empty_steps_warmup() {
     let t = env.push_ok(&["main"]);
     assert!(remote_lines(&t) <= 10, "{t}");
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn warmup_with_output() {
     let t = env.push_ok(&["main"]);
     assert!(t.contains("remote:        notify: ok"), "{t}");
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn failed_build() {
         "{t}"
     );
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn promote() {
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&stderr(&o), &env));
+    insta::assert_snapshot!(redact(&stderr(&o)));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn promote_rolled_back_by_a_failed_check() {
     assert_eq!(t.matches("error:").count(), 1, "{t}");
     assert!(t.contains("notify: rolled-back"), "{t}");
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn tag_push_whose_warmup_fails() {
         "{t}"
     );
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn repoint_without_rebuild() {
     let t = env.push_ok(&["-f", &format!("{first}:refs/heads/main")]);
     assert_eq!(env.pointed("warmup").as_deref(), Some(first.as_str()));
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn broken_deploy_toml() {
         "{log}"
     );
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(redact(&t, &env));
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]

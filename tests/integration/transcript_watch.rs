@@ -29,8 +29,8 @@ watch_interval = 1
 "#;
 
 /// `redact`, and clock times (the watch's window) as [clock].
-fn pin(t: &str, env: &Env) -> String {
-    let t = redact(t, env);
+fn pin(t: &str) -> String {
+    let t = redact(t);
     let mut out = String::new();
     let b = t.as_bytes();
     let mut i = 0;
@@ -61,7 +61,7 @@ fn warmup_check_fails() {
     let t = env.push_ok(&["main"]);
     assert_eq!(t.matches("remote: error: warm-up of").count(), 1, "{t}");
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(pin(&t, &env));
+    insta::assert_snapshot!(pin(&t));
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn promote_starts_a_watch_that_rolls_back() {
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!("promote_with_watch", pin(&stderr(&o), &env));
+    insta::assert_snapshot!("promote_with_watch", pin(&stderr(&o)));
     let mut status = String::new();
     wait_for("a passing check", || {
         status = String::from_utf8_lossy(&env.symdeploy(&["status"]).stdout).to_string();
@@ -86,7 +86,7 @@ fn promote_starts_a_watch_that_rolls_back() {
         .find(|l| l.starts_with("watch "))
         .unwrap_or_default()
         .to_string();
-    insta::assert_snapshot!("status_while_watching", pin(&line, &env));
+    insta::assert_snapshot!("status_while_watching", pin(&line));
     let current: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.root.join(".symdeploy/watch/current.json")).unwrap(),
     )
@@ -122,5 +122,5 @@ fn promote_starts_a_watch_that_rolls_back() {
         .map(|l| format!("{l}\n"))
         .collect();
     let log = format!("{header}\n{tail}");
-    insta::assert_snapshot!("watch_log_of_a_rollback", pin(&log, &env));
+    insta::assert_snapshot!("watch_log_of_a_rollback", pin(&log));
 }

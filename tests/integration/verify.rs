@@ -499,5 +499,5 @@ fn transcript_of_a_changed_release() {
     show(&["promote"]);
     show(&["status", "--check"]);
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
-    insta::assert_snapshot!(crate::common::redact(&t, &env));
+    insta::assert_snapshot!(crate::common::redact(&t));
 }

@@ -395,7 +395,7 @@ pub fn wait_all(t: &str) {
 /// hash and its full 40-hex form get the same name). Counting is more than a
 /// regex can do; the rest is done by insta's filters when the snapshot is
 /// taken (see [`snapshot_settings`]). Every line ends with a newline.
-pub fn redact(text: &str, _env: &Env) -> String {
+pub fn redact(text: &str) -> String {
     let mut names: Vec<String> = Vec::new();
     let mut out = String::new();
     for line in text.lines() {
@@ -526,7 +526,10 @@ pub fn wait_for_within(what: &str, limit: std::time::Duration, mut f: impl FnMut
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // 50 ms, as most tests polled before this was shared: a test that
+        // acts the moment a step has begun (faults.rs kills a promote whose
+        // `stop` wrote its first line) depends on it.
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
