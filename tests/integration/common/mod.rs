@@ -587,3 +587,31 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
     );
     Some(String::from_utf8_lossy(&parsed.stdout).into_owned())
 }
+
+/// A file made immutable (`chattr +i`) so that nothing, root included, can
+/// remove it; made mutable again on drop, so a failed test leaves nothing
+/// its clean-up cannot remove.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Freeze `path`; `None` (recorded as a skip of `what`) where this
+    /// filesystem or container does not allow it (tmpfs, no CAP_LINUX_IMMUTABLE).
+    pub fn freeze(path: &Path, what: &str) -> Option<Immutable> {
+        let guard = Immutable(path.to_path_buf());
+        match Command::new("chattr").arg("+i").arg(path).output() {
+            Ok(o) if o.status.success() => Some(guard),
+            other => {
+                cannot_here(&format!(
+                    "chattr +i does not work here ({other:?}); {what} is not tested"
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
