@@ -21,34 +21,7 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     let mut did: Vec<String> = Vec::new();
 
     let config_path = root.config_file();
-    // A dangling symlink is kept (and refused by the load below), never written through.
-    if std::fs::symlink_metadata(&config_path).is_ok() {
-        did.push(format!("kept the existing {}", config_path.display()));
-    } else {
-        let (mut text, left_out) = adapt_template(TEMPLATE);
-        if strict {
-            text = with_strict_hook(&text);
-        }
-        std::fs::write(&config_path, text).at("write", &config_path)?;
-        let mut progs: Vec<&String> = left_out.iter().map(|(_, _, p)| p).collect();
-        progs.sort();
-        progs.dedup();
-        for prog in progs {
-            let keys: Vec<String> = left_out
-                .iter()
-                .filter(|(_, _, p)| p == prog)
-                .map(|(k, c, _)| format!("{k} \"{c}\""))
-                .collect();
-            output::warning(&format!(
-                "`{prog}` is not on PATH here: left out {} (commented out in deploy.toml; install {prog} and restore them, or write your own commands)",
-                keys.join(", ")
-            ));
-        }
-        did.push(format!(
-            "wrote {} (every key, with comments)",
-            config_path.display()
-        ));
-    }
+    write_config(&config_path, strict, &mut did)?;
     let config = Config::load(&config_path)?;
     let hook_kind = if strict {
         HookKind::PreReceive
@@ -70,13 +43,72 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     root.ensure_state_dirs()?;
 
     let repo_dir = root.repository();
+    init_repository(&repo_dir, &config, &mut did)?;
+    let binary = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .at("find", "the symdeploy binary")?;
+    install_hooks(&repo_dir.join("hooks"), &binary, hook_kind, &mut did)?;
+
+    for (name, target) in &config.links {
+        if std::fs::symlink_metadata(root.link(name)).is_err() {
+            crate::sys::symlink::flip(&root.dir, name, target)?;
+        }
+    }
+
+    let me = nix::unistd::geteuid();
+    hand_over(&root, owner.as_ref(), &binary, &mut did)?;
+    for line in &did {
+        output::detail(line);
+    }
+    output::success(&format!("deploy root ready at {}", root.dir.display()));
+    print_next(&root, &config, owner.as_ref(), me.is_root());
+    Ok(())
+}
+
+/// Write deploy.toml from the template (programs not on PATH here left out,
+/// commented), unless one is there: a user's file is never rewritten.
+fn write_config(config_path: &Path, strict: bool, did: &mut Vec<String>) -> Result<()> {
+    // A dangling symlink is kept (and refused by the load below), never written through.
+    if std::fs::symlink_metadata(config_path).is_ok() {
+        did.push(format!("kept the existing {}", config_path.display()));
+    } else {
+        let (mut text, left_out) = adapt_template(TEMPLATE);
+        if strict {
+            text = with_strict_hook(&text);
+        }
+        std::fs::write(config_path, text).at("write", config_path)?;
+        let mut progs: Vec<&String> = left_out.iter().map(|(_, _, p)| p).collect();
+        progs.sort();
+        progs.dedup();
+        for prog in progs {
+            let keys: Vec<String> = left_out
+                .iter()
+                .filter(|(_, _, p)| p == prog)
+                .map(|(k, c, _)| format!("{k} \"{c}\""))
+                .collect();
+            output::warning(&format!(
+                "`{prog}` is not on PATH here: left out {} (commented out in deploy.toml; install {prog} and restore them, or write your own commands)",
+                keys.join(", ")
+            ));
+        }
+        did.push(format!(
+            "wrote {} (every key, with comments)",
+            config_path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The bare repository the pushes go to, made unless it is there, with
+/// the settings a push-to-deploy repository needs.
+fn init_repository(repo_dir: &Path, config: &Config, did: &mut Vec<String>) -> Result<()> {
     if repo_dir.join("HEAD").exists() {
         did.push(format!(
             "kept the existing repository {}",
             repo_dir.display()
         ));
     } else {
-        gix::init_bare(&repo_dir).map_err(|e| {
+        gix::init_bare(repo_dir).map_err(|e| {
             Error::msg(format!(
                 "cannot create the bare repository {}: {e}",
                 repo_dir.display()
@@ -93,13 +125,21 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
             repo_dir.display()
         ));
     }
-    configure_repository(&repo_dir)?;
+    configure_repository(repo_dir)?;
 
-    let binary = std::env::current_exe()
-        .and_then(std::fs::canonicalize)
-        .at("find", "the symdeploy binary")?;
-    let hooks = repo_dir.join("hooks");
-    std::fs::create_dir_all(&hooks).at("create directory", &hooks)?;
+    Ok(())
+}
+
+/// The hooks of `hook_kind` calling `binary`: the deploy hook, and the
+/// access check (post-receive mode) or the reference-transaction hook
+/// (strict mode). A hook that is not symdeploy's is left alone, with a warning.
+fn install_hooks(
+    hooks: &Path,
+    binary: &Path,
+    hook_kind: HookKind,
+    did: &mut Vec<String>,
+) -> Result<()> {
+    std::fs::create_dir_all(hooks).at("create directory", hooks)?;
     let (name, template) = match hook_kind {
         HookKind::PostReceive => ("post-receive", POST_RECEIVE),
         HookKind::PreReceive => ("pre-receive", PRE_RECEIVE),
@@ -132,7 +172,7 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PostReceive {
         // The access check: refusals must come before git moves a ref.
-        match crate::hook::files::install_access_hook(&hooks, &binary)? {
+        match crate::hook::files::install_access_hook(hooks, binary)? {
             crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
             crate::hook::files::HookInstall::Installed(path) => did.push(format!(
                 "installed {} (checks [access] and signed release tags before any ref moves)",
@@ -146,7 +186,7 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     }
     if hook_kind == HookKind::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
-        match crate::hook::files::install_hook(&hooks, &binary)? {
+        match crate::hook::files::install_hook(hooks, binary)? {
             crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
             crate::hook::files::HookInstall::Installed(path) => {
                 did.push(format!("installed {}", path.display()))
@@ -173,14 +213,20 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         ));
     }
 
-    for (name, target) in &config.links {
-        if std::fs::symlink_metadata(root.link(name)).is_err() {
-            crate::sys::symlink::flip(&root.dir, name, target)?;
-        }
-    }
+    Ok(())
+}
 
+/// With `--user` (as root): the root given to that user, who must be able
+/// to run this binary; as root without it, the warning that pushes must
+/// then come as root.
+fn hand_over(
+    root: &Root,
+    owner: Option<&Owner>,
+    binary: &Path,
+    did: &mut Vec<String>,
+) -> Result<()> {
     let me = nix::unistd::geteuid();
-    match &owner {
+    match owner {
         Some(u) if me.is_root() => {
             chown_tree(&root.dir, u.uid, u.gid)?;
             did.push(format!(
@@ -189,7 +235,7 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
                 u.name,
                 u.name
             ));
-            if let Some(why) = unreachable_for(&binary, u) {
+            if let Some(why) = unreachable_for(binary, u) {
                 output::warning(&format!(
                     "{} cannot run {} ({why}): its pushes will fail; install symdeploy where every user can run it (the package puts it in /usr/bin)",
                     u.name,
@@ -206,13 +252,17 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
         None => {}
     }
 
-    for line in &did {
-        output::detail(line);
-    }
-    output::success(&format!("deploy root ready at {}", root.dir.display()));
+    Ok(())
+}
+
+/// What to do next: check the configuration, then push.
+/// `as_root`: init ran as root (the check then runs as the owner).
+fn print_next(root: &Root, config: &Config, owner: Option<&Owner>, as_root: bool) {
+    let config_path = root.config_file();
+    let repo_dir = root.repository();
     let check = format!("symdeploy --root {} check", root.dir.display());
-    match &owner {
-        Some(o) if me.is_root() => output::line(&format!(
+    match owner {
+        Some(o) if as_root => output::line(&format!(
             "next, edit {} and run `runuser -u {} -- {check}` until it finds 0 errors",
             config_path.display(),
             o.name
@@ -226,11 +276,10 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     output::line(&format!(
         "       git remote add deploy {}        (or ssh://{}@HOST{} from another machine)",
         repo_dir.display(),
-        owner.as_ref().map_or("USER", |o| o.name.as_str()),
+        owner.map_or("USER", |o| o.name.as_str()),
         repo_dir.display()
     ));
     output::line(&format!("       git push deploy {}", config.branch));
-    Ok(())
 }
 
 /// Settings a push-to-deploy repository needs: reject corrupt objects at the
