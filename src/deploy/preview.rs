@@ -409,7 +409,7 @@ fn build(
     crate::deploy::disk::preflight(ctx, repo, source, None)?;
 
     // The same export, into the preview's own release directory.
-    crate::deploy::warmup::export_stage(ctx, repo, source, name, durations)?;
+    let seed = crate::deploy::warmup::export_stage(ctx, repo, source, name, durations)?;
     crate::sys::signals::check("the preview stopped after the export")?;
 
     let common = root.common_preview(&meta.slug);
@@ -437,6 +437,7 @@ fn build(
         common: &common,
         what: "the preview",
         fault_prefix: "preview-",
+        seed: Some(&seed),
     };
     exported.finish(ctx, stages, &env, None, durations)
 }

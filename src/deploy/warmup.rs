@@ -371,7 +371,7 @@ fn build(
             .filter(|_| !ctx.config.carry.is_empty()),
     )?;
 
-    export_stage(ctx, repo, source, &hex, durations)?;
+    let seed = export_stage(ctx, repo, source, &hex, durations)?;
     crate::sys::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -412,6 +412,7 @@ fn build(
         common: &root.common(),
         what: "the warm-up",
         fault_prefix: "",
+        seed: Some(&seed),
     };
     exported.finish(ctx, stages, &env, Some(early_sync), durations)
 }
@@ -427,6 +428,8 @@ pub(crate) struct Exported<'a> {
     pub(crate) what: &'a str,
     /// Prefix of the steps' fault points (`preview-` for previews).
     pub(crate) fault_prefix: &'a str,
+    /// What the export hashed: the manifest reads only the files changed since.
+    pub(crate) seed: Option<&'a crate::deploy::manifest_seed::Seed>,
 }
 
 impl Exported<'_> {
@@ -484,11 +487,13 @@ impl Exported<'_> {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::msg(format!("{} has no name", self.dir.display())))?;
+        let known = self.seed.and_then(|s| s.known());
         let entries = crate::state::manifest::record(
             &ctx.root,
             name,
             self.dir,
             &crate::state::manifest::excluded_paths(&ctx.config),
+            known.as_ref(),
         )?;
         let took = started.elapsed();
         tracing::info!(entries, seconds = took.as_secs_f64(), "manifest written");
@@ -531,14 +536,15 @@ pub(crate) fn migrate_elsewhere() {
 /// The export stage of a warm-up or a preview: `commit` exported to a
 /// temporary directory in releases/, its REVISION written, renamed to
 /// `releases/<name>` (one rename), with the stage's one-line summary.
-/// Nothing is left behind when it fails.
+/// Nothing is left behind when it fails. Returns what the export hashed,
+/// taken once the release is in place and before anything else writes to it.
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
     source: export::Source,
     name: &str,
     durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<crate::deploy::manifest_seed::Seed> {
     let root = &ctx.root;
     let commit = source.commit;
     let hex = commit.to_string();
@@ -550,7 +556,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match source.export_showing_progress(repo, &tmp) {
+    let (stats, written) = match source.export_showing_progress(repo, &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
@@ -565,9 +571,10 @@ pub(crate) fn export_stage(
     faults::point("before-rename-release");
     std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
     symlink::sync_dir(&root.releases());
-    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    let seed = crate::deploy::manifest_seed::Seed::new(written);
+    let mut summary = vec![output::count(stats.files, "file", "files")];
     if stats.symlinks > 0 {
-        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+        summary.push(output::count(stats.symlinks, "symlink", "symlinks"));
     }
     summary.push(crate::sys::fs::human_bytes(stats.bytes));
     if stats.ignored > 0 {
@@ -580,7 +587,7 @@ pub(crate) fn export_stage(
         "export".into(),
         stage.done_with(&summary.join(", ")).as_secs_f64(),
     );
-    Ok(())
+    Ok(seed)
 }
 
 /// A full disk during the export, told with what the operator needs: where,
