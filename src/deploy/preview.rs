@@ -1,11 +1,11 @@
 //! Preview environments: a push to a branch matching `previews.branches`
 //! warms that commit up as `ROOT/previews/<slug>`.
 //!
-//! It is the warm-up pipeline (export, shared links, steps, sync, ready,
-//! one rename) with three differences that keep a preview away from
-//! production:
+//! It is the warm-up pipeline ([`crate::deploy::warmup`], whose
+//! `Target::Preview` it is: export, shared links, steps, sync, ready, one
+//! rename) with three differences that keep a preview away from production:
 //!
-//! - it has a root of its own, `previews/<slug>/` ([`crate::preview_root`]):
+//! - it has a root of its own, `previews/<slug>/` ([`crate::deploy::preview_root`]):
 //!   its release is `previews/<slug>/releases/<commit>` (known by the name
 //!   `preview-<slug>-<commit>`), so every relative path its steps use
 //!   resolves inside the preview root, never in production's `common/`;
@@ -14,8 +14,9 @@
 //! - it runs `[previews]`' steps: by default the warm-up's build and links,
 //!   no migrate, and notify with SYMDEPLOY_STAGE=preview.
 //!
-//! The flip is of `previews/<slug>/production` alone; `warmup` and
-//! `production` never move. Each run is journaled (`preview`, `preview-remove`) with a run log,
+//! This file holds what is a preview's own: its slug and record, its flip,
+//! its data's seed, its removal, cleanup and recovery. The flip is of
+//! `previews/<slug>/production` alone; `warmup` and `production` never move. Each run is journaled (`preview`, `preview-remove`) with a run log,
 //! under the deploy lock, and recovered after a kill like a warm-up.
 //!
 //! Deleting the branch (or `symdeploy preview rm`, or cleanup's `keep` and
@@ -23,19 +24,16 @@
 //! `previews/<slug>/common/` stays unless removal is asked for explicitly
 //! (`preview rm --data`): it may hold what a tester uploaded.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
-use crate::state::release::{self, Record, State};
-use crate::state::root::{short, Root};
-use crate::sys::output::{self, Stage};
-use crate::sys::steps::{self, StepEnv};
+use crate::state::release::{self, State};
+use crate::state::release_name::{Recorded, ReleaseName};
+use crate::state::root::Root;
+use crate::sys::output;
 use crate::{state::repo, sys::faults, sys::symlink};
 
 /// The journal event of a preview's warm-up.
@@ -175,158 +173,33 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
     Ok(meta)
 }
 
-/// What a preview warm-up left.
-#[derive(Debug, Clone)]
-pub(crate) struct Built {
-    /// The preview's slug.
-    pub(crate) slug: String,
-    /// The release directory's name in releases/.
-    pub(crate) name: String,
-    /// The commit.
-    pub(crate) commit: String,
-}
-
-/// Warm `commit` of `git_ref` up as its branch's preview, with the lock
-/// held; `flip`: point `previews/<slug>` at it (strict mode flips later).
-pub(crate) fn warm(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    flip: bool,
-) -> Result<Built> {
-    let root = &ctx.root;
+/// The slug of the branch `git_ref`'s preview, claimed (recorded with the
+/// push time) and its preview root made ready for a warm-up. Lock held.
+pub(crate) fn claim(ctx: &Ctx, git_ref: &str) -> Result<String> {
     let branch = ctx.config.preview_branch(git_ref).ok_or_else(|| {
         Error::with_help(
             format!("{git_ref} is not a branch that gets a preview"),
             "previews are for branches matching `previews.branches` in deploy.toml",
         )
     })?;
-    let meta = claim_slug(root, branch)?;
-    let slug = meta.slug.clone();
-    crate::deploy::preview_root::ensure(ctx, &slug)?;
-    let hex = commit.to_string();
-    let name = root.preview_release_name(&slug, &hex);
-    let built = Built {
-        slug: slug.clone(),
-        name: name.clone(),
-        commit: hex.clone(),
-    };
-    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
-    output::header(&format!(
-        "preview {slug} of {} ({git_ref}): {subject}",
-        short(&hex)
-    ));
-    if release::is_ready(root, &name) {
-        output::detail(&format!("{} is already warmed up", rel_shown(&name)));
-        if flip {
-            let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
-            journal::append(root, &entry)?;
-            point(ctx, &slug, &name)?;
-            journal::append(root, &entry.end(Outcome::Unchanged))?;
-            finish(ctx, &built);
-        }
-        return Ok(built);
-    }
-    let dir = root.release(&name);
-    if dir.exists() {
-        // Not ready, so never pointed at: an earlier failed or cut-short build.
-        output::detail(&format!(
-            "removing the earlier {} build of {}",
-            release::effective_state(root, &name),
-            rel_shown(&name)
-        ));
-        crate::housekeeping::trash::remove_release(ctx, &name)?;
-    }
-
-    let mut entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
-    journal::append(root, &entry)?;
-    release::save_as(root, &name, &Record::building(&hex, git_ref, subject))?;
-    let mut durations = BTreeMap::new();
-    let started = Instant::now();
-    if let Err(e) = build(ctx, repo, commit, git_ref, &meta, &name, &mut durations) {
-        release::set_state(root, &name, State::Failed, Some(e.to_string()))?;
-        entry.durations = durations;
-        entry.error = Some(e.to_string());
-        let result = match e {
-            Error::Interrupted { .. } => Outcome::Interrupted,
-            _ => Outcome::Failed,
-        };
-        journal::append(root, &entry.end(result.clone()))?;
-        return Err(Error::Failed {
-            code: e.exit_code(),
-            message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
-            now: vec![format!(
-                "previews/{slug}/production -> {} (unchanged)",
-                root.preview_pointed(&slug)
-                    .map(|n| format!("releases/{}", shown(&n)))
-                    .unwrap_or_else(|| "nothing".into())
-            )],
-            help: e.help(),
-            source: Some(Box::new(e)),
-        });
-    }
-    release::set_state(root, &name, State::Ready, None)?;
-    if !flip {
-        entry.durations = durations;
-        journal::append(root, &entry.end(Outcome::Built))?;
-        output::detail(&format!(
-            "{} is ready; previews/{slug}/production flips to it once git accepts {git_ref}",
-            rel_shown(&name)
-        ));
-        return Ok(built);
-    }
-    faults::point("before-flip-preview");
-    point(ctx, &slug, &name)?;
-    faults::point("after-flip-preview");
-    notify(ctx, &built, git_ref, &mut durations);
-    durations.insert("total".into(), started.elapsed().as_secs_f64());
-    entry.durations = durations;
-    journal::append(root, &entry.end(Outcome::Ok))?;
-    finish(ctx, &built);
-    Ok(built)
+    let meta = claim_slug(&ctx.root, branch)?;
+    crate::deploy::preview_root::ensure(ctx, &meta.slug)?;
+    Ok(meta.slug)
 }
 
-/// Run `previews.notify` (SYMDEPLOY_STAGE=preview); a failure is a warning.
-pub(crate) fn notify(
-    ctx: &Ctx,
-    built: &Built,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) {
-    if ctx.config.previews.notify.is_empty() {
-        return; // no stage on screen for a step list that is empty
-    }
-    let stage = Stage::start("notify");
-    let mut env = step_env(ctx, &built.slug, &built.name, &built.commit, git_ref);
-    env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
-    if let Err(e) = steps::run_stage("notify", &ctx.config.previews.notify, &env) {
-        output::warning(&format!("{e} (the preview is up all the same)"));
-    }
-    durations.insert("notify".into(), stage.done().as_secs_f64());
-}
-
-pub(crate) fn finish(ctx: &Ctx, built: &Built) {
-    output::success(&format!(
-        "previews/{}/production -> releases/{}",
-        built.slug,
-        shown(&built.name)
-    ));
-    output::log_only(&format!(
-        "       (release: {})",
-        ctx.root.release(&built.name).display()
-    ));
-    output::line(&format!(
-        "       serve it as {}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
-        built.slug
-    ));
-    // The releases this one replaces are not served any more.
-    remove_unpointed(ctx, &built.slug);
+/// Where `previews/<slug>/production` points, for a failure's report.
+pub(crate) fn where_now(root: &Root, slug: &str) -> Vec<String> {
+    vec![format!(
+        "previews/{slug}/production -> {} (unchanged)",
+        root.preview_pointed(slug)
+            .map(|n| format!("releases/{}", n.commit().short()))
+            .unwrap_or_else(|| "nothing".into())
+    )]
 }
 
 /// Point `previews/<slug>/production` at the release `name` (one rename)
 /// and make the preview root's static links.
-pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
+pub(crate) fn point(ctx: &Ctx, slug: &str, name: &ReleaseName) -> Result<()> {
     let dir = ctx.root.preview_dir(slug);
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
     symlink::flip(
@@ -336,115 +209,40 @@ pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
     )?;
     crate::deploy::preview_root::ensure_links(ctx, slug)?;
     output::detail_full(
-        &format!("previews/{slug}/production -> releases/{}", shown(name)),
-        name.rsplit('-').next().unwrap_or(name),
+        &format!(
+            "previews/{slug}/production -> releases/{}",
+            name.commit().short()
+        ),
+        name.commit().as_str(),
     );
     Ok(())
 }
 
-/// A preview release as the pusher sees it, within its preview root: the
-/// commit cut to 12 hex digits, like every hash on screen (the run log
-/// keeps it whole).
-fn shown(name: &str) -> String {
-    match crate::state::root::parse_preview_release(name) {
-        Some((_, hex)) => crate::state::root::short(hex).to_string(),
-        None => name.to_string(),
-    }
-}
-
-/// Remove the releases of `slug` that `previews/<slug>` does not point at.
-/// Problems are warnings: the preview itself is up.
-pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
+/// Remove the releases of `slug` that `previews/<slug>` does not point at;
+/// returns what could not be removed, for the caller to warn of (the
+/// preview itself is up).
+pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) -> Vec<Error> {
     let pointed = ctx.root.preview_pointed(slug);
-    for (name, s, _) in ctx.root.preview_release_dirs().unwrap_or_default() {
-        if s == slug && Some(&name) != pointed.as_ref() {
+    let mut stuck = Vec::new();
+    for name in ctx.root.preview_release_dirs().unwrap_or_default() {
+        if name.slug() == Some(slug) && Some(&name) != pointed.as_ref() {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
-                Err(e) => output::warning(&format!("{e}")),
+                Err(e) => stuck.push(e),
             }
         }
     }
+    stuck
 }
 
 /// `previews/<slug>/releases/<short>`: where a preview release is, for people.
-fn rel_shown(name: &str) -> String {
-    crate::state::root::release_place(name)
-}
-
-/// The environment of a preview's steps. SYMDEPLOY_ROOT stays the deploy
-/// root (scripts find `.symdeploy/` and the repository through it);
-/// SYMDEPLOY_SHARED is the preview's data, and relative paths from the
-/// release resolve in the preview's own root.
-fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> StepEnv {
-    StepEnv {
-        root: ctx.root.dir.clone(),
-        release: ctx.root.release(name),
-        commit: hex.to_string(),
-        git_ref: git_ref.to_string(),
-        previous: ctx.root.preview_pointed(slug).map(|n| ctx.root.release(&n)),
-        extra: vec![
-            ("SYMDEPLOY_PREVIEW".into(), slug.to_string()),
-            (
-                "SYMDEPLOY_SHARED".into(),
-                ctx.root.common_preview(slug).display().to_string(),
-            ),
-        ],
-        timeout: ctx.config.step_timeout,
-    }
-}
-
-fn build(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    meta: &Meta,
-    name: &str,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let root = &ctx.root;
-    let hex = commit.to_string();
-    let dir = root.release(name);
-    let source = crate::deploy::export::Source::of(repo, commit)?;
-    crate::deploy::disk::preflight(ctx, repo, source, None)?;
-
-    // The same export, into the preview's own release directory.
-    let seed = crate::deploy::warmup::export_stage(ctx, repo, source, name, durations)?;
-    crate::sys::signals::check("the preview stopped after the export")?;
-
-    let common = root.common_preview(&meta.slug);
-    if !ctx.config.shared.is_empty() {
-        let stage = Stage::start("shared");
-        seed_common(ctx, &meta.slug)?;
-        crate::deploy::shared::link_all_into(
-            &dir,
-            &common,
-            &root.common_preview_rel(&meta.slug),
-            &ctx.config.shared,
-        )?;
-        durations.insert("shared".into(), stage.done().as_secs_f64());
-    }
-
-    let env = step_env(ctx, &meta.slug, name, &hex, git_ref);
-    let p = &ctx.config.previews;
-    let stages = [
-        ("build", &p.build),
-        ("links", &p.links),
-        ("migrate", &p.migrate),
-    ];
-    let exported = crate::deploy::warmup::Exported {
-        dir: &dir,
-        common: &common,
-        what: "the preview",
-        fault_prefix: "preview-",
-        seed: Some(&seed),
-    };
-    exported.finish(ctx, stages, &env, None, durations)
+fn rel_shown(name: &ReleaseName) -> String {
+    name.place()
 }
 
 /// Make `previews/<slug>/common/` if it is not there: a copy of
 /// `previews.seed` if configured, else empty. Never touches common/.
-fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
+pub(crate) fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     let root = &ctx.root;
     let common = root.common_preview(slug);
     if std::fs::symlink_metadata(&common).is_ok() {
@@ -514,17 +312,14 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     let root = &ctx.root;
     crate::deploy::preview_root::adopt(ctx, &meta.slug)?;
     let pointed = root.preview_pointed(&meta.slug);
-    let commit = pointed
-        .as_deref()
-        .and_then(crate::state::root::parse_preview_release)
-        .map(|(_, c)| c.to_string());
+    let commit = pointed.as_ref().map(|n| ReleaseName::Main(n.commit()));
     output::header(&format!(
         "removing preview {} ({}): {why}",
         meta.slug, meta.branch
     ));
     let entry = Entry::start(
         REMOVE_EVENT,
-        commit.as_deref(),
+        commit.as_ref(),
         Some(&format!("refs/heads/{}", meta.branch)),
     );
     journal::append(root, &entry)?;
@@ -537,8 +332,8 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     symlink::sync_dir(&root.preview_dir(&meta.slug));
     faults::point("preview-remove");
     let mut failed = Vec::new();
-    for (name, slug, _) in root.preview_release_dirs()? {
-        if slug == meta.slug {
+    for name in root.preview_release_dirs()? {
+        if name.slug() == Some(meta.slug.as_str()) {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
                 Err(e) => failed.push(e),
@@ -586,7 +381,7 @@ pub(crate) struct PreviewRow {
     /// Its branch.
     pub(crate) branch: String,
     /// The commit served, if any.
-    pub(crate) commit: Option<String>,
+    pub(crate) commit: Option<Commit>,
     /// The release directory served, relative to the root.
     pub(crate) release: Option<String>,
     /// Its state.
@@ -606,20 +401,17 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<PreviewRow> {
         .into_iter()
         .map(|m| {
             let pointed = root.preview_pointed(&m.slug);
-            let rec = pointed.as_deref().and_then(|n| release::load(root, n));
+            let rec = pointed.as_ref().and_then(|n| release::load(root, n));
             PreviewRow {
-                commit: pointed
-                    .as_deref()
-                    .and_then(crate::state::root::parse_preview_release)
-                    .map(|(_, c)| c.to_string()),
+                commit: pointed.as_ref().map(ReleaseName::commit),
                 state: pointed
-                    .as_deref()
+                    .as_ref()
                     .map(|n| release::effective_state(root, n).to_string()),
                 release: pointed.map(|n| {
                     root.release(&n)
                         .strip_prefix(&root.dir)
                         .map(|p| p.display().to_string())
-                        .unwrap_or(n)
+                        .unwrap_or_else(|_| n.to_string())
                 }),
                 subject: rec.map(|r| r.subject).unwrap_or_default(),
                 slug: m.slug,
@@ -636,7 +428,7 @@ pub(crate) fn print_rows(rows: &[PreviewRow]) {
         println!(
             "preview     {:<24} {:<12} {:<8} {:>8}  {}  ({})",
             r.slug,
-            r.commit.as_deref().map(short).unwrap_or("(none)"),
+            r.commit.as_ref().map_or("(none)", Commit::short),
             r.state.as_deref().unwrap_or("-"),
             crate::sys::fs::age(&r.pushed),
             output::escape(&r.subject),
@@ -719,7 +511,8 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
     }
     // Releases no preview serves: failed builds, or a preview whose record is gone.
     let live: Vec<String> = all_meta(root).into_iter().map(|m| m.slug).collect();
-    for (name, slug, _) in root.preview_release_dirs()? {
+    for name in root.preview_release_dirs()? {
+        let slug = name.slug().unwrap_or_default().to_string();
         let serving = live.contains(&slug) && root.preview_pointed(&slug).as_ref() == Some(&name);
         let doomed_slug = doomed.iter().any(|(m, _)| m.slug == slug);
         if serving || (dry_run && doomed_slug) {
@@ -770,38 +563,49 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
             }
         }));
     }
-    let commit = e.commit.clone().unwrap_or_default();
     let Some(meta) = meta else {
         output::detail("its preview was removed since; nothing to repair");
         return Ok(Some(e.end(Outcome::Interrupted)));
     };
-    let name = root.preview_release_name(&meta.slug, &commit);
+    let Some(name) = e
+        .commit
+        .as_ref()
+        .and_then(Recorded::release)
+        .and_then(|n| ReleaseName::preview(&meta.slug, n.commit()))
+    else {
+        output::warning(&format!(
+            "the interrupted preview run {} names no commit; nothing is done for it but end it as interrupted",
+            e.run
+        ));
+        return Ok(Some(e.end(Outcome::Interrupted)));
+    };
+    let commit = name.commit();
     let prepared = lines
         .iter()
         .any(|x| x.phase == crate::hook::pending::PREPARED_PHASE);
     if let Some(txn) = &e.txn {
-        if crate::hook::pending::ref_kept(ctx, &git_ref, &commit) && prepared {
+        if crate::hook::pending::ref_kept(ctx, &git_ref, commit) && prepared {
             output::detail(&format!(
                 "git updated {git_ref} to {}; the preview flip stands",
-                short(&commit)
+                commit.short()
             ));
             return Ok(Some(e.end(Outcome::Ok)));
         }
-        if !crate::hook::pending::ref_kept(ctx, &git_ref, &commit) {
+        if !crate::hook::pending::ref_kept(ctx, &git_ref, commit) {
             output::detail(&format!(
                 "git did not update {git_ref} to {}; undoing the preview flip",
-                short(&commit)
+                commit.short()
             ));
             undo(
                 ctx,
                 e,
-                txn.preview_before.as_deref(),
+                txn.preview_before.as_ref().and_then(Recorded::release),
                 "interrupted before git updated the ref",
             );
             return Ok(None);
         }
     }
-    let landed = crate::hook::pending::kept(ctx, &commit);
+    let landed = crate::hook::pending::kept(ctx, commit);
     if !landed {
         // A strict pre-receive hook died: git rejected the push.
         if release::load(root, &name).is_some() {
@@ -814,14 +618,14 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
         }
         output::detail(&format!(
             "the push of {} was rejected (its hook was killed), so {} is marked failed; previews/{} is unchanged",
-            short(&commit),
+            commit.short(),
             rel_shown(&name),
             meta.slug
         ));
         return Ok(Some(e.end(Outcome::Interrupted)));
     }
     if release::is_ready(root, &name) {
-        if root.preview_pointed(&meta.slug).as_deref() != Some(name.as_str()) {
+        if root.preview_pointed(&meta.slug).as_ref() != Some(&name) {
             point(ctx, &meta.slug, &name)?;
         }
         output::detail(&format!(
@@ -839,7 +643,7 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
         rel_shown(&name),
         meta.slug,
         root.preview_pointed(&meta.slug)
-            .unwrap_or_else(|| "nothing".into())
+            .map_or_else(|| "nothing".into(), |n| n.to_string())
     ));
     Ok(Some(e.end(Outcome::Interrupted)))
 }
@@ -847,15 +651,23 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
 /// Undo a strict preview flip git did not keep: `previews/<slug>` back to
 /// `before` (or removed when there was none), the release marked failed,
 /// the run ended `rejected`. Never fails; safe to repeat.
-pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&str>, why: &str) {
+pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&ReleaseName>, why: &str) {
     let root = &ctx.root;
-    let commit = run.commit.clone().unwrap_or_default();
+    let commit = run
+        .commit
+        .as_ref()
+        .and_then(Recorded::release)
+        .map(ReleaseName::commit);
     let git_ref = run.git_ref.clone().unwrap_or_default();
     let branch = git_ref.trim_start_matches("refs/heads/");
-    if let Some(meta) = meta_of_branch(root, branch) {
-        let name = root.preview_release_name(&meta.slug, &commit);
-        if root.preview_pointed(&meta.slug).as_deref() == Some(name.as_str()) {
-            let back = before.filter(|b| *b != name && release::is_ready(root, b));
+    let meta = meta_of_branch(root, branch);
+    let name = meta
+        .as_ref()
+        .zip(commit)
+        .and_then(|(m, c)| ReleaseName::preview(&m.slug, c));
+    if let (Some(meta), Some(name)) = (meta, name) {
+        if root.preview_pointed(&meta.slug).as_ref() == Some(&name) {
+            let back = before.filter(|b| **b != name && release::is_ready(root, b));
             let moved = match back {
                 Some(b) => point(ctx, &meta.slug, b),
                 None => std::fs::remove_file(root.preview_link(&meta.slug))

@@ -16,7 +16,6 @@ use crate::housekeeping::retention::{plan, retention, retention_due, Decision};
 use crate::housekeeping::trash::{
     known_stuck, move_aside, removable, remove_release, trash_entries,
 };
-use crate::state::root::short;
 use crate::sys::output;
 
 /// The cleanup after a successful promote, with the lock held: decide as
@@ -52,7 +51,7 @@ pub(crate) fn after_promote(ctx: &Ctx) {
     }
     for d in &decisions {
         let verb = if d.keep { "keep  " } else { "remove" };
-        let text = format!("       {verb} {} ({})", short(&d.commit), d.why);
+        let text = format!("       {verb} {} ({})", d.commit.short(), d.why);
         if d.keep {
             output::log_only(&text);
         } else {
@@ -61,13 +60,13 @@ pub(crate) fn after_promote(ctx: &Ctx) {
     }
     let mut moved = 0;
     for d in &removing {
-        let name = format!("releases/{}", short(&d.commit));
-        let checked = if known_stuck(ctx, &d.commit) {
-            removable(&ctx.root.release(&d.commit)).map_err(|blocker| blocker.error(&name))
+        let name = format!("releases/{}", d.commit.short());
+        let checked = if known_stuck(ctx, &d.commit.into()) {
+            removable(&ctx.root.main_release(d.commit)).map_err(|blocker| blocker.error(&name))
         } else {
             Ok(())
         };
-        let moved_now = checked.and_then(|()| move_aside(ctx, &d.commit));
+        let moved_now = checked.and_then(|()| move_aside(ctx, &d.commit.into()));
         match moved_now {
             Ok(()) => moved += 1,
             Err(e) => {
@@ -141,7 +140,7 @@ pub(crate) fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()
             (false, true) => "would remove",
             (false, false) => "remove",
         };
-        output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
+        output::detail(&format!("{verb} {} ({})", d.commit.short(), d.why));
     }
     if dry_run {
         crate::deploy::preview::cleanup(ctx, true)?;
@@ -155,7 +154,7 @@ pub(crate) fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()
         .into_iter()
         .collect();
     for d in removing {
-        if let Err(e) = remove_release(ctx, &d.commit) {
+        if let Err(e) = remove_release(ctx, &d.commit.into()) {
             failed.push(e);
         }
     }

@@ -12,6 +12,7 @@
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::release;
+use crate::state::release_name::ReleaseName;
 use crate::sys::output;
 
 /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
@@ -29,13 +30,10 @@ pub(crate) fn empty_trash(ctx: &Ctx) {
         return;
     };
     for e in entries.flatten() {
-        // `<commit>-<token>`, as move_aside names it.
+        // `<release>-<time>-<pid>`, as move_aside names it.
         let name = e.file_name().to_string_lossy().into_owned();
-        let commit = name
-            .split_once('-')
-            .map(|(c, _)| c)
-            .filter(|c| crate::state::root::is_commit_hash(c));
-        dispose(ctx, &e.path(), &name, commit);
+        let release = name.rsplitn(3, '-').nth(2).and_then(ReleaseName::parse);
+        dispose(ctx, &e.path(), &name, release);
     }
 }
 
@@ -44,7 +42,8 @@ pub(crate) fn empty_trash(ctx: &Ctx) {
 /// is free) with its record, which notes why, and a warning says what is in
 /// the way; one that fails halfway is restored and marked failed, as
 /// [`remove_release`] does. Its record and manifest go once it is gone.
-fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<&str>) {
+fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<ReleaseName>) {
+    let commit = commit.as_ref();
     let started = std::time::Instant::now();
     let home = commit
         .map(|c| ctx.root.release(c))
@@ -71,7 +70,7 @@ fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<&str>)
                 path: home.join(blocker.path.strip_prefix(path).unwrap_or(&blocker.path)),
                 kind: blocker.kind,
             };
-            let e = blocker.error(&crate::state::root::release_place(commit));
+            let e = blocker.error(&commit.place());
             if let Err(r) = std::fs::rename(path, &home) {
                 output::warning(&format!("{e}; it stays at {} ({r})", path.display()));
                 return;
@@ -111,7 +110,7 @@ fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<&str>)
             );
             output::warning(&format!(
                 "could not remove {}: {err}; part of it is gone, so it is marked failed",
-                crate::state::root::release_place(c)
+                c.place()
             ));
         }
         (Some(err), _) => output::warning(&format!("cannot delete {}: {err}", path.display())),
@@ -119,13 +118,13 @@ fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<&str>)
 }
 
 /// Note in the record of `commit` why it could not be removed.
-fn note_stuck(ctx: &Ctx, commit: &str, e: &Error) {
+fn note_stuck(ctx: &Ctx, commit: &ReleaseName, e: &Error) {
     if let Some(mut r) = release::load(&ctx.root, commit) {
         r.cleanup_blocked = Some(match e.help() {
             Some(help) => format!("{e}; {help}"),
             None => e.to_string(),
         });
-        let _ = release::save(&ctx.root, &r);
+        let _ = release::save_as(&ctx.root, commit, &r);
     }
 }
 
@@ -136,29 +135,29 @@ pub(crate) fn stuck_releases(root: &crate::state::root::Root) -> Vec<String> {
     root.release_dirs()
         .unwrap_or_default()
         .iter()
-        .filter_map(|c| release::load(root, c)?.cleanup_blocked)
+        .filter_map(|c| release::load(root, &(*c).into())?.cleanup_blocked)
         .collect()
 }
 
 /// Has a cleanup found this release could not be removed?
-pub(crate) fn known_stuck(ctx: &Ctx, commit: &str) -> bool {
+pub(crate) fn known_stuck(ctx: &Ctx, commit: &ReleaseName) -> bool {
     release::load(&ctx.root, commit).is_some_and(|r| r.cleanup_blocked.is_some())
 }
 
 /// Move a release out of releases/ (one rename), unchecked: whoever empties
 /// the trash checks it, deletes it and only then forgets its record (or
 /// puts it back, see [`empty_trash`]).
-pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
-    let dir = ctx.root.release(commit);
+pub(crate) fn move_aside(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
+    let dir = ctx.root.release(name);
     let trash = trash_dir(&ctx.root);
     std::fs::create_dir_all(&trash).at("create directory", &trash)?;
-    let target = trash.join(format!("{commit}-{}", crate::sys::fs::unique_token()));
+    let target = trash.join(format!("{name}-{}", crate::sys::fs::unique_token()));
     match std::fs::rename(&dir, &target) {
         Ok(()) => {}
         // releases/ on its own filesystem: aside within it, as a temporary
         // that the next sweep of leftovers deletes (`crate::session::sweep`).
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            let doomed = ctx.root.doomed_release(commit);
+            let doomed = ctx.root.doomed_release(name);
             std::fs::rename(&dir, &doomed).at("move away", &dir)?;
         }
         Err(e) => return Err(crate::error::Error::io("move away", &dir, e)),
@@ -173,25 +172,25 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
 /// shows under its own name. Should removal still fail halfway (a race, a
 /// cause the check does not know), the name is restored and the release
 /// marked failed: never a ready record on missing files.
-pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
-    let dir = ctx.root.release(commit);
-    let name = crate::state::root::release_place(commit);
+pub(crate) fn remove_release(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
+    let dir = ctx.root.release(name);
+    let place = name.place();
     if let Err(blocker) = removable(&dir) {
-        return Err(blocker.error(&name));
+        return Err(blocker.error(&place));
     }
-    let doomed = ctx.root.doomed_release(commit);
+    let doomed = ctx.root.doomed_release(name);
     std::fs::rename(&dir, &doomed).at("move away", &dir)?;
     if let Err(e) = std::fs::remove_dir_all(&doomed) {
         let restored = std::fs::rename(&doomed, &dir);
         let _ = release::set_state(
             &ctx.root,
-            commit,
+            name,
             release::State::Failed,
             Some(format!("cleanup removed part of it: {e}")),
         );
         return Err(Error::with_help(
             format!(
-                "could not remove {name}: {e}; part of it is gone, so it is marked failed{}",
+                "could not remove {place}: {e}; part of it is gone, so it is marked failed{}",
                 match restored {
                     Ok(()) => String::new(),
                     Err(r) => format!(" (and it stays at {}: {r})", doomed.display()),
@@ -200,8 +199,8 @@ pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
             "find what holds it (`lsattr -R`, owners, mounts), fix that, and run `symdeploy cleanup`",
         ));
     }
-    release::forget(&ctx.root, commit);
-    crate::state::schema::forget(ctx, commit);
+    release::forget(&ctx.root, name);
+    crate::state::schema::forget(ctx, name);
     Ok(())
 }
 
@@ -340,9 +339,8 @@ pub(crate) fn sweep(ctx: &Ctx) {
         let name = e.file_name().to_string_lossy().into_owned();
         // A release moved aside within releases/ (its own filesystem), or
         // a removal cut short: checked and deleted as the trash is.
-        if let Some(commit) = name.strip_prefix(&doomed) {
-            let commit = Some(commit).filter(|c| crate::state::root::is_commit_hash(c));
-            dispose(ctx, &e.path(), &name, commit);
+        if let Some(release) = name.strip_prefix(&doomed) {
+            dispose(ctx, &e.path(), &name, ReleaseName::parse(release));
             continue;
         }
         if name.starts_with(crate::state::root::TMP_PREFIX) {
