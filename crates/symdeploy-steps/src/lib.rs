@@ -286,7 +286,7 @@ impl Run<'_> {
             .step
             .record
             .as_ref()
-            .map(|(path, what)| (OrphanRecord::begin(path, &token), what));
+            .map(|(path, what)| (OrphanRecord::begin(path, &token, what), what));
         let child = self.step.spawn(writer, &token)?;
         let streamer = Streamer::start(reader, Arc::clone(&self.echo));
         let pgid = Pid::from_raw(child.id() as i32);
@@ -553,9 +553,10 @@ struct OrphanRecord {
 }
 
 impl OrphanRecord {
-    /// Written before the spawn: a crash in between still leaves the token.
-    fn begin(path: &Path, token: &str) -> OrphanRecord {
-        let _ = std::fs::write(path, format!("{token}\n"));
+    /// Written before the spawn: a crash in between still leaves the token
+    /// and what the step is (its process group is not known yet).
+    fn begin(path: &Path, token: &str, what: &str) -> OrphanRecord {
+        let _ = std::fs::write(path, format!("{token}\n\n{what}\n"));
         OrphanRecord {
             path: path.to_path_buf(),
             token: token.to_string(),
@@ -1062,6 +1063,20 @@ mod tests {
         assert!(finished.succeeded());
         assert_eq!(lines, ["started"]);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_run_killed_before_its_step_spawned_still_names_the_step() {
+        let t = tempfile::tempdir().unwrap();
+        let record = t.path().join("step");
+        // Killed between the record and the spawn: no drop removes it.
+        std::mem::forget(OrphanRecord::begin(&record, &unique_token(), "stop: sleep"));
+        let found = end_orphans(&record).expect("the record is there");
+        assert_eq!(found.what, "stop: sleep");
+        assert_eq!(found.ended, 0, "nothing was running yet");
+        // A record of an earlier version (the token alone) reads as before.
+        std::fs::write(&record, "abc\n").unwrap();
+        assert_eq!(end_orphans(&record).unwrap().what, "a step");
     }
 
     #[test]
