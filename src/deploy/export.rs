@@ -51,11 +51,13 @@ impl Source {
 
     /// [`Source::export`], and a long export says how far it has come every
     /// few seconds, so the pusher does not stare at a silent stage.
+    /// Every file is hashed as it is written, for the manifest
+    /// (`crate::deploy::manifest_seed`).
     pub(crate) fn export_showing_progress(
         &self,
         repo: &gix::Repository,
         dest: &Path,
-    ) -> Result<Stats> {
+    ) -> Result<(Stats, Vec<symdeploy_export::Written>)> {
         let started = std::time::Instant::now();
         let report = |p: symdeploy_export::Progress| {
             // Nothing written yet (the walk is still reading trees) says nothing.
@@ -69,7 +71,7 @@ impl Source {
                 started.elapsed().as_secs()
             ))
         };
-        Ok(symdeploy_export::export_tree_reporting(
+        Ok(symdeploy_export::export_tree_recording(
             repo,
             self.tree,
             dest,

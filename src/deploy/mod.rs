@@ -7,6 +7,7 @@ pub(crate) mod carry;
 pub(crate) mod disk;
 pub(crate) mod export;
 pub(crate) mod job;
+pub(crate) mod manifest_seed;
 pub(crate) mod pointers;
 pub(crate) mod preview;
 pub(crate) mod preview_root;

@@ -410,7 +410,7 @@ fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64
     let source = export::Source::of(repo, job.commit)?;
     crate::deploy::disk::preflight(ctx, repo, source, carry_from)?;
 
-    export_stage(ctx, repo, source, &job.name, durations)?;
+    let seed = export_stage(ctx, repo, source, &job.name, durations)?;
     crate::sys::signals::check(&format!("{} stopped after the export", job.what()))?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -447,6 +447,7 @@ fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64
         common: &common,
         what: job.what(),
         fault_prefix,
+        seed: Some(&seed),
     };
     exported.finish(ctx, stages, &job.step_env(), Some(early_sync), durations)
 }
@@ -464,6 +465,8 @@ pub(crate) struct Exported<'a> {
     pub(crate) what: &'a str,
     /// Prefix of the steps' fault points (`preview-` for previews).
     pub(crate) fault_prefix: &'a str,
+    /// What the export hashed: the manifest reads only the files changed since.
+    pub(crate) seed: Option<&'a crate::deploy::manifest_seed::Seed>,
 }
 
 impl Exported<'_> {
@@ -516,11 +519,13 @@ impl Exported<'_> {
         // the ACLs (which change ctimes), before the sync. It prints nothing
         // on success; its time is in the journal and the run log.
         let started = std::time::Instant::now();
+        let known = self.seed.and_then(|s| s.known());
         let entries = crate::state::manifest::record(
             &ctx.root,
             self.name,
             self.dir,
             &crate::state::manifest::excluded_paths(&ctx.config),
+            known.as_ref(),
         )?;
         let took = started.elapsed();
         tracing::info!(entries, seconds = took.as_secs_f64(), "manifest written");
@@ -563,14 +568,15 @@ pub(crate) fn migrate_elsewhere() {
 /// The export stage of a warm-up or a preview: `commit` exported to a
 /// temporary directory in releases/, its REVISION written, renamed to
 /// `releases/<name>` (one rename), with the stage's one-line summary.
-/// Nothing is left behind when it fails.
+/// Nothing is left behind when it fails. Returns what the export hashed,
+/// taken once the release is in place and before anything else writes to it.
 pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
     source: export::Source,
     name: &ReleaseName,
     durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<crate::deploy::manifest_seed::Seed> {
     let root = &ctx.root;
     let commit = source.commit;
     let dir = root.release(name);
@@ -581,7 +587,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let stats = match source.export_showing_progress(repo, &tmp) {
+    let (stats, written) = match source.export_showing_progress(repo, &tmp) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
@@ -596,9 +602,10 @@ pub(crate) fn export_stage(
     faults::point("before-rename-release");
     std::fs::rename(&tmp, &dir).at("rename the export into place as", &dir)?;
     symlink::sync_dir(&root.releases());
-    let mut summary = vec![output::count(stats.files as u64, "file", "files")];
+    let seed = crate::deploy::manifest_seed::Seed::new(written);
+    let mut summary = vec![output::count(stats.files, "file", "files")];
     if stats.symlinks > 0 {
-        summary.push(output::count(stats.symlinks as u64, "symlink", "symlinks"));
+        summary.push(output::count(stats.symlinks, "symlink", "symlinks"));
     }
     summary.push(crate::sys::fs::human_bytes(stats.bytes));
     if stats.ignored > 0 {
@@ -611,7 +618,7 @@ pub(crate) fn export_stage(
         "export".into(),
         stage.done_with(&summary.join(", ")).as_secs_f64(),
     );
-    Ok(())
+    Ok(seed)
 }
 
 /// A full disk during the export, told with what the operator needs: where,

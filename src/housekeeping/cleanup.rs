@@ -13,7 +13,9 @@
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::housekeeping::retention::{plan, retention, retention_due, Decision};
-use crate::housekeeping::trash::{move_aside, removable, remove_release, trash_entries};
+use crate::housekeeping::trash::{
+    known_stuck, move_aside, removable, remove_release, trash_entries,
+};
 use crate::sys::output;
 
 /// The cleanup after a successful promote, with the lock held: decide as
@@ -22,9 +24,11 @@ use crate::sys::output;
 ///
 /// Production has moved and notify has run: nothing found here may fail the
 /// promote (or make git reject a strict-mode tag push), so every problem is a
-/// `warning:` saying what was left, why, and what to run. A release that
-/// cannot be removed is checked before it is moved, so it keeps its name,
-/// its files and its record.
+/// `warning:` saying what was left, why, and what to run. The pusher waits
+/// for no walk of a doomed release: it is moved aside unchecked, and the
+/// background cleanup checks it before deleting (one that cannot go whole
+/// goes back to its name and record, noted). Only a release noted so is
+/// checked here, and left where it is while it is still in the way.
 pub(crate) fn after_promote(ctx: &Ctx) {
     let decisions = match plan(ctx, ctx.config.keep_releases) {
         Ok(d) => d,
@@ -57,9 +61,12 @@ pub(crate) fn after_promote(ctx: &Ctx) {
     let mut moved = 0;
     for d in &removing {
         let name = format!("releases/{}", d.commit.short());
-        let moved_now = removable(&ctx.root.main_release(d.commit))
-            .map_err(|blocker| blocker.error(&name))
-            .and_then(|()| move_aside(ctx, &d.commit.into()));
+        let checked = if known_stuck(ctx, &d.commit.into()) {
+            removable(&ctx.root.main_release(d.commit)).map_err(|blocker| blocker.error(&name))
+        } else {
+            Ok(())
+        };
+        let moved_now = checked.and_then(|()| move_aside(ctx, &d.commit.into()));
         match moved_now {
             Ok(()) => moved += 1,
             Err(e) => {

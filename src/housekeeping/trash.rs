@@ -1,6 +1,13 @@
 //! Removing a release: checked first (a release that cannot be removed
 //! keeps its name, files and record), then renamed away in one rename(2),
 //! then deleted, possibly later from `.symdeploy/trash/`.
+//!
+//! After a promote the pusher waits for none of that: the doomed release is
+//! renamed into the trash at once, and the check (a walk of the whole tree)
+//! is made by whoever empties the trash, the background cleanup as a rule.
+//! A release it finds in the way goes back to its name, with the record it
+//! kept meanwhile, now noting why ([`stuck_releases`]): `status --check`
+//! reports it and the next promote checks it again on the spot.
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
@@ -23,19 +30,123 @@ pub(crate) fn empty_trash(ctx: &Ctx) {
         return;
     };
     for e in entries.flatten() {
-        let started = std::time::Instant::now();
-        match std::fs::remove_dir_all(e.path()) {
-            Ok(()) => output::detail(&format!(
-                "deleted {} in {}",
-                e.file_name().to_string_lossy(),
-                crate::sys::fs::human_duration(started.elapsed())
-            )),
-            Err(err) => output::warning(&format!("cannot delete {}: {err}", e.path().display())),
-        }
+        // `<release>-<time>-<pid>`, as move_aside names it.
+        let name = e.file_name().to_string_lossy().into_owned();
+        let release = name.rsplitn(3, '-').nth(2).and_then(ReleaseName::parse);
+        dispose(ctx, &e.path(), &name, release);
     }
 }
 
-/// Move a release out of releases/ (one rename) and forget its record.
+/// Delete `path`, a release moved aside (from `commit`, when known), after
+/// checking it can go whole. One that cannot goes back to its name (if that
+/// is free) with its record, which notes why, and a warning says what is in
+/// the way; one that fails halfway is restored and marked failed, as
+/// [`remove_release`] does. Its record and manifest go once it is gone.
+fn dispose(ctx: &Ctx, path: &std::path::Path, label: &str, commit: Option<ReleaseName>) {
+    let commit = commit.as_ref();
+    let started = std::time::Instant::now();
+    let home = commit
+        .map(|c| ctx.root.release(c))
+        .filter(|h| std::fs::symlink_metadata(h).is_err());
+    let failure = match removable(path) {
+        Err(blocker) => {
+            // Back only with the record it kept (moved aside by this
+            // version): without one it would come back as an incomplete
+            // release, to be moved aside by every promote.
+            let back = commit
+                .zip(home)
+                .filter(|(c, _)| release::load(&ctx.root, c).is_some());
+            let Some((commit, home)) = back else {
+                output::warning(&format!(
+                    "cannot delete {}: {}: {}; fix that, then run `symdeploy cleanup`",
+                    path.display(),
+                    blocker.path.display(),
+                    blocker.why()
+                ));
+                return;
+            };
+            // Named as the operator will find it: back under releases/.
+            let blocker = Blocker {
+                path: home.join(blocker.path.strip_prefix(path).unwrap_or(&blocker.path)),
+                kind: blocker.kind,
+            };
+            let e = blocker.error(&commit.place());
+            if let Err(r) = std::fs::rename(path, &home) {
+                output::warning(&format!("{e}; it stays at {} ({r})", path.display()));
+                return;
+            }
+            crate::sys::symlink::sync_dir(&ctx.root.releases());
+            note_stuck(ctx, commit, &e);
+            output::warning(&e.to_string());
+            if let Some(help) = e.help() {
+                output::warning(&help);
+            }
+            return;
+        }
+        Ok(()) => std::fs::remove_dir_all(path).err(),
+    };
+    match (failure, commit) {
+        (None, commit) => {
+            output::detail(&format!(
+                "deleted {label} in {}",
+                crate::sys::fs::human_duration(started.elapsed())
+            ));
+            // Its record waited for this; not if the name is in use again.
+            if let (Some(c), Some(_)) = (commit, home) {
+                if std::fs::symlink_metadata(ctx.root.release(c)).is_err() {
+                    release::forget(&ctx.root, c);
+                    crate::state::schema::forget(ctx, c);
+                }
+            }
+        }
+        (Some(err), Some(c))
+            if home.is_some() && std::fs::rename(path, ctx.root.release(c)).is_ok() =>
+        {
+            let _ = release::set_state(
+                &ctx.root,
+                c,
+                release::State::Failed,
+                Some(format!("cleanup removed part of it: {err}")),
+            );
+            output::warning(&format!(
+                "could not remove {}: {err}; part of it is gone, so it is marked failed",
+                c.place()
+            ));
+        }
+        (Some(err), _) => output::warning(&format!("cannot delete {}: {err}", path.display())),
+    }
+}
+
+/// Note in the record of `commit` why it could not be removed.
+fn note_stuck(ctx: &Ctx, commit: &ReleaseName, e: &Error) {
+    if let Some(mut r) = release::load(&ctx.root, commit) {
+        r.cleanup_blocked = Some(match e.help() {
+            Some(help) => format!("{e}; {help}"),
+            None => e.to_string(),
+        });
+        let _ = release::save_as(&ctx.root, commit, &r);
+    }
+}
+
+/// Releases a cleanup found it could not remove, each as what is in the way
+/// and what to run (for `status --check`); noted when the background
+/// cleanup put them back.
+pub(crate) fn stuck_releases(root: &crate::state::root::Root) -> Vec<String> {
+    root.release_dirs()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| release::load(root, &(*c).into())?.cleanup_blocked)
+        .collect()
+}
+
+/// Has a cleanup found this release could not be removed?
+pub(crate) fn known_stuck(ctx: &Ctx, commit: &ReleaseName) -> bool {
+    release::load(&ctx.root, commit).is_some_and(|r| r.cleanup_blocked.is_some())
+}
+
+/// Move a release out of releases/ (one rename), unchecked: whoever empties
+/// the trash checks it, deletes it and only then forgets its record (or
+/// puts it back, see [`empty_trash`]).
 pub(crate) fn move_aside(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
     let dir = ctx.root.release(name);
     let trash = trash_dir(&ctx.root);
@@ -52,8 +163,6 @@ pub(crate) fn move_aside(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
         Err(e) => return Err(crate::error::Error::io("move away", &dir, e)),
     }
     crate::sys::symlink::sync_dir(&ctx.root.releases());
-    release::forget(&ctx.root, name);
-    crate::state::schema::forget(ctx, name);
     Ok(())
 }
 
@@ -118,29 +227,30 @@ pub(crate) enum BlockerKind {
 }
 
 impl Blocker {
+    /// Why, in words: "it is immutable (chattr +i)".
+    fn why(&self) -> String {
+        match &self.kind {
+            BlockerKind::Immutable => "it is immutable (chattr +i)".to_string(),
+            BlockerKind::AppendOnly => "it is append-only (chattr +a)".to_string(),
+            BlockerKind::NotWritable(e) => format!("its entries cannot be removed ({e})"),
+            BlockerKind::Unreadable(e) => format!("it cannot be read ({e})"),
+        }
+    }
+
     pub(crate) fn error(&self, name: &str) -> Error {
         let p = self.path.display();
-        let (why, fix) = match &self.kind {
-            BlockerKind::Immutable => (
-                "it is immutable (chattr +i)".to_string(),
-                format!("`chattr -i {p}`"),
+        let why = self.why();
+        let fix = match &self.kind {
+            BlockerKind::Immutable => format!("`chattr -i {p}`"),
+            BlockerKind::AppendOnly => format!("`chattr -a {p}`"),
+            BlockerKind::NotWritable(_) => format!(
+                "give user {} write access to it (`chown -R {} {p}`)",
+                crate::sys::fs::current_user(),
+                crate::sys::fs::current_user()
             ),
-            BlockerKind::AppendOnly => (
-                "it is append-only (chattr +a)".to_string(),
-                format!("`chattr -a {p}`"),
-            ),
-            BlockerKind::NotWritable(e) => (
-                format!("its entries cannot be removed ({e})"),
-                format!(
-                    "give user {} write access to it (`chown -R {} {p}`)",
-                    crate::sys::fs::current_user(),
-                    crate::sys::fs::current_user()
-                ),
-            ),
-            BlockerKind::Unreadable(e) => (
-                format!("it cannot be read ({e})"),
-                format!("give user {} access to it", crate::sys::fs::current_user()),
-            ),
+            BlockerKind::Unreadable(_) => {
+                format!("give user {} access to it", crate::sys::fs::current_user())
+            }
         };
         Error::with_help(
             format!("could not remove {name}: {p}: {why}; it keeps its name and record"),
@@ -224,11 +334,16 @@ pub(crate) fn sweep(ctx: &Ctx) {
     let Ok(entries) = std::fs::read_dir(ctx.root.releases()) else {
         return;
     };
+    let doomed = format!("{}delete-", crate::state::root::TMP_PREFIX);
     for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(crate::state::root::TMP_PREFIX)
-        {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // A release moved aside within releases/ (its own filesystem), or
+        // a removal cut short: checked and deleted as the trash is.
+        if let Some(release) = name.strip_prefix(&doomed) {
+            dispose(ctx, &e.path(), &name, ReleaseName::parse(release));
+            continue;
+        }
+        if name.starts_with(crate::state::root::TMP_PREFIX) {
             output::detail(&format!(
                 "removing {}, left by an interrupted deploy",
                 e.path().display()

@@ -81,6 +81,9 @@ pub(crate) struct Status {
     /// git ref lock files left behind (a killed push), each with what to run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) ref_locks: Vec<String>,
+    /// Releases a cleanup could not remove, each with what is in the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) stuck_releases: Vec<String>,
     /// The watch of production under way after a promote, if any.
     pub(crate) watch: Option<Watch>,
 }
@@ -394,6 +397,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         previews: crate::deploy::preview::rows(ctx),
         drift: Vec::new(),
         ref_locks: crate::hook::pending::ref_lock_problems(&ctx.root),
+        stuck_releases: crate::housekeeping::trash::stuck_releases(&ctx.root),
     }
 }
 
@@ -458,6 +462,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
         ));
     }
     out.extend(s.ref_locks.iter().cloned());
+    out.extend(s.stuck_releases.iter().cloned());
     if let (Some(held), Some(who)) = (s.lock_held_seconds, &s.lock) {
         if held > lock_timeout.as_secs() {
             out.push(format!(
@@ -891,7 +896,7 @@ fn print_human(s: &Status) {
         Some(h) => println!("lock        held by {h}"),
         None => println!("lock        free"),
     }
-    for l in &s.ref_locks {
+    for l in s.ref_locks.iter().chain(&s.stuck_releases) {
         output::warning(l);
     }
     for e in &s.interrupted {

@@ -162,13 +162,22 @@ pub(crate) fn path_of(root: &Root, name: &ReleaseName) -> PathBuf {
 /// Scan the release directory `dir` and store its manifest as `name`
 /// (atomically; not synced: the caller's sync of the filesystem before
 /// `ready` covers it, see [`write`]). Returns how many entries it has.
+/// `known`: files hashed already whose hash stands while their stamp does
+/// (what the export wrote, see `crate::deploy::manifest_seed`); every other
+/// file is read and hashed.
 pub(crate) fn record(
     root: &Root,
     name: &ReleaseName,
     dir: &Path,
     excluded: &[String],
+    known: Option<&Manifest>,
 ) -> Result<usize> {
-    let entries = scan(dir, excluded, Depth::Full, None)?;
+    let depth = if known.is_some() {
+        Depth::Metadata
+    } else {
+        Depth::Full
+    };
+    let entries = scan(dir, excluded, depth, known)?;
     if let Some(unread) = entries
         .iter()
         .find(|e| e.kind == Kind::File && e.hash.is_none())
@@ -207,11 +216,23 @@ pub(crate) fn write(root: &Root, name: &ReleaseName, m: &Manifest, durable: bool
         .tempfile_in(&dir)
         .at("create a temporary file in", &dir)?;
     {
+        // Encoded whole first, then compressed in one call: the deflater
+        // fed one short field at a time spends more than it compresses.
+        let started = std::time::Instant::now();
+        let mut text = Vec::with_capacity(m.entries.len() * 160 + 4096);
+        encode(m, &mut text).at("write", tmp.path())?;
+        let encoded = started.elapsed();
         let file = std::io::BufWriter::with_capacity(256 << 10, tmp.as_file());
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        encode(m, &mut gz).at("write", tmp.path())?;
+        gz.write_all(&text).at("write", tmp.path())?;
         let mut file = gz.finish().at("write", tmp.path())?;
         file.flush().at("write", tmp.path())?;
+        tracing::info!(
+            bytes = text.len(),
+            encode_seconds = encoded.as_secs_f64(),
+            compress_seconds = (started.elapsed() - encoded).as_secs_f64(),
+            "manifest encoded"
+        );
     }
     crate::sys::faults::point("manifest-written");
     if durable {
@@ -435,9 +456,10 @@ pub(crate) fn scan(
     depth: Depth,
     known: Option<&Manifest>,
 ) -> Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    walk(dir, &mut Vec::new(), excluded, 0, &mut entries)?;
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let started = std::time::Instant::now();
+    let mut entries = walk(dir, excluded)?;
+    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let walked = started.elapsed();
     let mut todo: Vec<usize> = Vec::new();
     for (i, e) in entries.iter_mut().enumerate() {
         if e.kind != Kind::File {
@@ -459,20 +481,101 @@ pub(crate) fn scan(
         }
     }
     hash_files(dir, &mut entries, &todo);
+    tracing::info!(
+        entries = entries.len(),
+        walk_seconds = walked.as_secs_f64(),
+        hashed = todo.len(),
+        hash_seconds = (started.elapsed() - walked).as_secs_f64(),
+        "scanned {}",
+        dir.display()
+    );
     Ok(entries)
 }
 
-fn walk(
+/// Every entry below `top`, in no particular order: directories are read by
+/// one thread per core taking the next from a shared list (a release is
+/// thousands of small directories; reading them is a statx per entry, which
+/// two cores do in about half the time of one).
+fn walk(top: &Path, excluded: &[String]) -> Result<Vec<Entry>> {
+    struct Todo {
+        /// Directories to read: path relative to `top`, depth.
+        dirs: Vec<(Vec<u8>, usize)>,
+        /// Directories being read now; none left and none being read is the end.
+        busy: usize,
+        error: Option<Error>,
+    }
+    let todo = std::sync::Mutex::new(Todo {
+        dirs: vec![(Vec::new(), 0)],
+        busy: 0,
+        error: None,
+    });
+    let wake = std::sync::Condvar::new();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let work = || {
+        let mut out = Vec::new();
+        let mut found = Vec::new();
+        loop {
+            let (rel, depth) = {
+                let mut t = todo.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if t.error.is_some() {
+                        return out;
+                    }
+                    if let Some(d) = t.dirs.pop() {
+                        t.busy += 1;
+                        break d;
+                    }
+                    if t.busy == 0 {
+                        return out;
+                    }
+                    t = wake.wait(t).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let read = read_dir_entries(top, rel, depth, excluded, &mut out, &mut found);
+            let mut t = todo.lock().unwrap_or_else(|p| p.into_inner());
+            t.busy -= 1;
+            match read {
+                Ok(()) => t.dirs.append(&mut found),
+                Err(e) => {
+                    t.error.get_or_insert(e);
+                }
+            }
+            drop(t);
+            wake.notify_all();
+        }
+    };
+    let parts: Vec<Vec<Entry>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let t = todo.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = t.error {
+        return Err(e);
+    }
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// The entries of one directory (`rel` below `top`) into `out`, and its
+/// subdirectories (to be read in turn) into `dirs`. One statx per entry
+/// (relative to the open directory), a readlink per symlink.
+fn read_dir_entries(
     top: &Path,
-    rel: &mut Vec<u8>,
-    excluded: &[String],
+    mut rel: Vec<u8>,
     depth: usize,
+    excluded: &[String],
     out: &mut Vec<Entry>,
+    dirs: &mut Vec<(Vec<u8>, usize)>,
 ) -> Result<()> {
     let here = if rel.is_empty() {
         top.to_path_buf()
     } else {
-        top.join(std::ffi::OsStr::from_bytes(rel))
+        top.join(std::ffi::OsStr::from_bytes(&rel))
     };
     if depth > MAX_DEPTH {
         return Err(Error::msg(format!(
@@ -488,9 +591,12 @@ fn walk(
             rel.push(b'/');
         }
         rel.extend_from_slice(item.file_name().as_bytes());
-        if !is_excluded(rel, excluded) {
+        if !is_excluded(&rel, excluded) {
             // DirEntry::metadata does not follow symlinks.
-            let meta = item.metadata().at("examine", item.path())?;
+            let meta = match item.metadata() {
+                Ok(m) => m,
+                Err(e) => return Err(Error::io("examine", item.path(), e)),
+            };
             let ft = meta.file_type();
             let kind = if ft.is_symlink() {
                 Kind::Symlink
@@ -523,7 +629,7 @@ fn walk(
                 },
             });
             if kind == Kind::Dir {
-                walk(top, rel, excluded, depth + 1, out)?;
+                dirs.push((rel.clone(), depth + 1));
             }
         }
         rel.truncate(base);
@@ -770,7 +876,7 @@ mod tests {
         let t = tree();
         let root_dir = tempfile::tempdir().unwrap();
         let root = Root::new(root_dir.path()).unwrap();
-        let n = record(&root, &name("r"), t.path(), &excluded()).unwrap();
+        let n = record(&root, &name("r"), t.path(), &excluded(), None).unwrap();
         assert_eq!(n, 5, "www, www/data, www/index.php, log, the odd file");
         let m = load(&root, &name("r")).unwrap().unwrap();
         assert_eq!(m.excluded, excluded());
@@ -842,7 +948,7 @@ mod tests {
         let t = tree();
         let root_dir = tempfile::tempdir().unwrap();
         let root = Root::new(root_dir.path()).unwrap();
-        record(&root, &name("r"), t.path(), &[]).unwrap();
+        record(&root, &name("r"), t.path(), &[], None).unwrap();
         let path = path_of(&root, &name("r"));
         let mut text = Vec::new();
         flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())

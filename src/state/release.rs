@@ -65,6 +65,9 @@ pub(crate) struct Record {
     /// Why it failed or went bad.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Why a cleanup could not remove it, and what to run (it stays until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cleanup_blocked: Option<String>,
 }
 
 impl Record {
@@ -79,6 +82,7 @@ impl Record {
             created: crate::sys::fs::now_rfc3339(),
             ready_at: None,
             error: None,
+            cleanup_blocked: None,
         }
     }
 }

@@ -273,6 +273,9 @@ fn a_promote_push_does_not_wait_for_deleting_the_old_release() {
         .expect("the background cleanup's log");
     let log = std::fs::read_to_string(state.join("logs").join(log)).unwrap();
     assert!(log.contains(&format!("deleted {a}-")), "{log}");
+    // Its record and manifest waited for the deletion, and went with it.
+    assert!(!state.join(format!("releases/{a}.json")).exists());
+    assert!(!state.join(format!("manifests/{a}.gz")).exists());
     // The next deploy finds nothing left over.
     env.commit("d");
     let t = env.push_ok(&["main"]);

@@ -415,8 +415,12 @@ fn recover_after_sigkill_in_stop_runs_the_recorded_start() {
     assert_nothing_interrupted(&env);
 }
 
-/// Takes the immutable attribute off again, even when the test fails, so
-/// the temporary directory can be removed.
+/// The pusher does not wait for the walk that finds an undeletable release:
+/// the promote moves the old release aside at once, the background cleanup
+/// finds the immutable file, puts the release back (name, files, record) and
+/// says so in its log; `status --check` reports it from then on, the next
+/// promote warns about it again (checking it on the spot), and `cleanup` by
+/// hand fails on it with one error until it is fixed.
 #[test]
 fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup() {
     let cfg = format!(
@@ -451,19 +455,29 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
         Some(c.as_str()),
         "{t}"
     );
-    // The strict cleanup runs in the reference-transaction hook, whose lines
-    // git relays without the `remote:` prefix.
-    let warned = format!("warning: could not remove releases/{}", &a[..12]);
-    assert!(
-        t.lines()
-            .any(|l| l.strip_prefix("remote: ").unwrap_or(l).starts_with(&warned)),
-        "{t}"
-    );
-    assert!(t.contains("chattr -i"), "{t}");
+    assert!(t.contains(&format!("remove {}", &a[..12])), "{t}");
     assert!(!t.contains("error:"), "{t}");
     let tags = run(git_cmd(&env.root.join("repository")).args(["tag", "-l", "release-3"]));
     assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "release-3");
-    // The release keeps its name, files and record; no temporary name is left.
+    // The background cleanup found it and said so in its log.
+    let pids = background_pids(&t);
+    assert_eq!(pids.len(), 1, "{t}");
+    wait_gone(pids[0]);
+    let logs = env.root.join(".symdeploy/logs");
+    let log = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-cleanup-background-{}.log", pids[0]))
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("the background cleanup's log");
+    let warned = format!("warning: could not remove releases/{}", &a[..12]);
+    assert!(log.contains(&warned), "{log}");
+    assert!(log.contains("chattr -i"), "{log}");
+    // The release keeps its name, files and record; nothing is left aside.
     assert!(stuck.exists());
     assert!(env
         .root
@@ -476,6 +490,43 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    let trash = std::fs::read_dir(env.root.join(".symdeploy/trash"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(trash, 0);
+
+    // Monitoring sees it.
+    let out = env.symdeploy(&["status", "--check"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("could not remove releases/{}", &a[..12])),
+        "{t}"
+    );
+    assert!(t.contains("chattr -i"), "{t}");
+
+    // The next promote checks it again on the spot and warns, as it is
+    // still in the way; the push itself succeeds.
+    env.write("www/index.html", "fourth\n");
+    let d = env.commit("fourth");
+    env.git(&["tag", "release-4"]);
+    let t = env.push_ok(&["main", "release-4"]);
+    wait_all(&t);
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(d.as_str()),
+        "{t}"
+    );
+    // The strict cleanup runs in the reference-transaction hook, whose lines
+    // git relays without the `remote:` prefix.
+    assert!(
+        t.lines()
+            .any(|l| l.strip_prefix("remote: ").unwrap_or(l).starts_with(&warned)),
+        "{t}"
+    );
+    assert!(t.contains("chattr -i"), "{t}");
+    assert!(!t.contains("error:"), "{t}");
+    assert!(stuck.exists());
 
     // By hand, the same problem is an error, told once.
     let out = env.symdeploy(&["cleanup"]);
@@ -484,11 +535,14 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
     assert!(t.contains("immutable"), "{t}");
     assert_eq!(t.matches("error:").count(), 1, "{t}");
 
-    // Once fixed, cleanup removes it.
+    // Once fixed, cleanup removes it, and monitoring is content.
     drop(_guard);
     let out = env.symdeploy(&["cleanup"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!env.release(&a).exists());
+    let out = env.symdeploy(&["status", "--check"]);
+    let t = text(&out);
+    assert!(!t.contains("could not remove"), "{t}");
 }
 
 /// The last journal entry about `commit`, once its run has ended.

@@ -501,3 +501,65 @@ fn transcript_of_a_changed_release() {
     let _s = crate::common::snapshot_settings(&env).bind_to_scope();
     insta::assert_snapshot!(crate::common::redact(&t));
 }
+
+/// The warm-up takes the export's own hashes for files nothing touched
+/// since and reads again only what the build made or changed, down to a
+/// file rewritten in place with its size and mtime kept (only the ctime
+/// and, for a file replaced by a rename, the inode tell): the manifest
+/// vouches for what the build left, so `verify` finds the release clean.
+#[test]
+fn the_manifest_catches_files_the_build_rewrote_in_place_keeping_size_and_mtime() {
+    let step = "true \
+        && touch -r www/index.php ref.tmp \
+        && printf X | dd of=www/index.php bs=1 count=1 conv=notrunc 2>/dev/null \
+        && touch -r ref.tmp www/index.php && rm ref.tmp \
+        && sed s/agent/AGENT/ www/robots.txt > robots.new \
+        && touch -r www/robots.txt robots.new && mv robots.new www/robots.txt";
+    let cfg = config().replace(
+        "build = [\"mkdir -p vendor && echo '<?php // built' > vendor/autoload.php\"]",
+        &format!("build = [\"{step}\"]"),
+    );
+    assert_ne!(cfg, config(), "the build step was replaced");
+    let env = Env::with_config(&cfg);
+    env.write("www/index.php", "<?php echo 'hello';\n");
+    env.write("www/robots.txt", "User-agent: *\n");
+    // Exported after www/: the stamps of the files the step rewrites are
+    // older than the end of the export by far more than a clock tick, so
+    // the export's hashes for them would be taken if the stamps matched.
+    for i in 0..3000 {
+        env.write(&format!("zz/f{i}.php"), &format!("<?php // {i}\n"));
+    }
+    let c = env.commit("php app");
+    env.push_ok(&["main"]);
+    let release = env.release(&c);
+    assert_eq!(
+        std::fs::read_to_string(release.join("www/index.php")).unwrap(),
+        "X?php echo 'hello';\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(release.join("www/robots.txt")).unwrap(),
+        "User-AGENT: *\n"
+    );
+    let (code, out, err) = verify(&env, &["warmup"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The export's hashes stood in for most files: only the rewritten
+    // ones, REVISION and the last few written were read again.
+    let logs = env.root.join(".symdeploy/logs");
+    let log = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains("-warmup-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("the warm-up's run log");
+    let scanned = log
+        .lines()
+        .find(|l| l.contains("scanned") && l.contains("hashed="))
+        .unwrap_or_else(|| panic!("no scan line in the log:\n{log}"));
+    let hashed: usize = scanned
+        .split(" hashed=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{scanned}"));
+    assert!((3..1500).contains(&hashed), "{scanned}");
+}

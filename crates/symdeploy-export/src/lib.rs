@@ -12,7 +12,9 @@ mod error;
 mod tree;
 
 pub use error::{Error, Result};
-pub use tree::{export_tree, export_tree_reporting, tree_bytes, Progress, Stats};
+pub use tree::{
+    export_tree, export_tree_recording, export_tree_reporting, tree_bytes, Progress, Stats, Written,
+};
 
 #[cfg(test)]
 mod tests {
@@ -132,5 +134,77 @@ mod progress_tests {
         );
         assert!(seen.iter().all(|p| p.files <= stats.files), "{seen:?}");
         assert!(Path::new(&t.path().join("out/d/f9999")).is_file());
+    }
+}
+
+#[cfg(test)]
+mod recording_tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+
+    /// What the export hashes and stamps is what lands on disk: every
+    /// regular file once, none of the symlinks, the hash of the bytes read
+    /// back and the stamp `lstat` gives afterwards; big blobs streamed from
+    /// the object store are hashed as they stream.
+    #[test]
+    fn the_recorded_hashes_and_stamps_are_those_of_the_files_written() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        std::fs::create_dir_all(work.join("a/b")).unwrap();
+        std::fs::write(work.join("a/b/small.txt"), "small\n").unwrap();
+        std::fs::write(work.join("empty"), "").unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(work.join("a/big.bin"), &big).unwrap();
+        std::os::unix::fs::symlink("a/b/small.txt", work.join("link")).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .current_dir(&work)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "files"]);
+        let tree = gix::ObjectId::from_hex(git(&["rev-parse", "HEAD^{tree}"]).as_bytes()).unwrap();
+        let repo = gix::open(&work).unwrap();
+        // Loose objects: the 300 kB blob is streamed above this threshold
+        // (other tests in this process only stream more of their files).
+        std::env::set_var("SYMDEPLOY_STREAM_THRESHOLD", "100000");
+        let out = t.path().join("out");
+        let (stats, written) = crate::export_tree_recording(&repo, tree, &out, None).unwrap();
+        std::env::remove_var("SYMDEPLOY_STREAM_THRESHOLD");
+        assert_eq!(stats.files, 3);
+        let paths: Vec<&[u8]> = written.iter().map(|w| w.path.as_slice()).collect();
+        assert_eq!(
+            paths,
+            vec![b"a/b/small.txt".as_slice(), b"a/big.bin", b"empty"],
+            "sorted by path, symlinks left out"
+        );
+        for w in &written {
+            let p = out.join(std::str::from_utf8(&w.path).unwrap());
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(w.blake3, *blake3::hash(&bytes).as_bytes(), "{p:?}");
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!(w.size, m.len());
+            assert_eq!(w.mode, m.mode() & 0o7777);
+            assert_eq!(w.ino, m.ino());
+            assert_eq!(
+                w.ctime_ns,
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+            );
+            assert_eq!(
+                w.mtime_ns,
+                i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+            );
+        }
+        // The plain export records nothing and writes the same files.
+        let again = t.path().join("again");
+        let plain = crate::export_tree(&repo, tree, &again).unwrap();
+        assert_eq!(plain.files, 3);
+        assert_eq!(std::fs::read(again.join("a/big.bin")).unwrap(), big);
     }
 }

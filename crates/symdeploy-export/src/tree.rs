@@ -105,6 +105,36 @@ pub fn tree_bytes(repo: &gix::Repository, tree: ObjectId) -> Result<u64> {
     walk(repo, tree, 0, &mut Vec::new())
 }
 
+/// One regular file as the export wrote it, for a caller that must vouch
+/// for the release's content later (a manifest) without reading every file
+/// back: BLAKE3 of the bytes while they were in memory, and what `fstat`
+/// said of the open file once they were all written.
+///
+/// The stamp is taken after the last write, on the descriptor the bytes went
+/// through, so it names that inode as its content stands at the end of the
+/// export; closing changes no time. A later change of content, owner, mode
+/// or link count moves the ctime (which no user can set) and so the stamp;
+/// only one made within the same tick of the filesystem's clock as the
+/// `fstat` could leave it equal, which is the caller's to rule out (by
+/// trusting only stamps older than the moment anything else could write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Path relative to the export's top, `/`-separated, as bytes.
+    pub path: Vec<u8>,
+    /// BLAKE3 of the content.
+    pub blake3: [u8; 32],
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits as created (`mode & 0o7777`, after the umask).
+    pub mode: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Status change time, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
+
 /// How far an export has come, for a caller that shows it as it goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -127,6 +157,29 @@ pub fn export_tree_reporting(
     dest: &Path,
     report: Option<(Duration, &(dyn Fn(Progress) + Sync))>,
 ) -> Result<Stats> {
+    export(repo, tree, dest, report, false).map(|(stats, _)| stats)
+}
+
+/// [`export_tree_reporting`], also hashing every regular file as it is
+/// written (in the writer threads, from the bytes in hand) and returning
+/// them, sorted by path, with the stamp each had once written ([`Written`]).
+/// Symlinks are not in the list.
+pub fn export_tree_recording(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    dest: &Path,
+    report: Option<(Duration, &(dyn Fn(Progress) + Sync))>,
+) -> Result<(Stats, Vec<Written>)> {
+    export(repo, tree, dest, report, true)
+}
+
+fn export(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    dest: &Path,
+    report: Option<(Duration, &(dyn Fn(Progress) + Sync))>,
+    record: bool,
+) -> Result<(Stats, Vec<Written>)> {
     raise_fd_limit();
     std::fs::create_dir(dest).at("create directory", dest)?;
     let top = open_dir_path(dest)?;
@@ -143,10 +196,12 @@ pub fn export_tree_reporting(
         stream_threshold: crate::blobstream::threshold(),
         touched: AtomicU64::new(0),
         dest: dest.to_path_buf(),
+        record,
     };
     let sync_repo = repo.clone().into_sync();
 
     let mut walker = Walker::new(repo, tx, &shared)?;
+    let mut written = Vec::new();
     std::thread::scope(|scope| {
         // Closed once every worker is done: that ends the reporter.
         let (done, finished) = crossbeam_channel::bounded::<()>(0);
@@ -181,8 +236,9 @@ pub fn export_tree_reporting(
         walker.tx = None;
         for w in workers {
             // A worker's panic stays a panic (unwinding drops `done` too).
-            if let Err(panic) = w.join() {
-                std::panic::resume_unwind(panic);
+            match w.join() {
+                Ok(mut files) => written.append(&mut files),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         drop(done);
@@ -196,14 +252,16 @@ pub fn export_tree_reporting(
     {
         return Err(e);
     }
-    Ok(Stats {
+    written.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let stats = Stats {
         files: shared.files.load(Ordering::Relaxed),
         symlinks: shared.symlinks.load(Ordering::Relaxed),
         bytes: shared.bytes.load(Ordering::Relaxed),
         dirs: walker.dirs,
         ignored: walker.ignored,
         submodules: std::mem::take(&mut walker.submodules),
-    })
+    };
+    Ok((stats, written))
 }
 
 struct Shared {
@@ -220,6 +278,8 @@ struct Shared {
     /// Drives release_pack_pages.
     touched: AtomicU64,
     dest: PathBuf,
+    /// Hash and stamp every file written ([`Written`]).
+    record: bool,
 }
 
 impl Shared {
@@ -423,28 +483,65 @@ impl<'a> Walker<'a> {
     }
 }
 
-fn worker(repo: gix::Repository, rx: crossbeam_channel::Receiver<Vec<Job>>, shared: &Shared) {
+fn worker(
+    repo: gix::Repository,
+    rx: crossbeam_channel::Receiver<Vec<Job>>,
+    shared: &Shared,
+) -> Vec<Written> {
     let mut buf = Vec::new();
+    let mut written = Vec::new();
     for batch in rx {
         if shared.failed.load(Ordering::Relaxed) {
             continue; // drain so the walker never blocks on a full queue
         }
         for job in batch {
-            if let Err(e) = write_job(&repo, &job, &mut buf, shared) {
+            if let Err(e) = write_job(&repo, &job, &mut buf, shared, &mut written) {
                 shared.fail(e);
                 break;
             }
         }
     }
+    written
 }
 
-fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shared) -> Result<()> {
+/// The [`Written`] of a file just written through `file`: its hash and
+/// what fstat says of it now that every byte is in.
+fn written(
+    job: &Job,
+    file: &std::fs::File,
+    hash: blake3::Hash,
+    shared: &Shared,
+) -> Result<Written> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("examine", shared.path(job.path.as_ref()), e))?;
+    Ok(Written {
+        path: job.path.to_vec(),
+        blake3: *hash.as_bytes(),
+        size: meta.len(),
+        mode: meta.mode() & 0o7777,
+        ino: meta.ino(),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    })
+}
+
+fn write_job(
+    repo: &gix::Repository,
+    job: &Job,
+    buf: &mut Vec<u8>,
+    shared: &Shared,
+    written_files: &mut Vec<Written>,
+) -> Result<()> {
     if !matches!(job.kind, Kind::Symlink) {
         let size = shared
             .reading(|| repo.find_header(job.id))
             .map(|h| h.size())
             .unwrap_or(0);
-        if size >= shared.stream_threshold && write_streamed(repo, job, size, shared)? {
+        if size >= shared.stream_threshold
+            && write_streamed(repo, job, size, shared, written_files)?
+        {
             return Ok(());
         }
     }
@@ -473,6 +570,10 @@ fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shar
             let mut file = std::fs::File::from(create_file(job, shared)?);
             file.write_all(blob.data)
                 .map_err(|e| Error::io("write", shared.path(job.path.as_ref()), e))?;
+            if shared.record {
+                let hash = blake3::hash(blob.data);
+                written_files.push(written(job, &file, hash, shared)?);
+            }
             shared.files.fetch_add(1, Ordering::Relaxed);
             let len = blob.data.len() as u64;
             shared.bytes.fetch_add(len, Ordering::Relaxed);
@@ -492,13 +593,20 @@ fn write_job(repo: &gix::Repository, job: &Job, buf: &mut Vec<u8>, shared: &Shar
 
 /// Write a big blob straight from the object store (see blobstream); false
 /// when it is not streamable, with nothing created.
-fn write_streamed(repo: &gix::Repository, job: &Job, size: u64, shared: &Shared) -> Result<bool> {
+fn write_streamed(
+    repo: &gix::Repository,
+    job: &Job,
+    size: u64,
+    shared: &Shared,
+    written_files: &mut Vec<Written>,
+) -> Result<bool> {
     let objects = repo.common_dir().join("objects");
     let name = OsStr::from_bytes(&job.path[job.name_at..]);
     let mut file = std::fs::File::from(create_file(job, shared)?);
     let path = shared.path(job.path.as_ref());
+    let mut hasher = shared.record.then(blake3::Hasher::new);
     let streamed = shared
-        .reading(|| crate::blobstream::stream(&objects, &job.id, size, &mut file))
+        .reading(|| crate::blobstream::stream(&objects, &job.id, size, &mut file, hasher.as_mut()))
         .map_err(|e| Error::io("write", &path, e))?;
     if !streamed {
         // Not streamable (a delta): the ordinary path creates it again.
@@ -510,6 +618,9 @@ fn write_streamed(repo: &gix::Repository, job: &Job, size: u64, shared: &Shared)
         return Ok(false);
     }
     tracing::info!(path = %job.path, size, "streamed from the object store");
+    if let Some(h) = hasher {
+        written_files.push(written(job, &file, h.finalize(), shared)?);
+    }
     shared.files.fetch_add(1, Ordering::Relaxed);
     shared.bytes.fetch_add(size, Ordering::Relaxed);
     Ok(true)
