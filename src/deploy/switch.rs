@@ -678,7 +678,7 @@ pub(crate) fn roll_back(
     let root = &ctx.root;
     let hex = run.commit.as_deref().unwrap_or_default();
     let intent = Entry {
-        time: crate::sys::fs::now_rfc3339(),
+        time: crate::sys::time::Time::now(),
         phase: UNDO_PHASE,
         // Read back by recovery: `failed` marks it failed, anything else bad.
         result: Some(match state {

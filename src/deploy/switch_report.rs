@@ -58,8 +58,8 @@ pub(crate) fn report(ctx: &Ctx, event: Event, op: impl FnOnce(&Ctx) -> Result<()
     journal::for_each_rev(&ctx.root, |e| {
         let older = e
             .time
-            .parse::<jiff::Timestamp>()
-            .is_ok_and(|t| t < started - jiff::SignedDuration::from_secs(1));
+            .timestamp()
+            .is_some_and(|t| t < started - jiff::SignedDuration::from_secs(1));
         if older {
             return std::ops::ControlFlow::Break(());
         }
@@ -88,14 +88,14 @@ fn own_entries(entries: &[Entry], pid: u32, since: jiff::Timestamp) -> Vec<&Entr
     entries
         .iter()
         .filter(|e| e.pid == pid)
-        .filter(|e| e.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= since))
+        .filter(|e| e.time.timestamp().is_some_and(|t| t >= since))
         .collect()
 }
 
 /// When the run whose end entry is `end` flipped production: the end's time
 /// less what came after the flip (`total` - `flip` seconds).
 pub(crate) fn flip_time(end: &Entry) -> Option<jiff::Timestamp> {
-    let t: jiff::Timestamp = end.time.parse().ok()?;
+    let t = end.time.timestamp()?;
     let total = *end.durations.get("total")?;
     let flip = *end.durations.get("flip")?;
     let after_flip = jiff::SignedDuration::try_from_secs_f64(total - flip).ok()?;
@@ -136,7 +136,7 @@ fn summarize(
         production_after: after,
         switched_at: end
             .and_then(|e| flip_time(e))
-            .map(crate::sys::fs::rfc3339_ms),
+            .map(|t| crate::sys::time::Time::at(t).to_string()),
         seconds: end.and_then(|e| e.durations.get("total").copied()),
         error,
         help,
@@ -156,7 +156,7 @@ mod tests {
         let event: Event = serde_json::from_str(&text(event)).unwrap();
         let result: journal::Outcome = serde_json::from_str(&text(result)).unwrap();
         let mut e = Entry::start(event, Some(commit), None).end(result);
-        e.time = time.into();
+        e.time = crate::sys::time::Time::parse(time);
         e.durations.insert("flip".into(), 0.25);
         e.durations.insert("total".into(), 1.5);
         e
@@ -166,7 +166,9 @@ mod tests {
     fn the_flip_is_dated_from_the_end_entry() {
         let e = end("promote", "c", "ok", "2026-11-26T14:00:02.000Z");
         assert_eq!(
-            flip_time(&e).map(crate::sys::fs::rfc3339_ms).as_deref(),
+            flip_time(&e)
+                .map(|t| crate::sys::time::Time::at(t).to_string())
+                .as_deref(),
             Some("2026-11-26T14:00:00.750Z")
         );
         let mut old = e.clone();
@@ -233,7 +235,7 @@ mod tests {
         old.pid = 7;
         let since: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         assert!(own_entries(&[old.clone()], 7, since).is_empty());
-        old.time = "2026-01-01T00:00:00.500Z".into();
+        old.time = crate::sys::time::Time::parse("2026-01-01T00:00:00.500Z");
         assert_eq!(own_entries(&[old], 7, since).len(), 1);
     }
 }

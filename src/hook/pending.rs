@@ -20,7 +20,7 @@ pub(crate) const PREPARED_PHASE: journal::LineKind = journal::LineKind::Prepared
 /// The `prepared` line of a run.
 pub(crate) fn prepared(run: &Entry) -> Entry {
     Entry {
-        time: crate::sys::fs::now_rfc3339(),
+        time: crate::sys::time::Time::now(),
         phase: PREPARED_PHASE,
         pid: std::process::id(),
         ..run.clone()

@@ -306,7 +306,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
             h,
             "<tr class=\"run\" data-run=\"{}\"><td>{}</td><td>{}</td><td>{}<br><span class=\"muted\">{}</span></td><td><code>{}</code> <span class=\"subject\">{}</span></td><td>{}</td><td>{}</td></tr>",
             esc(&e.run),
-            esc(&e.time.replace('T', " ")),
+            esc(&e.time.to_string().replace('T', " ")),
             esc(&e.who_where()),
             esc(e.event.as_str()),
             esc(e.git_ref.as_deref().unwrap_or("")),
@@ -349,7 +349,10 @@ fn chart(runs: &[Run]) -> String {
             y + 15.0,
             esc(&format!(
                 "{} {} {}",
-                e.time.get(5..16).unwrap_or(&e.time).replace('T', " "),
+                {
+                    let time = e.time.to_string();
+                    time.get(5..16).unwrap_or(&time).replace('T', " ")
+                },
                 e.event.as_str(),
                 e.commit.as_deref().map(short).unwrap_or("")
             ))

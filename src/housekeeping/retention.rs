@@ -32,12 +32,8 @@ pub(crate) fn made_at(root: &crate::state::root::Root, commit: &str) -> MadeAt {
     let mtime = std::fs::symlink_metadata(root.release(commit))
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
-    let recorded = release::load(root, commit).and_then(|r| {
-        r.ready_at
-            .unwrap_or(r.created)
-            .parse::<jiff::Timestamp>()
-            .ok()
-    });
+    let recorded =
+        release::load(root, commit).and_then(|r| r.ready_at.unwrap_or(r.created).timestamp());
     let from_mtime = || {
         jiff::Timestamp::try_from(mtime)
             .ok()

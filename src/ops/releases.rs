@@ -18,8 +18,8 @@ pub(crate) struct ReleaseRow {
     pub(crate) subject: String,
     /// Bytes on disk (files below the release, symlinks not followed).
     pub(crate) size: u64,
-    /// When it was built (RFC 3339).
-    pub(crate) created: Option<String>,
+    /// When it was built.
+    pub(crate) created: Option<crate::sys::time::Time>,
     /// production, warmup, previous.
     pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
@@ -55,8 +55,8 @@ pub(crate) struct PreviewRow {
     pub(crate) subject: String,
     /// Bytes on disk.
     pub(crate) size: u64,
-    /// When it was built (RFC 3339).
-    pub(crate) created: Option<String>,
+    /// When it was built.
+    pub(crate) created: Option<crate::sys::time::Time>,
 }
 
 /// Preview release directories, by slug.
@@ -169,7 +169,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             &r.commit,
             r.state,
             r.size,
-            r.created.as_deref(),
+            r.created.as_ref(),
             &r.subject,
             &markers,
         );
@@ -188,7 +188,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             &p.commit,
             p.state,
             p.size,
-            p.created.as_deref(),
+            p.created.as_ref(),
             &p.subject,
             &tail,
         );
@@ -202,7 +202,7 @@ fn print_line(
     commit: &str,
     state: release::Effective,
     size: u64,
-    created: Option<&str>,
+    created: Option<&crate::sys::time::Time>,
     subject: &str,
     tail: &str,
 ) {
@@ -211,7 +211,7 @@ fn print_line(
         short(commit),
         state,
         crate::sys::fs::human_bytes(size),
-        created.map(crate::sys::fs::age).unwrap_or_default(),
+        created.map(crate::sys::time::Time::age).unwrap_or_default(),
         crate::sys::output::escape(subject),
     );
 }

@@ -16,6 +16,7 @@ use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::root::short;
 use crate::sys::output;
+use crate::sys::time::Time;
 
 /// One pointed-at release, as status shows it.
 #[derive(Debug, Serialize)]
@@ -28,8 +29,8 @@ pub(crate) struct Slot {
     pub(crate) state: release::Effective,
     /// Commit subject.
     pub(crate) subject: String,
-    /// When it took this role (RFC 3339), if the journal knows.
-    pub(crate) since: Option<String>,
+    /// When it took this role, if the journal knows.
+    pub(crate) since: Option<Time>,
     /// Who put it there, if the journal knows.
     pub(crate) by: Option<String>,
     /// The schema it knows, when migrations are tracked (`schema N (newest)`).
@@ -89,8 +90,8 @@ pub(crate) struct Status {
 pub(crate) struct Watch {
     /// The watched release's commit.
     pub(crate) commit: String,
-    /// When the window ends (RFC 3339).
-    pub(crate) until: String,
+    /// When the window ends.
+    pub(crate) until: Time,
     /// Checks run so far.
     pub(crate) checks: u64,
     /// Of those, how many passed.
@@ -205,7 +206,7 @@ fn slot(
     // Production: when and by whom it took production (production.json).
     // Warmup: the record's ready time and pusher, which is when its warm-up
     // ended; no history is read either way.
-    let last: Option<(String, String)> = if role == "warmup" {
+    let last: Option<(Time, String)> = if role == "warmup" {
         None
     } else {
         stack
@@ -293,7 +294,7 @@ fn branch_tip(ctx: &Ctx) -> Option<String> {
 /// Seconds since the lock holder's `since <time>`.
 fn held_seconds(holder: &str) -> Option<u64> {
     let since = holder.rsplit_once("since ")?.1.trim();
-    let t: jiff::Timestamp = since.parse().ok()?;
+    let t = Time::parse(since).timestamp()?;
     let secs = jiff::Timestamp::now().as_second() - t.as_second();
     Some(secs.max(0) as u64)
 }
@@ -358,7 +359,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         Watch {
             commit: c.commit().to_string(),
             until: jiff::Timestamp::from_second(c.until)
-                .map(crate::sys::fs::rfc3339_ms)
+                .map(Time::at)
                 .unwrap_or_default(),
             checks: p.done,
             checks_ok: p.ok,
@@ -493,11 +494,6 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn unix_seconds(time: &str) -> Option<f64> {
-    let t: jiff::Timestamp = time.parse().ok()?;
-    Some(t.as_millisecond() as f64 / 1000.0)
-}
-
 /// The status in the Prometheus text exposition format.
 pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
     let mut o = String::new();
@@ -576,7 +572,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             "gauge",
             &format!("When the last {event} ended (Unix time)."),
             run.iter()
-                .filter_map(|r| unix_seconds(&r.time))
+                .filter_map(|r| r.time.unix_seconds())
                 .map(|t| (format!("{{root=\"{root}\"}}"), t))
                 .collect(),
         );
@@ -695,7 +691,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             .map(|w| {
                 (
                     format!("{{root=\"{root}\",commit=\"{}\"}}", label(&w.commit)),
-                    unix_seconds(&w.until).unwrap_or(0.0),
+                    w.until.unix_seconds().unwrap_or(0.0),
                 )
             })
             .collect(),
@@ -796,9 +792,9 @@ pub(crate) fn run(
 pub fn watch_line(w: &Watch) -> String {
     let clock = w
         .until
-        .parse::<jiff::Timestamp>()
+        .timestamp()
         .map(|t| t.strftime("%H:%M:%S").to_string())
-        .unwrap_or_else(|_| w.until.clone());
+        .unwrap_or_else(|| w.until.to_string());
     let failed = w.checks - w.checks_ok.min(w.checks);
     format!(
         "watch       watching releases/{} until {clock} UTC ({}/{} checks ok{})",
@@ -827,8 +823,8 @@ fn print_human(s: &Status) {
                 sl.state,
                 crate::sys::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
-                    (Some(t), Some(u)) => format!("  ({} by {u})", crate::sys::fs::age(t)),
-                    (Some(t), None) => format!("  ({})", crate::sys::fs::age(t)),
+                    (Some(t), Some(u)) => format!("  ({} by {u})", t.age()),
+                    (Some(t), None) => format!("  ({})", t.age()),
                     _ => String::new(),
                 },
                 match (&sl.schema, sl.reachable) {

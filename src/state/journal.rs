@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::state::root::Root;
+use crate::sys::time::Time;
 
 /// What a run does: the `event` of its journal lines.
 ///
@@ -199,8 +200,8 @@ impl std::fmt::Display for Outcome {
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub(crate) struct Entry {
-    /// RFC 3339 UTC.
-    pub(crate) time: String,
+    /// When the line was written.
+    pub(crate) time: Time,
     /// Identifies one run: its start and end share it.
     pub(crate) run: String,
     /// What the run does.
@@ -333,7 +334,7 @@ impl Entry {
             .then(crate::sys::deployer::authority)
             .flatten();
         Entry {
-            time: crate::sys::fs::now_rfc3339(),
+            time: Time::now(),
             run: crate::sys::fs::unique_token(),
             event,
             phase: LineKind::Start,
@@ -355,7 +356,7 @@ impl Entry {
     /// The matching end entry.
     pub(crate) fn end(&self, result: Outcome) -> Entry {
         Entry {
-            time: crate::sys::fs::now_rfc3339(),
+            time: Time::now(),
             phase: LineKind::End,
             result: Some(result),
             // Recorded once, in the start entry, which is what recovery reads.
@@ -488,8 +489,8 @@ fn parse_line(l: &[u8]) -> Option<Entry> {
 pub(crate) struct ProductionChange {
     /// The release production went to.
     pub(crate) commit: String,
-    /// When (RFC 3339).
-    pub(crate) time: String,
+    /// When.
+    pub(crate) time: Time,
     /// Who did it.
     pub(crate) user: String,
 }
@@ -1075,7 +1076,7 @@ mod tests {
         for (line, e) in lines.iter().zip(&read) {
             let back: serde_json::Value = serde_json::to_value(e).unwrap();
             let want: serde_json::Value = serde_json::from_str(line).unwrap();
-            for key in ["event", "phase", "result"] {
+            for key in ["time", "event", "phase", "result"] {
                 assert_eq!(back.get(key), want.get(key), "{key} of {line}");
             }
         }
@@ -1086,6 +1087,94 @@ mod tests {
         }
         let commits: Vec<&str> = stack.iter().map(|c| c.commit.as_str()).collect();
         assert_eq!(commits, vec!["bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56"]);
+    }
+
+    /// Times as older builds wrote them (whole seconds) and as no build
+    /// wrote them (hand edits): every line is still read, carried forward
+    /// byte for byte, and only real times are ordered as times.
+    #[test]
+    fn old_and_odd_times_are_read_and_written_back_as_they_were() {
+        let (_t, root) = root();
+        let line = |time: &str, run: &str, phase: &str, event: &str, result: &str| {
+            let result = if result.is_empty() {
+                String::new()
+            } else {
+                format!(r#","result":"{result}""#)
+            };
+            format!(
+                r#"{{"time":"{time}","run":"{run}","event":"{event}","phase":"{phase}","commit":"c-{run}","user":"u","host":"h","pid":1{result}}}"#
+            )
+        };
+        let lines = [
+            line("2026-11-26T13:40:41Z", "old", "start", "warmup", ""),
+            line("yesterday", "odd", "start", "warmup", ""),
+            line("2026-11-26T13:40:40.500Z", "new", "start", "warmup", ""),
+            line("", "empty", "start", "promote", ""),
+            line("2026-11-26 13:40:41", "p1", "end", "promote", "ok"),
+            line("2026-11-26T13:40:41+01:00", "p2", "end", "promote", "ok"),
+        ];
+        std::fs::write(root.journal(), lines.join("\n") + "\n").unwrap();
+        let read_back = read(&root);
+        assert_eq!(read_back.len(), lines.len(), "every line is read");
+        let times: Vec<String> = read_back.iter().map(|e| e.time.to_string()).collect();
+        assert_eq!(
+            times,
+            [
+                "2026-11-26T13:40:41Z",
+                "yesterday",
+                "2026-11-26T13:40:40.500Z",
+                "",
+                "2026-11-26 13:40:41",
+                "2026-11-26T13:40:41+01:00"
+            ]
+        );
+        for (l, e) in lines.iter().zip(&read_back) {
+            assert_eq!(
+                &serde_json::to_string(e).unwrap(),
+                l,
+                "written back as read"
+            );
+        }
+        assert!(matches!(read_back[0].time, Time::Seconds(_)));
+        for odd in [1, 3, 4, 5] {
+            assert_eq!(
+                read_back[odd].time.timestamp(),
+                None,
+                "{:?}",
+                read_back[odd].time
+            );
+        }
+
+        // Carried forward: the open runs keep their time text, and the
+        // production stack its changes' (odd times included: they are
+        // still production changes, only not dated).
+        migrate(&root).unwrap();
+        let open = open_runs(&root);
+        let runs: Vec<&str> = open.iter().map(|e| e.run.as_str()).collect();
+        assert_eq!(
+            runs,
+            ["empty", "odd", "new", "old"],
+            "unreadable first, then by instant"
+        );
+        let odd_file = std::fs::read_to_string(open_file(&root, "odd")).unwrap();
+        assert_eq!(odd_file, lines[1]);
+        let stack = production_stack(&root);
+        let kept: Vec<(String, String)> = stack
+            .iter()
+            .map(|c| (c.commit.clone(), c.time.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("c-p1".to_string(), "2026-11-26 13:40:41".to_string()),
+                ("c-p2".to_string(), "2026-11-26T13:40:41+01:00".to_string())
+            ]
+        );
+        let saved = std::fs::read_to_string(production_file(&root)).unwrap();
+        assert!(
+            saved.contains(r#""time": "2026-11-26 13:40:41""#),
+            "{saved}"
+        );
     }
 
     #[test]
@@ -1118,7 +1207,7 @@ mod tests {
 
     fn entry(i: usize, phase: LineKind) -> Entry {
         Entry {
-            time: format!("2020-01-01T00:00:{:02}Z", i % 60),
+            time: Time::parse(&format!("2020-01-01T00:00:{:02}Z", i % 60)),
             run: format!("run{i}"),
             event: Event::Warmup,
             phase,

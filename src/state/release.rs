@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::state::root::Root;
+use crate::sys::time::Time;
 
 /// The life of a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,11 +56,11 @@ pub(crate) struct Record {
     /// Who pushed or ran it.
     #[serde(default)]
     pub(crate) user: String,
-    /// When the build started (RFC 3339).
-    pub(crate) created: String,
+    /// When the build started.
+    pub(crate) created: Time,
     /// When it became ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ready_at: Option<String>,
+    pub(crate) ready_at: Option<Time>,
     /// Why it failed or went bad.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
@@ -74,7 +75,7 @@ impl Record {
             git_ref: git_ref.to_string(),
             subject,
             user: crate::sys::deployer::by(),
-            created: crate::sys::fs::now_rfc3339(),
+            created: Time::now(),
             ready_at: None,
             error: None,
         }
@@ -134,7 +135,7 @@ pub(crate) fn set_state(
     if let Some(mut r) = load(root, commit) {
         r.state = state;
         if state == State::Ready {
-            r.ready_at = Some(crate::sys::fs::now_rfc3339());
+            r.ready_at = Some(Time::now());
             r.error = None;
         }
         if error.is_some() {

@@ -12,3 +12,4 @@ pub(crate) mod program;
 pub(crate) mod signals;
 pub(crate) mod steps;
 pub(crate) mod symlink;
+pub(crate) mod time;
