@@ -607,7 +607,7 @@ pub(crate) fn notify(
     if p.notify.is_empty() {
         return;
     }
-    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.as_str().to_string())];
+    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.to_string())];
     if let Some(e) = error {
         extra.push((
             "SYMDEPLOY_ERROR".into(),
@@ -746,10 +746,7 @@ pub(crate) const UNDO_PHASE: journal::LineKind = journal::LineKind::Undo;
 pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
     let root = &ctx.root;
     if let Err(e) = release::set_state(root, hex, state, Some(why)) {
-        output::warning(&format!(
-            "could not mark releases/{hex} {}: {e}",
-            state.as_str()
-        ));
+        output::warning(&format!("could not mark releases/{hex} {state}: {e}"));
     }
     faults::point("after-mark-bad");
     // A release that just failed in production must not stay the one a
@@ -761,7 +758,7 @@ pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: 
                 back.as_deref()
                     .map(|c| format!("releases/{}", short(c)))
                     .unwrap_or_else(|| "nothing".into()),
-                state.as_str()
+                state
             )),
             Err(e) => output::warning(&format!("warmup still points at releases/{hex}: {e}")),
         }

@@ -186,7 +186,7 @@ mod tests {
             Some("new".into()),
             &[&e],
         );
-        assert_eq!(ok.result.as_str(), "ok");
+        assert_eq!(ok.result.as_ref(), "ok");
         assert!(ok.changed);
         assert_eq!(ok.commit.as_deref(), Some("new"));
         assert_eq!(ok.switched_at.as_deref(), Some("2026-11-26T14:00:00.750Z"));
@@ -200,7 +200,7 @@ mod tests {
             Some("old".into()),
             &[&rb],
         );
-        assert_eq!(out.result.as_str(), "rolled-back");
+        assert_eq!(out.result.as_ref(), "rolled-back");
         assert!(!out.changed);
         assert_eq!(out.error.as_deref(), Some("promote of new rolled back"));
         assert_eq!(out.help.as_deref(), Some("see the log"));
@@ -213,7 +213,7 @@ mod tests {
             Some("c".into()),
             &[],
         );
-        assert_eq!((same.result.as_str(), same.changed), ("unchanged", false));
+        assert_eq!((same.result.as_ref(), same.changed), ("unchanged", false));
         assert_eq!(same.commit.as_deref(), Some("c"));
 
         let warm = end("warmup", "bad", "failed", "2026-11-26T14:00:02.000Z");
@@ -224,7 +224,7 @@ mod tests {
             Some("c".into()),
             &[&warm],
         );
-        assert_eq!(failed.result.as_str(), "failed");
+        assert_eq!(failed.result.as_ref(), "failed");
         assert_eq!(failed.commit.as_deref(), Some("bad"));
         assert_eq!(failed.switched_at, None);
     }

@@ -655,7 +655,7 @@ pub(crate) fn notify(
     let stage = Stage::start("notify");
     let mut env = step_env(ctx, hex, git_ref);
     env.extra
-        .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
+        .push(("SYMDEPLOY_RESULT".into(), result.as_ref().into()));
     if let Some(e) = error {
         env.extra
             .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));

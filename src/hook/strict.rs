@@ -228,7 +228,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let mut input = Vec::new();
     // git feeds every line; read them all whatever happens next.
     let _ = std::io::stdin().read_to_end(&mut input);
-    let Some(state) = TxnState::parse(state) else {
+    let Ok(state) = state.parse::<TxnState>() else {
         return Ok(ExitCode::SUCCESS);
     };
     let Ok(root) = Root::from_repository(&git_dir) else {
@@ -272,7 +272,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     }
     let ctx = Ctx::load(root)?;
     let first = pending.updates[matched[0]].commit.clone();
-    crate::session::open_run_log(&ctx.root, state.as_str(), short(&first));
+    crate::session::open_run_log(&ctx.root, state.as_ref(), short(&first));
     let result = match state {
         TxnState::Prepared => on_prepared(&ctx, &mut pending, &matched),
         TxnState::Committed => on_committed(&ctx, &mut pending, &matched),

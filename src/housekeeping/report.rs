@@ -199,7 +199,7 @@ fn outcome(run: &Run) -> &str {
     if run.open {
         return "running or interrupted";
     }
-    run.entry.result.as_ref().map(|r| r.as_str()).unwrap_or("?")
+    run.entry.result.as_ref().map_or("?", AsRef::as_ref)
 }
 
 fn render(ctx: &Ctx, runs: &[Run]) -> String {
@@ -308,7 +308,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
             esc(&e.run),
             esc(&e.time.to_string().replace('T', " ")),
             esc(&e.who_where()),
-            esc(e.event.as_str()),
+            esc(e.event.as_ref()),
             esc(e.git_ref.as_deref().unwrap_or("")),
             esc(e.commit.as_deref().map(short).unwrap_or("")),
             esc(&run.subject),
@@ -353,7 +353,7 @@ fn chart(runs: &[Run]) -> String {
                     let time = e.time.to_string();
                     time.get(5..16).unwrap_or(&time).replace('T', " ")
                 },
-                e.event.as_str(),
+                e.event,
                 e.commit.as_deref().map(short).unwrap_or("")
             ))
         );

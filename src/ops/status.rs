@@ -157,18 +157,12 @@ pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
             manifest: !matches!(checked.finding, crate::deploy::verify::Finding::NoManifest),
             counts: crate::deploy::verify::counts(drift)
                 .into_iter()
-                .map(|(k, n)| (k.as_str(), n))
+                .map(|(k, n)| (k.into(), n))
                 .collect(),
             first: drift
                 .iter()
                 .take(3)
-                .map(|d| {
-                    format!(
-                        "{}: {}",
-                        d.kind.as_str(),
-                        crate::deploy::verify::shown(&d.path)
-                    )
-                })
+                .map(|d| format!("{}: {}", d.kind, crate::deploy::verify::shown(&d.path)))
                 .collect(),
             release: commit,
         });
@@ -539,7 +533,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                             "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
                             label(&sl.commit),
                             short(&sl.commit),
-                            label(sl.state.as_str()),
+                            label(sl.state.as_ref()),
                             label(sl.by.as_deref().unwrap_or_default())
                         ),
                         1.0,
@@ -586,7 +580,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     (
                         format!(
                             "{{root=\"{root}\",result=\"{}\"}}",
-                            label(r.result.as_ref().map_or("unknown", Outcome::as_str))
+                            label(r.result.as_ref().map_or("unknown", Outcome::as_ref))
                         ),
                         f64::from(u8::from(ok)),
                     )

@@ -42,8 +42,18 @@ use crate::sys::time::Time;
 /// journal is history, and one odd line must not hide the runs around it
 /// from `log`, `status` or recovery. Nothing matches on `Other`, so such a
 /// run is shown but never repaired as if it were one of ours.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum Event {
     /// A push exported and warmed up a release (`warmup` then points at it).
     Warmup,
@@ -62,26 +72,11 @@ pub(crate) enum Event {
     /// Production was watched for a window after a promote.
     Watch,
     /// Any other text, kept as it was read.
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
 }
 
 impl Event {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Event::Warmup => "warmup",
-            Event::Promote => "promote",
-            Event::Rollback => "rollback",
-            Event::Cleanup => "cleanup",
-            Event::Recover => "recover",
-            Event::Preview => "preview",
-            Event::PreviewRemove => "preview-remove",
-            Event::Watch => "watch",
-            Event::Other(s) => s,
-        }
-    }
-
     /// Does a finished run of this event move `production`?
     pub(crate) fn switches(&self) -> bool {
         matches!(self, Event::Promote | Event::Rollback)
@@ -96,15 +91,20 @@ impl Default for Event {
     }
 }
 
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// Which line of a run: its `phase`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum LineKind {
     /// Written before the run changes anything.
     #[default]
@@ -117,33 +117,24 @@ pub(crate) enum LineKind {
     /// A strict-mode flip is prepared while git holds the ref (see `strict`).
     Prepared,
     /// Any other text, kept as it was read (see [`Event`]).
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
-}
-
-impl LineKind {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            LineKind::Start => "start",
-            LineKind::End => "end",
-            LineKind::Undo => "undo",
-            LineKind::Prepared => "prepared",
-            LineKind::Other(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Display for LineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
 }
 
 /// How a run ended: the `result` of its `end` line (and, on an `undo`
 /// line, the state the release is being marked with).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum Outcome {
     /// Done as asked.
     Ok,
@@ -164,36 +155,16 @@ pub(crate) enum Outcome {
     /// A watch ended early: production moved, or `symdeploy watch stop`.
     Ended,
     /// Any other text, kept as it was read (see [`Event`]).
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
 }
 
-impl Outcome {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled-back",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Built => "built",
-            Outcome::Rejected => "rejected",
-            Outcome::Bad => "bad",
-            Outcome::Ended => "ended",
-            Outcome::Other(s) => s,
-        }
-    }
+crate::sys::word::serde_as_word!(Event, LineKind, Outcome);
 
+impl Outcome {
     /// Did the run leave things as asked (done now, or already so)?
     pub(crate) fn succeeded(&self) -> bool {
         matches!(self, Outcome::Ok | Outcome::Unchanged)
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
     }
 }
 
@@ -986,55 +957,54 @@ mod tests {
     /// Every variant against the exact text the string-typed journal wrote.
     #[test]
     fn every_variant_is_spelled_as_before() {
-        fn check<T>(cases: &[(T, &str)], as_str: fn(&T) -> &str)
+        fn check<T>(cases: &[(T, &str)])
         where
-            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+            T: Serialize
+                + serde::de::DeserializeOwned
+                + PartialEq
+                + std::fmt::Debug
+                + std::fmt::Display
+                + AsRef<str>,
         {
             for (v, text) in cases {
                 let json = format!("\"{text}\"");
                 assert_eq!(serde_json::to_string(v).unwrap(), json, "{v:?}");
                 assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{text}");
-                assert_eq!(as_str(v), *text);
+                assert_eq!(v.as_ref(), *text);
+                assert_eq!(v.to_string(), *text);
+                // People's columns are padded as before.
+                assert_eq!(format!("{v:<16}|"), format!("{text:<16}|"));
             }
         }
-        check(
-            &[
-                (Event::Warmup, "warmup"),
-                (Event::Promote, "promote"),
-                (Event::Rollback, "rollback"),
-                (Event::Cleanup, "cleanup"),
-                (Event::Recover, "recover"),
-                (Event::Preview, "preview"),
-                (Event::PreviewRemove, "preview-remove"),
-                (Event::Other("deploy".into()), "deploy"),
-            ],
-            Event::as_str,
-        );
-        check(
-            &[
-                (LineKind::Start, "start"),
-                (LineKind::End, "end"),
-                (LineKind::Undo, "undo"),
-                (LineKind::Prepared, "prepared"),
-                (LineKind::Other("paused".into()), "paused"),
-            ],
-            LineKind::as_str,
-        );
-        check(
-            &[
-                (Outcome::Ok, "ok"),
-                (Outcome::Failed, "failed"),
-                (Outcome::RolledBack, "rolled-back"),
-                (Outcome::Unchanged, "unchanged"),
-                (Outcome::Interrupted, "interrupted"),
-                (Outcome::Built, "built"),
-                (Outcome::Rejected, "rejected"),
-                (Outcome::Bad, "bad"),
-                // A typo is not silently one of ours.
-                (Outcome::Other("rolled_back".into()), "rolled_back"),
-            ],
-            Outcome::as_str,
-        );
+        check(&[
+            (Event::Warmup, "warmup"),
+            (Event::Promote, "promote"),
+            (Event::Rollback, "rollback"),
+            (Event::Cleanup, "cleanup"),
+            (Event::Recover, "recover"),
+            (Event::Preview, "preview"),
+            (Event::PreviewRemove, "preview-remove"),
+            (Event::Other("deploy".into()), "deploy"),
+        ]);
+        check(&[
+            (LineKind::Start, "start"),
+            (LineKind::End, "end"),
+            (LineKind::Undo, "undo"),
+            (LineKind::Prepared, "prepared"),
+            (LineKind::Other("paused".into()), "paused"),
+        ]);
+        check(&[
+            (Outcome::Ok, "ok"),
+            (Outcome::Failed, "failed"),
+            (Outcome::RolledBack, "rolled-back"),
+            (Outcome::Unchanged, "unchanged"),
+            (Outcome::Interrupted, "interrupted"),
+            (Outcome::Built, "built"),
+            (Outcome::Rejected, "rejected"),
+            (Outcome::Bad, "bad"),
+            // A typo is not silently one of ours.
+            (Outcome::Other("rolled_back".into()), "rolled_back"),
+        ]);
     }
 
     /// Lines as the string-typed symdeploy wrote them (copied from test

@@ -15,8 +15,18 @@ use crate::state::root::Root;
 use crate::sys::time::Time;
 
 /// The life of a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum State {
     /// Being exported or warmed up (or interrupted while it was).
     Building,
@@ -26,18 +36,6 @@ pub(crate) enum State {
     Failed,
     /// Was promoted and failed in production (rolled back).
     Bad,
-}
-
-impl State {
-    /// Lowercase name, as shown and stored.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            State::Building => "building",
-            State::Ready => "ready",
-            State::Failed => "failed",
-            State::Bad => "bad",
-        }
-    }
 }
 
 /// The stored record of one release.
@@ -156,8 +154,19 @@ pub(crate) fn forget(root: &Root, commit: &str) {
 /// see it: its recorded [`State`], except that a build with no record or one
 /// still marked building (nothing builds without the lock, so it was cut
 /// short) is `Incomplete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum Effective {
     /// Warmed up; may be pointed at.
     Ready,
@@ -169,23 +178,7 @@ pub(crate) enum Effective {
     Incomplete,
 }
 
-impl Effective {
-    /// Lowercase name, as shown in `status` and `releases` (text and JSON).
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Effective::Ready => "ready",
-            Effective::Failed => "failed",
-            Effective::Bad => "bad",
-            Effective::Incomplete => "incomplete",
-        }
-    }
-}
-
-impl std::fmt::Display for Effective {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+crate::sys::word::serde_as_word!(State, Effective);
 
 /// What a release directory amounts to: its recorded state, or `incomplete`
 /// when it has no record or was interrupted while building.
@@ -212,7 +205,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
         std::fs::create_dir_all(root.states()).unwrap();
-        assert_eq!(effective_state(&root, "c").as_str(), "incomplete");
+        assert_eq!(effective_state(&root, "c").as_ref(), "incomplete");
         let mut r = Record::building("c", "refs/heads/main", String::new());
         for (state, shown) in [
             (State::Building, "incomplete"),

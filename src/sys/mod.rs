@@ -13,3 +13,4 @@ pub(crate) mod signals;
 pub(crate) mod steps;
 pub(crate) mod symlink;
 pub(crate) mod time;
+pub(crate) mod word;
