@@ -272,7 +272,7 @@ impl Switch<'_> {
             code: e.exit_code(),
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(e, hex, &event, false)),
+            help: Some(promote_advice(&failure, hex, &event, false)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -354,7 +354,7 @@ impl Switch<'_> {
             code: 1,
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(&failure.error, hex, &event, true)),
+            help: Some(promote_advice(&failure, hex, &event, true)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -626,7 +626,8 @@ pub(crate) fn notify(
 /// The one piece of advice after a failed promote: a fault of the commit
 /// needs a new commit, pushed and promoted; a fault of the server (a missing
 /// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
-fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> String {
+fn promote_advice(failure: &StageFailure, hex: &str, event: &Event, marked_bad: bool) -> String {
+    let e = &failure.error;
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
@@ -642,7 +643,8 @@ fn promote_advice(e: &Error, hex: &str, event: &Event, marked_bad: bool) -> Stri
     };
     match e {
         Error::Step { stage, status, .. }
-            if status.not_found() || stage == "stop" || stage == "start" =>
+            if status.not_found()
+                || matches!(failure.stage, SwitchPhase::Stop | SwitchPhase::Start) =>
         {
             format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
         }

@@ -179,8 +179,10 @@ pub(crate) struct Tip {
     pub(crate) commit: String,
     /// Does warmup point at it?
     pub(crate) warmed_up: bool,
-    /// Its release's state (ready, failed, building, ...), or "none".
-    pub(crate) state: String,
+    /// Its release's state (ready, failed, incomplete, ...); `None`, shown
+    /// as "none", when it has neither a release directory nor a record.
+    #[serde(serialize_with = "state_or_none")]
+    pub(crate) state: Option<release::Effective>,
     /// Why it is not warmed up, when a warm-up of it failed.
     pub(crate) error: Option<String>,
     /// The run log of its last warm-up.
@@ -189,10 +191,27 @@ pub(crate) struct Tip {
     pub(crate) failed: bool,
 }
 
+/// `"none"` for a tip without a release, else its state's word.
+fn state_or_none<S: serde::Serializer>(
+    state: &Option<release::Effective>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_ref().map_or("none", AsRef::as_ref))
+}
+
+/// Which pointer a [`Slot`] shows, i.e. where its `since` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    /// production or previous: when it took production (production.json).
+    Production,
+    /// warmup: when its warm-up ended (the release record).
+    Warmup,
+}
+
 fn slot(
     ctx: &Ctx,
     commit: Option<String>,
-    role: &str,
+    kind: SlotKind,
     stack: &[journal::ProductionChange],
 ) -> Option<Slot> {
     let commit = commit?;
@@ -200,7 +219,7 @@ fn slot(
     // Production: when and by whom it took production (production.json).
     // Warmup: the record's ready time and pusher, which is when its warm-up
     // ended; no history is read either way.
-    let last: Option<(Time, String)> = if role == "warmup" {
+    let last: Option<(Time, String)> = if kind == SlotKind::Warmup {
         None
     } else {
         stack
@@ -311,12 +330,9 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
     let (last_warmup, last_promote, tip_run) = last_runs(ctx, tip_commit.as_deref());
     let tip = tip_commit.map(|commit| {
         let warmed_up = ctx.root.warmup().as_deref() == Some(commit.as_str());
-        let state =
-            if ctx.root.release(&commit).exists() || release::load(&ctx.root, &commit).is_some() {
-                release::effective_state(&ctx.root, &commit).to_string()
-            } else {
-                "none".to_string()
-            };
+        let state = (ctx.root.release(&commit).exists()
+            || release::load(&ctx.root, &commit).is_some())
+        .then(|| release::effective_state(&ctx.root, &commit));
         let failed = !warmed_up
             && tip_run
                 .as_ref()
@@ -373,12 +389,12 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         min_free_bytes,
         releases,
         root: ctx.root.dir.display().to_string(),
-        production: slot(ctx, ctx.root.production(), "production", &stack),
-        warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
+        production: slot(ctx, ctx.root.production(), SlotKind::Production, &stack),
+        warmup: slot(ctx, ctx.root.warmup(), SlotKind::Warmup, &stack),
         previous: slot(
             ctx,
             crate::deploy::pointers::previous_production(ctx),
-            "production",
+            SlotKind::Production,
             &stack,
         ),
         lock,
@@ -849,13 +865,10 @@ fn print_human(s: &Status) {
                         .map(|l| format!(" (log: {l})"))
                         .unwrap_or_default()
                 )
-            } else if t.state == "none" {
-                "not warmed up (no warm-up of it has run)".to_string()
+            } else if let Some(state) = t.state {
+                format!("not warmed up (its release is {state}; warmup points elsewhere)")
             } else {
-                format!(
-                    "not warmed up (its release is {}; warmup points elsewhere)",
-                    t.state
-                )
+                "not warmed up (no warm-up of it has run)".to_string()
             }
         ),
         None => println!("branch      (not pushed yet)"),
