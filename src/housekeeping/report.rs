@@ -43,7 +43,7 @@ pub(crate) fn esc(text: &str) -> String {
 }
 
 /// One run as the page shows it.
-struct Run {
+struct PageRun {
     entry: Entry,
     /// Still open (running, or interrupted and not yet recovered).
     open: bool,
@@ -90,7 +90,7 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
             None
         };
         let open = entry.phase == LineKind::Start;
-        shown.push(Run {
+        shown.push(PageRun {
             entry,
             open,
             subject,
@@ -195,14 +195,14 @@ fn colour(stage: &str) -> &'static str {
         .unwrap_or("#999999")
 }
 
-fn outcome(run: &Run) -> &str {
+fn outcome(run: &PageRun) -> &str {
     if run.open {
         return "running or interrupted";
     }
     run.entry.result.as_ref().map_or("?", AsRef::as_ref)
 }
 
-fn render(ctx: &Ctx, runs: &[Run]) -> String {
+fn render(ctx: &Ctx, runs: &[PageRun]) -> String {
     let root = &ctx.root;
     let mut h = String::new();
     let host = runs
@@ -323,7 +323,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
 }
 
 /// One horizontal bar per run (newest on top), split into its stages.
-fn chart(runs: &[Run]) -> String {
+fn chart(runs: &[PageRun]) -> String {
     let row = 22.0;
     let label = 230.0;
     let width = 560.0;

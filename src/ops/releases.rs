@@ -37,7 +37,7 @@ pub(crate) struct ReleaseRow {
 
 /// A preview's release directory, as `releases` lists it.
 #[derive(Debug, Serialize)]
-pub(crate) struct PreviewRow {
+pub(crate) struct PreviewReleaseRow {
     /// The release's name (`preview-<slug>-<commit>`; its directory is
     /// `previews/<slug>/releases/<commit>`).
     pub(crate) name: String,
@@ -60,15 +60,15 @@ pub(crate) struct PreviewRow {
 }
 
 /// Preview release directories, by slug.
-pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
+pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewReleaseRow>> {
     let metas = crate::deploy::preview::all_meta(&ctx.root);
-    let mut out: Vec<PreviewRow> = ctx
+    let mut out: Vec<PreviewReleaseRow> = ctx
         .root
         .preview_release_dirs()?
         .into_iter()
         .map(|(name, slug, commit)| {
             let rec = release::load(&ctx.root, &name);
-            PreviewRow {
+            PreviewReleaseRow {
                 state: release::effective_state(&ctx.root, &name),
                 served: ctx.root.preview_pointed(&slug).as_ref() == Some(&name),
                 branch: metas

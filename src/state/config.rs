@@ -307,7 +307,7 @@ struct RawAccess {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRollback {
-    migrate: Commands,
+    migrate: RawCommands,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,38 +317,38 @@ struct RawPreviews {
     keep: Option<Spanned<i64>>,
     ttl_days: Option<Spanned<i64>>,
     seed: Option<Spanned<String>>,
-    build: Commands,
-    links: Commands,
-    migrate: Commands,
-    notify: Commands,
+    build: RawCommands,
+    links: RawCommands,
+    migrate: RawCommands,
+    notify: RawCommands,
 }
 
-type Commands = Option<Vec<Spanned<String>>>;
+type RawCommands = Option<Vec<Spanned<String>>>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawWarmup {
-    build: Commands,
-    links: Commands,
-    migrate: Commands,
-    check: Commands,
+    build: RawCommands,
+    links: RawCommands,
+    migrate: RawCommands,
+    check: RawCommands,
     check_timeout: Option<Spanned<i64>>,
-    notify: Commands,
+    notify: RawCommands,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPromote {
     tags: Option<Spanned<String>>,
-    stop: Commands,
-    after_switch: Commands,
-    start: Commands,
-    check: Commands,
+    stop: RawCommands,
+    after_switch: RawCommands,
+    start: RawCommands,
+    check: RawCommands,
     check_timeout: Option<Spanned<i64>>,
-    notify: Commands,
+    notify: RawCommands,
     watch: Option<Spanned<i64>>,
     watch_interval: Option<Spanned<i64>>,
-    watch_check: Commands,
+    watch_check: RawCommands,
     signers: Option<Spanned<String>>,
     verify: Option<Spanned<String>>,
 }
@@ -367,12 +367,12 @@ pub(crate) const RESERVED_ROOT_NAMES: &[&str] = &[
     "common-previews",
 ];
 
-struct Ctx<'a> {
+struct ParseCtx<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
-impl Ctx<'_> {
+impl ParseCtx<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -406,7 +406,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn commands(&self, key: &str, v: Commands, default: &[String]) -> Result<Vec<String>> {
+    fn commands(&self, key: &str, v: RawCommands, default: &[String]) -> Result<Vec<String>> {
         let Some(list) = v else {
             return Ok(default.to_vec());
         };
@@ -641,7 +641,7 @@ fn read_config_file(path: &Path) -> Result<Option<String>> {
 
 /// Parse and validate configuration text; `file` is used in error messages.
 pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Config> {
-    let ctx = Ctx { file, text };
+    let ctx = ParseCtx { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config {
         file: file.to_path_buf(),
         line: e.span().map(|s| ctx.line_of(s.start)),
@@ -953,7 +953,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
 }
 
 fn schema(
-    ctx: &Ctx,
+    ctx: &ParseCtx,
     migrations: Option<Spanned<String>>,
     applied: Option<Spanned<String>>,
     rollback: Option<RawRollback>,
@@ -998,7 +998,7 @@ fn schema(
     })
 }
 
-fn previews(ctx: &Ctx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Result<Previews> {
+fn previews(ctx: &ParseCtx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Result<Previews> {
     let branches = match p.branches {
         None => None,
         Some(b) if b.get_ref().trim().is_empty() => None,
