@@ -17,6 +17,9 @@ pub(crate) struct Decision {
     pub(crate) state: release::Effective,
     /// Kept or removed, and why.
     pub(crate) keep: bool,
+    /// Pointed at (production, warmup, previous production): never
+    /// removed, not even under disk pressure.
+    pub(crate) protected: bool,
     /// Why.
     pub(crate) why: String,
 }
@@ -105,6 +108,7 @@ pub(crate) fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
             commit,
             state,
             keep: keep_it,
+            protected: protected.is_some(),
             why,
         });
     }

@@ -6,7 +6,7 @@
 //! false when it changes.
 //!
 //! The rule looks at `==` and `!=` with a string literal on either side
-//! (through `&` and parentheses, and inside macro arguments that parse as
+//! (through `&`, parentheses and `Some(..)`, and inside macro arguments that parse as
 //! expressions), in everything but `#[cfg(test)]` modules and `#[test]`
 //! functions. `match` arms and `matches!` patterns on literals are not
 //! looked at: they are how input is parsed. The allow-list names each
@@ -30,6 +30,7 @@ const ALLOWED: Allowed = &[
             "git-receive-pack",
             "--root",
             "~",
+            "repository",
         ],
         "the SSH command line and the paths the client sent",
     ),
@@ -114,7 +115,7 @@ fn is_test(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-/// The string literal `e` is, through `&`, parentheses and groups.
+/// The string literal `e` is, through `&`, parentheses, groups and `Some`.
 fn literal(e: &syn::Expr) -> Option<&syn::LitStr> {
     match e {
         syn::Expr::Lit(syn::ExprLit {
@@ -124,6 +125,12 @@ fn literal(e: &syn::Expr) -> Option<&syn::LitStr> {
         syn::Expr::Reference(r) => literal(&r.expr),
         syn::Expr::Paren(p) => literal(&p.expr),
         syn::Expr::Group(g) => literal(&g.expr),
+        syn::Expr::Call(c)
+            if c.args.len() == 1
+                && matches!(&*c.func, syn::Expr::Path(p) if p.path.is_ident("Some")) =>
+        {
+            literal(&c.args[0])
+        }
         _ => None,
     }
 }
@@ -249,6 +256,7 @@ pub fn advice(stage: &str, state: &String) -> bool {
     let quiet = (&*state) != ("none");
     debug_assert!(stage == "x" || quiet);
     if "stop" == stage { return true; }
+    if state.get(..1) != Some("r") { return false; }
     matches!(stage, "start")
 }
 
@@ -278,6 +286,7 @@ fn loose() { assert!("b" != "c"); }
             "src/deploy/switch.rs:3: compared with \"none\"",
             "src/deploy/switch.rs:4: compared with \"x\"",
             "src/deploy/switch.rs:5: compared with \"stop\"",
+            "src/deploy/switch.rs:6: compared with \"r\"",
         ]
     );
     assert_eq!(stale, [("src/lib.rs", "gone")]);
