@@ -88,7 +88,7 @@ pub(crate) struct Stamp {
 
 /// One file, directory or symlink of a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileEntry {
+pub(crate) struct Entry {
     /// Path relative to the release, `/`-separated, as bytes (git allows any).
     pub(crate) path: Vec<u8>,
     /// What it is.
@@ -116,7 +116,7 @@ pub(crate) struct Manifest {
     /// may be one the build made and is not reported as added.
     pub(crate) from_commit: Option<String>,
     /// Sorted by path.
-    pub(crate) entries: Vec<FileEntry>,
+    pub(crate) entries: Vec<Entry>,
 }
 
 /// How much a scan trusts the kernel's metadata.
@@ -340,7 +340,7 @@ fn decode(mut input: impl BufRead) -> std::result::Result<Manifest, String> {
                     Kind::Symlink => (None, Some(unescape(what)?)),
                     _ => (None, None),
                 };
-                m.entries.push(FileEntry {
+                m.entries.push(Entry {
                     path: unescape(path)?,
                     kind,
                     mode,
@@ -418,7 +418,7 @@ pub(crate) fn scan(
     excluded: &[String],
     depth: Depth,
     known: Option<&Manifest>,
-) -> Result<Vec<FileEntry>> {
+) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     walk(dir, &mut Vec::new(), excluded, 0, &mut entries)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -451,7 +451,7 @@ fn walk(
     rel: &mut Vec<u8>,
     excluded: &[String],
     depth: usize,
-    out: &mut Vec<FileEntry>,
+    out: &mut Vec<Entry>,
 ) -> Result<()> {
     let here = if rel.is_empty() {
         top.to_path_buf()
@@ -491,7 +491,7 @@ fn walk(
             } else {
                 None
             };
-            out.push(FileEntry {
+            out.push(Entry {
                 path: rel.clone(),
                 kind,
                 mode: meta.permissions().mode() & 0o7777,
@@ -518,7 +518,7 @@ fn walk(
 /// Hash `entries[i]` for every i in `todo`, one thread per core taking the
 /// next file from a shared counter (files differ in size by orders of
 /// magnitude, so fixed shares would leave a thread idle).
-fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[usize]) {
+fn hash_files(dir: &Path, entries: &mut [Entry], todo: &[usize]) {
     if todo.is_empty() {
         return;
     }
@@ -625,15 +625,15 @@ pub(crate) struct Drift {
 /// The differences between `expected` (a manifest's entries) and `actual`
 /// (a scan), both sorted by path; `excluded` paths are left out of both.
 pub(crate) fn diff(
-    expected: &[FileEntry],
-    actual: &[FileEntry],
+    expected: &[Entry],
+    actual: &[Entry],
     excluded: &[String],
 ) -> Vec<Drift> {
-    let keep = |e: &&FileEntry| !is_excluded(&e.path, excluded);
+    let keep = |e: &&Entry| !is_excluded(&e.path, excluded);
     let mut a = expected.iter().filter(keep).peekable();
     let mut b = actual.iter().filter(keep).peekable();
     let mut out = Vec::new();
-    let drift = |kind, e: &FileEntry, detail: String| Drift {
+    let drift = |kind, e: &Entry, detail: String| Drift {
         kind,
         path: e.path.clone(),
         detail,
@@ -669,7 +669,7 @@ pub(crate) fn diff(
     out
 }
 
-fn describe(e: &FileEntry) -> String {
+fn describe(e: &Entry) -> String {
     match (&e.kind, &e.target) {
         (Kind::Symlink, Some(t)) => format!("symlink to {}", String::from_utf8_lossy(t)),
         (Kind::File, _) => format!("file, {} bytes", e.size),
@@ -677,7 +677,7 @@ fn describe(e: &FileEntry) -> String {
     }
 }
 
-fn compare(x: &FileEntry, y: &FileEntry, out: &mut Vec<Drift>) {
+fn compare(x: &Entry, y: &Entry, out: &mut Vec<Drift>) {
     let at = |kind, detail| Drift {
         kind,
         path: x.path.clone(),
