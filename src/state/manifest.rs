@@ -624,11 +624,7 @@ pub(crate) struct Drift {
 
 /// The differences between `expected` (a manifest's entries) and `actual`
 /// (a scan), both sorted by path; `excluded` paths are left out of both.
-pub(crate) fn diff(
-    expected: &[Entry],
-    actual: &[Entry],
-    excluded: &[String],
-) -> Vec<Drift> {
+pub(crate) fn diff(expected: &[Entry], actual: &[Entry], excluded: &[String]) -> Vec<Drift> {
     let keep = |e: &&Entry| !is_excluded(&e.path, excluded);
     let mut a = expected.iter().filter(keep).peekable();
     let mut b = actual.iter().filter(keep).peekable();
