@@ -288,7 +288,7 @@ pub(crate) enum PreviewCommand {
 
 /// `symdeploy watch ...`.
 #[derive(Debug, Subcommand)]
-pub enum WatchCommand {
+pub(crate) enum WatchCommand {
     /// End the watch under way by hand (journaled); production stays as it is.
     Stop,
     /// The detached watcher a promote starts (not for people).
@@ -301,7 +301,7 @@ pub enum WatchCommand {
 
 /// `symdeploy keys ...`.
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Authorize a person's public key, restricted to `symdeploy shell NAME`.
     Add {
         /// The person (as [access] in deploy.toml names them).

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::hook::push::{Action, RefUpdate};
+use crate::state::commit::Commit;
 pub(crate) use crate::sys::deployer::{
     named, parse_good, set_authority, valid_name, Authority, Role, Roles, Signature, BY_VAR,
 };
@@ -124,16 +125,23 @@ pub(crate) fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -
                     ));
                     continue;
                 }
-                let commit = peeled(&ctx.root.repository(), &update.new)
-                    .unwrap_or_else(|| update.new.clone());
+                let Some(commit) = peeled(&ctx.root.repository(), &update.new) else {
+                    return Err(Error::with_help(
+                        format!(
+                            "refused: -o promote of {}: its commit cannot be read, so its release tag cannot be checked; nothing was changed",
+                            crate::sys::output::escape(&update.name)
+                        ),
+                        "push again; if it persists, run `symdeploy check` on the server",
+                    ));
+                };
                 let in_push = updates.iter().any(|u| {
                     !u.is_deletion()
                         && matches!(crate::hook::push::route(ctx, u), Action::Promote)
-                        && peeled(&ctx.root.repository(), &u.new).as_deref() == Some(&commit)
+                        && peeled(&ctx.root.repository(), &u.new) == Some(commit)
                 });
-                if !in_push && signed_tag_of(ctx, &signers, &commit).is_none() {
+                if !in_push && signed_tag_of(ctx, &signers, commit).is_none() {
                     return Err(unsigned_refusal(
-                        &commit,
+                        commit,
                         "-o promote",
                         "git push -o promote -o unsigned",
                     ));
@@ -146,15 +154,15 @@ pub(crate) fn check_push(ctx: &Ctx, updates: &[RefUpdate], options: &[String]) -
 }
 
 /// The refusal of a promote without a signed release tag.
-pub(crate) fn unsigned_refusal(commit: &str, how: &str, override_: &str) -> Error {
+pub(crate) fn unsigned_refusal(commit: Commit, how: &str, override_: &str) -> Error {
     Error::with_help(
         format!(
             "refused: {how} of {} needs a release tag on it with a good signature (promote.signers is set in deploy.toml); nothing was changed",
-            crate::state::root::short(commit)
+            commit.short()
         ),
         format!(
             "push a signed tag instead (`git tag -s release-N {}` with gpg.format = ssh, then `git push deploy release-N`), or, with the release role, `{override_}` (recorded as unsigned)",
-            crate::state::root::short(commit)
+            commit.short()
         ),
     )
 }
@@ -253,7 +261,7 @@ pub(crate) fn verify_tag(
 }
 
 /// The commit an object peels to (tags followed), by git.
-fn peeled(git_dir: &Path, object: &str) -> Option<String> {
+fn peeled(git_dir: &Path, object: &str) -> Option<Commit> {
     let (out, _, ok) = git(
         git_dir,
         &[
@@ -264,14 +272,14 @@ fn peeled(git_dir: &Path, object: &str) -> Option<String> {
         ],
     )
     .ok()?;
-    ok.then(|| out.trim().to_string())
+    ok.then(|| Commit::parse_stored(out.trim())).flatten()
 }
 
 /// A release tag already in the repository on `commit` with a good signature.
 pub(crate) fn signed_tag_of(
     ctx: &Ctx,
     signers: &Path,
-    commit: &str,
+    commit: Commit,
 ) -> Option<(String, Signature)> {
     let git_dir = ctx.root.repository();
     let (out, _, ok) = git(
@@ -326,7 +334,7 @@ fn git(git_dir: &Path, args: &[&str]) -> Result<(String, String, bool)> {
 
 /// The refusal [`authorize_promote`] would give, checked before any lock or
 /// log is taken (a refusal changes nothing); says nothing when it passes.
-pub(crate) fn precheck_promote(ctx: &Ctx, commit: &str, unsigned: bool) -> Result<()> {
+pub(crate) fn precheck_promote(ctx: &Ctx, commit: Commit, unsigned: bool) -> Result<()> {
     let Some(signers) = signers_file(ctx) else {
         return Ok(());
     };
@@ -346,7 +354,7 @@ pub(crate) fn precheck_promote(ctx: &Ctx, commit: &str, unsigned: bool) -> Resul
 /// remember which for the journal. `how` and `override_` word the refusal.
 pub(crate) fn authorize_promote(
     ctx: &Ctx,
-    commit: &str,
+    commit: Commit,
     tag: Option<(&str, &str)>,
     unsigned: bool,
     how: &str,
@@ -370,7 +378,7 @@ pub(crate) fn authorize_promote(
         None if unsigned => {
             crate::sys::output::warning(&format!(
                 "promoting {} without a signed release tag, as asked (the journal records it as unsigned)",
-                crate::state::root::short(commit)
+                commit.short()
             ));
             set_authority(Authority {
                 signer: None,

@@ -13,7 +13,6 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::state::commit::Commit;
 use crate::state::release;
-use crate::state::root::short;
 use crate::sys::fs::human_bytes;
 use crate::sys::output;
 
@@ -117,7 +116,7 @@ pub(crate) fn preflight(
     ctx: &Ctx,
     repo: &gix::Repository,
     source: crate::deploy::export::Source,
-    previous: Option<&str>,
+    previous: Option<Commit>,
 ) -> Result<()> {
     let commit = source.commit;
     if ctx.config.min_free == crate::state::config::MinFree::Off {
@@ -131,7 +130,7 @@ pub(crate) fn preflight(
     let mut need = tree_need(repo, source.tree, block)?;
     if let Some(prev) = previous {
         for c in &ctx.config.carry {
-            let n = path_need(&ctx.root.release(prev).join(c), block);
+            let n = path_need(&ctx.root.main_release(prev).join(c), block);
             need.bytes += n.bytes;
             need.inodes += n.inodes;
         }
@@ -154,8 +153,8 @@ pub(crate) fn preflight(
         // never do.
         let doomed = !d.keep || (d.state != release::Effective::Ready && !d.protected);
         if doomed {
-            output::detail(&format!("remove {} ({})", short(&d.commit), d.why));
-            crate::housekeeping::trash::remove_release(ctx, &d.commit)?;
+            output::detail(&format!("remove {} ({})", d.commit.short(), d.why));
+            crate::housekeeping::trash::remove_release(ctx, &d.commit.into())?;
         }
     }
     crate::sys::fs::sync_filesystem(&releases)?;
@@ -192,13 +191,13 @@ fn refusal(ctx: &Ctx, commit: Commit, fs: &Fs, need: Need) -> Error {
         root.warmup(),
         crate::deploy::pointers::previous_production(ctx),
     ];
-    let mut candidates: Vec<(String, u64)> = root
+    let mut candidates: Vec<(Commit, u64)> = root
         .release_dirs()
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| !pinned.iter().any(|p| p.as_deref() == Some(c.as_str())))
+        .filter(|c| !pinned.contains(&Some(*c)))
         .map(|c| {
-            let size = crate::sys::fs::tree_size(&root.release(&c));
+            let size = crate::sys::fs::tree_size(&root.main_release(c));
             (c, size)
         })
         .collect();
@@ -213,8 +212,8 @@ fn refusal(ctx: &Ctx, commit: Commit, fs: &Fs, need: Need) -> Error {
                 .take(5)
                 .map(|(c, s)| format!(
                     "{} ({}, {})",
-                    short(c),
-                    release::effective_state(root, c),
+                    c.short(),
+                    release::effective_state(root, &(*c).into()),
                     human_bytes(*s)
                 ))
                 .collect::<Vec<_>>()

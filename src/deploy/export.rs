@@ -85,7 +85,7 @@ impl Source {
 
 /// Write `REVISION` (the commit hash) at the top of an export. A REVISION the
 /// commit brings itself is replaced, never written through (it may be a symlink).
-pub(crate) fn write_revision(dir: &Path, hex: &str) -> Result<()> {
+pub(crate) fn write_revision(dir: &Path, commit: Commit) -> Result<()> {
     let path = dir.join("REVISION");
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         crate::sys::output::warning(
@@ -99,7 +99,7 @@ pub(crate) fn write_revision(dir: &Path, hex: &str) -> Result<()> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .at("write", &path)?;
-    f.write_all(format!("{hex}\n").as_bytes())
+    f.write_all(format!("{commit}\n").as_bytes())
         .at("write", &path)
 }
 

@@ -33,7 +33,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::release::{self, Record, State};
-use crate::state::root::{short, Root};
+use crate::state::release_name::{Recorded, ReleaseName};
+use crate::state::root::Root;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{state::repo, sys::faults, sys::symlink};
@@ -180,10 +181,10 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
 pub(crate) struct Built {
     /// The preview's slug.
     pub(crate) slug: String,
-    /// The release directory's name in releases/.
-    pub(crate) name: String,
+    /// The preview's release.
+    pub(crate) name: ReleaseName,
     /// The commit.
-    pub(crate) commit: String,
+    pub(crate) commit: Commit,
 }
 
 /// Warm `commit` of `git_ref` up as its branch's preview, with the lock
@@ -205,22 +206,22 @@ pub(crate) fn warm(
     let meta = claim_slug(root, branch)?;
     let slug = meta.slug.clone();
     crate::deploy::preview_root::ensure(ctx, &slug)?;
-    let hex = commit.to_string();
-    let name = root.preview_release_name(&slug, &hex);
+    let name = ReleaseName::preview(&slug, commit)
+        .ok_or_else(|| Error::msg(format!("`{slug}` is not a preview slug")))?;
     let built = Built {
         slug: slug.clone(),
         name: name.clone(),
-        commit: hex.clone(),
+        commit,
     };
     let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     output::header(&format!(
         "preview {slug} of {} ({git_ref}): {subject}",
-        short(&hex)
+        commit.short()
     ));
     if release::is_ready(root, &name) {
         output::detail(&format!("{} is already warmed up", rel_shown(&name)));
         if flip {
-            let entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
+            let entry = Entry::start(EVENT, Some(&commit.into()), Some(git_ref));
             journal::append(root, &entry)?;
             point(ctx, &slug, &name)?;
             journal::append(root, &entry.end(Outcome::Unchanged))?;
@@ -239,9 +240,9 @@ pub(crate) fn warm(
         crate::housekeeping::trash::remove_release(ctx, &name)?;
     }
 
-    let mut entry = Entry::start(EVENT, Some(&hex), Some(git_ref));
+    let mut entry = Entry::start(EVENT, Some(&commit.into()), Some(git_ref));
     journal::append(root, &entry)?;
-    release::save_as(root, &name, &Record::building(&hex, git_ref, subject))?;
+    release::save_as(root, &name, &Record::building(commit, git_ref, subject))?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
     if let Err(e) = build(ctx, repo, commit, git_ref, &meta, &name, &mut durations) {
@@ -255,11 +256,11 @@ pub(crate) fn warm(
         journal::append(root, &entry.end(result.clone()))?;
         return Err(Error::Failed {
             code: e.exit_code(),
-            message: format!("preview {slug} of {} {result}: {e}", short(&hex)),
+            message: format!("preview {slug} of {} {result}: {e}", commit.short()),
             now: vec![format!(
                 "previews/{slug}/production -> {} (unchanged)",
                 root.preview_pointed(&slug)
-                    .map(|n| format!("releases/{}", shown(&n)))
+                    .map(|n| format!("releases/{}", n.commit().short()))
                     .unwrap_or_else(|| "nothing".into())
             )],
             help: e.help(),
@@ -298,7 +299,7 @@ pub(crate) fn notify(
         return; // no stage on screen for a step list that is empty
     }
     let stage = Stage::start("notify");
-    let mut env = step_env(ctx, &built.slug, &built.name, &built.commit, git_ref);
+    let mut env = step_env(ctx, &built.slug, &built.name, git_ref);
     env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
     if let Err(e) = steps::run_stage("notify", &ctx.config.previews.notify, &env) {
         output::warning(&format!("{e} (the preview is up all the same)"));
@@ -310,7 +311,7 @@ pub(crate) fn finish(ctx: &Ctx, built: &Built) {
     output::success(&format!(
         "previews/{}/production -> releases/{}",
         built.slug,
-        shown(&built.name)
+        built.commit.short()
     ));
     output::log_only(&format!(
         "       (release: {})",
@@ -326,7 +327,7 @@ pub(crate) fn finish(ctx: &Ctx, built: &Built) {
 
 /// Point `previews/<slug>/production` at the release `name` (one rename)
 /// and make the preview root's static links.
-pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
+pub(crate) fn point(ctx: &Ctx, slug: &str, name: &ReleaseName) -> Result<()> {
     let dir = ctx.root.preview_dir(slug);
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
     symlink::flip(
@@ -336,28 +337,21 @@ pub(crate) fn point(ctx: &Ctx, slug: &str, name: &str) -> Result<()> {
     )?;
     crate::deploy::preview_root::ensure_links(ctx, slug)?;
     output::detail_full(
-        &format!("previews/{slug}/production -> releases/{}", shown(name)),
-        name.rsplit('-').next().unwrap_or(name),
+        &format!(
+            "previews/{slug}/production -> releases/{}",
+            name.commit().short()
+        ),
+        name.commit().as_str(),
     );
     Ok(())
-}
-
-/// A preview release as the pusher sees it, within its preview root: the
-/// commit cut to 12 hex digits, like every hash on screen (the run log
-/// keeps it whole).
-fn shown(name: &str) -> String {
-    match crate::state::root::parse_preview_release(name) {
-        Some((_, hex)) => crate::state::root::short(hex).to_string(),
-        None => name.to_string(),
-    }
 }
 
 /// Remove the releases of `slug` that `previews/<slug>` does not point at.
 /// Problems are warnings: the preview itself is up.
 pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
     let pointed = ctx.root.preview_pointed(slug);
-    for (name, s, _) in ctx.root.preview_release_dirs().unwrap_or_default() {
-        if s == slug && Some(&name) != pointed.as_ref() {
+    for name in ctx.root.preview_release_dirs().unwrap_or_default() {
+        if name.slug() == Some(slug) && Some(&name) != pointed.as_ref() {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
                 Err(e) => output::warning(&format!("{e}")),
@@ -367,19 +361,19 @@ pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
 }
 
 /// `previews/<slug>/releases/<short>`: where a preview release is, for people.
-fn rel_shown(name: &str) -> String {
-    crate::state::root::release_place(name)
+fn rel_shown(name: &ReleaseName) -> String {
+    name.place()
 }
 
 /// The environment of a preview's steps. SYMDEPLOY_ROOT stays the deploy
 /// root (scripts find `.symdeploy/` and the repository through it);
 /// SYMDEPLOY_SHARED is the preview's data, and relative paths from the
 /// release resolve in the preview's own root.
-fn step_env(ctx: &Ctx, slug: &str, name: &str, hex: &str, git_ref: &str) -> StepEnv {
+fn step_env(ctx: &Ctx, slug: &str, name: &ReleaseName, git_ref: &str) -> StepEnv {
     StepEnv {
         root: ctx.root.dir.clone(),
         release: ctx.root.release(name),
-        commit: hex.to_string(),
+        commit: name.commit(),
         git_ref: git_ref.to_string(),
         previous: ctx.root.preview_pointed(slug).map(|n| ctx.root.release(&n)),
         extra: vec![
@@ -399,11 +393,10 @@ fn build(
     commit: Commit,
     git_ref: &str,
     meta: &Meta,
-    name: &str,
+    name: &ReleaseName,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
     let root = &ctx.root;
-    let hex = commit.to_string();
     let dir = root.release(name);
     let source = crate::deploy::export::Source::of(repo, commit)?;
     crate::deploy::disk::preflight(ctx, repo, source, None)?;
@@ -425,7 +418,7 @@ fn build(
         durations.insert("shared".into(), stage.done().as_secs_f64());
     }
 
-    let env = step_env(ctx, &meta.slug, name, &hex, git_ref);
+    let env = step_env(ctx, &meta.slug, name, git_ref);
     let p = &ctx.config.previews;
     let stages = [
         ("build", &p.build),
@@ -433,6 +426,7 @@ fn build(
         ("migrate", &p.migrate),
     ];
     let exported = crate::deploy::warmup::Exported {
+        name,
         dir: &dir,
         common: &common,
         what: "the preview",
@@ -513,17 +507,14 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     let root = &ctx.root;
     crate::deploy::preview_root::adopt(ctx, &meta.slug)?;
     let pointed = root.preview_pointed(&meta.slug);
-    let commit = pointed
-        .as_deref()
-        .and_then(crate::state::root::parse_preview_release)
-        .map(|(_, c)| c.to_string());
+    let commit = pointed.as_ref().map(|n| ReleaseName::Main(n.commit()));
     output::header(&format!(
         "removing preview {} ({}): {why}",
         meta.slug, meta.branch
     ));
     let entry = Entry::start(
         REMOVE_EVENT,
-        commit.as_deref(),
+        commit.as_ref(),
         Some(&format!("refs/heads/{}", meta.branch)),
     );
     journal::append(root, &entry)?;
@@ -536,8 +527,8 @@ pub(crate) fn remove(ctx: &Ctx, meta: &Meta, data: bool, why: &str) -> Result<()
     symlink::sync_dir(&root.preview_dir(&meta.slug));
     faults::point("preview-remove");
     let mut failed = Vec::new();
-    for (name, slug, _) in root.preview_release_dirs()? {
-        if slug == meta.slug {
+    for name in root.preview_release_dirs()? {
+        if name.slug() == Some(meta.slug.as_str()) {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
                 Err(e) => failed.push(e),
@@ -585,7 +576,7 @@ pub(crate) struct PreviewRow {
     /// Its branch.
     pub(crate) branch: String,
     /// The commit served, if any.
-    pub(crate) commit: Option<String>,
+    pub(crate) commit: Option<Commit>,
     /// The release directory served, relative to the root.
     pub(crate) release: Option<String>,
     /// Its state.
@@ -605,20 +596,17 @@ pub(crate) fn rows(ctx: &Ctx) -> Vec<PreviewRow> {
         .into_iter()
         .map(|m| {
             let pointed = root.preview_pointed(&m.slug);
-            let rec = pointed.as_deref().and_then(|n| release::load(root, n));
+            let rec = pointed.as_ref().and_then(|n| release::load(root, n));
             PreviewRow {
-                commit: pointed
-                    .as_deref()
-                    .and_then(crate::state::root::parse_preview_release)
-                    .map(|(_, c)| c.to_string()),
+                commit: pointed.as_ref().map(ReleaseName::commit),
                 state: pointed
-                    .as_deref()
+                    .as_ref()
                     .map(|n| release::effective_state(root, n).to_string()),
                 release: pointed.map(|n| {
                     root.release(&n)
                         .strip_prefix(&root.dir)
                         .map(|p| p.display().to_string())
-                        .unwrap_or(n)
+                        .unwrap_or_else(|_| n.to_string())
                 }),
                 subject: rec.map(|r| r.subject).unwrap_or_default(),
                 slug: m.slug,
@@ -635,7 +623,7 @@ pub(crate) fn print_rows(rows: &[PreviewRow]) {
         println!(
             "preview     {:<24} {:<12} {:<8} {:>8}  {}  ({})",
             r.slug,
-            r.commit.as_deref().map(short).unwrap_or("(none)"),
+            r.commit.as_ref().map_or("(none)", Commit::short),
             r.state.as_deref().unwrap_or("-"),
             crate::sys::fs::age(&r.pushed),
             output::escape(&r.subject),
@@ -718,7 +706,8 @@ pub(crate) fn cleanup(ctx: &Ctx, dry_run: bool) -> Result<()> {
     }
     // Releases no preview serves: failed builds, or a preview whose record is gone.
     let live: Vec<String> = all_meta(root).into_iter().map(|m| m.slug).collect();
-    for (name, slug, _) in root.preview_release_dirs()? {
+    for name in root.preview_release_dirs()? {
+        let slug = name.slug().unwrap_or_default().to_string();
         let serving = live.contains(&slug) && root.preview_pointed(&slug).as_ref() == Some(&name);
         let doomed_slug = doomed.iter().any(|(m, _)| m.slug == slug);
         if serving || (dry_run && doomed_slug) {
@@ -769,38 +758,49 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
             }
         }));
     }
-    let commit = e.commit.clone().unwrap_or_default();
     let Some(meta) = meta else {
         output::detail("its preview was removed since; nothing to repair");
         return Ok(Some(e.end(Outcome::Interrupted)));
     };
-    let name = root.preview_release_name(&meta.slug, &commit);
+    let Some(name) = e
+        .commit
+        .as_ref()
+        .and_then(Recorded::release)
+        .and_then(|n| ReleaseName::preview(&meta.slug, n.commit()))
+    else {
+        output::warning(&format!(
+            "the interrupted preview run {} names no commit; nothing is done for it but end it as interrupted",
+            e.run
+        ));
+        return Ok(Some(e.end(Outcome::Interrupted)));
+    };
+    let commit = name.commit();
     let prepared = lines
         .iter()
         .any(|x| x.phase == crate::hook::pending::PREPARED_PHASE);
     if let Some(txn) = &e.txn {
-        if crate::hook::pending::ref_kept(ctx, &git_ref, &commit) && prepared {
+        if crate::hook::pending::ref_kept(ctx, &git_ref, commit) && prepared {
             output::detail(&format!(
                 "git updated {git_ref} to {}; the preview flip stands",
-                short(&commit)
+                commit.short()
             ));
             return Ok(Some(e.end(Outcome::Ok)));
         }
-        if !crate::hook::pending::ref_kept(ctx, &git_ref, &commit) {
+        if !crate::hook::pending::ref_kept(ctx, &git_ref, commit) {
             output::detail(&format!(
                 "git did not update {git_ref} to {}; undoing the preview flip",
-                short(&commit)
+                commit.short()
             ));
             undo(
                 ctx,
                 e,
-                txn.preview_before.as_deref(),
+                txn.preview_before.as_ref().and_then(Recorded::release),
                 "interrupted before git updated the ref",
             );
             return Ok(None);
         }
     }
-    let landed = crate::hook::pending::kept(ctx, &commit);
+    let landed = crate::hook::pending::kept(ctx, commit);
     if !landed {
         // A strict pre-receive hook died: git rejected the push.
         if release::load(root, &name).is_some() {
@@ -813,14 +813,14 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
         }
         output::detail(&format!(
             "the push of {} was rejected (its hook was killed), so {} is marked failed; previews/{} is unchanged",
-            short(&commit),
+            commit.short(),
             rel_shown(&name),
             meta.slug
         ));
         return Ok(Some(e.end(Outcome::Interrupted)));
     }
     if release::is_ready(root, &name) {
-        if root.preview_pointed(&meta.slug).as_deref() != Some(name.as_str()) {
+        if root.preview_pointed(&meta.slug).as_ref() != Some(&name) {
             point(ctx, &meta.slug, &name)?;
         }
         output::detail(&format!(
@@ -838,7 +838,7 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
         rel_shown(&name),
         meta.slug,
         root.preview_pointed(&meta.slug)
-            .unwrap_or_else(|| "nothing".into())
+            .map_or_else(|| "nothing".into(), |n| n.to_string())
     ));
     Ok(Some(e.end(Outcome::Interrupted)))
 }
@@ -846,15 +846,23 @@ pub(crate) fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<Option<En
 /// Undo a strict preview flip git did not keep: `previews/<slug>` back to
 /// `before` (or removed when there was none), the release marked failed,
 /// the run ended `rejected`. Never fails; safe to repeat.
-pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&str>, why: &str) {
+pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&ReleaseName>, why: &str) {
     let root = &ctx.root;
-    let commit = run.commit.clone().unwrap_or_default();
+    let commit = run
+        .commit
+        .as_ref()
+        .and_then(Recorded::release)
+        .map(ReleaseName::commit);
     let git_ref = run.git_ref.clone().unwrap_or_default();
     let branch = git_ref.trim_start_matches("refs/heads/");
-    if let Some(meta) = meta_of_branch(root, branch) {
-        let name = root.preview_release_name(&meta.slug, &commit);
-        if root.preview_pointed(&meta.slug).as_deref() == Some(name.as_str()) {
-            let back = before.filter(|b| *b != name && release::is_ready(root, b));
+    let meta = meta_of_branch(root, branch);
+    let name = meta
+        .as_ref()
+        .zip(commit)
+        .and_then(|(m, c)| ReleaseName::preview(&m.slug, c));
+    if let (Some(meta), Some(name)) = (meta, name) {
+        if root.preview_pointed(&meta.slug).as_ref() == Some(&name) {
+            let back = before.filter(|b| **b != name && release::is_ready(root, b));
             let moved = match back {
                 Some(b) => point(ctx, &meta.slug, b),
                 None => std::fs::remove_file(root.preview_link(&meta.slug))

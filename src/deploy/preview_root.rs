@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
-use crate::state::root::{Root, PREVIEW_RELEASE_PREFIX, PRODUCTION};
+use crate::state::commit::Commit;
+use crate::state::release_name::{is_slug, ReleaseName};
+use crate::state::root::{Root, PRODUCTION};
 use crate::sys::{output, symlink as link};
 
 /// Name of the directory a preview's new root is built in before it takes
@@ -33,7 +35,7 @@ fn staging(root: &Root, slug: &str) -> PathBuf {
 
 /// The `[links]` a preview root gets: those that go through `production`
 /// (a preview has no warm-up of its own).
-pub fn preview_links(links: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn preview_links(links: &[(String, String)]) -> Vec<(String, String)> {
     links
         .iter()
         .filter(|(_, t)| t.split('/').next() == Some(PRODUCTION))
@@ -43,14 +45,14 @@ pub fn preview_links(links: &[(String, String)]) -> Vec<(String, String)> {
 
 /// Make `previews/<slug>/releases/` ready for a build, moving an old-layout
 /// preview over first. Lock held.
-pub fn ensure(ctx: &Ctx, slug: &str) -> Result<()> {
+pub(crate) fn ensure(ctx: &Ctx, slug: &str) -> Result<()> {
     adopt(ctx, slug)?;
     let dir = ctx.root.preview_dir(slug).join("releases");
     std::fs::create_dir_all(&dir).at("create directory", &dir)
 }
 
 /// Make or repair the preview root's static links. Lock held.
-pub fn ensure_links(ctx: &Ctx, slug: &str) -> Result<()> {
+pub(crate) fn ensure_links(ctx: &Ctx, slug: &str) -> Result<()> {
     link::ensure_static(
         &ctx.root.preview_dir(slug),
         &preview_links(&ctx.config.links),
@@ -61,7 +63,7 @@ pub fn ensure_links(ctx: &Ctx, slug: &str) -> Result<()> {
 /// Remove what a preview root holds besides its data: its static links and
 /// its empty `releases/`; the root itself when nothing is left in it.
 /// Lock held; the releases are gone already.
-pub fn remove_shell(ctx: &Ctx, slug: &str) {
+pub(crate) fn remove_shell(ctx: &Ctx, slug: &str) {
     let dir = ctx.root.preview_dir(slug);
     for (name, _) in preview_links(&ctx.config.links) {
         let p = dir.join(&name);
@@ -78,7 +80,7 @@ pub fn remove_shell(ctx: &Ctx, slug: &str) {
 /// Remove what a crashed preview run left in the preview roots: temporary
 /// links and half-copied seeds (named with the flip's temporary prefix or
 /// `.tmp-`). Lock held.
-pub fn tidy(root: &Root) {
+pub(crate) fn tidy(root: &Root) {
     let Ok(entries) = std::fs::read_dir(root.previews()) else {
         return;
     };
@@ -105,7 +107,7 @@ pub fn tidy(root: &Root) {
 
 /// Move every old-layout preview over (`symdeploy recover`, cleanup).
 /// Returns the slugs moved. Lock held.
-pub fn adopt_all(ctx: &Ctx) -> Result<Vec<String>> {
+pub(crate) fn adopt_all(ctx: &Ctx) -> Result<Vec<String>> {
     let root = &ctx.root;
     let mut slugs = std::collections::BTreeSet::new();
     if let Ok(entries) = std::fs::read_dir(root.previews()) {
@@ -126,10 +128,10 @@ pub fn adopt_all(ctx: &Ctx) -> Result<Vec<String>> {
                     continue;
                 }
                 if dir == root.releases() {
-                    if let Some((s, _)) = crate::state::root::parse_preview_release(&n) {
+                    if let Some(s) = ReleaseName::parse(&n).as_ref().and_then(ReleaseName::slug) {
                         slugs.insert(s.to_string());
                     }
-                } else if valid_slug(&n) {
+                } else if is_slug(&n) {
                     slugs.insert(n);
                 }
             }
@@ -144,23 +146,16 @@ pub fn adopt_all(ctx: &Ctx) -> Result<Vec<String>> {
     Ok(moved)
 }
 
-fn valid_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// The releases older versions kept for `slug` in releases/: (dir, commit).
-fn legacy_releases(root: &Root, slug: &str) -> Vec<(PathBuf, String)> {
+fn legacy_releases(root: &Root, slug: &str) -> Vec<(PathBuf, Commit)> {
     let Ok(entries) = std::fs::read_dir(root.releases()) else {
         return Vec::new();
     };
-    let mut out: Vec<(PathBuf, String)> = entries
+    let mut out: Vec<(PathBuf, Commit)> = entries
         .flatten()
         .filter_map(|e| {
-            let n = e.file_name().to_str()?.to_string();
-            let (s, c) = crate::state::root::parse_preview_release(&n)?;
-            (s == slug).then(|| (e.path(), c.to_string()))
+            let name = ReleaseName::parse(e.file_name().to_str()?)?;
+            (name.slug() == Some(slug)).then(|| (e.path(), name.commit()))
         })
         .collect();
     out.sort();
@@ -173,7 +168,7 @@ fn legacy_releases(root: &Root, slug: &str) -> Vec<(PathBuf, String)> {
 /// symlink's place with one exchange (renameat2), so the web server finds
 /// either the old preview or the new one. Returns whether anything moved.
 /// Lock held; safe to repeat after a crash at any point.
-pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
+pub(crate) fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
     let root = &ctx.root;
     let dir = root.preview_dir(slug);
     let stage = staging(root, slug);
@@ -205,9 +200,8 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
         .flatten()
         .and_then(|t| {
             let t = t.to_str()?.trim_end_matches('/').to_string();
-            let name = t.strip_prefix("../releases/")?;
-            let (s, c) = crate::state::root::parse_preview_release(name)?;
-            (s == slug).then(|| c.to_string())
+            let name = ReleaseName::parse(t.strip_prefix("../releases/")?)?;
+            (name.slug() == Some(slug)).then(|| name.commit())
         });
     // Build in the staging directory while the old symlink still serves;
     // an existing new-layout root (or none at all) is built in place.
@@ -251,11 +245,14 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
         let _ = std::fs::remove_dir(root.common_previews());
     }
     for (old, commit) in &olds {
-        let new = target.join("releases").join(commit);
+        let new = target.join("releases").join(commit.as_str());
+        let name = ReleaseName::Preview {
+            slug: slug.to_string(),
+            commit: *commit,
+        };
         if std::fs::symlink_metadata(&new).is_ok() {
             // A build, not data: the one in the preview root wins; the old
             // copy goes the way of every half-removed release (swept).
-            let name = root.preview_release_name(slug, commit);
             let doomed = root.doomed_release(&name);
             std::fs::rename(old, &doomed).at("move away", old)?;
             output::detail(&format!(
@@ -265,9 +262,8 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
         }
         std::fs::rename(old, &new).at("move the preview release to", &new)?;
         output::detail(&format!(
-            "releases/{PREVIEW_RELEASE_PREFIX}{slug}-{} -> previews/{slug}/releases/{}",
-            crate::state::root::short(commit),
-            crate::state::root::short(commit)
+            "releases/{name} -> previews/{slug}/releases/{}",
+            commit.short()
         ));
     }
     link::sync_dir(&root.releases());
@@ -277,8 +273,8 @@ pub fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
             relink_shared(&e.path(), slug, &ctx.config.shared)?;
         }
     }
-    if let Some(c) = &served {
-        if target.join("releases").join(c).is_dir() {
+    if let Some(c) = served {
+        if target.join("releases").join(c.as_str()).is_dir() {
             link::flip(&target, PRODUCTION, &format!("releases/{c}"))?;
             link::ensure_static(&target, &preview_links(&ctx.config.links))?;
         }

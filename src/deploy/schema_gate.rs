@@ -7,7 +7,7 @@
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::state::root::short;
+use crate::state::commit::Commit;
 use crate::state::schema::{self, Verdict};
 use crate::sys::output;
 
@@ -24,13 +24,13 @@ pub(crate) struct SchemaPlan {
 
 /// What a switch of production to `to` does about the schema, or the
 /// refusal naming the migrations `to` does not know and the two ways on.
-pub(crate) fn plan(ctx: &Ctx, to: &str, keep_schema: bool) -> Result<SchemaPlan> {
+pub(crate) fn plan(ctx: &Ctx, to: Commit, keep_schema: bool) -> Result<SchemaPlan> {
     let ids = match schema::verdict(ctx, to) {
         Verdict::Untracked | Verdict::Knows => return Ok(SchemaPlan::default()),
         Verdict::Proven => {
             output::detail(&format!(
                 "schema: releases/{} has served production against the current schema already",
-                short(to)
+                to.short()
             ));
             return Ok(SchemaPlan::default());
         }
@@ -40,7 +40,7 @@ pub(crate) fn plan(ctx: &Ctx, to: &str, keep_schema: bool) -> Result<SchemaPlan>
     if keep_schema {
         output::warning(&format!(
             "--keep-schema: the database keeps {list}, which releases/{} does not know; you vouch that it works with them",
-            short(to)
+            to.short()
         ));
         return Ok(SchemaPlan {
             undo: Vec::new(),
@@ -59,7 +59,7 @@ pub(crate) fn plan(ctx: &Ctx, to: &str, keep_schema: bool) -> Result<SchemaPlan>
     Err(Error::with_help(
         format!(
             "releases/{} has never served production against the current schema and does not know {} applied migration{}: {list}",
-            short(to),
+            to.short(),
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         ),
@@ -69,11 +69,11 @@ pub(crate) fn plan(ctx: &Ctx, to: &str, keep_schema: bool) -> Result<SchemaPlan>
 
 /// An automatic rollback must happen whatever the schema: the loud note it
 /// carries (screen, journal, notify) when `to` does not know the schema.
-pub(crate) fn ahead_note(ctx: &Ctx, to: &str) -> Option<String> {
+pub(crate) fn ahead_note(ctx: &Ctx, to: Commit) -> Option<String> {
     match schema::verdict(ctx, to) {
         Verdict::Unknown(ids) => Some(format!(
             "SCHEMA AHEAD: releases/{} never served production against the current schema and does not know {}; the database keeps them",
-            short(to),
+            to.short(),
             ids.join(" ")
         )),
         _ => None,

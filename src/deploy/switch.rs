@@ -13,9 +13,10 @@ use crate::ctx::Ctx;
 use crate::deploy::schema_gate::SchemaPlan;
 use crate::error::{Error, Result};
 use crate::session::plan::{self, Cause, SwitchPhase, Unwind};
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
 use crate::state::release::{self, State};
-use crate::state::root::{short, PRODUCTION};
+use crate::state::root::PRODUCTION;
 use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
@@ -75,19 +76,19 @@ pub(crate) const AFTER_FLIP: [SwitchPhase; 3] = [
     SwitchPhase::Check,
 ];
 
-/// Switch production to `hex` through stop/flip/start/check, rolling back by
+/// Switch production to `commit` through stop/flip/start/check, rolling back by
 /// itself if anything after the flip fails or is interrupted (Ctrl-C,
 /// SIGTERM: see src/signals.rs). Used by promote and rollback, with a schema
 /// plan: its undo steps run in the release being left, after `stop` and
 /// before the flip.
 pub(crate) fn switch_planned(
     ctx: &Ctx,
-    hex: &str,
+    commit: Commit,
     event: Event,
     git_ref: &str,
     plan: SchemaPlan,
 ) -> Result<()> {
-    switch_with(ctx, hex, event, git_ref, None, plan).map(|_| ())
+    switch_with(ctx, commit, event, git_ref, None, plan).map(|_| ())
 }
 
 /// [`switch_planned`], in strict mode part of git's ref transaction (`txn`): on
@@ -95,7 +96,7 @@ pub(crate) fn switch_planned(
 /// is up to git (`crate::hook::strict` ends or undoes it). Returns the run's entry.
 pub(crate) fn switch_with(
     ctx: &Ctx,
-    hex: &str,
+    commit: Commit,
     event: Event,
     git_ref: &str,
     txn: Option<crate::state::journal::GitTxn>,
@@ -105,20 +106,20 @@ pub(crate) fn switch_with(
     // Nothing is changed yet, so an earlier interrupt needs no unwinding.
     crate::sys::signals::check(&format!(
         "{event} of {} not started; production stays on {}",
-        short(hex),
-        crate::deploy::pointers::describe(&previous)
+        commit.short(),
+        crate::deploy::pointers::describe(previous)
     ))?;
     output::header(&format!(
         "{event}: production {} -> {}",
-        previous.as_deref().map(short).unwrap_or("(none)"),
-        short(hex)
+        previous.as_ref().map_or("(none)", Commit::short),
+        commit.short()
     ));
     // Production moves: a watch of the release it leaves has nothing left
     // to watch (and must never roll back what comes next).
     crate::state::watch::end_current(
         &ctx.root,
         Outcome::Ended,
-        &format!("production moves to releases/{} ({event})", short(hex)),
+        &format!("production moves to releases/{} ({event})", commit.short()),
     );
     // A manual rollback is its own act: the journal names it, not the
     // branch the release was once built from (the steps still see that).
@@ -127,8 +128,8 @@ pub(crate) fn switch_with(
     } else {
         git_ref
     };
-    let mut entry = Entry::start(event.clone(), Some(hex), Some(recorded_ref));
-    entry.previous = previous.clone();
+    let mut entry = Entry::start(event.clone(), Some(&commit.into()), Some(recorded_ref));
+    entry.previous = previous.map(Into::into);
     entry.txn = txn;
     entry.commands = Some(Commands::of(&ctx.config.promote));
     entry.schema = schema.note.clone();
@@ -136,7 +137,7 @@ pub(crate) fn switch_with(
     let mut run = Switch {
         undo: schema.undo,
         ctx,
-        hex,
+        commit,
         event,
         git_ref,
         previous,
@@ -155,11 +156,11 @@ pub(crate) fn switch_with(
 /// One switch under way: what its unwinding and its journal entry need.
 struct Switch<'a> {
     ctx: &'a Ctx,
-    hex: &'a str,
+    commit: Commit,
     event: Event,
     git_ref: &'a str,
     /// Production before: where a rollback goes back to.
-    previous: Option<String>,
+    previous: Option<Commit>,
     entry: Entry,
     started: Instant,
     /// Migrations to undo before the flip (rollback.migrate), newest first.
@@ -169,16 +170,10 @@ struct Switch<'a> {
 impl Switch<'_> {
     /// Run [`FORWARD`] until a phase does not complete.
     fn forward(&mut self) -> std::result::Result<(), StageFailure> {
-        let env = step_env(
-            self.ctx,
-            self.hex,
-            self.previous.as_deref(),
-            self.git_ref,
-            vec![],
-        );
-        let mut phases = Phases::new(self.ctx, self.hex, env);
+        let env = step_env(self.ctx, self.commit, self.previous, self.git_ref, vec![]);
+        let mut phases = Phases::new(self.ctx, self.commit, env);
         phases.undo = self.undo.clone();
-        phases.leaving = self.previous.clone();
+        phases.leaving = self.previous;
         for phase in FORWARD {
             phases.run(phase)?;
             if phase == SwitchPhase::Flip {
@@ -189,7 +184,7 @@ impl Switch<'_> {
                 self.entry
                     .durations
                     .insert("flip".into(), self.started.elapsed().as_secs_f64());
-                output::log_only(&format!("       production -> releases/{}", self.hex));
+                output::log_only(&format!("       production -> releases/{}", self.commit));
             }
         }
         Ok(())
@@ -198,9 +193,10 @@ impl Switch<'_> {
     /// Production is on the new release and healthy: notify, then end the
     /// run (or, in strict mode, leave it `prepared` for git to decide).
     fn succeeded(mut self) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
+        let (ctx, commit, event, git_ref) =
+            (self.ctx, self.commit, self.event.clone(), self.git_ref);
         // Also when notify is interrupted: the promote itself is done.
-        notify(ctx, hex, self.previous.as_ref(), git_ref, Outcome::Ok, None);
+        notify(ctx, commit, self.previous, git_ref, Outcome::Ok, None);
         let took = self.started.elapsed();
         self.entry
             .durations
@@ -210,18 +206,17 @@ impl Switch<'_> {
             journal::append(&ctx.root, &crate::hook::pending::prepared(&self.entry))?;
             output::success_last(&format!(
                 "production -> releases/{} ({event} took {took}); git updates {git_ref} next",
-                short(hex),
+                commit.short(),
             ));
             return Ok(self.entry);
         }
         journal::append(&ctx.root, &self.entry.end(Outcome::Ok))?;
-        crate::state::schema::served(ctx, hex);
+        crate::state::schema::served(ctx, commit);
         output::success_last(&format!(
             "production -> releases/{} (was {}; {event} took {took})",
-            short(hex),
+            commit.short(),
             self.previous
-                .as_deref()
-                .map(|c| format!("releases/{}", short(c)))
+                .map(|c| format!("releases/{}", c.short()))
                 .unwrap_or_else(|| "nothing".into()),
         ));
         Ok(self.entry)
@@ -230,13 +225,14 @@ impl Switch<'_> {
     /// A phase before the flip did not complete: production was not touched;
     /// the daemons are started again.
     fn not_switched(mut self, failure: StageFailure) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
-        let previous = self.previous.clone();
+        let (ctx, commit, event, git_ref) =
+            (self.ctx, self.commit, self.event.clone(), self.git_ref);
+        let previous = self.previous;
         let cause = failure.cause();
-        let back = previous.as_deref().unwrap_or(hex);
+        let back = previous.unwrap_or(commit);
         start_anyway(
             &ctx.config.promote.start,
-            &step_env(ctx, back, previous.as_deref(), git_ref, vec![]),
+            &step_env(ctx, back, previous, git_ref, vec![]),
         );
         self.entry.error = Some(failure.error.to_string());
         journal::append(
@@ -248,31 +244,24 @@ impl Switch<'_> {
         if cause == Cause::Interrupted {
             return Err(crate::sys::signals::error(format!(
                 "{event} of {} stopped during {}, before the switch; production stays on {}, and the daemons were started again",
-                short(hex),
+                commit.short(),
                 failure.stage.what(),
-                crate::deploy::pointers::describe(&previous)
+                crate::deploy::pointers::describe(previous)
             )));
         }
         // Nothing was switched: `failed`, and chat and CI hear of it.
         let e = &failure.error;
-        notify(
-            ctx,
-            hex,
-            previous.as_ref(),
-            git_ref,
-            Outcome::Failed,
-            Some(e),
-        );
+        notify(ctx, commit, previous, git_ref, Outcome::Failed, Some(e));
         let message = format!(
             "{event} of {} failed: {} (production was not switched)",
-            short(hex),
+            commit.short(),
             failure.message()
         );
         Err(Error::Failed {
             code: e.exit_code(),
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(&failure, hex, &event, false)),
+            help: Some(promote_advice(&failure, commit, &event, false)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -281,32 +270,24 @@ impl Switch<'_> {
     /// the release bad; an interrupt says nothing about the release, which
     /// stays ready (and warmup on it) for the next promote.
     fn rolled_back(mut self, failure: StageFailure) -> Result<Entry> {
-        let (ctx, hex, event, git_ref) = (self.ctx, self.hex, self.event.clone(), self.git_ref);
-        let previous = self.previous.clone();
+        let (ctx, commit, event, git_ref) =
+            (self.ctx, self.commit, self.event.clone(), self.git_ref);
+        let previous = self.previous;
         let cause = failure.cause();
         // Production is failing: the rollback happens whatever the schema,
         // and says so loudly when the release it goes back to is behind it.
-        let ahead = previous
-            .as_deref()
-            .and_then(|p| crate::deploy::schema_gate::ahead_note(ctx, p));
+        let ahead = previous.and_then(|p| crate::deploy::schema_gate::ahead_note(ctx, p));
         // flip_back says it on screen; the journal and notify say it here.
         if let Some(note) = &ahead {
             self.entry.schema = Some(note.clone());
         }
         if cause == Cause::Interrupted {
             let stage = Stage::start("roll back");
-            flip_back(ctx, hex, previous.as_deref(), git_ref);
+            flip_back(ctx, commit, previous, git_ref);
             stage.done();
         } else {
             let why = failure.reason();
-            roll_back(
-                ctx,
-                &self.entry,
-                previous.as_deref(),
-                git_ref,
-                State::Bad,
-                why,
-            );
+            roll_back(ctx, &self.entry, commit, previous, git_ref, State::Bad, why);
         }
         let told = match &ahead {
             Some(note) => Error::msg(format!("{}; {note}", failure.error)),
@@ -314,8 +295,8 @@ impl Switch<'_> {
         };
         notify(
             ctx,
-            hex,
-            previous.as_ref(),
+            commit,
+            previous,
             git_ref,
             Outcome::RolledBack,
             Some(if ahead.is_some() {
@@ -337,15 +318,15 @@ impl Switch<'_> {
         if cause == Cause::Interrupted {
             return Err(crate::sys::signals::error(format!(
                 "{event} of {} stopped during {} and rolled back; production is back on {}, and the daemons were started again (releases/{} stays ready)",
-                short(hex),
+                commit.short(),
                 failure.stage.what(),
-                crate::deploy::pointers::describe(&previous),
-                short(hex)
+                crate::deploy::pointers::describe(previous),
+                commit.short()
             )));
         }
         let message = format!(
             "{event} of {} rolled back: {}",
-            short(hex),
+            commit.short(),
             failure.message()
         );
         // 1, as any rollback: the step's own code (3) would say "nothing
@@ -354,7 +335,7 @@ impl Switch<'_> {
             code: 1,
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(&failure, hex, &event, true)),
+            help: Some(promote_advice(&failure, commit, &event, true)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -363,20 +344,20 @@ impl Switch<'_> {
 /// Runs the phases of a switch for one release, each shown as a stage.
 struct Phases<'a> {
     ctx: &'a Ctx,
-    hex: &'a str,
+    commit: Commit,
     env: StepEnv,
     /// `switch production` spans the sync and the flip.
     flip_stage: Option<Stage>,
     /// Migrations to undo (newest first) in `leaving`, the release being left.
     undo: Vec<String>,
-    leaving: Option<String>,
+    leaving: Option<Commit>,
 }
 
 impl<'a> Phases<'a> {
-    fn new(ctx: &'a Ctx, hex: &'a str, env: StepEnv) -> Self {
+    fn new(ctx: &'a Ctx, commit: Commit, env: StepEnv) -> Self {
         Phases {
             ctx,
-            hex,
+            commit,
             env,
             flip_stage: None,
             undo: Vec::new(),
@@ -405,7 +386,7 @@ impl<'a> Phases<'a> {
             SwitchPhase::Sync => {
                 self.flip_stage = Some(Stage::start("switch production"));
                 // A power cut after the flip must not leave production on empty files.
-                crate::sys::fs::sync_filesystem(&self.ctx.root.release(self.hex))
+                crate::sys::fs::sync_filesystem(&self.ctx.root.main_release(self.commit))
             }
             SwitchPhase::Flip => {
                 // The last moment an interrupt leaves production untouched.
@@ -414,10 +395,10 @@ impl<'a> Phases<'a> {
                 symlink::flip(
                     &self.ctx.root.dir,
                     PRODUCTION,
-                    &symlink::release_target(self.hex),
+                    &symlink::release_target(self.commit),
                 )?;
                 if let Some(stage) = self.flip_stage.take() {
-                    stage.done_with(&format!("production -> releases/{}", short(self.hex)));
+                    stage.done_with(&format!("production -> releases/{}", self.commit.short()));
                 }
                 Ok(())
             }
@@ -446,7 +427,7 @@ impl<'a> Phases<'a> {
     /// migrations), told what to undo and where production goes; then the
     /// schema record drops what was undone.
     fn undo_migrations(&self) -> Result<()> {
-        let leaving = self.leaving.as_deref().unwrap_or(self.hex);
+        let leaving = self.leaving.unwrap_or(self.commit);
         let stage = Stage::start("rollback.migrate");
         faults::point("rollback-migrate");
         let env = step_env(
@@ -458,7 +439,11 @@ impl<'a> Phases<'a> {
                 ("SYMDEPLOY_MIGRATIONS_UNDO".into(), self.undo.join(" ")),
                 (
                     "SYMDEPLOY_TARGET".into(),
-                    self.ctx.root.release(self.hex).display().to_string(),
+                    self.ctx
+                        .root
+                        .main_release(self.commit)
+                        .display()
+                        .to_string(),
                 ),
             ],
         );
@@ -485,14 +470,14 @@ impl<'a> Phases<'a> {
 }
 
 /// Finish a switch whose flip was done (recovery after a crash): run
-/// [`AFTER_FLIP`] for `hex`; the first phase that does not complete is
+/// [`AFTER_FLIP`] for `commit`; the first phase that does not complete is
 /// returned, and the caller rolls back.
 pub(crate) fn finish_after_flip(
     ctx: &Ctx,
-    hex: &str,
+    commit: Commit,
     env: StepEnv,
 ) -> std::result::Result<(), StageFailure> {
-    let mut phases = Phases::new(ctx, hex, env);
+    let mut phases = Phases::new(ctx, commit, env);
     AFTER_FLIP
         .into_iter()
         .try_for_each(|phase| phases.run(phase))
@@ -501,17 +486,17 @@ pub(crate) fn finish_after_flip(
 /// The environment of promote steps run in `release`.
 pub(crate) fn step_env(
     ctx: &Ctx,
-    release: &str,
-    previous: Option<&str>,
+    release: Commit,
+    previous: Option<Commit>,
     git_ref: &str,
     extra: Vec<(String, String)>,
 ) -> StepEnv {
     StepEnv {
         root: ctx.root.dir.clone(),
-        release: ctx.root.release(release),
-        commit: release.to_string(),
+        release: ctx.root.main_release(release),
+        commit: release,
         git_ref: git_ref.to_string(),
-        previous: previous.map(|c| ctx.root.release(c)),
+        previous: previous.map(|c| ctx.root.main_release(c)),
         extra,
         timeout: ctx.config.step_timeout,
     }
@@ -597,8 +582,8 @@ pub(crate) fn check_until(
 /// warning: the outcome above stands.
 pub(crate) fn notify(
     ctx: &Ctx,
-    hex: &str,
-    previous: Option<&String>,
+    commit: Commit,
+    previous: Option<Commit>,
     git_ref: &str,
     result: Outcome,
     error: Option<&Error>,
@@ -615,7 +600,7 @@ pub(crate) fn notify(
         ));
     }
     let stage = Stage::start("notify");
-    let env = step_env(ctx, hex, previous.map(String::as_str), git_ref, extra);
+    let env = step_env(ctx, commit, previous, git_ref, extra);
     if let Err(e) = steps::run_stage("notify", &p.notify, &env) {
         output::warning(&format!("{e} (the {result} outcome above stands)"));
         return;
@@ -626,20 +611,28 @@ pub(crate) fn notify(
 /// The one piece of advice after a failed promote: a fault of the commit
 /// needs a new commit, pushed and promoted; a fault of the server (a missing
 /// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
-fn promote_advice(failure: &StageFailure, hex: &str, event: &Event, marked_bad: bool) -> String {
+fn promote_advice(
+    failure: &StageFailure,
+    commit: Commit,
+    event: &Event,
+    marked_bad: bool,
+) -> String {
     let e = &failure.error;
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
     let bad = if marked_bad {
-        format!("releases/{} is marked bad; ", short(hex))
+        format!("releases/{} is marked bad; ", commit.short())
     } else {
         String::new()
     };
     let again = if *event == Event::Rollback {
         format!("`{}` again", advice::command("rollback"))
     } else {
-        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
+        format!(
+            "`{}`",
+            advice::command(&format!("promote {}", commit.short()))
+        )
     };
     match e {
         Error::Step { stage, status, .. }
@@ -671,14 +664,14 @@ fn promote_advice(failure: &StageFailure, hex: &str, event: &Event, marked_bad: 
 pub(crate) fn roll_back(
     ctx: &Ctx,
     run: &Entry,
-    previous: Option<&str>,
+    commit: Commit,
+    previous: Option<Commit>,
     git_ref: &str,
     state: State,
     why: String,
 ) {
     let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
-    let hex = run.commit.as_deref().unwrap_or_default();
     let intent = Entry {
         time: crate::sys::time::Time::now(),
         phase: UNDO_PHASE,
@@ -697,13 +690,13 @@ pub(crate) fn roll_back(
         ));
     }
     let stage = Stage::start("roll back");
-    flip_back(ctx, hex, previous, git_ref);
-    mark_and_move_warmup_off(ctx, hex, state, why);
+    flip_back(ctx, commit, previous, git_ref);
+    mark_and_move_warmup_off(ctx, commit, state, why);
     stage.done();
 }
 
 /// Stop, production back to `previous` (removed if there was none), start.
-pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &str) {
+pub(crate) fn flip_back(ctx: &Ctx, commit: Commit, previous: Option<Commit>, git_ref: &str) {
     let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let p = &ctx.config.promote;
@@ -718,15 +711,15 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
     if let Err(e) = steps::run_stage(
         "stop",
         &p.stop,
-        &step_env(ctx, hex, previous, git_ref, vec![]),
+        &step_env(ctx, commit, previous, git_ref, vec![]),
     ) {
         output::warning(&format!("stop during rollback: {e}"));
     }
     match previous {
         Some(prev) => match symlink::flip(&root.dir, PRODUCTION, &symlink::release_target(prev)) {
             Ok(()) => output::detail_full(
-                &format!("production -> releases/{} (back)", short(prev)),
-                prev,
+                &format!("production -> releases/{} (back)", prev.short()),
+                prev.as_str(),
             ),
             Err(e) => output::error(&format!("could not flip production back: {e}")),
         },
@@ -736,33 +729,35 @@ pub(crate) fn flip_back(ctx: &Ctx, hex: &str, previous: Option<&str>, git_ref: &
             output::detail("production removed (there was no earlier production release)");
         }
     }
-    let back = previous.unwrap_or(hex);
-    start_anyway(&p.start, &step_env(ctx, back, Some(hex), git_ref, vec![]));
+    let back = previous.unwrap_or(commit);
+    start_anyway(
+        &p.start,
+        &step_env(ctx, back, Some(commit), git_ref, vec![]),
+    );
 }
 
 /// The journal phase recording that a run is being rolled back (state and
 /// reason in `result` and `error`), written before the rollback starts.
 pub(crate) const UNDO_PHASE: journal::LineKind = journal::LineKind::Undo;
 
-/// Mark `hex` `state` and move warmup off it: the end of a rollback.
-pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, hex: &str, state: State, why: String) {
+/// Mark `commit` `state` and move warmup off it: the end of a rollback.
+pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, commit: Commit, state: State, why: String) {
     let root = &ctx.root;
-    if let Err(e) = release::set_state(root, hex, state, Some(why)) {
-        output::warning(&format!("could not mark releases/{hex} {state}: {e}"));
+    if let Err(e) = release::set_state(root, &commit.into(), state, Some(why)) {
+        output::warning(&format!("could not mark releases/{commit} {state}: {e}"));
     }
     faults::point("after-mark-bad");
     // A release that just failed in production must not stay the one a
     // promote without arguments (or www_warmup) would pick.
-    if root.warmup().as_deref() == Some(hex) {
-        match crate::deploy::pointers::warmup_off(ctx, hex) {
+    if root.warmup() == Some(commit) {
+        match crate::deploy::pointers::warmup_off(ctx, commit) {
             Ok(back) => output::detail(&format!(
                 "warmup -> {} (off the {} release)",
-                back.as_deref()
-                    .map(|c| format!("releases/{}", short(c)))
+                back.map(|c| format!("releases/{}", c.short()))
                     .unwrap_or_else(|| "nothing".into()),
                 state
             )),
-            Err(e) => output::warning(&format!("warmup still points at releases/{hex}: {e}")),
+            Err(e) => output::warning(&format!("warmup still points at releases/{commit}: {e}")),
         }
     }
 }
@@ -792,6 +787,10 @@ mod tests {
     const OLD: &str = "1111111111111111111111111111111111111111";
     const NEW: &str = "2222222222222222222222222222222222222222";
 
+    fn id(hex: &str) -> Commit {
+        Commit::parse(hex).unwrap()
+    }
+
     /// A root with two ready releases, production on OLD, and promote steps
     /// that append their name to `trace` (after_switch/check as given).
     fn root_with(after_switch: &str, stop: &str) -> (tempfile::TempDir, Ctx) {
@@ -799,15 +798,15 @@ mod tests {
         let root = Root::new(t.path()).unwrap();
         root.ensure_state_dirs().unwrap();
         for c in [OLD, NEW] {
-            std::fs::create_dir_all(root.release(c)).unwrap();
+            std::fs::create_dir_all(root.main_release(id(c))).unwrap();
             release::save(
                 &root,
-                &Record::building(c, "refs/heads/main", String::new()),
+                &Record::building(id(c), "refs/heads/main", String::new()),
             )
             .unwrap();
-            release::set_state(&root, c, State::Ready, None).unwrap();
+            release::set_state(&root, &id(c).into(), State::Ready, None).unwrap();
         }
-        symlink::flip(&root.dir, PRODUCTION, &symlink::release_target(OLD)).unwrap();
+        symlink::flip(&root.dir, PRODUCTION, &symlink::release_target(id(OLD))).unwrap();
         let trace = t.path().join("trace");
         let step = |name: &str, extra: &str| {
             format!(
@@ -872,14 +871,14 @@ mod tests {
         let (t, ctx) = root_with("", "");
         let entry = switch_with(
             &ctx,
-            NEW,
+            id(NEW),
             Event::Promote,
             "refs/tags/release-1",
             None,
             SchemaPlan::default(),
         )
         .unwrap();
-        assert_eq!(ctx.root.production().as_deref(), Some(NEW));
+        assert_eq!(ctx.root.production(), Some(id(NEW)));
         assert_eq!(trace(&t), ["stop NEW", "after_switch NEW", "start NEW"]);
         assert_eq!(last_result(&ctx), Some(Outcome::Ok));
         assert!(entry.durations.contains_key("flip"));
@@ -891,7 +890,7 @@ mod tests {
         let (t, ctx) = root_with("", "; exit 7");
         let err = switch_with(
             &ctx,
-            NEW,
+            id(NEW),
             Event::Promote,
             "refs/tags/release-1",
             None,
@@ -899,12 +898,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.exit_code(), 3, "a step's failure: {err}");
-        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        assert_eq!(ctx.root.production(), Some(id(OLD)));
         // Started in the release production still serves.
         assert_eq!(trace(&t), ["stop NEW", "start OLD"]);
         assert_eq!(last_result(&ctx), Some(Outcome::Failed));
         assert!(
-            release::is_ready(&ctx.root, NEW),
+            release::is_ready(&ctx.root, &id(NEW).into()),
             "nothing says the release is bad"
         );
     }
@@ -914,7 +913,7 @@ mod tests {
         let (t, ctx) = root_with("; exit 1", "");
         let err = switch_with(
             &ctx,
-            NEW,
+            id(NEW),
             Event::Promote,
             "refs/tags/release-1",
             None,
@@ -922,14 +921,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.exit_code(), 1);
-        assert_eq!(ctx.root.production().as_deref(), Some(OLD));
+        assert_eq!(ctx.root.production(), Some(id(OLD)));
         assert_eq!(
             trace(&t),
             ["stop NEW", "after_switch NEW", "stop NEW", "start OLD"]
         );
         assert_eq!(last_result(&ctx), Some(Outcome::RolledBack));
         assert_eq!(
-            release::effective_state(&ctx.root, NEW).to_string(),
+            release::effective_state(&ctx.root, &id(NEW).into()).to_string(),
             "bad",
             "a failure after the flip is the release's"
         );
@@ -938,8 +937,8 @@ mod tests {
     #[test]
     fn finishing_after_a_crash_names_the_phase_that_failed() {
         let (t, ctx) = root_with("; exit 1", "");
-        let env = step_env(&ctx, NEW, Some(OLD), "refs/tags/release-1", vec![]);
-        let failure = finish_after_flip(&ctx, NEW, env).unwrap_err();
+        let env = step_env(&ctx, id(NEW), Some(id(OLD)), "refs/tags/release-1", vec![]);
+        let failure = finish_after_flip(&ctx, id(NEW), env).unwrap_err();
         assert_eq!(failure.stage, SwitchPhase::AfterSwitch);
         assert_eq!(failure.cause(), Cause::Failed);
         assert!(

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, LineKind};
+use crate::state::release_name::Recorded;
 
 /// What one promote or rollback did.
 #[derive(Debug, Serialize, PartialEq)]
@@ -24,11 +26,11 @@ pub(crate) struct SwitchReport {
     /// Whether production points somewhere else than before.
     pub(crate) changed: bool,
     /// The release's commit the run switched (or tried to switch) to.
-    pub(crate) commit: Option<String>,
+    pub(crate) commit: Option<Commit>,
     /// Production's commit before the run.
-    pub(crate) production_before: Option<String>,
+    pub(crate) production_before: Option<Commit>,
     /// Production's commit after it.
-    pub(crate) production_after: Option<String>,
+    pub(crate) production_after: Option<Commit>,
     /// When production was flipped to `commit` (RFC 3339, milliseconds),
     /// also when it was flipped back afterwards (`rolled-back`).
     pub(crate) switched_at: Option<String>,
@@ -105,8 +107,8 @@ pub(crate) fn flip_time(end: &Entry) -> Option<jiff::Timestamp> {
 fn summarize(
     event: Event,
     res: &Result<()>,
-    before: Option<String>,
-    after: Option<String>,
+    before: Option<Commit>,
+    after: Option<Commit>,
     ours: &[&Entry],
 ) -> SwitchReport {
     let end = ours
@@ -120,9 +122,13 @@ fn summarize(
     };
     // A promote that failed in its warm-up has only the warm-up's entries.
     let commit = end
-        .and_then(|e| e.commit.clone())
-        .or_else(|| ours.iter().rev().find_map(|e| e.commit.clone()))
-        .or_else(|| res.as_ref().ok().and(after.clone()));
+        .and_then(|e| e.commit.as_ref().and_then(Recorded::main))
+        .or_else(|| {
+            ours.iter()
+                .rev()
+                .find_map(|e| e.commit.as_ref().and_then(Recorded::main))
+        })
+        .or_else(|| res.as_ref().ok().and(after));
     let (error, help, exit_code) = match res {
         Ok(()) => (None, None, 0),
         Err(e) => (Some(e.to_string()), e.help(), e.exit_code()),
@@ -150,12 +156,24 @@ mod tests {
     use super::*;
     use crate::error::Error;
 
+    /// A commit for each name the tests use.
+    fn id(name: &str) -> Commit {
+        let digit = match name {
+            "old" => "1",
+            "new" => "2",
+            "c" => "3",
+            "bad" => "4",
+            _ => "5",
+        };
+        Commit::parse(&digit.repeat(40)).unwrap()
+    }
+
     fn end(event: &str, commit: &str, result: &str, time: &str) -> Entry {
         // Spelled as in the journal file, which is what these stand for.
         let text = |s: &str| format!("\"{s}\"");
         let event: Event = serde_json::from_str(&text(event)).unwrap();
         let result: journal::Outcome = serde_json::from_str(&text(result)).unwrap();
-        let mut e = Entry::start(event, Some(commit), None).end(result);
+        let mut e = Entry::start(event, Some(&id(commit).into()), None).end(result);
         e.time = crate::sys::time::Time::parse(time);
         e.durations.insert("flip".into(), 0.25);
         e.durations.insert("total".into(), 1.5);
@@ -182,13 +200,13 @@ mod tests {
         let ok = summarize(
             Event::Promote,
             &Ok(()),
-            Some("old".into()),
-            Some("new".into()),
+            Some(id("old")),
+            Some(id("new")),
             &[&e],
         );
         assert_eq!(ok.result.as_ref(), "ok");
         assert!(ok.changed);
-        assert_eq!(ok.commit.as_deref(), Some("new"));
+        assert_eq!(ok.commit, Some(id("new")));
         assert_eq!(ok.switched_at.as_deref(), Some("2026-11-26T14:00:00.750Z"));
 
         let rb = end("promote", "new", "rolled-back", "2026-11-26T14:00:02.000Z");
@@ -196,8 +214,8 @@ mod tests {
         let out = summarize(
             Event::Promote,
             &Err(err),
-            Some("old".into()),
-            Some("old".into()),
+            Some(id("old")),
+            Some(id("old")),
             &[&rb],
         );
         assert_eq!(out.result.as_ref(), "rolled-back");
@@ -206,26 +224,20 @@ mod tests {
         assert_eq!(out.help.as_deref(), Some("see the log"));
         assert_eq!(out.exit_code, 1);
 
-        let same = summarize(
-            Event::Promote,
-            &Ok(()),
-            Some("c".into()),
-            Some("c".into()),
-            &[],
-        );
+        let same = summarize(Event::Promote, &Ok(()), Some(id("c")), Some(id("c")), &[]);
         assert_eq!((same.result.as_ref(), same.changed), ("unchanged", false));
-        assert_eq!(same.commit.as_deref(), Some("c"));
+        assert_eq!(same.commit, Some(id("c")));
 
         let warm = end("warmup", "bad", "failed", "2026-11-26T14:00:02.000Z");
         let failed = summarize(
             Event::Promote,
             &Err(Error::msg("warm-up failed")),
-            Some("c".into()),
-            Some("c".into()),
+            Some(id("c")),
+            Some(id("c")),
             &[&warm],
         );
         assert_eq!(failed.result.as_ref(), "failed");
-        assert_eq!(failed.commit.as_deref(), Some("bad"));
+        assert_eq!(failed.commit, Some(id("bad")));
         assert_eq!(failed.switched_at, None);
     }
 

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::state::commit::Commit;
 use crate::state::manifest::{self, Depth, Drift, DriftKind};
-use crate::state::root::short;
+use crate::state::release_name::ReleaseName;
 use crate::sys::output;
 
 /// What checking one release found.
@@ -31,8 +32,8 @@ pub(crate) enum Finding {
 /// One release checked, and how long it took.
 #[derive(Debug)]
 pub(crate) struct Checked {
-    /// The release directory's name in releases/.
-    pub(crate) name: String,
+    /// The release checked.
+    pub(crate) name: ReleaseName,
     /// What was found.
     pub(crate) finding: Finding,
     /// How long the check took.
@@ -49,12 +50,12 @@ impl Checked {
     }
 }
 
-/// Check the release directory `name` (in releases/) against its manifest.
-pub(crate) fn check(ctx: &Ctx, name: &str, depth: Depth) -> Result<Checked> {
+/// Check the release `name` against its manifest.
+pub(crate) fn check(ctx: &Ctx, name: &ReleaseName, depth: Depth) -> Result<Checked> {
     let started = Instant::now();
     let Some(m) = manifest::load(&ctx.root, name)? else {
         return Ok(Checked {
-            name: name.to_string(),
+            name: name.clone(),
             finding: Finding::NoManifest,
             took: started.elapsed(),
         });
@@ -79,7 +80,7 @@ pub(crate) fn check(ctx: &Ctx, name: &str, depth: Depth) -> Result<Checked> {
         Finding::Drifted { entries, drift }
     };
     Ok(Checked {
-        name: name.to_string(),
+        name: name.clone(),
         finding,
         took: started.elapsed(),
     })
@@ -89,16 +90,9 @@ pub(crate) fn check(ctx: &Ctx, name: &str, depth: Depth) -> Result<Checked> {
 /// commit: the commit exported beside it (a temporary directory in
 /// releases/, removed after), scanned with the shared paths left out as
 /// well. Returns how many entries it has.
-pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
+pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &ReleaseName) -> Result<usize> {
     let root = &ctx.root;
-    let hex = if crate::state::root::is_commit_hash(name) {
-        name.to_string()
-    } else {
-        crate::state::root::parse_preview_release(name)
-            .map(|(_, c)| c.to_string())
-            .ok_or_else(|| Error::msg(format!("releases/{name} is not a release of a commit")))?
-    };
-    let commit = crate::state::commit::Commit::parse(&hex)?;
+    let commit = name.commit();
     let repo = crate::state::repo::open(&root.repository())?;
     let tmp = root.releases().join(format!(
         "{}verify-{name}-{}",
@@ -107,7 +101,7 @@ pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
     ));
     let built = (|| {
         crate::deploy::export::Source::of(&repo, commit)?.export(&repo, &tmp)?;
-        crate::deploy::export::write_revision(&tmp, &hex)?;
+        crate::deploy::export::write_revision(&tmp, commit)?;
         // The shared paths are links into common/ in the release; what the
         // commit has there was replaced by them.
         let mut excluded = manifest::excluded_paths(&ctx.config);
@@ -121,7 +115,7 @@ pub(crate) fn manifest_from_commit(ctx: &Ctx, name: &str) -> Result<usize> {
         }
         let m = manifest::Manifest {
             excluded,
-            from_commit: Some(hex.clone()),
+            from_commit: Some(commit),
             entries,
         };
         manifest::write(root, name, &m, true)?;
@@ -168,19 +162,19 @@ pub(crate) enum Before {
     },
 }
 
-/// Check `hex`'s release before a switch stops anything, as
+/// Check `commit`'s release before a switch stops anything, as
 /// `promote.verify` says; a release that changed since its warm-up is
 /// refused (or, for a forced rollback, warned about). A release without a
 /// manifest gets a warning and goes ahead: it predates manifests.
-pub(crate) fn before_switch(ctx: &Ctx, hex: &str, why: Before) -> Result<()> {
+pub(crate) fn before_switch(ctx: &Ctx, commit: Commit, why: Before) -> Result<()> {
     let depth = match ctx.config.promote.verify {
         crate::state::config::VerifyMode::Off => return Ok(()),
         crate::state::config::VerifyMode::Full => Depth::Full,
         crate::state::config::VerifyMode::Metadata => Depth::Metadata,
     };
-    let checked = check(ctx, hex, depth)?;
+    let checked = check(ctx, &commit.into(), depth)?;
     tracing::info!(
-        release = hex,
+        release = commit.as_str(),
         seconds = checked.took.as_secs_f64(),
         "verified before the switch"
     );
@@ -189,8 +183,8 @@ pub(crate) fn before_switch(ctx: &Ctx, hex: &str, why: Before) -> Result<()> {
         Finding::NoManifest => {
             output::warning(&format!(
                 "releases/{} has no manifest (it was warmed up before symdeploy kept them), so it is not checked; `symdeploy verify {}` says more",
-                short(hex),
-                short(hex)
+                commit.short(),
+                commit.short()
             ));
             return Ok(());
         }
@@ -198,11 +192,11 @@ pub(crate) fn before_switch(ctx: &Ctx, hex: &str, why: Before) -> Result<()> {
     };
     let what = format!(
         "releases/{} has changed since its warm-up ({}): {}",
-        short(hex),
+        commit.short(),
         output::count(drift.len() as u64, "difference", "differences"),
         first_few(drift, 5)
     );
-    let list = format!("`symdeploy verify {}` lists every change", short(hex));
+    let list = format!("`symdeploy verify {}` lists every change", commit.short());
     match why {
         Before::Rollback { force: true } => {
             output::warning(&format!("{what}; rolling back to it anyway (--force)"));
@@ -210,26 +204,25 @@ pub(crate) fn before_switch(ctx: &Ctx, hex: &str, why: Before) -> Result<()> {
         }
         Before::Rollback { force: false } => Err(Error::with_help(
             format!("{what}; not rolling back to it: production and the daemons are untouched"),
-            format!("{list}; `symdeploy rollback --force {}` rolls back to it all the same, or roll back to another release (`symdeploy releases`)", short(hex)),
+            format!("{list}; `symdeploy rollback --force {}` rolls back to it all the same, or roll back to another release (`symdeploy releases`)", commit.short()),
         )),
         Before::Promote => Err(Error::with_help(
             format!("{what}; not promoting it: production and the daemons are untouched"),
-            format!("{list}; build it again from its commit with `symdeploy warmup --rebuild {}` and promote that (a change meant to stay belongs in a commit)", short(hex)),
+            format!("{list}; build it again from its commit with `symdeploy warmup --rebuild {}` and promote that (a change meant to stay belongs in a commit)", commit.short()),
         )),
     }
 }
 
 /// The releases `--all` checks: every ready main release and every live
 /// preview's, as (name in releases/, what points at it).
-pub(crate) fn all_releases(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>> {
+pub(crate) fn all_releases(ctx: &Ctx) -> Result<Vec<(ReleaseName, Vec<String>)>> {
     let root = &ctx.root;
-    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut out: Vec<(ReleaseName, Vec<String>)> = Vec::new();
     let mut names = root.release_dirs()?;
     names.sort();
     for c in names {
-        if crate::state::release::is_ready(root, &c) {
-            let roles = roles(ctx, &c);
-            out.push((c, roles));
+        if crate::state::release::is_ready(root, &c.into()) {
+            out.push((c.into(), roles(ctx, c)));
         }
     }
     let mut slugs: Vec<String> = std::fs::read_dir(root.previews())
@@ -251,12 +244,12 @@ pub(crate) fn all_releases(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>> {
 }
 
 /// `production`, `warmup`: what points at the main release `name`.
-pub(crate) fn roles(ctx: &Ctx, name: &str) -> Vec<String> {
+pub(crate) fn roles(ctx: &Ctx, name: Commit) -> Vec<String> {
     let mut r = Vec::new();
-    if ctx.root.production().as_deref() == Some(name) {
+    if ctx.root.production() == Some(name) {
         r.push("production".to_string());
     }
-    if ctx.root.warmup().as_deref() == Some(name) {
+    if ctx.root.warmup() == Some(name) {
         r.push("warmup".to_string());
     }
     r

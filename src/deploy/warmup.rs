@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::release::{self, Record, State};
-use crate::state::root::short;
+use crate::state::release_name::ReleaseName;
 use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
@@ -85,45 +85,44 @@ fn warm_impl(
     then: Then,
 ) -> Result<bool> {
     let root = &ctx.root;
-    let hex = commit.to_string();
     let subject = repo::subject(repo, commit.id()).unwrap_or_default();
     output::header(&format!(
         "warming up {} ({git_ref}): {subject}",
-        short(&hex)
+        commit.short()
     ));
-    if release::is_ready(root, &hex) && !rebuild {
-        already_ready(ctx, &hex, git_ref, then)?;
+    if release::is_ready(root, &commit.into()) && !rebuild {
+        already_ready(ctx, commit, git_ref, then)?;
         return Ok(false);
     }
-    remove_earlier_build(ctx, &hex)?;
+    remove_earlier_build(ctx, commit)?;
 
-    let mut entry = Entry::start(Event::Warmup, Some(&hex), Some(git_ref));
+    let mut entry = Entry::start(Event::Warmup, Some(&commit.into()), Some(git_ref));
     journal::append(root, &entry)?;
-    release::save(root, &Record::building(&hex, git_ref, subject))?;
+    release::save(root, &Record::building(commit, git_ref, subject))?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
     let built = build(ctx, repo, commit, git_ref, &mut durations);
     entry.durations = durations;
     if let Err(e) = built {
-        return Err(failed(ctx, entry, e, &hex, git_ref, then));
+        return Err(failed(ctx, entry, e, commit, git_ref, then));
     }
     if then == Then::WaitForGit {
         // Strict mode checks at git's `prepared`, once warmup may point here.
-        release::set_state(root, &hex, State::Ready, None)?;
+        release::set_state(root, &commit.into(), State::Ready, None)?;
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
                 "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
-                short(&hex)
+                commit.short()
             ),
-            &hex,
+            commit.as_str(),
         );
         return Ok(true);
     }
     if ctx.config.warmup.check.is_empty() {
-        release::set_state(root, &hex, State::Ready, None)?;
+        release::set_state(root, &commit.into(), State::Ready, None)?;
         faults::point("before-flip-warmup");
-        point_warmup(ctx, &hex)?;
+        point_warmup(ctx, commit)?;
         faults::point("after-flip-warmup");
     } else {
         // The check goes through www_warmup, so warmup points at the release
@@ -131,31 +130,31 @@ fn warm_impl(
         // recovery marks failed and moves warmup off.
         let before = root.warmup();
         faults::point("before-flip-warmup");
-        point_warmup(ctx, &hex)?;
+        point_warmup(ctx, commit)?;
         faults::point("after-flip-warmup");
-        if let Err(e) = check(ctx, &hex, git_ref, &mut entry.durations) {
-            warmup_back(ctx, &hex, before.as_deref());
-            return Err(failed(ctx, entry, e, &hex, git_ref, then));
+        if let Err(e) = check(ctx, commit, git_ref, &mut entry.durations) {
+            warmup_back(ctx, commit, before);
+            return Err(failed(ctx, entry, e, commit, git_ref, then));
         }
-        release::set_state(root, &hex, State::Ready, None)?;
+        release::set_state(root, &commit.into(), State::Ready, None)?;
     }
 
-    if let Some(took) = notify(ctx, &hex, git_ref, Outcome::Ok, None) {
+    if let Some(took) = notify(ctx, commit, git_ref, Outcome::Ok, None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
     }
     entry
         .durations
         .insert("total".into(), started.elapsed().as_secs_f64());
     journal::append(root, &entry.end(Outcome::Ok))?;
-    finish_message(ctx, &hex, started.elapsed(), then.then_promote());
+    finish_message(ctx, commit, started.elapsed(), then.then_promote());
     Ok(true)
 }
 
-/// Run `warmup.check` against `hex`, which `warmup` points at now, retried
+/// Run `warmup.check` against `commit`, which `warmup` points at now, retried
 /// for `warmup.check_timeout`.
 pub(crate) fn check(
     ctx: &Ctx,
-    hex: &str,
+    commit: Commit,
     git_ref: &str,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -165,7 +164,7 @@ pub(crate) fn check(
     crate::deploy::switch::check_until(
         "check",
         &w.check,
-        &step_env(ctx, hex, git_ref),
+        &step_env(ctx, commit, git_ref),
         w.check_timeout,
         "warmup.check_timeout",
     )?;
@@ -173,30 +172,29 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// A failed check: `warmup` back where it pointed before the flip to `hex`
-/// (if that release is still ready), else off `hex` the usual way. Never
+/// A failed check: `warmup` back where it pointed before the flip to `commit`
+/// (if that release is still ready), else off `commit` the usual way. Never
 /// fails: it runs on an error path, and a problem is reported.
-pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
+pub(crate) fn warmup_back(ctx: &Ctx, commit: Commit, before: Option<Commit>) {
     let _unwinding = crate::sys::signals::unwinding("moving warmup back");
     let root = &ctx.root;
-    if root.warmup().as_deref() != Some(hex) {
+    if root.warmup() != Some(commit) {
         return;
     }
-    let moved = match before.filter(|b| *b != hex && release::is_ready(root, b)) {
-        Some(b) => crate::deploy::pointers::flip_warmup(ctx, b).map(|_| Some(b.to_string())),
+    let moved = match before.filter(|b| *b != commit && release::is_ready(root, &(*b).into())) {
+        Some(b) => crate::deploy::pointers::flip_warmup(ctx, b).map(|_| Some(b)),
         None => match before {
             // It pointed nowhere: it points nowhere again.
             None => std::fs::remove_file(root.link(crate::state::root::WARMUP))
                 .at("remove", root.link(crate::state::root::WARMUP))
                 .map(|_| None),
-            Some(_) => crate::deploy::pointers::warmup_off(ctx, hex),
+            Some(_) => crate::deploy::pointers::warmup_off(ctx, commit),
         },
     };
     match moved {
         Ok(back) => output::detail(&format!(
             "warmup -> {} (back)",
-            back.as_deref()
-                .map(|c| format!("releases/{}", short(c)))
+            back.map(|c| format!("releases/{}", c.short()))
                 .unwrap_or_else(|| "nothing".into())
         )),
         Err(e) => output::error(&format!("could not move warmup back: {e}")),
@@ -206,34 +204,34 @@ pub(crate) fn warmup_back(ctx: &Ctx, hex: &str, before: Option<&str>) {
 /// The commit has a ready release already: nothing is built. A warm-up
 /// re-points `warmup` at it (journaled `unchanged`); a strict build leaves
 /// that to the flip once git has the ref.
-fn already_ready(ctx: &Ctx, hex: &str, git_ref: &str, then: Then) -> Result<()> {
+fn already_ready(ctx: &Ctx, commit: Commit, git_ref: &str, then: Then) -> Result<()> {
     let Then::Flip { then_promote } = then else {
         output::detail_full(
             &format!(
                 "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
-                short(hex)
+                commit.short()
             ),
-            hex,
+            commit.as_str(),
         );
         return Ok(());
     };
     let root = &ctx.root;
-    let entry = Entry::start(Event::Warmup, Some(hex), Some(git_ref));
+    let entry = Entry::start(Event::Warmup, Some(&commit.into()), Some(git_ref));
     journal::append(root, &entry)?;
     let started = Instant::now();
-    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", short(hex)), hex);
-    point_warmup(ctx, hex)?;
+    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", commit.short()), commit.as_str());
+    point_warmup(ctx, commit)?;
     journal::append(root, &entry.end(Outcome::Unchanged))?;
-    finish_message(ctx, hex, started.elapsed(), then_promote);
+    finish_message(ctx, commit, started.elapsed(), then_promote);
     Ok(())
 }
 
 /// An earlier build of the commit (failed, cut short, or `--rebuild`) is
 /// removed before a new one; one that production or warmup points at is
 /// refused instead.
-fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
+fn remove_earlier_build(ctx: &Ctx, commit: Commit) -> Result<()> {
     let root = &ctx.root;
-    let dir = root.release(hex);
+    let dir = root.main_release(commit);
     if !dir.exists() {
         return Ok(());
     }
@@ -241,53 +239,56 @@ fn remove_earlier_build(ctx: &Ctx, hex: &str) -> Result<()> {
     // The release warmup points at (one that changed since its warm-up, say)
     // can be rebuilt once warmup stands on production's complete release
     // meanwhile; it flips back when the rebuild is ready.
-    if root.warmup().as_deref() == Some(hex) {
-        if let Some(p) = production
-            .as_deref()
-            .filter(|p| *p != hex && release::is_ready(root, p))
+    if root.warmup() == Some(commit) {
+        if let Some(p) =
+            production.filter(|p| *p != commit && release::is_ready(root, &(*p).into()))
         {
             output::detail(&format!(
                 "warmup -> releases/{} (production's) while releases/{} is rebuilt",
-                short(p),
-                short(hex)
+                p.short(),
+                commit.short()
             ));
             crate::deploy::pointers::flip_warmup(ctx, p)?;
         }
     }
-    let which = if production.as_deref() == Some(hex) {
+    let which = if production == Some(commit) {
         Some("production")
-    } else if root.warmup().as_deref() == Some(hex) {
+    } else if root.warmup() == Some(commit) {
         Some("warmup")
     } else {
         None
     };
     if let Some(which) = which {
         return Err(Error::with_help(
-            format!("releases/{hex} is what {which} points at, so it cannot be rebuilt in place"),
+            format!(
+                "releases/{commit} is what {which} points at, so it cannot be rebuilt in place"
+            ),
             "warm up and promote another commit first, then rebuild this one",
         ));
     }
     output::detail(&format!(
         "removing the earlier {} build of releases/{}",
-        release::effective_state(root, hex),
-        short(hex)
+        release::effective_state(root, &commit.into()),
+        commit.short()
     ));
     std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
-    release::forget(root, hex);
+    release::forget(root, &commit.into());
     Ok(())
 }
 
 /// A build that failed or was interrupted: the release is marked failed,
 /// the run ended, chat and CI told (a post-receive push exits 0 whatever
 /// happens), and the error returned whole for the renderer.
-fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: Then) -> Error {
+fn failed(ctx: &Ctx, entry: Entry, e: Error, commit: Commit, git_ref: &str, then: Then) -> Error {
     let root = &ctx.root;
     let then_promote = then.then_promote();
     let interrupted = matches!(e, Error::Interrupted { .. });
     // What could not be written down is said with the failure, never in
     // its place: the build's own error is what the pusher must see.
     let mut unrecorded = Vec::new();
-    if let Err(marked) = release::set_state(root, hex, State::Failed, Some(e.to_string())) {
+    if let Err(marked) =
+        release::set_state(root, &commit.into(), State::Failed, Some(e.to_string()))
+    {
         unrecorded.push(marked.to_string());
     }
     let mut entry = entry;
@@ -301,14 +302,14 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
         unrecorded.push(journaled.to_string());
     }
     if !interrupted {
-        notify(ctx, hex, git_ref, Outcome::Failed, Some(&e));
+        notify(ctx, commit, git_ref, Outcome::Failed, Some(&e));
         if then_promote {
             // A promote was asked for (a tag, `-o promote`) and nothing was
             // switched: its notify hears `failed` too.
             crate::deploy::switch::notify(
                 ctx,
-                hex,
-                root.production().as_ref(),
+                commit,
+                root.production(),
                 git_ref,
                 Outcome::Failed,
                 Some(&e),
@@ -319,14 +320,14 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, hex: &str, git_ref: &str, then: The
         (
             format!(
                 "warm-up of {} was interrupted (the release is marked failed): {e}",
-                short(hex)
+                commit.short()
             ),
             e.help().unwrap_or_default(),
         )
     } else {
         (
-            format!("warm-up of {} failed: {e}", short(hex)),
-            advice(&e, hex, then_promote),
+            format!("warm-up of {} failed: {e}", commit.short()),
+            advice(&e, commit, then_promote),
         )
     };
     let message = match unrecorded.is_empty() {
@@ -353,25 +354,22 @@ fn build(
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
     let root = &ctx.root;
-    let hex = commit.to_string();
-    let dir = root.release(&hex);
+    let dir = root.main_release(commit);
 
     // Before anything is written: a deploy must not fill the disk.
     let carry_from = [root.warmup(), root.production()]
         .into_iter()
         .flatten()
-        .find(|c| *c != hex && release::is_ready(root, c));
+        .find(|c| *c != commit && release::is_ready(root, &(*c).into()));
     let source = export::Source::of(repo, commit)?;
     crate::deploy::disk::preflight(
         ctx,
         repo,
         source,
-        carry_from
-            .as_deref()
-            .filter(|_| !ctx.config.carry.is_empty()),
+        carry_from.filter(|_| !ctx.config.carry.is_empty()),
     )?;
 
-    export_stage(ctx, repo, source, &hex, durations)?;
+    export_stage(ctx, repo, source, &commit.into(), durations)?;
     crate::sys::signals::check("the warm-up stopped after the export")?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
@@ -386,9 +384,9 @@ fn build(
         let previous = [root.warmup(), root.production()]
             .into_iter()
             .flatten()
-            .find(|c| *c != hex && release::is_ready(root, c));
+            .find(|c| *c != commit && release::is_ready(root, &(*c).into()));
         match previous {
-            Some(prev) => carry::carry(&root.release(&prev), &dir, &ctx.config.carry)?,
+            Some(prev) => carry::carry(&root.main_release(prev), &dir, &ctx.config.carry)?,
             None => output::detail("no previous release to carry from"),
         }
         durations.insert("carry".into(), stage.done().as_secs_f64());
@@ -400,7 +398,7 @@ fn build(
         durations.insert("shared".into(), stage.done().as_secs_f64());
     }
 
-    let env = step_env(ctx, &hex, git_ref);
+    let env = step_env(ctx, commit, git_ref);
     let w = &ctx.config.warmup;
     let stages = [
         ("build", &w.build),
@@ -408,6 +406,7 @@ fn build(
         ("migrate", &w.migrate),
     ];
     let exported = Exported {
+        name: &commit.into(),
         dir: &dir,
         common: &root.common(),
         what: "the warm-up",
@@ -419,6 +418,8 @@ fn build(
 /// A release directory whose export is done, and what the rest of its
 /// build needs to know: the tail warm-ups and previews share.
 pub(crate) struct Exported<'a> {
+    /// The release: its manifest is stored by this name.
+    pub(crate) name: &'a ReleaseName,
     /// The release directory.
     pub(crate) dir: &'a std::path::Path,
     /// Where its shared paths point (`common/`, or the preview's own).
@@ -479,14 +480,9 @@ impl Exported<'_> {
         // the ACLs (which change ctimes), before the sync. It prints nothing
         // on success; its time is in the journal and the run log.
         let started = std::time::Instant::now();
-        let name = self
-            .dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::msg(format!("{} has no name", self.dir.display())))?;
         let entries = crate::state::manifest::record(
             &ctx.root,
-            name,
+            self.name,
             self.dir,
             &crate::state::manifest::excluded_paths(&ctx.config),
         )?;
@@ -536,12 +532,11 @@ pub(crate) fn export_stage(
     ctx: &Ctx,
     repo: &gix::Repository,
     source: export::Source,
-    name: &str,
+    name: &ReleaseName,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
     let root = &ctx.root;
     let commit = source.commit;
-    let hex = commit.to_string();
     let dir = root.release(name);
     let stage = Stage::start("export");
     let tmp = root.releases().join(format!(
@@ -558,7 +553,7 @@ pub(crate) fn export_stage(
             return Err(explain_full_disk(e, repo, source, &root.releases()));
         }
     };
-    if let Err(e) = export::write_revision(&tmp, &hex) {
+    if let Err(e) = export::write_revision(&tmp, commit) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -626,13 +621,13 @@ fn explain_full_disk(
 }
 
 /// The environment warm-up steps get.
-pub(crate) fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
+pub(crate) fn step_env(ctx: &Ctx, commit: Commit, git_ref: &str) -> StepEnv {
     StepEnv {
         root: ctx.root.dir.clone(),
-        release: ctx.root.release(hex),
-        commit: hex.to_string(),
+        release: ctx.root.main_release(commit),
+        commit,
         git_ref: git_ref.to_string(),
-        previous: ctx.root.production().map(|c| ctx.root.release(&c)),
+        previous: ctx.root.production().map(|c| ctx.root.main_release(c)),
         extra: Vec::new(),
         timeout: ctx.config.step_timeout,
     }
@@ -643,7 +638,7 @@ pub(crate) fn step_env(ctx: &Ctx, hex: &str, git_ref: &str) -> StepEnv {
 /// Returns how long it took, if it had commands.
 pub(crate) fn notify(
     ctx: &Ctx,
-    hex: &str,
+    commit: Commit,
     git_ref: &str,
     result: Outcome,
     error: Option<&Error>,
@@ -653,7 +648,7 @@ pub(crate) fn notify(
         return None;
     }
     let stage = Stage::start("notify");
-    let mut env = step_env(ctx, hex, git_ref);
+    let mut env = step_env(ctx, commit, git_ref);
     env.extra
         .push(("SYMDEPLOY_RESULT".into(), result.as_ref().into()));
     if let Some(e) = error {
@@ -678,11 +673,17 @@ pub(crate) fn notify(
 /// a new push; fixed on the server (deploy.toml, `common/`, a missing
 /// program, permissions, disk) means running it again there, since pushing
 /// the same commit again runs no hook ("Everything up-to-date").
-pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
+pub(crate) fn advice(e: &Error, commit: Commit, then_promote: bool) -> String {
     let again = if then_promote {
-        format!("`{}`", advice::command(&format!("promote {}", short(hex))))
+        format!(
+            "`{}`",
+            advice::command(&format!("promote {}", commit.short()))
+        )
     } else {
-        format!("`{}`", advice::command(&format!("warmup {}", short(hex))))
+        format!(
+            "`{}`",
+            advice::command(&format!("warmup {}", commit.short()))
+        )
     };
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
@@ -711,13 +712,18 @@ pub(crate) fn advice(e: &Error, hex: &str, then_promote: bool) -> String {
     }
 }
 
-pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, then_promote: bool) {
+pub(crate) fn finish_message(
+    ctx: &Ctx,
+    commit: Commit,
+    took: std::time::Duration,
+    then_promote: bool,
+) {
     output::success(&format!(
         "warmup -> releases/{} (warm-up took {})",
-        short(hex),
+        commit.short(),
         crate::sys::fs::human_duration(took)
     ));
-    output::log_only(&format!("       warmup -> releases/{hex}"));
+    output::log_only(&format!("       warmup -> releases/{commit}"));
     if then_promote {
         return;
     }
@@ -725,7 +731,7 @@ pub(crate) fn finish_message(ctx: &Ctx, hex: &str, took: std::time::Duration, th
     let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
     output::detail(&format!(
         "promote it: `{}` on the server, or git tag {tag} {} && git push deploy {tag}",
-        advice::command(&format!("promote {}", short(hex))),
-        short(hex)
+        advice::command(&format!("promote {}", commit.short())),
+        commit.short()
     ));
 }

@@ -13,33 +13,35 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Commands, Entry, Event, Outcome};
 use crate::state::release::State;
-use crate::state::root::{short, WATCH_STAGE};
+use crate::state::release_name::Recorded;
+use crate::state::root::WATCH_STAGE;
 use crate::state::watch::{self as wstate, Current, Progress};
 use crate::sys::output;
 
 /// After a successful promote of `hex` (lock held): start watching it, if
 /// `promote.watch` says so. A watcher that cannot start is a warning: the
 /// promote itself is done.
-pub fn start(ctx: &Ctx, hex: &str, git_ref: &str, previous: Option<String>) {
+pub(crate) fn start(ctx: &Ctx, commit: Commit, git_ref: &str, previous: Option<Commit>) {
     let p = &ctx.config.promote;
-    if p.watch.is_zero() || ctx.root.production().as_deref() != Some(hex) {
+    if p.watch.is_zero() || ctx.root.production() != Some(commit) {
         return;
     }
-    if let Err(e) = spawn(ctx, hex, git_ref, previous) {
+    if let Err(e) = spawn(ctx, commit, git_ref, previous) {
         output::warning(&format!(
             "production is not watched: {e} (the promote itself is done)"
         ));
     }
 }
 
-fn spawn(ctx: &Ctx, hex: &str, git_ref: &str, previous: Option<String>) -> Result<()> {
+fn spawn(ctx: &Ctx, commit: Commit, git_ref: &str, previous: Option<Commit>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let root = &ctx.root;
     let p = &ctx.config.promote;
-    let mut entry = Entry::start(Event::Watch, Some(hex), Some(git_ref));
-    entry.previous = previous;
+    let mut entry = Entry::start(Event::Watch, Some(&commit.into()), Some(git_ref));
+    entry.previous = previous.map(Into::into);
     entry.commands = Some(Commands::of(p));
     entry.log = None;
     let now = jiff::Timestamp::now().as_second();
@@ -92,7 +94,7 @@ fn spawn(ctx: &Ctx, hex: &str, git_ref: &str, previous: Option<String>) -> Resul
     drop(child);
     output::detail(&format!(
         "watching production (releases/{}) until {} UTC: a check every {}s; `symdeploy status` shows it, `symdeploy watch stop` ends it",
-        short(hex),
+        commit.short(),
         current.until_clock(),
         current.interval
     ));
@@ -100,20 +102,24 @@ fn spawn(ctx: &Ctx, hex: &str, git_ref: &str, previous: Option<String>) -> Resul
 }
 
 /// `symdeploy watch run RUN`: the detached watcher of the watch `run`.
-pub fn run(ctx: &Ctx, run: &str) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, run: &str) -> Result<()> {
     let root = &ctx.root;
     let Some(current) = wstate::current(root).filter(|c| c.entry.run == run) else {
         return Ok(());
     };
-    crate::session::open_run_log(root, "watch", short(current.commit()));
+    // A watch names the release it watches; one that does not was not
+    // written by this version and is left to `watch stop`.
+    let Some(commit) = current.commit() else {
+        return Ok(());
+    };
+    crate::session::open_run_log(root, "watch", commit.short());
     // SIGTERM (a newer promote, `watch stop`, a shutdown) interrupts the
     // check and the sleep; SIGHUP is ignored.
     crate::sys::signals::install();
-    let hex = current.commit().to_string();
     let git_ref = current.entry.git_ref.clone().unwrap_or_default();
     output::header(&format!(
         "watching releases/{} until {} UTC ({} checks, every {}s)",
-        short(&hex),
+        commit.short(),
         current.until_clock(),
         current.total,
         current.interval
@@ -121,8 +127,8 @@ pub fn run(ctx: &Ctx, run: &str) -> Result<()> {
     let p = &ctx.config.promote;
     let env = crate::deploy::switch::step_env(
         ctx,
-        &hex,
-        current.entry.previous.as_deref(),
+        commit,
+        current.entry.previous.as_ref().and_then(Recorded::main),
         &git_ref,
         vec![],
     );
@@ -180,7 +186,7 @@ pub fn run(ctx: &Ctx, run: &str) -> Result<()> {
     wstate::clear(root, run);
     output::success(&format!(
         "releases/{} passed its watch ({}/{} checks ok)",
-        short(&hex),
+        commit.short(),
         progress.ok,
         progress.done
     ));
@@ -194,7 +200,7 @@ fn still_watching(ctx: &Ctx, current: &Current) -> bool {
         output::detail("the watch was ended from outside (a newer switch, `watch stop`)");
         return false;
     }
-    root.production().as_deref() == Some(current.commit())
+    current.commit().is_some() && root.production() == current.commit()
 }
 
 fn counts(end: &mut Entry, progress: Progress) {
@@ -218,7 +224,7 @@ fn interrupted(ctx: &Ctx, current: &Current, progress: Progress) -> Result<()> {
     wstate::clear(root, &current.entry.run);
     output::warning(&format!(
         "the watch of releases/{} was interrupted; production stays on it, unwatched",
-        short(current.commit())
+        current.commit().as_ref().map_or("?", Commit::short)
     ));
     Ok(())
 }
@@ -227,12 +233,14 @@ fn interrupted(ctx: &Ctx, current: &Current, progress: Progress) -> Result<()> {
 /// production still its release, roll back as a failed promote check does.
 fn roll_back(ctx: &Ctx, current: &Current, progress: Progress, e: Error) -> Result<()> {
     let root = &ctx.root;
-    let hex = current.commit().to_string();
+    let Some(commit) = current.commit() else {
+        return Err(e);
+    };
     let git_ref = current.entry.git_ref.clone().unwrap_or_default();
-    let previous = current.entry.previous.clone();
+    let previous = current.entry.previous.as_ref().and_then(Recorded::main);
     output::error(&format!(
         "the watch check of releases/{} failed: {e}; rolling back",
-        short(&hex)
+        commit.short()
     ));
     let _lock = crate::session::lock_and_recover(ctx, "a watch rolling back")?;
     if !still_watching(ctx, current) {
@@ -256,15 +264,16 @@ fn roll_back(ctx: &Ctx, current: &Current, progress: Progress, e: Error) -> Resu
     crate::deploy::switch::roll_back(
         &recorded,
         &current.entry,
-        previous.as_deref(),
+        commit,
+        previous,
         &git_ref,
         State::Bad,
         why.clone(),
     );
     crate::deploy::switch::notify(
         &recorded,
-        &hex,
-        previous.as_ref(),
+        commit,
+        previous,
         &git_ref,
         Outcome::RolledBack,
         Some(&Error::msg(why.clone())),
@@ -276,16 +285,16 @@ fn roll_back(ctx: &Ctx, current: &Current, progress: Progress, e: Error) -> Resu
     journal::append(root, &end)?;
     output::error(&format!(
         "releases/{} failed its watch and was rolled back; production is on {} (releases/{} is marked bad)",
-        short(&hex),
-        crate::deploy::pointers::describe(&root.production()),
-        short(&hex)
+        commit.short(),
+        crate::deploy::pointers::describe(root.production()),
+        commit.short()
     ));
     wstate::clear(root, &current.entry.run);
     Ok(())
 }
 
 /// `symdeploy watch stop`: end the watch under way by hand (journaled).
-pub fn stop(ctx: &Ctx) -> Result<()> {
+pub(crate) fn stop(ctx: &Ctx) -> Result<()> {
     let _run = crate::session::begin(ctx, Event::Watch, "stop", "stopping the watch")?;
     match wstate::current(&ctx.root) {
         None => {
@@ -301,8 +310,8 @@ pub fn stop(ctx: &Ctx) -> Result<()> {
             ) {
                 output::success(&format!(
                     "the watch of releases/{} is stopped; production stays on {}",
-                    short(&c),
-                    crate::deploy::pointers::describe(&ctx.root.production())
+                    c.short(),
+                    crate::deploy::pointers::describe(ctx.root.production())
                 ));
             }
             Ok(())

@@ -161,9 +161,11 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: Hook) -> Re
         std::time::Duration::from_secs(600),
     )
     .and_then(|_lock| {
+        let pushed = crate::state::commit::Commit::parse_stored(&update.new)
+            .map(crate::state::release_name::ReleaseName::Main);
         let mut entry = crate::state::journal::Entry::start(
             crate::state::journal::Event::Warmup,
-            Some(&update.new),
+            pushed.as_ref(),
             Some(&update.name),
         );
         crate::state::journal::append(root, &entry)?;
@@ -212,7 +214,7 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
         // Checked before the build too: a refused promote builds nothing.
         crate::access::authorize_promote(
             ctx,
-            commit.as_ref(),
+            commit,
             None,
             push_options().iter().any(|o| o == "unsigned"),
             "-o promote",
@@ -237,7 +239,7 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
     )?;
     crate::access::authorize_promote(
         ctx,
-        commit.as_ref(),
+        commit,
         Some((&update.new, &update.name)),
         false,
         "a release tag",

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::hook::push::RefUpdate;
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
 use crate::state::root::Root;
 use crate::sys::fs::start_time;
@@ -48,8 +49,10 @@ pub(crate) struct PendingUpdate {
     pub(crate) old: String,
     pub(crate) new: String,
     pub(crate) name: String,
-    /// The commit (`new` peeled).
-    pub(crate) commit: String,
+    /// The commit (`new` peeled); none for a deleted branch (written as
+    /// `""`, as before).
+    #[serde(with = "commit_or_empty")]
+    pub(crate) commit: Option<Commit>,
     /// Flip warmup to it.
     pub(crate) warm: bool,
     /// Promote it.
@@ -65,6 +68,41 @@ pub(crate) struct PendingUpdate {
     /// A deleted preview branch: the preview goes once git committed the deletion.
     #[serde(default)]
     pub(crate) remove_preview: bool,
+}
+
+impl PendingUpdate {
+    /// The commit this update builds or flips; an error for a deletion,
+    /// which has none (callers deal with deletions first).
+    pub(crate) fn commit(&self) -> Result<Commit> {
+        self.commit.ok_or_else(|| {
+            Error::msg(format!(
+                "the pending update of {} names no commit (a deleted branch)",
+                self.name
+            ))
+        })
+    }
+}
+
+/// `Option<Commit>` as the pending file has always spelled it: the hex, or
+/// `""` for none.
+mod commit_or_empty {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::state::commit::Commit;
+
+    pub(super) fn serialize<S: Serializer>(c: &Option<Commit>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.as_ref().map_or("", Commit::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Commit>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Commit::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Where one pushed ref is in strict mode's two phases. Written as the
@@ -194,9 +232,8 @@ pub(crate) fn remove_stale(root: &Root) {
             {
                 let now = repo
                     .as_ref()
-                    .and_then(|r| crate::state::repo::ref_commit(r, &u.name))
-                    .map(|c| c.to_string());
-                if now.as_deref() == Some(u.commit.as_str()) {
+                    .and_then(|r| crate::state::repo::ref_commit(r, &u.name));
+                if now.is_some() && now == u.commit {
                     continue;
                 }
                 let event = if u.preview.is_some() {
@@ -206,8 +243,8 @@ pub(crate) fn remove_stale(root: &Root) {
                 } else {
                     Event::Warmup
                 };
-                let mut end =
-                    Entry::start(event, Some(&u.commit), Some(&u.name)).end(Outcome::Rejected);
+                let mut end = Entry::start(event, u.commit.map(Into::into).as_ref(), Some(&u.name))
+                    .end(Outcome::Rejected);
                 end.error = Some(format!(
                     "git refused {} before updating it (e.g. not a fast-forward, the tag exists, or another push won the race); warmup and production were not moved",
                     u.name
@@ -302,7 +339,7 @@ fn release_unrecorded(root: &Root, p: &Pending, saved: std::time::SystemTime, bu
 
 /// Who holds a ref lock file of the repository, as far as strict mode knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockOwner {
+pub(crate) enum LockOwner {
     /// A strict push whose receive-pack is gone: recovery removes it.
     KilledPush(u32),
     /// A strict push still running (its flips run while git holds the ref).
@@ -312,7 +349,7 @@ pub enum LockOwner {
 }
 
 /// Every ref lock file of the repository with its owner.
-pub fn ref_locks(root: &Root) -> Vec<(crate::state::reflocks::Present, LockOwner)> {
+pub(crate) fn ref_locks(root: &Root) -> Vec<(crate::state::reflocks::Present, LockOwner)> {
     let present = crate::state::reflocks::present(&root.repository());
     if present.is_empty() {
         return Vec::new();
@@ -364,7 +401,7 @@ const UNKNOWN_LOCK_AGE: std::time::Duration = std::time::Duration::from_secs(60)
 /// The ref lock files `status --check` and `check` report, each with what
 /// to run: left by a killed strict push (`symdeploy recover`), or by some
 /// other git process long enough ago that it is likely dead.
-pub fn ref_lock_problems(root: &Root) -> Vec<String> {
+pub(crate) fn ref_lock_problems(root: &Root) -> Vec<String> {
     ref_locks(root)
         .into_iter()
         .filter_map(|(l, owner)| match owner {
@@ -400,17 +437,14 @@ pub(crate) fn receive_pack() -> Result<(u32, u64)> {
 
 /// Does some ref of the repository keep `commit` (is it reachable)? When the
 /// repository cannot be read, assume not: nothing then stays pointed at it.
-pub(crate) fn kept(ctx: &Ctx, commit: &str) -> bool {
-    let Ok(id) = gix::ObjectId::from_hex(commit.as_bytes()) else {
-        return false;
-    };
+pub(crate) fn kept(ctx: &Ctx, commit: Commit) -> bool {
     crate::state::repo::open(&ctx.root.repository())
-        .and_then(|r| crate::state::repo::reachable_from_refs(&r, id))
+        .and_then(|r| crate::state::repo::reachable_from_refs(&r, commit.id()))
         .unwrap_or(false)
 }
 
 /// Did git update `git_ref` to `commit` (is it there now)?
-pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: &str) -> bool {
+pub(crate) fn ref_kept(ctx: &Ctx, git_ref: &str, commit: Commit) -> bool {
     crate::state::repo::open(&ctx.root.repository())
         .ok()
         .and_then(|r| crate::state::repo::ref_commit(&r, git_ref))
@@ -446,7 +480,7 @@ mod tests {
             old: z.clone(),
             new: a.clone(),
             name: "refs/tags/release-1".into(),
-            commit: a.clone(),
+            commit: Commit::parse_stored(&a),
             warm: true,
             promote: true,
             state: UpdateState::Built,

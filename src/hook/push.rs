@@ -43,11 +43,11 @@ pub(crate) enum Action {
 /// Hook stdin, parsed: the updates to route, and the refs skipped because
 /// their names are not UTF-8 (shown with `\xNN` for the bytes that are not).
 #[derive(Debug, Default)]
-pub struct Input {
+pub(crate) struct Input {
     /// The updates, in git's order.
-    pub updates: Vec<RefUpdate>,
+    pub(crate) updates: Vec<RefUpdate>,
     /// Refs git accepted whose names are not UTF-8: never deployed.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
 }
 
 /// Parse hook stdin; the first bad line fails the whole input. Ref names
@@ -55,7 +55,7 @@ pub struct Input {
 /// name is not UTF-8 is skipped, not an error, so it never drops the other
 /// refs of the push. deploy.toml names branches and tags in UTF-8, so such
 /// a ref can be none of them.
-pub fn parse_input(input: &[u8]) -> Result<Input> {
+pub(crate) fn parse_input(input: &[u8]) -> Result<Input> {
     let mut out = Input::default();
     for (i, line) in input.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -75,7 +75,11 @@ pub fn parse_input(input: &[u8]) -> Result<Input> {
         let mut ids = Vec::new();
         for id in &fields[..2] {
             match std::str::from_utf8(id) {
-                Ok(id) if crate::state::root::is_commit_hash(id) => ids.push(id.to_string()),
+                // git hands hooks full lowercase ids (of commits, tag
+                // objects, or zeros for a deletion).
+                Ok(id) if crate::state::commit::Commit::parse_stored(id).is_some() => {
+                    ids.push(id.to_string())
+                }
                 _ => return Err(bad("not a full hexadecimal object id")),
             }
         }
@@ -99,7 +103,7 @@ pub fn parse_input(input: &[u8]) -> Result<Input> {
 }
 
 /// Bytes as text: UTF-8 as it is, every other byte as `\xNN`.
-pub fn shown_bytes(bytes: &[u8]) -> String {
+pub(crate) fn shown_bytes(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());
@@ -111,7 +115,7 @@ pub fn shown_bytes(bytes: &[u8]) -> String {
 }
 
 /// What a push is told about each ref it skipped for a name that is not UTF-8.
-pub fn warn_skipped(skipped: &[String]) {
+pub(crate) fn warn_skipped(skipped: &[String]) {
     for name in skipped {
         crate::sys::output::warning(&format!(
             "{} is not deployed: its name is not UTF-8, and the deploy branch, release tags and preview branches are named in UTF-8 (deploy.toml); git keeps the ref all the same, and the other refs of this push are deployed",
@@ -179,8 +183,9 @@ pub(crate) fn push_options() -> Vec<String> {
 }
 
 /// A full object id from hook input (checked by [`parse_input`] already).
-pub(crate) fn parse_id(hex: &str) -> Result<ObjectId> {
-    ObjectId::from_hex(hex.as_bytes()).map_err(|e| Error::msg(format!("bad object id {hex}: {e}")))
+pub(crate) fn parse_id(text: &str) -> Result<ObjectId> {
+    ObjectId::from_hex(text.as_bytes())
+        .map_err(|e| Error::msg(format!("bad object id {text}: {e}")))
 }
 
 #[cfg(test)]

@@ -33,9 +33,11 @@ use crate::hook::pending::{
 };
 use crate::hook::push::{Action, RefUpdate};
 use crate::session::recovery::undo;
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, GitTxn, Outcome};
 use crate::state::release;
-use crate::state::root::{short, Root};
+use crate::state::release_name::{Recorded, ReleaseName};
+use crate::state::root::Root;
 use crate::sys::output;
 
 // ----------------------------------------------------------------------------- pre-receive
@@ -100,7 +102,7 @@ pub(crate) fn pre_receive(
                     old: update.old.clone(),
                     new: update.new.clone(),
                     name: update.name.clone(),
-                    commit: String::new(),
+                    commit: None,
                     warm: false,
                     promote: false,
                     state: UpdateState::Built,
@@ -122,7 +124,7 @@ pub(crate) fn pre_receive(
                         old: update.old.clone(),
                         new: update.new.clone(),
                         name: update.name.clone(),
-                        commit: built.commit,
+                        commit: Some(built.commit),
                         warm: false,
                         promote: false,
                         state: UpdateState::Built,
@@ -146,7 +148,7 @@ pub(crate) fn pre_receive(
                 old: update.old.clone(),
                 new: update.new.clone(),
                 name: update.name.clone(),
-                commit,
+                commit: Some(commit),
                 // A tag of a commit this push built moves warmup too, as a
                 // promote that warms up does.
                 warm: warm || built,
@@ -197,23 +199,22 @@ fn build(
     repo: &gix::Repository,
     update: &RefUpdate,
     warm: bool,
-) -> Result<(String, bool)> {
+) -> Result<(Commit, bool)> {
     let new = gix::ObjectId::from_hex(update.new.as_bytes())
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::state::repo::peel_to_commit(repo, new, &update.name)?;
-    let hex = commit.to_string();
     let _run = crate::session::begin(
         ctx,
         if warm { Event::Warmup } else { Event::Promote },
-        short(&hex),
+        commit.short(),
         &format!(
             "build of {} ({}) for a strict push",
-            short(&hex),
+            commit.short(),
             update.name
         ),
     )?;
     let built = crate::deploy::warmup::build_only(ctx, repo, commit, &update.name)?;
-    Ok((hex, built))
+    Ok((commit, built))
 }
 
 // ----------------------------------------------------------------------------- reference-transaction
@@ -271,8 +272,12 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
         pending.locks.clear();
     }
     let ctx = Ctx::load(root)?;
-    let first = pending.updates[matched[0]].commit.clone();
-    crate::session::open_run_log(&ctx.root, state.as_ref(), short(&first));
+    let first = pending.updates[matched[0]].commit;
+    crate::session::open_run_log(
+        &ctx.root,
+        state.as_ref(),
+        first.as_ref().map_or("deletion", Commit::short),
+    );
     let result = match state {
         TxnState::Prepared => on_prepared(&ctx, &mut pending, &matched),
         TxnState::Committed => on_committed(&ctx, &mut pending, &matched),
@@ -335,7 +340,7 @@ fn on_prepared(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()
             // point once everything this push moved is back.
             let refused = format!(
                 "the push of {} is refused: git keeps {} where {} was",
-                short(&u.commit),
+                u.commit.as_ref().map_or(u.name.as_str(), Commit::short),
                 refs.join(", "),
                 if refs.len() == 1 { "it" } else { "they" }
             );
@@ -379,45 +384,46 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         receive_pack: pending.receive_pack,
         started: pending.started,
         new: u.new.clone(),
-        warmup_before: root.warmup(),
+        warmup_before: root.warmup().map(Into::into),
         preview_before: None,
     };
     if u.remove_preview {
         // Removed once git has deleted the branch (`committed`).
         return Ok(());
     }
+    let commit = u.commit()?;
     if let Some(slug) = &u.preview {
-        return flip_preview(ctx, txn, u, slug, runs);
+        return flip_preview(ctx, txn, u, commit, slug, runs);
     }
-    if !release::is_ready(root, &u.commit) {
+    if !release::is_ready(root, &commit.into()) {
         return Err(Error::with_help(
             format!(
                 "releases/{} is {} now, no longer the ready release the pre-receive hook built",
-                short(&u.commit),
-                release::effective_state(root, &u.commit)
+                commit.short(),
+                release::effective_state(root, &commit.into())
             ),
             "something changed it in between (a cleanup, a rollback); push again",
         ));
     }
     if u.warm {
-        let mut run = Entry::start(Event::Warmup, Some(&u.commit), Some(&u.name));
+        let mut run = Entry::start(Event::Warmup, Some(&commit.into()), Some(&u.name));
         run.txn = Some(txn.clone());
         journal::append(root, &run)?;
         runs.push(run.clone());
         crate::sys::faults::point("strict-before-flip-warmup");
-        crate::deploy::pointers::point_warmup(ctx, &u.commit)?;
+        crate::deploy::pointers::point_warmup(ctx, commit)?;
         if !ctx.config.warmup.check.is_empty() {
-            warmup_check(ctx, u)?;
+            warmup_check(ctx, u, commit)?;
         }
-        crate::deploy::warmup::notify(ctx, &u.commit, &u.name, Outcome::Ok, None);
+        crate::deploy::warmup::notify(ctx, commit, &u.name, Outcome::Ok, None);
         journal::append(root, &prepared(&run))?;
-        crate::deploy::warmup::finish_message(ctx, &u.commit, started.elapsed(), u.promote);
+        crate::deploy::warmup::finish_message(ctx, commit, started.elapsed(), u.promote);
     }
     if u.promote {
-        if root.production().as_deref() == Some(u.commit.as_str()) {
+        if root.production() == Some(commit) {
             output::line(&format!(
                 "-----> {} is already production; nothing to do",
-                short(&u.commit)
+                commit.short()
             ));
         } else {
             // pre-receive refused an unsigned promote unless `-o unsigned`
@@ -427,17 +433,17 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
                 .strip_prefix("refs/tags/")
                 .is_some_and(|t| ctx.config.is_promote_tag(t))
                 .then_some((u.new.as_str(), u.name.as_str()));
-            crate::access::authorize_promote(ctx, &u.commit, tag, true, "a promote", "")?;
+            crate::access::authorize_promote(ctx, commit, tag, true, "a promote", "")?;
             crate::deploy::verify::before_switch(
                 ctx,
-                &u.commit,
+                commit,
                 crate::deploy::verify::Before::Promote,
             )?;
             // The rollback rule holds for a tag of an older release too.
-            let plan = crate::deploy::schema_gate::plan(ctx, &u.commit, false)?;
+            let plan = crate::deploy::schema_gate::plan(ctx, commit, false)?;
             let run = crate::deploy::switch::switch_with(
                 ctx,
-                &u.commit,
+                commit,
                 Event::Promote,
                 &u.name,
                 Some(txn),
@@ -453,28 +459,27 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
 /// release, so the check that pre-receive could not run runs now, and its
 /// failure refuses the push (the caller undoes the flips, so warmup goes
 /// back). The release is marked failed and notify hears `failed`.
-fn warmup_check(ctx: &Ctx, u: &PendingUpdate) -> Result<()> {
+fn warmup_check(ctx: &Ctx, u: &PendingUpdate, commit: Commit) -> Result<()> {
     let mut durations = Default::default();
-    let Err(e) = crate::deploy::warmup::check(ctx, &u.commit, &u.name, &mut durations) else {
+    let Err(e) = crate::deploy::warmup::check(ctx, commit, &u.name, &mut durations) else {
         return Ok(());
     };
     if let Err(marked) = release::set_state(
         &ctx.root,
-        &u.commit,
+        &commit.into(),
         release::State::Failed,
         Some(e.to_string()),
     ) {
         output::warning(&format!(
-            "could not mark releases/{} failed: {marked}",
-            u.commit
+            "could not mark releases/{commit} failed: {marked}"
         ));
     }
-    crate::deploy::warmup::notify(ctx, &u.commit, &u.name, Outcome::Failed, Some(&e));
+    crate::deploy::warmup::notify(ctx, commit, &u.name, Outcome::Failed, Some(&e));
     Err(Error::Failed {
         code: e.exit_code(),
-        message: format!("warm-up of {} failed: {e}", short(&u.commit)),
+        message: format!("warm-up of {} failed: {e}", commit.short()),
         now: Vec::new(),
-        help: Some(crate::deploy::warmup::advice(&e, &u.commit, true)),
+        help: Some(crate::deploy::warmup::advice(&e, commit, true)),
         source: Some(Box::new(e)),
     })
 }
@@ -484,11 +489,13 @@ fn flip_preview(
     ctx: &Ctx,
     mut txn: GitTxn,
     u: &PendingUpdate,
+    commit: Commit,
     slug: &str,
     runs: &mut Vec<Entry>,
 ) -> Result<()> {
     let root = &ctx.root;
-    let name = root.preview_release_name(slug, &u.commit);
+    let name = ReleaseName::preview(slug, commit)
+        .ok_or_else(|| Error::msg(format!("`{slug}` is not a preview slug")))?;
     if !release::is_ready(root, &name) {
         return Err(Error::with_help(
             format!(
@@ -498,10 +505,10 @@ fn flip_preview(
             "something changed it in between (a cleanup, `preview rm`); push again",
         ));
     }
-    txn.preview_before = root.preview_pointed(slug);
+    txn.preview_before = root.preview_pointed(slug).map(Into::into);
     let mut run = Entry::start(
         crate::deploy::preview::EVENT,
-        Some(&u.commit),
+        Some(&commit.into()),
         Some(&u.name),
     );
     run.txn = Some(txn);
@@ -512,7 +519,7 @@ fn flip_preview(
     let built = crate::deploy::preview::Built {
         slug: slug.to_string(),
         name,
-        commit: u.commit.clone(),
+        commit,
     };
     crate::deploy::preview::notify(ctx, &built, &u.name, &mut Default::default());
     journal::append(root, &prepared(&run))?;
@@ -540,7 +547,11 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
                 watch.push(run.clone());
             }
         }
-        output::success_last(&format!("git updated {} to {}", u.name, short(&u.commit)));
+        output::success_last(&format!(
+            "git updated {} to {}",
+            u.name,
+            u.commit.as_ref().map_or("nothing (deleted)", Commit::short)
+        ));
         u.state = UpdateState::Done;
     }
     pending.updates.retain(|u| u.state != UpdateState::Done);
@@ -568,12 +579,14 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
         if let Ok(_lock) =
             crate::session::lock::acquire(&ctx.root, "watch", ctx.config.lock_timeout)
         {
-            crate::deploy::watch::start(
-                ctx,
-                run.commit.as_deref().unwrap_or_default(),
-                run.git_ref.as_deref().unwrap_or_default(),
-                run.previous.clone(),
-            );
+            if let Some(commit) = run.commit.as_ref().and_then(Recorded::main) {
+                crate::deploy::watch::start(
+                    ctx,
+                    commit,
+                    run.git_ref.as_deref().unwrap_or_default(),
+                    run.previous.as_ref().and_then(Recorded::main),
+                );
+            }
         }
     }
     if promoted {
@@ -597,7 +610,7 @@ fn on_aborted(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<()>
         output::error(&format!(
             "git did not update {} to {}; undoing its flips",
             u.name,
-            short(&u.commit)
+            u.commit.as_ref().map_or("nothing (deleted)", Commit::short)
         ));
         for run in u.runs.iter().rev() {
             undo(ctx, run, "git did not update the ref");

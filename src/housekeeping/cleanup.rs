@@ -14,7 +14,6 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::housekeeping::retention::{plan, retention, retention_due, Decision};
 use crate::housekeeping::trash::{move_aside, removable, remove_release, trash_entries};
-use crate::state::root::short;
 use crate::sys::output;
 
 /// The cleanup after a successful promote, with the lock held: decide as
@@ -48,7 +47,7 @@ pub(crate) fn after_promote(ctx: &Ctx) {
     }
     for d in &decisions {
         let verb = if d.keep { "keep  " } else { "remove" };
-        let text = format!("       {verb} {} ({})", short(&d.commit), d.why);
+        let text = format!("       {verb} {} ({})", d.commit.short(), d.why);
         if d.keep {
             output::log_only(&text);
         } else {
@@ -57,10 +56,10 @@ pub(crate) fn after_promote(ctx: &Ctx) {
     }
     let mut moved = 0;
     for d in &removing {
-        let name = format!("releases/{}", short(&d.commit));
-        let moved_now = removable(&ctx.root.release(&d.commit))
+        let name = format!("releases/{}", d.commit.short());
+        let moved_now = removable(&ctx.root.main_release(d.commit))
             .map_err(|blocker| blocker.error(&name))
-            .and_then(|()| move_aside(ctx, &d.commit));
+            .and_then(|()| move_aside(ctx, &d.commit.into()));
         match moved_now {
             Ok(()) => moved += 1,
             Err(e) => {
@@ -134,7 +133,7 @@ pub(crate) fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()
             (false, true) => "would remove",
             (false, false) => "remove",
         };
-        output::detail(&format!("{verb} {} ({})", short(&d.commit), d.why));
+        output::detail(&format!("{verb} {} ({})", d.commit.short(), d.why));
     }
     if dry_run {
         crate::deploy::preview::cleanup(ctx, true)?;
@@ -148,7 +147,7 @@ pub(crate) fn cleanup_locked(ctx: &Ctx, keep: usize, dry_run: bool) -> Result<()
         .into_iter()
         .collect();
     for d in removing {
-        if let Err(e) = remove_release(ctx, &d.commit) {
+        if let Err(e) = remove_release(ctx, &d.commit.into()) {
             failed.push(e);
         }
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::journal::{self, Entry, LineKind};
-use crate::state::root::short;
+use crate::state::release_name::{Recorded, ReleaseName};
 
 /// How many runs the page shows.
 pub(crate) const RUNS: usize = 30;
@@ -76,7 +76,8 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
     for entry in newest {
         let subject = entry
             .commit
-            .as_deref()
+            .as_ref()
+            .and_then(Recorded::release)
             .map(|c| subject_of(ctx, repo.as_ref(), c))
             .unwrap_or_default();
         let failed =
@@ -125,17 +126,14 @@ pub(crate) fn refresh(ctx: &Ctx) {
     }
 }
 
-fn subject_of(ctx: &Ctx, repo: Option<&gix::Repository>, commit: &str) -> String {
-    if let Some(r) = crate::state::release::load(&ctx.root, commit) {
+fn subject_of(ctx: &Ctx, repo: Option<&gix::Repository>, name: &ReleaseName) -> String {
+    if let Some(r) = crate::state::release::load(&ctx.root, name) {
         if !r.subject.is_empty() {
             return r.subject;
         }
     }
-    repo.and_then(|repo| {
-        let id = gix::ObjectId::from_hex(commit.as_bytes()).ok()?;
-        crate::state::repo::subject(repo, id)
-    })
-    .unwrap_or_default()
+    repo.and_then(|repo| crate::state::repo::subject(repo, name.commit().id()))
+        .unwrap_or_default()
 }
 
 /// Copy a run log next to the page as an escaped HTML page of its own;
@@ -236,12 +234,12 @@ fn render(ctx: &Ctx, runs: &[PageRun]) -> String {
     for name in [crate::state::root::PRODUCTION, crate::state::root::WARMUP] {
         match root.pointed_release(name) {
             Some(c) => {
-                let rec = crate::state::release::load(root, &c);
-                let state = crate::state::release::effective_state(root, &c).to_string();
+                let rec = crate::state::release::load(root, &c.into());
+                let state = crate::state::release::effective_state(root, &c.into()).to_string();
                 let _ = writeln!(
                     h,
                     "<tr><td>{name}</td><td><code>releases/{}</code></td><td>{}</td><td>{}</td></tr>",
-                    esc(short(&c)),
+                    esc(c.short()),
                     esc(&state),
                     esc(&rec.map(|r| r.subject).unwrap_or_default())
                 );
@@ -310,7 +308,7 @@ fn render(ctx: &Ctx, runs: &[PageRun]) -> String {
             esc(&e.who_where()),
             esc(e.event.as_ref()),
             esc(e.git_ref.as_deref().unwrap_or("")),
-            esc(e.commit.as_deref().map(short).unwrap_or("")),
+            esc(&e.commit.as_ref().map(Recorded::label).unwrap_or_default()),
             esc(&run.subject),
             outcome_cell,
             esc(&took),
@@ -354,7 +352,7 @@ fn chart(runs: &[PageRun]) -> String {
                     time.get(5..16).unwrap_or(&time).replace('T', " ")
                 },
                 e.event,
-                e.commit.as_deref().map(short).unwrap_or("")
+                e.commit.as_ref().map(Recorded::label).unwrap_or_default()
             ))
         );
         let mut x = label;

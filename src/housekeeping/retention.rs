@@ -4,15 +4,16 @@
 
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::state::commit::Commit;
 use crate::state::release;
-use crate::state::root::short;
+use crate::state::release_name::ReleaseName;
 use crate::sys::output;
 
 /// One release and what cleanup decided for it.
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
-    /// The commit.
-    pub(crate) commit: String,
+    /// The release.
+    pub(crate) commit: Commit,
     /// Its effective state.
     pub(crate) state: release::Effective,
     /// Kept or removed, and why.
@@ -31,12 +32,12 @@ pub(crate) struct Decision {
 pub(crate) type MadeAt = (jiff::Timestamp, std::time::SystemTime);
 
 /// The `MadeAt` of one release.
-pub(crate) fn made_at(root: &crate::state::root::Root, commit: &str) -> MadeAt {
-    let mtime = std::fs::symlink_metadata(root.release(commit))
+pub(crate) fn made_at(root: &crate::state::root::Root, name: &ReleaseName) -> MadeAt {
+    let mtime = std::fs::symlink_metadata(root.release(name))
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
     let recorded =
-        release::load(root, commit).and_then(|r| r.ready_at.unwrap_or(r.created).timestamp());
+        release::load(root, name).and_then(|r| r.ready_at.unwrap_or(r.created).timestamp());
     let from_mtime = || {
         jiff::Timestamp::try_from(mtime)
             .ok()
@@ -52,12 +53,12 @@ pub(crate) fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
     let production = root.production();
     let warmup = root.warmup();
     let previous = crate::deploy::pointers::previous_production(ctx);
-    let mut all: Vec<(String, release::Effective, MadeAt)> = root
+    let mut all: Vec<(Commit, release::Effective, MadeAt)> = root
         .release_dirs()?
         .into_iter()
         .map(|c| {
-            let state = release::effective_state(root, &c);
-            let when = made_at(root, &c);
+            let state = release::effective_state(root, &c.into());
+            let when = made_at(root, &c.into());
             (c, state, when)
         })
         .collect();
@@ -70,11 +71,11 @@ pub(crate) fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
     let mut ready_seen = 0;
     let mut out = Vec::new();
     for (commit, state, when) in all {
-        let protected = if Some(&commit) == production.as_ref() {
+        let protected = if Some(commit) == production {
             Some("production")
-        } else if Some(&commit) == warmup.as_ref() {
+        } else if Some(commit) == warmup {
             Some("warmup")
-        } else if Some(&commit) == previous.as_ref() {
+        } else if Some(commit) == previous {
             Some("previous production")
         } else {
             None
@@ -123,12 +124,12 @@ struct Retention {
 
 fn retention_plan(ctx: &Ctx) -> Retention {
     let root = &ctx.root;
-    let on_disk: std::collections::HashSet<String> = root
+    let on_disk: std::collections::HashSet<Commit> = root
         .release_dirs()
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let shorts: std::collections::HashSet<&str> = on_disk.iter().map(|c| short(c)).collect();
+    let shorts: std::collections::HashSet<&str> = on_disk.iter().map(Commit::short).collect();
     let mut records = Vec::new();
     if let Ok(entries) = std::fs::read_dir(root.states()) {
         for e in entries.flatten() {
@@ -136,7 +137,7 @@ fn retention_plan(ctx: &Ctx) -> Retention {
             let Some(commit) = name.strip_suffix(".json") else {
                 continue;
             };
-            if crate::state::root::is_commit_hash(commit) && !on_disk.contains(commit) {
+            if Commit::parse_stored(commit).is_some_and(|c| !on_disk.contains(&c)) {
                 records.push(e.path());
             }
         }

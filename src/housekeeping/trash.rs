@@ -5,6 +5,7 @@
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::release;
+use crate::state::release_name::ReleaseName;
 use crate::sys::output;
 
 /// `.symdeploy/trash`: releases moved aside, waiting for deletion.
@@ -35,24 +36,24 @@ pub(crate) fn empty_trash(ctx: &Ctx) {
 }
 
 /// Move a release out of releases/ (one rename) and forget its record.
-pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
-    let dir = ctx.root.release(commit);
+pub(crate) fn move_aside(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
+    let dir = ctx.root.release(name);
     let trash = trash_dir(&ctx.root);
     std::fs::create_dir_all(&trash).at("create directory", &trash)?;
-    let target = trash.join(format!("{commit}-{}", crate::sys::fs::unique_token()));
+    let target = trash.join(format!("{name}-{}", crate::sys::fs::unique_token()));
     match std::fs::rename(&dir, &target) {
         Ok(()) => {}
         // releases/ on its own filesystem: aside within it, as a temporary
         // that the next sweep of leftovers deletes (`crate::session::sweep`).
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            let doomed = ctx.root.doomed_release(commit);
+            let doomed = ctx.root.doomed_release(name);
             std::fs::rename(&dir, &doomed).at("move away", &dir)?;
         }
         Err(e) => return Err(crate::error::Error::io("move away", &dir, e)),
     }
     crate::sys::symlink::sync_dir(&ctx.root.releases());
-    release::forget(&ctx.root, commit);
-    crate::state::schema::forget(ctx, commit);
+    release::forget(&ctx.root, name);
+    crate::state::schema::forget(ctx, name);
     Ok(())
 }
 
@@ -62,25 +63,25 @@ pub(crate) fn move_aside(ctx: &Ctx, commit: &str) -> Result<()> {
 /// shows under its own name. Should removal still fail halfway (a race, a
 /// cause the check does not know), the name is restored and the release
 /// marked failed: never a ready record on missing files.
-pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
-    let dir = ctx.root.release(commit);
-    let name = crate::state::root::release_place(commit);
+pub(crate) fn remove_release(ctx: &Ctx, name: &ReleaseName) -> Result<()> {
+    let dir = ctx.root.release(name);
+    let place = name.place();
     if let Err(blocker) = removable(&dir) {
-        return Err(blocker.error(&name));
+        return Err(blocker.error(&place));
     }
-    let doomed = ctx.root.doomed_release(commit);
+    let doomed = ctx.root.doomed_release(name);
     std::fs::rename(&dir, &doomed).at("move away", &dir)?;
     if let Err(e) = std::fs::remove_dir_all(&doomed) {
         let restored = std::fs::rename(&doomed, &dir);
         let _ = release::set_state(
             &ctx.root,
-            commit,
+            name,
             release::State::Failed,
             Some(format!("cleanup removed part of it: {e}")),
         );
         return Err(Error::with_help(
             format!(
-                "could not remove {name}: {e}; part of it is gone, so it is marked failed{}",
+                "could not remove {place}: {e}; part of it is gone, so it is marked failed{}",
                 match restored {
                     Ok(()) => String::new(),
                     Err(r) => format!(" (and it stays at {}: {r})", doomed.display()),
@@ -89,8 +90,8 @@ pub(crate) fn remove_release(ctx: &Ctx, commit: &str) -> Result<()> {
             "find what holds it (`lsattr -R`, owners, mounts), fix that, and run `symdeploy cleanup`",
         ));
     }
-    release::forget(&ctx.root, commit);
-    crate::state::schema::forget(ctx, commit);
+    release::forget(&ctx.root, name);
+    crate::state::schema::forget(ctx, name);
     Ok(())
 }
 

@@ -171,7 +171,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
         let release = [crate::state::root::WARMUP, crate::state::root::PRODUCTION]
             .iter()
             .find_map(|name| root.pointed_release(name))
-            .map(|c| root.release(&c));
+            .map(|c| root.main_release(c));
         let common = root.common();
         let common = common.to_string_lossy();
         for (key, cmds) in all {
@@ -222,14 +222,14 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
     }
     for name in [crate::state::root::PRODUCTION, crate::state::root::WARMUP] {
         if let Some(c) = root.pointed_release(name) {
-            if crate::state::release::is_ready(root, &c) {
+            if crate::state::release::is_ready(root, &c.into()) {
                 r.say(Level::Ok, &format!("{name} -> releases/{c} (ready)"));
             } else {
                 r.say(
                     Level::Error,
                     &format!(
                         "{name} points at releases/{c}, which is {}",
-                        crate::state::release::effective_state(root, &c)
+                        crate::state::release::effective_state(root, &c.into())
                     ),
                 );
             }
@@ -245,11 +245,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             );
             continue;
         }
-        let rel = |n: &str| {
-            crate::state::root::parse_preview_release(n)
-                .map_or(n, |(_, c)| c)
-                .to_string()
-        };
+        let rel = |n: &crate::state::release_name::ReleaseName| n.commit();
         match root.preview_pointed(&m.slug) {
             Some(n) if crate::state::release::is_ready(root, &n) => r.say(
                 Level::Ok,
@@ -390,14 +386,14 @@ fn web_user(r: &mut Report, root: &Root, c: &Config) {
         }
         writable(r, &path);
     }
-    let mut releases: Vec<String> = [root.production(), root.warmup()]
+    let mut releases: Vec<crate::state::commit::Commit> = [root.production(), root.warmup()]
         .into_iter()
         .flatten()
         .collect();
     releases.dedup();
-    for hex in releases {
+    for commit in releases {
         for w in &c.writable {
-            let path = root.release(&hex).join(w);
+            let path = root.main_release(commit).join(w);
             if !path.is_dir() {
                 r.say(Level::Error, &format!("{} is missing (that release predates `writable`): the next warm-up makes it in its release; `mkdir` it by hand to fix this one", path.display()));
                 continue;

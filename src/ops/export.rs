@@ -31,7 +31,7 @@ pub(crate) fn run(
     let repo = repo::open(&git_dir)?;
     let commit = repo::resolve_commit(&repo, rev)?;
     let stats = export::Source::of(&repo, commit)?.export(&repo, dir)?;
-    export::write_revision(dir, commit.as_str())?;
+    export::write_revision(dir, commit)?;
     eprintln!(
         "exported {commit} to {}: {} files, {} symlinks, {} directories, {} ({} excluded by export-ignore) in {}",
         dir.display(),

@@ -6,7 +6,6 @@ use std::ops::ControlFlow;
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::state::journal::{self, Entry, LineKind};
-use crate::state::root::short;
 
 /// Print the last `n` finished or interrupted runs (all of them with `all`).
 /// `-n` reads backwards from the end, so it costs the same however long the
@@ -88,7 +87,9 @@ fn print_entry(e: &Entry) {
         e.time,
         e.event,
         result,
-        e.commit.as_deref().map(short).unwrap_or("-"),
+        e.commit
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |c| c.label()),
         crate::sys::output::escape(e.git_ref.as_deref().unwrap_or("-")),
         e.who_where(),
         e.signer

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::Event;
 use crate::state::release;
-use crate::state::root::short;
 use crate::sys::output;
 use crate::{deploy::switch, state::repo};
 
@@ -22,7 +21,7 @@ pub(crate) fn run(
     if dry_run {
         let repo = repo::open(&ctx.root.repository())?;
         let (commit, _) = target(ctx, &repo, rev)?;
-        return dry(ctx, commit.as_str());
+        return dry(ctx, commit);
     }
     // A promote without the signature promote.signers asks for is refused
     // before the lock and the run log: a refusal changes nothing. (Checked
@@ -31,7 +30,7 @@ pub(crate) fn run(
         .ok()
         .and_then(|r| target(ctx, &r, rev).ok())
     {
-        crate::access::precheck_promote(ctx, commit.as_str(), unsigned)?;
+        crate::access::precheck_promote(ctx, commit, unsigned)?;
     }
     // Recovery first, whatever the arguments: what warmup points at (and
     // whether a ref keeps it) is only known once an interrupted run is
@@ -46,7 +45,7 @@ pub(crate) fn run(
     let (commit, git_ref) = target(ctx, &repo, rev)?;
     crate::access::authorize_promote(
         ctx,
-        commit.as_str(),
+        commit,
         None,
         unsigned,
         "symdeploy promote",
@@ -67,8 +66,7 @@ fn target(ctx: &Ctx, repo: &gix::Repository, rev: Option<&str>) -> Result<(Commi
                     "push the deploy branch first, or name a revision: `symdeploy promote REV`",
                 )
             })?;
-            let id =
-                Commit::parse(&w).map_err(|e| Error::msg(format!("warmup points at {w}: {e}")))?;
+            let id = w;
             // The objects of a refused push stay in the repository; only a
             // ref says git accepted the commit.
             if !repo::reachable_from_refs(repo, id.id())? {
@@ -77,7 +75,7 @@ fn target(ctx: &Ctx, repo: &gix::Repository, rev: Option<&str>) -> Result<(Commi
                     "run `symdeploy recover` (it moves warmup back), or push the commit again",
                 ));
             }
-            let git_ref = release::load(&ctx.root, &w)
+            let git_ref = release::load(&ctx.root, &w.into())
                 .map(|r| r.git_ref)
                 .unwrap_or_else(|| "warmup".into());
             Ok((id, git_ref))
@@ -85,23 +83,23 @@ fn target(ctx: &Ctx, repo: &gix::Repository, rev: Option<&str>) -> Result<(Commi
     }
 }
 
-fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
+fn dry(ctx: &Ctx, commit: Commit) -> Result<()> {
     let p = &ctx.config.promote;
     output::header(&format!(
         "promote {} (dry run: nothing is changed)",
-        short(hex)
+        commit.short()
     ));
-    if ctx.root.production().as_deref() == Some(hex) {
+    if ctx.root.production() == Some(commit) {
         output::detail("it is already production; a promote would do nothing");
         return Ok(());
     }
-    if !release::is_ready(&ctx.root, hex) {
+    if !release::is_ready(&ctx.root, &commit.into()) {
         output::detail("it has no ready release: it would be warmed up first");
     }
     let cur = ctx
         .root
         .production()
-        .map(|c| format!("releases/{}", short(&c)))
+        .map(|c| format!("releases/{}", c.short()))
         .unwrap_or_else(|| "nothing".into());
     for (stage, cmds) in [("stop", &p.stop)] {
         for c in cmds.iter() {
@@ -110,7 +108,7 @@ fn dry(ctx: &Ctx, hex: &str) -> Result<()> {
     }
     output::detail(&format!(
         "flip production: {cur} -> releases/{}",
-        short(hex)
+        commit.short()
     ));
     for (stage, cmds) in [
         ("after_switch", &p.after_switch),
@@ -151,32 +149,31 @@ fn promote_with(
     via_tag: bool,
     keep_schema: bool,
 ) -> Result<()> {
-    let hex = commit.to_string();
-    if ctx.root.production().as_deref() == Some(hex.as_str()) {
+    if ctx.root.production() == Some(commit) {
         output::line(&format!(
             "-----> {} is already production; nothing to do",
-            short(&hex)
+            commit.short()
         ));
         if via_tag {
-            output::success(&format!("production -> releases/{hex} (unchanged)"));
+            output::success(&format!("production -> releases/{commit} (unchanged)"));
         }
         return Ok(());
     }
-    if !release::is_ready(&ctx.root, &hex) {
+    if !release::is_ready(&ctx.root, &commit.into()) {
         output::header(&format!(
             "promoting {} ({git_ref}): it has no ready release yet, so it is warmed up first",
-            short(&hex)
+            commit.short()
         ));
         crate::deploy::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
         // Its manifest was written a moment ago, by this process, from
         // these very files: checking it again would only cost time.
     } else {
-        crate::deploy::verify::before_switch(ctx, &hex, crate::deploy::verify::Before::Promote)?;
+        crate::deploy::verify::before_switch(ctx, commit, crate::deploy::verify::Before::Promote)?;
     }
     let previous = ctx.root.production();
-    let plan = crate::deploy::schema_gate::plan(ctx, &hex, keep_schema)?;
-    switch::switch_planned(ctx, &hex, Event::Promote, git_ref, plan)?;
-    crate::deploy::watch::start(ctx, &hex, git_ref, previous);
+    let plan = crate::deploy::schema_gate::plan(ctx, commit, keep_schema)?;
+    switch::switch_planned(ctx, commit, Event::Promote, git_ref, plan)?;
+    crate::deploy::watch::start(ctx, commit, git_ref, previous);
     // Production has moved: a cleanup problem is a warning, never a failure.
     crate::housekeeping::cleanup::after_promote(ctx);
     output::show_verdict();

@@ -4,14 +4,15 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::state::commit::Commit;
 use crate::state::release;
-use crate::state::root::short;
+use crate::state::release_name::ReleaseName;
 
 /// One row of the listing.
 #[derive(Debug, Serialize)]
 pub(crate) struct ReleaseRow {
-    /// Full commit hash.
-    pub(crate) commit: String,
+    /// The commit.
+    pub(crate) commit: Commit,
     /// ready, failed, bad or incomplete.
     pub(crate) state: release::Effective,
     /// Commit subject.
@@ -40,11 +41,11 @@ pub(crate) struct ReleaseRow {
 pub(crate) struct PreviewReleaseRow {
     /// The release's name (`preview-<slug>-<commit>`; its directory is
     /// `previews/<slug>/releases/<commit>`).
-    pub(crate) name: String,
+    pub(crate) name: ReleaseName,
     /// The preview's slug.
     pub(crate) slug: String,
-    /// Full commit hash.
-    pub(crate) commit: String,
+    /// The commit.
+    pub(crate) commit: Commit,
     /// ready, failed or incomplete.
     pub(crate) state: release::Effective,
     /// Does `previews/<slug>/production` point at it?
@@ -66,7 +67,9 @@ pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewReleaseRow>> {
         .root
         .preview_release_dirs()?
         .into_iter()
-        .map(|(name, slug, commit)| {
+        .map(|name| {
+            let slug = name.slug().unwrap_or_default().to_string();
+            let commit = name.commit();
             let rec = release::load(&ctx.root, &name);
             PreviewReleaseRow {
                 state: release::effective_state(&ctx.root, &name),
@@ -98,25 +101,25 @@ pub(crate) fn rows(ctx: &Ctx) -> Result<Vec<ReleaseRow>> {
         .release_dirs()?
         .into_iter()
         .map(|c| {
-            let rec = release::load(&ctx.root, &c);
+            let rec = release::load(&ctx.root, &c.into());
             let mut markers = Vec::new();
             for (name, p) in [
-                ("production", &production),
-                ("warmup", &warmup),
-                ("previous", &previous),
+                ("production", production),
+                ("warmup", warmup),
+                ("previous", previous),
             ] {
-                if p.as_deref() == Some(c.as_str()) {
+                if p == Some(c) {
                     markers.push(name.to_string());
                 }
             }
-            let made = crate::housekeeping::retention::made_at(&ctx.root, &c);
-            let schema = crate::state::schema::describe(ctx, &c);
+            let made = crate::housekeeping::retention::made_at(&ctx.root, &c.into());
+            let schema = crate::state::schema::describe(ctx, c);
             let row = ReleaseRow {
                 reachable: schema.as_ref().map(|s| s.1),
                 schema: schema.map(|s| s.0),
-                state: release::effective_state(&ctx.root, &c),
+                state: release::effective_state(&ctx.root, &c.into()),
                 subject: rec.as_ref().map(|r| r.subject.clone()).unwrap_or_default(),
-                size: crate::sys::fs::tree_size(&ctx.root.release(&c)),
+                size: crate::sys::fs::tree_size(&ctx.root.main_release(c)),
                 created: rec.as_ref().map(|r| r.created.clone()),
                 by: rec.as_ref().map(|r| r.user.clone()),
                 error: rec.and_then(|r| r.error),
@@ -166,7 +169,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             markers.push_str(&format!("  by {}", crate::sys::output::escape(by)));
         }
         print_line(
-            &r.commit,
+            r.commit,
             r.state,
             r.size,
             r.created.as_ref(),
@@ -185,7 +188,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             if p.served { ", served" } else { "" }
         );
         print_line(
-            &p.commit,
+            p.commit,
             p.state,
             p.size,
             p.created.as_ref(),
@@ -199,7 +202,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
 /// One line of `symdeploy releases`: the columns every release has, then
 /// `tail` (its markers, or what preview it belongs to).
 fn print_line(
-    commit: &str,
+    commit: Commit,
     state: release::Effective,
     size: u64,
     created: Option<&crate::sys::time::Time>,
@@ -208,7 +211,7 @@ fn print_line(
 ) {
     println!(
         "{} {:<10} {:>10} {:>8}  {}{tail}",
-        short(commit),
+        commit.short(),
         state,
         crate::sys::fs::human_bytes(size),
         created.map(crate::sys::time::Time::age).unwrap_or_default(),

@@ -3,8 +3,8 @@
 
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::state::commit::Commit;
 use crate::state::release;
-use crate::state::root::short;
 
 /// Roll production back to `target` (a commit prefix) or to the previous good
 /// production release from the journal, by the rollback rule for the schema
@@ -16,7 +16,7 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: boo
     // user input is not a path component (`releases/abc` has a slash).
     let label = match target {
         Some(t) => resolve_release(ctx, t)
-            .map(|c| short(&c).to_string())
+            .map(|c| c.short().to_string())
             .unwrap_or_else(|_| "unresolved".into()),
         None => "previous".into(),
     };
@@ -30,9 +30,9 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: boo
     let to = match target {
         Some(prefix) => {
             let c = resolve_release(ctx, prefix)?;
-            if !release::is_ready(&ctx.root, &c) {
+            if !release::is_ready(&ctx.root, &c.into()) {
                 return Err(Error::with_help(
-                    format!("releases/{c} is {}, not ready; production only ever points at ready releases", release::effective_state(&ctx.root, &c)),
+                    format!("releases/{c} is {}, not ready; production only ever points at ready releases", release::effective_state(&ctx.root, &c.into())),
                     "pick a ready release (`symdeploy releases` lists them), or warm this commit up again with `symdeploy warmup --rebuild`",
                 ));
             }
@@ -45,25 +45,25 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: boo
             )
         })?,
     };
-    if current.as_deref() == Some(to.as_str()) {
+    if current == Some(to) {
         return Err(Error::with_help(
-            format!("production already is releases/{}", short(&to)),
+            format!("production already is releases/{}", to.short()),
             "nothing to do",
         ));
     }
     crate::deploy::verify::before_switch(
         ctx,
-        &to,
+        to,
         crate::deploy::verify::Before::Rollback { force },
     )?;
     // Steps see the ref the release was built from, as they did when it was promoted.
-    let git_ref = release::load(&ctx.root, &to)
+    let git_ref = release::load(&ctx.root, &to.into())
         .map(|r| r.git_ref)
         .unwrap_or_else(|| "rollback".into());
-    let plan = crate::deploy::schema_gate::plan(ctx, &to, keep_schema)?;
+    let plan = crate::deploy::schema_gate::plan(ctx, to, keep_schema)?;
     crate::deploy::switch::switch_planned(
         ctx,
-        &to,
+        to,
         crate::state::journal::Event::Rollback,
         &git_ref,
         plan,
@@ -71,17 +71,17 @@ pub(crate) fn run(ctx: &Ctx, target: Option<&str>, keep_schema: bool, force: boo
 }
 
 /// A release directory named by a unique prefix of its commit.
-pub(crate) fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<String> {
+pub(crate) fn resolve_release(ctx: &Ctx, prefix: &str) -> Result<Commit> {
     let prefix = prefix.trim_start_matches("releases/").trim_end_matches('/');
-    let matches: Vec<String> = ctx
+    let matches: Vec<Commit> = ctx
         .root
         .release_dirs()?
         .into_iter()
-        .filter(|c| c.starts_with(prefix))
+        .filter(|c| c.as_str().starts_with(prefix))
         .collect();
-    match matches.len() {
-        1 => Ok(matches.into_iter().next().unwrap_or_default()),
-        0 => Err(Error::with_help(
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::with_help(
             format!("no release matches `{prefix}`"),
             "`symdeploy releases` lists the releases on this host",
         )),

@@ -11,18 +11,19 @@ use serde::Serialize;
 
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::state::commit::Commit;
 use crate::state::config::Config;
 use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
-use crate::state::root::short;
+use crate::state::release_name::Recorded;
 use crate::sys::output;
 use crate::sys::time::Time;
 
 /// One pointed-at release, as status shows it.
 #[derive(Debug, Serialize)]
 pub(crate) struct Slot {
-    /// Full commit hash.
-    pub(crate) commit: String,
+    /// The commit.
+    pub(crate) commit: Commit,
     /// Release directory, relative to the root.
     pub(crate) release: String,
     /// Its state (ready, bad, ...).
@@ -80,7 +81,7 @@ pub(crate) struct Status {
     pub(crate) drift: Vec<DriftRow>,
     /// git ref lock files left behind (a killed push), each with what to run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ref_locks: Vec<String>,
+    pub(crate) ref_locks: Vec<String>,
     /// The watch of production under way after a promote, if any.
     pub(crate) watch: Option<Watch>,
 }
@@ -89,7 +90,7 @@ pub(crate) struct Status {
 #[derive(Debug, Serialize)]
 pub(crate) struct Watch {
     /// The watched release's commit.
-    pub(crate) commit: String,
+    pub(crate) commit: Option<Commit>,
     /// When the window ends.
     pub(crate) until: Time,
     /// Checks run so far.
@@ -110,7 +111,7 @@ pub(crate) struct DriftRow {
     /// `production`, `warmup` (or both, comma-separated).
     pub(crate) role: String,
     /// The release's commit.
-    pub(crate) release: String,
+    pub(crate) release: Commit,
     /// Does it have a manifest at all?
     pub(crate) manifest: bool,
     /// Differences by kind (every kind, zeros included).
@@ -141,13 +142,13 @@ pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
             row.role.push_str(&format!(",{role}"));
             continue;
         }
-        if !ctx.root.release(&commit).is_dir() {
+        if !ctx.root.main_release(commit).is_dir() {
             continue;
         }
-        let checked = match crate::deploy::verify::check(ctx, &commit, depth) {
+        let checked = match crate::deploy::verify::check(ctx, &commit.into(), depth) {
             Ok(c) => c,
             Err(e) => {
-                output::warning(&format!("cannot verify releases/{}: {e}", short(&commit)));
+                output::warning(&format!("cannot verify releases/{}: {e}", commit.short()));
                 continue;
             }
         };
@@ -175,8 +176,8 @@ pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
 pub(crate) struct Tip {
     /// The branch name.
     pub(crate) branch: String,
-    /// Its commit, full.
-    pub(crate) commit: String,
+    /// Its commit.
+    pub(crate) commit: Commit,
     /// Does warmup point at it?
     pub(crate) warmed_up: bool,
     /// Its release's state (ready, failed, incomplete, ...); `None`, shown
@@ -210,12 +211,12 @@ enum SlotKind {
 
 fn slot(
     ctx: &Ctx,
-    commit: Option<String>,
+    commit: Option<Commit>,
     kind: SlotKind,
     stack: &[journal::ProductionChange],
 ) -> Option<Slot> {
     let commit = commit?;
-    let record = release::load(&ctx.root, &commit);
+    let record = release::load(&ctx.root, &commit.into());
     // Production: when and by whom it took production (production.json).
     // Warmup: the record's ready time and pusher, which is when its warm-up
     // ended; no history is read either way.
@@ -228,12 +229,12 @@ fn slot(
             .find(|c| c.commit == commit)
             .map(|c| (c.time.clone(), c.user.clone()))
     };
-    let schema = crate::state::schema::describe(ctx, &commit);
+    let schema = crate::state::schema::describe(ctx, commit);
     Some(Slot {
         reachable: schema.as_ref().map(|s| s.1),
         schema: schema.map(|s| s.0),
         release: format!("releases/{commit}"),
-        state: release::effective_state(&ctx.root, &commit),
+        state: release::effective_state(&ctx.root, &commit.into()),
         subject: record
             .as_ref()
             .map(|r| r.subject.clone())
@@ -257,7 +258,7 @@ const SCAN_LIMIT: usize = 5000;
 /// the newest finished warm-up of `tip`.
 fn last_runs(
     ctx: &Ctx,
-    tip: Option<&str>,
+    tip: Option<Commit>,
 ) -> (
     Option<journal::Entry>,
     Option<journal::Entry>,
@@ -269,7 +270,10 @@ fn last_runs(
         seen += 1;
         if e.phase == LineKind::End {
             if e.event == Event::Warmup {
-                if of_tip.is_none() && tip.is_some() && e.commit.as_deref() == tip {
+                if of_tip.is_none()
+                    && tip.is_some()
+                    && e.commit.as_ref().and_then(Recorded::main) == tip
+                {
                     of_tip = Some(e.clone());
                 }
                 if warm.is_none() {
@@ -292,16 +296,14 @@ fn last_runs(
     (warm, promote, of_tip)
 }
 
-fn branch_tip(ctx: &Ctx) -> Option<String> {
+fn branch_tip(ctx: &Ctx) -> Option<Commit> {
     let repo = crate::state::repo::open(&ctx.root.repository()).ok()?;
     let id = repo
         .find_reference(ctx.config.branch_ref().as_str())
         .ok()?
         .peel_to_id()
         .ok()?;
-    crate::state::repo::peel_to_commit(&repo, id.detach(), &ctx.config.branch_ref())
-        .ok()
-        .map(|c| c.to_string())
+    crate::state::repo::peel_to_commit(&repo, id.detach(), &ctx.config.branch_ref()).ok()
 }
 
 /// Seconds since the lock holder's `since <time>`.
@@ -327,12 +329,12 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         .filter(|e| !crate::state::watch::watching(&ctx.root, e))
         .collect();
     let tip_commit = branch_tip(ctx);
-    let (last_warmup, last_promote, tip_run) = last_runs(ctx, tip_commit.as_deref());
+    let (last_warmup, last_promote, tip_run) = last_runs(ctx, tip_commit);
     let tip = tip_commit.map(|commit| {
-        let warmed_up = ctx.root.warmup().as_deref() == Some(commit.as_str());
-        let state = (ctx.root.release(&commit).exists()
-            || release::load(&ctx.root, &commit).is_some())
-        .then(|| release::effective_state(&ctx.root, &commit));
+        let warmed_up = ctx.root.warmup() == Some(commit);
+        let name = commit.into();
+        let state = (ctx.root.release(&name).exists() || release::load(&ctx.root, &name).is_some())
+            .then(|| release::effective_state(&ctx.root, &name));
         let failed = !warmed_up
             && tip_run
                 .as_ref()
@@ -353,7 +355,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
     let mut releases = std::collections::BTreeMap::new();
     for c in ctx.root.release_dirs().unwrap_or_default() {
         *releases
-            .entry(release::effective_state(&ctx.root, &c).to_string())
+            .entry(release::effective_state(&ctx.root, &c.into()).to_string())
             .or_insert(0) += 1;
     }
     let total = nix::sys::statvfs::statvfs(&ctx.root.dir)
@@ -367,7 +369,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
     let watch = crate::state::watch::current(&ctx.root).map(|c| {
         let p = crate::state::watch::progress(&ctx.root, &c.entry.run);
         Watch {
-            commit: c.commit().to_string(),
+            commit: c.commit(),
             until: jiff::Timestamp::from_second(c.until)
                 .map(Time::at)
                 .unwrap_or_default(),
@@ -416,7 +418,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             out.push(format!(
                 "the tip of {} ({}) is not warmed up: its warm-up failed{}{}",
                 t.branch,
-                short(&t.commit),
+                t.commit.short(),
                 t.error
                     .as_deref()
                     .map(|e| format!(": {e}"))
@@ -433,7 +435,9 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             out.push(format!(
                 "the last {} ({}, {}) was rolled back{}",
                 p.event,
-                p.commit.as_deref().map(short).unwrap_or("?"),
+                p.commit
+                    .as_ref()
+                    .map_or_else(|| "?".to_string(), Recorded::label),
                 p.time,
                 p.error
                     .as_deref()
@@ -446,7 +450,7 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
         if p.state != release::Effective::Ready {
             out.push(format!(
                 "production is on releases/{}, which is {}",
-                short(&p.commit),
+                p.commit.short(),
                 p.state
             ));
         }
@@ -455,7 +459,9 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
         out.push(format!(
             "an interrupted {} of {} (started {} by {}, pid {}); `symdeploy recover` repairs it",
             e.event,
-            e.commit.as_deref().map(short).unwrap_or("?"),
+            e.commit
+                .as_ref()
+                .map_or_else(|| "?".to_string(), Recorded::label),
             e.time,
             e.who(),
             e.pid
@@ -476,11 +482,11 @@ pub(crate) fn problems(s: &Status, lock_timeout: std::time::Duration) -> Vec<Str
             out.push(format!(
                 "{} (releases/{}) has changed since its warm-up: {}: {}{}; `symdeploy verify {}` lists every change",
                 d.role.replace(',', " and "),
-                short(&d.release),
+                d.release.short(),
                 output::count(n as u64, "difference", "differences"),
                 d.first.join(", "),
                 if n > d.first.len() { ", ..." } else { "" },
-                short(&d.release)
+                d.release.short()
             ));
         }
     }
@@ -547,8 +553,8 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                         // with each deploy anyway.
                         format!(
                             "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
-                            label(&sl.commit),
-                            short(&sl.commit),
+                            label(sl.commit.as_str()),
+                            sl.commit.short(),
                             label(sl.state.as_ref()),
                             label(sl.by.as_deref().unwrap_or_default())
                         ),
@@ -685,7 +691,10 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                 .iter()
                 .map(|w| {
                     (
-                        format!("{{root=\"{root}\",commit=\"{}\"}}", label(&w.commit)),
+                        format!(
+                            "{{root=\"{root}\",commit=\"{}\"}}",
+                            label(w.commit.as_ref().map_or("", Commit::as_str))
+                        ),
                         value(w) as f64,
                     )
                 })
@@ -700,7 +709,10 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             .iter()
             .map(|w| {
                 (
-                    format!("{{root=\"{root}\",commit=\"{}\"}}", label(&w.commit)),
+                    format!(
+                        "{{root=\"{root}\",commit=\"{}\"}}",
+                        label(w.commit.as_ref().map_or("", Commit::as_str))
+                    ),
                     w.until.unix_seconds().unwrap_or(0.0),
                 )
             })
@@ -719,7 +731,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     (
                         format!(
                             "{{root=\"{root}\",release=\"{}\",role=\"{}\",kind=\"{kind}\"}}",
-                            label(&d.release),
+                            label(d.release.as_str()),
                             label(&d.role)
                         ),
                         *n as f64,
@@ -799,7 +811,7 @@ pub(crate) fn run(
 }
 
 /// "watching releases/X until HH:MM:SS (3/60 checks ok)".
-pub fn watch_line(w: &Watch) -> String {
+pub(crate) fn watch_line(w: &Watch) -> String {
     let clock = w
         .until
         .timestamp()
@@ -808,7 +820,7 @@ pub fn watch_line(w: &Watch) -> String {
     let failed = w.checks - w.checks_ok.min(w.checks);
     format!(
         "watch       watching releases/{} until {clock} UTC ({}/{} checks ok{})",
-        short(&w.commit),
+        w.commit.as_ref().map_or("?", Commit::short),
         w.checks_ok,
         w.checks_total,
         if failed > 0 {
@@ -829,7 +841,7 @@ fn print_human(s: &Status) {
         match slot {
             Some(sl) => println!(
                 "{name:<11} {} {:<8} {}{}{}",
-                short(&sl.commit),
+                sl.commit.short(),
                 sl.state,
                 crate::sys::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
@@ -850,7 +862,7 @@ fn print_human(s: &Status) {
         Some(t) => println!(
             "{:<11} {} {}",
             output::escape(&t.branch),
-            short(&t.commit),
+            t.commit.short(),
             if t.warmed_up {
                 "warmed up (warmup points at it)".to_string()
             } else if t.failed {
@@ -888,7 +900,7 @@ fn print_human(s: &Status) {
         output::warning(&format!(
             "interrupted {} of {} started {} by {} (pid {}); the next deploy or `symdeploy recover` repairs it",
             e.event,
-            e.commit.as_deref().map(short).unwrap_or("?"),
+            e.commit.as_ref().map_or_else(|| "?".to_string(), Recorded::label),
             e.time,
             e.who(),
             e.pid

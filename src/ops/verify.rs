@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::ctx::Ctx;
 use crate::deploy::verify::{self, Checked, Finding};
 use crate::error::{Error, Result};
+use crate::state::commit::Commit;
 use crate::state::manifest::Depth;
-use crate::state::root::short;
+use crate::state::release_name::ReleaseName;
 use crate::sys::output;
 
 /// Exit status when a release has no manifest to check against.
@@ -63,11 +64,14 @@ pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<Exit
     } else {
         Depth::Full
     };
-    let targets: Vec<(String, Vec<String>)> = if all {
+    let targets: Vec<(ReleaseName, Vec<String>)> = if all {
         verify::all_releases(ctx)?
     } else {
         let name = resolve(ctx, release)?;
-        let roles = verify::roles(ctx, &name);
+        let roles = name
+            .main()
+            .map(|c| verify::roles(ctx, c))
+            .unwrap_or_default();
         if from_commit {
             if crate::state::manifest::load(&ctx.root, &name)?.is_some() {
                 return Err(Error::with_help(
@@ -119,10 +123,10 @@ pub(crate) fn run(ctx: &Ctx, release: Option<&str>, asked: Asked) -> Result<Exit
 /// The release directory `arg` names: nothing (production), `production`,
 /// `warmup`, a unique prefix of a release's commit, or a preview's release
 /// name (`preview-<slug>-<commit>`, as `releases/` lists it).
-fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<String> {
+fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<ReleaseName> {
     let root = &ctx.root;
-    let pointed = |which: &str, c: Option<String>| {
-        c.ok_or_else(|| {
+    let pointed = |which: &str, c: Option<Commit>| {
+        c.map(ReleaseName::Main).ok_or_else(|| {
             Error::with_help(
                 format!("{which} points at no release"),
                 "name a release: `symdeploy verify COMMIT` (`symdeploy releases` lists them)",
@@ -142,22 +146,22 @@ fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<String> {
             )
         });
     }
-    if crate::state::root::parse_preview_release(arg).is_some() {
-        if root.release(arg).is_dir() {
-            return Ok(arg.to_string());
+    if let Some(name) = ReleaseName::parse(arg).filter(|n| n.slug().is_some()) {
+        if root.release(&name).is_dir() {
+            return Ok(name);
         }
         return Err(Error::with_help(
             format!("no release directory releases/{}", output::escape(arg)),
             "`symdeploy preview list` lists the live previews",
         ));
     }
-    let matches: Vec<String> = root
+    let matches: Vec<Commit> = root
         .release_dirs()?
         .into_iter()
-        .filter(|c| !arg.is_empty() && c.starts_with(arg))
+        .filter(|c| !arg.is_empty() && c.as_str().starts_with(arg))
         .collect();
     match matches.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => Ok(ReleaseName::Main(*one)),
         [] => Err(Error::with_help(
             format!("no release matches `{}`", output::escape(arg)),
             "`symdeploy releases` lists the releases on this host",
@@ -170,11 +174,7 @@ fn resolve(ctx: &Ctx, arg: Option<&str>) -> Result<String> {
 }
 
 fn label(c: &Checked, roles: &[String]) -> String {
-    let shown = if crate::state::root::is_commit_hash(&c.name) {
-        short(&c.name).to_string()
-    } else {
-        c.name.clone()
-    };
+    let shown = c.name.label();
     if roles.is_empty() {
         format!("releases/{shown}")
     } else {
@@ -197,8 +197,8 @@ fn print_one(c: &Checked, roles: &[String], all: bool) {
             ));
             output::help(&format!(
                 "`symdeploy verify --from-commit {}` writes one from its commit (the exported files only), or `symdeploy warmup --rebuild {}` builds the release again with a full one",
-                short(&c.name),
-                short(&c.name)
+                c.name.label(),
+                c.name.label()
             ));
         }
         Finding::Drifted { drift, .. } => {

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::state::repo;
 
 /// `symdeploy warmup [--rebuild] [REV]`: the warm-up by hand.
-pub fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, rev: Option<&str>, rebuild: bool) -> Result<()> {
     let branch_ref = ctx.config.branch_ref();
     let rev = rev.unwrap_or(&branch_ref);
     // Recovery first, whatever the arguments; the log's name is a best

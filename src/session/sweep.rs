@@ -38,6 +38,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
         root.ensure_state_dirs().unwrap();
+        let name = crate::state::release_name::ReleaseName::parse(C).unwrap();
         let mk_dir = |p: std::path::PathBuf| {
             std::fs::create_dir_all(&p).unwrap();
             std::fs::write(p.join("f"), "x").unwrap();
@@ -51,7 +52,7 @@ mod tests {
         child.wait().unwrap();
         let leftovers = [
             mk_dir(root.releases().join(format!("{TMP_PREFIX}{C}-4242"))),
-            mk_dir(root.doomed_release(C)),
+            mk_dir(root.doomed_release(&name)),
             mk_dir(root.trash().join(format!("{C}-x"))),
             root.states().join(format!("{RECORD_TMP_PREFIX}abc")),
             root.dir.join(format!("{TMP_LINK_PREFIX}warmup-4242")),
@@ -65,7 +66,7 @@ mod tests {
         // What must stay: a release, shared data (even named like a
         // temporary), and the view of a hook still running (this process).
         let kept = [
-            mk_dir(root.release(C)),
+            mk_dir(root.release(&name)),
             mk_dir(root.common().join(format!("{TMP_PREFIX}uploads"))),
             mk_dir(root.state_dir().join(format!(
                 "{QUARANTINE_VIEW_PREFIX}{}-abc",

@@ -49,6 +49,18 @@ impl Commit {
             .map_err(|e| bad(&e.to_string()))
     }
 
+    /// Read a name as symdeploy stores it (a release directory, a record,
+    /// a journal field, a symlink target): exactly 40 lowercase hex digits.
+    /// Anything else is `None`, so that an odd value on disk is never taken
+    /// for, or mapped onto, another release.
+    pub(crate) fn parse_stored(text: &str) -> Option<Commit> {
+        let lower = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if text.len() != HEX_LEN || !text.bytes().all(lower) {
+            return None;
+        }
+        ObjectId::from_hex(text.as_bytes()).ok().map(Commit::from)
+    }
+
     /// The gix id, for reading the commit from the repository.
     pub(crate) fn id(&self) -> ObjectId {
         self.id
@@ -60,9 +72,9 @@ impl Commit {
         std::str::from_utf8(&self.hex).unwrap_or_default()
     }
 
-    /// The short form used in messages (as `root::short`).
+    /// The short form used in messages: the first 12 hex digits.
     pub(crate) fn short(&self) -> &str {
-        crate::state::root::short(self.as_str())
+        self.as_str().get(..12).unwrap_or_default()
     }
 }
 
@@ -151,7 +163,7 @@ mod tests {
         assert_eq!(c.to_string(), HEX);
         assert_eq!(c.as_str(), HEX);
         assert_eq!(c.short(), "28e393151241");
-        assert_eq!(c.short(), crate::state::root::short(HEX));
+        assert_eq!(c.short(), &HEX[..12]);
         let id = ObjectId::from_hex(HEX.as_bytes()).unwrap();
         assert_eq!(Commit::from(id), c);
         assert_eq!(c.id(), id);

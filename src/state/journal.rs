@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::release_name::{Recorded, ReleaseName};
 use crate::state::root::Root;
 use crate::sys::time::Time;
 
@@ -179,9 +180,10 @@ pub(crate) struct Entry {
     pub(crate) event: Event,
     /// Which line of the run this is.
     pub(crate) phase: LineKind,
-    /// The release's commit.
+    /// The release: its commit, or a preview's release name (the field
+    /// keeps its old name, `commit`, in the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) commit: Option<String>,
+    pub(crate) commit: Option<Recorded>,
     /// The ref pushed or given.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub(crate) git_ref: Option<String>,
@@ -209,7 +211,7 @@ pub(crate) struct Entry {
     pub(crate) result: Option<Outcome>,
     /// The production release before this run (promote, rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) previous: Option<String>,
+    pub(crate) previous: Option<Recorded>,
     /// Seconds per stage.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) durations: BTreeMap<String, f64>,
@@ -299,7 +301,11 @@ impl Entry {
     }
 
     /// A start entry for a new run.
-    pub(crate) fn start(event: Event, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
+    pub(crate) fn start(
+        event: Event,
+        release: Option<&ReleaseName>,
+        git_ref: Option<&str>,
+    ) -> Entry {
         // Only a promote is authorized by a signature.
         let authority = matches!(event, Event::Promote)
             .then(crate::sys::deployer::authority)
@@ -309,7 +315,7 @@ impl Entry {
             run: crate::sys::fs::unique_token(),
             event,
             phase: LineKind::Start,
-            commit: commit.map(str::to_string),
+            commit: release.cloned().map(Recorded::Release),
             git_ref: git_ref.map(str::to_string),
             user: crate::sys::fs::current_user(),
             by: Some(crate::sys::deployer::by()),
@@ -459,7 +465,7 @@ fn parse_line(l: &[u8]) -> Option<Entry> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct ProductionChange {
     /// The release production went to.
-    pub(crate) commit: String,
+    pub(crate) commit: Recorded,
     /// When.
     pub(crate) time: Time,
     /// Who did it.
@@ -917,10 +923,10 @@ pub(crate) struct GitTxn {
     pub(crate) new: String,
     /// Where warmup pointed before this run: where an undo puts it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) warmup_before: Option<String>,
+    pub(crate) warmup_before: Option<Recorded>,
     /// For a preview: the release `previews/<slug>` pointed at before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) preview_before: Option<String>,
+    pub(crate) preview_before: Option<Recorded>,
 }
 
 impl GitTxn {
@@ -934,6 +940,15 @@ impl GitTxn {
 mod tests {
     use super::*;
 
+    /// A start entry naming `commit` as written (a name the tests make up,
+    /// kept as the text it is, as an old journal's odd value would be).
+    fn start(event: Event, commit: Option<&str>, git_ref: Option<&str>) -> Entry {
+        Entry {
+            commit: commit.map(Recorded::from),
+            ..Entry::start(event, None, git_ref)
+        }
+    }
+
     fn root() -> (tempfile::TempDir, Root) {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
@@ -943,10 +958,10 @@ mod tests {
 
     #[test]
     fn start_without_end_is_interrupted() {
-        let a = Entry::start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
+        let a = start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
         let b = Entry {
             run: "other".into(),
-            ..Entry::start(Event::Promote, Some("c2"), None)
+            ..start(Event::Promote, Some("c2"), None)
         };
         let entries = vec![a.clone(), b.clone(), a.end(Outcome::Ok)];
         let open = interrupted(&entries);
@@ -1055,7 +1070,7 @@ mod tests {
         for e in &read {
             push_production(&mut stack, e);
         }
-        let commits: Vec<&str> = stack.iter().map(|c| c.commit.as_str()).collect();
+        let commits: Vec<String> = stack.iter().map(|c| c.commit.to_string()).collect();
         assert_eq!(commits, vec!["bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56"]);
     }
 
@@ -1131,7 +1146,7 @@ mod tests {
         let stack = production_stack(&root);
         let kept: Vec<(String, String)> = stack
             .iter()
-            .map(|c| (c.commit.clone(), c.time.to_string()))
+            .map(|c| (c.commit.label(), c.time.to_string()))
             .collect();
         assert_eq!(
             kept,
@@ -1152,7 +1167,7 @@ mod tests {
         let old = r#"{"time":"2026-01-01T00:00:00Z","run":"r1","event":"promote","phase":"start","commit":"c1","user":"u","host":"h","pid":1}"#;
         let e: Entry = serde_json::from_str(old).unwrap();
         assert_eq!(e.commands, None);
-        let mut new = Entry::start(Event::Promote, Some("c2"), None);
+        let mut new = start(Event::Promote, Some("c2"), None);
         new.commands = Some(Commands {
             start: vec!["systemctl start app".into()],
             ..Default::default()
@@ -1165,7 +1180,7 @@ mod tests {
     #[test]
     fn entries_round_trip_and_torn_lines_are_skipped() {
         let (_t, root) = root();
-        let e = Entry::start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
+        let e = start(Event::Warmup, Some("c1"), Some("refs/heads/main"));
         append(&root, &e).unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -1234,7 +1249,7 @@ mod tests {
     fn an_end_written_before_a_crash_closes_its_run() {
         let (_t, root) = root();
         std::fs::create_dir_all(segments_dir(&root)).unwrap();
-        let e = Entry::start(Event::Promote, Some("c"), None);
+        let e = start(Event::Promote, Some("c"), None);
         append(&root, &e).unwrap();
         assert_eq!(open_runs(&root).len(), 1);
         // The end line landed, the open file was not removed yet.
@@ -1250,7 +1265,7 @@ mod tests {
     #[test]
     fn production_is_a_stack() {
         let ended = |event: Event, commit: &str, result: Outcome| {
-            Entry::start(event, Some(commit), None).end(result)
+            start(event, Some(commit), None).end(result)
         };
         let mut s = Vec::new();
         for e in [
@@ -1262,31 +1277,31 @@ mod tests {
         ] {
             push_production(&mut s, &e);
         }
-        let commits: Vec<&str> = s.iter().map(|c| c.commit.as_str()).collect();
+        let commits: Vec<String> = s.iter().map(|c| c.commit.to_string()).collect();
         assert_eq!(commits, vec!["a", "b"]);
     }
 
     #[test]
     fn a_watch_that_rolled_back_moves_production_back_and_others_do_not() {
         let watch = |commit: &str, previous: &str, result: Outcome| {
-            let mut e = Entry::start(Event::Watch, Some(commit), None);
-            e.previous = Some(previous.to_string());
+            let mut e = start(Event::Watch, Some(commit), None);
+            e.previous = Some(Recorded::from(previous));
             e.end(result)
         };
         let mut s = Vec::new();
         for e in [
-            Entry::start(Event::Promote, Some("a"), None).end(Outcome::Ok),
-            Entry::start(Event::Promote, Some("b"), None).end(Outcome::Ok),
+            start(Event::Promote, Some("a"), None).end(Outcome::Ok),
+            start(Event::Promote, Some("b"), None).end(Outcome::Ok),
             watch("b", "a", Outcome::Ok),
             watch("b", "a", Outcome::Ended),
             watch("b", "a", Outcome::Interrupted),
         ] {
             push_production(&mut s, &e);
         }
-        let commits: Vec<&str> = s.iter().map(|c| c.commit.as_str()).collect();
+        let commits: Vec<String> = s.iter().map(|c| c.commit.to_string()).collect();
         assert_eq!(commits, vec!["a", "b"], "only a rollback moves production");
         push_production(&mut s, &watch("b", "a", Outcome::RolledBack));
-        let commits: Vec<&str> = s.iter().map(|c| c.commit.as_str()).collect();
+        let commits: Vec<String> = s.iter().map(|c| c.commit.to_string()).collect();
         assert_eq!(commits, vec!["a"]);
         // Old journals: a watch line reads as it was written.
         let e: Entry = serde_json::from_str(

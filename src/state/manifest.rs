@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::release_name::ReleaseName;
 use crate::state::root::Root;
 
 /// The first line of every manifest: format version and hash.
@@ -114,7 +115,7 @@ pub(crate) struct Manifest {
     /// Made afterwards from this commit's tree (`verify --from-commit`), not
     /// by the warm-up: it knows the exported files only, so a path it lacks
     /// may be one the build made and is not reported as added.
-    pub(crate) from_commit: Option<String>,
+    pub(crate) from_commit: Option<crate::state::commit::Commit>,
     /// Sorted by path.
     pub(crate) entries: Vec<Entry>,
 }
@@ -148,14 +149,19 @@ pub(crate) fn is_excluded(path: &[u8], excluded: &[String]) -> bool {
 }
 
 /// ROOT/.symdeploy/manifests/<name>.gz
-pub(crate) fn path_of(root: &Root, name: &str) -> PathBuf {
+pub(crate) fn path_of(root: &Root, name: &ReleaseName) -> PathBuf {
     root.manifests().join(format!("{name}.gz"))
 }
 
 /// Scan the release directory `dir` and store its manifest as `name`
 /// (atomically; not synced: the caller's sync of the filesystem before
 /// `ready` covers it, see [`write`]). Returns how many entries it has.
-pub(crate) fn record(root: &Root, name: &str, dir: &Path, excluded: &[String]) -> Result<usize> {
+pub(crate) fn record(
+    root: &Root,
+    name: &ReleaseName,
+    dir: &Path,
+    excluded: &[String],
+) -> Result<usize> {
     let entries = scan(dir, excluded, Depth::Full, None)?;
     if let Some(unread) = entries
         .iter()
@@ -186,7 +192,7 @@ pub(crate) fn record(root: &Root, name: &str, dir: &Path, excluded: &[String]) -
 /// page of the filesystem, i.e. the whole fresh export, so it would pay
 /// the release's sync here; the syncfs that follows before `ready` covers
 /// the manifest instead (and syncs its filesystem too if it is another).
-pub(crate) fn write(root: &Root, name: &str, m: &Manifest, durable: bool) -> Result<()> {
+pub(crate) fn write(root: &Root, name: &ReleaseName, m: &Manifest, durable: bool) -> Result<()> {
     let dir = root.manifests();
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
     let path = path_of(root, name);
@@ -214,7 +220,7 @@ pub(crate) fn write(root: &Root, name: &str, m: &Manifest, durable: bool) -> Res
 }
 
 /// Read the manifest of `name`; `Ok(None)` when there is none.
-pub(crate) fn load(root: &Root, name: &str) -> Result<Option<Manifest>> {
+pub(crate) fn load(root: &Root, name: &ReleaseName) -> Result<Option<Manifest>> {
     let path = path_of(root, name);
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
@@ -233,7 +239,7 @@ pub(crate) fn load(root: &Root, name: &str) -> Result<Option<Manifest>> {
 }
 
 /// Remove the manifest of `name` (with its release).
-pub(crate) fn forget(root: &Root, name: &str) {
+pub(crate) fn forget(root: &Root, name: &ReleaseName) {
     let _ = std::fs::remove_file(path_of(root, name));
 }
 
@@ -308,7 +314,11 @@ fn decode(mut input: impl BufRead) -> std::result::Result<Manifest, String> {
         }
         let fields: Vec<&[u8]> = line.split(|b| *b == b'\t').collect();
         match fields.as_slice() {
-            [b"c", c] => m.from_commit = Some(String::from_utf8_lossy(c).into_owned()),
+            [b"c", c] => {
+                let c = std::str::from_utf8(c).ok();
+                let c = c.and_then(crate::state::commit::Commit::parse_stored);
+                m.from_commit = Some(c.ok_or("its commit line names no commit")?);
+            }
             [b"x", p] => m
                 .excluded
                 .push(String::from_utf8_lossy(&unescape(p)?).into_owned()),
@@ -736,19 +746,25 @@ mod tests {
         vec!["temp".to_string()]
     }
 
+    /// A release name for each letter the tests use.
+    fn name(which: &str) -> ReleaseName {
+        let digit = if which == "r" { "1" } else { "2" };
+        ReleaseName::parse(&digit.repeat(40)).unwrap()
+    }
+
     #[test]
     fn a_manifest_round_trips_through_its_file_with_odd_names() {
         let t = tree();
         let root_dir = tempfile::tempdir().unwrap();
         let root = Root::new(root_dir.path()).unwrap();
-        let n = record(&root, "r", t.path(), &excluded()).unwrap();
+        let n = record(&root, &name("r"), t.path(), &excluded()).unwrap();
         assert_eq!(n, 5, "www, www/data, www/index.php, log, the odd file");
-        let m = load(&root, "r").unwrap().unwrap();
+        let m = load(&root, &name("r")).unwrap().unwrap();
         assert_eq!(m.excluded, excluded());
         let again = scan(t.path(), &excluded(), Depth::Full, None).unwrap();
         assert_eq!(m.entries, again);
         assert!(diff(&m.entries, &again, &m.excluded).is_empty());
-        assert!(load(&root, "missing").unwrap().is_none());
+        assert!(load(&root, &name("missing")).unwrap().is_none());
     }
 
     #[test]
@@ -813,8 +829,8 @@ mod tests {
         let t = tree();
         let root_dir = tempfile::tempdir().unwrap();
         let root = Root::new(root_dir.path()).unwrap();
-        record(&root, "r", t.path(), &[]).unwrap();
-        let path = path_of(&root, "r");
+        record(&root, &name("r"), t.path(), &[]).unwrap();
+        let path = path_of(&root, &name("r"));
         let mut text = Vec::new();
         flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
             .read_to_end(&mut text)
@@ -823,10 +839,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(cut).unwrap();
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        let e = load(&root, "r").unwrap_err().to_string();
+        let e = load(&root, &name("r")).unwrap_err().to_string();
         assert!(e.contains("damaged"), "{e}");
         std::fs::write(&path, b"not gzip").unwrap();
-        assert!(load(&root, "r").is_err());
+        assert!(load(&root, &name("r")).is_err());
     }
 
     #[test]

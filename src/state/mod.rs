@@ -7,6 +7,7 @@ pub(crate) mod journal;
 pub(crate) mod manifest;
 pub(crate) mod reflocks;
 pub(crate) mod release;
+pub(crate) mod release_name;
 pub(crate) mod repo;
 pub(crate) mod root;
 pub(crate) mod schema;

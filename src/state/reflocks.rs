@@ -21,15 +21,15 @@ use serde::{Deserialize, Serialize};
 
 /// One lock file git held for a transaction, as it was when recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldLock {
+pub(crate) struct HeldLock {
     /// Relative to the repository: `refs/heads/main.lock`, `HEAD.lock`.
-    pub path: String,
+    pub(crate) path: String,
     /// Its inode and change time: a lock file made later is another file.
-    pub ino: u64,
+    pub(crate) ino: u64,
     /// Seconds of its change time.
-    pub ctime: i64,
+    pub(crate) ctime: i64,
     /// Nanoseconds of its change time.
-    pub ctime_nsec: i64,
+    pub(crate) ctime_nsec: i64,
 }
 
 /// A ref name from git's hook input that is safe to join to the repository
@@ -59,7 +59,7 @@ pub(crate) fn identity(git_dir: &Path, rel: &str) -> Option<HeldLock> {
 /// updates (HEAD too, when it follows the branch), and `packed-refs.lock`
 /// when it deletes a ref (git holds it until the deletion is done). Names
 /// that are not UTF-8 are kept as they are, byte for byte.
-pub fn held<'a>(
+pub(crate) fn held<'a>(
     git_dir: &Path,
     names: impl IntoIterator<Item = &'a [u8]>,
     deletes: bool,
@@ -87,7 +87,7 @@ pub fn held<'a>(
 
 /// Remove `lock` if it is still the file that was recorded; `Ok(false)`
 /// when it is gone or is another file now.
-pub fn remove_if_same(git_dir: &Path, lock: &HeldLock) -> std::io::Result<bool> {
+pub(crate) fn remove_if_same(git_dir: &Path, lock: &HeldLock) -> std::io::Result<bool> {
     if !safe_ref(lock.path.trim_end_matches(".lock").as_bytes()) && lock.path != "packed-refs.lock"
     {
         return Ok(false);
@@ -136,18 +136,18 @@ pub(crate) fn unrecorded(
 
 /// A lock file the repository has now.
 #[derive(Debug, Clone)]
-pub struct Present {
+pub(crate) struct Present {
     /// As recorded: relative to the repository.
-    pub lock: HeldLock,
+    pub(crate) lock: HeldLock,
     /// Its full path.
-    pub full: PathBuf,
+    pub(crate) full: PathBuf,
     /// How long ago it was last changed.
-    pub age: Option<Duration>,
+    pub(crate) age: Option<Duration>,
 }
 
 /// Every ref lock file of the repository: `HEAD.lock`, `packed-refs.lock`
 /// and `*.lock` under `refs/`.
-pub fn present(git_dir: &Path) -> Vec<Present> {
+pub(crate) fn present(git_dir: &Path) -> Vec<Present> {
     let mut rels = Vec::new();
     for top in ["HEAD.lock", "packed-refs.lock"] {
         if git_dir.join(top).is_file() {

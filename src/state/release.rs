@@ -11,6 +11,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
+use crate::state::release_name::ReleaseName;
 use crate::state::root::Root;
 use crate::sys::time::Time;
 
@@ -43,8 +45,8 @@ pub(crate) enum State {
 pub(crate) struct Record {
     /// Current state.
     pub(crate) state: State,
-    /// Full commit hash (also the directory name).
-    pub(crate) commit: String,
+    /// The commit (a main release's directory is named by it).
+    pub(crate) commit: Commit,
     /// The ref it was built from.
     #[serde(rename = "ref")]
     pub(crate) git_ref: String,
@@ -66,10 +68,10 @@ pub(crate) struct Record {
 
 impl Record {
     /// The record of a build starting now, by the user running symdeploy.
-    pub(crate) fn building(commit: &str, git_ref: &str, subject: String) -> Record {
+    pub(crate) fn building(commit: Commit, git_ref: &str, subject: String) -> Record {
         Record {
             state: State::Building,
-            commit: commit.to_string(),
+            commit,
             git_ref: git_ref.to_string(),
             subject,
             user: crate::sys::deployer::by(),
@@ -81,19 +83,19 @@ impl Record {
 }
 
 /// Read a release's record, if there is one.
-pub(crate) fn load(root: &Root, commit: &str) -> Option<Record> {
-    let text = std::fs::read_to_string(root.states().join(format!("{commit}.json"))).ok()?;
+pub(crate) fn load(root: &Root, name: &ReleaseName) -> Option<Record> {
+    let text = std::fs::read_to_string(root.states().join(format!("{name}.json"))).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Write a release's record atomically and durably.
 pub(crate) fn save(root: &Root, record: &Record) -> Result<()> {
-    save_as(root, &record.commit, record)
+    save_as(root, &record.commit.into(), record)
 }
 
-/// Write the record of the release directory `name` (a commit for a main
-/// release, `preview-<slug>-<commit>` for a preview's).
-pub(crate) fn save_as(root: &Root, name: &str, record: &Record) -> Result<()> {
+/// Write the record of the release `name` (a preview's release is recorded
+/// under its own name, not its commit's).
+pub(crate) fn save_as(root: &Root, name: &ReleaseName, record: &Record) -> Result<()> {
     let dir = root.states();
     let path = dir.join(format!("{name}.json"));
     let json = serde_json::to_vec_pretty(record)
@@ -123,14 +125,14 @@ pub(crate) fn sweep_temp_records(root: &Root) {
     }
 }
 
-/// Change the state of an existing record (`commit`: the release directory's name).
+/// Change the state of an existing record.
 pub(crate) fn set_state(
     root: &Root,
-    commit: &str,
+    name: &ReleaseName,
     state: State,
     error: Option<String>,
 ) -> Result<()> {
-    if let Some(mut r) = load(root, commit) {
+    if let Some(mut r) = load(root, name) {
         r.state = state;
         if state == State::Ready {
             r.ready_at = Some(Time::now());
@@ -139,15 +141,15 @@ pub(crate) fn set_state(
         if error.is_some() {
             r.error = error;
         }
-        save_as(root, commit, &r)?;
+        save_as(root, name, &r)?;
     }
     Ok(())
 }
 
 /// Remove a release's record (with its directory, by cleanup or rebuild).
-pub(crate) fn forget(root: &Root, commit: &str) {
-    let _ = std::fs::remove_file(root.states().join(format!("{commit}.json")));
-    crate::state::manifest::forget(root, commit);
+pub(crate) fn forget(root: &Root, name: &ReleaseName) {
+    let _ = std::fs::remove_file(root.states().join(format!("{name}.json")));
+    crate::state::manifest::forget(root, name);
 }
 
 /// What a release directory amounts to, as `status`, `releases` and cleanup
@@ -182,8 +184,8 @@ crate::sys::word::serde_as_word!(State, Effective);
 
 /// What a release directory amounts to: its recorded state, or `incomplete`
 /// when it has no record or was interrupted while building.
-pub(crate) fn effective_state(root: &Root, commit: &str) -> Effective {
-    match load(root, commit).map(|r| r.state) {
+pub(crate) fn effective_state(root: &Root, name: &ReleaseName) -> Effective {
+    match load(root, name).map(|r| r.state) {
         Some(State::Ready) => Effective::Ready,
         Some(State::Failed) => Effective::Failed,
         Some(State::Bad) => Effective::Bad,
@@ -192,8 +194,8 @@ pub(crate) fn effective_state(root: &Root, commit: &str) -> Effective {
 }
 
 /// Is this release ready to be pointed at?
-pub(crate) fn is_ready(root: &Root, commit: &str) -> bool {
-    root.release(commit).is_dir() && load(root, commit).is_some_and(|r| r.state == State::Ready)
+pub(crate) fn is_ready(root: &Root, name: &ReleaseName) -> bool {
+    root.release(name).is_dir() && load(root, name).is_some_and(|r| r.state == State::Ready)
 }
 
 #[cfg(test)]
@@ -205,8 +207,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
         std::fs::create_dir_all(root.states()).unwrap();
-        assert_eq!(effective_state(&root, "c").as_ref(), "incomplete");
-        let mut r = Record::building("c", "refs/heads/main", String::new());
+        let c = Commit::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let name = ReleaseName::Main(c);
+        assert_eq!(effective_state(&root, &name).as_ref(), "incomplete");
+        let mut r = Record::building(c, "refs/heads/main", String::new());
         for (state, shown) in [
             (State::Building, "incomplete"),
             (State::Ready, "ready"),
@@ -215,7 +219,7 @@ mod tests {
         ] {
             r.state = state;
             save(&root, &r).unwrap();
-            let e = effective_state(&root, "c");
+            let e = effective_state(&root, &name);
             assert_eq!(e.to_string(), shown);
             assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{shown}\""));
         }

@@ -24,6 +24,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
+use crate::state::release_name::ReleaseName;
 
 /// The name of the warm-up symlink.
 pub(crate) const WARMUP: &str = "warmup";
@@ -33,8 +35,6 @@ pub(crate) const WATCH_STAGE: &str = "watch";
 pub(crate) const PRODUCTION: &str = "production";
 /// The directory of the preview links.
 pub(crate) const PREVIEWS: &str = "previews";
-/// Prefix of preview release directories inside releases/.
-pub(crate) const PREVIEW_RELEASE_PREFIX: &str = "preview-";
 /// Prefix of temporary export directories inside releases/.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// Prefix of temporary link names in the root (cleaned up by the next deploy).
@@ -114,15 +114,18 @@ impl Root {
     pub(crate) fn releases(&self) -> PathBuf {
         self.dir.join("releases")
     }
-    /// ROOT/releases/<commit>, or for a preview's release name
+    /// ROOT/releases/<commit>, or for a preview's release
     /// `previews/<slug>/releases/<commit>`.
-    pub(crate) fn release(&self, commit: &str) -> PathBuf {
-        match parse_preview_release(commit) {
-            Some((slug, c)) => {
-                let new = self.preview_dir(slug).join("releases").join(c);
+    pub(crate) fn release(&self, name: &ReleaseName) -> PathBuf {
+        match name {
+            ReleaseName::Preview { slug, commit } => {
+                let new = self
+                    .preview_dir(slug)
+                    .join("releases")
+                    .join(commit.as_str());
                 // A preview older versions left, not moved over yet (the next
                 // preview operation under the lock moves it): read it where it is.
-                let legacy = self.releases().join(commit);
+                let legacy = self.releases().join(name.to_string());
                 if std::fs::symlink_metadata(&new).is_err()
                     && std::fs::symlink_metadata(&legacy).is_ok()
                 {
@@ -130,8 +133,13 @@ impl Root {
                 }
                 new
             }
-            None => self.releases().join(commit),
+            ReleaseName::Main(commit) => self.releases().join(commit.as_str()),
         }
+    }
+
+    /// ROOT/releases/<commit>: a main release's directory.
+    pub(crate) fn main_release(&self, commit: Commit) -> PathBuf {
+        self.releases().join(commit.as_str())
     }
     /// ROOT/common
     pub(crate) fn common(&self) -> PathBuf {
@@ -159,7 +167,7 @@ impl Root {
     }
     /// `.symdeploy/watch/`: the watch after a promote (`current.json`) and
     /// its progress.
-    pub fn watch_dir(&self) -> PathBuf {
+    pub(crate) fn watch_dir(&self) -> PathBuf {
         self.state_dir().join("watch")
     }
     /// Per-deploy logs.
@@ -180,7 +188,7 @@ impl Root {
     }
     /// A release being removed: renamed to this first (one rename), so a
     /// half-removed release never shows under its own name.
-    pub(crate) fn doomed_release(&self, name: &str) -> PathBuf {
+    pub(crate) fn doomed_release(&self, name: &ReleaseName) -> PathBuf {
         self.releases().join(format!("{TMP_PREFIX}delete-{name}"))
     }
     /// `.symdeploy/strict`: strict mode's pending files, one per receive-pack.
@@ -220,17 +228,12 @@ impl Root {
     pub(crate) fn preview_link(&self, slug: &str) -> PathBuf {
         self.preview_dir(slug).join(PRODUCTION)
     }
-    /// The name of a preview's release of `commit` (records, journal, trash).
-    pub(crate) fn preview_release_name(&self, slug: &str, commit: &str) -> String {
-        format!("{PREVIEW_RELEASE_PREFIX}{slug}-{commit}")
-    }
     /// The target text of `previews/<slug>/production` for the release `name`.
-    pub(crate) fn preview_target(&self, name: &str) -> String {
-        let commit = parse_preview_release(name).map_or(name, |(_, c)| c);
-        format!("releases/{commit}")
+    pub(crate) fn preview_target(&self, name: &ReleaseName) -> String {
+        format!("releases/{}", name.commit())
     }
-    /// The release name `previews/<slug>/production` points at, if any.
-    pub(crate) fn preview_pointed(&self, slug: &str) -> Option<String> {
+    /// The release `previews/<slug>/production` points at, if any.
+    pub(crate) fn preview_pointed(&self, slug: &str) -> Option<ReleaseName> {
         let Ok(target) = std::fs::read_link(self.preview_link(slug)) else {
             // Older versions: previews/<slug> -> ../releases/preview-<slug>-<commit>.
             let old = std::fs::read_link(self.preview_dir(slug)).ok()?;
@@ -238,13 +241,11 @@ impl Root {
                 .to_str()?
                 .strip_prefix("../releases/")?
                 .trim_end_matches('/');
-            return parse_preview_release(name)
-                .filter(|(s, _)| *s == slug)
-                .map(|_| name.to_string());
+            return ReleaseName::parse(name).filter(|n| n.slug() == Some(slug));
         };
         let commit = target.to_str()?.strip_prefix("releases/")?;
-        let commit = commit.trim_end_matches('/');
-        is_commit_hash(commit).then(|| self.preview_release_name(slug, commit))
+        let commit = Commit::parse_stored(commit.trim_end_matches('/'))?;
+        ReleaseName::preview(slug, commit)
     }
     /// ROOT/previews/<slug>/common: the shared data of one preview.
     pub(crate) fn common_preview(&self, slug: &str) -> PathBuf {
@@ -259,8 +260,8 @@ impl Root {
     pub(crate) fn preview_records(&self) -> PathBuf {
         self.state_dir().join("previews")
     }
-    /// Preview release directories present: (name, slug, commit).
-    pub(crate) fn preview_release_dirs(&self) -> Result<Vec<(String, String, String)>> {
+    /// Preview release directories present.
+    pub(crate) fn preview_release_dirs(&self) -> Result<Vec<ReleaseName>> {
         let mut out = Vec::new();
         let Ok(previews) = std::fs::read_dir(self.previews()) else {
             return Ok(out);
@@ -278,11 +279,9 @@ impl Root {
             };
             for entry in entries {
                 let entry = entry.at("read directory", &dir)?;
-                if let Some(commit) = entry.file_name().to_str() {
-                    if is_commit_hash(commit) {
-                        let name = self.preview_release_name(&slug, commit);
-                        out.push((name, slug.clone(), commit.to_string()));
-                    }
+                let commit = entry.file_name().to_str().and_then(Commit::parse_stored);
+                if let Some(name) = commit.and_then(|c| ReleaseName::preview(&slug, c)) {
+                    out.push(name);
                 }
             }
         }
@@ -301,125 +300,72 @@ impl Root {
 
     /// The commit a root symlink (`warmup`, `production`) points at, if it
     /// points at a release directory.
-    pub(crate) fn pointed_release(&self, name: &str) -> Option<String> {
+    pub(crate) fn pointed_release(&self, name: &str) -> Option<Commit> {
         let target = std::fs::read_link(self.link(name)).ok()?;
         let target = target.to_str()?;
-        let commit = target.strip_prefix("releases/")?.trim_end_matches('/');
-        is_commit_hash(commit).then(|| commit.to_string())
+        Commit::parse_stored(target.strip_prefix("releases/")?.trim_end_matches('/'))
     }
 
     /// The release production points at.
-    pub(crate) fn production(&self) -> Option<String> {
+    pub(crate) fn production(&self) -> Option<Commit> {
         self.pointed_release(PRODUCTION)
     }
 
     /// The release warmup points at.
-    pub(crate) fn warmup(&self) -> Option<String> {
+    pub(crate) fn warmup(&self) -> Option<Commit> {
         self.pointed_release(WARMUP)
     }
 
-    /// Release directories present (complete exports; temporaries excluded).
-    pub(crate) fn release_dirs(&self) -> Result<Vec<String>> {
+    /// Main release directories present (complete exports; temporaries
+    /// and anything not named by a commit excluded).
+    pub(crate) fn release_dirs(&self) -> Result<Vec<Commit>> {
         let dir = self.releases();
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).at("read directory", &dir)? {
             let entry = entry.at("read directory", &dir)?;
-            if let Some(name) = entry.file_name().to_str() {
-                if is_commit_hash(name) {
-                    out.push(name.to_string());
-                }
+            if let Some(c) = entry.file_name().to_str().and_then(Commit::parse_stored) {
+                out.push(c);
             }
         }
         Ok(out)
     }
 }
 
-/// A full hexadecimal object id (SHA-1 or SHA-256).
-pub(crate) fn is_commit_hash(s: &str) -> bool {
-    (s.len() == 40 || s.len() == 64)
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Split a preview release name `preview-<slug>-<commit>` into slug and commit.
-pub(crate) fn parse_preview_release(name: &str) -> Option<(&str, &str)> {
-    let rest = name.strip_prefix(PREVIEW_RELEASE_PREFIX)?;
-    let (slug, commit) = rest.rsplit_once('-')?;
-    // A slug is a DNS label: nothing in it can climb out of previews/.
-    let label = !slug.is_empty()
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    (is_commit_hash(commit) && label).then_some((slug, commit))
-}
-
-/// The short form used in messages.
-pub(crate) fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
-}
-
-/// Where a release is, as people read it: `releases/<short>`, or for a
-/// preview's release `previews/<slug>/releases/<short>`.
-pub(crate) fn release_place(name: &str) -> String {
-    match parse_preview_release(name) {
-        Some((slug, c)) => format!("previews/{slug}/releases/{}", short(c)),
-        None => format!("releases/{}", release_label(name)),
-    }
-}
-
-/// A release directory's name as people read it: a commit hash shortened,
-/// any other name (a preview's release) whole, since its first 12
-/// characters say nothing.
-pub(crate) fn release_label(name: &str) -> &str {
-    if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-        short(name)
-    } else {
-        name
-    }
+/// The short form of an object id used in messages (a commit's is
+/// [`Commit::short`]; this is for ids as git hands them to hooks).
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn commit_hashes_are_recognised() {
-        assert!(is_commit_hash(&"a".repeat(40)));
-        assert!(!is_commit_hash(&"A".repeat(40)));
-        assert!(!is_commit_hash("../../etc"));
-        assert!(!is_commit_hash(".tmp-abc"));
-    }
+    const C: &str = "0123456789abcdef0123456789abcdef01234567";
 
     #[test]
-    fn preview_release_names_round_trip() {
+    fn a_preview_release_lives_in_its_own_root() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
-        let c = "0123456789abcdef0123456789abcdef01234567";
-        let name = root.preview_release_name("feature-a-b", c);
-        assert_eq!(parse_preview_release(&name), Some(("feature-a-b", c)));
-        assert!(!is_commit_hash(&name), "never taken for a main release");
-        assert_eq!(parse_preview_release(c), None);
-        assert_eq!(parse_preview_release("preview--x"), None);
-        let climb = format!("preview-../../etc-{c}");
-        assert_eq!(
-            parse_preview_release(&climb),
-            None,
-            "never leaves previews/"
-        );
+        let name = ReleaseName::preview("feature-a-b", Commit::parse(C).unwrap()).unwrap();
         assert_eq!(
             root.release(&name),
-            t.path().join(format!("previews/feature-a-b/releases/{c}"))
+            t.path().join(format!("previews/feature-a-b/releases/{C}"))
         );
-        assert_eq!(root.preview_target(&name), format!("releases/{c}"));
+        assert_eq!(root.preview_target(&name), format!("releases/{C}"));
+        let main = ReleaseName::Main(Commit::parse(C).unwrap());
+        assert_eq!(root.release(&main), t.path().join(format!("releases/{C}")));
     }
 
     #[test]
     fn pointed_release_reads_relative_links() {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path()).unwrap();
-        let c = "0123456789abcdef0123456789abcdef01234567";
-        std::os::unix::fs::symlink(format!("releases/{c}"), root.link(WARMUP)).unwrap();
-        assert_eq!(root.warmup().as_deref(), Some(c));
+        std::os::unix::fs::symlink(format!("releases/{C}"), root.link(WARMUP)).unwrap();
+        assert_eq!(root.warmup().map(|c| c.to_string()).as_deref(), Some(C));
         assert_eq!(root.production(), None);
+        let upper = C.to_uppercase();
+        std::os::unix::fs::symlink(format!("releases/{upper}"), root.link(PRODUCTION)).unwrap();
+        assert_eq!(root.production(), None, "only the stored spelling counts");
     }
 }

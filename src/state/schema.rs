@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
 use crate::state::root::Root;
 use crate::sys::output;
 
@@ -160,7 +161,7 @@ pub(crate) fn after_migrate(ctx: &Ctx, release: &Path) {
     k.applied = applied;
     k.recorded = true;
     if let Some(prod) = ctx.root.production() {
-        note_served(&mut k, &prod);
+        note_served(&mut k, prod);
     }
     match save(&ctx.root, &k) {
         Ok(()) => output::detail(&format!(
@@ -173,7 +174,7 @@ pub(crate) fn after_migrate(ctx: &Ctx, release: &Path) {
     }
 }
 
-fn note_served(k: &mut Known, commit: &str) {
+fn note_served(k: &mut Known, commit: Commit) {
     let fp = fingerprint(&k.applied);
     let list = k.served.entry(commit.to_string()).or_default();
     if !list.contains(&fp) {
@@ -182,7 +183,7 @@ fn note_served(k: &mut Known, commit: &str) {
 }
 
 /// Production serves `commit` against the current schema (after a switch).
-pub(crate) fn served(ctx: &Ctx, commit: &str) {
+pub(crate) fn served(ctx: &Ctx, commit: Commit) {
     if ctx.config.schema.migrations.is_none() {
         return;
     }
@@ -204,9 +205,9 @@ pub(crate) fn after_undo(ctx: &Ctx, undone: &[String]) -> Result<()> {
 }
 
 /// Forget what releases no longer on disk served (cleanup).
-pub(crate) fn forget(ctx: &Ctx, commit: &str) {
+pub(crate) fn forget(ctx: &Ctx, name: &crate::state::release_name::ReleaseName) {
     let mut k = load(&ctx.root);
-    if k.served.remove(commit).is_some() {
+    if k.served.remove(&name.to_string()).is_some() {
         let _ = save(&ctx.root, &k);
     }
 }
@@ -253,35 +254,38 @@ pub(crate) fn judge(applied: &[String], target_set: &[String], proven: &[String]
 /// The rule for switching production to `target`, with what is on disk and
 /// recorded now. The app's own answer (`migrations_applied`) is asked in the
 /// release in production, when there is one.
-pub(crate) fn verdict(ctx: &Ctx, target: &str) -> Verdict {
-    let Some(target_set) = release_set(ctx, &ctx.root.release(target)) else {
+pub(crate) fn verdict(ctx: &Ctx, target: Commit) -> Verdict {
+    let Some(target_set) = release_set(ctx, &ctx.root.main_release(target)) else {
         return Verdict::Untracked;
     };
     let k = load(&ctx.root);
     let asked = ctx
         .root
         .production()
-        .and_then(|p| ask_app(ctx, &ctx.root.release(&p)));
+        .and_then(|p| ask_app(ctx, &ctx.root.main_release(p)));
     let applied = match asked {
         Some(a) => a,
         None if k.recorded => k.applied.clone(),
         None => return Verdict::Untracked,
     };
-    let proven = k.served.get(target).cloned().unwrap_or_default();
+    let proven = k.served.get(target.as_str()).cloned().unwrap_or_default();
     judge(&applied, &target_set, &proven)
 }
 
 /// One release as `status` and `releases` show it: how many migrations it
 /// knows, the newest, and whether a rollback reaches it without undo.
-pub(crate) fn describe(ctx: &Ctx, commit: &str) -> Option<(String, bool)> {
-    let set = release_set(ctx, &ctx.root.release(commit))?;
+pub(crate) fn describe(ctx: &Ctx, commit: Commit) -> Option<(String, bool)> {
+    let set = release_set(ctx, &ctx.root.main_release(commit))?;
     let k = load(&ctx.root);
     let newest = set.last().cloned().unwrap_or_else(|| "none".into());
     let ok = !k.recorded
         || judge(
             &k.applied,
             &set,
-            k.served.get(commit).map(Vec::as_slice).unwrap_or_default(),
+            k.served
+                .get(commit.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
         )
         .allowed();
     Some((format!("schema {} ({newest})", set.len()), ok))

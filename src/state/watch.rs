@@ -15,36 +15,38 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Outcome};
-use crate::state::root::{short, Root};
+use crate::state::release_name::Recorded;
+use crate::state::root::Root;
 use crate::sys::output;
 
 /// The watch under way, as `current.json` records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Current {
+pub(crate) struct Current {
     /// The journal start entry of the watch run.
-    pub entry: Entry,
+    pub(crate) entry: Entry,
     /// The watcher's pid (0 until it is spawned).
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Its start time (`/proc/<pid>/stat`), so a reused pid is not it.
     #[serde(default)]
-    pub pid_start: Option<u64>,
+    pub(crate) pid_start: Option<u64>,
     /// Unix seconds at which the window ends.
-    pub until: i64,
+    pub(crate) until: i64,
     /// Seconds between checks.
-    pub interval: u64,
+    pub(crate) interval: u64,
     /// How many checks the window holds.
-    pub total: u64,
+    pub(crate) total: u64,
 }
 
 impl Current {
     /// The watched release.
-    pub fn commit(&self) -> &str {
-        self.entry.commit.as_deref().unwrap_or_default()
+    pub(crate) fn commit(&self) -> Option<Commit> {
+        self.entry.commit.as_ref().and_then(Recorded::main)
     }
 
     /// Is the watcher process alive (and really it, not a reused pid)?
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         // A zombie is dead: its parent died and no init reaps it (containers).
         let running = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .ok()
@@ -60,7 +62,7 @@ impl Current {
     }
 
     /// The end of the window, as people read it (UTC, HH:MM:SS).
-    pub fn until_clock(&self) -> String {
+    pub(crate) fn until_clock(&self) -> String {
         jiff::Timestamp::from_second(self.until)
             .map(|t| t.strftime("%H:%M:%S").to_string())
             .unwrap_or_else(|_| self.until.to_string())
@@ -69,11 +71,11 @@ impl Current {
 
 /// The watcher's count of checks so far.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Checks run.
-    pub done: u64,
+    pub(crate) done: u64,
     /// Checks that passed.
-    pub ok: u64,
+    pub(crate) ok: u64,
 }
 
 fn current_path(root: &Root) -> PathBuf {
@@ -95,13 +97,13 @@ fn progress_path(root: &Root, run: &str) -> PathBuf {
 }
 
 /// The watch under way, if any.
-pub fn current(root: &Root) -> Option<Current> {
+pub(crate) fn current(root: &Root) -> Option<Current> {
     let text = std::fs::read(current_path(root)).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
 /// Is `run` the watch under way?
-pub fn is_current(root: &Root, run: &str) -> bool {
+pub(crate) fn is_current(root: &Root, run: &str) -> bool {
     current(root).is_some_and(|c| c.entry.run == run)
 }
 
@@ -115,14 +117,14 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Record `c` as the watch under way (lock held).
-pub fn save(root: &Root, c: &Current) -> Result<()> {
+pub(crate) fn save(root: &Root, c: &Current) -> Result<()> {
     let json = serde_json::to_vec_pretty(c)
         .map_err(|e| Error::msg(format!("cannot encode the watch: {e}")))?;
     write_atomic(&current_path(root), &json)
 }
 
 /// The progress of `run`.
-pub fn progress(root: &Root, run: &str) -> Progress {
+pub(crate) fn progress(root: &Root, run: &str) -> Progress {
     std::fs::read(progress_path(root, run))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -130,14 +132,14 @@ pub fn progress(root: &Root, run: &str) -> Progress {
 }
 
 /// Record the progress of `run` (by its watcher).
-pub fn save_progress(root: &Root, run: &str, p: Progress) -> Result<()> {
+pub(crate) fn save_progress(root: &Root, run: &str, p: Progress) -> Result<()> {
     let json = serde_json::to_vec(&p)
         .map_err(|e| Error::msg(format!("cannot encode the watch's progress: {e}")))?;
     write_atomic(&progress_path(root, run), &json)
 }
 
 /// Forget the watch `run` (its record and its progress).
-pub fn clear(root: &Root, run: &str) {
+pub(crate) fn clear(root: &Root, run: &str) {
     if is_current(root, run) {
         let _ = std::fs::remove_file(current_path(root));
     }
@@ -148,7 +150,7 @@ pub fn clear(root: &Root, run: &str) {
 /// run ends `result` with `why`, its record goes, and its watcher is told to
 /// stop (SIGTERM) and waited for. Returns the watched release. Never fails:
 /// a problem is a warning.
-pub fn end_current(root: &Root, result: Outcome, why: &str) -> Option<String> {
+pub(crate) fn end_current(root: &Root, result: Outcome, why: &str) -> Option<Commit> {
     let c = current(root)?;
     let mut end = c.entry.end(result);
     end.pid = std::process::id();
@@ -172,14 +174,15 @@ pub fn end_current(root: &Root, result: Outcome, why: &str) -> Option<String> {
     }
     output::detail(&format!(
         "the watch of releases/{} ended: {why}",
-        short(c.commit())
+        c.commit()
+            .map_or_else(|| "?".to_string(), |c| c.short().to_string())
     ));
-    Some(c.commit().to_string())
+    c.commit()
 }
 
 /// Is the open journal run `e` a watch whose watcher is alive? Recovery
 /// leaves such a run alone: it is not interrupted, only long.
-pub fn watching(root: &Root, e: &Entry) -> bool {
+pub(crate) fn watching(root: &Root, e: &Entry) -> bool {
     e.event == journal::Event::Watch
         && current(root).is_some_and(|c| c.entry.run == e.run && c.alive())
 }

@@ -124,9 +124,9 @@ pub(crate) fn log_only(text: &str) {
 
 /// A detail line whose screen form names a release by its short hash; the
 /// log also gets the full hash, for scripts and for the record.
-pub(crate) fn detail_full(screen: &str, hex: &str) {
+pub(crate) fn detail_full(screen: &str, full: &str) {
     detail(screen);
-    log_only(&format!("       (full commit: {hex})"));
+    log_only(&format!("       (full commit: {full})"));
 }
 
 /// Plural-aware count: `1 file`, `2 files`.

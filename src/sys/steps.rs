@@ -23,7 +23,7 @@ pub(crate) struct StepEnv {
     /// The release directory the step runs in.
     pub(crate) release: PathBuf,
     /// The release's commit.
-    pub(crate) commit: String,
+    pub(crate) commit: crate::state::commit::Commit,
     /// The ref that was pushed (or given by hand).
     pub(crate) git_ref: String,
     /// The current production release directory, if any.
@@ -99,7 +99,7 @@ impl Step {
         step.cwd(&env.release)
             .env("SYMDEPLOY_ROOT", &env.root)
             .env("SYMDEPLOY_RELEASE", &env.release)
-            .env("SYMDEPLOY_COMMIT", &env.commit)
+            .env("SYMDEPLOY_COMMIT", env.commit.as_str())
             .env("SYMDEPLOY_REF", &env.git_ref)
             .env("SYMDEPLOY_STAGE", stage)
             .env("SYMDEPLOY_PREVIOUS", previous)
@@ -316,7 +316,7 @@ mod tests {
         StepEnv {
             root: dir.to_path_buf(),
             release: dir.to_path_buf(),
-            commit: "c0ffee".into(),
+            commit: crate::state::commit::Commit::parse(&"c0ffee".repeat(7)[..40]).unwrap(),
             git_ref: "refs/heads/main".into(),
             previous: None,
             extra: vec![],
@@ -343,7 +343,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             std::fs::read_to_string(t.path().join("out")).unwrap(),
-            "build c0ffee none\n"
+            format!("build {} none\n", &"c0ffee".repeat(7)[..40])
         );
     }
 

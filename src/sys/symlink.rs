@@ -38,7 +38,7 @@ pub(crate) fn flip(dir: &Path, name: &str, target: &str) -> Result<()> {
 }
 
 /// The relative target a root link should have for a release.
-pub(crate) fn release_target(commit: &str) -> String {
+pub(crate) fn release_target(commit: crate::state::commit::Commit) -> String {
     format!("releases/{commit}")
 }
 
