@@ -1,10 +1,12 @@
-//! Building and switching releases: the warm-up (export, shared links, steps),
+//! Building and switching releases: the warm-up (export, shared links, steps;
+//! one pipeline for releases and previews, told apart by a job's target),
 //! previews, the switch that flips `production`, and the pointers it moves.
 
 pub(crate) mod acl;
 pub(crate) mod carry;
 pub(crate) mod disk;
 pub(crate) mod export;
+pub(crate) mod job;
 pub(crate) mod pointers;
 pub(crate) mod preview;
 pub(crate) mod preview_root;

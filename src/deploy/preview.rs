@@ -1,11 +1,11 @@
 //! Preview environments: a push to a branch matching `previews.branches`
 //! warms that commit up as `ROOT/previews/<slug>`.
 //!
-//! It is the warm-up pipeline (export, shared links, steps, sync, ready,
-//! one rename) with three differences that keep a preview away from
-//! production:
+//! It is the warm-up pipeline ([`crate::deploy::warmup`], whose
+//! `Target::Preview` it is: export, shared links, steps, sync, ready, one
+//! rename) with three differences that keep a preview away from production:
 //!
-//! - it has a root of its own, `previews/<slug>/` ([`crate::preview_root`]):
+//! - it has a root of its own, `previews/<slug>/` ([`crate::deploy::preview_root`]):
 //!   its release is `previews/<slug>/releases/<commit>` (known by the name
 //!   `preview-<slug>-<commit>`), so every relative path its steps use
 //!   resolves inside the preview root, never in production's `common/`;
@@ -14,8 +14,9 @@
 //! - it runs `[previews]`' steps: by default the warm-up's build and links,
 //!   no migrate, and notify with SYMDEPLOY_STAGE=preview.
 //!
-//! The flip is of `previews/<slug>/production` alone; `warmup` and
-//! `production` never move. Each run is journaled (`preview`, `preview-remove`) with a run log,
+//! This file holds what is a preview's own: its slug and record, its flip,
+//! its data's seed, its removal, cleanup and recovery. The flip is of
+//! `previews/<slug>/production` alone; `warmup` and `production` never move. Each run is journaled (`preview`, `preview-remove`) with a run log,
 //! under the deploy lock, and recovered after a kill like a warm-up.
 //!
 //! Deleting the branch (or `symdeploy preview rm`, or cleanup's `keep` and
@@ -23,20 +24,16 @@
 //! `previews/<slug>/common/` stays unless removal is asked for explicitly
 //! (`preview rm --data`): it may hold what a tester uploaded.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, Outcome};
-use crate::state::release::{self, Record, State};
+use crate::state::release::{self, State};
 use crate::state::release_name::{Recorded, ReleaseName};
 use crate::state::root::Root;
-use crate::sys::output::{self, Stage};
-use crate::sys::steps::{self, StepEnv};
+use crate::sys::output;
 use crate::{state::repo, sys::faults, sys::symlink};
 
 /// The journal event of a preview's warm-up.
@@ -176,153 +173,28 @@ fn claim_slug(root: &Root, branch: &str) -> Result<Meta> {
     Ok(meta)
 }
 
-/// What a preview warm-up left.
-#[derive(Debug, Clone)]
-pub(crate) struct Built {
-    /// The preview's slug.
-    pub(crate) slug: String,
-    /// The preview's release.
-    pub(crate) name: ReleaseName,
-    /// The commit.
-    pub(crate) commit: Commit,
-}
-
-/// Warm `commit` of `git_ref` up as its branch's preview, with the lock
-/// held; `flip`: point `previews/<slug>` at it (strict mode flips later).
-pub(crate) fn warm(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    flip: bool,
-) -> Result<Built> {
-    let root = &ctx.root;
+/// The slug of the branch `git_ref`'s preview, claimed (recorded with the
+/// push time) and its preview root made ready for a warm-up. Lock held.
+pub(crate) fn claim(ctx: &Ctx, git_ref: &str) -> Result<String> {
     let branch = ctx.config.preview_branch(git_ref).ok_or_else(|| {
         Error::with_help(
             format!("{git_ref} is not a branch that gets a preview"),
             "previews are for branches matching `previews.branches` in deploy.toml",
         )
     })?;
-    let meta = claim_slug(root, branch)?;
-    let slug = meta.slug.clone();
-    crate::deploy::preview_root::ensure(ctx, &slug)?;
-    let name = ReleaseName::preview(&slug, commit)
-        .ok_or_else(|| Error::msg(format!("`{slug}` is not a preview slug")))?;
-    let built = Built {
-        slug: slug.clone(),
-        name: name.clone(),
-        commit,
-    };
-    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
-    output::header(&format!(
-        "preview {slug} of {} ({git_ref}): {subject}",
-        commit.short()
-    ));
-    if release::is_ready(root, &name) {
-        output::detail(&format!("{} is already warmed up", rel_shown(&name)));
-        if flip {
-            let entry = Entry::start(EVENT, Some(&commit.into()), Some(git_ref));
-            journal::append(root, &entry)?;
-            point(ctx, &slug, &name)?;
-            journal::append(root, &entry.end(Outcome::Unchanged))?;
-            finish(ctx, &built);
-        }
-        return Ok(built);
-    }
-    let dir = root.release(&name);
-    if dir.exists() {
-        // Not ready, so never pointed at: an earlier failed or cut-short build.
-        output::detail(&format!(
-            "removing the earlier {} build of {}",
-            release::effective_state(root, &name),
-            rel_shown(&name)
-        ));
-        crate::housekeeping::trash::remove_release(ctx, &name)?;
-    }
-
-    let mut entry = Entry::start(EVENT, Some(&commit.into()), Some(git_ref));
-    journal::append(root, &entry)?;
-    release::save_as(root, &name, &Record::building(commit, git_ref, subject))?;
-    let mut durations = BTreeMap::new();
-    let started = Instant::now();
-    if let Err(e) = build(ctx, repo, commit, git_ref, &meta, &name, &mut durations) {
-        release::set_state(root, &name, State::Failed, Some(e.to_string()))?;
-        entry.durations = durations;
-        entry.error = Some(e.to_string());
-        let result = match e {
-            Error::Interrupted { .. } => Outcome::Interrupted,
-            _ => Outcome::Failed,
-        };
-        journal::append(root, &entry.end(result.clone()))?;
-        return Err(Error::Failed {
-            code: e.exit_code(),
-            message: format!("preview {slug} of {} {result}: {e}", commit.short()),
-            now: vec![format!(
-                "previews/{slug}/production -> {} (unchanged)",
-                root.preview_pointed(&slug)
-                    .map(|n| format!("releases/{}", n.commit().short()))
-                    .unwrap_or_else(|| "nothing".into())
-            )],
-            help: e.help(),
-            source: Some(Box::new(e)),
-        });
-    }
-    release::set_state(root, &name, State::Ready, None)?;
-    if !flip {
-        entry.durations = durations;
-        journal::append(root, &entry.end(Outcome::Built))?;
-        output::detail(&format!(
-            "{} is ready; previews/{slug}/production flips to it once git accepts {git_ref}",
-            rel_shown(&name)
-        ));
-        return Ok(built);
-    }
-    faults::point("before-flip-preview");
-    point(ctx, &slug, &name)?;
-    faults::point("after-flip-preview");
-    notify(ctx, &built, git_ref, &mut durations);
-    durations.insert("total".into(), started.elapsed().as_secs_f64());
-    entry.durations = durations;
-    journal::append(root, &entry.end(Outcome::Ok))?;
-    finish(ctx, &built);
-    Ok(built)
+    let meta = claim_slug(&ctx.root, branch)?;
+    crate::deploy::preview_root::ensure(ctx, &meta.slug)?;
+    Ok(meta.slug)
 }
 
-/// Run `previews.notify` (SYMDEPLOY_STAGE=preview); a failure is a warning.
-pub(crate) fn notify(
-    ctx: &Ctx,
-    built: &Built,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) {
-    if ctx.config.previews.notify.is_empty() {
-        return; // no stage on screen for a step list that is empty
-    }
-    let stage = Stage::start("notify");
-    let mut env = step_env(ctx, &built.slug, &built.name, git_ref);
-    env.extra.push(("SYMDEPLOY_STAGE".into(), "preview".into()));
-    if let Err(e) = steps::run_stage("notify", &ctx.config.previews.notify, &env) {
-        output::warning(&format!("{e} (the preview is up all the same)"));
-    }
-    durations.insert("notify".into(), stage.done().as_secs_f64());
-}
-
-pub(crate) fn finish(ctx: &Ctx, built: &Built) {
-    output::success(&format!(
-        "previews/{}/production -> releases/{}",
-        built.slug,
-        built.commit.short()
-    ));
-    output::log_only(&format!(
-        "       (release: {})",
-        ctx.root.release(&built.name).display()
-    ));
-    output::line(&format!(
-        "       serve it as {}.<your preview domain> (docs/src/previews.md); production and warmup are unchanged",
-        built.slug
-    ));
-    // The releases this one replaces are not served any more.
-    remove_unpointed(ctx, &built.slug);
+/// Where `previews/<slug>/production` points, for a failure's report.
+pub(crate) fn where_now(root: &Root, slug: &str) -> Vec<String> {
+    vec![format!(
+        "previews/{slug}/production -> {} (unchanged)",
+        root.preview_pointed(slug)
+            .map(|n| format!("releases/{}", n.commit().short()))
+            .unwrap_or_else(|| "nothing".into())
+    )]
 }
 
 /// Point `previews/<slug>/production` at the release `name` (one rename)
@@ -346,18 +218,21 @@ pub(crate) fn point(ctx: &Ctx, slug: &str, name: &ReleaseName) -> Result<()> {
     Ok(())
 }
 
-/// Remove the releases of `slug` that `previews/<slug>` does not point at.
-/// Problems are warnings: the preview itself is up.
-pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) {
+/// Remove the releases of `slug` that `previews/<slug>` does not point at;
+/// returns what could not be removed, for the caller to warn of (the
+/// preview itself is up).
+pub(crate) fn remove_unpointed(ctx: &Ctx, slug: &str) -> Vec<Error> {
     let pointed = ctx.root.preview_pointed(slug);
+    let mut stuck = Vec::new();
     for name in ctx.root.preview_release_dirs().unwrap_or_default() {
         if name.slug() == Some(slug) && Some(&name) != pointed.as_ref() {
             match crate::housekeeping::trash::remove_release(ctx, &name) {
                 Ok(()) => output::detail(&format!("removed {}", rel_shown(&name))),
-                Err(e) => output::warning(&format!("{e}")),
+                Err(e) => stuck.push(e),
             }
         }
     }
+    stuck
 }
 
 /// `previews/<slug>/releases/<short>`: where a preview release is, for people.
@@ -365,79 +240,9 @@ fn rel_shown(name: &ReleaseName) -> String {
     name.place()
 }
 
-/// The environment of a preview's steps. SYMDEPLOY_ROOT stays the deploy
-/// root (scripts find `.symdeploy/` and the repository through it);
-/// SYMDEPLOY_SHARED is the preview's data, and relative paths from the
-/// release resolve in the preview's own root.
-fn step_env(ctx: &Ctx, slug: &str, name: &ReleaseName, git_ref: &str) -> StepEnv {
-    StepEnv {
-        root: ctx.root.dir.clone(),
-        release: ctx.root.release(name),
-        commit: name.commit(),
-        git_ref: git_ref.to_string(),
-        previous: ctx.root.preview_pointed(slug).map(|n| ctx.root.release(&n)),
-        extra: vec![
-            ("SYMDEPLOY_PREVIEW".into(), slug.to_string()),
-            (
-                "SYMDEPLOY_SHARED".into(),
-                ctx.root.common_preview(slug).display().to_string(),
-            ),
-        ],
-        timeout: ctx.config.step_timeout,
-    }
-}
-
-fn build(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    meta: &Meta,
-    name: &ReleaseName,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let root = &ctx.root;
-    let dir = root.release(name);
-    let source = crate::deploy::export::Source::of(repo, commit)?;
-    crate::deploy::disk::preflight(ctx, repo, source, None)?;
-
-    // The same export, into the preview's own release directory.
-    crate::deploy::warmup::export_stage(ctx, repo, source, name, durations)?;
-    crate::sys::signals::check("the preview stopped after the export")?;
-
-    let common = root.common_preview(&meta.slug);
-    if !ctx.config.shared.is_empty() {
-        let stage = Stage::start("shared");
-        seed_common(ctx, &meta.slug)?;
-        crate::deploy::shared::link_all_into(
-            &dir,
-            &common,
-            &root.common_preview_rel(&meta.slug),
-            &ctx.config.shared,
-        )?;
-        durations.insert("shared".into(), stage.done().as_secs_f64());
-    }
-
-    let env = step_env(ctx, &meta.slug, name, git_ref);
-    let p = &ctx.config.previews;
-    let stages = [
-        ("build", &p.build),
-        ("links", &p.links),
-        ("migrate", &p.migrate),
-    ];
-    let exported = crate::deploy::warmup::Exported {
-        name,
-        dir: &dir,
-        common: &common,
-        what: "the preview",
-        fault_prefix: "preview-",
-    };
-    exported.finish(ctx, stages, &env, None, durations)
-}
-
 /// Make `previews/<slug>/common/` if it is not there: a copy of
 /// `previews.seed` if configured, else empty. Never touches common/.
-fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
+pub(crate) fn seed_common(ctx: &Ctx, slug: &str) -> Result<()> {
     let root = &ctx.root;
     let common = root.common_preview(slug);
     if std::fs::symlink_metadata(&common).is_ok() {

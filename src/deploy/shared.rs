@@ -11,6 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::sys::output;
 
 /// Link every shared path of `release` (a directory in releases/) into `common`.
+#[cfg(test)]
 pub(crate) fn link_all(release: &Path, common: &Path, paths: &[String]) -> Result<()> {
     link_all_into(release, common, Path::new("common"), paths)
 }

@@ -1,49 +1,33 @@
-//! The warm-up, in the seed's order: lock, export, shared links, build, links,
-//! migrate, flip `warmup`, check (through www_warmup), ready, notify, journal.
+//! The warm-up, one pipeline for a release and for a preview, in the seed's
+//! order: export, shared links, build, links, migrate, flip, check (a
+//! release's, through www_warmup), ready, notify, journal. What differs
+//! between the two (names, the pointer that flips, steps, environment,
+//! journal event, messages) is the [`Job`]'s [`Target`]; everything else
+//! runs once, here.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::ctx::Ctx;
-use crate::deploy::pointers::{point_warmup, where_now};
+use crate::deploy::job::{Job, Target};
+use crate::deploy::pointers::where_now;
 use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
-use crate::state::journal::{self, Entry, Event, Outcome};
+use crate::state::journal::{self, Entry, Outcome};
 use crate::state::release::{self, Record, State};
 use crate::state::release_name::ReleaseName;
 use crate::sys::advice;
 use crate::sys::output::{self, Stage};
 use crate::sys::steps::{self, StepEnv};
 use crate::{
-    deploy::carry, deploy::export, deploy::shared, state::repo, sys::faults, sys::symlink,
+    deploy::carry, deploy::export, deploy::preview, deploy::shared, state::repo, sys::faults,
+    sys::symlink,
 };
 
-/// What follows a warm-up's build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Then {
-    /// Flip `warmup` to it; `then_promote`: a promote follows (a tag,
-    /// `-o promote`), so the hint to promote is left out and a failure's
-    /// advice names `symdeploy promote`.
-    Flip { then_promote: bool },
-    /// Strict mode: leave `warmup` alone until git has the ref locked.
-    WaitForGit,
-}
-
-impl Then {
-    fn then_promote(self) -> bool {
-        match self {
-            Then::Flip { then_promote } => then_promote,
-            // A strict push's failure advice is the same as a promote's.
-            Then::WaitForGit => true,
-        }
-    }
-}
-
-/// Warm up `commit` with the lock held; returns the commit.
-/// A commit that already has a ready release only re-points `warmup`.
-/// `then_promote`: a promote follows (a tag, `-o promote`), so the hint to
-/// promote is left out and a failure's advice names `symdeploy promote`.
+/// Warm `commit` up as the next release, with the lock held; returns the
+/// commit. A commit that already has a ready release only re-points
+/// `warmup`. `then_promote`: see [`Target::Release`]'s `promote_follows`.
 pub(crate) fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
@@ -52,15 +36,11 @@ pub(crate) fn warm(
     rebuild: bool,
     then_promote: bool,
 ) -> Result<Commit> {
-    warm_impl(
-        ctx,
-        repo,
-        commit,
-        git_ref,
+    let target = Target::Release {
         rebuild,
-        Then::Flip { then_promote },
-    )
-    .map(|_| commit)
+        promote_follows: then_promote,
+    };
+    run(&Job::new(ctx, target, commit, git_ref), repo, true).map(|_| commit)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready
@@ -72,169 +52,175 @@ pub(crate) fn build_only(
     commit: Commit,
     git_ref: &str,
 ) -> Result<bool> {
-    warm_impl(ctx, repo, commit, git_ref, false, Then::WaitForGit)
+    // A strict push's failure advice is the same as a promote's.
+    let target = Target::Release {
+        rebuild: false,
+        promote_follows: true,
+    };
+    run(&Job::new(ctx, target, commit, git_ref), repo, false)
 }
 
-/// The warm-up in the seed's order; returns whether a release was built.
-fn warm_impl(
+/// Warm `commit` of the branch `git_ref` up as its preview, with the lock
+/// held; `flip`: point `previews/<slug>/production` at it (strict mode flips
+/// once git has the ref locked). Returns the preview's slug.
+pub(crate) fn preview(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: Commit,
     git_ref: &str,
-    rebuild: bool,
-    then: Then,
-) -> Result<bool> {
+    flip: bool,
+) -> Result<String> {
+    let slug = preview::claim(ctx, git_ref)?;
+    let target = Target::Preview { slug: slug.clone() };
+    run(&Job::new(ctx, target, commit, git_ref), repo, flip)?;
+    Ok(slug)
+}
+
+/// The pipeline; returns whether a release was built (a ready one is
+/// reused unless a rebuild was asked for).
+fn run(job: &Job, repo: &gix::Repository, flip: bool) -> Result<bool> {
+    let ctx = job.ctx;
     let root = &ctx.root;
-    let subject = repo::subject(repo, commit.id()).unwrap_or_default();
-    output::header(&format!(
-        "warming up {} ({git_ref}): {subject}",
-        commit.short()
-    ));
-    if release::is_ready(root, &commit.into()) && !rebuild {
-        already_ready(ctx, commit, git_ref, then)?;
+    let hex = job.commit.as_str();
+    let subject = repo::subject(repo, job.commit.id()).unwrap_or_default();
+    output::header(&job.header(&subject));
+    if release::is_ready(root, &job.name) && !job.rebuild() {
+        reuse(job, flip)?;
         return Ok(false);
     }
-    remove_earlier_build(ctx, commit)?;
+    remove_earlier_build(job)?;
 
-    let mut entry = Entry::start(Event::Warmup, Some(&commit.into()), Some(git_ref));
+    let mut entry = Entry::start(job.event(), Some(&job.commit.into()), Some(job.git_ref));
     journal::append(root, &entry)?;
-    release::save(root, &Record::building(commit, git_ref, subject))?;
+    release::save_as(
+        root,
+        &job.name,
+        &Record::building(job.commit, job.git_ref, subject),
+    )?;
     let mut durations = BTreeMap::new();
     let started = Instant::now();
-    let built = build(ctx, repo, commit, git_ref, &mut durations);
+    let built = build(job, repo, &mut durations);
     entry.durations = durations;
     if let Err(e) = built {
-        return Err(failed(ctx, entry, e, commit, git_ref, then));
+        return Err(failed(job, entry, e, None));
     }
-    if then == Then::WaitForGit {
-        // Strict mode checks at git's `prepared`, once warmup may point here.
-        release::set_state(root, &commit.into(), State::Ready, None)?;
+    // A release's check goes through www_warmup, so warmup points at the
+    // release before it is ready; a crash in between leaves it `building`,
+    // which recovery marks failed and moves warmup off. Strict mode checks
+    // at git's `prepared`, once warmup may point here.
+    let checked = flip && job.has_check();
+    if !checked {
+        release::set_state(root, &job.name, State::Ready, None)?;
+    }
+    if !flip {
         journal::append(root, &entry.end(Outcome::Built))?;
         output::detail_full(
             &format!(
-                "releases/{} is ready; warmup flips to it once git accepts {git_ref}",
-                commit.short()
+                "{} is ready; {} flips to it once git accepts {}",
+                job.name.place(),
+                job.pointer(),
+                job.git_ref
             ),
-            commit.as_str(),
+            hex,
         );
         return Ok(true);
     }
-    if ctx.config.warmup.check.is_empty() {
-        release::set_state(root, &commit.into(), State::Ready, None)?;
-        faults::point("before-flip-warmup");
-        point_warmup(ctx, commit)?;
-        faults::point("after-flip-warmup");
-    } else {
-        // The check goes through www_warmup, so warmup points at the release
-        // before it is ready; a crash in between leaves it `building`, which
-        // recovery marks failed and moves warmup off.
-        let before = root.warmup();
-        faults::point("before-flip-warmup");
-        point_warmup(ctx, commit)?;
-        faults::point("after-flip-warmup");
-        if let Err(e) = check(ctx, commit, git_ref, &mut entry.durations) {
-            warmup_back(ctx, commit, before);
-            return Err(failed(ctx, entry, e, commit, git_ref, then));
+    // Where a check's failure moves warmup back to.
+    let before = if checked { root.warmup() } else { None };
+    faults::point(&format!("before-flip-{}", job.flip_fault()));
+    job.point()?;
+    faults::point(&format!("after-flip-{}", job.flip_fault()));
+    if checked {
+        if let Err(e) = check(job, &mut entry.durations) {
+            let stuck = warmup_back(ctx, job.commit, before)
+                .err()
+                .map(|b| format!("warmup could not be moved back: {b}"));
+            return Err(failed(job, entry, e, stuck));
         }
-        release::set_state(root, &commit.into(), State::Ready, None)?;
+        release::set_state(root, &job.name, State::Ready, None)?;
     }
 
-    if let Some(took) = notify(ctx, commit, git_ref, Outcome::Ok, None) {
+    if let Some(took) = job.notify(Outcome::Ok, None) {
         entry.durations.insert("notify".into(), took.as_secs_f64());
     }
     entry
         .durations
         .insert("total".into(), started.elapsed().as_secs_f64());
     journal::append(root, &entry.end(Outcome::Ok))?;
-    finish_message(ctx, commit, started.elapsed(), then.then_promote());
+    job.finish_message(started.elapsed());
     Ok(true)
 }
 
-/// Run `warmup.check` against `commit`, which `warmup` points at now, retried
-/// for `warmup.check_timeout`.
-pub(crate) fn check(
-    ctx: &Ctx,
-    commit: Commit,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let w = &ctx.config.warmup;
-    let stage = Stage::start("check");
-    faults::point("warmup-check");
-    crate::deploy::switch::check_until(
-        "check",
-        &w.check,
-        &step_env(ctx, commit, git_ref),
-        w.check_timeout,
-        "warmup.check_timeout",
-    )?;
-    durations.insert("check".into(), stage.done().as_secs_f64());
-    Ok(())
-}
-
-/// A failed check: `warmup` back where it pointed before the flip to `commit`
-/// (if that release is still ready), else off `commit` the usual way. Never
-/// fails: it runs on an error path, and a problem is reported.
-pub(crate) fn warmup_back(ctx: &Ctx, commit: Commit, before: Option<Commit>) {
-    let _unwinding = crate::sys::signals::unwinding("moving warmup back");
-    let root = &ctx.root;
-    if root.warmup() != Some(commit) {
-        return;
+/// The commit has a ready release already: nothing is built. With `flip`
+/// its pointer is re-pointed at it (journaled `unchanged`); a strict build
+/// leaves that to the flip once git has the ref.
+fn reuse(job: &Job, flip: bool) -> Result<()> {
+    let root = &job.ctx.root;
+    let hex = job.commit.as_str();
+    let place = job.name.place();
+    match (&job.target, flip) {
+        (Target::Release { .. }, false) => {
+            output::detail_full(
+                &format!(
+                    "{place} is already warmed up; warmup flips to it once git accepts {}",
+                    job.git_ref
+                ),
+                hex,
+            );
+            return Ok(());
+        }
+        (Target::Release { .. }, true) => output::detail_full(
+            &format!("{place} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)"),
+            hex,
+        ),
+        (Target::Preview { .. }, _) => output::detail(&format!("{place} is already warmed up")),
     }
-    let moved = match before.filter(|b| *b != commit && release::is_ready(root, &(*b).into())) {
-        Some(b) => crate::deploy::pointers::flip_warmup(ctx, b).map(|_| Some(b)),
-        None => match before {
-            // It pointed nowhere: it points nowhere again.
-            None => std::fs::remove_file(root.link(crate::state::root::WARMUP))
-                .at("remove", root.link(crate::state::root::WARMUP))
-                .map(|_| None),
-            Some(_) => crate::deploy::pointers::warmup_off(ctx, commit),
-        },
-    };
-    match moved {
-        Ok(back) => output::detail(&format!(
-            "warmup -> {} (back)",
-            back.map(|c| format!("releases/{}", c.short()))
-                .unwrap_or_else(|| "nothing".into())
-        )),
-        Err(e) => output::error(&format!("could not move warmup back: {e}")),
-    }
-}
-
-/// The commit has a ready release already: nothing is built. A warm-up
-/// re-points `warmup` at it (journaled `unchanged`); a strict build leaves
-/// that to the flip once git has the ref.
-fn already_ready(ctx: &Ctx, commit: Commit, git_ref: &str, then: Then) -> Result<()> {
-    let Then::Flip { then_promote } = then else {
-        output::detail_full(
-            &format!(
-                "releases/{} is already warmed up; warmup flips to it once git accepts {git_ref}",
-                commit.short()
-            ),
-            commit.as_str(),
-        );
+    if !flip {
         return Ok(());
-    };
-    let root = &ctx.root;
-    let entry = Entry::start(Event::Warmup, Some(&commit.into()), Some(git_ref));
+    }
+    let entry = Entry::start(job.event(), Some(&job.commit.into()), Some(job.git_ref));
     journal::append(root, &entry)?;
     let started = Instant::now();
-    output::detail_full(&format!("releases/{} is already warmed up; not rebuilding (use `symdeploy warmup --rebuild` to redo it)", commit.short()), commit.as_str());
-    point_warmup(ctx, commit)?;
+    job.point()?;
     journal::append(root, &entry.end(Outcome::Unchanged))?;
-    finish_message(ctx, commit, started.elapsed(), then_promote);
+    job.finish_message(started.elapsed());
     Ok(())
 }
 
-/// An earlier build of the commit (failed, cut short, or `--rebuild`) is
-/// removed before a new one; one that production or warmup points at is
-/// refused instead.
-fn remove_earlier_build(ctx: &Ctx, commit: Commit) -> Result<()> {
+/// An earlier build of the release (failed, cut short, or `--rebuild`) is
+/// removed before a new one. A preview's is never pointed at (it is not
+/// ready); a release that production or warmup points at is refused.
+fn remove_earlier_build(job: &Job) -> Result<()> {
+    let ctx = job.ctx;
     let root = &ctx.root;
-    let dir = root.main_release(commit);
+    let name = &job.name;
+    let dir = root.release(name);
     if !dir.exists() {
         return Ok(());
     }
+    if let Target::Release { .. } = job.target {
+        make_way(ctx, job.commit)?;
+    }
+    output::detail(&format!(
+        "removing the earlier {} build of {}",
+        release::effective_state(root, name),
+        name.place()
+    ));
+    match job.target {
+        Target::Release { .. } => {
+            std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
+            release::forget(root, name);
+        }
+        Target::Preview { .. } => crate::housekeeping::trash::remove_release(ctx, name)?,
+    }
+    Ok(())
+}
+
+/// Before the release of `commit` is rebuilt: warmup moves off it to
+/// production's release if it can; what still points at it refuses the
+/// rebuild.
+fn make_way(ctx: &Ctx, commit: Commit) -> Result<()> {
+    let root = &ctx.root;
     let production = root.production();
     // The release warmup points at (one that changed since its warm-up, say)
     // can be rebuilt once warmup stands on production's complete release
@@ -258,37 +244,29 @@ fn remove_earlier_build(ctx: &Ctx, commit: Commit) -> Result<()> {
     } else {
         None
     };
-    if let Some(which) = which {
-        return Err(Error::with_help(
+    match which {
+        Some(which) => Err(Error::with_help(
             format!(
                 "releases/{commit} is what {which} points at, so it cannot be rebuilt in place"
             ),
             "warm up and promote another commit first, then rebuild this one",
-        ));
+        )),
+        None => Ok(()),
     }
-    output::detail(&format!(
-        "removing the earlier {} build of releases/{}",
-        release::effective_state(root, &commit.into()),
-        commit.short()
-    ));
-    std::fs::remove_dir_all(&dir).at("remove the old release", &dir)?;
-    release::forget(root, &commit.into());
-    Ok(())
 }
 
 /// A build that failed or was interrupted: the release is marked failed,
 /// the run ended, chat and CI told (a post-receive push exits 0 whatever
-/// happens), and the error returned whole for the renderer.
-fn failed(ctx: &Ctx, entry: Entry, e: Error, commit: Commit, git_ref: &str, then: Then) -> Error {
+/// happens), and the error returned whole for the renderer, with `stuck`
+/// (what could not be undone) said in the same breath.
+fn failed(job: &Job, entry: Entry, e: Error, stuck: Option<String>) -> Error {
+    let ctx = job.ctx;
     let root = &ctx.root;
-    let then_promote = then.then_promote();
     let interrupted = matches!(e, Error::Interrupted { .. });
     // What could not be written down is said with the failure, never in
     // its place: the build's own error is what the pusher must see.
     let mut unrecorded = Vec::new();
-    if let Err(marked) =
-        release::set_state(root, &commit.into(), State::Failed, Some(e.to_string()))
-    {
+    if let Err(marked) = release::set_state(root, &job.name, State::Failed, Some(e.to_string())) {
         unrecorded.push(marked.to_string());
     }
     let mut entry = entry;
@@ -298,37 +276,53 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, commit: Commit, git_ref: &str, then
     } else {
         Outcome::Failed
     };
-    if let Err(journaled) = journal::append(root, &entry.end(result)) {
+    if let Err(journaled) = journal::append(root, &entry.end(result.clone())) {
         unrecorded.push(journaled.to_string());
     }
-    if !interrupted {
-        notify(ctx, commit, git_ref, Outcome::Failed, Some(&e));
-        if then_promote {
-            // A promote was asked for (a tag, `-o promote`) and nothing was
-            // switched: its notify hears `failed` too.
-            crate::deploy::switch::notify(
-                ctx,
-                commit,
-                root.production(),
-                git_ref,
-                Outcome::Failed,
-                Some(&e),
-            );
+    let (message, help, now) = match &job.target {
+        Target::Release {
+            promote_follows, ..
+        } => {
+            if !interrupted {
+                job.notify(Outcome::Failed, Some(&e));
+                if *promote_follows {
+                    // A promote was asked for (a tag, `-o promote`) and nothing was
+                    // switched: its notify hears `failed` too.
+                    crate::deploy::switch::notify(
+                        ctx,
+                        job.commit,
+                        root.production(),
+                        job.git_ref,
+                        Outcome::Failed,
+                        Some(&e),
+                    );
+                }
+            }
+            let (message, help) = if interrupted {
+                (
+                    format!(
+                        "warm-up of {} was interrupted (the release is marked failed): {e}",
+                        job.commit.short()
+                    ),
+                    e.help().unwrap_or_default(),
+                )
+            } else {
+                (
+                    format!("warm-up of {} failed: {e}", job.commit.short()),
+                    advice(&e, job.commit, *promote_follows),
+                )
+            };
+            (message, help, where_now(root))
         }
-    }
-    let (message, help) = if interrupted {
-        (
-            format!(
-                "warm-up of {} was interrupted (the release is marked failed): {e}",
-                commit.short()
-            ),
+        Target::Preview { slug } => (
+            format!("preview {slug} of {} {result}: {e}", job.commit.short()),
             e.help().unwrap_or_default(),
-        )
-    } else {
-        (
-            format!("warm-up of {} failed: {e}", commit.short()),
-            advice(&e, commit, then_promote),
-        )
+            preview::where_now(root, slug),
+        ),
+    };
+    let message = match stuck {
+        Some(stuck) => format!("{message} (and {stuck})"),
+        None => message,
     };
     let message = match unrecorded.is_empty() {
         true => message,
@@ -340,37 +334,83 @@ fn failed(ctx: &Ctx, entry: Entry, e: Error, commit: Commit, git_ref: &str, then
     Error::Failed {
         code: e.exit_code(),
         message,
-        now: where_now(root),
+        now,
         help: Some(help).filter(|h| !h.is_empty()),
         source: Some(Box::new(e)),
     }
 }
 
-fn build(
-    ctx: &Ctx,
-    repo: &gix::Repository,
-    commit: Commit,
-    git_ref: &str,
-    durations: &mut BTreeMap<String, f64>,
-) -> Result<()> {
-    let root = &ctx.root;
-    let dir = root.main_release(commit);
-
-    // Before anything is written: a deploy must not fill the disk.
-    let carry_from = [root.warmup(), root.production()]
-        .into_iter()
-        .flatten()
-        .find(|c| *c != commit && release::is_ready(root, &(*c).into()));
-    let source = export::Source::of(repo, commit)?;
-    crate::deploy::disk::preflight(
-        ctx,
-        repo,
-        source,
-        carry_from.filter(|_| !ctx.config.carry.is_empty()),
+/// Run `warmup.check` against the release `warmup` points at now, retried
+/// for `warmup.check_timeout`.
+pub(crate) fn check(job: &Job, durations: &mut BTreeMap<String, f64>) -> Result<()> {
+    let w = &job.ctx.config.warmup;
+    let stage = Stage::start("check");
+    faults::point("warmup-check");
+    crate::deploy::switch::check_until(
+        "check",
+        &w.check,
+        &job.step_env(),
+        w.check_timeout,
+        "warmup.check_timeout",
     )?;
+    durations.insert("check".into(), stage.done().as_secs_f64());
+    Ok(())
+}
 
-    export_stage(ctx, repo, source, &commit.into(), durations)?;
-    crate::sys::signals::check("the warm-up stopped after the export")?;
+/// A failed check: `warmup` back where it pointed before the flip to
+/// `commit`'s release (if that release is still ready), else off it the
+/// usual way. It runs on an error path: a problem is returned to be told
+/// with that error.
+fn warmup_back(ctx: &Ctx, commit: Commit, before: Option<Commit>) -> Result<()> {
+    let _unwinding = crate::sys::signals::unwinding("moving warmup back");
+    let root = &ctx.root;
+    if root.warmup() != Some(commit) {
+        return Ok(());
+    }
+    let moved = match before.filter(|b| *b != commit && release::is_ready(root, &(*b).into())) {
+        Some(b) => crate::deploy::pointers::flip_warmup(ctx, b).map(|_| Some(b)),
+        None => match before {
+            // It pointed nowhere: it points nowhere again.
+            None => std::fs::remove_file(root.link(crate::state::root::WARMUP))
+                .at("remove", root.link(crate::state::root::WARMUP))
+                .map(|_| None),
+            Some(_) => crate::deploy::pointers::warmup_off(ctx, commit),
+        },
+    };
+    let back = moved?;
+    output::detail(&format!(
+        "warmup -> {} (back)",
+        back.map(|c| format!("releases/{}", c.short()))
+            .unwrap_or_else(|| "nothing".into())
+    ));
+    Ok(())
+}
+
+/// Export, carry, shared links, then the rest in [`Exported::finish`].
+fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64>) -> Result<()> {
+    let ctx = job.ctx;
+    let root = &ctx.root;
+    let dir = root.release(&job.name);
+    let (common, common_rel) = job.common();
+
+    // Before anything is written: a deploy must not fill the disk. A
+    // release carries paths over from the one before it; a preview does not.
+    let carry_from = match job.target {
+        Target::Release { .. } if !ctx.config.carry.is_empty() => {
+            [root.warmup(), root.production()]
+                .into_iter()
+                .flatten()
+                .find(|c| *c != job.commit && release::is_ready(root, &(*c).into()))
+        }
+        _ => None,
+    };
+    // The commit is peeled to its tree once, here: the disk check, the
+    // export and a full disk's explanation all read that tree.
+    let source = export::Source::of(repo, job.commit)?;
+    crate::deploy::disk::preflight(ctx, repo, source, carry_from)?;
+
+    export_stage(ctx, repo, source, &job.name, durations)?;
+    crate::sys::signals::check(&format!("{} stopped after the export", job.what()))?;
     // Flush the export to disk while carry, shared links and the steps run
     // (composer takes seconds): the sync before `ready` then only waits for
     // what they wrote. The result does not matter: that final sync vouches.
@@ -379,40 +419,35 @@ fn build(
         std::thread::spawn(move || crate::sys::fs::sync_filesystem(&dir).is_ok())
     };
 
-    if !ctx.config.carry.is_empty() {
-        let stage = Stage::start("carry");
-        let previous = [root.warmup(), root.production()]
-            .into_iter()
-            .flatten()
-            .find(|c| *c != commit && release::is_ready(root, &(*c).into()));
-        match previous {
-            Some(prev) => carry::carry(&root.main_release(prev), &dir, &ctx.config.carry)?,
-            None => output::detail("no previous release to carry from"),
+    if let Target::Release { .. } = job.target {
+        if !ctx.config.carry.is_empty() {
+            let stage = Stage::start("carry");
+            match &carry_from {
+                Some(prev) => carry::carry(&root.main_release(*prev), &dir, &ctx.config.carry)?,
+                None => output::detail("no previous release to carry from"),
+            }
+            durations.insert("carry".into(), stage.done().as_secs_f64());
         }
-        durations.insert("carry".into(), stage.done().as_secs_f64());
     }
 
     if !ctx.config.shared.is_empty() {
         let stage = Stage::start("shared");
-        shared::link_all(&dir, &root.common(), &ctx.config.shared)?;
+        if let Target::Preview { slug } = &job.target {
+            preview::seed_common(ctx, slug)?;
+        }
+        shared::link_all_into(&dir, &common, &common_rel, &ctx.config.shared)?;
         durations.insert("shared".into(), stage.done().as_secs_f64());
     }
 
-    let env = step_env(ctx, commit, git_ref);
-    let w = &ctx.config.warmup;
-    let stages = [
-        ("build", &w.build),
-        ("links", &w.links),
-        ("migrate", &w.migrate),
-    ];
+    let (stages, fault_prefix) = job.stages();
     let exported = Exported {
-        name: &commit.into(),
+        name: &job.name,
         dir: &dir,
-        common: &root.common(),
-        what: "the warm-up",
-        fault_prefix: "",
+        common: &common,
+        what: job.what(),
+        fault_prefix,
     };
-    exported.finish(ctx, stages, &env, Some(early_sync), durations)
+    exported.finish(ctx, stages, &job.step_env(), Some(early_sync), durations)
 }
 
 /// A release directory whose export is done, and what the rest of its
@@ -620,55 +655,6 @@ fn explain_full_disk(
     )
 }
 
-/// The environment warm-up steps get.
-pub(crate) fn step_env(ctx: &Ctx, commit: Commit, git_ref: &str) -> StepEnv {
-    StepEnv {
-        root: ctx.root.dir.clone(),
-        release: ctx.root.main_release(commit),
-        commit,
-        git_ref: git_ref.to_string(),
-        previous: ctx.root.production().map(|c| ctx.root.main_release(c)),
-        extra: Vec::new(),
-        timeout: ctx.config.step_timeout,
-    }
-}
-
-/// Run warmup.notify with `SYMDEPLOY_RESULT` (ok or failed) and, after a
-/// failure, `SYMDEPLOY_ERROR` (one line). Its own failure is a warning.
-/// Returns how long it took, if it had commands.
-pub(crate) fn notify(
-    ctx: &Ctx,
-    commit: Commit,
-    git_ref: &str,
-    result: Outcome,
-    error: Option<&Error>,
-) -> Option<std::time::Duration> {
-    let commands = &ctx.config.warmup.notify;
-    if commands.is_empty() {
-        return None;
-    }
-    let stage = Stage::start("notify");
-    let mut env = step_env(ctx, commit, git_ref);
-    env.extra
-        .push(("SYMDEPLOY_RESULT".into(), result.as_ref().into()));
-    if let Some(e) = error {
-        env.extra
-            .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
-    }
-    if let Err(e) = steps::run_stage("notify", commands, &env) {
-        output::warning(&format!(
-            "{e} ({})",
-            if result == Outcome::Ok {
-                "the release is warmed up all the same"
-            } else {
-                "the failure above stands as reported"
-            }
-        ));
-        return None;
-    }
-    Some(stage.done())
-}
-
 /// The one piece of advice after a failed warm-up: fixed in the commit means
 /// a new push; fixed on the server (deploy.toml, `common/`, a missing
 /// program, permissions, disk) means running it again there, since pushing
@@ -710,28 +696,4 @@ pub(crate) fn advice(e: &Error, commit: Commit, then_promote: bool) -> String {
             None => format!("fix the cause on the server, then run {again} there"),
         },
     }
-}
-
-pub(crate) fn finish_message(
-    ctx: &Ctx,
-    commit: Commit,
-    took: std::time::Duration,
-    then_promote: bool,
-) {
-    output::success(&format!(
-        "warmup -> releases/{} (warm-up took {})",
-        commit.short(),
-        crate::sys::fs::human_duration(took)
-    ));
-    output::log_only(&format!("       warmup -> releases/{commit}"));
-    if then_promote {
-        return;
-    }
-    // A tag name the configured glob accepts: `release-*` becomes `release-N`.
-    let tag = ctx.config.promote.tags.replace(['*', '?'], "N");
-    output::detail(&format!(
-        "promote it: `{}` on the server, or git tag {tag} {} && git push deploy {tag}",
-        advice::command(&format!("promote {}", commit.short())),
-        commit.short()
-    ));
 }

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::ctx::Ctx;
+use crate::deploy::job::{Job, Target};
 use crate::error::{Error, IoContext, Result};
 use crate::hook::files::{hook_installed, install_hook, HookInstall};
 use crate::hook::pending::{
@@ -36,7 +37,7 @@ use crate::session::recovery::undo;
 use crate::state::commit::Commit;
 use crate::state::journal::{self, Entry, Event, GitTxn, Outcome};
 use crate::state::release;
-use crate::state::release_name::{Recorded, ReleaseName};
+use crate::state::release_name::Recorded;
 use crate::state::root::Root;
 use crate::sys::output;
 
@@ -120,16 +121,16 @@ pub(crate) fn pre_receive(
                     ));
                 }
                 match build_preview(ctx, repo, update) {
-                    Ok(built) => pending.updates.push(PendingUpdate {
+                    Ok((commit, slug)) => pending.updates.push(PendingUpdate {
                         old: update.old.clone(),
                         new: update.new.clone(),
                         name: update.name.clone(),
-                        commit: Some(built.commit),
+                        commit: Some(commit),
                         warm: false,
                         promote: false,
                         state: UpdateState::Built,
                         runs: Vec::new(),
-                        preview: Some(built.slug),
+                        preview: Some(slug),
                         remove_preview: false,
                     }),
                     Err(e) => {
@@ -172,12 +173,13 @@ pub(crate) fn pre_receive(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Build a preview branch's release without flipping `previews/<slug>`.
+/// Build a preview branch's release without flipping `previews/<slug>`;
+/// returns the commit and the preview's slug.
 fn build_preview(
     ctx: &Ctx,
     repo: &gix::Repository,
     update: &RefUpdate,
-) -> Result<crate::deploy::preview::Built> {
+) -> Result<(Commit, String)> {
     let new = gix::ObjectId::from_hex(update.new.as_bytes())
         .map_err(|e| Error::msg(format!("bad object id {}: {e}", update.new)))?;
     let commit = crate::state::repo::peel_to_commit(repo, new, &update.name)?;
@@ -191,7 +193,8 @@ fn build_preview(
             update.name
         ),
     )?;
-    crate::deploy::preview::warm(ctx, repo, commit, &update.name, false)
+    let slug = crate::deploy::warmup::preview(ctx, repo, commit, &update.name, false)?;
+    Ok((commit, slug))
 }
 
 fn build(
@@ -406,18 +409,27 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         ));
     }
     if u.warm {
+        let job = Job::new(
+            ctx,
+            Target::Release {
+                rebuild: false,
+                promote_follows: u.promote,
+            },
+            commit,
+            &u.name,
+        );
         let mut run = Entry::start(Event::Warmup, Some(&commit.into()), Some(&u.name));
         run.txn = Some(txn.clone());
         journal::append(root, &run)?;
         runs.push(run.clone());
         crate::sys::faults::point("strict-before-flip-warmup");
-        crate::deploy::pointers::point_warmup(ctx, commit)?;
+        job.point()?;
         if !ctx.config.warmup.check.is_empty() {
-            warmup_check(ctx, u, commit)?;
+            warmup_check(ctx, &job)?;
         }
-        crate::deploy::warmup::notify(ctx, commit, &u.name, Outcome::Ok, None);
+        job.notify(Outcome::Ok, None);
         journal::append(root, &prepared(&run))?;
-        crate::deploy::warmup::finish_message(ctx, commit, started.elapsed(), u.promote);
+        job.finish_message(started.elapsed());
     }
     if u.promote {
         if root.production() == Some(commit) {
@@ -459,9 +471,10 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
 /// release, so the check that pre-receive could not run runs now, and its
 /// failure refuses the push (the caller undoes the flips, so warmup goes
 /// back). The release is marked failed and notify hears `failed`.
-fn warmup_check(ctx: &Ctx, u: &PendingUpdate, commit: Commit) -> Result<()> {
+fn warmup_check(ctx: &Ctx, job: &Job) -> Result<()> {
+    let commit = job.commit;
     let mut durations = Default::default();
-    let Err(e) = crate::deploy::warmup::check(ctx, commit, &u.name, &mut durations) else {
+    let Err(e) = crate::deploy::warmup::check(job, &mut durations) else {
         return Ok(());
     };
     if let Err(marked) = release::set_state(
@@ -474,11 +487,12 @@ fn warmup_check(ctx: &Ctx, u: &PendingUpdate, commit: Commit) -> Result<()> {
             "could not mark releases/{commit} failed: {marked}"
         ));
     }
-    crate::deploy::warmup::notify(ctx, commit, &u.name, Outcome::Failed, Some(&e));
+    job.notify(Outcome::Failed, Some(&e));
     Err(Error::Failed {
         code: e.exit_code(),
         message: format!("warm-up of {} failed: {e}", commit.short()),
         now: Vec::new(),
+        // A strict push's failure advice is the same as a promote's.
         help: Some(crate::deploy::warmup::advice(&e, commit, true)),
         source: Some(Box::new(e)),
     })
@@ -494,13 +508,20 @@ fn flip_preview(
     runs: &mut Vec<Entry>,
 ) -> Result<()> {
     let root = &ctx.root;
-    let name = ReleaseName::preview(slug, commit)
-        .ok_or_else(|| Error::msg(format!("`{slug}` is not a preview slug")))?;
-    if !release::is_ready(root, &name) {
+    let job = Job::new(
+        ctx,
+        Target::Preview {
+            slug: slug.to_string(),
+        },
+        commit,
+        &u.name,
+    );
+    let name = &job.name;
+    if !release::is_ready(root, name) {
         return Err(Error::with_help(
             format!(
                 "releases/{name} is {} now, no longer the ready preview the pre-receive hook built",
-                release::effective_state(root, &name)
+                release::effective_state(root, name)
             ),
             "something changed it in between (a cleanup, `preview rm`); push again",
         ));
@@ -515,15 +536,10 @@ fn flip_preview(
     journal::append(root, &run)?;
     runs.push(run.clone());
     crate::sys::faults::point("strict-before-flip-preview");
-    crate::deploy::preview::point(ctx, slug, &name)?;
-    let built = crate::deploy::preview::Built {
-        slug: slug.to_string(),
-        name,
-        commit,
-    };
-    crate::deploy::preview::notify(ctx, &built, &u.name, &mut Default::default());
+    job.point()?;
+    job.notify(Outcome::Ok, None);
     journal::append(root, &prepared(&run))?;
-    output::success(&format!("previews/{slug} -> releases/{}", built.name));
+    output::success(&format!("previews/{slug} -> releases/{name}"));
     Ok(())
 }
 
@@ -569,7 +585,9 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
             crate::session::lock::acquire(&ctx.root, "cleanup", std::time::Duration::ZERO)
         {
             for slug in previews {
-                crate::deploy::preview::remove_unpointed(ctx, &slug);
+                for e in crate::deploy::preview::remove_unpointed(ctx, &slug) {
+                    output::warning(&e.to_string());
+                }
             }
         }
     }

@@ -4,13 +4,14 @@
 
 use crate::ctx::Ctx;
 use crate::deploy::preview::{
-    all_meta, meta_of_branch, print_rows, remove, rows, warm, EVENT, REMOVE_EVENT,
+    all_meta, meta_of_branch, print_rows, remove, remove_unpointed, rows, EVENT, REMOVE_EVENT,
 };
 use crate::error::{Error, Result};
 use crate::state::commit::Commit;
 use crate::sys::output;
 
-/// The hook's preview warm-up of a pushed branch: run log, lock, warm, flip.
+/// The hook's preview warm-up of a pushed branch: run log, lock, warm,
+/// flip, and the preview's releases it replaces removed.
 pub(crate) fn deploy(
     ctx: &Ctx,
     repo: &gix::Repository,
@@ -36,7 +37,12 @@ pub(crate) fn deploy(
         ));
         return Ok(());
     }
-    warm(ctx, repo, commit, git_ref, true).map(|_| ())
+    let slug = crate::deploy::warmup::preview(ctx, repo, commit, git_ref, true)?;
+    // The releases the new one replaces are not served any more.
+    for e in remove_unpointed(ctx, &slug) {
+        output::warning(&e.to_string());
+    }
+    Ok(())
 }
 
 /// The hook's handling of a deleted preview branch: lock, remove.

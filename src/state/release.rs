@@ -88,7 +88,9 @@ pub(crate) fn load(root: &Root, name: &ReleaseName) -> Option<Record> {
     serde_json::from_str(&text).ok()
 }
 
-/// Write a release's record atomically and durably.
+/// Write a release's record atomically and durably (the warm-up names the
+/// release itself, with [`save_as`]).
+#[cfg(test)]
 pub(crate) fn save(root: &Root, record: &Record) -> Result<()> {
     save_as(root, &record.commit.into(), record)
 }
