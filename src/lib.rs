@@ -6,6 +6,12 @@
 //!
 //! The binary is the product: everything here is crate-private, so the
 //! compiler reports dead code; `main` is the one entry point.
+//!
+//! "The seed", where comments say so, is the design symdeploy grew from: a
+//! push-to-deploy write-up for PHP (Nette) applications whose deploy-root
+//! layout (`repository`, `releases/`, `common/`, `warmup`, `www_warmup`,
+//! `production`, `www`, `app`) and order of warm-up steps are symdeploy's
+//! contract. `state::root` holds that layout.
 
 #![deny(missing_docs)]
 

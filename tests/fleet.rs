@@ -15,7 +15,7 @@
 //! while the commit holds `fail-build-hostN` / `fail-check-hostN`.
 //!
 //! Without ansible-playbook, sshd or root the test is skipped with a line
-//! naming what is missing; `SYMDEPLOY_REQUIRE_STACK=1` makes that a failure.
+//! naming what is missing; in CI (`CI=true` or `SYMDEPLOY_REQUIRE_STACK=1`) that is a failure.
 //! `SYMDEPLOY_SHOW_PLAYS=1` prints every deploy's Ansible output.
 
 // Its own test binary, so that it runs alone: its timings (a 4 s check window, hosts cut off
@@ -31,7 +31,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, git_cmd, run, text};
+use crate::common::{bin, git_cmd, repo_path, run, short, text, wait_for_within};
 
 const HOSTS: usize = 3;
 
@@ -39,10 +39,6 @@ const HOSTS: usize = 3;
 /// measured figures must be visible in a plain `cargo test`.
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
-}
-
-fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -54,8 +50,8 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// True when everything the fleet needs is here; else the test is skipped
-/// with a line naming what is missing, or fails under SYMDEPLOY_REQUIRE_STACK=1.
-fn fleet_ready(test: &str) -> bool {
+/// with a line naming what is missing, or fails in CI.
+fn fleet_ready() -> bool {
     let mut missing: Vec<String> = [
         "ansible-playbook",
         "sshd",
@@ -86,10 +82,7 @@ fn fleet_ready(test: &str) -> bool {
         return true;
     }
     let why = why.join("; ");
-    if std::env::var("SYMDEPLOY_REQUIRE_STACK").is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("fleet::{test}: {why} (SYMDEPLOY_REQUIRE_STACK is set, so this is a failure)");
-    }
-    say(&format!("test fleet::{test} ... SKIPPED: {why}"));
+    common::skip(&why);
     false
 }
 
@@ -97,18 +90,6 @@ fn fleet_ready(test: &str) -> bool {
 fn free_port(addr: &str) -> u16 {
     let l = TcpListener::bind((addr, 0)).unwrap_or_else(|e| panic!("bind {addr}:0: {e}"));
     l.local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
 }
 
 struct Host {
@@ -395,7 +376,7 @@ impl Fleet {
             .arg("-E")
             .arg(h.dir.join("sshd.log")));
         assert!(o.status.success(), "sshd on {}: {}", h.name, text(&o));
-        wait_for(
+        wait_for_within(
             &format!("{}'s sshd pid file", h.name),
             Duration::from_secs(10),
             || std::fs::read_to_string(&pidfile).is_ok_and(|s| s.trim().parse::<i32>().is_ok()),
@@ -406,7 +387,7 @@ impl Fleet {
             .unwrap_or(0);
         h.sshd_pid.store(pid, Ordering::SeqCst);
         let (addr, port) = (h.addr.clone(), h.port);
-        wait_for(
+        wait_for_within(
             &format!("sshd on {addr}:{port}"),
             Duration::from_secs(10),
             || std::net::TcpStream::connect((addr.as_str(), port)).is_ok(),
@@ -646,7 +627,7 @@ impl Drop for Fleet {
 
 #[test]
 fn fleet_deploys_are_all_or_nothing() {
-    if !fleet_ready("fleet_deploys_are_all_or_nothing") {
+    if !fleet_ready() {
         return;
     }
     let fleet = Fleet::new();
@@ -913,7 +894,7 @@ fn fleet_deploys_are_all_or_nothing() {
     let checking = hosts[2].root.join("checking");
     let (ok, out) = std::thread::scope(|s| {
         let deploy = s.spawn(|| fleet.deploy(&g, &[]));
-        wait_for("host3's slow check", Duration::from_secs(120), || {
+        wait_for_within("host3's slow check", Duration::from_secs(120), || {
             checking.exists() || deploy.is_finished()
         });
         hosts[2].cut_off();
@@ -1084,7 +1065,7 @@ check_timeout = 1
 
 #[test]
 fn a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back() {
-    if !fleet_ready("a_canary_deploy_waits_for_the_canarys_watch_and_stops_if_it_rolls_back") {
+    if !fleet_ready() {
         return;
     }
     let fleet = Fleet::with_users("sdfcanary");

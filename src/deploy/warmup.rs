@@ -25,9 +25,10 @@ use crate::{
     sys::symlink,
 };
 
-/// Warm `commit` up as the next release, with the lock held; returns the
-/// commit. A commit that already has a ready release only re-points
-/// `warmup`. `then_promote`: see [`Target::Release`]'s `promote_follows`.
+/// Warm `commit` up as the next release, with the lock held; returns
+/// whether a release was built (its manifest written by this process just
+/// now). A commit that already has a ready release only re-points `warmup`.
+/// `then_promote`: see [`Target::Release`]'s `promote_follows`.
 pub(crate) fn warm(
     ctx: &Ctx,
     repo: &gix::Repository,
@@ -35,12 +36,12 @@ pub(crate) fn warm(
     git_ref: &str,
     rebuild: bool,
     then_promote: bool,
-) -> Result<Commit> {
+) -> Result<bool> {
     let target = Target::Release {
         rebuild,
         promote_follows: then_promote,
     };
-    run(&Job::new(ctx, target, commit, git_ref), repo, true).map(|_| commit)
+    run(&Job::new(ctx, target, commit, git_ref), repo, true)
 }
 
 /// Strict mode's first half: build `commit`'s release (if it has no ready

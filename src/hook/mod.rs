@@ -221,9 +221,9 @@ fn deploy(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate, and_promote: bo
             "git push -o promote -o unsigned",
         )?;
     }
-    crate::deploy::warmup::warm(ctx, repo, commit, &update.name, false, and_promote)?;
+    let built = crate::deploy::warmup::warm(ctx, repo, commit, &update.name, false, and_promote)?;
     if and_promote {
-        crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, false)?;
+        crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, false, built)?;
     }
     Ok(())
 }
@@ -245,7 +245,7 @@ fn promote(ctx: &Ctx, repo: &gix::Repository, update: &RefUpdate) -> Result<()> 
         "a release tag",
         "symdeploy promote --unsigned",
     )?;
-    crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true)
+    crate::ops::promote::promote_locked(ctx, repo, commit, &update.name, true, false)
 }
 
 fn install_access_check(root: &Root) {

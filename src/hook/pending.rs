@@ -44,30 +44,120 @@ pub(crate) struct Pending {
     pub(crate) pushed: Vec<(String, String)>,
 }
 
+/// One ref of a strict push: what pre-receive built for it and what
+/// happens once git has it locked. Stored as [`StoredUpdate`], the fields
+/// the pending file has always had.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredUpdate", into = "StoredUpdate")]
 pub(crate) struct PendingUpdate {
+    /// The ref's old value, as git gave it.
     pub(crate) old: String,
+    /// Its new value (a commit, or a tag object), as git gave it.
     pub(crate) new: String,
+    /// The ref.
     pub(crate) name: String,
-    /// The commit (`new` peeled); none for a deleted branch (written as
-    /// `""`, as before).
-    #[serde(with = "commit_or_empty")]
+    /// The commit (`new` peeled); none for a deleted branch.
     pub(crate) commit: Option<Commit>,
-    /// Flip warmup to it.
-    pub(crate) warm: bool,
-    /// Promote it.
-    pub(crate) promote: bool,
+    /// What its flips are.
+    pub(crate) kind: UpdateKind,
     /// Where this ref is in git's transaction.
     pub(crate) state: UpdateState,
     /// The journal runs `prepared` left open.
-    #[serde(default)]
     pub(crate) runs: Vec<Entry>,
-    /// A preview branch: the preview's slug; `previews/<slug>` flips instead of warmup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) preview: Option<String>,
+}
+
+/// What a pushed ref's flips are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpdateKind {
+    /// The deploy branch or a release tag: `warm` flips warmup to its
+    /// release, `promote` promotes it.
+    Release {
+        /// Flip warmup to it.
+        warm: bool,
+        /// Promote it.
+        promote: bool,
+    },
+    /// A preview branch: `previews/<slug>/production` flips instead of warmup.
+    Preview {
+        /// The preview's slug.
+        slug: String,
+    },
     /// A deleted preview branch: the preview goes once git committed the deletion.
+    RemovePreview,
+}
+
+impl UpdateKind {
+    /// Does it promote?
+    pub(crate) fn promotes(&self) -> bool {
+        matches!(self, UpdateKind::Release { promote: true, .. })
+    }
+}
+
+/// A pending update as the file spells it (four flags for its kind).
+#[derive(Serialize, Deserialize)]
+struct StoredUpdate {
+    old: String,
+    new: String,
+    name: String,
+    /// `""` for a deleted branch.
+    #[serde(with = "commit_or_empty")]
+    commit: Option<Commit>,
+    warm: bool,
+    promote: bool,
+    state: UpdateState,
     #[serde(default)]
-    pub(crate) remove_preview: bool,
+    runs: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview: Option<String>,
+    #[serde(default)]
+    remove_preview: bool,
+}
+
+impl From<StoredUpdate> for PendingUpdate {
+    fn from(s: StoredUpdate) -> PendingUpdate {
+        let kind = match (s.remove_preview, s.preview) {
+            (true, _) => UpdateKind::RemovePreview,
+            (false, Some(slug)) => UpdateKind::Preview { slug },
+            (false, None) => UpdateKind::Release {
+                warm: s.warm,
+                promote: s.promote,
+            },
+        };
+        PendingUpdate {
+            old: s.old,
+            new: s.new,
+            name: s.name,
+            commit: s.commit,
+            kind,
+            state: s.state,
+            runs: s.runs,
+        }
+    }
+}
+
+impl From<PendingUpdate> for StoredUpdate {
+    fn from(u: PendingUpdate) -> StoredUpdate {
+        let (warm, promote) = match u.kind {
+            UpdateKind::Release { warm, promote } => (warm, promote),
+            _ => (false, false),
+        };
+        let preview = match &u.kind {
+            UpdateKind::Preview { slug } => Some(slug.clone()),
+            _ => None,
+        };
+        StoredUpdate {
+            remove_preview: u.kind == UpdateKind::RemovePreview,
+            old: u.old,
+            new: u.new,
+            name: u.name,
+            commit: u.commit,
+            warm,
+            promote,
+            state: u.state,
+            runs: u.runs,
+            preview,
+        }
+    }
 }
 
 impl PendingUpdate {
@@ -228,7 +318,7 @@ pub(crate) fn remove_stale(root: &Root) {
             for u in p
                 .updates
                 .iter()
-                .filter(|u| u.state == UpdateState::Built && !u.remove_preview)
+                .filter(|u| u.state == UpdateState::Built && u.kind != UpdateKind::RemovePreview)
             {
                 let now = repo
                     .as_ref()
@@ -236,12 +326,10 @@ pub(crate) fn remove_stale(root: &Root) {
                 if now.is_some() && now == u.commit {
                     continue;
                 }
-                let event = if u.preview.is_some() {
-                    Event::Preview
-                } else if u.promote {
-                    Event::Promote
-                } else {
-                    Event::Warmup
+                let event = match u.kind {
+                    UpdateKind::Preview { .. } => Event::Preview,
+                    _ if u.kind.promotes() => Event::Promote,
+                    _ => Event::Warmup,
                 };
                 let mut end = Entry::start(event, u.commit.map(Into::into).as_ref(), Some(&u.name))
                     .end(Outcome::Rejected);
@@ -481,12 +569,12 @@ mod tests {
             new: a.clone(),
             name: "refs/tags/release-1".into(),
             commit: Commit::parse_stored(&a),
-            warm: true,
-            promote: true,
+            kind: UpdateKind::Release {
+                warm: true,
+                promote: true,
+            },
             state: UpdateState::Built,
             runs: Vec::new(),
-            preview: None,
-            remove_preview: false,
         };
         let line = |old: &str, new: &str, name: &str| RefUpdate {
             old: old.into(),
@@ -496,5 +584,54 @@ mod tests {
         assert!(u.matches(&line(&z, &a, "refs/tags/release-1")));
         assert!(!u.matches(&line(&a, &a, "refs/tags/release-1")));
         assert!(!u.matches(&line(&z, &a, "refs/tags/release-2")));
+    }
+
+    /// The kind is stored in the four fields the pending file has always
+    /// had, so a file an earlier version wrote reads as it meant.
+    #[test]
+    fn update_kinds_keep_the_pending_file_s_fields() {
+        let a = "a".repeat(40);
+        let old = |extra: &str| {
+            format!(
+                r#"{{"old":"{a}","new":"{a}","name":"refs/heads/x","commit":"{a}","state":"built",{extra}}}"#
+            )
+        };
+        for (extra, kind) in [
+            (
+                r#""warm":true,"promote":false"#,
+                UpdateKind::Release {
+                    warm: true,
+                    promote: false,
+                },
+            ),
+            (
+                r#""warm":false,"promote":true"#,
+                UpdateKind::Release {
+                    warm: false,
+                    promote: true,
+                },
+            ),
+            (
+                r#""warm":false,"promote":false,"preview":"feat""#,
+                UpdateKind::Preview {
+                    slug: "feat".into(),
+                },
+            ),
+            (
+                r#""warm":false,"promote":false,"remove_preview":true"#,
+                UpdateKind::RemovePreview,
+            ),
+        ] {
+            let u: PendingUpdate = serde_json::from_str(&old(extra)).unwrap();
+            assert_eq!(u.kind, kind, "{extra}");
+            let again: PendingUpdate =
+                serde_json::from_str(&serde_json::to_string(&u).unwrap()).unwrap();
+            assert_eq!(again.kind, kind, "round trip of {extra}");
+        }
+        let deleted = r#"{"old":"a","new":"0","name":"refs/heads/x","commit":"","warm":false,"promote":false,"state":"built","remove_preview":true}"#;
+        let u: PendingUpdate = serde_json::from_str(deleted).unwrap();
+        assert_eq!(u.commit, None);
+        let written = serde_json::to_string(&u).unwrap();
+        assert!(written.contains(r#""commit":"""#), "{written}");
     }
 }

@@ -30,7 +30,8 @@ use crate::deploy::job::{Job, Target};
 use crate::error::{Error, IoContext, Result};
 use crate::hook::files::{hook_installed, install_hook, HookInstall};
 use crate::hook::pending::{
-    load, pending_path, prepared, receive_pack, save, Pending, PendingUpdate, TxnState, UpdateState,
+    load, pending_path, prepared, receive_pack, save, Pending, PendingUpdate, TxnState, UpdateKind,
+    UpdateState,
 };
 use crate::hook::push::{Action, RefUpdate};
 use crate::session::recovery::undo;
@@ -104,12 +105,9 @@ pub(crate) fn pre_receive(
                     new: update.new.clone(),
                     name: update.name.clone(),
                     commit: None,
-                    warm: false,
-                    promote: false,
+                    kind: UpdateKind::RemovePreview,
                     state: UpdateState::Built,
                     runs: Vec::new(),
-                    preview: None,
-                    remove_preview: true,
                 });
                 continue;
             }
@@ -126,12 +124,9 @@ pub(crate) fn pre_receive(
                         new: update.new.clone(),
                         name: update.name.clone(),
                         commit: Some(commit),
-                        warm: false,
-                        promote: false,
+                        kind: UpdateKind::Preview { slug },
                         state: UpdateState::Built,
                         runs: Vec::new(),
-                        preview: Some(slug),
-                        remove_preview: false,
                     }),
                     Err(e) => {
                         failure.get_or_insert(e.exit_code());
@@ -150,14 +145,14 @@ pub(crate) fn pre_receive(
                 new: update.new.clone(),
                 name: update.name.clone(),
                 commit: Some(commit),
-                // A tag of a commit this push built moves warmup too, as a
-                // promote that warms up does.
-                warm: warm || built,
-                promote,
+                kind: UpdateKind::Release {
+                    // A tag of a commit this push built moves warmup too,
+                    // as a promote that warms up does.
+                    warm: warm || built,
+                    promote,
+                },
                 state: UpdateState::Built,
                 runs: Vec::new(),
-                preview: None,
-                remove_preview: false,
             }),
             Err(e) => {
                 failure.get_or_insert(e.exit_code());
@@ -390,14 +385,13 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         warmup_before: root.warmup().map(Into::into),
         preview_before: None,
     };
-    if u.remove_preview {
+    let (warm, promote) = match &u.kind {
         // Removed once git has deleted the branch (`committed`).
-        return Ok(());
-    }
+        UpdateKind::RemovePreview => return Ok(()),
+        UpdateKind::Preview { slug } => return flip_preview(ctx, txn, u, u.commit()?, slug, runs),
+        UpdateKind::Release { warm, promote } => (*warm, *promote),
+    };
     let commit = u.commit()?;
-    if let Some(slug) = &u.preview {
-        return flip_preview(ctx, txn, u, commit, slug, runs);
-    }
     if !release::is_ready(root, &commit.into()) {
         return Err(Error::with_help(
             format!(
@@ -408,12 +402,12 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
             "something changed it in between (a cleanup, a rollback); push again",
         ));
     }
-    if u.warm {
+    if warm {
         let job = Job::new(
             ctx,
             Target::Release {
                 rebuild: false,
-                promote_follows: u.promote,
+                promote_follows: promote,
             },
             commit,
             &u.name,
@@ -431,7 +425,7 @@ fn flip(ctx: &Ctx, pending: &Pending, u: &PendingUpdate, runs: &mut Vec<Entry>) 
         journal::append(root, &prepared(&run))?;
         job.finish_message(started.elapsed());
     }
-    if u.promote {
+    if promote {
         if root.production() == Some(commit) {
             output::line(&format!(
                 "-----> {} is already production; nothing to do",
@@ -550,11 +544,10 @@ fn on_committed(ctx: &Ctx, pending: &mut Pending, matched: &[usize]) -> Result<(
     let mut previews = Vec::new();
     for &i in matched {
         let u = &mut pending.updates[i];
-        if u.remove_preview {
-            removals.push(u.name.clone());
-        }
-        if let Some(slug) = &u.preview {
-            previews.push(slug.clone());
+        match &u.kind {
+            UpdateKind::RemovePreview => removals.push(u.name.clone()),
+            UpdateKind::Preview { slug } => previews.push(slug.clone()),
+            UpdateKind::Release { .. } => {}
         }
         for run in &u.runs {
             journal::append(&ctx.root, &run.end(Outcome::Ok))?;

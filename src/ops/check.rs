@@ -111,7 +111,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             }
         }
         if c.hook == crate::state::config::Hook::PreReceive {
-            // Strict mode's second half (issue 14): without it strict pushes are refused.
+            // Strict mode's second half: without it strict pushes are refused.
             let rt = repo.join("hooks/reference-transaction");
             if crate::hook::files::hook_installed(root) {
                 r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));

@@ -51,7 +51,7 @@ pub(crate) fn run(
         "symdeploy promote",
         "symdeploy promote --unsigned",
     )?;
-    promote_with(ctx, &repo, commit, &git_ref, false, keep_schema)
+    promote_with(ctx, &repo, commit, &git_ref, false, keep_schema, false)
 }
 
 /// What `promote [REV]` promotes: REV, or what warmup points at if some
@@ -128,15 +128,18 @@ fn dry(ctx: &Ctx, commit: Commit) -> Result<()> {
 }
 
 /// Promote `commit` with the lock held. A commit without a ready release is
-/// warmed up first. `via_tag` only changes wording.
+/// warmed up first. `via_tag` only changes wording. `built_now`: this
+/// process built its release a moment ago (`-o promote`), so its files are
+/// the ones its manifest was just made from and are not hashed again.
 pub(crate) fn promote_locked(
     ctx: &Ctx,
     repo: &gix::Repository,
     commit: Commit,
     git_ref: &str,
     via_tag: bool,
+    built_now: bool,
 ) -> Result<()> {
-    promote_with(ctx, repo, commit, git_ref, via_tag, false)
+    promote_with(ctx, repo, commit, git_ref, via_tag, false, built_now)
 }
 
 /// [`promote_locked`], by the rollback rule for the schema: a release
@@ -148,6 +151,7 @@ fn promote_with(
     git_ref: &str,
     via_tag: bool,
     keep_schema: bool,
+    built_now: bool,
 ) -> Result<()> {
     if ctx.root.production() == Some(commit) {
         output::line(&format!(
@@ -167,6 +171,10 @@ fn promote_with(
         crate::deploy::warmup::warm(ctx, repo, commit, git_ref, false, true)?;
         // Its manifest was written a moment ago, by this process, from
         // these very files: checking it again would only cost time.
+    } else if built_now {
+        output::detail(
+            "its files are the ones its manifest was made from a moment ago; not hashed again",
+        );
     } else {
         crate::deploy::verify::before_switch(ctx, commit, crate::deploy::verify::Before::Promote)?;
     }

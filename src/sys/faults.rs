@@ -5,13 +5,13 @@
 //! destructor or cleanup running, exactly like `kill -9` or a power cut of the
 //! process. Unset (always, in production) this costs one cached env lookup.
 //!
-//! Points of the rollback and of strict mode (issue 14): `after-mark-bad`
+//! Points of the rollback and of strict mode: `after-mark-bad`
 //! (a rollback killed between marking the release bad and moving warmup off
 //! it) and `strict-before-flip-warmup` (the reference-transaction hook killed
 //! with git holding the ref, before warmup moves). The promote's own points
 //! (`stop`, `after-flip-production`, ...) also fire inside that hook.
 //!
-//! Points of a preview (issue 15): `preview-build`, `preview-links`,
+//! Points of a preview: `preview-build`, `preview-links`,
 //! `preview-migrate`, `before-flip-preview`, `after-flip-preview`,
 //! `before-rename-production` (the flip's own, of `previews/<slug>/production`),
 //! `preview-remove` (after the link went, before the releases), and

@@ -9,115 +9,15 @@
 //! named `sd19…` and removed by that name when the test ends.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use crate::common::{bin, run, text};
+use crate::common::users::{keygen, remote_path, start_sshd, StopSshd, TestUser};
+use crate::common::{bin, free_port, need_root, pointed_at, run, text};
 
-fn need_root(test: &str) -> bool {
-    crate::common::need_root(test, "useradd, setpriv, sshd")
-}
-
-/// The deploy user, removed by name when dropped.
-struct DeployUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl DeployUser {
-    fn create(tag: &str) -> DeployUser {
-        let name = format!("sd19{tag}{}", std::process::id() % 100_000);
-        let out = run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", &name]));
-        assert!(out.status.success(), "useradd {name}: {}", text(&out));
-        // An sshd without PAM refuses locked accounts even for key logins.
-        let out = run(Command::new("usermod").args(["-p", "*", &name]));
-        assert!(out.status.success(), "usermod {name}: {}", text(&out));
-        let u = nix::unistd::User::from_name(&name)
-            .unwrap()
-            .expect("the user useradd made");
-        DeployUser {
-            name,
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-            home: u.dir,
-        }
-    }
-
-    /// symdeploy as this user (setpriv), with a clean environment.
-    fn symdeploy(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new("/usr/bin/setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--init-groups")
-            .arg("--")
-            .arg(bin())
-            .args(args)
-            .current_dir(&self.home)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &self.home);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        run(&mut c)
-    }
-
-    fn authorized_keys(&self) -> PathBuf {
-        self.home.join(".ssh/authorized_keys")
-    }
-}
-
-impl Drop for DeployUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .args(["--remove", &self.name])
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-struct StopSshd(PathBuf);
-
-impl Drop for StopSshd {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_path("scripts/stack/stop-sshd"))
-            .arg(&self.0)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let out = run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key));
-    assert!(out.status.success(), "ssh-keygen: {}", text(&out));
-    std::fs::set_permissions(
-        key.with_extension("pub"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .ok();
-    key
-}
-
-fn pointed(root: &Path, name: &str) -> Option<String> {
-    std::fs::read_link(root.join(name))
-        .ok()
-        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+/// Users made here are named `sd19…`.
+fn deploy_user(tag: &str) -> TestUser {
+    TestUser::create("sd19", tag)
 }
 
 const CONFIG: &str = r#"
@@ -143,7 +43,7 @@ release = ["lead"]
 struct World {
     _tmp: tempfile::TempDir,
     tmp: PathBuf,
-    user: DeployUser,
+    user: TestUser,
     root: PathBuf,
     work: PathBuf,
     port: u16,
@@ -159,7 +59,7 @@ impl World {
             .unwrap();
         let tmp = tmp_dir.path().to_path_buf();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let user = DeployUser::create(tag);
+        let user = deploy_user(tag);
         let root = tmp.join("root");
         std::fs::create_dir(&root).unwrap();
         let config = CONFIG
@@ -197,7 +97,7 @@ impl World {
         std::os::unix::fs::chown(&ssh_dir, Some(user.uid), Some(user.gid)).unwrap();
         std::os::unix::fs::chown(user.authorized_keys(), Some(user.uid), Some(user.gid)).unwrap();
         for who in ["ci", "lead", "stranger"] {
-            let out = user.symdeploy(
+            let out = user.symdeploy_login(
                 &[
                     "keys",
                     "add",
@@ -212,19 +112,16 @@ impl World {
         let state = tmp.join("state");
         std::fs::create_dir(&state).unwrap();
         let port = free_port();
-        let bin_dir = bin().parent().unwrap().to_str().unwrap().to_string();
-        let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-            .arg(&state)
-            .arg(port.to_string())
-            .env("STACK_SSH_USER", &user.name)
-            .env("STACK_SSH_USER_KEYS", "1")
-            .env("STACK_SSH_ACCEPT_ENV", "SYMDEPLOY_BY SYMDEPLOY_ROOT GIT_*")
-            .env(
-                "STACK_REMOTE_PATH",
-                format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-            ));
-        let stop = StopSshd(state.clone());
-        assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+        let (stop, _) = start_sshd(
+            &state,
+            port,
+            &user.name,
+            &[
+                ("STACK_SSH_USER_KEYS", "1"),
+                ("STACK_SSH_ACCEPT_ENV", "SYMDEPLOY_BY SYMDEPLOY_ROOT GIT_*"),
+                ("STACK_REMOTE_PATH", &remote_path()),
+            ],
+        );
 
         let work = tmp.join("work");
         std::fs::create_dir_all(work.join("www")).unwrap();
@@ -325,7 +222,7 @@ impl World {
     }
 
     fn journal_json(&self) -> Vec<serde_json::Value> {
-        let out = self.user.symdeploy(
+        let out = self.user.symdeploy_login(
             &[
                 "--root",
                 self.root.to_str().unwrap(),
@@ -383,8 +280,8 @@ fn scenario(tag: &str, strict: bool) {
     // ci's branch push warms up, and the name is ci everywhere
     let out = w.push("ci", &["main"], &[]);
     assert!(out.status.success(), "ci's push: {}", text(&out));
-    assert_eq!(pointed(&w.root, "warmup").as_deref(), Some(c1.as_str()));
-    let log = w.user.symdeploy(&["--root", &root, "log"], &[]);
+    assert_eq!(pointed_at(&w.root, "warmup").as_deref(), Some(c1.as_str()));
+    let log = w.user.symdeploy_login(&["--root", &root, "log"], &[]);
     assert!(text(&log).contains(" by ci ("), "{}", text(&log));
     let notified = std::fs::read_to_string(w.root.join("notified")).unwrap();
     assert!(notified.contains("warmup by=ci"), "{notified}");
@@ -411,7 +308,7 @@ fn scenario(tag: &str, strict: bool) {
             None,
             "the tag moved: {t}"
         );
-        assert_eq!(pointed(&w.root, "production"), None);
+        assert_eq!(pointed_at(&w.root, "production"), None);
     }
     // -o promote on a branch is a promote too
     let c2 = w.commit("two");
@@ -419,7 +316,7 @@ fn scenario(tag: &str, strict: bool) {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("with -o promote"), "{}", text(&out));
     assert_eq!(w.repo_has("refs/heads/main").as_deref(), Some(c1.as_str()));
-    assert_eq!(pointed(&w.root, "warmup").as_deref(), Some(c1.as_str()));
+    assert_eq!(pointed_at(&w.root, "warmup").as_deref(), Some(c1.as_str()));
 
     // a spoofed name (SendEnv, push option) on a branch push is still ci
     let out = w.push(
@@ -452,24 +349,27 @@ fn scenario(tag: &str, strict: bool) {
     w.git(&["tag", "release-1", &c2]);
     let out = w.push("lead", &["release-1"], &[]);
     assert!(out.status.success(), "lead's release: {}", text(&out));
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c2.as_str()));
-    let status = w.user.symdeploy(&["--root", &root, "status"], &[]);
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c2.as_str())
+    );
+    let status = w.user.symdeploy_login(&["--root", &root, "status"], &[]);
     assert!(text(&status).contains("by lead"), "{}", text(&status));
     let status = w
         .user
-        .symdeploy(&["--root", &root, "status", "--json"], &[]);
+        .symdeploy_login(&["--root", &root, "status", "--json"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["production"]["by"], "lead", "{json}");
     assert_eq!(json["warmup"]["by"], "ci", "{json}");
     let metrics = w
         .user
-        .symdeploy(&["--root", &root, "status", "--prometheus"], &[]);
+        .symdeploy_login(&["--root", &root, "status", "--prometheus"], &[]);
     assert!(
         text(&metrics).contains(",by=\"lead\"}"),
         "{}",
         text(&metrics)
     );
-    let releases = w.user.symdeploy(&["--root", &root, "releases"], &[]);
+    let releases = w.user.symdeploy_login(&["--root", &root, "releases"], &[]);
     assert!(text(&releases).contains("by ci"), "{}", text(&releases));
 
     // with promote.signers, only a good signature by a listed principal promotes
@@ -499,7 +399,10 @@ fn scenario(tag: &str, strict: bool) {
             None,
             "{tag} moved: {t}"
         );
-        assert_eq!(pointed(&w.root, "production").as_deref(), Some(c2.as_str()));
+        assert_eq!(
+            pointed_at(&w.root, "production").as_deref(),
+            Some(c2.as_str())
+        );
     }
     w.sign("lead", "release-5");
     let out = w.push("lead", &["release-5"], &[]);
@@ -508,7 +411,10 @@ fn scenario(tag: &str, strict: bool) {
         "lead's signed release: {}",
         text(&out)
     );
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c3.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c3.as_str())
+    );
     let promote = w
         .journal_json()
         .into_iter()
@@ -519,7 +425,7 @@ fn scenario(tag: &str, strict: bool) {
     assert_eq!(promote["commit"], c3.as_str(), "{promote}");
     let signer = promote["signer"].as_str().unwrap_or_default();
     assert!(signer.starts_with("lead (SHA256:"), "{promote}");
-    let log = w.user.symdeploy(&["--root", &root, "log"], &[]);
+    let log = w.user.symdeploy_login(&["--root", &root, "log"], &[]);
     assert!(
         text(&log).contains("signed by lead (SHA256:"),
         "{}",
@@ -542,7 +448,10 @@ fn scenario(tag: &str, strict: bool) {
         "{}",
         text(&out)
     );
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c3.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c3.as_str())
+    );
     let out = w.ssh_run(
         "stranger",
         Some(&format!("symdeploy --root {root} status")),
@@ -571,14 +480,20 @@ fn scenario(tag: &str, strict: bool) {
         text(&out)
     );
     assert_eq!(logs(), logs_before, "a refused promote wrote a run log");
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c3.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c3.as_str())
+    );
     let out = w.ssh_run(
         "lead",
         Some(&format!("symdeploy --root {root} rollback")),
         &[],
     );
     assert!(out.status.success(), "lead's rollback: {}", text(&out));
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c2.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c2.as_str())
+    );
     let rollback = w
         .journal_json()
         .into_iter()
@@ -597,7 +512,10 @@ fn scenario(tag: &str, strict: bool) {
         "lead's unsigned promote: {}",
         text(&out)
     );
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c1.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c1.as_str())
+    );
     let unsigned = w
         .journal_json()
         .into_iter()
@@ -619,10 +537,16 @@ fn scenario(tag: &str, strict: bool) {
         Some(c3.as_str()),
         "{t}"
     );
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c1.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c1.as_str())
+    );
     let out = w.push("lead", &["-o", "promote", "-o", "unsigned", "main"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(pointed(&w.root, "production").as_deref(), Some(c4.as_str()));
+    assert_eq!(
+        pointed_at(&w.root, "production").as_deref(),
+        Some(c4.as_str())
+    );
     let last = w
         .journal_json()
         .into_iter()
@@ -717,7 +641,7 @@ fn hostile(w: &World, root: &str) {
     );
     // the foreign key still logs in as before (its line was kept) and the
     // keys list names who is who
-    let list = w.user.symdeploy(&["keys", "list"], &[]);
+    let list = w.user.symdeploy_login(&["keys", "list"], &[]);
     let t = text(&list);
     assert!(
         t.contains("ci ") && t.contains("lead ") && t.contains("stranger "),
@@ -728,14 +652,14 @@ fn hostile(w: &World, root: &str) {
 
 #[test]
 fn roles_names_and_signed_releases_over_ssh_post_receive() {
-    if need_root("roles_names_and_signed_releases_over_ssh_post_receive") {
+    if need_root("useradd, setpriv, sshd") {
         scenario("p", false);
     }
 }
 
 #[test]
 fn roles_names_and_signed_releases_over_ssh_strict() {
-    if need_root("roles_names_and_signed_releases_over_ssh_strict") {
+    if need_root("useradd, setpriv, sshd") {
         scenario("s", true);
     }
 }
@@ -745,10 +669,10 @@ fn roles_names_and_signed_releases_over_ssh_strict() {
 /// the file is never half-written and stays mode 600.
 #[test]
 fn keys_keep_foreign_lines_and_survive_a_kill() {
-    if !need_root("keys_keep_foreign_lines_and_survive_a_kill") {
+    if !need_root("useradd, setpriv, sshd") {
         return;
     }
-    let user = DeployUser::create("k");
+    let user = deploy_user("k");
     let tmp = tempfile::Builder::new()
         .prefix("sd19-keys-")
         .tempdir_in("/tmp")
@@ -767,7 +691,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
     std::os::unix::fs::chown(ak.parent().unwrap(), Some(user.uid), Some(user.gid)).unwrap();
     std::os::unix::fs::chown(&ak, Some(user.uid), Some(user.gid)).unwrap();
     let add = |who: &str, key: &str, env: &[(&str, &str)]| {
-        user.symdeploy(
+        user.symdeploy_login(
             &[
                 "keys",
                 "add",
@@ -815,7 +739,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         "{}",
         text(&out)
     );
-    let out = user.symdeploy(
+    let out = user.symdeploy_login(
         &[
             "keys",
             "add",
@@ -831,7 +755,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
     );
     // the private key, readable by mistake, is not taken
     std::fs::set_permissions(keys.join("ben"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = user.symdeploy(
+    let out = user.symdeploy_login(
         &["keys", "add", "ben", keys.join("ben").to_str().unwrap()],
         &[],
     );
@@ -866,7 +790,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    let out = user.symdeploy(&["keys", "rm", "anna"], &[]);
+    let out = user.symdeploy_login(&["keys", "rm", "anna"], &[]);
     assert!(out.status.success(), "{}", text(&out));
     let text2 = std::fs::read_to_string(&ak).unwrap();
     assert!(
@@ -876,7 +800,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         "{text2}"
     );
     assert_eq!(mode(), 0o600);
-    let out = user.symdeploy(&["keys", "rm", "anna"], &[]);
+    let out = user.symdeploy_login(&["keys", "rm", "anna"], &[]);
     assert!(
         !out.status.success() && text(&out).contains("no key named"),
         "{}",
@@ -894,7 +818,7 @@ fn keys_keep_foreign_lines_and_survive_a_kill() {
         user.uid
     );
     assert_eq!(mode(), 0o600);
-    let list = user.symdeploy(&["keys", "list"], &[]);
+    let list = user.symdeploy_login(&["keys", "list"], &[]);
     assert!(
         text(&list).contains("carl")
             && text(&list).contains("ben")
@@ -994,7 +918,7 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
     let url = url.to_str().unwrap();
     let out = git(&["push", url, "main"], "ci");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(pointed(&root, "warmup").is_some());
+    assert!(pointed_at(&root, "warmup").is_some());
     assert!(
         text(&out).contains("installed") && text(&out).contains("access check"),
         "{}",
@@ -1013,7 +937,7 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
         "{t}"
     );
     assert!(t.contains("installed") && t.contains("access check"), "{t}");
-    assert_eq!(pointed(&root, "production"), None, "{t}");
+    assert_eq!(pointed_at(&root, "production"), None, "{t}");
     assert!(std::fs::read_to_string(&pre)
         .unwrap()
         .contains(" hook access"));
@@ -1031,7 +955,7 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
         "refs/tags/release-2",
     ]));
     assert!(!has.status.success(), "the tag moved: {t}");
-    assert_eq!(pointed(&root, "production"), None);
+    assert_eq!(pointed_at(&root, "production"), None);
 
     // the run log names who started it, first
     let logs: Vec<String> = std::fs::read_dir(root.join(".symdeploy/logs"))
@@ -1048,7 +972,7 @@ fn an_older_root_gets_the_access_check_on_its_first_push() {
     // lead, named the same way, may
     let out = git(&["push", url, "release-2"], "lead");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(pointed(&root, "production").is_some());
+    assert!(pointed_at(&root, "production").is_some());
     let log = run(Command::new(bin()).arg("--root").arg(&root).arg("log"));
     assert!(
         text(&log).contains("promote  ok") && text(&log).contains("by lead ("),

@@ -79,21 +79,6 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The stop/start lines of the trace: after any recovery the last one is a start.
-fn assert_daemons_running(env: &Env, context: &str) {
-    let trace = env.trace();
-    let last = trace
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("stop ") || l.starts_with("start "));
-    if let Some(l) = last {
-        assert!(
-            l.starts_with("start "),
-            "{context}: the daemons were left stopped; trace: {trace:#?}"
-        );
-    }
-}
-
 /// Nobody holds the deploy lock.
 fn assert_lock_free(env: &Env) {
     let f = std::fs::OpenOptions::new()
@@ -188,17 +173,6 @@ fn assert_ready_have_manifests(env: &Env, context: &str) {
 
 // ----------------------------------------------------------------------------- helpers
 
-fn push_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut full = vec!["push", "deploy"];
-    full.extend_from_slice(args);
-    let mut c = git_cmd(&env.work);
-    c.args(full);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    run(&mut c)
-}
-
 fn symdeploy_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut c = env.command(args);
     for (k, v) in vars {
@@ -207,18 +181,8 @@ fn symdeploy_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
     run(&mut c)
 }
 
-fn ok(out: &Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
-}
-
 fn killed(out: &Output) -> bool {
     out.status.signal() == Some(9)
-}
-
-fn short(c: &str) -> &str {
-    &c[..12]
 }
 
 /// A root with production on a first commit (A), user data in common/, and a
@@ -313,7 +277,7 @@ fn sigkill_during_a_pushed_warmup_at_every_point() {
     for point in WARMUP_POINTS {
         let s = scene();
         let env = &s.env;
-        let out = push_with(env, &["main"], &[("SYMDEPLOY_FAULT", point)]);
+        let out = env.push_with(&["main"], &[("SYMDEPLOY_FAULT", point)]);
         // post-receive: the ref update landed; the hook died.
         assert!(out.status.success(), "{point}: {}", text(&out));
         assert!(
@@ -370,7 +334,7 @@ fn sigkill_during_a_warmup_is_repaired_by_the_next_push_itself() {
     for point in ["export", "build", "before-flip-warmup"] {
         let s = scene();
         let env = &s.env;
-        let out = push_with(env, &["main"], &[("SYMDEPLOY_FAULT", point)]);
+        let out = env.push_with(&["main"], &[("SYMDEPLOY_FAULT", point)]);
         assert!(!text(&out).contains("success: warmup"), "{point}");
         env.write("www/index.html", "third\n");
         let c = env.commit("third");
@@ -457,8 +421,7 @@ fn sigkill_during_a_tag_promote_and_a_rollback() {
     let env = &s.env;
     env.push_ok(&["main"]);
     env.git(&["tag", "release-1"]);
-    let out = push_with(
-        env,
+    let out = env.push_with(
         &["release-1"],
         &[("SYMDEPLOY_FAULT", "after-flip-production")],
     );
@@ -490,14 +453,6 @@ fn sigkill_during_a_tag_promote_and_a_rollback() {
 
 // ----------------------------------------------------------------------------- 2. pusher disconnect
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < limit, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The text of the per-run logs whose names carry `commit`.
 fn logs_text(env: &Env, commit: &str) -> String {
     let mut out = String::new();
@@ -525,7 +480,7 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the build to start", Duration::from_secs(60), || {
+    wait_for_within("the build to start", Duration::from_secs(60), || {
         logs_text(env, &s.b).contains("build-begins")
     });
     // The pusher goes away (a dropped SSH connection, ^C): git and its pipes die.
@@ -533,13 +488,13 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
     drop(push.stderr.take());
     drop(push.stdout.take());
     let _ = push.wait();
-    wait_for("the deploy to end", Duration::from_secs(120), || {
+    wait_for_within("the deploy to end", Duration::from_secs(120), || {
         journal(env)
             .iter()
             .any(|e| e["phase"] == "end" && e["commit"] == s.b.as_str())
     });
     // The success line follows the journal's end entry.
-    wait_for(
+    wait_for_within(
         "the success line in the log",
         Duration::from_secs(60),
         || logs_text(env, &s.b).contains("success: warmup"),
@@ -564,12 +519,6 @@ fn the_pusher_hanging_up_does_not_stop_the_deploy() {
 }
 
 // ----------------------------------------------------------------------------- 3. disk full
-
-/// Say, past cargo's output capture, that a case could not run here.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
-}
 
 /// A mount made for one test, undone when dropped.
 struct Mounted(PathBuf);
@@ -597,7 +546,7 @@ fn a_full_disk_during_export_fails_cleanly() {
     let releases = env.root.join("releases");
     let _tmpfs = match mount(&["-t", "tmpfs", "-o", "size=2m", "tmpfs"], &releases) {
         Ok(m) => m,
-        Err(e) => return skip(&format!("disk-full case: cannot mount a tmpfs: {e}")),
+        Err(e) => return cannot_here(&format!("disk-full case: cannot mount a tmpfs: {e}")),
     };
     let a = env.git(&["rev-parse", "HEAD"]);
     env.push_ok(&["main"]);
@@ -1028,7 +977,7 @@ fn a_hanging_step_is_killed_with_its_process_group_at_step_timeout() {
         .trim()
         .parse()
         .unwrap();
-    wait_for(
+    wait_for_within(
         "the background child to die",
         Duration::from_secs(20),
         || !process_alive(pid),
@@ -1623,7 +1572,7 @@ fn an_unwritable_releases_directory_fails_clearly() {
     let env = &s.env;
     let releases = env.root.join("releases");
     let Some(guard) = unwritable(&releases) else {
-        return skip(
+        return cannot_here(
             "unwritable releases/: neither chattr +i nor a read-only bind mount works here",
         );
     };
@@ -1671,7 +1620,7 @@ fn strace(env: &Env, args: &[&str]) -> Option<Vec<String>> {
         .arg(&env.root)
         .args(args));
     if !out.status.success() && text(&out).contains("ptrace") {
-        skip(&format!(
+        cannot_here(&format!(
             "power-loss case: strace cannot trace here: {}",
             text(&out)
         ));
@@ -1802,7 +1751,7 @@ fn a_step_left_running_by_a_killed_run_is_ended_by_the_recovery() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("stop to begin", Duration::from_secs(30), || {
+    wait_for_within("stop to begin", Duration::from_secs(30), || {
         env.root.join("stopping").exists()
     });
     promote.kill().unwrap();
@@ -1866,7 +1815,7 @@ fn sigkill_of_a_strict_pre_receive_hook_rejects_the_push_and_is_repaired() {
         let s = scene_with(&config);
         let env = &s.env;
         assert!(env.root.join("repository/hooks/pre-receive").is_file());
-        let out = push_with(env, &["main"], &[("SYMDEPLOY_FAULT", point)]);
+        let out = env.push_with(&["main"], &[("SYMDEPLOY_FAULT", point)]);
         let t = text(&out);
         // The hook died: git rejects the push and drops its objects.
         assert!(!out.status.success(), "{point}: {t}");
@@ -1900,8 +1849,7 @@ fn sigkill_of_a_strict_pre_receive_hook_rejects_the_push_and_is_repaired() {
     let s = scene_with(&config);
     let env = &s.env;
     env.git(&["tag", "release-1"]);
-    let out = push_with(
-        env,
+    let out = env.push_with(
         &["release-1"],
         &[("SYMDEPLOY_FAULT", "after-flip-production")],
     );

@@ -4,26 +4,9 @@
 //! promote done in the background, and the disk preflight on a small tmpfs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::common::{background_pids, git_cmd, run, text, wait_all, wait_gone, Env, TEST_CONFIG};
-
-fn ok(out: &Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "expected success: {t}");
-    t
-}
-
-fn push_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut full = vec!["push", "deploy"];
-    full.extend_from_slice(args);
-    let mut c = git_cmd(&env.work);
-    c.args(full);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    run(&mut c)
-}
+use crate::common::{background_pids, ok, text, wait_all, wait_gone, Env, TEST_CONFIG};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -200,7 +183,7 @@ fn recovery_finds_a_run_interrupted_before_a_rotation() {
     let env = Env::with_config(&config("journal_segment_kib = 1"));
     env.push_ok(&["main"]);
     let b = env.commit("killed during its build");
-    let out = push_with(&env, &["main"], &[("SYMDEPLOY_FAULT", "build")]);
+    let out = env.push_with(&["main"], &[("SYMDEPLOY_FAULT", "build")]);
     let _ = text(&out);
     let state = env.root.join(".symdeploy");
     let journal = std::fs::read_to_string(state.join("journal.jsonl")).unwrap();

@@ -1,7 +1,7 @@
 //! Migrations as data and the rollback rule, through real pushes: v1 knows
 //! 001, v2 001–002, v3 001–003, each promoted.
 
-use crate::common::{run, text, Env, TEST_CONFIG};
+use crate::common::{ok, run, text, Env, TEST_CONFIG};
 
 const M1: &str = "001_users.sql";
 const M2: &str = "002_orders.sql";
@@ -13,12 +13,6 @@ fn config(extra_top: &str, tables: &str) -> String {
 
 /// The undo step: records what it was told and where it ran.
 const UNDO: &str = "[rollback]\nmigrate = [\"echo \\\"undo $SYMDEPLOY_MIGRATIONS_UNDO|$SYMDEPLOY_TARGET|$PWD\\\" >> \\\"$SYMDEPLOY_ROOT/trace.log\\\"\"]\n";
-
-fn ok(out: &std::process::Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
-}
 
 /// v1, v2, v3 pushed and promoted in turn; returns their commits.
 fn three_versions(env: &Env) -> [String; 3] {
@@ -278,10 +272,11 @@ fn transcripts_of_a_refused_rollback_and_an_undo() {
     env.set_config(&config("", ""));
     let out = env.symdeploy(&["rollback", &v1[..12]]);
     assert!(!out.status.success());
-    insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out), &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!("refused_rollback", crate::common::redact(&text(&out)));
     env.set_config(&config("", UNDO));
     let t = ok(&env.symdeploy(&["rollback", &v1[..12]]));
-    insta::assert_snapshot!("rollback_with_undo", crate::common::redact(&t, &env));
+    insta::assert_snapshot!("rollback_with_undo", crate::common::redact(&t));
 }
 
 #[test]

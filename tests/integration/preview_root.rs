@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{text, Env, MAKEFILE, TEST_CONFIG};
+use crate::common::{ok, text, Env, MAKEFILE, TEST_CONFIG};
 
 /// The seed's production-links, as `make production-links` runs it in the
 /// release directory.
@@ -25,12 +25,6 @@ fn makefile() -> String {
         "production-links:\n\techo \"links $$SYMDEPLOY_STAGE $$PWD\" >> $(TRACE)\n",
         SEED_LINKS,
     )
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
 }
 
 fn read(p: &Path) -> String {

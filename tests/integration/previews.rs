@@ -5,16 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{bin, git_cmd, run, text, Env, TEST_CONFIG};
+use crate::common::{bin, git_cmd, ok, run, text, Env, TEST_CONFIG};
 
 fn config(extra: &str) -> String {
     format!("{TEST_CONFIG}[previews]\nbranches = \"feature/*\"\n{extra}",)
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
 }
 
 /// `previews/<slug>/production` -> `releases/<commit>`: the release's
@@ -680,12 +674,7 @@ fn as_www_data(script: &str) -> Option<std::process::Output> {
 #[test]
 fn web_user_writes_the_previews_data_and_temp_not_commons() {
     if !nix::unistd::geteuid().is_root() || as_www_data("true").is_none() {
-        assert!(
-            std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-            "needs root, setpriv and www-data, and SYMDEPLOY_REQUIRE_STACK is set"
-        );
-        crate::common::skipped("SKIPPED web_user_writes_the_previews_data_and_temp_not_commons: needs root, setpriv and the www-data user");
-        return;
+        return crate::common::skip("needs root, setpriv and the www-data user");
     }
     let (env, _) = scene("");
     let cfg = config("").replace(

@@ -62,12 +62,6 @@ fn push_commit(env: &Env, name: &str) -> String {
     c
 }
 
-fn ok(out: &Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "expected success: {t}");
-    t
-}
-
 fn fails(out: &Output) -> String {
     let t = text(out);
     assert!(!out.status.success(), "expected a failure: {t}");

@@ -204,11 +204,7 @@ fn the_page_through_nginx_behind_basic_auth_in_headless_chromium() {
     let need = |name: &str| -> Option<PathBuf> {
         let found = find_program(name);
         if found.is_none() {
-            assert!(
-                std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-                "{name} is missing (run .ci/install-stack as root)"
-            );
-            crate::common::skipped(&format!("SKIPPED the_page_through_nginx...: missing: {name} (run .ci/install-stack as root)"));
+            crate::common::skip(&format!("missing: {name} (run .ci/install-stack as root)"));
         }
         found
     };

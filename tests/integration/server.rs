@@ -10,158 +10,26 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::common::{bin, run, text};
+use crate::common::users::{
+    as_web_user, open_tempdir as open_tempdir_in, remote_path, start_sshd, TestUser,
+};
+use crate::common::{bin, free_port, git_env, need_root, pointed_at, repo_path, run, skip, text};
 
-/// Skip (visibly) unless root; CI sets SYMDEPLOY_REQUIRE_STACK=1 and must not skip.
-fn need_root(test: &str) -> bool {
-    crate::common::need_root(test, "useradd, setpriv")
+/// Users made here are named `sd11…`.
+fn test_user(tag: &str) -> TestUser {
+    TestUser::create("sd11", tag)
 }
 
-/// A system user made for one test, removed by its name when dropped.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl TestUser {
-    fn create(tag: &str) -> TestUser {
-        let name = format!("sd11{tag}{}", std::process::id() % 100_000);
-        let out = run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", &name]));
-        assert!(out.status.success(), "useradd {name}: {}", text(&out));
-        // useradd leaves the password locked (`!`), and an sshd without PAM refuses
-        // locked accounts even for key logins: `*` is "no password" without the lock.
-        let out = run(Command::new("usermod").args(["-p", "*", &name]));
-        assert!(out.status.success(), "usermod {name}: {}", text(&out));
-        let user = nix::unistd::User::from_name(&name)
-            .unwrap()
-            .expect("the user useradd made");
-        TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-        }
-    }
-
-    /// `cmd` run as this user (setpriv: uid, gid, supplementary groups, HOME).
-    fn cmd(&self, program: &str, dir: &Path) -> Command {
-        as_user(self.uid, self.gid, &self.home, program, dir)
-    }
-
-    /// git as this user, isolated from the machine's git configuration.
-    fn git(&self, dir: &Path, args: &[&str]) -> Output {
-        let mut c = self.cmd("git", dir);
-        c.args(args);
-        git_env(&mut c);
-        run(&mut c)
-    }
-
-    fn git_ok(&self, dir: &Path, args: &[&str]) -> String {
-        let out = self.git(dir, args);
-        assert!(
-            out.status.success(),
-            "git {args:?} as {}: {}",
-            self.name,
-            text(&out)
-        );
-        text(&out)
-    }
-
-    fn symdeploy(&self, root: &Path, args: &[&str]) -> Output {
-        let mut c = self.cmd(bin().to_str().unwrap(), root);
-        c.arg("--root").arg(root).args(args);
-        run(&mut c)
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let out = Command::new("userdel")
-            .args(["--remove", &self.name])
-            .stdin(Stdio::null())
-            .output();
-        if let Ok(o) = out {
-            // userdel -r says "mail spool not found" for users without one; harmless
-            if !o.status.success() && o.status.code() != Some(12) {
-                eprintln!("userdel {}: {}", self.name, text(&o));
-            }
-        }
-    }
-}
-
-fn as_user(uid: u32, gid: u32, home: &Path, program: &str, dir: &Path) -> Command {
-    // By absolute path: callers may give the child a PATH without it.
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("setpriv");
-    let mut c = Command::new(setpriv);
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--init-groups")
-        .arg("--")
-        .arg(program)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env_remove("SYMDEPLOY_ROOT");
-    c
-}
-
-fn git_env(c: &mut Command) {
-    c.env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Tester")
-        .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Tester")
-        .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
-}
-
-/// Run `sh -c script` as www-data (uid 33 on Debian), like php-fpm would write.
-fn as_web_user(script: &str) -> Output {
-    let web = nix::unistd::User::from_name("www-data")
-        .unwrap()
-        .expect("www-data exists (Debian base system)");
-    let mut c = as_user(
-        web.uid.as_raw(),
-        web.gid.as_raw(),
-        Path::new("/"),
-        "sh",
-        Path::new("/"),
-    );
-    c.args(["-c", script]);
-    run(&mut c)
-}
-
-/// A temporary directory every user can reach (tempdirs are 0700).
 fn open_tempdir() -> tempfile::TempDir {
-    let tmp = tempfile::Builder::new()
-        .prefix("sd11-server-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    tmp
+    open_tempdir_in("sd11-server-")
 }
 
 fn owner(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .uid()
-}
-
-fn pointed(root: &Path, name: &str) -> Option<String> {
-    std::fs::read_link(root.join(name))
-        .ok()
-        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
 const SERVER_CONFIG: &str = r#"
@@ -184,10 +52,10 @@ notify = []
 /// The whole story of issue 11 on one machine, as root playing the operator.
 #[test]
 fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
-    if !need_root("deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote") {
+    if !need_root("useradd, setpriv") {
         return;
     }
-    let user = TestUser::create("d");
+    let user = test_user("d");
     let tmp = open_tempdir();
     let root = tmp.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -255,7 +123,7 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     let pushed = text(&out);
     assert!(pushed.contains("writable for www-data"), "{pushed}");
     assert_eq!(
-        pointed(&root, "warmup").as_deref(),
+        pointed_at(&root, "warmup").as_deref(),
         Some(c1.as_str()),
         "{pushed}"
     );
@@ -300,19 +168,15 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let port = free_port();
-    let bin_dir = bin().parent().unwrap().to_str().unwrap().to_string();
-    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-        .arg(&state)
-        .arg(port.to_string())
-        .env("STACK_SSH_USER", &user.name)
-        .env("STACK_SSH_EXACT_PATH", "1")
-        .env(
-            "STACK_REMOTE_PATH",
-            format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-        ));
-    let _stop = StopSshd(state.clone());
-    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
-    let vars = String::from_utf8_lossy(&sshd.stdout).to_string();
+    let (_stop, vars) = start_sshd(
+        &state,
+        port,
+        &user.name,
+        &[
+            ("STACK_SSH_EXACT_PATH", "1"),
+            ("STACK_REMOTE_PATH", &remote_path()),
+        ],
+    );
     let ssh_cmd = var(&vars, "GIT_SSH_COMMAND");
 
     {
@@ -335,7 +199,7 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     let out = run(&mut push);
     assert!(out.status.success(), "ssh push: {}", text(&out));
     assert_eq!(
-        pointed(&root, "production").as_deref(),
+        pointed_at(&root, "production").as_deref(),
         Some(c2.as_str()),
         "{}",
         text(&out)
@@ -387,7 +251,7 @@ fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
 
 #[test]
 fn init_as_root_without_user_warns_and_refuses_root_as_user() {
-    if !need_root("init_as_root_without_user_warns_and_refuses_root_as_user") {
+    if !need_root("useradd, setpriv") {
         return;
     }
     let tmp = open_tempdir();
@@ -400,7 +264,7 @@ fn init_as_root_without_user_warns_and_refuses_root_as_user() {
         text(&out)
     );
     // a binary the deploy user cannot reach (a private home, like /root/.cargo/bin) is named
-    let user = TestUser::create("p");
+    let user = test_user("p");
     let private = tmp.path().join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(
@@ -445,13 +309,13 @@ fn init_as_root_without_user_warns_and_refuses_root_as_user() {
 /// above).
 #[test]
 fn readme_quick_start_works_top_to_bottom() {
-    if !need_root("readme_quick_start_works_top_to_bottom") {
+    if !need_root("useradd, setpriv") {
         return;
     }
     let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
     let server = snippet(&readme, "quickstart-server");
     let client = snippet(&readme, "quickstart-client");
-    let user = TestUser::create("q");
+    let user = test_user("q");
     let tmp = open_tempdir();
     let root = tmp.path().join("myapp");
     let key = tmp.path().join("id.pub");
@@ -586,7 +450,10 @@ fn readme_quick_start_works_top_to_bottom() {
             text(&out)
         );
     }
-    assert_eq!(pointed(&root, "production").as_deref(), Some(head.as_str()));
+    assert_eq!(
+        pointed_at(&root, "production").as_deref(),
+        Some(head.as_str())
+    );
 }
 
 /// The lines of a `<!-- snippet: NAME -->` block, comments stripped.
@@ -613,10 +480,6 @@ fn commands(block: &str) -> Vec<String> {
         .collect()
 }
 
-fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
 fn var(vars: &str, name: &str) -> String {
     vars.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}=")))
@@ -624,42 +487,15 @@ fn var(vars: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("start-sshd printed no {name}:\n{vars}"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct StopSshd(PathBuf);
-
-impl Drop for StopSshd {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_path("scripts/stack/stop-sshd"))
-            .arg(&self.0)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
 /// Without ACLs (a btrfs mounted `noacl`; ext4 lost that option in Linux 6.x) the warm-up falls back to the web
 /// user's group with setgid directories, and says so in the push output.
 #[test]
 fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
-    if !need_root("without_acls_the_warmup_falls_back_to_group_and_says_so") {
+    if !need_root("useradd, setpriv") {
         return;
     }
     let tmp = open_tempdir();
     let image = tmp.path().join("noacl.img");
-    let skip = |why: String| {
-        assert!(
-            std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-            "without_acls…: {why}"
-        );
-        crate::common::skipped(&format!(
-            "SKIPPED without_acls_the_warmup_falls_back_to_group_and_says_so: {why}"
-        ));
-    };
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let f = std::fs::File::create(&image).unwrap();
@@ -672,9 +508,9 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
         .output();
     match out {
         Ok(o) if o.status.success() => {}
-        Ok(o) => return skip(format!("mkfs.btrfs failed: {}", text(&o))),
+        Ok(o) => return skip(&format!("mkfs.btrfs failed: {}", text(&o))),
         Err(e) => {
-            return skip(format!(
+            return skip(&format!(
                 "no mkfs.btrfs ({e}): .ci/install-stack installs btrfs-progs"
             ))
         }
@@ -684,16 +520,7 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
         .arg(&image)
         .arg(&mnt));
     if !out.status.success() {
-        assert!(
-            std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-            "cannot loop-mount: {}",
-            text(&out)
-        );
-        crate::common::skipped(&format!(
-            "SKIPPED without_acls...: cannot loop-mount here: {}",
-            text(&out)
-        ));
-        return;
+        return skip(&format!("cannot loop-mount here: {}", text(&out)));
     }
     struct Unmount(PathBuf);
     impl Drop for Unmount {
@@ -725,7 +552,7 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
     let head = git(&["rev-parse", "HEAD"]).trim().to_string();
     assert!(pushed.contains("no POSIX ACLs"), "{pushed}");
     assert_eq!(
-        pointed(&root, "warmup").as_deref(),
+        pointed_at(&root, "warmup").as_deref(),
         Some(head.as_str()),
         "{pushed}"
     );
@@ -747,7 +574,7 @@ fn without_acls_the_warmup_falls_back_to_group_and_says_so() {
 /// status` work over SSH; a plain shell command does not.
 #[test]
 fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
-    if !need_root("git_shell_deploy_user_pushes_and_runs_symdeploy_only") {
+    if !need_root("useradd, setpriv") {
         return;
     }
     let found = String::from_utf8_lossy(
@@ -762,10 +589,9 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
     ]
     .into_iter()
     .find(|p| Path::new(p).exists()) else {
-        crate::common::skipped("SKIPPED git_shell…: no git-shell on this machine");
-        return;
+        return skip("no git-shell on this machine (Debian's git package has it)");
     };
-    let user = TestUser::create("g");
+    let user = test_user("g");
     // the README's three commands, with the binary under test for /usr/bin/symdeploy
     let out = run(Command::new("usermod").args(["--shell", git_shell, &user.name]));
     assert!(out.status.success(), "usermod --shell: {}", text(&out));
@@ -786,13 +612,12 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
     let port = free_port();
     // No STACK_SSH_EXACT_PATH: its ForceCommand would bypass the login shell;
     // no login check either: git-shell refuses its `echo login-ok`.
-    let sshd = run(Command::new(repo_path("scripts/stack/start-sshd"))
-        .arg(&state)
-        .arg(port.to_string())
-        .env("STACK_SSH_USER", &user.name)
-        .env("STACK_SSH_SKIP_LOGIN_CHECK", "1"));
-    let _stop = StopSshd(state.clone());
-    assert!(sshd.status.success(), "start-sshd: {}", text(&sshd));
+    let (_stop, _) = start_sshd(
+        &state,
+        port,
+        &user.name,
+        &[("STACK_SSH_SKIP_LOGIN_CHECK", "1")],
+    );
     let key = state.join("ssh/id_ed25519");
     let ssh = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
@@ -826,7 +651,7 @@ fn git_shell_deploy_user_pushes_and_runs_symdeploy_only() {
         root.display()
     );
     git(&["push", &url, "main"]);
-    assert_eq!(pointed(&root, "warmup").as_deref(), Some(head.as_str()));
+    assert_eq!(pointed_at(&root, "warmup").as_deref(), Some(head.as_str()));
 
     let out = ssh_run(&format!("symdeploy --root {} status", root.display()));
     assert!(out.status.success(), "ssh symdeploy status: {}", text(&out));

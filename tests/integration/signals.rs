@@ -417,14 +417,6 @@ fn recover_after_sigkill_in_stop_runs_the_recorded_start() {
 
 /// Takes the immutable attribute off again, even when the test fails, so
 /// the temporary directory can be removed.
-struct Immutable(std::path::PathBuf);
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup() {
     let cfg = format!(
@@ -445,17 +437,10 @@ fn an_undeletable_old_release_warns_after_a_strict_tag_promote_and_fails_cleanup
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
 
     let stuck = env.release(&a).join("www/index.html");
-    let chattr = Command::new("chattr").arg("+i").arg(&stuck).output();
-    let _guard = Immutable(stuck.clone());
-    match chattr {
-        Ok(o) if o.status.success() => {}
-        other => {
-            crate::common::skipped(&format!(
-                "SKIPPED: chattr +i does not work here ({other:?}); the undeletable-release case is not tested"
-            ));
-            return;
-        }
-    }
+    let Some(_guard) = crate::common::Immutable::freeze(&stuck, "the undeletable-release case")
+    else {
+        return;
+    };
 
     env.write("www/index.html", "third\n");
     let c = env.commit("third");
@@ -686,17 +671,9 @@ fn a_stuck_preview_release_is_one_error_naming_it_whole() {
     let served = std::fs::canonicalize(env.root.join("previews/feature-stuck/production"))
         .expect("the preview serves a release");
     let stuck = served.join("www/index.html");
-    let chattr = Command::new("chattr").arg("+i").arg(&stuck).output();
-    let _guard = Immutable(stuck.clone());
-    match chattr {
-        Ok(o) if o.status.success() => {}
-        other => {
-            crate::common::skipped(&format!(
-                "SKIPPED: chattr +i does not work here ({other:?}); the stuck preview case is not tested"
-            ));
-            return;
-        }
-    }
+    let Some(_guard) = crate::common::Immutable::freeze(&stuck, "the stuck preview case") else {
+        return;
+    };
     let commit = served
         .file_name()
         .and_then(|n| n.to_str())

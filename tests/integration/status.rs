@@ -4,8 +4,7 @@
 //! (`prometheus_client`, Debian's python3-prometheus-client, installed by
 //! `.ci/install-stack`) reads.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::{text, Env};
 
@@ -126,46 +125,8 @@ fn check_reports_a_rolled_back_promote() {
     );
 }
 
-/// `/usr/bin/python3` with prometheus_client, or a visible skip (a failure
-/// under SYMDEPLOY_REQUIRE_STACK=1). The system Python explicitly: a pyenv
-/// `python3` on PATH does not see Debian's package.
-fn python_with_prometheus_client(test: &str) -> bool {
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import prometheus_client"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    let why = "missing: /usr/bin/python3 with prometheus_client (Debian package python3-prometheus-client; run .ci/install-stack as root)";
-    if std::env::var("SYMDEPLOY_REQUIRE_STACK").is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("status::{test}: {why} (SYMDEPLOY_REQUIRE_STACK is set, so this is a failure)");
-    }
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "test status::{test} ... SKIPPED: {why}"
-    );
-    false
-}
-
-/// Parse with prometheus_client's text parser; prints `name labels value`
-/// per sample, one a line (labels as sorted JSON).
-const PARSE: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        print(s.name, json.dumps(s.labels, sort_keys=True), s.value)
-"#;
-
 #[test]
 fn prometheus_output_parses_with_the_official_parser() {
-    if !python_with_prometheus_client("prometheus_output_parses_with_the_official_parser") {
-        return;
-    }
     let env = Env::with_config(CONFIG);
     let first = env.git(&["rev-parse", "HEAD"]);
     env.push_ok(&["main"]);
@@ -175,22 +136,9 @@ fn prometheus_output_parses_with_the_official_parser() {
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["status", "--prometheus"]);
     assert!(o.status.success(), "{}", text(&o));
-    let mut py = Command::new("/usr/bin/python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    py.stdin.take().unwrap().write_all(&o.stdout).unwrap();
-    let parsed = py.wait_with_output().unwrap();
-    let samples = String::from_utf8_lossy(&parsed.stdout).to_string();
-    assert!(
-        parsed.status.success(),
-        "prometheus_client refused it: {}\n{}",
-        String::from_utf8_lossy(&parsed.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let Some(samples) = crate::common::parse_prometheus(&o.stdout) else {
+        return;
+    };
     let value = |name: &str, label_part: &str| -> f64 {
         samples
             .lines()

@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 
 // ----------------------------------------------------------------------------- helpers
 
-fn ok(out: &Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
-}
-
-fn short(c: &str) -> &str {
-    &c[..12]
-}
-
 /// Run symdeploy, killing it (and failing) if it has not finished after a
 /// generous deadline: a hang is the bug some of these tests look for.
 fn symdeploy_bounded(env: &Env, args: &[&str]) -> Output {
@@ -42,19 +32,6 @@ fn symdeploy_bounded(env: &Env, args: &[&str]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// What the deploy repository's ref points at (peeled), if it exists.
-fn repo_ref(env: &Env, name: &str) -> Option<String> {
-    let out = run(git_cmd(&env.root.join("repository")).args([
-        "rev-parse",
-        "--verify",
-        "-q",
-        &format!("{name}^{{commit}}"),
-    ]));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn strict_config() -> String {
@@ -213,21 +190,6 @@ fn a_hostile_commit_subject_is_neutralised_in_every_output() {
 
 // ----------------------------------------------------------------------------- strict mode: flip only what git accepted
 
-/// The daemons are not left stopped: the last stop/start line is a start.
-fn assert_daemons_running(env: &Env, context: &str) {
-    let trace = env.trace();
-    let last = trace
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("stop ") || l.starts_with("start "));
-    if let Some(l) = last {
-        assert!(
-            l.starts_with("start "),
-            "{context}: daemons stopped: {trace:#?}"
-        );
-    }
-}
-
 /// Is `commit` contained in some ref of the deploy repository?
 fn kept_by_a_ref(env: &Env, commit: &str) -> bool {
     let out = run(git_cmd(&env.root.join("repository")).args([
@@ -239,14 +201,6 @@ fn kept_by_a_ref(env: &Env, commit: &str) -> bool {
     out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-fn release_state(env: &Env, commit: &str) -> String {
-    let text = std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{commit}.json")))
-        .unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&text)
-        .map(|v| v["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
 /// warmup and production each point at a ready release of a commit some ref keeps.
 fn assert_pointers_kept(env: &Env, context: &str) {
     for name in ["production", "warmup"] {
@@ -255,7 +209,7 @@ fn assert_pointers_kept(env: &Env, context: &str) {
                 kept_by_a_ref(env, &c),
                 "{context}: {name} -> {c}, which no ref keeps"
             );
-            assert_eq!(release_state(env, &c), "ready", "{context}: {name} -> {c}");
+            assert_eq!(env.record_state(&c), "ready", "{context}: {name} -> {c}");
         }
     }
 }
@@ -308,10 +262,7 @@ fn a_forced_promote_push_git_refuses_as_non_fast_forward_moves_nothing() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("non-fast-forward"), "{t}");
     assert!(!t.contains(&format!("production -> releases/{b}")), "{t}");
-    assert_eq!(
-        repo_ref(&env, "refs/heads/main").as_deref(),
-        Some(a.as_str())
-    );
+    assert_eq!(env.repo_ref("refs/heads/main").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
     assert!(
@@ -356,13 +307,10 @@ fn a_failing_check_still_refuses_a_strict_promote_push() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("rolled back: check step `false` failed"), "{t}");
     assert!(t.contains("ref updates aborted by hook"), "{t}");
-    assert_eq!(
-        repo_ref(&env, "refs/heads/main").as_deref(),
-        Some(a.as_str())
-    );
+    assert_eq!(env.repo_ref("refs/heads/main").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("production").as_deref(), Some(a.as_str()));
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()));
-    assert_eq!(release_state(&env, &b), "bad");
+    assert_eq!(env.record_state(&b), "bad");
     assert_daemons_running(&env, "failing check");
     ok(&env.symdeploy(&["recover"]));
     assert_no_open_runs(&env, "failing check");
@@ -394,7 +342,7 @@ fn push_pair(env: &Env, one: &str, two: &str, dst: &str) -> (bool, bool, String)
 /// Two commits on the repository's main, neither an ancestor of the other:
 /// only one of them can win a race for the same ref.
 fn rivals(env: &Env, label: &str) -> (String, String) {
-    let base = repo_ref(env, "refs/heads/main").unwrap();
+    let base = env.repo_ref("refs/heads/main").unwrap();
     let mut made = Vec::new();
     for side in ["one", "two"] {
         env.git(&["checkout", "-q", &base]);
@@ -410,7 +358,7 @@ fn concurrent_strict_pushes_of_main_end_where_git_kept_the_ref() {
     for round in 0..20 {
         let (one, two) = rivals(&env, &format!("round {round}"));
         let (ok1, ok2, t) = push_pair(&env, &one, &two, "refs/heads/main");
-        let kept = repo_ref(&env, "refs/heads/main").unwrap();
+        let kept = env.repo_ref("refs/heads/main").unwrap();
         assert!(
             kept == one || kept == two,
             "round {round}: main at {kept}: {t}"
@@ -435,7 +383,9 @@ fn concurrent_strict_pushes_of_the_same_tag_end_where_git_kept_it() {
         let (one, two) = rivals(&env, &format!("tag round {round}"));
         let tag = format!("refs/tags/release-{round}");
         let (ok1, ok2, t) = push_pair(&env, &one, &two, &tag);
-        let kept = repo_ref(&env, &tag).unwrap_or_else(|| panic!("round {round}: no tag: {t}"));
+        let kept = env
+            .repo_ref(&tag)
+            .unwrap_or_else(|| panic!("round {round}: no tag: {t}"));
         assert!(ok1 != ok2, "round {round}: exactly one push wins: {t}");
         assert_eq!(ok1, kept == one, "round {round}: {t}");
         assert_eq!(
@@ -467,7 +417,7 @@ fn a_killed_strict_tag_push_of_a_new_commit_leaves_nothing_on_it() {
         &[("SYMDEPLOY_FAULT", "stop")],
     );
     assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(repo_ref(&env, "refs/tags/release-1"), None);
+    assert_eq!(env.repo_ref("refs/tags/release-1"), None);
     // The objects are in the repository (git migrated them before the
     // transaction), but no ref keeps the commit: a plain promote refuses it.
     assert!(!kept_by_a_ref(&env, &c));
@@ -485,7 +435,7 @@ fn a_killed_strict_tag_push_of_a_new_commit_leaves_nothing_on_it() {
         "{t}"
     );
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()), "{t}");
-    assert_ne!(release_state(&env, &c), "ready");
+    assert_ne!(env.record_state(&c), "ready");
     assert_daemons_running(&env, "killed tag push");
     assert_no_open_runs(&env, "killed tag push");
     let t = ok(&env.symdeploy(&["promote"]));
@@ -511,7 +461,7 @@ fn a_killed_strict_tag_push_of_an_existing_commit_is_undone() {
             &[("SYMDEPLOY_FAULT", point)],
         );
         assert!(!out.status.success(), "{point}: {}", text(&out));
-        assert_eq!(repo_ref(&env, "refs/tags/release-1"), None, "{point}");
+        assert_eq!(env.repo_ref("refs/tags/release-1"), None, "{point}");
         let t = ok(&env.symdeploy(&["recover"]));
         assert!(
             t.contains("git did not update refs/tags/release-1"),
@@ -528,7 +478,7 @@ fn a_killed_strict_tag_push_of_an_existing_commit_is_undone() {
             "{point}: {t}"
         );
         // B stays ready: main keeps it.
-        assert_eq!(release_state(&env, &b), "ready", "{point}");
+        assert_eq!(env.record_state(&b), "ready", "{point}");
         assert_daemons_running(&env, point);
         assert_no_open_runs(&env, point);
         // Pushing the tag again promotes it.
@@ -606,11 +556,8 @@ fn a_branch_and_a_tag_in_one_push_flip_together_or_not_at_all() {
     env.git(&["tag", "release-2"]);
     let out = env.push(&["--atomic", "main", "release-2"]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(
-        repo_ref(&env, "refs/heads/main").as_deref(),
-        Some(b.as_str())
-    );
-    assert_eq!(repo_ref(&env, "refs/tags/release-2"), None);
+    assert_eq!(env.repo_ref("refs/heads/main").as_deref(), Some(b.as_str()));
+    assert_eq!(env.repo_ref("refs/tags/release-2"), None);
     assert_eq!(
         env.pointed("warmup").as_deref(),
         Some(b.as_str()),
@@ -618,7 +565,7 @@ fn a_branch_and_a_tag_in_one_push_flip_together_or_not_at_all() {
         text(&out)
     );
     assert_eq!(env.pointed("production").as_deref(), Some(b.as_str()));
-    assert_ne!(release_state(&env, &c), "ready");
+    assert_ne!(env.record_state(&c), "ready");
     assert_daemons_running(&env, "atomic");
     ok(&env.symdeploy(&["recover"]));
     assert_no_open_runs(&env, "atomic");
@@ -652,7 +599,7 @@ fn a_kill_between_mark_bad_and_move_warmup_is_finished_by_recovery() {
     let out = run(&mut c);
     assert_eq!(out.status.signal_kill(), Some(9), "{}", text(&out));
     // Killed with b marked bad and warmup still on it.
-    assert_eq!(release_state(&env, &b), "bad");
+    assert_eq!(env.record_state(&b), "bad");
     assert_eq!(env.pointed("warmup").as_deref(), Some(b.as_str()));
     let t = ok(&env.symdeploy(&["recover"]));
     assert!(t.contains("finishing the rollback"), "{t}");
@@ -662,7 +609,7 @@ fn a_kill_between_mark_bad_and_move_warmup_is_finished_by_recovery() {
         Some(a.as_str()),
         "{t}"
     );
-    assert_eq!(release_state(&env, &b), "bad");
+    assert_eq!(env.record_state(&b), "bad");
     assert_daemons_running(&env, "after-mark-bad");
     assert_no_open_runs(&env, "after-mark-bad");
     // A plain promote now does not trip over a bad warmup.
@@ -684,10 +631,7 @@ fn a_kill_between_mark_bad_and_move_warmup_is_finished_by_recovery() {
         &[("SYMDEPLOY_FAULT", "after-mark-bad")],
     );
     assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(
-        repo_ref(&env, "refs/heads/main").as_deref(),
-        Some(a.as_str())
-    );
+    assert_eq!(env.repo_ref("refs/heads/main").as_deref(), Some(a.as_str()));
     let t = ok(&env.symdeploy(&["recover"]));
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()), "{t}");
     assert_eq!(
@@ -695,7 +639,7 @@ fn a_kill_between_mark_bad_and_move_warmup_is_finished_by_recovery() {
         Some(a.as_str()),
         "{t}"
     );
-    assert_eq!(release_state(&env, &b), "bad");
+    assert_eq!(env.record_state(&b), "bad");
     assert_pointers_kept(&env, "strict after-mark-bad");
     assert_daemons_running(&env, "strict after-mark-bad");
     assert_no_open_runs(&env, "strict after-mark-bad");

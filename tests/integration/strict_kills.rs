@@ -12,13 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn ok(out: &Output) -> String {
-    let t = text(out);
-    assert!(out.status.success(), "command failed: {t}");
-    t
-}
+use std::time::Duration;
 
 /// A strict root whose `after_switch` (and `stop`, during an undo) waits
 /// while a marker file exists, so a test can kill it there.
@@ -41,42 +35,6 @@ after_switch = ["if [ -f \"$SYMDEPLOY_ROOT/hold-after\" ]; then touch \"$SYMDEPL
 start = ["echo \"start $SYMDEPLOY_STAGE\" >> \"$SYMDEPLOY_ROOT/trace.log\""]
 "#
     .to_string()
-}
-
-/// The deploy repository's ref, peeled, if it exists.
-fn repo_ref(env: &Env, name: &str) -> Option<String> {
-    let out = run(git_cmd(&env.root.join("repository")).args([
-        "rev-parse",
-        "--verify",
-        "-q",
-        &format!("{name}^{{commit}}"),
-    ]));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn release_state(env: &Env, name: &str) -> String {
-    let text = std::fs::read_to_string(env.root.join(format!(".symdeploy/releases/{name}.json")))
-        .unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&text)
-        .map(|v| v["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
-/// The daemons are not left stopped: the last stop/start line is a start.
-fn assert_daemons_running(env: &Env, context: &str) {
-    let trace = env.trace();
-    let last = trace
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("stop ") || l.starts_with("start "));
-    if let Some(l) = last {
-        assert!(
-            l.starts_with("start "),
-            "{context}: daemons stopped: {trace:#?}"
-        );
-    }
 }
 
 fn assert_daemons_stopped(env: &Env, context: &str) {
@@ -108,14 +66,6 @@ fn ref_locks(env: &Env) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `git push deploy ARGS` in a process group of its own, as a terminal or
@@ -191,13 +141,14 @@ fn a_killed_strict_promote_push_leaves_no_ref_lock_after_recover() {
         assert!(!out.status.success(), "{t}");
         let said = |t: &str| {
             let lines: Vec<&str> = t.lines().filter(|l| l.contains(".lock")).collect();
-            redact(&lines.join("\n"), &env).replace(&format!("pid {rp}"), "pid [rp]")
+            redact(&lines.join("\n")).replace(&format!("pid {rp}"), "pid [rp]")
         };
         let name = if args[0] == "release-1" {
             "tag"
         } else {
             "branch"
         };
+        let _s = crate::common::snapshot_settings(&env).bind_to_scope();
         insta::assert_snapshot!(format!("status_check_{name}"), said(&t));
         for l in locked {
             assert!(
@@ -376,7 +327,7 @@ fn a_zombie_receive_pack_is_not_taken_for_a_live_one() {
         "{t}"
     );
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()), "{t}");
-    assert_ne!(release_state(&env, &b), "ready");
+    assert_ne!(env.record_state(&b), "ready");
     assert_daemons_running(&env, "after recover");
     assert_eq!(ref_locks(&env), Vec::<String>::new());
 }
@@ -437,7 +388,7 @@ fn recovery_undoes_the_promote_before_the_warmup() {
     std::fs::remove_file(env.root.join("hold-stop")).unwrap();
     let prod = env.pointed("production").unwrap();
     assert_ne!(
-        release_state(&env, &prod),
+        env.record_state(&prod),
         "failed",
         "production on {prod}: {said}"
     );
@@ -448,7 +399,7 @@ fn recovery_undoes_the_promote_before_the_warmup() {
         "{t}"
     );
     assert_eq!(env.pointed("warmup").as_deref(), Some(a.as_str()), "{t}");
-    assert_ne!(release_state(&env, &b), "ready", "{t}");
+    assert_ne!(env.record_state(&b), "ready", "{t}");
     assert_daemons_running(&env, "after the second recover");
 }
 
@@ -530,7 +481,7 @@ fn deleting_a_preview_branch_while_its_first_push_waits_leaves_no_preview() {
     let delete = delete.wait_with_output().unwrap();
     let t = format!("--- push\n{}\n--- delete\n{}", text(&first), text(&delete));
     assert!(first.status.success() && delete.status.success(), "{t}");
-    assert_eq!(repo_ref(&env, "refs/heads/feature/x"), None);
+    assert_eq!(env.repo_ref("refs/heads/feature/x"), None);
     let previews: Vec<PathBuf> = std::fs::read_dir(env.root.join("previews"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

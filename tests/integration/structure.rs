@@ -1,166 +1,177 @@
-//! Issue 9: the shape of `src/`, checked by parsing it.
+//! The shape of `src/`, checked by parsing it: the rules the crate graph
+//! cannot enforce. (That `export` and `steps` depend on nothing of ours is
+//! enforced by Cargo: they are crates of the workspace without a dependency
+//! on this one.) A file reaches another when it names a path into it
+//! (`crate::state::journal::append`, a `use`, `super::super::error::Error`, a
+//! name it imported, a path inside a macro's arguments); each path goes to the
+//! deepest file of its module prefix. The layers are the top-level folders and
+//! root files (`ops`, `deploy`, `state`, `error`, ...).
 //!
-//! The house reads one way: hook → operation → switch / warm-up → rooms. Two
-//! rules keep it so, and both are checked here on the real tree:
+//! 1. No circles between files.
+//! 2. The layers go one way: no file reaches a layer above its own
+//!    (`LAYERS`: the entry points on top, state and system at the bottom), but
+//!    for the few files listed, with why, in `KNOWN_UPWARD`.
+//! 3. A file in `src/ops/` never reaches another file of `src/ops/` (what two
+//!    operations share lives in a layer below), and `src/ops/mod.rs` reaches
+//!    nothing: it only declares the operations.
+//! 4. The deep layers (`state`, `housekeeping`, `sys` but `sys/output.rs`)
+//!    print nothing themselves and render no error: no print macros, no
+//!    `output::error`/`output::report` (they return errors; one place renders
+//!    them). Test code (`#[cfg(test)]`, `#[test]`) may print.
 //!
-//! 1. No circles between files: no file reaches (by `crate::`, `super::`,
-//!    `self::`, a `use`, or a path through a child module or a name imported
-//!    from one) a file that reaches back to it, directly or through others.
-//! 2. A file in `src/ops/` never reaches another file in `src/ops/` (they share
-//!    code through the switch/pointers/session modules instead), and
-//!    `src/ops/mod.rs` reaches nothing: it only declares the operations.
-//!
-//! The graph is file → file. Each path is resolved to the deepest file that
-//! exists for its module prefix (`crate::ops::promote::run` → `src/ops/promote.rs`,
-//! `crate::error::Error` → `src/error.rs`). Declaring a child module
-//! (`pub mod x;`) is not an edge; an inline module (`mod tests { use super::*; }`)
-//! is part of its file, so `super` there is the file itself. Paths inside macro
-//! invocations are seen where the macro's arguments parse as expressions
-//! (`format!`, `assert!`, `vec!`, ...). Known blind spots, on purpose: names
-//! reached only through a glob import's re-exports, and paths in doc links or
-//! strings (neither makes the compiler reach the file).
-//!
-//! The checker itself is pinned below by tests on small synthetic trees, so a
-//! checker that finds nothing cannot pass for a clean `src/`.
+//! Each rule is shown to catch a violation planted in a small synthetic
+//! tree, so a checker that finds nothing cannot pass for a clean `src/`.
+//! Known blind spots, on purpose: names reached only through a glob import's
+//! re-exports, and paths in doc links or strings (neither makes the compiler
+//! reach a file).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 
-/// One place in a file that makes it reach another file.
+/// The layers, top first: the entry points (commands, hooks, access), the
+/// deploy machinery, and the state and system below everything. Within a
+/// layer, rule 1 keeps the arrows one way.
+const LAYERS: &[&[&str]] = &[
+    &["lib", "cli", "hook", "ops", "access"],
+    &["session", "deploy", "housekeeping"],
+    &["state", "sys", "ctx", "error"],
+];
+
+/// Files a lower layer may reach although they sit in a higher one, and why.
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    (
+        "src/hook/pending.rs",
+        "strict mode's pending record, read by recovery and the pointers: state kept in hook/",
+    ),
+    (
+        "src/hook/quarantine.rs",
+        "the throwaway views of killed pre-receive hooks, swept by the session's sweep",
+    ),
+];
+
+/// Folders (or root files) below `src/` that must not print (rule 4), and
+/// the files among them that may: the one place output is made.
+const QUIET: &[&str] = &["src/state/", "src/housekeeping/", "src/sys/"];
+const MAY_PRINT: &[&str] = &["src/sys/output.rs"];
+
+/// One place in a file where it reaches a module, or prints.
 #[derive(Debug, Clone)]
 struct Site {
-    /// 1-based line of the path.
+    file: String,
     line: usize,
-    /// The path as written (`crate::ops::promote::run`, `super::Ctx`).
+    /// The path or macro as written.
     text: String,
 }
 
-/// The file graph of one `src/` directory. Files are named relative to the
-/// directory holding `src/` (`src/ops/promote.rs`).
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} `{}`", self.file, self.line, self.text)
+    }
+}
+
+/// What the checker read of one `src/`.
 #[derive(Debug, Default)]
-struct Graph {
-    files: BTreeSet<String>,
-    /// from → to → every site making that edge, in source order.
+struct Tree {
+    /// Module path → file (`["state", "journal"]` → `src/state/journal.rs`).
+    files: BTreeMap<Vec<String>, String>,
+    /// from file → to file → the sites making that edge.
     edges: BTreeMap<String, BTreeMap<String, Vec<Site>>>,
+    /// Every path that resolves into the library, with the module path it
+    /// names (`["ops", "status", "run"]`).
+    paths: Vec<(Site, Vec<String>)>,
+    /// Print macros and error rendering outside test code.
+    prints: Vec<Site>,
 }
 
-impl Graph {
-    fn targets(&self, from: &str) -> impl Iterator<Item = &String> {
-        self.edges.get(from).into_iter().flat_map(|m| m.keys())
-    }
-
-    fn sites(&self, from: &str, to: &str) -> &[Site] {
-        self.edges
-            .get(from)
-            .and_then(|m| m.get(to))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    }
-
-    /// `src/a.rs:12 \`crate::b::f\`` (and how many more sites there are).
-    fn describe_edge(&self, from: &str, to: &str) -> String {
-        let sites = self.sites(from, to);
-        let mut s = match sites.first() {
-            Some(site) => format!("{from}:{} `{}`", site.line, site.text),
-            None => format!("{from} (no site recorded)"),
-        };
-        // One grouped `use` names several items on one line: each line once.
-        let mut lines: Vec<usize> = sites.iter().map(|x| x.line).collect();
-        lines.dedup();
-        if lines.len() > 1 {
-            let more: Vec<String> = lines[1..].iter().map(usize::to_string).collect();
-            let _ = write!(s, " (also lines {})", more.join(", "));
-        }
-        s
+impl Tree {
+    /// The deepest file of a module path's prefixes.
+    fn file_of(&self, abs: &[String]) -> &str {
+        (0..=abs.len())
+            .rev()
+            .find_map(|n| self.files.get(&abs[..n]))
+            .map(String::as_str)
+            .unwrap_or("src/lib.rs")
     }
 }
 
-/// Which crate a file belongs to: the library (lib.rs and its modules) or the
-/// binary (main.rs, which reaches the library as `symdeploy::`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Crate {
-    Lib,
-    Bin,
+/// The layer (top-level module) of a file: `src/state/journal.rs` → state,
+/// `src/error.rs` → error, `src/lib.rs` → lib.
+fn layer_of(file: &str) -> &str {
+    let rel = file.trim_start_matches("src/");
+    match rel.split_once('/') {
+        Some((folder, _)) => folder,
+        None => rel.trim_end_matches(".rs"),
+    }
 }
 
-/// Parse every `.rs` file under `<dir>/src` and build the file graph.
-fn build_graph(dir: &Path, lib_name: &str) -> Result<Graph, String> {
+/// Parse every `.rs` file under `<dir>/src` (main.rs aside: the binary is the
+/// top and reaches only `lib`).
+fn read_tree(dir: &Path) -> Result<Tree, String> {
     let src = dir.join("src");
     let mut paths = Vec::new();
     collect_rs(&src, &mut paths)?;
     paths.sort();
-
-    // Module path of each library file, from where it sits (no `#[path]`:
-    // it is refused below, so location is the whole truth).
-    let mut module_files: HashMap<Vec<String>, String> = HashMap::new();
+    let mut tree = Tree::default();
     let mut parsed = Vec::new();
     for path in &paths {
-        let rel = path
-            .strip_prefix(dir)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = path.strip_prefix(&src).map_err(|e| e.to_string())?;
+        if rel == Path::new("main.rs") {
+            continue;
+        }
+        let name = format!("src/{}", rel.to_string_lossy());
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("could not read {}: {e}", path.display()))?;
         let file = syn::parse_file(&text)
-            .map_err(|e| format!("could not parse {rel}:{}: {e}", e.span().start().line))?;
-        let (krate, module) = module_of(&src, path)?;
-        if krate == Crate::Lib {
-            module_files.insert(module.clone(), rel.clone());
-        }
-        parsed.push((rel, krate, module, file));
+            .map_err(|e| format!("could not parse {name}:{}: {e}", e.span().start().line))?;
+        tree.files.insert(module_of(rel), name.clone());
+        parsed.push((name, module_of(rel), file));
     }
-
-    let mut graph = Graph::default();
-    for (rel, krate, module, file) in &parsed {
-        graph.files.insert(rel.clone());
-        let mut paths_found = Vec::new();
-        scan_items(&file.items, module, &mut paths_found, rel)?;
-        for (scope, found) in paths_found {
-            let Some(abs) = absolute(&scope, &found.segments, *krate, lib_name) else {
-                continue;
-            };
-            let Some(target) = deepest_file(&module_files, &abs) else {
-                continue;
-            };
-            if target == rel {
-                continue;
+    for (name, module, file) in parsed {
+        let children = file
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                syn::Item::Mod(m) => Some(m.ident.to_string()),
+                _ => None,
+            })
+            .collect();
+        let mut v = Visitor {
+            file: name.clone(),
+            scope: module.clone(),
+            file_scope: module,
+            children,
+            aliases: BTreeMap::new(),
+            found: Vec::new(),
+            prints: Vec::new(),
+            in_test: 0,
+            error: None,
+        };
+        v.visit_file(&file);
+        if let Some(e) = v.error {
+            return Err(e);
+        }
+        for (site, abs) in v.found {
+            let to = tree.file_of(&abs).to_string();
+            if to != name {
+                let sites = tree.edges.entry(name.clone()).or_default();
+                sites.entry(to).or_default().push(site.clone());
             }
-            graph
-                .edges
-                .entry(rel.clone())
-                .or_default()
-                .entry(target.clone())
-                .or_default()
-                .push(Site {
-                    line: found.line,
-                    text: found.text,
-                });
+            tree.paths.push((site, abs));
         }
+        tree.prints.extend(v.prints);
     }
-    for by_target in graph.edges.values_mut() {
-        for sites in by_target.values_mut() {
-            sites.sort_by_key(|s| s.line);
-        }
-    }
-    Ok(graph)
+    Ok(tree)
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("could not list {}: {e}", dir.display()))?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("could not list {}: {e}", dir.display()))?;
-        let path = entry.path();
-        let kind = entry
-            .file_type()
-            .map_err(|e| format!("could not stat {}: {e}", path.display()))?;
-        if kind.is_dir() {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
             collect_rs(&path, out)?;
         } else if path.extension().is_some_and(|x| x == "rs") {
             out.push(path);
@@ -169,828 +180,551 @@ fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// `src/lib.rs` → [], `src/a.rs` → [a], `src/a/b.rs` and `src/a/b/mod.rs` → [a, b].
-fn module_of(src: &Path, path: &Path) -> Result<(Crate, Vec<String>), String> {
-    let rel = path
-        .strip_prefix(src)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+/// `lib.rs` → [], `a.rs` → [a], `a/mod.rs` → [a], `a/b.rs` → [a, b].
+fn module_of(rel: &Path) -> Vec<String> {
     let mut segs: Vec<String> = rel
         .with_extension("")
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
         .collect();
-    if segs == ["main"] {
-        return Ok((Crate::Bin, Vec::new()));
-    }
-    if segs == ["lib"] {
-        return Ok((Crate::Lib, Vec::new()));
-    }
-    if segs.last().is_some_and(|s| s == "mod") {
+    if matches!(segs.last().map(String::as_str), Some("mod" | "lib")) {
         segs.pop();
     }
-    Ok((Crate::Lib, segs))
+    segs
 }
 
-/// The file for the longest prefix of `abs` that is a file's module.
-fn deepest_file<'a>(
-    module_files: &'a HashMap<Vec<String>, String>,
-    abs: &[String],
-) -> Option<&'a String> {
-    (0..=abs.len())
-        .rev()
-        .find_map(|n| module_files.get(&abs[..n]))
-}
-
-/// What a module scope (a file, or an inline `mod x { }` in it) can name by its
-/// first segment: child modules and names brought in by `use`.
-#[derive(Debug, Default)]
-struct Scope {
-    /// The scope's own module path.
-    module: Vec<String>,
-    /// Declared child modules (`mod x;` or `mod x { }`).
+/// Walks one file: the module path of every path that starts at `crate`,
+/// `super` or `self`, and the print sites.
+struct Visitor {
+    file: String,
+    /// The module the visitor is in (the file's, plus inline `mod`s).
+    scope: Vec<String>,
+    /// The file's own module.
+    file_scope: Vec<String>,
+    /// Names the file's top-level `use`s brought in, → what they name.
+    aliases: BTreeMap<String, Vec<String>>,
+    /// The modules the file declares: a path may start with their names.
     children: BTreeSet<String>,
-    /// `use a::b::c as d;` → d ↦ the path `a::b::c` as written, resolved
-    /// lazily against this scope.
-    imports: BTreeMap<String, Vec<String>>,
+    found: Vec<(Site, Vec<String>)>,
+    prints: Vec<Site>,
+    /// > 0 inside `#[cfg(test)]` or `#[test]` items.
+    in_test: usize,
+    error: Option<String>,
 }
 
-/// A path as found in the source, before resolution.
-#[derive(Debug, Clone)]
-struct Found {
-    segments: Vec<String>,
-    line: usize,
-    text: String,
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("test")
+            || (a.path().is_ident("cfg") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "test"))
+    })
 }
 
-/// Walk the items of one module scope: collect its declarations, the paths
-/// its items use, and recurse into inline modules (same file, deeper scope).
-fn scan_items(
-    items: &[syn::Item],
-    module: &[String],
-    out: &mut Vec<(Rc<Scope>, Found)>,
-    file: &str,
-) -> Result<(), String> {
-    let mut scope = Scope {
-        module: module.to_vec(),
-        ..Scope::default()
-    };
-    for item in items {
-        match item {
-            syn::Item::Mod(m) => {
-                if let Some(attr) = m.attrs.iter().find(|a| a.path().is_ident("path")) {
-                    return Err(format!(
-                        "{file}:{}: `#[path]` on mod {} is not understood by this checker; place the file where Rust looks for it by default",
-                        attr.span().start().line,
-                        m.ident
-                    ));
-                }
-                scope.children.insert(m.ident.to_string());
+impl Visitor {
+    fn line(&self, span: proc_macro2::Span) -> usize {
+        span.start().line
+    }
+
+    /// Resolve `segs` (as written) against the current scope; returns the
+    /// module path when it names something of the library.
+    fn resolve(&mut self, segs: &[String], span: proc_macro2::Span) -> Option<Vec<String>> {
+        let mut abs = self.scope.clone();
+        let mut rest = segs;
+        match segs.first().map(String::as_str) {
+            Some(first) if self.aliases.contains_key(first) => {
+                abs = self.aliases[first].clone();
+                rest = &segs[1..];
             }
-            other => {
-                // `use` items at this level and in function bodies: a body's
-                // import is taken as visible in the whole module (Rust scopes
-                // it to the block; shadowing one by another name is rare).
-                let mut uses = UseFinder::default();
-                uses.visit_item(other);
-                for leaf in uses.leaves {
-                    if let Some(name) = leaf.binds {
-                        scope.imports.insert(name, leaf.segments);
+            Some("crate") => {
+                abs.clear();
+                rest = &segs[1..];
+            }
+            Some("self") => rest = &segs[1..],
+            Some(first) if self.children.contains(first) => {}
+            Some("super") => {
+                while rest.first().map(String::as_str) == Some("super") {
+                    if abs.pop().is_none() {
+                        self.error = Some(format!(
+                            "{}:{}: `super` above the crate root",
+                            self.file,
+                            self.line(span)
+                        ));
+                        return None;
                     }
+                    rest = &rest[1..];
                 }
             }
+            _ => return None,
         }
-    }
-
-    let mut collector = Collector::default();
-    for item in items {
-        match item {
-            syn::Item::Mod(m) => {
-                // Attributes on the declaration belong to this scope; the
-                // body is a deeper scope of the same file.
-                for attr in &m.attrs {
-                    collector.visit_attribute(attr);
-                }
-                if let Some((_, inner)) = &m.content {
-                    let mut child = module.to_vec();
-                    child.push(m.ident.to_string());
-                    scan_items(inner, &child, out, file)?;
-                }
-            }
-            other => collector.visit_item(other),
-        }
-    }
-    if let Some((line, name)) = collector.nested_mod {
-        return Err(format!(
-            "{file}:{line}: `mod {name}` inside a function body is not understood by this checker; move it to module level"
-        ));
-    }
-    let scope = Rc::new(scope);
-    out.extend(collector.found.into_iter().map(|f| (Rc::clone(&scope), f)));
-    Ok(())
-}
-
-/// The `use` leaves of an item, its function bodies included, not entering
-/// inline modules (they are scopes of their own).
-#[derive(Default)]
-struct UseFinder {
-    leaves: Vec<UseLeaf>,
-}
-
-impl<'ast> Visit<'ast> for UseFinder {
-    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
-        if u.leading_colon.is_none() {
-            flatten_use(&u.tree, Vec::new(), &mut self.leaves);
-        }
-    }
-
-    fn visit_item_mod(&mut self, _: &'ast syn::ItemMod) {}
-}
-
-/// One leaf of a `use` tree.
-struct UseLeaf {
-    segments: Vec<String>,
-    /// The name it binds in the scope (None for globs and `_`).
-    binds: Option<String>,
-    line: usize,
-}
-
-fn flatten_use(tree: &syn::UseTree, prefix: Vec<String>, out: &mut Vec<UseLeaf>) {
-    let line = tree.span().start().line;
-    match tree {
-        syn::UseTree::Path(p) => {
-            let mut next = prefix;
-            next.push(p.ident.to_string());
-            flatten_use(&p.tree, next, out);
-        }
-        syn::UseTree::Name(n) => {
-            let name = n.ident.to_string();
-            // `a::{self}` binds `a` and names the module `a` itself.
-            if name == "self" {
-                let binds = prefix.last().cloned();
-                out.push(UseLeaf {
-                    segments: prefix,
-                    binds,
-                    line,
-                });
-            } else {
-                let mut segments = prefix;
-                segments.push(name.clone());
-                out.push(UseLeaf {
-                    segments,
-                    binds: Some(name),
-                    line,
-                });
-            }
-        }
-        syn::UseTree::Rename(r) => {
-            let mut segments = prefix;
-            let ident = r.ident.to_string();
-            if ident != "self" {
-                segments.push(ident);
-            }
-            let alias = r.rename.to_string();
-            out.push(UseLeaf {
-                segments,
-                binds: (alias != "_").then_some(alias),
-                line,
-            });
-        }
-        syn::UseTree::Glob(_) => out.push(UseLeaf {
-            segments: prefix,
-            binds: None,
-            line,
-        }),
-        syn::UseTree::Group(g) => {
-            for t in &g.items {
-                flatten_use(t, prefix.clone(), out);
-            }
-        }
-    }
-}
-
-/// Collects every path in the items it visits (expressions, types, patterns,
-/// trait bounds, macro names, `use` leaves, and macro arguments that parse as
-/// expressions). Does not descend into inline modules: `scan_items` does,
-/// with their own scope.
-#[derive(Default)]
-struct Collector {
-    found: Vec<Found>,
-    /// The first `mod` met inside a function body: line and name.
-    nested_mod: Option<(usize, String)>,
-}
-
-impl<'ast> Visit<'ast> for Collector {
-    fn visit_path(&mut self, path: &'ast syn::Path) {
-        // A leading `::` names an external crate, never a file of ours.
-        // A single segment names a value or an imported item whose `use`
-        // already made the edge; a module can't stand alone there.
-        if path.leading_colon.is_none() && path.segments.len() > 1 {
-            let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-            self.found.push(Found {
-                text: segments.join("::"),
-                segments,
-                line: path.span().start().line,
-            });
-        }
-        syn::visit::visit_path(self, path);
-    }
-
-    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
-        if u.leading_colon.is_some() {
-            return;
-        }
-        let mut leaves = Vec::new();
-        flatten_use(&u.tree, Vec::new(), &mut leaves);
-        for leaf in leaves {
-            let mut text = leaf.segments.join("::");
-            if leaf.binds.is_none() {
-                text.push_str("::*");
-            }
-            self.found.push(Found {
-                segments: leaf.segments,
-                line: leaf.line,
-                text,
-            });
-        }
-    }
-
-    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        // Only reached for a module inside a fn or block (scan_items takes
-        // module items itself). One there would need a scope of its own, so
-        // it is refused with its place rather than misread.
-        self.nested_mod
-            .get_or_insert((m.span().start().line, m.ident.to_string()));
-    }
-
-    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
-        syn::visit::visit_macro(self, mac);
-        // `format!("{}", crate::x::f())`, `assert!(a::b())`: arguments that
-        // parse as comma-separated expressions are scanned too.
-        let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
-        match mac.parse_body_with(parser) {
-            Ok(args) => {
-                for expr in &args {
-                    self.visit_expr(expr);
-                }
-            }
-            // `tracing::info!(x = %crate::a::b())`, `macro_rules!` bodies
-            // (`$crate::a::b`): read `a::b::c` runs straight from the tokens.
-            Err(_) => self.scan_tokens(mac.tokens.clone()),
-        }
-    }
-}
-
-impl Collector {
-    fn scan_tokens(&mut self, tokens: proc_macro2::TokenStream) {
-        use proc_macro2::{Spacing, TokenTree};
-        let trees: Vec<TokenTree> = tokens.into_iter().collect();
-        let is_sep = |i: usize| {
-            matches!((trees.get(i), trees.get(i + 1)),
-                (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b)))
-                    if a.as_char() == ':' && a.spacing() == Spacing::Joint && b.as_char() == ':')
+        abs.extend(rest.iter().filter(|s| *s != "self").cloned());
+        let site = Site {
+            file: self.file.clone(),
+            line: self.line(span),
+            text: segs.join("::"),
         };
-        let mut i = 0;
-        while i < trees.len() {
-            if let TokenTree::Group(g) = &trees[i] {
-                self.scan_tokens(g.stream());
-                i += 1;
-                continue;
-            }
-            let preceded_by_sep = i >= 2 && is_sep(i - 2);
-            if let (TokenTree::Ident(first), false) = (&trees[i], preceded_by_sep) {
-                let line = first.span().start().line;
-                let mut segments = vec![first.to_string()];
-                let mut j = i + 1;
-                while is_sep(j) {
-                    match trees.get(j + 2) {
-                        Some(TokenTree::Ident(next)) => {
-                            segments.push(next.to_string());
-                            j += 3;
-                        }
-                        _ => break,
-                    }
-                }
-                if segments.len() > 1 {
-                    self.found.push(Found {
-                        text: segments.join("::"),
-                        segments,
-                        line,
-                    });
-                }
-                i = j;
-                continue;
-            }
-            i += 1;
-        }
+        self.found.push((site, abs.clone()));
+        Some(abs)
     }
-}
 
-/// The absolute module path (below the library's root) a path names, when it
-/// can name one of our files at all.
-fn absolute(scope: &Scope, segs: &[String], krate: Crate, lib_name: &str) -> Option<Vec<String>> {
-    absolute_depth(scope, segs, krate, lib_name, 0)
-}
+    /// A `use` leaf: resolved, and remembered under the name it brings in
+    /// when it is the file's own (not an inline module's).
+    fn use_leaf(&mut self, segs: &[String], name: String, span: proc_macro2::Span) {
+        if let Some(abs) = self.resolve(segs, span) {
+            if self.scope == self.file_scope && name != "_" {
+                self.aliases.insert(name, abs);
+            }
+        }
+    }
 
-fn absolute_depth(
-    scope: &Scope,
-    segs: &[String],
-    krate: Crate,
-    lib_name: &str,
-    depth: usize,
-) -> Option<Vec<String>> {
-    let first = segs.first()?;
-    // An import that names itself (`use a::b as b` loops) stops here.
-    if depth > 8 {
-        return None;
-    }
-    match first.as_str() {
-        "crate" if krate == Crate::Lib => Some(segs[1..].to_vec()),
-        // The binary's own crate root is main.rs itself: not a library file.
-        "crate" => None,
-        _ if first == lib_name && krate == Crate::Bin => Some(segs[1..].to_vec()),
-        "self" | "super" => {
-            if krate == Crate::Bin {
-                return None;
+    fn use_tree(&mut self, tree: &syn::UseTree, prefix: &mut Vec<String>) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(&p.tree, prefix);
+                prefix.pop();
             }
-            let mut module = scope.module.clone();
-            let mut rest = segs;
-            if rest[0] == "self" {
-                rest = &rest[1..];
-            }
-            while rest.first().is_some_and(|s| s == "super") {
-                module.pop()?;
-                rest = &rest[1..];
-            }
-            module.extend(rest.iter().cloned());
-            Some(module)
-        }
-        _ if scope.children.contains(first) && krate == Crate::Lib && segs.len() > 1 => {
-            let mut module = scope.module.clone();
-            module.extend(segs.iter().cloned());
-            Some(module)
-        }
-        _ => {
-            let target = scope.imports.get(first)?;
-            // A `use` of a path through our own modules: resolve what it names
-            // (against the same scope, as Rust does), then append the rest.
-            if target.first() == Some(first) && target.len() == 1 {
-                return None;
-            }
-            let mut base = absolute_depth(scope, target, krate, lib_name, depth + 1)?;
-            base.extend(segs[1..].iter().cloned());
-            Some(base)
-        }
-    }
-}
-
-/// Strongly connected components with more than one file (Tarjan).
-fn circles(graph: &Graph) -> Vec<Vec<String>> {
-    struct Tarjan<'g> {
-        graph: &'g Graph,
-        index: HashMap<&'g str, usize>,
-        low: HashMap<&'g str, usize>,
-        stack: Vec<&'g str>,
-        on_stack: BTreeSet<&'g str>,
-        next: usize,
-        out: Vec<Vec<String>>,
-    }
-    impl<'g> Tarjan<'g> {
-        fn visit(&mut self, v: &'g str) {
-            self.index.insert(v, self.next);
-            self.low.insert(v, self.next);
-            self.next += 1;
-            self.stack.push(v);
-            self.on_stack.insert(v);
-            for w in self.graph.targets(v) {
-                let w = w.as_str();
-                if !self.index.contains_key(w) {
-                    self.visit(w);
-                    let lw = self.low[w];
-                    let lv = self.low.get_mut(v).expect("visited");
-                    *lv = (*lv).min(lw);
-                } else if self.on_stack.contains(w) {
-                    let iw = self.index[w];
-                    let lv = self.low.get_mut(v).expect("visited");
-                    *lv = (*lv).min(iw);
-                }
-            }
-            if self.low[v] == self.index[v] {
-                let mut comp = Vec::new();
-                while let Some(w) = self.stack.pop() {
-                    self.on_stack.remove(w);
-                    comp.push(w.to_string());
-                    if w == v {
-                        break;
-                    }
-                }
-                if comp.len() > 1 {
-                    comp.sort();
-                    self.out.push(comp);
-                }
-            }
-        }
-    }
-    let mut t = Tarjan {
-        graph,
-        index: HashMap::new(),
-        low: HashMap::new(),
-        stack: Vec::new(),
-        on_stack: BTreeSet::new(),
-        next: 0,
-        out: Vec::new(),
-    };
-    for f in &graph.files {
-        if !t.index.contains_key(f.as_str()) {
-            t.visit(f);
-        }
-    }
-    t.out.sort();
-    t.out
-}
-
-/// Rule 1's report: for each knot, one shortest circle through every edge in
-/// it, so each edge that keeps the knot tied is shown once with its line.
-fn rule1_violations(graph: &Graph) -> Vec<String> {
-    let mut report = Vec::new();
-    for comp in circles(graph) {
-        let members: BTreeSet<&str> = comp.iter().map(String::as_str).collect();
-        let mut seen: BTreeSet<Vec<String>> = BTreeSet::new();
-        let mut text = format!("circle of {} files: {}\n", comp.len(), comp.join(", "));
-        for from in &comp {
-            for to in graph.targets(from).filter(|t| members.contains(t.as_str())) {
-                let Some(back) = shortest_path(graph, &members, to, from) else {
-                    continue;
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                let name = match n.ident.to_string().as_str() {
+                    "self" => prefix[prefix.len().saturating_sub(2)].clone(),
+                    other => other.to_string(),
                 };
-                // back = to ... from; the circle is from -> to -> ... -> from.
-                let mut cycle = vec![from.clone()];
-                cycle.extend(back);
-                let key = rotate_to_min(&cycle[..cycle.len() - 1]);
-                if !seen.insert(key) {
-                    continue;
-                }
-                let _ = writeln!(text, "  {}", cycle.join(" -> "));
-                for pair in cycle.windows(2) {
-                    let _ = writeln!(
-                        text,
-                        "      {} -> {}",
-                        graph.describe_edge(&pair[0], &pair[1]),
-                        pair[1]
-                    );
-                }
+                self.use_leaf(&prefix.clone(), name, n.ident.span());
+                prefix.pop();
             }
-        }
-        report.push(text);
-    }
-    report
-}
-
-/// BFS inside `members` from `from` to `to`, both ends included.
-fn shortest_path(
-    graph: &Graph,
-    members: &BTreeSet<&str>,
-    from: &str,
-    to: &str,
-) -> Option<Vec<String>> {
-    let mut prev: HashMap<String, String> = HashMap::new();
-    let mut queue = VecDeque::from([from.to_string()]);
-    let mut seen = BTreeSet::from([from.to_string()]);
-    while let Some(v) = queue.pop_front() {
-        if v == to {
-            let mut path = vec![v.clone()];
-            let mut cur = v;
-            while let Some(p) = prev.get(&cur) {
-                path.push(p.clone());
-                cur = p.clone();
+            syn::UseTree::Rename(r) => {
+                prefix.push(r.ident.to_string());
+                self.use_leaf(&prefix.clone(), r.rename.to_string(), r.ident.span());
+                prefix.pop();
             }
-            path.reverse();
-            return Some(path);
-        }
-        for w in graph.targets(&v) {
-            if members.contains(w.as_str()) && seen.insert(w.clone()) {
-                prev.insert(w.clone(), v.clone());
-                queue.push_back(w.clone());
+            syn::UseTree::Glob(g) => {
+                self.resolve(&prefix.clone(), g.star_token.span());
+            }
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(t, prefix);
+                }
             }
         }
     }
-    None
 }
 
-fn rotate_to_min(cycle: &[String]) -> Vec<String> {
-    let start = (0..cycle.len())
-        .min_by_key(|&i| &cycle[i])
-        .unwrap_or_default();
-    cycle[start..]
-        .iter()
-        .chain(&cycle[..start])
-        .cloned()
-        .collect()
+impl<'ast> Visit<'ast> for Visitor {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if m.attrs.iter().any(|a| a.path().is_ident("path")) {
+            // Where a file sits is the whole truth of its module here.
+            self.error = Some(format!(
+                "{}:{}: `#[path]` is not allowed in src/",
+                self.file,
+                self.line(m.span())
+            ));
+        }
+        let test = is_test(&m.attrs);
+        self.in_test += usize::from(test);
+        self.scope.push(m.ident.to_string());
+        syn::visit::visit_item_mod(self, m);
+        self.scope.pop();
+        self.in_test -= usize::from(test);
+    }
+
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        let test = is_test(&f.attrs);
+        self.in_test += usize::from(test);
+        syn::visit::visit_item_fn(self, f);
+        self.in_test -= usize::from(test);
+    }
+
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {
+        // `pub(crate)` names no module to reach.
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.use_tree(&u.tree, &mut Vec::new());
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        // A path of one segment is a local name or an import, already counted.
+        if segs.len() > 1 {
+            self.resolve(&segs, p.span());
+        }
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        let name = m.path.segments.last().map(|s| s.ident.to_string());
+        let prints = matches!(
+            name.as_deref(),
+            Some("print" | "println" | "eprint" | "eprintln" | "dbg")
+        );
+        if prints && self.in_test == 0 {
+            self.prints.push(Site {
+                file: self.file.clone(),
+                line: self.line(m.path.span()),
+                text: format!("{}!", name.unwrap_or_default()),
+            });
+        }
+        // Paths in a macro's arguments, where they parse as expressions
+        // (`format!`, `assert!`, `vec!`, ...).
+        let args = m.parse_body_with(
+            syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated,
+        );
+        if let Ok(args) = args {
+            for e in &args {
+                self.visit_expr(e);
+            }
+        }
+        syn::visit::visit_macro(self, m);
+    }
+
+    fn visit_expr_call(&mut self, c: &'ast syn::ExprCall) {
+        // `output::error(..)` / `output::report(..)`, however the path starts.
+        if let syn::Expr::Path(p) = &*c.func {
+            let segs: Vec<String> = p
+                .path
+                .segments
+                .iter()
+                .map(|s| s.ident.to_string())
+                .collect();
+            let renders = segs.len() >= 2
+                && segs[segs.len() - 2] == "output"
+                && matches!(segs[segs.len() - 1].as_str(), "error" | "report");
+            if renders && self.in_test == 0 {
+                self.prints.push(Site {
+                    file: self.file.clone(),
+                    line: self.line(p.span()),
+                    text: segs.join("::"),
+                });
+            }
+        }
+        syn::visit::visit_expr_call(self, c);
+    }
 }
 
-/// Rule 2's report: every edge from an operation to another file of `ops/`,
-/// and every edge out of `ops/mod.rs`.
-fn rule2_violations(graph: &Graph) -> Vec<String> {
+// ---------------------------------------------------------------- the rules
+
+/// Rule 1: for each circle between files, the files and one site of each
+/// edge that keeps it tied.
+fn circles(tree: &Tree) -> Vec<String> {
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(f) = todo.pop() {
+            for to in tree.edges.get(&f).into_iter().flat_map(|t| t.keys()) {
+                if seen.insert(to.clone()) {
+                    todo.push(to.clone());
+                }
+            }
+        }
+        seen
+    };
     let mut report = Vec::new();
-    for (from, targets) in &graph.edges {
-        if !from.starts_with("src/ops/") {
+    let mut done = BTreeSet::new();
+    for f in tree.files.values() {
+        if done.contains(f) || !reach(f).contains(f) {
             continue;
         }
-        let is_mod = from == "src/ops/mod.rs";
-        for to in targets.keys() {
-            if is_mod {
+        // The knot: every file f reaches that reaches f back.
+        let knot: BTreeSet<String> = reach(f)
+            .into_iter()
+            .filter(|o| reach(o).contains(f))
+            .collect();
+        let mut lines = vec![format!(
+            "circle between {}:",
+            knot.iter().cloned().collect::<Vec<_>>().join(", ")
+        )];
+        for from in &knot {
+            for (to, sites) in tree.edges.get(from).into_iter().flatten() {
+                if knot.contains(to) {
+                    lines.push(format!("    {from} -> {to}: {}", sites[0]));
+                }
+            }
+        }
+        report.push(lines.join("\n"));
+        done.extend(knot);
+    }
+    report
+}
+
+/// Rule 2: every edge from a file to one of a layer above its own.
+fn upward(tree: &Tree) -> Vec<String> {
+    let rank = |layer: &str| LAYERS.iter().position(|l| l.contains(&layer));
+    let mut report = Vec::new();
+    for file in tree.files.values() {
+        if rank(layer_of(file)).is_none() {
+            report.push(format!(
+                "{file} is in no layer: add {} to LAYERS in tests/integration/structure.rs",
+                layer_of(file)
+            ));
+        }
+    }
+    for (from, tos) in &tree.edges {
+        for (to, sites) in tos {
+            let (Some(f), Some(t)) = (rank(layer_of(from)), rank(layer_of(to))) else {
+                continue;
+            };
+            if t < f && !KNOWN_UPWARD.iter().any(|(k, _)| k == to) {
                 report.push(format!(
-                    "src/ops/mod.rs only declares the operations but reaches {to}: {}",
-                    graph.describe_edge(from, to)
-                ));
-            } else if to.starts_with("src/ops/") {
-                report.push(format!(
-                    "operation {from} reaches {to}: {} (move what both need out of ops/, to the switch/pointers/session modules they share)",
-                    graph.describe_edge(from, to)
+                    "{from} reaches {to}, a layer above it: {}",
+                    sites[0]
                 ));
             }
         }
     }
     report
+}
+
+/// Rule 3: every path from a file of `ops/` to another file of `ops/`, and
+/// every path out of `ops/mod.rs`.
+fn operations_reaching_each_other(tree: &Tree) -> Vec<String> {
+    let mut report = Vec::new();
+    for (site, abs) in &tree.paths {
+        let Some(op) = site.file.strip_prefix("src/ops/") else {
+            continue;
+        };
+        let op = op.trim_end_matches(".rs");
+        if op == "mod" {
+            report.push(format!(
+                "src/ops/mod.rs only declares the operations but reaches {site}"
+            ));
+            continue;
+        }
+        if abs.first().map(String::as_str) != Some("ops") {
+            continue;
+        }
+        let target = abs.get(1).map(String::as_str);
+        if target != Some(op) {
+            report.push(format!(
+                "operation {} reaches another file of ops/: {site} (move what both need to a layer below)",
+                site.file
+            ));
+        }
+    }
+    report
+}
+
+/// Rule 4: print sites in the quiet layers.
+fn deep_prints(tree: &Tree) -> Vec<String> {
+    tree.prints
+        .iter()
+        .filter(|s| {
+            QUIET.iter().any(|q| s.file.starts_with(q)) && !MAY_PRINT.contains(&s.file.as_str())
+        })
+        .map(|s| {
+            format!(
+                "{s}: a deep layer prints; return the text or the error, or go through sys::output"
+            )
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- the real tree
 
-fn real_graph() -> Graph {
-    build_graph(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-        env!("CARGO_PKG_NAME"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+fn real_tree() -> Tree {
+    read_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_none(what: &str, report: Vec<String>) {
+    assert!(report.is_empty(), "{what}:\n{}", report.join("\n"));
 }
 
 #[test]
 fn the_real_tree_parses_and_has_edges() {
-    // Guards the two rule tests below from passing on an empty graph.
-    let graph = real_graph();
-    assert!(graph.files.contains("src/lib.rs"), "{:?}", graph.files);
-    assert!(graph.files.contains("src/ops/mod.rs"), "{:?}", graph.files);
+    // Guards the rule tests below from passing on an empty graph.
+    let tree = real_tree();
+    let reaches = |from: &str, to: &str| tree.edges.get(from).is_some_and(|t| t.contains_key(to));
     assert!(
-        graph.targets("src/main.rs").any(|t| t == "src/lib.rs"),
-        "main.rs calls symdeploy::main: {:?}",
-        graph.edges.get("src/main.rs")
+        reaches("src/ops/promote.rs", "src/deploy/switch.rs"),
+        "{:?}",
+        tree.edges.get("src/ops/promote.rs")
     );
     assert!(
-        graph.targets("src/sys/fs.rs").any(|t| t == "src/error.rs"),
-        "fsutil returns crate::error types"
+        reaches("src/sys/fs.rs", "src/error.rs"),
+        "{:?}",
+        tree.edges.get("src/sys/fs.rs")
     );
     assert!(
-        !graph.targets("src/error.rs").any(|t| t == "src/sys/fs.rs"),
-        "error.rs must not reach fsutil.rs (the circle broken in issue 9): {}",
-        graph.describe_edge("src/error.rs", "src/sys/fs.rs")
+        reaches("src/lib.rs", "src/ops/init.rs"),
+        "{:?}",
+        tree.edges.get("src/lib.rs")
     );
-    // The shape the house is meant to have: promote reaches the switch, and
-    // the switch, which owns the production flip, calls nothing above it.
-    assert!(graph
-        .targets("src/ops/promote.rs")
-        .any(|t| t == "src/deploy/switch.rs"));
-    for above in [
-        "src/ops/promote.rs",
-        "src/ops/rollback.rs",
-        "src/session/recovery.rs",
-        "src/session/mod.rs",
-        "src/hook/mod.rs",
-        "src/hook/strict.rs",
-    ] {
+    // The switch, which owns the production flip, calls nothing above it
+    // (rule 2 covers the layers above; these share its layer).
+    for above in ["src/session/recovery.rs", "src/session/mod.rs"] {
         assert!(
-            !graph.targets("src/deploy/switch.rs").any(|t| t == above),
-            "the switch must not call back up into {above}: {}",
-            graph.describe_edge("src/deploy/switch.rs", above)
+            !reaches("src/deploy/switch.rs", above),
+            "the switch calls back up into {above}"
+        );
+    }
+    // The files the exceptions name are still where they are said to be.
+    for (file, _) in KNOWN_UPWARD {
+        assert!(
+            tree.files.values().any(|f| f == file),
+            "{file} is gone: drop it from KNOWN_UPWARD"
         );
     }
 }
 
 #[test]
 fn src_has_no_circles_between_files() {
-    let report = rule1_violations(&real_graph());
-    assert!(
-        report.is_empty(),
-        "src/ has circles between files; move what one side needs so the arrows go one way:\n\n{}",
-        report.join("\n")
+    assert_none(
+        "src/ has circles between files; move what one side needs so the arrows go one way",
+        circles(&real_tree()),
     );
 }
 
 #[test]
+fn lower_layers_do_not_reach_upper_ones() {
+    assert_none("a file reaches a layer above its own", upward(&real_tree()));
+}
+
+#[test]
 fn operations_do_not_call_each_other() {
-    let report = rule2_violations(&real_graph());
-    assert!(
-        report.is_empty(),
-        "src/ops/ files reach each other:\n{}",
-        report.join("\n")
+    assert_none(
+        "src/ops/ files reach each other",
+        operations_reaching_each_other(&real_tree()),
     );
+}
+
+#[test]
+fn deep_layers_do_not_print() {
+    assert_none("deep layers print", deep_prints(&real_tree()));
 }
 
 // ---------------------------------------------------------------- the checker
 
 /// A throwaway crate: `files` are (path below src/, text).
-fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Graph) {
+fn tree(files: &[(&str, &str)]) -> Tree {
     let dir = tempfile::tempdir().expect("temp dir");
     for (path, text) in files {
         let p = dir.path().join("src").join(path);
         std::fs::create_dir_all(p.parent().expect("has a parent")).expect("mkdir");
         std::fs::write(&p, text).expect("write");
     }
-    let graph = build_graph(dir.path(), "demo").unwrap_or_else(|e| panic!("{e}"));
-    (dir, graph)
+    read_tree(dir.path()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn edge_set(graph: &Graph) -> BTreeSet<(String, String)> {
-    graph
-        .edges
-        .iter()
-        .flat_map(|(f, ts)| ts.keys().map(move |t| (f.clone(), t.clone())))
-        .collect()
-}
-
-fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-    list.iter()
-        .map(|(a, b)| (format!("src/{a}"), format!("src/{b}")))
-        .collect()
-}
+const LIB: (&str, &str) = (
+    "lib.rs",
+    "mod ops;\nmod deploy;\nmod state;\nmod sys;\nmod error;\n",
+);
 
 #[test]
-fn checker_reports_a_known_circle_with_lines_and_paths() {
-    let (_d, g) = tree(&[
-        ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n"),
-        ("a.rs", "pub fn f() {\n    crate::b::g();\n}\n"),
-        ("b.rs", "use crate::c::h;\npub fn g() { h() }\n"),
-        ("c.rs", "pub fn h() {}\n\npub fn k() { super::a::f() }\n"),
+fn checker_reports_a_planted_circle_with_its_lines() {
+    let t = tree(&[
+        LIB,
+        ("state/mod.rs", "pub mod a;\npub mod b;\n"),
+        ("state/a.rs", "pub fn f() {\n    crate::sys::fs::g();\n}\n"),
+        ("sys/fs.rs", "use super::super::state::b as bee;\npub fn g() { bee::h() }\n"),
+        ("state/b.rs", "pub fn h() { format!(\"{:?}\", crate::state::a::f()); }\n"),
+        ("error.rs", "use crate::sys;\npub fn e() { sys::fs::g() }\n#[cfg(test)]\nmod tests { use super::*; }\n"),
     ]);
-    assert_eq!(
-        edge_set(&g),
-        pairs(&[("a.rs", "b.rs"), ("b.rs", "c.rs"), ("c.rs", "a.rs")])
-    );
-    assert_eq!(circles(&g), vec![vec!["src/a.rs", "src/b.rs", "src/c.rs"]]);
-    let report = rule1_violations(&g).join("\n");
+    let report = circles(&t).join("\n");
     assert!(
-        report.contains("src/a.rs -> src/b.rs -> src/c.rs -> src/a.rs"),
+        report.contains("circle between src/state/a.rs, src/state/b.rs, src/sys/fs.rs:"),
         "{report}"
     );
-    assert!(report.contains("src/a.rs:2 `crate::b::g`"), "{report}");
-    assert!(report.contains("src/b.rs:1 `crate::c::h`"), "{report}");
-    assert!(report.contains("src/c.rs:3 `super::a::f`"), "{report}");
-}
-
-#[test]
-fn checker_passes_a_clean_tree_and_ignores_declarations() {
-    let (_d, g) = tree(&[
-        (
-            "lib.rs",
-            "pub mod a;\npub mod b;\npub fn run() { a::f(); b::g(); }\n",
-        ),
-        ("a.rs", "pub fn f() { crate::b::g() }\n"),
-        (
-            "b.rs",
-            "pub fn g() { let v = std::vec::Vec::<u8>::new(); drop(v); }\n",
-        ),
-    ]);
-    assert_eq!(
-        edge_set(&g),
-        pairs(&[("lib.rs", "a.rs"), ("lib.rs", "b.rs"), ("a.rs", "b.rs")])
-    );
-    assert!(rule1_violations(&g).is_empty());
-    assert!(rule2_violations(&g).is_empty());
-}
-
-#[test]
-fn checker_reads_grouped_renamed_and_glob_imports() {
-    let (_d, g) = tree(&[
-        ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod d;\npub mod e;\n"),
-        (
-            "a.rs",
-            "use crate::{\n    b::{self, X},\n    c::*,\n};\nuse crate::d as dee;\nuse super::e::Y as _;\n",
-        ),
-        ("b.rs", "pub struct X;\n"),
-        ("c.rs", ""),
-        ("d.rs", ""),
-        ("e.rs", "pub trait Y {}\n"),
-    ]);
-    assert_eq!(
-        edge_set(&g),
-        pairs(&[
-            ("a.rs", "b.rs"),
-            ("a.rs", "c.rs"),
-            ("a.rs", "d.rs"),
-            ("a.rs", "e.rs")
-        ])
-    );
-    assert_eq!(g.sites("src/a.rs", "src/b.rs")[0].line, 2);
-    assert_eq!(g.sites("src/a.rs", "src/c.rs")[0].text, "crate::c::*");
-}
-
-#[test]
-fn checker_treats_an_inline_test_module_as_its_file() {
-    let (_d, g) = tree(&[
-        ("lib.rs", "pub mod ops;\npub mod b;\n"),
-        ("ops/mod.rs", "pub mod promote;\n"),
-        (
-            "ops/promote.rs",
-            "pub fn run() {}\n#[cfg(test)]\nmod tests {\n    use super::*;\n    use super::super::super::b::helper;\n    #[test]\n    fn t() { run(); self::inner::x(); helper(); }\n    mod inner { pub fn x() { super::super::run() } }\n}\n",
-        ),
-        ("b.rs", "pub fn helper() {}\n"),
-    ]);
-    // `super` in the test module is promote.rs itself (no self-edge); three
-    // supers climb to the crate root, then `b`.
-    assert_eq!(edge_set(&g), pairs(&[("ops/promote.rs", "b.rs")]));
-    assert_eq!(g.sites("src/ops/promote.rs", "src/b.rs")[0].line, 5);
-}
-
-#[test]
-fn checker_follows_child_modules_imported_modules_and_macros() {
-    let (_d, g) = tree(&[
-        (
-            "lib.rs",
-            "pub mod ops;\npub mod log;\npub mod fmt;\npub mod k;\npub mod m;\npub fn run() { ops::promote::run() }\n",
-        ),
-        ("ops/mod.rs", "pub mod promote;\npub mod cleanup;\n"),
-        (
-            "ops/promote.rs",
-            "use crate::ops;\npub fn run() {\n    ops::cleanup::sweep();\n    println!(\"{}\", crate::fmt::show());\n    crate::log::say!();\n    tracing::info!(v = %crate::k::show(), \"x\");\n}\n",
-        ),
-        ("ops/cleanup.rs", "pub fn sweep() {}\n"),
-        (
-            "log.rs",
-            "#[macro_export]\nmacro_rules! say { () => { $crate::m::noop() } }\n",
-        ),
-        ("k.rs", "pub fn show() -> u8 { 2 }\n"),
-        ("m.rs", "pub fn noop() {}\n"),
-        ("fmt.rs", "pub fn show() -> u8 { 1 }\n"),
-        ("main.rs", "fn main() { demo::run(); let _ = demo::ops::promote::run; }\n"),
-    ]);
-    assert_eq!(
-        edge_set(&g),
-        pairs(&[
-            ("lib.rs", "ops/promote.rs"),
-            ("ops/promote.rs", "ops/mod.rs"),
-            ("ops/promote.rs", "ops/cleanup.rs"),
-            ("ops/promote.rs", "fmt.rs"),
-            ("ops/promote.rs", "log.rs"),
-            ("ops/promote.rs", "k.rs"),
-            ("log.rs", "m.rs"),
-            ("main.rs", "lib.rs"),
-            ("main.rs", "ops/promote.rs"),
-        ])
-    );
-    assert_eq!(
-        g.sites("src/ops/promote.rs", "src/ops/cleanup.rs")[0].line,
-        3
-    );
-    assert_eq!(g.sites("src/ops/promote.rs", "src/fmt.rs")[0].line, 4);
-    // Read from the macro's tokens: `v = %expr` is no expression list.
-    assert_eq!(g.sites("src/ops/promote.rs", "src/k.rs")[0].line, 6);
-    assert_eq!(g.sites("src/log.rs", "src/m.rs")[0].text, "crate::m::noop");
-}
-
-#[test]
-fn checker_enforces_that_operations_do_not_reach_each_other() {
-    let (_d, g) = tree(&[
-        ("lib.rs", "pub mod ops;\npub mod switch;\n"),
-        (
-            "ops/mod.rs",
-            "pub mod promote;\npub mod rollback;\npub struct Ctx;\nuse crate::switch::Flip;\n",
-        ),
-        (
-            "ops/promote.rs",
-            "pub fn run(_: &super::Ctx) { crate::switch::flip() }\n",
-        ),
-        (
-            "ops/rollback.rs",
-            "pub fn run() {\n    super::promote::run(&super::Ctx)\n}\n",
-        ),
-        ("switch.rs", "pub struct Flip;\npub fn flip() {}\n"),
-    ]);
-    let report = rule2_violations(&g);
-    assert_eq!(report.len(), 4, "{report:#?}");
-    let all = report.join("\n");
     assert!(
-        all.contains("src/ops/mod.rs only declares the operations but reaches src/switch.rs: src/ops/mod.rs:4 `crate::switch::Flip`"),
-        "{all}"
+        report.contains("src/state/a.rs -> src/sys/fs.rs: src/state/a.rs:2 `crate::sys::fs::g`"),
+        "{report}"
     );
     assert!(
-        all.contains("operation src/ops/rollback.rs reaches src/ops/promote.rs: src/ops/rollback.rs:2 `super::promote::run`"),
-        "{all}"
+        report
+            .contains("src/sys/fs.rs -> src/state/b.rs: src/sys/fs.rs:1 `super::super::state::b`"),
+        "{report}"
     );
+    // Through a macro's arguments.
     assert!(
-        all.contains("operation src/ops/promote.rs reaches src/ops/mod.rs"),
-        "{all}"
+        report.contains("src/state/b.rs -> src/state/a.rs: src/state/b.rs:1 `crate::state::a::f`"),
+        "{report}"
     );
+    // error.rs reaches fs.rs through a name it imported: an edge, no circle.
     assert!(
-        all.contains("operation src/ops/rollback.rs reaches src/ops/mod.rs"),
-        "{all}"
-    );
-    // Through the shared switch module is fine and no circle exists.
-    assert!(
-        !all.contains("reaches src/switch.rs: src/ops/promote.rs"),
-        "{all}"
-    );
-    assert!(
-        rule1_violations(&g).is_empty(),
+        t.edges["src/error.rs"].contains_key("src/sys/fs.rs"),
         "{:?}",
-        rule1_violations(&g)
+        t.edges
     );
+    assert!(!report.contains("error.rs"), "{report}");
+    let clean = tree(&[
+        LIB,
+        ("state/mod.rs", "use crate::error::E;\n"),
+        ("error.rs", "pub struct E;\n"),
+    ]);
+    assert_none("clean", circles(&clean));
+}
+
+#[test]
+fn checker_reports_a_planted_upward_reach() {
+    let clean = tree(&[
+        LIB,
+        ("ops/mod.rs", "pub fn f() { crate::state::g() }\n"),
+        ("state/mod.rs", "use crate::error::E;\n"),
+        ("error.rs", "pub struct E;\n"),
+    ]);
+    assert_none("clean", upward(&clean));
+    let t = tree(&[
+        LIB,
+        (
+            "deploy/mod.rs",
+            "pub fn f() { crate::hook::pending::kept() }\n",
+        ),
+        ("hook/pending.rs", ""),
+        (
+            "state/journal.rs",
+            "pub fn f() {\n    let _ = crate::deploy::switch::run;\n}\n",
+        ),
+        ("weird.rs", ""),
+    ]);
+    let report = upward(&t).join("\n");
+    assert!(
+        report.contains("src/state/journal.rs reaches src/deploy/mod.rs, a layer above it: src/state/journal.rs:2 `crate::deploy::switch::run`"),
+        "{report}"
+    );
+    assert!(report.contains("src/weird.rs is in no layer"), "{report}");
+    // The listed exception is not reported.
+    assert!(!report.contains("pending"), "{report}");
+    assert_eq!(report.lines().count(), 2, "{report}");
+}
+
+#[test]
+fn checker_reports_operations_reaching_each_other() {
+    let t = tree(&[
+        LIB,
+        ("ops/mod.rs", "pub mod a;\npub mod b;\nuse crate::state::x;\n"),
+        ("ops/a.rs", "use super::b::run;\npub fn run() { self::helper() }\nfn helper() {}\n#[cfg(test)]\nmod tests { use super::*; }\n"),
+        ("ops/b.rs", "pub fn run() { crate::ops::b::x(); crate::state::y() }\nfn x() {}\n"),
+    ]);
+    let report = operations_reaching_each_other(&t);
+    assert_eq!(report.len(), 2, "{report:#?}");
+    assert!(report.iter().any(|r| r.contains("src/ops/mod.rs only declares the operations but reaches src/ops/mod.rs:3 `crate::state::x`")), "{report:#?}");
+    assert!(
+        report.iter().any(|r| r.contains(
+            "operation src/ops/a.rs reaches another file of ops/: src/ops/a.rs:1 `super::b::run`"
+        )),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn checker_reports_prints_in_deep_layers_but_not_in_tests() {
+    let t = tree(&[
+        LIB,
+        ("state/mod.rs", "pub fn f() {\n    println!(\"x\");\n}\n#[cfg(test)]\nmod tests {\n    fn g() { eprintln!(\"fine\") }\n}\n"),
+        ("sys/mod.rs", "pub mod output;\npub fn h(e: E) { output::report(&e) }\n"),
+        ("sys/output.rs", "pub fn report(e: &E) { eprintln!(\"error: {e}\") }\n"),
+        ("ops/mod.rs", "pub fn list() { println!(\"a row\") }\n"),
+        ("housekeeping/trash.rs", "#[test]\nfn t() { eprintln!(\"SKIPPED\") }\npub fn k() { crate::sys::output::error(\"x\") }\n"),
+    ]);
+    let report = deep_prints(&t).join("\n");
+    assert!(report.contains("src/state/mod.rs:2 `println!`"), "{report}");
+    assert!(
+        report.contains("src/sys/mod.rs:2 `output::report`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("src/housekeeping/trash.rs:3 `crate::sys::output::error`"),
+        "{report}"
+    );
+    assert_eq!(report.lines().count(), 3, "{report}");
 }
 
 #[test]
@@ -998,16 +732,16 @@ fn checker_refuses_what_it_cannot_read() {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("lib.rs"), "#[path = \"x/y.rs\"]\nmod y;\n").expect("write");
-    let err = build_graph(dir.path(), "demo").expect_err("#[path] is refused");
-    assert!(err.contains("src/lib.rs:1: `#[path]`"), "{err}");
     std::fs::write(src.join("lib.rs"), "fn broken( {\n").expect("write");
-    let err = build_graph(dir.path(), "demo").expect_err("a parse error is refused");
+    let err = read_tree(dir.path()).expect_err("a parse error is refused");
     assert!(err.contains("could not parse src/lib.rs"), "{err}");
-    std::fs::write(src.join("lib.rs"), "pub fn f() {\n    mod m {}\n}\n").expect("write");
-    let err = build_graph(dir.path(), "demo").expect_err("a mod in a fn is refused");
+    std::fs::write(src.join("lib.rs"), "#[path = \"x/y.rs\"]\nmod y;\n").expect("write");
+    let err = read_tree(dir.path()).expect_err("#[path] is refused");
+    assert!(err.contains("src/lib.rs:1: `#[path]`"), "{err}");
+    std::fs::write(src.join("lib.rs"), "use super::x;\n").expect("write");
+    let err = read_tree(dir.path()).expect_err("super above the root is refused");
     assert!(
-        err.contains("src/lib.rs:2: `mod m` inside a function body"),
+        err.contains("src/lib.rs:1: `super` above the crate root"),
         "{err}"
     );
 }

@@ -1,13 +1,13 @@
 //! What the pusher sees, pinned: golden transcripts (insta snapshots under
 //! tests/integration/snapshots/) of real pushes and commands, with hashes, times, paths
-//! and pids redacted (`crate::common::redact`), so a change of wording shows up in
+//! and pids redacted (`crate::common::redact` and `snapshot_settings`), so a change of wording shows up in
 //! review as the transcript itself. Also: notify hears every outcome.
 //!
 //! A changed transcript fails the test; `INSTA_UPDATE=always cargo test
 //! --test integration transcript::` rewrites the snapshots (then review the diff). CI runs
 //! with `CI=true`, where insta never writes a snapshot, only fails.
 
-use crate::common::{redact, text, Env};
+use crate::common::{redact, stderr, text, Env};
 
 /// A root whose steps print nothing and whose daemons are not configured.
 const EMPTY_STEPS: &str = r#"
@@ -43,10 +43,6 @@ check_timeout = 1
 notify = ["echo \"notify: $SYMDEPLOY_RESULT\""]
 "#;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
 /// A post-receive push whose deploy failed: one `error:` for the failure,
 /// and the last `remote:` line says that git took the push all the same (git
 /// push exits 0) and that strict mode would have refused it.
@@ -69,7 +65,8 @@ fn empty_steps_warmup() {
     let env = Env::with_config(EMPTY_STEPS);
     let t = env.push_ok(&["main"]);
     assert!(remote_lines(&t) <= 10, "{t}");
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -77,7 +74,8 @@ fn warmup_with_output() {
     let env = Env::with_config(WITH_OUTPUT);
     let t = env.push_ok(&["main"]);
     assert!(t.contains("remote:        notify: ok"), "{t}");
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -94,7 +92,8 @@ fn failed_build() {
         t.contains("remote:        notify: failed build step `test ! -e broken"),
         "{t}"
     );
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -105,7 +104,8 @@ fn promote() {
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
-    insta::assert_snapshot!(redact(&stderr(&o), &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&stderr(&o)));
 }
 
 #[test]
@@ -123,7 +123,8 @@ fn promote_rolled_back_by_a_failed_check() {
     let t = stderr(&o);
     assert_eq!(t.matches("error:").count(), 1, "{t}");
     assert!(t.contains("notify: rolled-back"), "{t}");
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -150,7 +151,8 @@ fn tag_push_whose_warmup_fails() {
             .any(|l| l.trim_end() == "remote:        notify: failed"),
         "{t}"
     );
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -163,7 +165,8 @@ fn repoint_without_rebuild() {
     env.push_ok(&["main"]);
     let t = env.push_ok(&["-f", &format!("{first}:refs/heads/main")]);
     assert_eq!(env.pointed("warmup").as_deref(), Some(first.as_str()));
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]
@@ -185,7 +188,8 @@ fn broken_deploy_toml() {
             .contains("deploy.toml"),
         "{log}"
     );
-    insta::assert_snapshot!(redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(redact(&t));
 }
 
 #[test]

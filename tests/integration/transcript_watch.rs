@@ -2,10 +2,10 @@
 //! snapshots (tests/integration/snapshots/integration__transcript_watch__*.snap): a push whose
 //! warm-up check fails, a promote that starts a watch, the status line of a
 //! watch, and the watcher's own log of a rollback. Hashes, times, paths and
-//! pids are redacted (`crate::common::redact`, plus clock times here).
+//! pids are redacted (`crate::common::redact` and `snapshot_settings`, plus clock
+//! times here).
 
-use crate::common::{redact, text, Env};
-use std::time::{Duration, Instant};
+use crate::common::{redact, stderr, text, wait_for, Env};
 
 const CONFIG: &str = r#"
 branch = "main"
@@ -29,8 +29,8 @@ watch_interval = 1
 "#;
 
 /// `redact`, and clock times (the watch's window) as [clock].
-fn pin(t: &str, env: &Env) -> String {
-    let t = redact(t, env);
+fn pin(t: &str) -> String {
+    let t = redact(t);
     let mut out = String::new();
     let b = t.as_bytes();
     let mut i = 0;
@@ -52,18 +52,6 @@ fn pin(t: &str, env: &Env) -> String {
     out
 }
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn warmup_check_fails() {
     let env = Env::with_config(CONFIG);
@@ -72,7 +60,8 @@ fn warmup_check_fails() {
     env.commit("a front page that throws");
     let t = env.push_ok(&["main"]);
     assert_eq!(t.matches("remote: error: warm-up of").count(), 1, "{t}");
-    insta::assert_snapshot!(pin(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(pin(&t));
 }
 
 #[test]
@@ -85,7 +74,8 @@ fn promote_starts_a_watch_that_rolls_back() {
     env.push_ok(&["main"]);
     let o = env.symdeploy(&["promote"]);
     assert!(o.status.success(), "{}", text(&o));
-    insta::assert_snapshot!("promote_with_watch", pin(&stderr(&o), &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!("promote_with_watch", pin(&stderr(&o)));
     let mut status = String::new();
     wait_for("a passing check", || {
         status = String::from_utf8_lossy(&env.symdeploy(&["status"]).stdout).to_string();
@@ -96,7 +86,7 @@ fn promote_starts_a_watch_that_rolls_back() {
         .find(|l| l.starts_with("watch "))
         .unwrap_or_default()
         .to_string();
-    insta::assert_snapshot!("status_while_watching", pin(&line, &env));
+    insta::assert_snapshot!("status_while_watching", pin(&line));
     let current: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.root.join(".symdeploy/watch/current.json")).unwrap(),
     )
@@ -132,5 +122,5 @@ fn promote_starts_a_watch_that_rolls_back() {
         .map(|l| format!("{l}\n"))
         .collect();
     let log = format!("{header}\n{tail}");
-    insta::assert_snapshot!("watch_log_of_a_rollback", pin(&log, &env));
+    insta::assert_snapshot!("watch_log_of_a_rollback", pin(&log));
 }

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 
 use crate::common::{text, Env};
 
@@ -303,7 +302,7 @@ fn status_check_and_prometheus_report_drift() {
 
     let o = env.symdeploy(&["status", "--prometheus"]);
     assert!(o.status.success(), "{}", text(&o));
-    let Some(samples) = parse_prometheus(&o.stdout) else {
+    let Some(samples) = crate::common::parse_prometheus(&o.stdout) else {
         return;
     };
     let line = samples
@@ -317,47 +316,6 @@ fn status_check_and_prometheus_report_drift() {
         .find(|l| l.starts_with("symdeploy_drift_files ") && l.contains("\"kind\": \"modified\""))
         .unwrap();
     assert!(modified.ends_with(" 0.0"), "{modified}");
-}
-
-/// `name labels value` per sample from prometheus_client's own parser, or
-/// `None` (a visible skip) where /usr/bin/python3 lacks it.
-fn parse_prometheus(text_format: &[u8]) -> Option<String> {
-    const PARSE: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        print(s.name, json.dumps(s.labels, sort_keys=True), s.value)
-"#;
-    let has = Command::new("/usr/bin/python3")
-        .args(["-c", "import prometheus_client"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("SYMDEPLOY_REQUIRE_STACK").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("verify: /usr/bin/python3 lacks prometheus_client and SYMDEPLOY_REQUIRE_STACK is set");
-        }
-        crate::common::skipped("SKIPPED: /usr/bin/python3 with prometheus_client is missing");
-        return None;
-    }
-    let mut py = Command::new("/usr/bin/python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    py.stdin.take().unwrap().write_all(text_format).unwrap();
-    let parsed = py.wait_with_output().unwrap();
-    assert!(
-        parsed.status.success(),
-        "prometheus_client refused it: {}\n{}",
-        String::from_utf8_lossy(&parsed.stderr),
-        String::from_utf8_lossy(text_format)
-    );
-    Some(String::from_utf8_lossy(&parsed.stdout).into_owned())
 }
 
 #[test]
@@ -540,5 +498,6 @@ fn transcript_of_a_changed_release() {
     show(&["verify", "warmup"]);
     show(&["promote"]);
     show(&["status", "--check"]);
-    insta::assert_snapshot!(crate::common::redact(&t, &env));
+    let _s = crate::common::snapshot_settings(&env).bind_to_scope();
+    insta::assert_snapshot!(crate::common::redact(&t));
 }

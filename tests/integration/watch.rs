@@ -14,16 +14,6 @@ fn config(window: u64) -> String {
     )
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    // A generous bound, not a timing assertion: what is waited for either
-    // happens or the test has found the bug.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn current(env: &Env) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(env.root.join(".symdeploy/watch/current.json")).ok()?)
         .ok()
@@ -46,19 +36,6 @@ fn watch_ends(env: &Env) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|e| e["event"] == "watch" && e["phase"] == "end")
         .collect()
-}
-
-/// The daemons are running: the last stop/start line of the trace is a start.
-fn assert_daemons_running(env: &Env) {
-    let last = env
-        .trace()
-        .into_iter()
-        .rfind(|l| l.starts_with("stop ") || l.starts_with("start "));
-    assert!(
-        last.as_deref().is_none_or(|l| l.starts_with("start ")),
-        "the daemons were left stopped: {:?}",
-        env.trace()
-    );
 }
 
 /// A promoted, then a second commit pushed and promoted (watched).
@@ -116,7 +93,7 @@ fn a_failing_watch_check_rolls_production_back_through_the_switch() {
             .any(|l| l.starts_with("notify ") && l.contains("rolled-back")),
         "{trace:?}"
     );
-    assert_daemons_running(&env);
+    assert_daemons_running(&env, "watch");
     let end = watch_ends(&env).pop().unwrap();
     assert_eq!(end["result"], "rolled-back", "{end}");
     assert_eq!(end["commit"], b.as_str());
@@ -180,7 +157,7 @@ fn a_manual_rollback_ends_the_watch() {
         (Some("ended"), Some(b.as_str()))
     );
     assert!(current(&env).is_none(), "a rollback starts no watch");
-    assert_daemons_running(&env);
+    assert_daemons_running(&env, "watch");
 }
 
 #[test]
@@ -240,7 +217,7 @@ fn a_sigkilled_watcher_is_ended_by_recover_with_a_warning() {
     let end = watch_ends(&env).pop().unwrap();
     assert_eq!(end["result"], "interrupted");
     assert!(current(&env).is_none());
-    assert_daemons_running(&env);
+    assert_daemons_running(&env, "watch");
     let check = env.symdeploy(&["status", "--check"]);
     assert!(check.status.success(), "{}", text(&check));
 }

@@ -7,6 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod skip;
+pub mod users;
+
+#[allow(unused_imports)] // fleet.rs includes this module and uses only some
+pub use skip::{cannot_here, required, skip};
+
 /// The symdeploy binary cargo built for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_symdeploy"))
@@ -79,8 +85,15 @@ pub fn text(o: &Output) -> String {
 /// A git command isolated from the machine's configuration.
 pub fn git_cmd(dir: &Path) -> Command {
     let mut c = Command::new("git");
-    c.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
+    c.current_dir(dir);
+    git_env(&mut c);
+    c
+}
+
+/// The environment of [`git_cmd`], for a git run another way (as another
+/// user): no system or global configuration, a fixed author.
+pub fn git_env(c: &mut Command) {
+    c.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_AUTHOR_NAME", "Tester")
         .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
@@ -88,7 +101,15 @@ pub fn git_cmd(dir: &Path) -> Command {
         .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE");
-    c
+}
+
+/// The commit a ref of the bare repository `repo` names, if it exists.
+pub fn repo_ref(repo: &Path, name: &str) -> Option<String> {
+    let out =
+        run(git_cmd(repo).args(["rev-parse", "--verify", "-q", &format!("{name}^{{commit}}")]));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Env {
@@ -180,6 +201,16 @@ impl Env {
         run(git_cmd(&self.work).args(full))
     }
 
+    /// `git push deploy ARGS...` with extra environment variables.
+    pub fn push_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut c = git_cmd(&self.work);
+        c.args(["push", "deploy"]).args(args);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
     /// Push and insist it worked; returns the output text.
     pub fn push_ok(&self, args: &[&str]) -> String {
         let out = self.push(args);
@@ -236,6 +267,22 @@ impl Env {
     /// Replace deploy.toml.
     pub fn set_config(&self, config: &str) {
         std::fs::write(self.root.join("deploy.toml"), config).unwrap();
+    }
+
+    /// The commit a ref of the deploy repository names, if it exists.
+    pub fn repo_ref(&self, name: &str) -> Option<String> {
+        repo_ref(&self.root.join("repository"), name)
+    }
+
+    /// The `state` of a release's record (.symdeploy/releases/NAME.json),
+    /// empty when there is none.
+    pub fn record_state(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(format!(".symdeploy/releases/{name}.json")))
+                .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v["state"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
     }
 
     /// The journal's entries.
@@ -343,31 +390,27 @@ pub fn wait_all(t: &str) {
     }
 }
 
-/// A transcript made comparable across runs, for snapshot tests: the
-/// temporary root becomes `[ROOT]`, commits become `[c1]`, `[c2]`... in the
-/// order they first appear (a 12-hex short hash and its full 40-hex form get
-/// the same name; git's own 7-hex `a..b` ranges become `[range]`), durations
-/// `[dur]`, log file time stamps `[time]`, pids `[pid]`. Trailing blanks
-/// (git pads `remote:` lines to clear the terminal) are dropped.
-pub fn redact(text: &str, env: &Env) -> String {
-    let tmp = env.tmp.path().to_string_lossy().to_string();
-    let text = text.replace(&tmp, "[TMP]").replace("[TMP]/root", "[ROOT]");
+/// A transcript made comparable across runs, for snapshot tests: commits
+/// become `[c1]`, `[c2]`... in the order they first appear (a 12-hex short
+/// hash and its full 40-hex form get the same name). Counting is more than a
+/// regex can do; the rest is done by insta's filters when the snapshot is
+/// taken (see [`snapshot_settings`]). Every line ends with a newline.
+pub fn redact(text: &str) -> String {
     let mut names: Vec<String> = Vec::new();
     let mut out = String::new();
     for line in text.lines() {
-        let line = redact_line(line.trim_end(), &mut names);
-        out.push_str(&line);
+        out.push_str(&number_commits(line, &mut names));
         out.push('\n');
     }
     out
 }
 
-fn redact_line(line: &str, names: &mut Vec<String>) -> String {
+/// `line` with every 12- or 40-hex word named by its place in `names`.
+fn number_commits(line: &str, names: &mut Vec<String>) -> String {
     let bytes = line.as_bytes();
+    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     let mut out = String::new();
     let mut i = 0;
-    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
-    let boundary = |j: usize| j >= bytes.len() || !bytes[j].is_ascii_alphanumeric();
     while i < bytes.len() {
         let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
         if starts_word && is_hex(bytes[i]) {
@@ -376,62 +419,20 @@ fn redact_line(line: &str, names: &mut Vec<String>) -> String {
                 j += 1;
             }
             let run = &line[i..j];
-            if boundary(j) && (run.len() == 40 || run.len() == 12) {
-                let key = run[..12].to_string();
-                let n = match names.iter().position(|k| *k == key) {
+            let ends_word = j >= bytes.len() || !bytes[j].is_ascii_alphanumeric();
+            if ends_word && (run.len() == 40 || run.len() == 12) {
+                let key = &run[..12];
+                let n = match names.iter().position(|k| k == key) {
                     Some(n) => n,
                     None => {
-                        names.push(key);
+                        names.push(key.to_string());
                         names.len() - 1
                     }
                 };
                 out.push_str(&format!("[c{}]", n + 1));
-                i = j;
-                continue;
+            } else {
+                out.push_str(run);
             }
-            // git's `1234567..89abcde` (and `...` of a forced update).
-            if run.len() == 7 && line[j..].starts_with("..") {
-                let dots = if line[j..].starts_with("...") { 3 } else { 2 };
-                let k = j + dots;
-                let mut m = k;
-                while m < bytes.len() && is_hex(bytes[m]) {
-                    m += 1;
-                }
-                if m - k == 7 {
-                    out.push_str("[range]");
-                    i = m;
-                    continue;
-                }
-            }
-            // A time stamp of a log file name: 20261126T143235Z.
-            if run.len() == 8 && line[j..].starts_with('T') {
-                let rest = &line[j + 1..];
-                if rest.len() >= 7
-                    && rest[..6].bytes().all(|b| b.is_ascii_digit())
-                    && &rest[6..7] == "Z"
-                {
-                    out.push_str("[time]");
-                    i = j + 8;
-                    continue;
-                }
-            }
-            // A duration: 0.29s, 12.5s, 1m02s.
-            if let Some(len) = duration_len(&line[i..]) {
-                out.push_str("[dur]");
-                i += len;
-                continue;
-            }
-            // The pid at the end of a log file name: -12345.log.
-            if i > 0
-                && bytes[i - 1] == b'-'
-                && line[j..].starts_with(".log")
-                && run.bytes().all(|b| b.is_ascii_digit())
-            {
-                out.push_str("[pid]");
-                i = j;
-                continue;
-            }
-            out.push_str(run);
             i = j;
             continue;
         }
@@ -442,61 +443,175 @@ fn redact_line(line: &str, names: &mut Vec<String>) -> String {
     out
 }
 
-/// The length of a human duration at the start of `s` (`0.29s`, `12.5s`,
-/// `1m02s`), if there is one ending at a word boundary.
-fn duration_len(s: &str) -> Option<usize> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() && b[i].is_ascii_digit() {
-        i += 1;
-    }
-    if i == 0 {
-        return None;
-    }
-    let end_ok = |j: usize| j >= b.len() || !b[j].is_ascii_alphanumeric();
-    if i < b.len() && b[i] == b'.' {
-        let mut j = i + 1;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        if j > i + 1 && j < b.len() && b[j] == b's' && end_ok(j + 1) {
-            return Some(j + 1);
-        }
-        return None;
-    }
-    if i < b.len() && b[i] == b'm' {
-        let mut j = i + 1;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        if j == i + 3 && j < b.len() && b[j] == b's' && end_ok(j + 1) {
-            return Some(j + 1);
-        }
-    }
-    None
+/// insta's settings for a transcript of `env` (bind them where the snapshot
+/// is taken: `let _s = snapshot_settings(&env).bind_to_scope();`): the
+/// temporary root becomes `[ROOT]` (anything else of the test's temporary
+/// directory `[TMP]`), git's 7-hex `a..b` ranges `[range]`, durations
+/// `[dur]`, log file time stamps `[time]` and pids `[pid]`; trailing blanks
+/// (git pads `remote:` lines to clear the terminal) go.
+pub fn snapshot_settings(env: &Env) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(r"(?m)[^\S\n]+$", "");
+    s.add_filter(&regex::escape(&env.tmp.path().to_string_lossy()), "[TMP]");
+    s.add_filter(r"\[TMP\]/root", "[ROOT]");
+    // git's `1234567..89abcde` (and `...` of a forced update).
+    s.add_filter(r"\b[0-9a-f]{7}\.{2,3}[0-9a-f]{7}\b", "[range]");
+    // A log file's name: 20261126T143235Z-12345.log.
+    s.add_filter(r"\b\d{8}T\d{6}Z", "[time]");
+    s.add_filter(r"-\d+\.log", "-[pid].log");
+    // 0.29s, 12.5s, 1m02s.
+    s.add_filter(r"\b\d+(\.\d+|m\d{2})s\b", "[dur]");
+    s
 }
 
-/// Say that a test did not run its real check, and why: straight to the
-/// terminal (libtest shows a passing test's `eprintln!` to nobody), so a plain
-/// `cargo test` lists every skip among the results.
-pub fn skipped(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
-}
-
-/// True when running as root; otherwise the test is skipped, visibly, with
-/// what it `needs` (a deploy user made with useradd, ...). CI sets
-/// SYMDEPLOY_REQUIRE_STACK=1, where a skip is a failure.
-pub fn need_root(test: &str, needs: &str) -> bool {
+/// True when running as root; otherwise the test is skipped (see [`skip`]:
+/// a failure in CI), saying it needs root for `needs` (useradd, setpriv, ...).
+pub fn need_root(needs: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("SYMDEPLOY_REQUIRE_STACK").is_none(),
-        "{test}: needs root ({needs}) and SYMDEPLOY_REQUIRE_STACK is set"
-    );
-    skipped(&format!(
-        "SKIPPED {test}: needs root (it creates a deploy user with useradd); CI runs it as root"
-    ));
+    skip(&format!("needs root for {needs}; CI runs it as root"));
     false
+}
+
+/// The output text of a command that must have succeeded.
+pub fn ok(out: &Output) -> String {
+    let t = text(out);
+    assert!(out.status.success(), "command failed: {t}");
+    t
+}
+
+/// stderr alone, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// The 12-hex short form of a commit, as symdeploy prints it.
+pub fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+/// A file of this repository (scripts/stack/..., examples/...).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The name of what `root/name` (a symlink) points at: the release's
+/// directory name.
+pub fn pointed_at(root: &Path, name: &str) -> Option<String> {
+    std::fs::read_link(root.join(name))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// Wait until `f` is true, up to a generous 60 s: not a timing assertion,
+/// what is waited for either happens or the test has found the bug.
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_for_within(what, std::time::Duration::from_secs(60), f);
+}
+
+/// [`wait_for`] with another bound.
+pub fn wait_for_within(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        // 50 ms, as most tests polled before this was shared: a test that
+        // acts the moment a step has begun (faults.rs kills a promote whose
+        // `stop` wrote its first line) depends on it.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The daemons are running: the trace's last `stop`/`start` line (of
+/// TEST_CONFIG's promote.stop/start) is a start, or there is none.
+pub fn assert_daemons_running(env: &Env, context: &str) {
+    let trace = env.trace();
+    let last = trace
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("stop ") || l.starts_with("start "));
+    if let Some(l) = last {
+        assert!(
+            l.starts_with("start "),
+            "{context}: the daemons were left stopped; trace: {trace:#?}"
+        );
+    }
+}
+
+/// `name labels value` per sample from prometheus_client's own parser, or
+/// `None` (a visible skip) where /usr/bin/python3 lacks it.
+pub fn parse_prometheus(text_format: &[u8]) -> Option<String> {
+    use std::io::Write;
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        print(s.name, json.dumps(s.labels, sort_keys=True), s.value)
+"#;
+    let has = Command::new("/usr/bin/python3")
+        .args(["-c", "import prometheus_client"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        skip("missing: /usr/bin/python3 with prometheus_client (run .ci/install-stack as root)");
+        return None;
+    }
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(text_format).unwrap();
+    let parsed = py.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "prometheus_client refused it: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        String::from_utf8_lossy(text_format)
+    );
+    Some(String::from_utf8_lossy(&parsed.stdout).into_owned())
+}
+
+/// A file made immutable (`chattr +i`) so that nothing, root included, can
+/// remove it; made mutable again on drop, so a failed test leaves nothing
+/// its clean-up cannot remove.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Freeze `path`; `None` (recorded as a skip of `what`) where this
+    /// filesystem or container does not allow it (tmpfs, no CAP_LINUX_IMMUTABLE).
+    pub fn freeze(path: &Path, what: &str) -> Option<Immutable> {
+        let guard = Immutable(path.to_path_buf());
+        match Command::new("chattr").arg("+i").arg(path).output() {
+            Ok(o) if o.status.success() => Some(guard),
+            other => {
+                cannot_here(&format!(
+                    "chattr +i does not work here ({other:?}); {what} is not tested"
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
 }
