@@ -26,20 +26,6 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// The git hook being run.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum HookName {
-    /// After the refs are updated (the default hook).
-    PostReceive,
-    /// Before the refs are updated (strict mode).
-    PreReceive,
-    /// While git updates refs (strict mode's flips): takes the state argument.
-    ReferenceTransaction,
-    /// Before the refs are updated, in post-receive mode: who may push what
-    /// (`[access]`) and signed release tags (`promote.signers`).
-    Access,
-}
-
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -58,7 +44,7 @@ pub(crate) enum Command {
     Hook {
         /// Which hook.
         #[arg(value_enum)]
-        name: HookName,
+        name: crate::state::config::Hook,
         /// The transaction state git passes to reference-transaction
         /// (prepared, committed, aborted).
         state: Option<String>,

@@ -27,10 +27,10 @@ mod session;
 mod state;
 mod sys;
 
-use cli::{Cli, Command, HookName};
+use cli::{Cli, Command};
 use ctx::Ctx;
 use error::Result;
-use state::config::HookKind;
+use state::config::Hook;
 use state::root::Root;
 use std::process::ExitCode;
 
@@ -45,10 +45,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { dir, strict, user } => done(ops::init::run(&dir, strict, user.as_deref())),
         Command::Generate { what, dir } => done(ops::generate::run(what, &dir)),
         Command::Hook { name, state } => match name {
-            HookName::PostReceive => hook::run(HookKind::PostReceive),
-            HookName::PreReceive => hook::run(HookKind::PreReceive),
-            HookName::Access => hook::access(),
-            HookName::ReferenceTransaction => {
+            Hook::PostReceive | Hook::PreReceive => hook::run(name),
+            Hook::Access => hook::access(),
+            Hook::ReferenceTransaction => {
                 hook::strict::reference_transaction(state.as_deref().unwrap_or_default())
             }
         },
@@ -204,9 +203,14 @@ pub fn main() -> std::process::ExitCode {
 fn hook_state(command: &Command) -> Option<bool> {
     match command {
         Command::Hook {
-            name: HookName::ReferenceTransaction,
+            name: Hook::ReferenceTransaction,
             state,
-        } => Some(matches!(state.as_deref(), Some("committed" | "aborted"))),
+        } => Some(matches!(
+            state.as_deref().map(str::parse),
+            Some(Ok(
+                hook::pending::TxnState::Committed | hook::pending::TxnState::Aborted
+            ))
+        )),
         Command::Hook { .. } => Some(true),
         _ => None,
     }

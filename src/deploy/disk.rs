@@ -151,10 +151,7 @@ pub(crate) fn preflight(
         // Under pressure, failed and incomplete releases kept for
         // inspection go too; protected ones (production, warmup, previous)
         // never do.
-        let protected = d.why.starts_with("production")
-            || d.why.starts_with("warmup")
-            || d.why.starts_with("previous production");
-        let doomed = !d.keep || (d.state != release::Effective::Ready && !protected);
+        let doomed = !d.keep || (d.state != release::Effective::Ready && !d.protected);
         if doomed {
             output::detail(&format!("remove {} ({})", d.commit.short(), d.why));
             crate::housekeeping::trash::remove_release(ctx, &d.commit.into())?;

@@ -103,7 +103,7 @@ impl<'a> Job<'a> {
 
     /// Its build, links and migrate steps, and the prefix of their fault
     /// points (`preview-build`).
-    pub(crate) fn stages(&self) -> ([(&'static str, &'a Vec<String>); 3], &'static str) {
+    pub(crate) fn stages(&self) -> ([(WarmStage, &'a Vec<String>); 3], &'static str) {
         let (steps, prefix) = match self.target {
             Target::Release { .. } => {
                 let w = &self.ctx.config.warmup;
@@ -116,7 +116,11 @@ impl<'a> Job<'a> {
         };
         let [build, links, migrate] = steps;
         (
-            [("build", build), ("links", links), ("migrate", migrate)],
+            [
+                (WarmStage::Build, build),
+                (WarmStage::Links, links),
+                (WarmStage::Migrate, migrate),
+            ],
             prefix,
         )
     }
@@ -217,7 +221,7 @@ impl<'a> Job<'a> {
         let stands = match self.target {
             Target::Release { .. } => {
                 env.extra
-                    .push(("SYMDEPLOY_RESULT".into(), result.as_str().into()));
+                    .push(("SYMDEPLOY_RESULT".into(), result.as_ref().into()));
                 if let Some(e) = error {
                     env.extra
                         .push(("SYMDEPLOY_ERROR".into(), output::one_line(&e.to_string())));
@@ -274,6 +278,20 @@ impl<'a> Job<'a> {
             }
         }
     }
+}
+
+/// A warm-up stage that runs the project's steps, spelled as its steps'
+/// stage (`build`, `links`, `migrate`: the stage header, the durations key,
+/// the fault point and `Error::Step`'s stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub(crate) enum WarmStage {
+    /// warmup.build / previews.build
+    Build,
+    /// warmup.links / previews.links
+    Links,
+    /// warmup.migrate / previews.migrate
+    Migrate,
 }
 
 #[cfg(test)]
@@ -370,7 +388,10 @@ mod tests {
         let commit = Commit::parse(HEX).unwrap();
         let r = Job::new(&ctx, release(), commit, "refs/heads/main");
         let (stages, prefix) = r.stages();
-        assert_eq!(stages[2], ("migrate", &vec!["bin/migrate".to_string()]));
+        assert_eq!(
+            stages[2],
+            (WarmStage::Migrate, &vec!["bin/migrate".to_string()])
+        );
         assert_eq!(prefix, "");
         assert!(r.has_check());
         let p = Job::new(&ctx, preview("s"), commit, "refs/heads/s");

@@ -261,7 +261,7 @@ impl Switch<'_> {
             code: e.exit_code(),
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(e, commit, &event, false)),
+            help: Some(promote_advice(&failure, commit, &event, false)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -335,7 +335,7 @@ impl Switch<'_> {
             code: 1,
             message,
             now: crate::deploy::pointers::where_now(&ctx.root),
-            help: Some(promote_advice(&failure.error, commit, &event, true)),
+            help: Some(promote_advice(&failure, commit, &event, true)),
             source: Some(Box::new(failure.error)),
         })
     }
@@ -592,7 +592,7 @@ pub(crate) fn notify(
     if p.notify.is_empty() {
         return;
     }
-    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.as_str().to_string())];
+    let mut extra = vec![("SYMDEPLOY_RESULT".to_string(), result.to_string())];
     if let Some(e) = error {
         extra.push((
             "SYMDEPLOY_ERROR".into(),
@@ -611,7 +611,13 @@ pub(crate) fn notify(
 /// The one piece of advice after a failed promote: a fault of the commit
 /// needs a new commit, pushed and promoted; a fault of the server (a missing
 /// program, deploy.toml, a daemon) is fixed there, then promoted again by hand.
-fn promote_advice(e: &Error, commit: Commit, event: &Event, marked_bad: bool) -> String {
+fn promote_advice(
+    failure: &StageFailure,
+    commit: Commit,
+    event: &Event,
+    marked_bad: bool,
+) -> String {
+    let e = &failure.error;
     let log = output::log_path()
         .map(|p| format!("the whole output is in {}; ", p.display()))
         .unwrap_or_default();
@@ -630,7 +636,8 @@ fn promote_advice(e: &Error, commit: Commit, event: &Event, marked_bad: bool) ->
     };
     match e {
         Error::Step { stage, status, .. }
-            if status.not_found() || stage == "stop" || stage == "start" =>
+            if status.not_found()
+                || matches!(failure.stage, SwitchPhase::Stop | SwitchPhase::Start) =>
         {
             format!("{log}{bad}the server is at fault ({stage}): fix it there, then run {again}")
         }
@@ -666,7 +673,7 @@ pub(crate) fn roll_back(
     let _unwinding = crate::sys::signals::unwinding("rolling back and starting the daemons again");
     let root = &ctx.root;
     let intent = Entry {
-        time: crate::sys::fs::now_rfc3339(),
+        time: crate::sys::time::Time::now(),
         phase: UNDO_PHASE,
         // Read back by recovery: `failed` marks it failed, anything else bad.
         result: Some(match state {
@@ -737,10 +744,7 @@ pub(crate) const UNDO_PHASE: journal::LineKind = journal::LineKind::Undo;
 pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, commit: Commit, state: State, why: String) {
     let root = &ctx.root;
     if let Err(e) = release::set_state(root, &commit.into(), state, Some(why)) {
-        output::warning(&format!(
-            "could not mark releases/{commit} {}: {e}",
-            state.as_str()
-        ));
+        output::warning(&format!("could not mark releases/{commit} {state}: {e}"));
     }
     faults::point("after-mark-bad");
     // A release that just failed in production must not stay the one a
@@ -751,7 +755,7 @@ pub(crate) fn mark_and_move_warmup_off(ctx: &Ctx, commit: Commit, state: State, 
                 "warmup -> {} (off the {} release)",
                 back.map(|c| format!("releases/{}", c.short()))
                     .unwrap_or_else(|| "nothing".into()),
-                state.as_str()
+                state
             )),
             Err(e) => output::warning(&format!("warmup still points at releases/{commit}: {e}")),
         }

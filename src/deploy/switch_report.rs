@@ -60,8 +60,8 @@ pub(crate) fn report(ctx: &Ctx, event: Event, op: impl FnOnce(&Ctx) -> Result<()
     journal::for_each_rev(&ctx.root, |e| {
         let older = e
             .time
-            .parse::<jiff::Timestamp>()
-            .is_ok_and(|t| t < started - jiff::SignedDuration::from_secs(1));
+            .timestamp()
+            .is_some_and(|t| t < started - jiff::SignedDuration::from_secs(1));
         if older {
             return std::ops::ControlFlow::Break(());
         }
@@ -90,14 +90,14 @@ fn own_entries(entries: &[Entry], pid: u32, since: jiff::Timestamp) -> Vec<&Entr
     entries
         .iter()
         .filter(|e| e.pid == pid)
-        .filter(|e| e.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= since))
+        .filter(|e| e.time.timestamp().is_some_and(|t| t >= since))
         .collect()
 }
 
 /// When the run whose end entry is `end` flipped production: the end's time
 /// less what came after the flip (`total` - `flip` seconds).
 pub(crate) fn flip_time(end: &Entry) -> Option<jiff::Timestamp> {
-    let t: jiff::Timestamp = end.time.parse().ok()?;
+    let t = end.time.timestamp()?;
     let total = *end.durations.get("total")?;
     let flip = *end.durations.get("flip")?;
     let after_flip = jiff::SignedDuration::try_from_secs_f64(total - flip).ok()?;
@@ -142,7 +142,7 @@ fn summarize(
         production_after: after,
         switched_at: end
             .and_then(|e| flip_time(e))
-            .map(crate::sys::fs::rfc3339_ms),
+            .map(|t| crate::sys::time::Time::at(t).to_string()),
         seconds: end.and_then(|e| e.durations.get("total").copied()),
         error,
         help,
@@ -174,7 +174,7 @@ mod tests {
         let event: Event = serde_json::from_str(&text(event)).unwrap();
         let result: journal::Outcome = serde_json::from_str(&text(result)).unwrap();
         let mut e = Entry::start(event, Some(&id(commit).into()), None).end(result);
-        e.time = time.into();
+        e.time = crate::sys::time::Time::parse(time);
         e.durations.insert("flip".into(), 0.25);
         e.durations.insert("total".into(), 1.5);
         e
@@ -184,7 +184,9 @@ mod tests {
     fn the_flip_is_dated_from_the_end_entry() {
         let e = end("promote", "c", "ok", "2026-11-26T14:00:02.000Z");
         assert_eq!(
-            flip_time(&e).map(crate::sys::fs::rfc3339_ms).as_deref(),
+            flip_time(&e)
+                .map(|t| crate::sys::time::Time::at(t).to_string())
+                .as_deref(),
             Some("2026-11-26T14:00:00.750Z")
         );
         let mut old = e.clone();
@@ -202,7 +204,7 @@ mod tests {
             Some(id("new")),
             &[&e],
         );
-        assert_eq!(ok.result.as_str(), "ok");
+        assert_eq!(ok.result.as_ref(), "ok");
         assert!(ok.changed);
         assert_eq!(ok.commit, Some(id("new")));
         assert_eq!(ok.switched_at.as_deref(), Some("2026-11-26T14:00:00.750Z"));
@@ -216,14 +218,14 @@ mod tests {
             Some(id("old")),
             &[&rb],
         );
-        assert_eq!(out.result.as_str(), "rolled-back");
+        assert_eq!(out.result.as_ref(), "rolled-back");
         assert!(!out.changed);
         assert_eq!(out.error.as_deref(), Some("promote of new rolled back"));
         assert_eq!(out.help.as_deref(), Some("see the log"));
         assert_eq!(out.exit_code, 1);
 
         let same = summarize(Event::Promote, &Ok(()), Some(id("c")), Some(id("c")), &[]);
-        assert_eq!((same.result.as_str(), same.changed), ("unchanged", false));
+        assert_eq!((same.result.as_ref(), same.changed), ("unchanged", false));
         assert_eq!(same.commit, Some(id("c")));
 
         let warm = end("warmup", "bad", "failed", "2026-11-26T14:00:02.000Z");
@@ -234,7 +236,7 @@ mod tests {
             Some(id("c")),
             &[&warm],
         );
-        assert_eq!(failed.result.as_str(), "failed");
+        assert_eq!(failed.result.as_ref(), "failed");
         assert_eq!(failed.commit, Some(id("bad")));
         assert_eq!(failed.switched_at, None);
     }
@@ -245,7 +247,7 @@ mod tests {
         old.pid = 7;
         let since: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         assert!(own_entries(&[old.clone()], 7, since).is_empty());
-        old.time = "2026-01-01T00:00:00.500Z".into();
+        old.time = crate::sys::time::Time::parse("2026-01-01T00:00:00.500Z");
         assert_eq!(own_entries(&[old], 7, since).len(), 1);
     }
 }

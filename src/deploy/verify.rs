@@ -132,9 +132,8 @@ pub(crate) fn shown(path: &[u8]) -> String {
 
 /// Counts per kind, every kind present (zeros included).
 pub(crate) fn counts(drift: &[Drift]) -> Vec<(DriftKind, usize)> {
-    DriftKind::ALL
-        .iter()
-        .map(|k| (*k, drift.iter().filter(|d| d.kind == *k).count()))
+    <DriftKind as strum::IntoEnumIterator>::iter()
+        .map(|k| (k, drift.iter().filter(|d| d.kind == k).count()))
         .collect()
 }
 
@@ -143,7 +142,7 @@ pub(crate) fn first_few(drift: &[Drift], n: usize) -> String {
     let mut s: Vec<String> = drift
         .iter()
         .take(n)
-        .map(|d| format!("{}: {}", d.kind.as_str(), shown(&d.path)))
+        .map(|d| format!("{}: {}", d.kind, shown(&d.path)))
         .collect();
     if drift.len() > n {
         s.push(format!("and {} more", drift.len() - n));

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::ctx::Ctx;
-use crate::deploy::job::{Job, Target};
+use crate::deploy::job::{Job, Target, WarmStage};
 use crate::deploy::pointers::where_now;
 use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
@@ -477,17 +477,18 @@ impl Exported<'_> {
     pub(crate) fn finish(
         &self,
         ctx: &Ctx,
-        stages: [(&str, &Vec<String>); 3],
+        stages: [(WarmStage, &Vec<String>); 3],
         env: &StepEnv,
         early_sync: Option<std::thread::JoinHandle<bool>>,
         durations: &mut BTreeMap<String, f64>,
     ) -> Result<()> {
-        for (name, commands) in stages {
+        for (kind, commands) in stages {
             if commands.is_empty() {
                 continue;
             }
+            let name: &str = kind.into();
             // A preview's migrate runs against its own database, not production's.
-            let main_migrate = name == "migrate" && self.fault_prefix.is_empty();
+            let main_migrate = kind == WarmStage::Migrate && self.fault_prefix.is_empty();
             if main_migrate && MIGRATE_ELSEWHERE.load(Ordering::Relaxed) {
                 output::line(
                     "-----> migrate: skipped (-o skip-migrate: another host of the fleet migrated the shared database)",

@@ -19,7 +19,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::hook::push::{parse_id, parse_input, push_options, route, Action, RefUpdate};
 use crate::hook::quarantine::HookObjects;
-use crate::state::config::HookKind;
+use crate::state::config::Hook;
 use crate::state::root::{short, Root};
 use crate::sys::output;
 
@@ -59,7 +59,7 @@ pub(crate) fn access() -> Result<ExitCode> {
 }
 
 /// `symdeploy hook post-receive|pre-receive`.
-pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
+pub(crate) fn run(kind: Hook) -> Result<ExitCode> {
     let (root, updates) = hook_input(true)?;
     let ctx = match Ctx::load(root.clone()) {
         Ok(ctx) => ctx,
@@ -86,19 +86,19 @@ pub(crate) fn run(kind: HookKind) -> Result<ExitCode> {
             output::escape(o)
         ));
     }
-    if kind == HookKind::PreReceive || !crate::hook::files::access_checked(&ctx.root) {
+    if kind == Hook::PreReceive || !crate::hook::files::access_checked(&ctx.root) {
         // Strict mode checks here, before it builds. In post-receive mode the
         // access hook has checked already; a root whose pre-receive predates
         // it gets it installed for the next push, and this push (its refs
         // already moved) deploys nothing it may not.
-        if kind == HookKind::PostReceive && ctx.config.access.is_some() {
+        if kind == Hook::PostReceive && ctx.config.access.is_some() {
             install_access_check(&ctx.root);
         }
         crate::access::check_push(&ctx, &updates, &options)?;
     }
 
     let objects = HookObjects::open(&ctx.root)?;
-    if kind == HookKind::PreReceive {
+    if kind == Hook::PreReceive {
         // Strict mode: build now, flip once git has the refs locked.
         return crate::hook::strict::pre_receive(&ctx, &objects.repo, &updates, promote_option);
     }
@@ -150,7 +150,7 @@ fn accepted_anyway(root: &Root) {
 /// deploy.toml cannot be read: nothing can be routed or run, but the push
 /// must not go unnoticed. The failure gets a run log and a failed run in the
 /// journal (so `status` and `log` show it), and one error with its fix.
-fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: HookKind) -> Result<ExitCode> {
+fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: Hook) -> Result<ExitCode> {
     let Some(update) = updates.iter().find(|u| !u.is_deletion()) else {
         return Err(e);
     };
@@ -195,7 +195,7 @@ fn config_broken(root: &Root, updates: &[RefUpdate], e: Error, kind: HookKind) -
     };
     let code = failure.exit_code();
     crate::session::close_run(Err(failure));
-    if kind == HookKind::PostReceive {
+    if kind == Hook::PostReceive {
         accepted_anyway(root);
     }
     Ok(crate::error::exit(code))

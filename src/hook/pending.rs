@@ -21,7 +21,7 @@ pub(crate) const PREPARED_PHASE: journal::LineKind = journal::LineKind::Prepared
 /// The `prepared` line of a run.
 pub(crate) fn prepared(run: &Entry) -> Entry {
     Entry {
-        time: crate::sys::fs::now_rfc3339(),
+        time: crate::sys::time::Time::now(),
         phase: PREPARED_PHASE,
         pid: std::process::id(),
         ..run.clone()
@@ -197,8 +197,10 @@ mod commit_or_empty {
 
 /// Where one pushed ref is in strict mode's two phases. Written as the
 /// plain words the pending file has always held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::AsRefStr, strum::EnumString, strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum UpdateState {
     /// pre-receive built its release; nothing is flipped yet.
     Built,
@@ -210,8 +212,13 @@ pub(crate) enum UpdateState {
     Done,
 }
 
-/// The state git passes the reference-transaction hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+crate::sys::word::serde_as_word!(UpdateState);
+
+/// The state git passes the reference-transaction hook, as git spells it
+/// (also in the run log's name); any other word (a newer git's) does not
+/// parse and is not ours to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::AsRefStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum TxnState {
     /// The refs are locked; a non-zero exit aborts the transaction.
     Prepared,
@@ -222,25 +229,6 @@ pub(crate) enum TxnState {
 }
 
 impl TxnState {
-    /// git's word for it; any other (a newer git's) is not ours to act on.
-    pub(crate) fn parse(word: &str) -> Option<TxnState> {
-        match word {
-            "prepared" => Some(TxnState::Prepared),
-            "committed" => Some(TxnState::Committed),
-            "aborted" => Some(TxnState::Aborted),
-            _ => None,
-        }
-    }
-
-    /// The word, as the run log's name shows it.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            TxnState::Prepared => "prepared",
-            TxnState::Committed => "committed",
-            TxnState::Aborted => "aborted",
-        }
-    }
-
     /// The state a pushed ref must be in for this transaction state to act on it.
     pub(crate) fn acts_on(self) -> UpdateState {
         match self {

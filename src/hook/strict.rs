@@ -227,7 +227,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let mut input = Vec::new();
     // git feeds every line; read them all whatever happens next.
     let _ = std::io::stdin().read_to_end(&mut input);
-    let Some(state) = TxnState::parse(state) else {
+    let Ok(state) = state.parse::<TxnState>() else {
         return Ok(ExitCode::SUCCESS);
     };
     let Ok(root) = Root::from_repository(&git_dir) else {
@@ -273,7 +273,7 @@ pub(crate) fn reference_transaction(state: &str) -> Result<ExitCode> {
     let first = pending.updates[matched[0]].commit;
     crate::session::open_run_log(
         &ctx.root,
-        state.as_str(),
+        state.as_ref(),
         first.as_ref().map_or("deletion", Commit::short),
     );
     let result = match state {

@@ -43,7 +43,7 @@ pub(crate) fn esc(text: &str) -> String {
 }
 
 /// One run as the page shows it.
-struct Run {
+struct PageRun {
     entry: Entry,
     /// Still open (running, or interrupted and not yet recovered).
     open: bool,
@@ -91,7 +91,7 @@ pub(crate) fn write(ctx: &Ctx, dir: &Path, runs: usize) -> Result<PathBuf> {
             None
         };
         let open = entry.phase == LineKind::Start;
-        shown.push(Run {
+        shown.push(PageRun {
             entry,
             open,
             subject,
@@ -193,14 +193,14 @@ fn colour(stage: &str) -> &'static str {
         .unwrap_or("#999999")
 }
 
-fn outcome(run: &Run) -> &str {
+fn outcome(run: &PageRun) -> &str {
     if run.open {
         return "running or interrupted";
     }
-    run.entry.result.as_ref().map(|r| r.as_str()).unwrap_or("?")
+    run.entry.result.as_ref().map_or("?", AsRef::as_ref)
 }
 
-fn render(ctx: &Ctx, runs: &[Run]) -> String {
+fn render(ctx: &Ctx, runs: &[PageRun]) -> String {
     let root = &ctx.root;
     let mut h = String::new();
     let host = runs
@@ -304,9 +304,9 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
             h,
             "<tr class=\"run\" data-run=\"{}\"><td>{}</td><td>{}</td><td>{}<br><span class=\"muted\">{}</span></td><td><code>{}</code> <span class=\"subject\">{}</span></td><td>{}</td><td>{}</td></tr>",
             esc(&e.run),
-            esc(&e.time.replace('T', " ")),
+            esc(&e.time.to_string().replace('T', " ")),
             esc(&e.who_where()),
-            esc(e.event.as_str()),
+            esc(e.event.as_ref()),
             esc(e.git_ref.as_deref().unwrap_or("")),
             esc(&e.commit.as_ref().map(Recorded::label).unwrap_or_default()),
             esc(&run.subject),
@@ -321,7 +321,7 @@ fn render(ctx: &Ctx, runs: &[Run]) -> String {
 }
 
 /// One horizontal bar per run (newest on top), split into its stages.
-fn chart(runs: &[Run]) -> String {
+fn chart(runs: &[PageRun]) -> String {
     let row = 22.0;
     let label = 230.0;
     let width = 560.0;
@@ -347,8 +347,11 @@ fn chart(runs: &[Run]) -> String {
             y + 15.0,
             esc(&format!(
                 "{} {} {}",
-                e.time.get(5..16).unwrap_or(&e.time).replace('T', " "),
-                e.event.as_str(),
+                {
+                    let time = e.time.to_string();
+                    time.get(5..16).unwrap_or(&time).replace('T', " ")
+                },
+                e.event,
                 e.commit.as_ref().map(Recorded::label).unwrap_or_default()
             ))
         );

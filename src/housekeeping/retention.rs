@@ -18,6 +18,9 @@ pub(crate) struct Decision {
     pub(crate) state: release::Effective,
     /// Kept or removed, and why.
     pub(crate) keep: bool,
+    /// Pointed at (production, warmup, previous production): never
+    /// removed, not even under disk pressure.
+    pub(crate) protected: bool,
     /// Why.
     pub(crate) why: String,
 }
@@ -33,12 +36,8 @@ pub(crate) fn made_at(root: &crate::state::root::Root, name: &ReleaseName) -> Ma
     let mtime = std::fs::symlink_metadata(root.release(name))
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
-    let recorded = release::load(root, name).and_then(|r| {
-        r.ready_at
-            .unwrap_or(r.created)
-            .parse::<jiff::Timestamp>()
-            .ok()
-    });
+    let recorded =
+        release::load(root, name).and_then(|r| r.ready_at.unwrap_or(r.created).timestamp());
     let from_mtime = || {
         jiff::Timestamp::try_from(mtime)
             .ok()
@@ -110,6 +109,7 @@ pub(crate) fn plan(ctx: &Ctx, keep: usize) -> Result<Vec<Decision>> {
             commit,
             state,
             keep: keep_it,
+            protected: protected.is_some(),
             why,
         });
     }

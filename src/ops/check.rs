@@ -106,11 +106,11 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
                 match hook_binary(&text) {
                     Some(bin) if std::path::Path::new(&bin).is_file() => r.say(Level::Ok, &format!("{} calls {bin}", hook.display())),
                     Some(bin) => r.say(Level::Error, &format!("{} calls {bin}, which does not exist: reinstall symdeploy or fix the hook", hook.display())),
-                    None => r.say(Level::Warn, &format!("{} does not look like symdeploy's hook; check that it runs `symdeploy hook {}`", hook.display(), c.hook.file_name())),
+                    None => r.say(Level::Warn, &format!("{} does not look like symdeploy's hook; check that it runs `symdeploy hook {}`", hook.display(), c.hook)),
                 }
             }
         }
-        if c.hook == crate::state::config::HookKind::PreReceive {
+        if c.hook == crate::state::config::Hook::PreReceive {
             // Strict mode's second half: without it strict pushes are refused.
             let rt = repo.join("hooks/reference-transaction");
             if crate::hook::files::hook_installed(root) {
@@ -119,7 +119,7 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
                 r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
             }
         }
-        if c.hook == crate::state::config::HookKind::PostReceive
+        if c.hook == crate::state::config::Hook::PostReceive
             && (c.access.is_some() || c.promote.signers.is_some())
         {
             // Authorization must come before git moves a ref.

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::state::config::{Config, HookKind, TEMPLATE};
+use crate::state::config::{Config, Hook, TEMPLATE};
 use crate::state::root::Root;
 use crate::sys::output;
 
@@ -24,16 +24,16 @@ pub(crate) fn run(dir: &Path, strict: bool, user: Option<&str>) -> Result<()> {
     write_config(&config_path, strict, &mut did)?;
     let config = Config::load(&config_path)?;
     let hook_kind = if strict {
-        HookKind::PreReceive
+        Hook::PreReceive
     } else {
         config.hook
     };
-    if strict && config.hook != HookKind::PreReceive {
+    if strict && config.hook != Hook::PreReceive {
         // The kept deploy.toml is the user's; say what to change rather than edit it.
         output::warning(&format!(
             "{} says hook = \"{}\": add hook = \"pre-receive\" to it (above the first [section]), or pushes will warn and `symdeploy check` will look for the wrong hook",
             config_path.display(),
-            config.hook.file_name()
+            config.hook
         ));
     }
 
@@ -136,15 +136,17 @@ fn init_repository(repo_dir: &Path, config: &Config, did: &mut Vec<String>) -> R
 fn install_hooks(
     hooks: &Path,
     binary: &Path,
-    hook_kind: HookKind,
+    hook_kind: Hook,
     did: &mut Vec<String>,
 ) -> Result<()> {
     std::fs::create_dir_all(hooks).at("create directory", hooks)?;
-    let (name, template) = match hook_kind {
-        HookKind::PostReceive => ("post-receive", POST_RECEIVE),
-        HookKind::PreReceive => ("pre-receive", PRE_RECEIVE),
+    // The config allows only these two (see `Hook`).
+    let (template, other) = if hook_kind == Hook::PreReceive {
+        (PRE_RECEIVE, Hook::PostReceive)
+    } else {
+        (POST_RECEIVE, Hook::PreReceive)
     };
-    let hook_path = hooks.join(name);
+    let hook_path = hooks.join(hook_kind.file_name());
     let wanted = template.replace(
         "@SYMDEPLOY@",
         &crate::hook::files::shell_quote(&binary.display().to_string()),
@@ -152,7 +154,7 @@ fn install_hooks(
     match std::fs::read_to_string(&hook_path) {
         // Post-receive mode's access check gives way to strict mode's hook,
         // which checks access itself.
-        Ok(existing) if crate::hook::files::is_access_hook(&existing) && name == "pre-receive" => {
+        Ok(existing) if crate::hook::files::is_access_hook(&existing) && hook_kind == Hook::PreReceive => {
             let tmp = hooks.join(".pre-receive.tmp");
             std::fs::write(&tmp, wanted).at("write", &tmp)?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).at("make executable", &tmp)?;
@@ -170,7 +172,7 @@ fn install_hooks(
             did.push(format!("installed {} calling {}", hook_path.display(), binary.display()));
         }
     }
-    if hook_kind == HookKind::PostReceive {
+    if hook_kind == Hook::PostReceive {
         // The access check: refusals must come before git moves a ref.
         match crate::hook::files::install_access_hook(hooks, binary)? {
             crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
@@ -184,7 +186,7 @@ fn install_hooks(
             )),
         }
     }
-    if hook_kind == HookKind::PreReceive {
+    if hook_kind == Hook::PreReceive {
         // Strict mode's second half; an existing strict root gets it here.
         match crate::hook::files::install_hook(hooks, binary)? {
             crate::hook::files::HookInstall::Kept(path) => did.push(format!("kept {}", path.display())),
@@ -197,10 +199,7 @@ fn install_hooks(
             )),
         }
     }
-    let other = hooks.join(match hook_kind {
-        HookKind::PostReceive => "pre-receive",
-        HookKind::PreReceive => "post-receive",
-    });
+    let other = hooks.join(other.file_name());
     if std::fs::read_to_string(&other).is_ok_and(|t| {
         !crate::hook::files::is_access_hook(&t)
             && (t.contains("symdeploy hook")
@@ -528,7 +527,7 @@ mod tests {
 
         let strict = with_strict_hook(TEMPLATE);
         let c = crate::state::config::parse_str(&strict, Path::new("deploy.toml"), None).unwrap();
-        assert_eq!(c.hook, crate::state::config::HookKind::PreReceive);
+        assert_eq!(c.hook, crate::state::config::Hook::PreReceive);
         assert_eq!(
             strict.lines().count(),
             TEMPLATE.lines().count(),

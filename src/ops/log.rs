@@ -74,7 +74,7 @@ pub(crate) fn run(ctx: &Ctx, n: usize, all: bool, json: bool) -> Result<()> {
 fn print_entry(e: &Entry) {
     let result = match (&e.phase, &e.result) {
         (LineKind::Start, _) => "interrupted",
-        (_, Some(r)) => r.as_str(),
+        (_, Some(r)) => r.as_ref(),
         (_, None) => "?",
     };
     let took = e

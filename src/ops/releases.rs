@@ -19,8 +19,8 @@ pub(crate) struct ReleaseRow {
     pub(crate) subject: String,
     /// Bytes on disk (files below the release, symlinks not followed).
     pub(crate) size: u64,
-    /// When it was built (RFC 3339).
-    pub(crate) created: Option<String>,
+    /// When it was built.
+    pub(crate) created: Option<crate::sys::time::Time>,
     /// production, warmup, previous.
     pub(crate) markers: Vec<String>,
     /// Why it failed, for failed and bad releases.
@@ -38,7 +38,7 @@ pub(crate) struct ReleaseRow {
 
 /// A preview's release directory, as `releases` lists it.
 #[derive(Debug, Serialize)]
-pub(crate) struct PreviewRow {
+pub(crate) struct PreviewReleaseRow {
     /// The release's name (`preview-<slug>-<commit>`; its directory is
     /// `previews/<slug>/releases/<commit>`).
     pub(crate) name: ReleaseName,
@@ -56,14 +56,14 @@ pub(crate) struct PreviewRow {
     pub(crate) subject: String,
     /// Bytes on disk.
     pub(crate) size: u64,
-    /// When it was built (RFC 3339).
-    pub(crate) created: Option<String>,
+    /// When it was built.
+    pub(crate) created: Option<crate::sys::time::Time>,
 }
 
 /// Preview release directories, by slug.
-pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
+pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewReleaseRow>> {
     let metas = crate::deploy::preview::all_meta(&ctx.root);
-    let mut out: Vec<PreviewRow> = ctx
+    let mut out: Vec<PreviewReleaseRow> = ctx
         .root
         .preview_release_dirs()?
         .into_iter()
@@ -71,7 +71,7 @@ pub(crate) fn preview_rows(ctx: &Ctx) -> Result<Vec<PreviewRow>> {
             let slug = name.slug().unwrap_or_default().to_string();
             let commit = name.commit();
             let rec = release::load(&ctx.root, &name);
-            PreviewRow {
+            PreviewReleaseRow {
                 state: release::effective_state(&ctx.root, &name),
                 served: ctx.root.preview_pointed(&slug).as_ref() == Some(&name),
                 branch: metas
@@ -172,7 +172,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             r.commit,
             r.state,
             r.size,
-            r.created.as_deref(),
+            r.created.as_ref(),
             &r.subject,
             &markers,
         );
@@ -191,7 +191,7 @@ pub(crate) fn run(ctx: &Ctx, json: bool) -> Result<()> {
             p.commit,
             p.state,
             p.size,
-            p.created.as_deref(),
+            p.created.as_ref(),
             &p.subject,
             &tail,
         );
@@ -205,7 +205,7 @@ fn print_line(
     commit: Commit,
     state: release::Effective,
     size: u64,
-    created: Option<&str>,
+    created: Option<&crate::sys::time::Time>,
     subject: &str,
     tail: &str,
 ) {
@@ -214,7 +214,7 @@ fn print_line(
         commit.short(),
         state,
         crate::sys::fs::human_bytes(size),
-        created.map(crate::sys::fs::age).unwrap_or_default(),
+        created.map(crate::sys::time::Time::age).unwrap_or_default(),
         crate::sys::output::escape(subject),
     );
 }

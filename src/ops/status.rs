@@ -17,6 +17,7 @@ use crate::state::journal::{self, Event, LineKind, Outcome};
 use crate::state::release;
 use crate::state::release_name::Recorded;
 use crate::sys::output;
+use crate::sys::time::Time;
 
 /// One pointed-at release, as status shows it.
 #[derive(Debug, Serialize)]
@@ -29,8 +30,8 @@ pub(crate) struct Slot {
     pub(crate) state: release::Effective,
     /// Commit subject.
     pub(crate) subject: String,
-    /// When it took this role (RFC 3339), if the journal knows.
-    pub(crate) since: Option<String>,
+    /// When it took this role, if the journal knows.
+    pub(crate) since: Option<Time>,
     /// Who put it there, if the journal knows.
     pub(crate) by: Option<String>,
     /// The schema it knows, when migrations are tracked (`schema N (newest)`).
@@ -93,8 +94,8 @@ pub(crate) struct Status {
 pub(crate) struct Watch {
     /// The watched release's commit.
     pub(crate) commit: Option<Commit>,
-    /// When the window ends (RFC 3339).
-    pub(crate) until: String,
+    /// When the window ends.
+    pub(crate) until: Time,
     /// Checks run so far.
     pub(crate) checks: u64,
     /// Of those, how many passed.
@@ -160,18 +161,12 @@ pub(crate) fn drift_rows(ctx: &Ctx) -> Vec<DriftRow> {
             manifest: !matches!(checked.finding, crate::deploy::verify::Finding::NoManifest),
             counts: crate::deploy::verify::counts(drift)
                 .into_iter()
-                .map(|(k, n)| (k.as_str(), n))
+                .map(|(k, n)| (k.into(), n))
                 .collect(),
             first: drift
                 .iter()
                 .take(3)
-                .map(|d| {
-                    format!(
-                        "{}: {}",
-                        d.kind.as_str(),
-                        crate::deploy::verify::shown(&d.path)
-                    )
-                })
+                .map(|d| format!("{}: {}", d.kind, crate::deploy::verify::shown(&d.path)))
                 .collect(),
             release: commit,
         });
@@ -188,8 +183,10 @@ pub(crate) struct Tip {
     pub(crate) commit: Commit,
     /// Does warmup point at it?
     pub(crate) warmed_up: bool,
-    /// Its release's state (ready, failed, building, ...), or "none".
-    pub(crate) state: String,
+    /// Its release's state (ready, failed, incomplete, ...); `None`, shown
+    /// as "none", when it has neither a release directory nor a record.
+    #[serde(serialize_with = "state_or_none")]
+    pub(crate) state: Option<release::Effective>,
     /// Why it is not warmed up, when a warm-up of it failed.
     pub(crate) error: Option<String>,
     /// The run log of its last warm-up.
@@ -198,10 +195,27 @@ pub(crate) struct Tip {
     pub(crate) failed: bool,
 }
 
+/// `"none"` for a tip without a release, else its state's word.
+fn state_or_none<S: serde::Serializer>(
+    state: &Option<release::Effective>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_ref().map_or("none", AsRef::as_ref))
+}
+
+/// Which pointer a [`Slot`] shows, i.e. where its `since` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    /// production or previous: when it took production (production.json).
+    Production,
+    /// warmup: when its warm-up ended (the release record).
+    Warmup,
+}
+
 fn slot(
     ctx: &Ctx,
     commit: Option<Commit>,
-    role: &str,
+    kind: SlotKind,
     stack: &[journal::ProductionChange],
 ) -> Option<Slot> {
     let commit = commit?;
@@ -209,7 +223,7 @@ fn slot(
     // Production: when and by whom it took production (production.json).
     // Warmup: the record's ready time and pusher, which is when its warm-up
     // ended; no history is read either way.
-    let last: Option<(String, String)> = if role == "warmup" {
+    let last: Option<(Time, String)> = if kind == SlotKind::Warmup {
         None
     } else {
         stack
@@ -298,7 +312,7 @@ fn branch_tip(ctx: &Ctx) -> Option<Commit> {
 /// Seconds since the lock holder's `since <time>`.
 fn held_seconds(holder: &str) -> Option<u64> {
     let since = holder.rsplit_once("since ")?.1.trim();
-    let t: jiff::Timestamp = since.parse().ok()?;
+    let t = Time::parse(since).timestamp()?;
     let secs = jiff::Timestamp::now().as_second() - t.as_second();
     Some(secs.max(0) as u64)
 }
@@ -322,12 +336,8 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
     let tip = tip_commit.map(|commit| {
         let warmed_up = ctx.root.warmup() == Some(commit);
         let name = commit.into();
-        let state = if ctx.root.release(&name).exists() || release::load(&ctx.root, &name).is_some()
-        {
-            release::effective_state(&ctx.root, &name).to_string()
-        } else {
-            "none".to_string()
-        };
+        let state = (ctx.root.release(&name).exists() || release::load(&ctx.root, &name).is_some())
+            .then(|| release::effective_state(&ctx.root, &name));
         let failed = !warmed_up
             && tip_run
                 .as_ref()
@@ -364,7 +374,7 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         Watch {
             commit: c.commit(),
             until: jiff::Timestamp::from_second(c.until)
-                .map(crate::sys::fs::rfc3339_ms)
+                .map(Time::at)
                 .unwrap_or_default(),
             checks: p.done,
             checks_ok: p.ok,
@@ -384,12 +394,12 @@ pub(crate) fn gather(ctx: &Ctx) -> Status {
         min_free_bytes,
         releases,
         root: ctx.root.dir.display().to_string(),
-        production: slot(ctx, ctx.root.production(), "production", &stack),
-        warmup: slot(ctx, ctx.root.warmup(), "warmup", &stack),
+        production: slot(ctx, ctx.root.production(), SlotKind::Production, &stack),
+        warmup: slot(ctx, ctx.root.warmup(), SlotKind::Warmup, &stack),
         previous: slot(
             ctx,
             crate::deploy::pointers::previous_production(ctx),
-            "production",
+            SlotKind::Production,
             &stack,
         ),
         lock,
@@ -505,11 +515,6 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn unix_seconds(time: &str) -> Option<f64> {
-    let t: jiff::Timestamp = time.parse().ok()?;
-    Some(t.as_millisecond() as f64 / 1000.0)
-}
-
 /// The status in the Prometheus text exposition format.
 pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
     let mut o = String::new();
@@ -555,7 +560,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                             "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
                             label(sl.commit.as_str()),
                             sl.commit.short(),
-                            label(sl.state.as_str()),
+                            label(sl.state.as_ref()),
                             label(sl.by.as_deref().unwrap_or_default())
                         ),
                         1.0,
@@ -588,7 +593,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
             "gauge",
             &format!("When the last {event} ended (Unix time)."),
             run.iter()
-                .filter_map(|r| unix_seconds(&r.time))
+                .filter_map(|r| r.time.unix_seconds())
                 .map(|t| (format!("{{root=\"{root}\"}}"), t))
                 .collect(),
         );
@@ -602,7 +607,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     (
                         format!(
                             "{{root=\"{root}\",result=\"{}\"}}",
-                            label(r.result.as_ref().map_or("unknown", Outcome::as_str))
+                            label(r.result.as_ref().map_or("unknown", Outcome::as_ref))
                         ),
                         f64::from(u8::from(ok)),
                     )
@@ -713,7 +718,7 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                         "{{root=\"{root}\",commit=\"{}\"}}",
                         label(w.commit.as_ref().map_or("", Commit::as_str))
                     ),
-                    unix_seconds(&w.until).unwrap_or(0.0),
+                    w.until.unix_seconds().unwrap_or(0.0),
                 )
             })
             .collect(),
@@ -814,9 +819,9 @@ pub(crate) fn run(
 pub(crate) fn watch_line(w: &Watch) -> String {
     let clock = w
         .until
-        .parse::<jiff::Timestamp>()
+        .timestamp()
         .map(|t| t.strftime("%H:%M:%S").to_string())
-        .unwrap_or_else(|_| w.until.clone());
+        .unwrap_or_else(|| w.until.to_string());
     let failed = w.checks - w.checks_ok.min(w.checks);
     format!(
         "watch       watching releases/{} until {clock} UTC ({}/{} checks ok{})",
@@ -845,8 +850,8 @@ fn print_human(s: &Status) {
                 sl.state,
                 crate::sys::output::escape(&sl.subject),
                 match (&sl.since, &sl.by) {
-                    (Some(t), Some(u)) => format!("  ({} by {u})", crate::sys::fs::age(t)),
-                    (Some(t), None) => format!("  ({})", crate::sys::fs::age(t)),
+                    (Some(t), Some(u)) => format!("  ({} by {u})", t.age()),
+                    (Some(t), None) => format!("  ({})", t.age()),
                     _ => String::new(),
                 },
                 match (&sl.schema, sl.reachable) {
@@ -877,13 +882,10 @@ fn print_human(s: &Status) {
                         .map(|l| format!(" (log: {l})"))
                         .unwrap_or_default()
                 )
-            } else if t.state == "none" {
-                "not warmed up (no warm-up of it has run)".to_string()
+            } else if let Some(state) = t.state {
+                format!("not warmed up (its release is {state}; warmup points elsewhere)")
             } else {
-                format!(
-                    "not warmed up (its release is {}; warmup points elsewhere)",
-                    t.state
-                )
+                "not warmed up (no warm-up of it has run)".to_string()
             }
         ),
         None => println!("branch      (not pushed yet)"),

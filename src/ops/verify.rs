@@ -206,15 +206,15 @@ fn print_one(c: &Checked, roles: &[String], all: bool) {
             for d in drift {
                 let path = verify::shown(&d.path);
                 if all {
-                    println!("{}: releases/{}/{path}", d.kind.as_str(), c.name);
+                    println!("{}: releases/{}/{path}", d.kind, c.name);
                 } else {
-                    println!("{}: {path}", d.kind.as_str());
+                    println!("{}: {path}", d.kind);
                 }
             }
             let by_kind: Vec<String> = verify::counts(drift)
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
-                .map(|(k, n)| format!("{} {n}", k.as_str()))
+                .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             output::error(&format!(
                 "{} has changed since its warm-up: {} ({})",
@@ -240,13 +240,13 @@ fn to_json(c: &Checked, roles: &[String]) -> JsonRelease {
         seconds: c.took.as_secs_f64(),
         counts: verify::counts(c.drift())
             .into_iter()
-            .map(|(k, n)| (k.as_str(), n))
+            .map(|(k, n)| (k.into(), n))
             .collect(),
         drift: c
             .drift()
             .iter()
             .map(|d| JsonDrift {
-                kind: d.kind.as_str(),
+                kind: d.kind.into(),
                 path: String::from_utf8_lossy(&d.path).into_owned(),
                 detail: d.detail.clone(),
             })

@@ -24,7 +24,7 @@ pub(crate) struct Run {
 /// `purpose` is what a deploy waiting for the lock is told): open the run
 /// log, take the lock, repair what crashed runs left, sweep leftovers.
 pub(crate) fn begin(ctx: &Ctx, event: Event, label: &str, purpose: &str) -> Result<Run> {
-    let event = event.as_str();
+    let event = event.as_ref();
     open_run_log(&ctx.root, event, label);
     lock_and_recover(ctx, purpose)
 }

@@ -6,7 +6,7 @@
 use crate::state::journal::{Event, Outcome};
 
 /// The phases of a switch, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub(crate) enum SwitchPhase {
     /// promote.stop
     Stop,
@@ -199,20 +199,13 @@ pub(crate) fn recovery(run: Unfinished<'_>) -> Recovery {
 mod tests {
     use super::*;
 
-    const ALL: [SwitchPhase; 8] = [
-        SwitchPhase::Stop,
-        SwitchPhase::Undo,
-        SwitchPhase::Sync,
-        SwitchPhase::Flip,
-        SwitchPhase::Links,
-        SwitchPhase::AfterSwitch,
-        SwitchPhase::Start,
-        SwitchPhase::Check,
-    ];
+    use strum::IntoEnumIterator;
 
     #[test]
     fn before_the_flip_only_start_again_after_it_roll_back() {
-        let got: Vec<Unwind> = ALL.iter().map(|&p| unwind(p, Cause::Failed)).collect();
+        let got: Vec<Unwind> = SwitchPhase::iter()
+            .map(|p| unwind(p, Cause::Failed))
+            .collect();
         use Unwind::*;
         assert_eq!(
             got,
@@ -225,7 +218,7 @@ mod tests {
 
     #[test]
     fn an_interrupt_unwinds_exactly_like_a_failure() {
-        for p in ALL {
+        for p in SwitchPhase::iter() {
             assert_eq!(
                 unwind(p, Cause::Interrupted),
                 unwind(p, Cause::Failed),

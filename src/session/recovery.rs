@@ -93,7 +93,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
     if e.event == crate::deploy::preview::EVENT || e.event == crate::deploy::preview::REMOVE_EVENT {
         return match crate::deploy::preview::repair(ctx, e, lines)? {
             Some(mut end) => {
-                end.time = crate::sys::fs::now_rfc3339();
+                end.time = crate::sys::time::Time::now();
                 end.pid = std::process::id();
                 journal::append(root, &end)
             }
@@ -149,7 +149,7 @@ fn repair(ctx: &Ctx, e: &Entry, lines: &[&Entry]) -> Result<()> {
         return Ok(());
     };
     let mut end = e.end(result);
-    end.time = crate::sys::fs::now_rfc3339();
+    end.time = crate::sys::time::Time::now();
     end.pid = std::process::id();
     journal::append(root, &end)
 }
@@ -175,7 +175,7 @@ fn end_unnamed(ctx: &Ctx, e: &Entry) -> Result<()> {
         }
     }
     let mut end = e.end(Outcome::Interrupted);
-    end.time = crate::sys::fs::now_rfc3339();
+    end.time = crate::sys::time::Time::now();
     end.pid = std::process::id();
     journal::append(&ctx.root, &end)
 }

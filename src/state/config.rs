@@ -15,22 +15,41 @@ use crate::error::{Error, Result};
 /// The commented template `symdeploy init` writes; parsing it gives the defaults.
 pub(crate) const TEMPLATE: &str = include_str!("../../templates/deploy.toml");
 
-/// Which git hook drives deploys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HookKind {
-    /// The push always lands; the warm-up runs after it.
+/// A git hook symdeploy runs as (`symdeploy hook NAME`), spelled as git
+/// names it. deploy.toml's `hook` says which of the first two drives
+/// deploys: `post-receive` (the push always lands, the warm-up runs after
+/// it) or `pre-receive` (strict mode: a failed warm-up rejects the push);
+/// for those two the word is also the hook's file name in
+/// `repository/hooks/`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub(crate) enum Hook {
+    /// After the refs are updated (the default hook).
     PostReceive,
-    /// Strict mode: a failed warm-up rejects the push.
+    /// Before the refs are updated (strict mode).
     PreReceive,
+    /// While git updates refs (strict mode's flips): takes the state argument.
+    ReferenceTransaction,
+    /// Before the refs are updated, in post-receive mode: who may push what
+    /// (`[access]`) and signed release tags (`promote.signers`).
+    Access,
 }
 
-impl HookKind {
-    /// The hook's file name in `repository/hooks/`.
+impl Hook {
+    /// The file in `repository/hooks/` of a hook that drives deploys (the
+    /// access check is installed as `pre-receive`, by `crate::hook::files`).
     pub(crate) fn file_name(self) -> &'static str {
-        match self {
-            HookKind::PostReceive => "post-receive",
-            HookKind::PreReceive => "pre-receive",
-        }
+        self.into()
     }
 }
 
@@ -84,7 +103,8 @@ pub(crate) struct Promote {
 }
 
 /// `promote.verify`: how much of a release is checked before a switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum VerifyMode {
     /// Hash every file.
     Full,
@@ -144,7 +164,7 @@ pub(crate) struct Config {
     /// Release paths copied from the previous release before the build.
     pub(crate) carry: Vec<String>,
     /// The git hook that drives deploys.
-    pub(crate) hook: HookKind,
+    pub(crate) hook: Hook,
     /// How long to wait for the deploy lock.
     pub(crate) lock_timeout: Duration,
     /// How long one step may run.
@@ -287,7 +307,7 @@ struct RawAccess {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRollback {
-    migrate: Commands,
+    migrate: RawCommands,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,38 +317,38 @@ struct RawPreviews {
     keep: Option<Spanned<i64>>,
     ttl_days: Option<Spanned<i64>>,
     seed: Option<Spanned<String>>,
-    build: Commands,
-    links: Commands,
-    migrate: Commands,
-    notify: Commands,
+    build: RawCommands,
+    links: RawCommands,
+    migrate: RawCommands,
+    notify: RawCommands,
 }
 
-type Commands = Option<Vec<Spanned<String>>>;
+type RawCommands = Option<Vec<Spanned<String>>>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawWarmup {
-    build: Commands,
-    links: Commands,
-    migrate: Commands,
-    check: Commands,
+    build: RawCommands,
+    links: RawCommands,
+    migrate: RawCommands,
+    check: RawCommands,
     check_timeout: Option<Spanned<i64>>,
-    notify: Commands,
+    notify: RawCommands,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPromote {
     tags: Option<Spanned<String>>,
-    stop: Commands,
-    after_switch: Commands,
-    start: Commands,
-    check: Commands,
+    stop: RawCommands,
+    after_switch: RawCommands,
+    start: RawCommands,
+    check: RawCommands,
     check_timeout: Option<Spanned<i64>>,
-    notify: Commands,
+    notify: RawCommands,
     watch: Option<Spanned<i64>>,
     watch_interval: Option<Spanned<i64>>,
-    watch_check: Commands,
+    watch_check: RawCommands,
     signers: Option<Spanned<String>>,
     verify: Option<Spanned<String>>,
 }
@@ -347,12 +367,12 @@ pub(crate) const RESERVED_ROOT_NAMES: &[&str] = &[
     "common-previews",
 ];
 
-struct Ctx<'a> {
+struct ParseCtx<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
-impl Ctx<'_> {
+impl ParseCtx<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -386,7 +406,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn commands(&self, key: &str, v: Commands, default: &[String]) -> Result<Vec<String>> {
+    fn commands(&self, key: &str, v: RawCommands, default: &[String]) -> Result<Vec<String>> {
         let Some(list) = v else {
             return Ok(default.to_vec());
         };
@@ -621,7 +641,7 @@ fn read_config_file(path: &Path) -> Result<Option<String>> {
 
 /// Parse and validate configuration text; `file` is used in error messages.
 pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Result<Config> {
-    let ctx = Ctx { file, text };
+    let ctx = ParseCtx { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config {
         file: file.to_path_buf(),
         line: e.span().map(|s| ctx.line_of(s.start)),
@@ -674,15 +694,15 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         }
     }
     let hook = match raw.hook {
-        None => HookKind::PostReceive,
-        Some(h) => match h.get_ref().as_str() {
-            "post-receive" => HookKind::PostReceive,
-            "pre-receive" => HookKind::PreReceive,
-            other => {
+        None => Hook::PostReceive,
+        Some(h) => match h.get_ref().parse() {
+            Ok(hook @ (Hook::PostReceive | Hook::PreReceive)) => hook,
+            _ => {
+                let other = h.get_ref();
                 return ctx.err(
                     h.span(),
                     format!("`hook` must be \"post-receive\" or \"pre-receive\", not \"{other}\""),
-                )
+                );
             }
         },
     };
@@ -790,11 +810,10 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         },
         verify: match p.verify {
             None => VerifyMode::Full,
-            Some(v) => match v.get_ref().as_str() {
-                "full" => VerifyMode::Full,
-                "metadata" => VerifyMode::Metadata,
-                "off" => VerifyMode::Off,
-                other => {
+            Some(v) => match v.get_ref().parse() {
+                Ok(mode) => mode,
+                Err(_) => {
+                    let other = v.get_ref();
                     return ctx.err(
                         v.span(),
                         format!("`promote.verify` must be \"full\", \"metadata\" or \"off\", not \"{other}\""),
@@ -934,7 +953,7 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
 }
 
 fn schema(
-    ctx: &Ctx,
+    ctx: &ParseCtx,
     migrations: Option<Spanned<String>>,
     applied: Option<Spanned<String>>,
     rollback: Option<RawRollback>,
@@ -979,7 +998,7 @@ fn schema(
     })
 }
 
-fn previews(ctx: &Ctx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Result<Previews> {
+fn previews(ctx: &ParseCtx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Result<Previews> {
     let branches = match p.branches {
         None => None,
         Some(b) if b.get_ref().trim().is_empty() => None,

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::state::release_name::{Recorded, ReleaseName};
 use crate::state::root::Root;
+use crate::sys::time::Time;
 
 /// What a run does: the `event` of its journal lines.
 ///
@@ -42,8 +43,18 @@ use crate::state::root::Root;
 /// journal is history, and one odd line must not hide the runs around it
 /// from `log`, `status` or recovery. Nothing matches on `Other`, so such a
 /// run is shown but never repaired as if it were one of ours.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum Event {
     /// A push exported and warmed up a release (`warmup` then points at it).
     Warmup,
@@ -62,26 +73,11 @@ pub(crate) enum Event {
     /// Production was watched for a window after a promote.
     Watch,
     /// Any other text, kept as it was read.
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
 }
 
 impl Event {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Event::Warmup => "warmup",
-            Event::Promote => "promote",
-            Event::Rollback => "rollback",
-            Event::Cleanup => "cleanup",
-            Event::Recover => "recover",
-            Event::Preview => "preview",
-            Event::PreviewRemove => "preview-remove",
-            Event::Watch => "watch",
-            Event::Other(s) => s,
-        }
-    }
-
     /// Does a finished run of this event move `production`?
     pub(crate) fn switches(&self) -> bool {
         matches!(self, Event::Promote | Event::Rollback)
@@ -96,15 +92,20 @@ impl Default for Event {
     }
 }
 
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// Which line of a run: its `phase`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum LineKind {
     /// Written before the run changes anything.
     #[default]
@@ -117,33 +118,24 @@ pub(crate) enum LineKind {
     /// A strict-mode flip is prepared while git holds the ref (see `strict`).
     Prepared,
     /// Any other text, kept as it was read (see [`Event`]).
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
-}
-
-impl LineKind {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            LineKind::Start => "start",
-            LineKind::End => "end",
-            LineKind::Undo => "undo",
-            LineKind::Prepared => "prepared",
-            LineKind::Other(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Display for LineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
 }
 
 /// How a run ended: the `result` of its `end` line (and, on an `undo`
 /// line, the state the release is being marked with).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub(crate) enum Outcome {
     /// Done as asked.
     Ok,
@@ -164,44 +156,24 @@ pub(crate) enum Outcome {
     /// A watch ended early: production moved, or `symdeploy watch stop`.
     Ended,
     /// Any other text, kept as it was read (see [`Event`]).
-    #[serde(untagged)]
+    #[strum(default, transparent)]
     Other(String),
 }
 
-impl Outcome {
-    /// The text written in the journal.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled-back",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Interrupted => "interrupted",
-            Outcome::Built => "built",
-            Outcome::Rejected => "rejected",
-            Outcome::Bad => "bad",
-            Outcome::Ended => "ended",
-            Outcome::Other(s) => s,
-        }
-    }
+crate::sys::word::serde_as_word!(Event, LineKind, Outcome);
 
+impl Outcome {
     /// Did the run leave things as asked (done now, or already so)?
     pub(crate) fn succeeded(&self) -> bool {
         matches!(self, Outcome::Ok | Outcome::Unchanged)
     }
 }
 
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub(crate) struct Entry {
-    /// RFC 3339 UTC.
-    pub(crate) time: String,
+    /// When the line was written.
+    pub(crate) time: Time,
     /// Identifies one run: its start and end share it.
     pub(crate) run: String,
     /// What the run does.
@@ -339,7 +311,7 @@ impl Entry {
             .then(crate::sys::deployer::authority)
             .flatten();
         Entry {
-            time: crate::sys::fs::now_rfc3339(),
+            time: Time::now(),
             run: crate::sys::fs::unique_token(),
             event,
             phase: LineKind::Start,
@@ -361,7 +333,7 @@ impl Entry {
     /// The matching end entry.
     pub(crate) fn end(&self, result: Outcome) -> Entry {
         Entry {
-            time: crate::sys::fs::now_rfc3339(),
+            time: Time::now(),
             phase: LineKind::End,
             result: Some(result),
             // Recorded once, in the start entry, which is what recovery reads.
@@ -494,8 +466,8 @@ fn parse_line(l: &[u8]) -> Option<Entry> {
 pub(crate) struct ProductionChange {
     /// The release production went to.
     pub(crate) commit: Recorded,
-    /// When (RFC 3339).
-    pub(crate) time: String,
+    /// When.
+    pub(crate) time: Time,
     /// Who did it.
     pub(crate) user: String,
 }
@@ -1000,55 +972,54 @@ mod tests {
     /// Every variant against the exact text the string-typed journal wrote.
     #[test]
     fn every_variant_is_spelled_as_before() {
-        fn check<T>(cases: &[(T, &str)], as_str: fn(&T) -> &str)
+        fn check<T>(cases: &[(T, &str)])
         where
-            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+            T: Serialize
+                + serde::de::DeserializeOwned
+                + PartialEq
+                + std::fmt::Debug
+                + std::fmt::Display
+                + AsRef<str>,
         {
             for (v, text) in cases {
                 let json = format!("\"{text}\"");
                 assert_eq!(serde_json::to_string(v).unwrap(), json, "{v:?}");
                 assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{text}");
-                assert_eq!(as_str(v), *text);
+                assert_eq!(v.as_ref(), *text);
+                assert_eq!(v.to_string(), *text);
+                // People's columns are padded as before.
+                assert_eq!(format!("{v:<16}|"), format!("{text:<16}|"));
             }
         }
-        check(
-            &[
-                (Event::Warmup, "warmup"),
-                (Event::Promote, "promote"),
-                (Event::Rollback, "rollback"),
-                (Event::Cleanup, "cleanup"),
-                (Event::Recover, "recover"),
-                (Event::Preview, "preview"),
-                (Event::PreviewRemove, "preview-remove"),
-                (Event::Other("deploy".into()), "deploy"),
-            ],
-            Event::as_str,
-        );
-        check(
-            &[
-                (LineKind::Start, "start"),
-                (LineKind::End, "end"),
-                (LineKind::Undo, "undo"),
-                (LineKind::Prepared, "prepared"),
-                (LineKind::Other("paused".into()), "paused"),
-            ],
-            LineKind::as_str,
-        );
-        check(
-            &[
-                (Outcome::Ok, "ok"),
-                (Outcome::Failed, "failed"),
-                (Outcome::RolledBack, "rolled-back"),
-                (Outcome::Unchanged, "unchanged"),
-                (Outcome::Interrupted, "interrupted"),
-                (Outcome::Built, "built"),
-                (Outcome::Rejected, "rejected"),
-                (Outcome::Bad, "bad"),
-                // A typo is not silently one of ours.
-                (Outcome::Other("rolled_back".into()), "rolled_back"),
-            ],
-            Outcome::as_str,
-        );
+        check(&[
+            (Event::Warmup, "warmup"),
+            (Event::Promote, "promote"),
+            (Event::Rollback, "rollback"),
+            (Event::Cleanup, "cleanup"),
+            (Event::Recover, "recover"),
+            (Event::Preview, "preview"),
+            (Event::PreviewRemove, "preview-remove"),
+            (Event::Other("deploy".into()), "deploy"),
+        ]);
+        check(&[
+            (LineKind::Start, "start"),
+            (LineKind::End, "end"),
+            (LineKind::Undo, "undo"),
+            (LineKind::Prepared, "prepared"),
+            (LineKind::Other("paused".into()), "paused"),
+        ]);
+        check(&[
+            (Outcome::Ok, "ok"),
+            (Outcome::Failed, "failed"),
+            (Outcome::RolledBack, "rolled-back"),
+            (Outcome::Unchanged, "unchanged"),
+            (Outcome::Interrupted, "interrupted"),
+            (Outcome::Built, "built"),
+            (Outcome::Rejected, "rejected"),
+            (Outcome::Bad, "bad"),
+            // A typo is not silently one of ours.
+            (Outcome::Other("rolled_back".into()), "rolled_back"),
+        ]);
     }
 
     /// Lines as the string-typed symdeploy wrote them (copied from test
@@ -1090,7 +1061,7 @@ mod tests {
         for (line, e) in lines.iter().zip(&read) {
             let back: serde_json::Value = serde_json::to_value(e).unwrap();
             let want: serde_json::Value = serde_json::from_str(line).unwrap();
-            for key in ["event", "phase", "result"] {
+            for key in ["time", "event", "phase", "result"] {
                 assert_eq!(back.get(key), want.get(key), "{key} of {line}");
             }
         }
@@ -1101,6 +1072,94 @@ mod tests {
         }
         let commits: Vec<String> = stack.iter().map(|c| c.commit.to_string()).collect();
         assert_eq!(commits, vec!["bbda089dd1f9e81fbcc2ff3449fbf07e09dc0f56"]);
+    }
+
+    /// Times as older builds wrote them (whole seconds) and as no build
+    /// wrote them (hand edits): every line is still read, carried forward
+    /// byte for byte, and only real times are ordered as times.
+    #[test]
+    fn old_and_odd_times_are_read_and_written_back_as_they_were() {
+        let (_t, root) = root();
+        let line = |time: &str, run: &str, phase: &str, event: &str, result: &str| {
+            let result = if result.is_empty() {
+                String::new()
+            } else {
+                format!(r#","result":"{result}""#)
+            };
+            format!(
+                r#"{{"time":"{time}","run":"{run}","event":"{event}","phase":"{phase}","commit":"c-{run}","user":"u","host":"h","pid":1{result}}}"#
+            )
+        };
+        let lines = [
+            line("2026-11-26T13:40:41Z", "old", "start", "warmup", ""),
+            line("yesterday", "odd", "start", "warmup", ""),
+            line("2026-11-26T13:40:40.500Z", "new", "start", "warmup", ""),
+            line("", "empty", "start", "promote", ""),
+            line("2026-11-26 13:40:41", "p1", "end", "promote", "ok"),
+            line("2026-11-26T13:40:41+01:00", "p2", "end", "promote", "ok"),
+        ];
+        std::fs::write(root.journal(), lines.join("\n") + "\n").unwrap();
+        let read_back = read(&root);
+        assert_eq!(read_back.len(), lines.len(), "every line is read");
+        let times: Vec<String> = read_back.iter().map(|e| e.time.to_string()).collect();
+        assert_eq!(
+            times,
+            [
+                "2026-11-26T13:40:41Z",
+                "yesterday",
+                "2026-11-26T13:40:40.500Z",
+                "",
+                "2026-11-26 13:40:41",
+                "2026-11-26T13:40:41+01:00"
+            ]
+        );
+        for (l, e) in lines.iter().zip(&read_back) {
+            assert_eq!(
+                &serde_json::to_string(e).unwrap(),
+                l,
+                "written back as read"
+            );
+        }
+        assert!(matches!(read_back[0].time, Time::Seconds(_)));
+        for odd in [1, 3, 4, 5] {
+            assert_eq!(
+                read_back[odd].time.timestamp(),
+                None,
+                "{:?}",
+                read_back[odd].time
+            );
+        }
+
+        // Carried forward: the open runs keep their time text, and the
+        // production stack its changes' (odd times included: they are
+        // still production changes, only not dated).
+        migrate(&root).unwrap();
+        let open = open_runs(&root);
+        let runs: Vec<&str> = open.iter().map(|e| e.run.as_str()).collect();
+        assert_eq!(
+            runs,
+            ["empty", "odd", "new", "old"],
+            "unreadable first, then by instant"
+        );
+        let odd_file = std::fs::read_to_string(open_file(&root, "odd")).unwrap();
+        assert_eq!(odd_file, lines[1]);
+        let stack = production_stack(&root);
+        let kept: Vec<(String, String)> = stack
+            .iter()
+            .map(|c| (c.commit.label(), c.time.to_string()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("c-p1".to_string(), "2026-11-26 13:40:41".to_string()),
+                ("c-p2".to_string(), "2026-11-26T13:40:41+01:00".to_string())
+            ]
+        );
+        let saved = std::fs::read_to_string(production_file(&root)).unwrap();
+        assert!(
+            saved.contains(r#""time": "2026-11-26 13:40:41""#),
+            "{saved}"
+        );
     }
 
     #[test]
@@ -1133,7 +1192,7 @@ mod tests {
 
     fn entry(i: usize, phase: LineKind) -> Entry {
         Entry {
-            time: format!("2020-01-01T00:00:{:02}Z", i % 60),
+            time: Time::parse(&format!("2020-01-01T00:00:{:02}Z", i % 60)),
             run: format!("run{i}"),
             event: Event::Warmup,
             phase,

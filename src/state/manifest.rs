@@ -38,16 +38,20 @@ const HEADER: &str = "symdeploy-manifest 1 blake3";
 /// Deeper trees are refused, as by the export.
 const MAX_DEPTH: usize = 256;
 
-/// What an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an entry is; shown in messages as `file`, `directory`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display)]
 pub(crate) enum Kind {
     /// A regular file.
+    #[strum(to_string = "file")]
     File,
     /// A directory.
+    #[strum(to_string = "directory")]
     Dir,
     /// A symbolic link (never followed).
+    #[strum(to_string = "symlink")]
     Symlink,
     /// A FIFO, socket or device: never made by a deploy.
+    #[strum(to_string = "special file")]
     Other,
 }
 
@@ -69,16 +73,6 @@ impl Kind {
             b"o" => Kind::Other,
             _ => return None,
         })
-    }
-
-    /// "file", "directory", ... as said in messages.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kind::File => "file",
-            Kind::Dir => "directory",
-            Kind::Symlink => "symlink",
-            Kind::Other => "special file",
-        }
     }
 }
 
@@ -703,8 +697,23 @@ fn hash_file(path: &Path, buf: &mut [u8]) -> Option<[u8; 32]> {
     Some(*h.finalize().as_bytes())
 }
 
-/// A difference between a release and its manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A difference between a release and its manifest: `modified`, `added`,
+/// ..., the word printed before the path. Listed in the order they are
+/// counted and shown.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum DriftKind {
     /// Same type, different content (or symlink target).
     Modified,
@@ -716,28 +725,6 @@ pub(crate) enum DriftKind {
     Mode,
     /// A different type (a file that became a symlink or a directory).
     Type,
-}
-
-impl DriftKind {
-    /// Every kind, in the order they are counted and shown.
-    pub(crate) const ALL: [DriftKind; 5] = [
-        DriftKind::Modified,
-        DriftKind::Added,
-        DriftKind::Removed,
-        DriftKind::Mode,
-        DriftKind::Type,
-    ];
-
-    /// `modified`, `added`, ...: the word printed before the path.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DriftKind::Modified => "modified",
-            DriftKind::Added => "added",
-            DriftKind::Removed => "removed",
-            DriftKind::Mode => "mode",
-            DriftKind::Type => "type",
-        }
-    }
 }
 
 /// One difference: what and where (path relative to the release).
@@ -767,7 +754,7 @@ pub(crate) fn diff(expected: &[Entry], actual: &[Entry], excluded: &[String]) ->
         match (a.peek(), b.peek()) {
             (None, None) => break,
             (Some(x), None) => {
-                out.push(drift(DriftKind::Removed, x, x.kind.name().into()));
+                out.push(drift(DriftKind::Removed, x, x.kind.to_string()));
                 a.next();
             }
             (None, Some(y)) => {
@@ -776,7 +763,7 @@ pub(crate) fn diff(expected: &[Entry], actual: &[Entry], excluded: &[String]) ->
             }
             (Some(x), Some(y)) => match x.path.cmp(&y.path) {
                 std::cmp::Ordering::Less => {
-                    out.push(drift(DriftKind::Removed, x, x.kind.name().into()));
+                    out.push(drift(DriftKind::Removed, x, x.kind.to_string()));
                     a.next();
                 }
                 std::cmp::Ordering::Greater => {
@@ -798,7 +785,7 @@ fn describe(e: &Entry) -> String {
     match (&e.kind, &e.target) {
         (Kind::Symlink, Some(t)) => format!("symlink to {}", String::from_utf8_lossy(t)),
         (Kind::File, _) => format!("file, {} bytes", e.size),
-        (k, _) => k.name().to_string(),
+        (k, _) => k.to_string(),
     }
 }
 
@@ -811,7 +798,7 @@ fn compare(x: &Entry, y: &Entry, out: &mut Vec<Drift>) {
     if x.kind != y.kind {
         out.push(at(
             DriftKind::Type,
-            format!("{} -> {}", x.kind.name(), describe(y)),
+            format!("{} -> {}", x.kind, describe(y)),
         ));
         return;
     }

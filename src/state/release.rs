@@ -14,10 +14,21 @@ use crate::error::{Error, IoContext, Result};
 use crate::state::commit::Commit;
 use crate::state::release_name::ReleaseName;
 use crate::state::root::Root;
+use crate::sys::time::Time;
 
 /// The life of a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum State {
     /// Being exported or warmed up (or interrupted while it was).
     Building,
@@ -27,18 +38,6 @@ pub(crate) enum State {
     Failed,
     /// Was promoted and failed in production (rolled back).
     Bad,
-}
-
-impl State {
-    /// Lowercase name, as shown and stored.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            State::Building => "building",
-            State::Ready => "ready",
-            State::Failed => "failed",
-            State::Bad => "bad",
-        }
-    }
 }
 
 /// The stored record of one release.
@@ -57,11 +56,11 @@ pub(crate) struct Record {
     /// Who pushed or ran it.
     #[serde(default)]
     pub(crate) user: String,
-    /// When the build started (RFC 3339).
-    pub(crate) created: String,
+    /// When the build started.
+    pub(crate) created: Time,
     /// When it became ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ready_at: Option<String>,
+    pub(crate) ready_at: Option<Time>,
     /// Why it failed or went bad.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
@@ -79,7 +78,7 @@ impl Record {
             git_ref: git_ref.to_string(),
             subject,
             user: crate::sys::deployer::by(),
-            created: crate::sys::fs::now_rfc3339(),
+            created: Time::now(),
             ready_at: None,
             error: None,
             cleanup_blocked: None,
@@ -142,7 +141,7 @@ pub(crate) fn set_state(
     if let Some(mut r) = load(root, name) {
         r.state = state;
         if state == State::Ready {
-            r.ready_at = Some(crate::sys::fs::now_rfc3339());
+            r.ready_at = Some(Time::now());
             r.error = None;
         }
         if error.is_some() {
@@ -163,8 +162,19 @@ pub(crate) fn forget(root: &Root, name: &ReleaseName) {
 /// see it: its recorded [`State`], except that a build with no record or one
 /// still marked building (nothing builds without the lock, so it was cut
 /// short) is `Incomplete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum Effective {
     /// Warmed up; may be pointed at.
     Ready,
@@ -176,23 +186,7 @@ pub(crate) enum Effective {
     Incomplete,
 }
 
-impl Effective {
-    /// Lowercase name, as shown in `status` and `releases` (text and JSON).
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Effective::Ready => "ready",
-            Effective::Failed => "failed",
-            Effective::Bad => "bad",
-            Effective::Incomplete => "incomplete",
-        }
-    }
-}
-
-impl std::fmt::Display for Effective {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+crate::sys::word::serde_as_word!(State, Effective);
 
 /// What a release directory amounts to: its recorded state, or `incomplete`
 /// when it has no record or was interrupted while building.
@@ -221,7 +215,7 @@ mod tests {
         std::fs::create_dir_all(root.states()).unwrap();
         let c = Commit::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
         let name = ReleaseName::Main(c);
-        assert_eq!(effective_state(&root, &name).as_str(), "incomplete");
+        assert_eq!(effective_state(&root, &name).as_ref(), "incomplete");
         let mut r = Record::building(c, "refs/heads/main", String::new());
         for (state, shown) in [
             (State::Building, "incomplete"),

@@ -56,33 +56,18 @@ pub(crate) fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-/// The current time as RFC 3339 in UTC, millisecond precision (always three
-/// digits, so that the times of one root sort as text): flip skew across hosts
-/// is read from journal times. Older second-precision times still parse.
+/// The current time as symdeploy records it (see [`Time`]): RFC 3339 in
+/// UTC with exactly three fractional digits.
+///
+/// [`Time`]: crate::sys::time::Time
 pub(crate) fn now_rfc3339() -> String {
-    rfc3339_ms(jiff::Timestamp::now())
+    crate::sys::time::Time::now().to_string()
 }
 
-/// `t` as RFC 3339 in UTC with exactly three fractional digits.
-pub(crate) fn rfc3339_ms(t: jiff::Timestamp) -> String {
-    t.round(jiff::Unit::Millisecond)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
-
-/// How long ago an RFC 3339 time was, for `status` and `releases`.
+/// How long ago a recorded time was, for `releases` and previews; `?` for
+/// text that is not a time symdeploy wrote.
 pub(crate) fn age(rfc3339: &str) -> String {
-    let Ok(then) = rfc3339.parse::<jiff::Timestamp>() else {
-        return "?".to_string();
-    };
-    let secs = (jiff::Timestamp::now().as_second() - then.as_second()).max(0);
-    match secs {
-        s if s < 90 => format!("{s}s ago"),
-        s if s < 90 * 60 => format!("{}m ago", s / 60),
-        s if s < 36 * 3600 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86400),
-    }
+    crate::sys::time::Time::parse(rfc3339).age()
 }
 
 /// Total size in bytes of the files below `path`, not following symlinks.
@@ -133,18 +118,6 @@ mod tests {
         let me = start_time(std::process::id());
         assert!(me.is_some());
         assert_eq!(me, start_time(std::process::id()));
-    }
-
-    #[test]
-    fn times_have_milliseconds_and_old_ones_still_parse() {
-        let t: jiff::Timestamp = "2026-11-26T13:55:01.5Z".parse().unwrap();
-        assert_eq!(rfc3339_ms(t), "2026-11-26T13:55:01.500Z");
-        let t: jiff::Timestamp = "2026-11-26T13:55:01.0004Z".parse().unwrap();
-        assert_eq!(rfc3339_ms(t), "2026-11-26T13:55:01.000Z");
-        let now = now_rfc3339();
-        assert_eq!(now.len(), "2026-11-26T13:55:01.000Z".len(), "{now}");
-        assert!(now.parse::<jiff::Timestamp>().is_ok(), "{now}");
-        assert!("2026-11-26T13:55:01Z".parse::<jiff::Timestamp>().is_ok());
     }
 
     #[test]

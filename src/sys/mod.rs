@@ -12,3 +12,5 @@ pub(crate) mod program;
 pub(crate) mod signals;
 pub(crate) mod steps;
 pub(crate) mod symlink;
+pub(crate) mod time;
+pub(crate) mod word;

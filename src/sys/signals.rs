@@ -37,7 +37,7 @@ static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// What a caught signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
+pub(crate) enum SignalRequest {
     /// Stop: unwind like a failure (SIGINT, SIGTERM).
     Stop(i32),
     /// The operator's terminal is gone: carry on quietly (SIGHUP).
@@ -45,10 +45,10 @@ pub(crate) enum Request {
 }
 
 /// What a signal asks for, given its number; None for other signals.
-pub(crate) fn request(signal: i32) -> Option<Request> {
+pub(crate) fn request(signal: i32) -> Option<SignalRequest> {
     match signal {
-        SIGINT | SIGTERM => Some(Request::Stop(signal)),
-        SIGHUP => Some(Request::Detach),
+        SIGINT | SIGTERM => Some(SignalRequest::Stop(signal)),
+        SIGHUP => Some(SignalRequest::Detach),
         _ => None,
     }
 }
@@ -99,13 +99,13 @@ fn name(signal: i32) -> String {
 /// Handle one signal, on the signal thread.
 fn received(signal: i32) {
     match request(signal) {
-        Some(Request::Detach) => {
+        Some(SignalRequest::Detach) => {
             tracing::warn!("SIGHUP: the terminal went away; carrying on");
             crate::sys::output::detach_terminal(
                 "-----> the terminal hung up (SIGHUP): carrying on; from here on output goes only to this log",
             );
         }
-        Some(Request::Stop(sig)) => {
+        Some(SignalRequest::Stop(sig)) => {
             let first = INTERRUPT
                 .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok();
@@ -229,9 +229,9 @@ mod tests {
 
     #[test]
     fn int_and_term_stop_hup_detaches() {
-        assert_eq!(request(SIGINT), Some(Request::Stop(SIGINT)));
-        assert_eq!(request(SIGTERM), Some(Request::Stop(SIGTERM)));
-        assert_eq!(request(SIGHUP), Some(Request::Detach));
+        assert_eq!(request(SIGINT), Some(SignalRequest::Stop(SIGINT)));
+        assert_eq!(request(SIGTERM), Some(SignalRequest::Stop(SIGTERM)));
+        assert_eq!(request(SIGHUP), Some(SignalRequest::Detach));
         assert_eq!(request(signal_hook::consts::SIGUSR1), None);
     }
 

@@ -745,3 +745,6 @@ fn checker_refuses_what_it_cannot_read() {
         "{err}"
     );
 }
+
+/// No decisions on text in src/ (a rule of its own, beside the file graph).
+mod strings;
