@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::time::{clock_getres, clock_gettime, ClockId};
 
-use crate::state::manifest::{Entry, Kind, Manifest, Stamp};
+use crate::state::manifest::{FileEntry, Kind, Manifest, Stamp};
 
 const SECOND_NS: i128 = 1_000_000_000;
 
@@ -90,7 +90,7 @@ impl Seed {
             .files
             .iter()
             .filter(|w| w.ctime_ns < trusted_before)
-            .map(|w| Entry {
+            .map(|w| FileEntry {
                 path: w.path.clone(),
                 kind: Kind::File,
                 mode: w.mode,

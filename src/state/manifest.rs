@@ -89,7 +89,7 @@ pub(crate) struct Stamp {
 
 /// One file, directory or symlink of a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub(crate) struct FileEntry {
     /// Path relative to the release, `/`-separated, as bytes (git allows any).
     pub(crate) path: Vec<u8>,
     /// What it is.
@@ -117,7 +117,7 @@ pub(crate) struct Manifest {
     /// may be one the build made and is not reported as added.
     pub(crate) from_commit: Option<crate::state::commit::Commit>,
     /// Sorted by path.
-    pub(crate) entries: Vec<Entry>,
+    pub(crate) entries: Vec<FileEntry>,
 }
 
 /// How much a scan trusts the kernel's metadata.
@@ -371,7 +371,7 @@ fn decode(mut input: impl BufRead) -> std::result::Result<Manifest, String> {
                     Kind::Symlink => (None, Some(unescape(what)?)),
                     _ => (None, None),
                 };
-                m.entries.push(Entry {
+                m.entries.push(FileEntry {
                     path: unescape(path)?,
                     kind,
                     mode,
@@ -449,7 +449,7 @@ pub(crate) fn scan(
     excluded: &[String],
     depth: Depth,
     known: Option<&Manifest>,
-) -> Result<Vec<Entry>> {
+) -> Result<Vec<FileEntry>> {
     let started = std::time::Instant::now();
     let mut entries = walk(dir, excluded)?;
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
@@ -490,7 +490,7 @@ pub(crate) fn scan(
 /// one thread per core taking the next from a shared list (a release is
 /// thousands of small directories; reading them is a statx per entry, which
 /// two cores do in about half the time of one).
-fn walk(top: &Path, excluded: &[String]) -> Result<Vec<Entry>> {
+fn walk(top: &Path, excluded: &[String]) -> Result<Vec<FileEntry>> {
     struct Todo {
         /// Directories to read: path relative to `top`, depth.
         dirs: Vec<(Vec<u8>, usize)>,
@@ -541,7 +541,7 @@ fn walk(top: &Path, excluded: &[String]) -> Result<Vec<Entry>> {
             wake.notify_all();
         }
     };
-    let parts: Vec<Vec<Entry>> = std::thread::scope(|s| {
+    let parts: Vec<Vec<FileEntry>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
         handles
             .into_iter()
@@ -563,7 +563,7 @@ fn read_dir_entries(
     mut rel: Vec<u8>,
     depth: usize,
     excluded: &[String],
-    out: &mut Vec<Entry>,
+    out: &mut Vec<FileEntry>,
     dirs: &mut Vec<(Vec<u8>, usize)>,
 ) -> Result<()> {
     let here = if rel.is_empty() {
@@ -607,7 +607,7 @@ fn read_dir_entries(
             } else {
                 None
             };
-            out.push(Entry {
+            out.push(FileEntry {
                 path: rel.clone(),
                 kind,
                 mode: meta.permissions().mode() & 0o7777,
@@ -634,7 +634,7 @@ fn read_dir_entries(
 /// Hash `entries[i]` for every i in `todo`, one thread per core taking the
 /// next file from a shared counter (files differ in size by orders of
 /// magnitude, so fixed shares would leave a thread idle).
-fn hash_files(dir: &Path, entries: &mut [Entry], todo: &[usize]) {
+fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[usize]) {
     if todo.is_empty() {
         return;
     }
@@ -740,12 +740,16 @@ pub(crate) struct Drift {
 
 /// The differences between `expected` (a manifest's entries) and `actual`
 /// (a scan), both sorted by path; `excluded` paths are left out of both.
-pub(crate) fn diff(expected: &[Entry], actual: &[Entry], excluded: &[String]) -> Vec<Drift> {
-    let keep = |e: &&Entry| !is_excluded(&e.path, excluded);
+pub(crate) fn diff(
+    expected: &[FileEntry],
+    actual: &[FileEntry],
+    excluded: &[String],
+) -> Vec<Drift> {
+    let keep = |e: &&FileEntry| !is_excluded(&e.path, excluded);
     let mut a = expected.iter().filter(keep).peekable();
     let mut b = actual.iter().filter(keep).peekable();
     let mut out = Vec::new();
-    let drift = |kind, e: &Entry, detail: String| Drift {
+    let drift = |kind, e: &FileEntry, detail: String| Drift {
         kind,
         path: e.path.clone(),
         detail,
@@ -781,7 +785,7 @@ pub(crate) fn diff(expected: &[Entry], actual: &[Entry], excluded: &[String]) ->
     out
 }
 
-fn describe(e: &Entry) -> String {
+fn describe(e: &FileEntry) -> String {
     match (&e.kind, &e.target) {
         (Kind::Symlink, Some(t)) => format!("symlink to {}", String::from_utf8_lossy(t)),
         (Kind::File, _) => format!("file, {} bytes", e.size),
@@ -789,7 +793,7 @@ fn describe(e: &Entry) -> String {
     }
 }
 
-fn compare(x: &Entry, y: &Entry, out: &mut Vec<Drift>) {
+fn compare(x: &FileEntry, y: &FileEntry, out: &mut Vec<Drift>) {
     let at = |kind, detail| Drift {
         kind,
         path: x.path.clone(),
