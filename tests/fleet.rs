@@ -454,7 +454,7 @@ impl Fleet {
                     "symdeploy_promote_start": [],
                     // Long enough that host 3's slow check is still running when the test
                     // takes the host off the network, on a loaded machine too.
-                    "symdeploy_promote_check_timeout": 4,
+                    "symdeploy_promote_check_timeout": 8,
                     "symdeploy_promote_notify": [],
                 }
             }
@@ -670,7 +670,7 @@ fn fleet_deploys_are_all_or_nothing() {
             toml.contains(&format!("build = [\"sh build.sh {}\"]", h.name)),
             "{toml}"
         );
-        assert!(toml.contains("check_timeout = 4"), "{toml}");
+        assert!(toml.contains("check_timeout = 8"), "{toml}");
         let home = nix::unistd::User::from_name(&h.user).unwrap().unwrap().dir;
         let keys = std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
         assert!(
