@@ -765,8 +765,19 @@ impl Orphan {
         if self.pgid.is_some_and(|g| process_group(pid) != Some(g)) {
             return false;
         }
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == self.mark.as_bytes()))
+        let marked = |env: &[u8]| env.split(|&b| b == 0).any(|v| v == self.mark.as_bytes());
+        // A process in the middle of an exec shows an empty environment for
+        // a moment: one in the step's group is looked at again (a zombie's
+        // stays empty; it costs 0.1 s and the group is the step's own).
+        let tries = if self.pgid.is_some() { 50 } else { 1 };
+        for _ in 0..tries {
+            match std::fs::read(format!("/proc/{pid}/environ")) {
+                Ok(env) if !env.is_empty() => return marked(&env),
+                Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => return false,
+            }
+        }
+        false
     }
 }
 
