@@ -568,9 +568,10 @@ impl Exported<'_> {
             "{} stopped before the release was marked ready",
             self.what
         ))?;
-        // The manifest's stage is what it adds to the warm-up's wall time:
-        // how much longer the two took together than the sync took on its
-        // own thread (its work in parallel is in the run log).
+        // The manifest's stage is how long the warm-up waited for it beyond
+        // the sync (its own work, in parallel, is in the run log). What its
+        // work slows the sync by is not in it: scripts/bench measures that
+        // against a build without the manifest.
         let added = total.saturating_sub(synced);
         tracing::info!(
             entries,
