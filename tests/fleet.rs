@@ -1,4 +1,4 @@
-//! Issue 12: all-or-nothing deploys across a fleet, driven by Ansible.
+//! All-or-nothing deploys across a fleet, driven by Ansible.
 //!
 //! Three "hosts" on this machine: an sshd each on 127.0.0.2, .3 and .4 (free
 //! ports, throwaway host keys), each with its own deploy user (`sdffleetN`,

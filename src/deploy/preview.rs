@@ -686,10 +686,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, before: Option<&ReleaseName>, why: &s
             );
         }
     }
-    let mut end = run.end(Outcome::Rejected);
-    end.pid = std::process::id();
-    end.error = Some(format!("{git_ref}: {why}"));
-    if let Err(e) = journal::append(root, &end) {
+    if let Err(e) = journal::append(root, &run.rejected(&git_ref, why)) {
         output::warning(&format!("could not end the run in the journal: {e}"));
     }
 }

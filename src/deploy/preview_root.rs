@@ -218,54 +218,9 @@ pub(crate) fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
         "moving preview {slug} to its own root previews/{slug}/"
     ));
     if legacy_data {
-        let common = target.join("common");
-        let to = if std::fs::symlink_metadata(&common).is_err() {
-            common
-        } else {
-            // Both exist: keep both, side by side, and say so.
-            let aside = target.join(format!(
-                "common.from-common-previews-{}",
-                crate::sys::fs::unique_token()
-            ));
-            output::warning(&format!(
-                "previews/{slug}/common/ exists already; common-previews/{slug}/ is kept beside it as {}",
-                aside.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
-            ));
-            aside
-        };
-        std::fs::rename(&legacy_common, &to).at("move the preview's data to", &to)?;
-        link::sync_dir(&target);
-        output::detail(&format!(
-            "common-previews/{slug}/ -> previews/{slug}/{}/",
-            to.file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default()
-        ));
-        // The old parent, once empty, has no further use.
-        let _ = std::fs::remove_dir(root.common_previews());
+        adopt_data(root, slug, &target, &legacy_common)?;
     }
-    for (old, commit) in &olds {
-        let new = target.join("releases").join(commit.as_str());
-        let name = ReleaseName::Preview {
-            slug: slug.to_string(),
-            commit: *commit,
-        };
-        if std::fs::symlink_metadata(&new).is_ok() {
-            // A build, not data: the one in the preview root wins; the old
-            // copy goes the way of every half-removed release (swept).
-            let doomed = root.doomed_release(&name);
-            std::fs::rename(old, &doomed).at("move away", old)?;
-            output::detail(&format!(
-                "releases/{name} is in previews/{slug}/releases/ already; the old copy is removed"
-            ));
-            continue;
-        }
-        std::fs::rename(old, &new).at("move the preview release to", &new)?;
-        output::detail(&format!(
-            "releases/{name} -> previews/{slug}/releases/{}",
-            commit.short()
-        ));
-    }
+    adopt_releases(root, slug, &target, &olds)?;
     link::sync_dir(&root.releases());
     // Also a release moved by a run cut short before its links were rewritten.
     if let Ok(entries) = std::fs::read_dir(target.join("releases")) {
@@ -291,6 +246,72 @@ pub(crate) fn adopt(ctx: &Ctx, slug: &str) -> Result<bool> {
     }
     output::success(&format!("preview {slug} now lives in previews/{slug}/"));
     Ok(true)
+}
+
+/// Move an old-layout preview's data, common-previews/<slug>/, into the
+/// preview root being built at `target` (beside an existing common/, never
+/// over it: data is never deleted).
+fn adopt_data(root: &Root, slug: &str, target: &Path, legacy_common: &Path) -> Result<()> {
+    let common = target.join("common");
+    let to = if std::fs::symlink_metadata(&common).is_err() {
+        common
+    } else {
+        // Both exist: keep both, side by side, and say so.
+        let aside = target.join(format!(
+            "common.from-common-previews-{}",
+            crate::sys::fs::unique_token()
+        ));
+        output::warning(&format!(
+            "previews/{slug}/common/ exists already; common-previews/{slug}/ is kept beside it as {}",
+            aside.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+        ));
+        aside
+    };
+    std::fs::rename(legacy_common, &to).at("move the preview's data to", &to)?;
+    link::sync_dir(target);
+    output::detail(&format!(
+        "common-previews/{slug}/ -> previews/{slug}/{}/",
+        to.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
+    // The old parent, once empty, has no further use.
+    let _ = std::fs::remove_dir(root.common_previews());
+    Ok(())
+}
+
+/// Move the releases older versions kept for the preview in releases/ into
+/// `target`/releases/; one already there wins and the old copy is
+/// swept like any half-removed release.
+fn adopt_releases(
+    root: &Root,
+    slug: &str,
+    target: &Path,
+    olds: &[(PathBuf, Commit)],
+) -> Result<()> {
+    for (old, commit) in olds {
+        let new = target.join("releases").join(commit.as_str());
+        let name = ReleaseName::Preview {
+            slug: slug.to_string(),
+            commit: *commit,
+        };
+        if std::fs::symlink_metadata(&new).is_ok() {
+            // A build, not data: the one in the preview root wins; the old
+            // copy goes the way of every half-removed release (swept).
+            let doomed = root.doomed_release(&name);
+            std::fs::rename(old, &doomed).at("move away", old)?;
+            output::detail(&format!(
+                "releases/{name} is in previews/{slug}/releases/ already; the old copy is removed"
+            ));
+            continue;
+        }
+        std::fs::rename(old, &new).at("move the preview release to", &new)?;
+        output::detail(&format!(
+            "releases/{name} -> previews/{slug}/releases/{}",
+            commit.short()
+        ));
+    }
+    Ok(())
 }
 
 /// Swap two names with one renameat2(RENAME_EXCHANGE): a directory takes a

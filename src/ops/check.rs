@@ -40,7 +40,42 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
         errors: 0,
         warnings: 0,
     };
-    let config = match Config::load(&root.config_file()) {
+    let config = check_config(&mut r, root);
+    check_repository(&mut r, root);
+    check_writable(&mut r, root);
+    ownership(&mut r, root);
+    if let Some(c) = &config {
+        web_user(&mut r, root, c);
+        check_repository_hooks(&mut r, root, c);
+        check_signers(&mut r, root, c);
+        check_steps(&mut r, root, c);
+        check_links(&mut r, root, c);
+    }
+    check_pointers(&mut r, root);
+    check_previews(&mut r, root);
+    for l in crate::hook::pending::ref_lock_problems(root) {
+        r.say(Level::Error, &l);
+    }
+    if let Some(h) = crate::session::lock::holder(root) {
+        r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
+    }
+    println!(
+        "{}, {}",
+        crate::sys::output::count(r.errors as u64, "error", "errors"),
+        crate::sys::output::count(r.warnings as u64, "warning", "warnings")
+    );
+    Ok(if r.errors > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// deploy.toml parses and validates; without it the defaults apply. The
+/// config is returned for the checks that depend on it (none of them run
+/// when it is broken: its error is the one thing to fix first).
+fn check_config(r: &mut Report, root: &Root) -> Option<Config> {
+    match Config::load(&root.config_file()) {
         Ok(c) => {
             match &c.file {
                 Some(f) => r.say(Level::Ok, &format!("{} is valid", f.display())),
@@ -52,8 +87,11 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             r.say(Level::Error, &format!("{e}"));
             None
         }
-    };
+    }
+}
 
+/// The root's `repository` is a git repository pushes can reach.
+fn check_repository(r: &mut Report, root: &Root) {
     let repo = root.repository();
     if repo.join("HEAD").is_file() {
         r.say(
@@ -70,156 +108,180 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             ),
         );
     }
+}
+
+/// releases/, common/ and the state directory exist and take new files.
+fn check_writable(r: &mut Report, root: &Root) {
     for d in [root.releases(), root.common(), root.state_dir()] {
         match writable(&d) {
             Ok(()) => r.say(Level::Ok, &format!("{} is writable", d.display())),
             Err(why) => r.say(Level::Error, &format!("{} {why}", d.display())),
         }
     }
+}
 
-    ownership(&mut r, root);
-    if let Some(c) = &config {
-        web_user(&mut r, root, c);
+/// The hooks git runs: the configured one calls an existing symdeploy
+/// binary, and the companion hooks the config needs are installed (strict
+/// mode's reference transaction; the pre-receive access check when
+/// `[access]` or signed tags must be enforced before refs move).
+fn check_repository_hooks(r: &mut Report, root: &Root, c: &Config) {
+    let repo = root.repository();
+    let hook = repo.join("hooks").join(c.hook.file_name());
+    match std::fs::read_to_string(&hook) {
+        Err(_) => r.say(
+            Level::Error,
+            &format!(
+                "{} is missing: pushes will not deploy; run `symdeploy init {}`",
+                hook.display(),
+                root.dir.display()
+            ),
+        ),
+        Ok(text) => {
+            let exec = std::fs::metadata(&hook)
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            if !exec {
+                r.say(
+                    Level::Error,
+                    &format!("{} is not executable: chmod +x it", hook.display()),
+                );
+            }
+            match hook_binary(&text) {
+                Some(bin) if std::path::Path::new(&bin).is_file() => r.say(Level::Ok, &format!("{} calls {bin}", hook.display())),
+                Some(bin) => r.say(Level::Error, &format!("{} calls {bin}, which does not exist: reinstall symdeploy or fix the hook", hook.display())),
+                None => r.say(Level::Warn, &format!("{} does not look like symdeploy's hook; check that it runs `symdeploy hook {}`", hook.display(), c.hook)),
+            }
+        }
     }
-
-    if let Some(c) = &config {
-        let hook = repo.join("hooks").join(c.hook.file_name());
-        match std::fs::read_to_string(&hook) {
-            Err(_) => r.say(
-                Level::Error,
+    if c.hook == crate::state::config::Hook::PreReceive {
+        // Strict mode's second half: without it strict pushes are refused.
+        let rt = repo.join("hooks/reference-transaction");
+        if crate::hook::files::hook_installed(root) {
+            r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));
+        } else {
+            r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
+        }
+    }
+    if c.hook == crate::state::config::Hook::PostReceive
+        && (c.access.is_some() || c.promote.signers.is_some())
+    {
+        // Authorization must come before git moves a ref.
+        let pre = repo.join("hooks/pre-receive");
+        if crate::hook::files::access_checked(root) {
+            r.say(
+                Level::Ok,
                 &format!(
-                    "{} is missing: pushes will not deploy; run `symdeploy init {}`",
-                    hook.display(),
-                    root.dir.display()
+                    "{} checks [access] and signed tags before refs move",
+                    pre.display()
+                ),
+            );
+        } else {
+            r.say(Level::Error, &format!("{} is missing or not symdeploy's access check: [access] and promote.signers only act after git has moved the refs; run `symdeploy init {}`", pre.display(), root.dir.display()));
+        }
+    }
+}
+
+/// The allowed-signers file `promote.signers` names exists: without it every
+/// release tag is refused.
+fn check_signers(r: &mut Report, root: &Root, c: &Config) {
+    let Some(signers) = &c.promote.signers else {
+        return;
+    };
+    let path = if signers.is_absolute() {
+        signers.clone()
+    } else {
+        root.dir.join(signers)
+    };
+    if path.is_file() {
+        r.say(
+            Level::Ok,
+            &format!("promote.signers: {} exists", path.display()),
+        );
+    } else {
+        r.say(Level::Error, &format!("promote.signers names {}, which is not a file: every release tag is refused until it exists (one `PRINCIPAL KEY` line per signer)", path.display()));
+    }
+}
+
+/// Every configured step's program can be found, and no preview step names
+/// production's common/ by an absolute path.
+fn check_steps(r: &mut Report, root: &Root, c: &Config) {
+    let all = [
+        ("warmup.build", &c.warmup.build),
+        ("warmup.links", &c.warmup.links),
+        ("warmup.migrate", &c.warmup.migrate),
+        ("warmup.notify", &c.warmup.notify),
+        ("promote.stop", &c.promote.stop),
+        ("promote.after_switch", &c.promote.after_switch),
+        ("promote.start", &c.promote.start),
+        ("promote.check", &c.promote.check),
+        ("promote.notify", &c.promote.notify),
+        ("previews.build", &c.previews.build),
+        ("previews.links", &c.previews.links),
+        ("previews.migrate", &c.previews.migrate),
+        ("previews.notify", &c.previews.notify),
+    ];
+    // Steps run inside a release, so `bin/x` is looked up in one: the
+    // release warmup points at (the next to be promoted), else production.
+    let release = [crate::state::root::WARMUP, crate::state::root::PRODUCTION]
+        .iter()
+        .find_map(|name| root.pointed_release(name))
+        .map(|c| root.main_release(c));
+    let common = root.common();
+    let common = common.to_string_lossy();
+    for (key, cmds) in all {
+        for cmd in cmds.iter() {
+            match crate::sys::program::step_program(cmd, release.as_deref()) {
+                Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
+                None if release.is_none()
+                    && cmd
+                        .split_whitespace()
+                        .next()
+                        .is_some_and(|p| p.contains('/')) =>
+                {
+                    let prog = cmd.split_whitespace().next().unwrap_or_default();
+                    r.say(Level::Warn, &format!("{key}: `{prog}` (in \"{cmd}\") runs from the release; there is no release yet to look in"));
+                }
+                _ => {}
+            }
+            // A preview's own root makes relative paths safe; an absolute one
+            // into production's data is not.
+            if key.starts_with("previews.")
+                && (names_path_under(cmd, &common)
+                    || names_path_under(cmd, "$SYMDEPLOY_ROOT/common")
+                    || names_path_under(cmd, "${SYMDEPLOY_ROOT}/common")
+                    || names_path_under(cmd, "$(SYMDEPLOY_ROOT)/common"))
+            {
+                r.say(Level::Warn, &format!("{key}: \"{cmd}\" names {common} by an absolute path, so a preview would read or write production's data; use a path relative to the release (../../common/...) or $SYMDEPLOY_SHARED"));
+            }
+        }
+    }
+}
+
+/// The `[links]` in the root point where the config says (a deploy repairs
+/// them, so a difference is only a warning).
+fn check_links(r: &mut Report, root: &Root, c: &Config) {
+    for (name, target) in &c.links {
+        match std::fs::read_link(root.link(name)) {
+            Ok(t) if t == std::path::Path::new(target) => {
+                r.say(Level::Ok, &format!("{name} -> {target}"))
+            }
+            Ok(t) => r.say(
+                Level::Warn,
+                &format!(
+                    "{name} points at {} instead of {target}; the next deploy repairs it",
+                    t.display()
                 ),
             ),
-            Ok(text) => {
-                let exec = std::fs::metadata(&hook)
-                    .map(|m| m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false);
-                if !exec {
-                    r.say(
-                        Level::Error,
-                        &format!("{} is not executable: chmod +x it", hook.display()),
-                    );
-                }
-                match hook_binary(&text) {
-                    Some(bin) if std::path::Path::new(&bin).is_file() => r.say(Level::Ok, &format!("{} calls {bin}", hook.display())),
-                    Some(bin) => r.say(Level::Error, &format!("{} calls {bin}, which does not exist: reinstall symdeploy or fix the hook", hook.display())),
-                    None => r.say(Level::Warn, &format!("{} does not look like symdeploy's hook; check that it runs `symdeploy hook {}`", hook.display(), c.hook)),
-                }
-            }
-        }
-        if c.hook == crate::state::config::Hook::PreReceive {
-            // Strict mode's second half: without it strict pushes are refused.
-            let rt = repo.join("hooks/reference-transaction");
-            if crate::hook::files::hook_installed(root) {
-                r.say(Level::Ok, &format!("{} flips strict pushes", rt.display()));
-            } else {
-                r.say(Level::Error, &format!("{} is missing or not symdeploy's: strict pushes are refused; run `symdeploy init {}`", rt.display(), root.dir.display()));
-            }
-        }
-        if c.hook == crate::state::config::Hook::PostReceive
-            && (c.access.is_some() || c.promote.signers.is_some())
-        {
-            // Authorization must come before git moves a ref.
-            let pre = repo.join("hooks/pre-receive");
-            if crate::hook::files::access_checked(root) {
-                r.say(
-                    Level::Ok,
-                    &format!(
-                        "{} checks [access] and signed tags before refs move",
-                        pre.display()
-                    ),
-                );
-            } else {
-                r.say(Level::Error, &format!("{} is missing or not symdeploy's access check: [access] and promote.signers only act after git has moved the refs; run `symdeploy init {}`", pre.display(), root.dir.display()));
-            }
-        }
-        if let Some(signers) = &c.promote.signers {
-            let path = if signers.is_absolute() {
-                signers.clone()
-            } else {
-                root.dir.join(signers)
-            };
-            if path.is_file() {
-                r.say(
-                    Level::Ok,
-                    &format!("promote.signers: {} exists", path.display()),
-                );
-            } else {
-                r.say(Level::Error, &format!("promote.signers names {}, which is not a file: every release tag is refused until it exists (one `PRINCIPAL KEY` line per signer)", path.display()));
-            }
-        }
-        let all = [
-            ("warmup.build", &c.warmup.build),
-            ("warmup.links", &c.warmup.links),
-            ("warmup.migrate", &c.warmup.migrate),
-            ("warmup.notify", &c.warmup.notify),
-            ("promote.stop", &c.promote.stop),
-            ("promote.after_switch", &c.promote.after_switch),
-            ("promote.start", &c.promote.start),
-            ("promote.check", &c.promote.check),
-            ("promote.notify", &c.promote.notify),
-            ("previews.build", &c.previews.build),
-            ("previews.links", &c.previews.links),
-            ("previews.migrate", &c.previews.migrate),
-            ("previews.notify", &c.previews.notify),
-        ];
-        // Steps run inside a release, so `bin/x` is looked up in one: the
-        // release warmup points at (the next to be promoted), else production.
-        let release = [crate::state::root::WARMUP, crate::state::root::PRODUCTION]
-            .iter()
-            .find_map(|name| root.pointed_release(name))
-            .map(|c| root.main_release(c));
-        let common = root.common();
-        let common = common.to_string_lossy();
-        for (key, cmds) in all {
-            for cmd in cmds.iter() {
-                match crate::sys::program::step_program(cmd, release.as_deref()) {
-                    Some(Err(why)) => r.say(Level::Error, &format!("{key}: {why} (in \"{cmd}\")")),
-                    None if release.is_none()
-                        && cmd
-                            .split_whitespace()
-                            .next()
-                            .is_some_and(|p| p.contains('/')) =>
-                    {
-                        let prog = cmd.split_whitespace().next().unwrap_or_default();
-                        r.say(Level::Warn, &format!("{key}: `{prog}` (in \"{cmd}\") runs from the release; there is no release yet to look in"));
-                    }
-                    _ => {}
-                }
-                // A preview's own root makes relative paths safe; an absolute one
-                // into production's data is not.
-                if key.starts_with("previews.")
-                    && (names_path_under(cmd, &common)
-                        || names_path_under(cmd, "$SYMDEPLOY_ROOT/common")
-                        || names_path_under(cmd, "${SYMDEPLOY_ROOT}/common")
-                        || names_path_under(cmd, "$(SYMDEPLOY_ROOT)/common"))
-                {
-                    r.say(Level::Warn, &format!("{key}: \"{cmd}\" names {common} by an absolute path, so a preview would read or write production's data; use a path relative to the release (../../common/...) or $SYMDEPLOY_SHARED"));
-                }
-            }
-        }
-        for (name, target) in &c.links {
-            match std::fs::read_link(root.link(name)) {
-                Ok(t) if t == std::path::Path::new(target) => {
-                    r.say(Level::Ok, &format!("{name} -> {target}"))
-                }
-                Ok(t) => r.say(
-                    Level::Warn,
-                    &format!(
-                        "{name} points at {} instead of {target}; the next deploy repairs it",
-                        t.display()
-                    ),
-                ),
-                Err(_) => r.say(
-                    Level::Warn,
-                    &format!("{name} -> {target} is missing; the next deploy makes it"),
-                ),
-            }
+            Err(_) => r.say(
+                Level::Warn,
+                &format!("{name} -> {target} is missing; the next deploy makes it"),
+            ),
         }
     }
+}
+
+/// production and warmup, where set, point at ready releases.
+fn check_pointers(r: &mut Report, root: &Root) {
     for name in [crate::state::root::PRODUCTION, crate::state::root::WARMUP] {
         if let Some(c) = root.pointed_release(name) {
             if crate::state::release::is_ready(root, &c.into()) {
@@ -235,6 +297,10 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             }
         }
     }
+}
+
+/// Each preview is in the current layout and serves a ready release.
+fn check_previews(r: &mut Report, root: &Root) {
     for m in crate::deploy::preview::all_meta(root) {
         if std::fs::symlink_metadata(root.preview_dir(&m.slug))
             .is_ok_and(|x| x.file_type().is_symlink())
@@ -271,22 +337,6 @@ pub(crate) fn run(root: &Root) -> Result<std::process::ExitCode> {
             ),
         }
     }
-    for l in crate::hook::pending::ref_lock_problems(root) {
-        r.say(Level::Error, &l);
-    }
-    if let Some(h) = crate::session::lock::holder(root) {
-        r.say(Level::Warn, &format!("the deploy lock is held by {h}"));
-    }
-    println!(
-        "{}, {}",
-        crate::sys::output::count(r.errors as u64, "error", "errors"),
-        crate::sys::output::count(r.warnings as u64, "warning", "warnings")
-    );
-    Ok(if r.errors > 0 {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
-    })
 }
 
 fn user_name(uid: u32) -> String {

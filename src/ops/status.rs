@@ -517,63 +517,101 @@ fn label(v: &str) -> String {
 
 /// The status in the Prometheus text exposition format.
 pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> String {
-    let mut o = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+    let mut m = Exposition {
+        out: String::new(),
+        root: label(&s.root),
+    };
+    m.config_ok(s);
+    m.pointer_info(s);
+    m.branch_tip_warmed_up(s);
+    m.last_runs(s);
+    m.releases(s);
+    m.free_bytes(s);
+    m.lock_held_seconds(s);
+    m.interrupted_runs(s);
+    m.watch(s);
+    m.drift_files(s);
+    m.problems(s, lock_timeout);
+    m.out
+}
+
+/// Prometheus text being written, one metric family at a time; every
+/// sample carries the deploy root as its `root` label.
+struct Exposition {
+    out: String,
+    /// The root, escaped as a label value.
+    root: String,
+}
+
+impl Exposition {
+    /// One family: its HELP and TYPE lines, then its samples (labels, value).
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(String, f64)>) {
+        let o = &mut self.out;
         let _ = writeln!(o, "# HELP symdeploy_{name} {help}");
-        let _ = writeln!(o, "# TYPE symdeploy_{name} {kind}");
+        let _ = writeln!(o, "# TYPE symdeploy_{name} gauge");
         for (labels, value) in samples {
             let _ = writeln!(o, "symdeploy_{name}{labels} {value}");
         }
-    };
-    let root = label(&s.root);
-    metric(
-        "config_ok",
-        "gauge",
-        "1 if deploy.toml can be read, 0 if not.",
-        vec![(
-            format!("{{root=\"{root}\"}}"),
-            f64::from(u8::from(s.config_error.is_none())),
-        )],
-    );
-    for (name, slot, help) in [
-        (
-            "production_info",
-            &s.production,
-            "The release production points at (value 1).",
-        ),
-        (
-            "warmup_info",
-            &s.warmup,
-            "The release warmup points at (value 1).",
-        ),
-    ] {
-        metric(
-            name,
-            "gauge",
-            help,
-            slot.iter()
-                .map(|sl| {
-                    (
-                        // Who put it there: an info metric's labels change
-                        // with each deploy anyway.
-                        format!(
-                            "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
-                            label(sl.commit.as_str()),
-                            sl.commit.short(),
-                            label(sl.state.as_ref()),
-                            label(sl.by.as_deref().unwrap_or_default())
-                        ),
-                        1.0,
-                    )
-                })
-                .collect(),
+    }
+
+    /// The label set of a sample with no label but the root.
+    fn root_only(&self) -> String {
+        format!("{{root=\"{}\"}}", self.root)
+    }
+
+    /// `config_ok`: can deploy.toml be read.
+    fn config_ok(&mut self, s: &Status) {
+        let labels = self.root_only();
+        self.gauge(
+            "config_ok",
+            "1 if deploy.toml can be read, 0 if not.",
+            vec![(labels, f64::from(u8::from(s.config_error.is_none())))],
         );
     }
-    metric(
-        "branch_tip_warmed_up",
-        "gauge",
-        "1 if warmup points at the deploy branch's tip, 0 if not.",
-        s.tip
+
+    /// `production_info` and `warmup_info`: the release each points at.
+    fn pointer_info(&mut self, s: &Status) {
+        let root = self.root.clone();
+        for (name, slot, help) in [
+            (
+                "production_info",
+                &s.production,
+                "The release production points at (value 1).",
+            ),
+            (
+                "warmup_info",
+                &s.warmup,
+                "The release warmup points at (value 1).",
+            ),
+        ] {
+            self.gauge(
+                name,
+                help,
+                slot.iter()
+                    .map(|sl| {
+                        (
+                            // Who put it there: an info metric's labels change
+                            // with each deploy anyway.
+                            format!(
+                                "{{root=\"{root}\",commit=\"{}\",short=\"{}\",state=\"{}\",by=\"{}\"}}",
+                                label(sl.commit.as_str()),
+                                sl.commit.short(),
+                                label(sl.state.as_ref()),
+                                label(sl.by.as_deref().unwrap_or_default())
+                            ),
+                            1.0,
+                        )
+                    })
+                    .collect(),
+            );
+        }
+    }
+
+    /// `branch_tip_warmed_up`: is the deploy branch's tip what warmup serves.
+    fn branch_tip_warmed_up(&mut self, s: &Status) {
+        let root = &self.root;
+        let samples = s
+            .tip
             .iter()
             .map(|t| {
                 (
@@ -585,49 +623,59 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     f64::from(u8::from(t.warmed_up)),
                 )
             })
-            .collect(),
-    );
-    for (event, run) in [("warmup", &s.last_warmup), ("promote", &s.last_promote)] {
-        metric(
-            &format!("last_{event}_timestamp_seconds"),
-            "gauge",
-            &format!("When the last {event} ended (Unix time)."),
-            run.iter()
-                .filter_map(|r| r.time.unix_seconds())
-                .map(|t| (format!("{{root=\"{root}\"}}"), t))
-                .collect(),
-        );
-        metric(
-            &format!("last_{event}_success"),
-            "gauge",
-            &format!("1 if the last {event} ended ok (or unchanged), 0 if not."),
-            run.iter()
-                .map(|r| {
-                    let ok = r.result.as_ref().is_some_and(Outcome::succeeded);
-                    (
-                        format!(
-                            "{{root=\"{root}\",result=\"{}\"}}",
-                            label(r.result.as_ref().map_or("unknown", Outcome::as_ref))
-                        ),
-                        f64::from(u8::from(ok)),
-                    )
-                })
-                .collect(),
-        );
-    }
-    let mut states: std::collections::BTreeMap<String, u64> =
-        ["ready", "failed", "bad", "building", "incomplete"]
-            .iter()
-            .map(|s| (s.to_string(), 0))
             .collect();
-    for (k, v) in &s.releases {
-        states.insert(k.clone(), *v);
+        self.gauge(
+            "branch_tip_warmed_up",
+            "1 if warmup points at the deploy branch's tip, 0 if not.",
+            samples,
+        );
     }
-    metric(
-        "releases",
-        "gauge",
-        "Release directories by state.",
-        states
+
+    /// `last_{warmup,promote}_timestamp_seconds` and `..._success`: when the
+    /// newest finished run of each ended and how.
+    fn last_runs(&mut self, s: &Status) {
+        let root = self.root.clone();
+        for (event, run) in [("warmup", &s.last_warmup), ("promote", &s.last_promote)] {
+            self.gauge(
+                &format!("last_{event}_timestamp_seconds"),
+                &format!("When the last {event} ended (Unix time)."),
+                run.iter()
+                    .filter_map(|r| r.time.unix_seconds())
+                    .map(|t| (format!("{{root=\"{root}\"}}"), t))
+                    .collect(),
+            );
+            self.gauge(
+                &format!("last_{event}_success"),
+                &format!("1 if the last {event} ended ok (or unchanged), 0 if not."),
+                run.iter()
+                    .map(|r| {
+                        let ok = r.result.as_ref().is_some_and(Outcome::succeeded);
+                        (
+                            format!(
+                                "{{root=\"{root}\",result=\"{}\"}}",
+                                label(r.result.as_ref().map_or("unknown", Outcome::as_ref))
+                            ),
+                            f64::from(u8::from(ok)),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+    }
+
+    /// `releases`: release directories by state, the usual states always
+    /// present (at 0) so alerts on them never see a missing series.
+    fn releases(&mut self, s: &Status) {
+        let mut states: std::collections::BTreeMap<String, u64> =
+            ["ready", "failed", "bad", "building", "incomplete"]
+                .iter()
+                .map(|s| (s.to_string(), 0))
+                .collect();
+        for (k, v) in &s.releases {
+            states.insert(k.clone(), *v);
+        }
+        let root = &self.root;
+        let samples = states
             .iter()
             .map(|(k, v)| {
                 (
@@ -635,103 +683,106 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     *v as f64,
                 )
             })
-            .collect(),
-    );
-    metric(
-        "free_bytes",
-        "gauge",
-        "Free bytes on the filesystem of the deploy root.",
-        s.free_bytes
-            .iter()
-            .map(|b| (format!("{{root=\"{root}\"}}"), *b as f64))
-            .collect(),
-    );
-    metric(
-        "lock_held_seconds",
-        "gauge",
-        "How long the deploy lock has been held (0 when free).",
-        vec![(
-            format!("{{root=\"{root}\"}}"),
-            s.lock_held_seconds.unwrap_or(0) as f64,
-        )],
-    );
-    metric(
-        "interrupted_runs",
-        "gauge",
-        "Runs that started and never finished.",
-        vec![(format!("{{root=\"{root}\"}}"), s.interrupted.len() as f64)],
-    );
-    let watching: Vec<&Watch> = s.watch.iter().filter(|w| w.alive).collect();
-    metric(
-        "watch_active",
-        "gauge",
-        "1 while production is watched after a promote, 0 if not.",
-        vec![(
-            format!("{{root=\"{root}\"}}"),
-            f64::from(u8::from(!watching.is_empty())),
-        )],
-    );
-    for (name, help, value) in [
-        (
-            "watch_checks",
-            "Checks the watch under way has run.",
-            (|w: &Watch| w.checks) as fn(&Watch) -> u64,
-        ),
-        (
-            "watch_checks_ok",
-            "Checks of the watch under way that passed.",
-            |w: &Watch| w.checks_ok,
-        ),
-        (
-            "watch_checks_total",
-            "Checks the window of the watch under way holds.",
-            |w: &Watch| w.checks_total,
-        ),
-    ] {
-        metric(
-            name,
-            "gauge",
-            help,
-            watching
+            .collect();
+        self.gauge("releases", "Release directories by state.", samples);
+    }
+
+    /// `free_bytes`: free space where releases are written (none if unknown).
+    fn free_bytes(&mut self, s: &Status) {
+        let labels = self.root_only();
+        self.gauge(
+            "free_bytes",
+            "Free bytes on the filesystem of the deploy root.",
+            s.free_bytes
                 .iter()
-                .map(|w| {
-                    (
-                        format!(
-                            "{{root=\"{root}\",commit=\"{}\"}}",
-                            label(w.commit.as_ref().map_or("", Commit::as_str))
-                        ),
-                        value(w) as f64,
-                    )
-                })
+                .map(|b| (labels.clone(), *b as f64))
                 .collect(),
         );
     }
-    metric(
-        "watch_until_seconds",
-        "gauge",
-        "When the window of the watch under way ends (Unix seconds).",
-        watching
-            .iter()
-            .map(|w| {
-                (
-                    format!(
-                        "{{root=\"{root}\",commit=\"{}\"}}",
-                        label(w.commit.as_ref().map_or("", Commit::as_str))
-                    ),
-                    w.until.unix_seconds().unwrap_or(0.0),
-                )
-            })
-            .collect(),
-    );
-    metric(
-        "drift_files",
-        "gauge",
-        "Paths of the release production or warmup points at that differ from its manifest, by kind (none for a release without a manifest).",
-        s.drift
+
+    /// `lock_held_seconds`: how long the deploy lock has been held.
+    fn lock_held_seconds(&mut self, s: &Status) {
+        let labels = self.root_only();
+        self.gauge(
+            "lock_held_seconds",
+            "How long the deploy lock has been held (0 when free).",
+            vec![(labels, s.lock_held_seconds.unwrap_or(0) as f64)],
+        );
+    }
+
+    /// `interrupted_runs`: runs that started and never finished.
+    fn interrupted_runs(&mut self, s: &Status) {
+        let labels = self.root_only();
+        self.gauge(
+            "interrupted_runs",
+            "Runs that started and never finished.",
+            vec![(labels, s.interrupted.len() as f64)],
+        );
+    }
+
+    /// `watch_active`, `watch_checks`, `watch_checks_ok`,
+    /// `watch_checks_total` and `watch_until_seconds`: the watch of
+    /// production under way after a promote (a dead watcher counts as none).
+    fn watch(&mut self, s: &Status) {
+        let watching: Vec<&Watch> = s.watch.iter().filter(|w| w.alive).collect();
+        let labels = self.root_only();
+        self.gauge(
+            "watch_active",
+            "1 while production is watched after a promote, 0 if not.",
+            vec![(labels, f64::from(u8::from(!watching.is_empty())))],
+        );
+        let root = self.root.clone();
+        let labels = |w: &Watch| {
+            format!(
+                "{{root=\"{root}\",commit=\"{}\"}}",
+                label(w.commit.as_ref().map_or("", Commit::as_str))
+            )
+        };
+        for (name, help, value) in [
+            (
+                "watch_checks",
+                "Checks the watch under way has run.",
+                (|w: &Watch| w.checks) as fn(&Watch) -> u64,
+            ),
+            (
+                "watch_checks_ok",
+                "Checks of the watch under way that passed.",
+                |w: &Watch| w.checks_ok,
+            ),
+            (
+                "watch_checks_total",
+                "Checks the window of the watch under way holds.",
+                |w: &Watch| w.checks_total,
+            ),
+        ] {
+            self.gauge(
+                name,
+                help,
+                watching
+                    .iter()
+                    .map(|w| (labels(w), value(w) as f64))
+                    .collect(),
+            );
+        }
+        self.gauge(
+            "watch_until_seconds",
+            "When the window of the watch under way ends (Unix seconds).",
+            watching
+                .iter()
+                .map(|w| (labels(w), w.until.unix_seconds().unwrap_or(0.0)))
+                .collect(),
+        );
+    }
+
+    /// `drift_files`: differences from the manifest of production's and
+    /// warmup's releases, by kind.
+    fn drift_files(&mut self, s: &Status) {
+        let root = &self.root;
+        let samples = s
+            .drift
             .iter()
             .filter(|d| d.manifest)
             .flat_map(|d| {
-                let root = &root;
                 d.counts.iter().map(move |(kind, n)| {
                     (
                         format!(
@@ -743,18 +794,23 @@ pub(crate) fn prometheus(s: &Status, lock_timeout: std::time::Duration) -> Strin
                     )
                 })
             })
-            .collect(),
-    );
-    metric(
-        "problems",
-        "gauge",
-        "Problems `symdeploy status --check` reports.",
-        vec![(
-            format!("{{root=\"{root}\"}}"),
-            problems(s, lock_timeout).len() as f64,
-        )],
-    );
-    o
+            .collect();
+        self.gauge(
+            "drift_files",
+            "Paths of the release production or warmup points at that differ from its manifest, by kind (none for a release without a manifest).",
+            samples,
+        );
+    }
+
+    /// `problems`: how many problems `status --check` reports.
+    fn problems(&mut self, s: &Status, lock_timeout: std::time::Duration) {
+        let labels = self.root_only();
+        self.gauge(
+            "problems",
+            "Problems `symdeploy status --check` reports.",
+            vec![(labels, problems(s, lock_timeout).len() as f64)],
+        );
+    }
 }
 
 /// `symdeploy status [--json|--check|--prometheus]`.

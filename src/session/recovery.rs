@@ -379,10 +379,7 @@ pub(crate) fn undo(ctx: &Ctx, run: &Entry, why: &str) {
             output::warning(&format!("could not mark releases/{commit} failed: {e}"));
         }
     }
-    let mut end = run.end(Outcome::Rejected);
-    end.pid = std::process::id();
-    end.error = Some(format!("{git_ref}: {why}"));
-    if let Err(e) = journal::append(root, &end) {
+    if let Err(e) = journal::append(root, &run.rejected(&git_ref, why)) {
         output::warning(&format!("could not end the run in the journal: {e}"));
     }
 }

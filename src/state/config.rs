@@ -406,6 +406,38 @@ impl ParseCtx<'_> {
         }
     }
 
+    /// An error about the file as a whole (two keys that disagree), so no line.
+    fn err_file<T>(&self, message: String) -> Result<T> {
+        Err(Error::Config {
+            file: self.file.to_path_buf(),
+            line: None,
+            message,
+        })
+    }
+
+    /// A whole number in `range`, or `default` when the key is absent.
+    fn count(
+        &self,
+        key: &str,
+        v: Option<Spanned<i64>>,
+        range: std::ops::RangeInclusive<i64>,
+        default: u64,
+    ) -> Result<u64> {
+        match v {
+            None => Ok(default),
+            Some(k) if range.contains(k.get_ref()) => Ok(*k.get_ref() as u64),
+            Some(k) => self.err(
+                k.span(),
+                format!(
+                    "`{key}` must be between {} and {}, not {}",
+                    range.start(),
+                    range.end(),
+                    k.get_ref()
+                ),
+            ),
+        }
+    }
+
     fn commands(&self, key: &str, v: RawCommands, default: &[String]) -> Result<Vec<String>> {
         let Some(list) = v else {
             return Ok(default.to_vec());
@@ -647,69 +679,120 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         line: e.span().map(|s| ctx.line_of(s.start)),
         message: e.message().trim().to_string(),
     })?;
-    // The defaults are the seed's; spelled once, here.
-    let d = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-
-    let branch = match raw.branch {
-        None => "main".to_string(),
-        Some(b) => {
-            let full = format!("refs/heads/{}", b.get_ref());
-            if b.get_ref().is_empty()
-                || gix::validate::reference::name(full.as_str().into()).is_err()
-            {
-                return ctx.err(
-                    b.span(),
-                    format!("`branch` \"{}\" is not a valid branch name", b.get_ref()),
-                );
-            }
-            b.into_inner()
-        }
-    };
-    let keep_releases = match raw.keep_releases {
-        None => 5,
-        Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
-        Some(k) => {
-            return ctx.err(
-                k.span(),
-                format!(
-                    "`keep_releases` must be between 1 and 1000, not {}",
-                    k.get_ref()
-                ),
-            )
-        }
-    };
+    // The first problem found is the one reported, so the order of these
+    // steps is part of what a user sees.
+    let branch = branch(&ctx, raw.branch)?;
+    let keep_releases = ctx.count("keep_releases", raw.keep_releases, 1..=1000, 5)? as usize;
     let shared = ctx.paths(
         "shared",
         raw.shared,
-        &d(&["log", "www/data/banners", "www/data/images"]),
+        &strings(&["log", "www/data/banners", "www/data/images"]),
     )?;
-    let carry = ctx.paths("carry", raw.carry, &[])?;
-    for c in &carry {
-        if let Some(s) = shared.iter().find(|s| nested(s, c)) {
-            return Err(Error::Config {
-                file: file.to_path_buf(),
-                line: None,
-                message: format!("`carry` entry \"{c}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and need no carrying"),
-            });
-        }
-    }
-    let hook = match raw.hook {
-        None => Hook::PostReceive,
-        Some(h) => match h.get_ref().parse() {
-            Ok(hook @ (Hook::PostReceive | Hook::PreReceive)) => hook,
-            _ => {
-                let other = h.get_ref();
-                return ctx.err(
-                    h.span(),
-                    format!("`hook` must be \"post-receive\" or \"pre-receive\", not \"{other}\""),
-                );
-            }
-        },
-    };
+    let carry = carry(&ctx, raw.carry, &shared)?;
+    let hook = hook(&ctx, raw.hook)?;
     let lock_timeout = ctx.seconds("lock_timeout", raw.lock_timeout, Duration::from_secs(600))?;
     let step_timeout = ctx.seconds("step_timeout", raw.step_timeout, Duration::from_secs(1800))?;
+    let links = links(&ctx, raw.links)?;
+    let warmup = warmup(&ctx, raw.warmup.unwrap_or_default())?;
+    let promote = promote(&ctx, raw.promote.unwrap_or_default())?;
+    let web_user = web_user(&ctx, raw.web_user)?;
+    let keep_logs = ctx.count("keep_logs", raw.keep_logs, 1..=1_000_000, 100)? as usize;
+    let writable = writable(&ctx, raw.writable, &shared, web_user.is_some())?;
+    let verify_ignore = ctx.paths("verify_ignore", raw.verify_ignore, &[])?;
+    let min_free = min_free(&ctx, raw.min_free)?;
+    let journal_segment_kib = ctx.count(
+        "journal_segment_kib",
+        raw.journal_segment_kib,
+        1..=1_048_576,
+        256,
+    )?;
+    let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
+    let report = report(&ctx, raw.report)?;
+    let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
+    let access = access(&ctx, raw.access)?;
+    Ok(Config {
+        access,
+        report,
+        previews,
+        schema,
+        keep_logs,
+        min_free,
+        journal_segment_kib,
+        file: source,
+        branch,
+        keep_releases,
+        shared,
+        carry,
+        hook,
+        lock_timeout,
+        step_timeout,
+        links,
+        warmup,
+        promote,
+        web_user,
+        writable,
+        verify_ignore,
+    })
+}
 
-    let mut links = match raw.links {
+/// Owned strings for a default list. The defaults are the seed's (the
+/// template deploy.toml); they are spelled once, in the functions below.
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `branch`: the deploy branch, a name git accepts under refs/heads/.
+fn branch(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<String> {
+    let Some(b) = raw else {
+        return Ok("main".to_string());
+    };
+    let full = format!("refs/heads/{}", b.get_ref());
+    if b.get_ref().is_empty() || gix::validate::reference::name(full.as_str().into()).is_err() {
+        return ctx.err(
+            b.span(),
+            format!("`branch` \"{}\" is not a valid branch name", b.get_ref()),
+        );
+    }
+    Ok(b.into_inner())
+}
+
+/// `carry`: release paths copied from release to release; none may overlap
+/// `shared`, whose paths live in common/ instead.
+fn carry(
+    ctx: &ParseCtx,
+    raw: Option<Vec<Spanned<String>>>,
+    shared: &[String],
+) -> Result<Vec<String>> {
+    let carry = ctx.paths("carry", raw, &[])?;
+    for c in &carry {
+        if let Some(s) = shared.iter().find(|s| nested(s, c)) {
+            return ctx.err_file(format!("`carry` entry \"{c}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and need no carrying"));
+        }
+    }
+    Ok(carry)
+}
+
+/// `hook`: which git hook deploys, post-receive or (strict mode) pre-receive.
+fn hook(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<Hook> {
+    let Some(h) = raw else {
+        return Ok(Hook::PostReceive);
+    };
+    match h.get_ref().parse() {
+        Ok(hook @ (Hook::PostReceive | Hook::PreReceive)) => Ok(hook),
+        _ => {
+            let other = h.get_ref();
+            ctx.err(
+                h.span(),
+                format!("`hook` must be \"post-receive\" or \"pre-receive\", not \"{other}\""),
+            )
+        }
+    }
+}
+
+/// `[links]`: symlinks in the deploy root, each a plain name that is not
+/// one of symdeploy's own, pointing inside the root; sorted by name.
+fn links(ctx: &ParseCtx, raw: Option<Spanned<toml::Table>>) -> Result<Vec<(String, String)>> {
+    let mut links = match raw {
         None => vec![
             ("www_warmup".to_string(), "warmup/www".to_string()),
             ("www".to_string(), "production/www".to_string()),
@@ -737,17 +820,24 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             out
         }
     };
-
     // A TOML table has no order; make ours stable.
     links.sort();
-    let w = raw.warmup.unwrap_or_default();
-    let warmup = Warmup {
+    Ok(links)
+}
+
+/// `[warmup]`: the steps that prepare a pushed release.
+fn warmup(ctx: &ParseCtx, w: RawWarmup) -> Result<Warmup> {
+    Ok(Warmup {
         build: ctx.commands(
             "warmup.build",
             w.build,
-            &d(&["make production-composer", "make production-assets"]),
+            &strings(&["make production-composer", "make production-assets"]),
         )?,
-        links: ctx.commands("warmup.links", w.links, &d(&["make production-links"]))?,
+        links: ctx.commands(
+            "warmup.links",
+            w.links,
+            &strings(&["make production-links"]),
+        )?,
         migrate: ctx.commands("warmup.migrate", w.migrate, &[])?,
         check: ctx.commands("warmup.check", w.check, &[])?,
         check_timeout: ctx.seconds(
@@ -758,10 +848,14 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         notify: ctx.commands(
             "warmup.notify",
             w.notify,
-            &d(&["make deploy-notify-warmup"]),
+            &strings(&["make deploy-notify-warmup"]),
         )?,
-    };
-    let p = raw.promote.unwrap_or_default();
+    })
+}
+
+/// `[promote]`: the tag glob, the switch's steps, the watch after it, and
+/// who may sign release tags. A watch needs something to check.
+fn promote(ctx: &ParseCtx, p: RawPromote) -> Result<Promote> {
     let tags = match p.tags {
         None => "release-*".to_string(),
         Some(t) if !t.get_ref().trim().is_empty() => t.into_inner(),
@@ -774,20 +868,32 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
     };
     let promote = Promote {
         tags,
-        stop: ctx.commands("promote.stop", p.stop, &d(&["supervisorctl stop all"]))?,
+        stop: ctx.commands(
+            "promote.stop",
+            p.stop,
+            &strings(&["supervisorctl stop all"]),
+        )?,
         after_switch: ctx.commands(
             "promote.after_switch",
             p.after_switch,
-            &d(&["make production-supervisor"]),
+            &strings(&["make production-supervisor"]),
         )?,
-        start: ctx.commands("promote.start", p.start, &d(&["supervisorctl reload"]))?,
+        start: ctx.commands(
+            "promote.start",
+            p.start,
+            &strings(&["supervisorctl reload"]),
+        )?,
         check: ctx.commands("promote.check", p.check, &[])?,
         check_timeout: ctx.seconds(
             "promote.check_timeout",
             p.check_timeout,
             Duration::from_secs(30),
         )?,
-        notify: ctx.commands("promote.notify", p.notify, &d(&["make deploy-notify"]))?,
+        notify: ctx.commands(
+            "promote.notify",
+            p.notify,
+            &strings(&["make deploy-notify"]),
+        )?,
         watch: match p.watch {
             Some(w) if *w.get_ref() == 0 => Duration::ZERO,
             w => ctx.seconds("promote.watch", w, Duration::ZERO)?,
@@ -798,29 +904,8 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
             Duration::from_secs(10),
         )?,
         watch_check: Vec::new(),
-        signers: match p.signers {
-            None => None,
-            Some(s) if !s.get_ref().trim().is_empty() => Some(PathBuf::from(s.into_inner())),
-            Some(s) => {
-                return ctx.err(
-                    s.span(),
-                    "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
-                )
-            }
-        },
-        verify: match p.verify {
-            None => VerifyMode::Full,
-            Some(v) => match v.get_ref().parse() {
-                Ok(mode) => mode,
-                Err(_) => {
-                    let other = v.get_ref();
-                    return ctx.err(
-                        v.span(),
-                        format!("`promote.verify` must be \"full\", \"metadata\" or \"off\", not \"{other}\""),
-                    )
-                }
-            },
-        },
+        signers: signers(ctx, p.signers)?,
+        verify: verify_mode(ctx, p.verify)?,
     };
     let promote = Promote {
         watch_check: match p.watch_check {
@@ -830,126 +915,118 @@ pub(crate) fn parse_str(text: &str, file: &Path, source: Option<PathBuf>) -> Res
         ..promote
     };
     if !promote.watch.is_zero() && promote.watch_check.is_empty() {
-        return Err(Error::Config {
-            file: file.to_path_buf(),
-            line: None,
-            message: "`promote.watch` is set but there is nothing to check: set promote.check (or promote.watch_check)".to_string(),
-        });
+        return ctx.err_file("`promote.watch` is set but there is nothing to check: set promote.check (or promote.watch_check)".to_string());
     }
-    let web_user = match raw.web_user {
-        None => None,
-        Some(u) if valid_user_name(u.get_ref()) => Some(u.into_inner()),
-        Some(u) => {
-            return ctx.err(
-                u.span(),
+    Ok(promote)
+}
+
+/// `promote.signers`: the SSH allowed-signers file release tags are checked
+/// against (whether it exists is `symdeploy check`'s business).
+fn signers(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<Option<PathBuf>> {
+    match raw {
+        None => Ok(None),
+        Some(s) if !s.get_ref().trim().is_empty() => Ok(Some(PathBuf::from(s.into_inner()))),
+        Some(s) => ctx.err(
+            s.span(),
+            "`promote.signers` must name an SSH allowed-signers file (like \".symdeploy/allowed_signers\"), or be removed".to_string(),
+        ),
+    }
+}
+
+/// `promote.verify`: how much of a release is checked against its manifest
+/// before it is promoted.
+fn verify_mode(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<VerifyMode> {
+    let Some(v) = raw else {
+        return Ok(VerifyMode::Full);
+    };
+    match v.get_ref().parse() {
+        Ok(mode) => Ok(mode),
+        Err(_) => {
+            let other = v.get_ref();
+            ctx.err(
+                v.span(),
                 format!(
-                    "`web_user` \"{}\" is not a user name (like \"www-data\"); write the user php-fpm runs as, or remove the key",
-                    u.get_ref()
+                    "`promote.verify` must be \"full\", \"metadata\" or \"off\", not \"{other}\""
                 ),
             )
         }
-    };
-    let keep_logs = match raw.keep_logs {
-        None => 100,
-        Some(k) if (1..=1_000_000).contains(k.get_ref()) => *k.get_ref() as usize,
-        Some(k) => {
-            return ctx.err(
-                k.span(),
-                format!(
-                    "`keep_logs` must be between 1 and 1000000, not {}",
-                    k.get_ref()
-                ),
-            )
-        }
-    };
-    let writable = ctx.paths("writable", raw.writable, &[])?;
+    }
+}
+
+/// `web_user`: the user php-fpm runs as, a name safe in an ACL entry.
+fn web_user(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<Option<String>> {
+    match raw {
+        None => Ok(None),
+        Some(u) if valid_user_name(u.get_ref()) => Ok(Some(u.into_inner())),
+        Some(u) => ctx.err(
+            u.span(),
+            format!(
+                "`web_user` \"{}\" is not a user name (like \"www-data\"); write the user php-fpm runs as, or remove the key",
+                u.get_ref()
+            ),
+        ),
+    }
+}
+
+/// `writable`: release paths the web user may write. They must not overlap
+/// `shared` (made writable in common/), and need `web_user` to say who.
+fn writable(
+    ctx: &ParseCtx,
+    raw: Option<Vec<Spanned<String>>>,
+    shared: &[String],
+    has_web_user: bool,
+) -> Result<Vec<String>> {
+    let writable = ctx.paths("writable", raw, &[])?;
     for w in &writable {
         if let Some(s) = shared.iter().find(|s| nested(s, w)) {
-            return Err(Error::Config {
-                file: file.to_path_buf(),
-                line: None,
-                message: format!("`writable` entry \"{w}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and are made writable there"),
-            });
+            return ctx.err_file(format!("`writable` entry \"{w}\" overlaps `shared` entry \"{s}\"; shared paths live in common/ and are made writable there"));
         }
     }
-    if !writable.is_empty() && web_user.is_none() {
-        return Err(Error::Config {
-            file: file.to_path_buf(),
-            line: None,
-            message: "`writable` is set but `web_user` is not: say which user must write them (e.g. web_user = \"www-data\")".to_string(),
-        });
+    if !writable.is_empty() && !has_web_user {
+        return ctx.err_file("`writable` is set but `web_user` is not: say which user must write them (e.g. web_user = \"www-data\")".to_string());
     }
-    let verify_ignore = ctx.paths("verify_ignore", raw.verify_ignore, &[])?;
-    let min_free = match raw.min_free {
-        None => MinFree::Auto,
-        Some(m) => match MinFree::parse(m.get_ref()) {
-            Some(v) => v,
-            None => {
-                return ctx.err(
-                    m.span(),
-                    format!(
-                        "`min_free` must be \"auto\", \"off\", a percentage up to 90% (\"10%\") or a size (\"1GiB\", \"512MiB\", \"0\"), not \"{}\"",
-                        m.get_ref()
-                    ),
-                )
-            }
-        },
+    Ok(writable)
+}
+
+/// `min_free`: the space a deploy keeps free on the root's filesystem.
+fn min_free(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<MinFree> {
+    let Some(m) = raw else {
+        return Ok(MinFree::Auto);
     };
-    let journal_segment_kib = match raw.journal_segment_kib {
-        None => 256,
-        Some(k) if (1..=1_048_576).contains(k.get_ref()) => *k.get_ref() as u64,
-        Some(k) => {
-            return ctx.err(
-                k.span(),
-                format!(
-                    "`journal_segment_kib` must be between 1 and 1048576, not {}",
-                    k.get_ref()
-                ),
-            )
-        }
+    match MinFree::parse(m.get_ref()) {
+        Some(v) => Ok(v),
+        None => ctx.err(
+            m.span(),
+            format!(
+                "`min_free` must be \"auto\", \"off\", a percentage up to 90% (\"10%\") or a size (\"1GiB\", \"512MiB\", \"0\"), not \"{}\"",
+                m.get_ref()
+            ),
+        ),
+    }
+}
+
+/// `report`: the directory deploy reports are written to, if any.
+fn report(ctx: &ParseCtx, raw: Option<Spanned<String>>) -> Result<Option<PathBuf>> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get_ref().trim().is_empty() => ctx.err(
+            r.span(),
+            "`report` must name a directory, e.g. \"report\"".into(),
+        ),
+        Some(r) => Ok(Some(PathBuf::from(r.get_ref()))),
+    }
+}
+
+/// `[access]`: which deployers may push and which may release; without the
+/// table, everyone who can push may do both.
+fn access(ctx: &ParseCtx, raw: Option<RawAccess>) -> Result<Option<crate::sys::deployer::Roles>> {
+    let Some(a) = raw else {
+        return Ok(None);
     };
-    let previews = previews(&ctx, raw.previews.unwrap_or_default(), &warmup, &branch)?;
-    let report = match raw.report {
-        None => None,
-        Some(r) if r.get_ref().trim().is_empty() => {
-            return ctx.err(
-                r.span(),
-                "`report` must name a directory, e.g. \"report\"".into(),
-            )
-        }
-        Some(r) => Some(PathBuf::from(r.get_ref())),
-    };
-    let schema = schema(&ctx, raw.migrations, raw.migrations_applied, raw.rollback)?;
-    let access = match raw.access {
-        None => None,
-        Some(a) => Some(crate::sys::deployer::Roles {
-            push: ctx.names("access.push", a.push)?,
-            release: ctx.names("access.release", a.release)?,
-        }),
-    };
-    Ok(Config {
-        access,
-        report,
-        previews,
-        schema,
-        keep_logs,
-        min_free,
-        journal_segment_kib,
-        file: source,
-        branch,
-        keep_releases,
-        shared,
-        carry,
-        hook,
-        lock_timeout,
-        step_timeout,
-        links,
-        warmup,
-        promote,
-        web_user,
-        writable,
-        verify_ignore,
-    })
+    Ok(Some(crate::sys::deployer::Roles {
+        push: ctx.names("access.push", a.push)?,
+        release: ctx.names("access.release", a.release)?,
+    }))
 }
 
 fn schema(
@@ -1019,32 +1096,8 @@ fn previews(ctx: &ParseCtx, p: RawPreviews, warmup: &Warmup, branch: &str) -> Re
             Some(glob.to_string())
         }
     };
-    let keep = match p.keep {
-        None => 10,
-        Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
-        Some(k) => {
-            return ctx.err(
-                k.span(),
-                format!(
-                    "`previews.keep` must be between 1 and 1000, not {}",
-                    k.get_ref()
-                ),
-            )
-        }
-    };
-    let ttl_days = match p.ttl_days {
-        None => 14,
-        Some(k) if (1..=3650).contains(k.get_ref()) => *k.get_ref() as u64,
-        Some(k) => {
-            return ctx.err(
-                k.span(),
-                format!(
-                    "`previews.ttl_days` must be between 1 and 3650, not {}",
-                    k.get_ref()
-                ),
-            )
-        }
-    };
+    let keep = ctx.count("previews.keep", p.keep, 1..=1000, 10)? as usize;
+    let ttl_days = ctx.count("previews.ttl_days", p.ttl_days, 1..=3650, 14)?;
     let seed = match p.seed {
         None => None,
         Some(s) if s.get_ref().trim().is_empty() => None,

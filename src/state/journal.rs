@@ -341,6 +341,15 @@ impl Entry {
             ..self.clone()
         }
     }
+
+    /// The end of a strict run git did not keep (`rejected`), written by
+    /// this process, saying which ref and why.
+    pub(crate) fn rejected(&self, git_ref: &str, why: &str) -> Entry {
+        let mut end = self.end(Outcome::Rejected);
+        end.pid = std::process::id();
+        end.error = Some(format!("{git_ref}: {why}"));
+        end
+    }
 }
 
 /// ROOT/.symdeploy/open: one file per run that started and has not ended.
@@ -366,9 +375,13 @@ pub(crate) fn production_file(root: &Root) -> PathBuf {
 const PRODUCTION_KEPT: usize = 100;
 
 fn open_file(root: &Root, run: &str) -> PathBuf {
-    // Run ids are ours (hex time, pid); never let one name another path.
-    let safe: String = run
-        .chars()
+    open_dir(root).join(format!("{}.json", file_stem(run)))
+}
+
+/// A run id as part of a file name. Run ids are ours (hex time, pid), but
+/// one read back from a file never gets to name another path.
+pub(crate) fn file_stem(run: &str) -> String {
+    run.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c
@@ -376,8 +389,7 @@ fn open_file(root: &Root, run: &str) -> PathBuf {
                 '_'
             }
         })
-        .collect();
-    open_dir(root).join(format!("{safe}.json"))
+        .collect()
 }
 
 /// Write `bytes` to `path` atomically and durably.

@@ -83,17 +83,8 @@ fn current_path(root: &Root) -> PathBuf {
 }
 
 fn progress_path(root: &Root, run: &str) -> PathBuf {
-    let safe: String = run
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    root.watch_dir().join(format!("{safe}.progress"))
+    root.watch_dir()
+        .join(format!("{}.progress", journal::file_stem(run)))
 }
 
 /// The watch under way, if any.

@@ -1,4 +1,4 @@
-//! Issue 6: `symdeploy export` and `carry`, through the real binary.
+//! `symdeploy export` and `carry`, through the real binary.
 
 use crate::common::*;
 use std::os::unix::fs::MetadataExt;

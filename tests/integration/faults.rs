@@ -1,5 +1,5 @@
-//! Issue 4: the fault-tolerance suite (quick cases; scripts/faults has the long
-//! runs). Every fault is followed by the invariants of the issue: production
+//! The fault-tolerance suite (quick cases; scripts/faults has the long
+//! runs). Every fault is followed by the deploy invariants: production
 //! and warmup resolve to complete ready releases matching their commits,
 //! common/ is unchanged, the daemons are not left stopped, no stale lock, and
 //! the next deploy succeeds and removes the leftovers. Real binary, real git.
@@ -146,7 +146,7 @@ fn state_fingerprint(env: &Env) -> String {
     s
 }
 
-/// All the invariants of the issue at one instant.
+/// All the deploy invariants at one instant.
 fn assert_invariants(env: &Env, common_before: &BTreeMap<String, String>, context: &str) {
     assert_link_sound(env, "production", SHARED);
     assert_link_sound(env, "warmup", SHARED);

@@ -1,5 +1,5 @@
 //! Preview environments per branch, through real `git push` to a real bare
-//! repository: every "Done when" item of issue 15 that needs no web server
+//! repository: everything about previews that needs no web server
 //! (tests/integration/stack.rs serves them with the real nginx and php-fpm).
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Issue 3: promote, rollback and the release lifecycle. Real binary, real git.
+//! Promote, rollback and the release lifecycle. Real binary, real git.
 //!
 //! The daemons are simulated: `stop` and `start` append a line to
 //! ROOT/trace.log saying where they ran and what `production` pointed at, so

@@ -49,7 +49,7 @@ start = ["true"]
 notify = []
 "#;
 
-/// The whole story of issue 11 on one machine, as root playing the operator.
+/// The whole story of a server set up for several deployers, on one machine, as root playing the operator.
 #[test]
 fn deploy_user_pushes_by_file_and_ssh_and_cleans_up_what_www_data_wrote() {
     if !need_root("useradd, setpriv") {

@@ -1,4 +1,4 @@
-//! Issue 9: Ctrl-C, SIGTERM and a hung-up terminal during a promote or a
+//! Ctrl-C, SIGTERM and a hung-up terminal during a promote or a
 //! warm-up; recovery running the interrupted run's own commands; a cleanup
 //! problem after a promote is only a warning. Real binary, real git; each
 //! symdeploy runs in its own process group, which the test signals the way a

@@ -1,4 +1,4 @@
-//! Issue 5: the real stack, end to end. SSH pushes into a deploy root served by
+//! The real stack, end to end. SSH pushes into a deploy root served by
 //! nginx + php-fpm (opcache, `$realpath_root`) with a supervisord worker; two
 //! hosts behind one remote; 20 promote/rollback rounds under wrk load.
 //!
@@ -1502,7 +1502,7 @@ fn docs_snippets_are_the_configs_the_servers_run() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Previews (issue 15)
+// 5. Previews
 // ---------------------------------------------------------------------------
 
 /// The server block nginx runs (the one holding `marker`) is the book's

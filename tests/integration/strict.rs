@@ -1,4 +1,4 @@
-//! Issue 14: strict mode flips only what git accepted, recovery decides by what
+//! Strict mode flips only what git accepted, recovery decides by what
 //! git kept, and the holes an adversarial run found (deploy.toml types, user
 //! input in path components, control characters in output). Real binary,
 //! real git pushes.

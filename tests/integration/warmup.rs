@@ -1,4 +1,4 @@
-//! Issue 2: `git push deploy main` warms up a release. Real binary, real git.
+//! `git push deploy main` warms up a release. Real binary, real git.
 
 use crate::common::*;
 use std::time::{Duration, Instant};

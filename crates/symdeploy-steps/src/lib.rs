@@ -1011,8 +1011,11 @@ mod tests {
     fn the_orphan_record_lives_exactly_as_long_as_the_step_and_names_it() {
         let t = tempfile::tempdir().unwrap();
         let record = t.path().join("step");
+        // The record gets the process group right after the spawn: the
+        // step may already run by then, so it waits (at most 5 s) to see it.
         let seen = format!(
-            "cp {r} seen && grep -qx \"${STEP_VAR}\" {r} && echo $$ > pid",
+            "i=0; while [ -z \"$(sed -n 2p {r})\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; \
+             cp {r} seen && grep -qx \"${STEP_VAR}\" {r} && echo $$ > pid",
             r = record.display()
         );
         let mut step = in_dir(&seen, t.path());
