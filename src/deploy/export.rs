@@ -71,6 +71,15 @@ impl Source {
                 started.elapsed().as_secs()
             ))
         };
+        if cfg!(feature = "bench-without-manifest") {
+            let stats = symdeploy_export::export_tree_reporting(
+                repo,
+                self.tree,
+                dest,
+                Some((progress_every(), &report)),
+            )?;
+            return Ok((stats, Vec::new()));
+        }
         Ok(symdeploy_export::export_tree_recording(
             repo,
             self.tree,

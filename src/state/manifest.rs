@@ -154,8 +154,8 @@ pub(crate) fn path_of(root: &Root, name: &ReleaseName) -> PathBuf {
 }
 
 /// Scan the release directory `dir` and store its manifest as `name`
-/// (atomically; not synced: the caller's sync of the filesystem before
-/// `ready` covers it, see [`write`]). Returns how many entries it has.
+/// (atomically; not synced: the caller syncs it before `ready`, see
+/// [`write`] and [`make_durable`]). Returns how many entries it has.
 /// `known`: files hashed already whose hash stands while their stamp does
 /// (what the export wrote, see `crate::deploy::manifest_seed`); every other
 /// file is read and hashed.
@@ -199,8 +199,8 @@ pub(crate) fn record(
 /// `durable`: fsync it and its directory too. A warm-up passes false: on
 /// ext4 an fsync commits the journal, which first writes out every dirty
 /// page of the filesystem, i.e. the whole fresh export, so it would pay
-/// the release's sync here; the syncfs that follows before `ready` covers
-/// the manifest instead (and syncs its filesystem too if it is another).
+/// the release's sync here; it writes the manifest while the release is
+/// synced and calls [`make_durable`] once that sync is done.
 pub(crate) fn write(root: &Root, name: &ReleaseName, m: &Manifest, durable: bool) -> Result<()> {
     let dir = root.manifests();
     std::fs::create_dir_all(&dir).at("create directory", &dir)?;
@@ -237,6 +237,18 @@ pub(crate) fn write(root: &Root, name: &ReleaseName, m: &Manifest, durable: bool
     if durable {
         crate::sys::symlink::sync_dir(&dir);
     }
+    Ok(())
+}
+
+/// fsync the stored manifest of `name` and its directory: for a manifest
+/// written with `durable` false while (or after) its filesystem was synced,
+/// before anything that vouches for it is recorded. After the release's
+/// sync this commits little more than the manifest itself.
+pub(crate) fn make_durable(root: &Root, name: &ReleaseName) -> Result<()> {
+    let path = path_of(root, name);
+    let file = std::fs::File::open(&path).at("open", &path)?;
+    file.sync_all().at("sync", &path)?;
+    crate::sys::symlink::sync_dir(&root.manifests());
     Ok(())
 }
 

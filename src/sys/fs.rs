@@ -19,12 +19,6 @@ pub(crate) fn sync_filesystem(dir: &Path) -> crate::error::Result<()> {
     Ok(())
 }
 
-/// The device a path is on (`None` if it cannot be examined).
-pub(crate) fn device_of(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.dev())
-}
-
 /// A token unique to this moment and process (journal runs, step marks).
 pub(crate) fn unique_token() -> String {
     let nanos = std::time::SystemTime::now()
