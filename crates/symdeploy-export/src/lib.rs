@@ -33,6 +33,17 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Commit everything in `work` (a new repository) and open it: the
+    /// repository and the commit's tree, for the export tests.
+    pub(super) fn commit_all(work: &Path) -> (gix::Repository, gix::ObjectId) {
+        git(work, &["init", "-q"]);
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-qm", "files"]);
+        let tree = git(work, &["rev-parse", "HEAD^{tree}"]);
+        let tree = gix::ObjectId::from_hex(tree.as_bytes()).expect("a tree id");
+        (gix::open(work).expect("the repository opens"), tree)
+    }
+
     /// A tree of files, an executable, a symlink and an export-ignored
     /// path lands as git archive would write it; the directory must be new.
     #[test]
@@ -87,7 +98,6 @@ mod tests {
 #[cfg(test)]
 mod progress_tests {
     use std::path::Path;
-    use std::process::Command;
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -101,21 +111,7 @@ mod progress_tests {
         for i in 0..10000 {
             std::fs::write(work.join("d").join(format!("f{i}")), format!("{i}\n")).unwrap();
         }
-        let git = |args: &[&str]| {
-            let out = Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-                .args(args)
-                .current_dir(&work)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-qm", "many"]);
-        let tree = gix::ObjectId::from_hex(git(&["rev-parse", "HEAD^{tree}"]).as_bytes()).unwrap();
-        let repo = gix::open(&work).unwrap();
+        let (repo, tree) = crate::tests::commit_all(&work);
         let seen = Mutex::new(Vec::new());
         let report = |p: crate::Progress| seen.lock().unwrap().push(p);
         let stats = crate::export_tree_reporting(
@@ -140,7 +136,6 @@ mod progress_tests {
 #[cfg(test)]
 mod recording_tests {
     use std::os::unix::fs::MetadataExt;
-    use std::process::Command;
 
     /// What the export hashes and stamps is what lands on disk: every
     /// regular file once, none of the symlinks, the hash of the bytes read
@@ -156,21 +151,7 @@ mod recording_tests {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(work.join("a/big.bin"), &big).unwrap();
         std::os::unix::fs::symlink("a/b/small.txt", work.join("link")).unwrap();
-        let git = |args: &[&str]| {
-            let out = Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-                .args(args)
-                .current_dir(&work)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-qm", "files"]);
-        let tree = gix::ObjectId::from_hex(git(&["rev-parse", "HEAD^{tree}"]).as_bytes()).unwrap();
-        let repo = gix::open(&work).unwrap();
+        let (repo, tree) = crate::tests::commit_all(&work);
         // Loose objects: the 300 kB blob is streamed above this threshold
         // (other tests in this process only stream more of their files).
         std::env::set_var("SYMDEPLOY_STREAM_THRESHOLD", "100000");
