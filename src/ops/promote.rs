@@ -172,8 +172,9 @@ fn promote_with(
         // Its manifest was written a moment ago, by this process, from
         // these very files: checking it again would only cost time.
     } else if built_now {
-        output::detail(
-            "its files are the ones its manifest was made from a moment ago; not hashed again",
+        // Said in the run log only: the screen is as it was before the check existed.
+        output::log_only(
+            "       verify: skipped, its manifest was made from these files a moment ago by this run",
         );
     } else {
         crate::deploy::verify::before_switch(ctx, commit, crate::deploy::verify::Before::Promote)?;

@@ -236,6 +236,50 @@ fn promote_refuses_a_release_changed_after_its_warmup_before_any_stop() {
     assert_eq!(env.pointed("production").as_deref(), Some(second.as_str()));
 }
 
+/// `git push -o promote` does not hash again a release its own warm-up
+/// has just built; a release that was ready before the push is still
+/// checked, and refused when it changed.
+#[test]
+fn push_o_promote_checks_a_release_that_was_ready_before_the_push() {
+    let env = env();
+    let first = deploy(&env);
+    env.write("www/index.php", "<?php echo 'v2';\n");
+    let second = env.commit("v2");
+    // The commit reaches the server on another branch (not deployed) and is
+    // warmed up by hand: ready before the push that promotes it.
+    env.push_ok(&["HEAD:refs/heads/elsewhere"]);
+    let o = env.symdeploy(&["warmup", &second]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(env.release(&second).join("www/shell.php"), "<?php").unwrap();
+    env.clear_trace();
+
+    let t = text(&env.push(&["-o", "promote", "HEAD:main"]));
+    assert!(
+        t.contains(&format!(
+            "releases/{} has changed since its warm-up (1 difference): added: www/shell.php; not promoting it",
+            &second[..12]
+        )),
+        "{t}"
+    );
+    assert_eq!(env.pointed("production").as_deref(), Some(first.as_str()));
+    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+
+    // A commit the push itself warms up is promoted without a second hash.
+    env.write("www/index.php", "<?php echo 'v3';\n");
+    let third = env.commit("v3");
+    env.push_ok(&["-o", "promote", "HEAD:main"]);
+    assert_eq!(env.pointed("production").as_deref(), Some(third.as_str()));
+    let logs = std::fs::read_dir(env.root.join(".symdeploy/logs")).unwrap();
+    let skipped = logs.flatten().any(|l| {
+        std::fs::read_to_string(l.path())
+            .is_ok_and(|t| t.contains("verify: skipped, its manifest was made from these files"))
+    });
+    assert!(
+        skipped,
+        "the promote's run log says why it did not hash again"
+    );
+}
+
 #[test]
 fn promote_verify_off_skips_the_check() {
     let env = env();
