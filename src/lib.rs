@@ -166,6 +166,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// and turn an error into an operator's message and an exit code.
 pub fn main() -> std::process::ExitCode {
     use clap::Parser;
+    // Before any thread exists (see there why): a deploy's export then
+    // never waits for the kernel to grow the descriptor table.
+    symdeploy_export::reserve_descriptors();
     let cli = Cli::parse();
     if cli.command.only_reads() {
         // `symdeploy status | head` must end quietly like any Unix filter,

@@ -13,7 +13,8 @@ mod tree;
 
 pub use error::{Error, Result};
 pub use tree::{
-    export_tree, export_tree_recording, export_tree_reporting, tree_bytes, Progress, Stats, Written,
+    export_tree, export_tree_recording, export_tree_reporting, reserve_descriptors, tree_bytes,
+    Progress, Stats, Written,
 };
 
 #[cfg(test)]
@@ -187,5 +188,29 @@ mod recording_tests {
         let plain = crate::export_tree(&repo, tree, &again).unwrap();
         assert_eq!(plain.files, 3);
         assert_eq!(std::fs::read(again.join("a/big.bin")).unwrap(), big);
+    }
+}
+
+#[cfg(test)]
+mod descriptor_tests {
+    use nix::sys::resource::{getrlimit, Resource};
+
+    /// The kernel's own figure for this process's descriptor table.
+    fn table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line["FDSize:".len()..].trim().parse().unwrap()
+    }
+
+    /// The table is grown to its final size in one step and the limit on
+    /// open files is left as it was.
+    #[test]
+    fn reserving_grows_the_table_and_leaves_the_limit() {
+        let before = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        crate::reserve_descriptors();
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), before);
+        if before.1 >= 4096 {
+            assert!(table_size() >= 4096, "FDSize {}", table_size());
+        }
     }
 }
