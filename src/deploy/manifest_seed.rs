@@ -1,12 +1,13 @@
-//! What the export hashed, as the manifest's head start.
+//! What the export wrote, as the manifest's head start.
 //!
-//! The export writes every file from bytes it holds in memory, so it hashes
-//! them there (`symdeploy_export::export_tree_recording`) and notes the
-//! stamp each file had once written (inode, size, ctime, mtime, from fstat
-//! on the descriptor the bytes went through). At the end of the warm-up the
-//! manifest walks the release as before but takes that hash for every file
-//! whose stamp is still the one the export saw, and hashes only what the
-//! build made or touched: the warm-up no longer reads the whole release back.
+//! The export writes every file from a blob the tree names, unchanged, so it
+//! knows each file's git blob id without hashing a byte
+//! (`symdeploy_export::export_tree_recording`), and it notes the stamp each
+//! file had once written (inode, size, ctime, mtime, from fstat on the
+//! descriptor the bytes went through). At the end of the warm-up the
+//! manifest walks the release as before but records the blob id for every
+//! file whose stamp is still the one the export saw, and hashes only what
+//! the build made or touched: the warm-up reads none of the release back.
 //!
 //! Why an equal stamp means equal content. Every change of a file's content
 //! (and of its mode, owner, links) sets its ctime from the kernel's clock,
@@ -21,7 +22,7 @@
 //! links, steps and ACLs all come after it), so a stamp whose ctime is older
 //! than that reading by more than the granularity cannot be the stamp of any
 //! later change: if the file's stamp is still that one, its content is still
-//! what the export hashed. A file written by the export within that margin
+//! what the export wrote. A file written by the export within that margin
 //! of the end could share its tick with a change by the build, so it is
 //! hashed again, as is everything whose inode, size, ctime or mtime moved.
 //!
@@ -34,11 +35,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::time::{clock_getres, clock_gettime, ClockId};
 
-use crate::state::manifest::{FileEntry, Kind, Manifest, Stamp};
+use crate::state::manifest::{Digest, FileEntry, Kind, Manifest, Stamp};
 
 const SECOND_NS: i128 = 1_000_000_000;
 
-/// The files of one export, hashed and stamped as written, and the clocks
+/// The files of one export with their blob ids and stamps as written, and the clocks
 /// when the export was done (nothing else had written to the release yet).
 pub(crate) struct Seed {
     files: Vec<symdeploy_export::Written>,
@@ -90,12 +91,18 @@ impl Seed {
             .files
             .iter()
             .filter(|w| w.ctime_ns < trusted_before)
-            .map(|w| FileEntry {
+            .filter_map(|w| {
+                // A SHA-256 repository's ids are not blob ids of this format:
+                // such a file is hashed (BLAKE3) like one the build made.
+                let blob: [u8; 20] = w.blob.as_slice().try_into().ok()?;
+                Some((w, blob))
+            })
+            .map(|(w, blob)| FileEntry {
                 path: w.path.clone(),
                 kind: Kind::File,
                 mode: w.mode,
                 size: w.size,
-                hash: Some(w.blake3),
+                hash: Some(Digest::GitBlob(blob)),
                 target: None,
                 stamp: Stamp {
                     ino: w.ino,
@@ -147,7 +154,12 @@ mod tests {
         let m = std::fs::symlink_metadata(&p).unwrap();
         symdeploy_export::Written {
             path: path.as_bytes().to_vec(),
-            blake3: *blake3::hash(&std::fs::read(&p).unwrap()).as_bytes(),
+            blob: gix::objs::compute_hash(
+                gix::hash::Kind::Sha1,
+                gix::objs::Kind::Blob,
+                &std::fs::read(&p).unwrap(),
+            )
+            .unwrap(),
             size: m.len(),
             mode: m.mode() & 0o7777,
             ino: m.ino(),
@@ -211,15 +223,26 @@ mod tests {
         let known = seed.known().unwrap();
         assert_eq!(known.entries.len(), 3, "all three were written long before");
         let quick = scan(p, &[], Depth::Metadata, Some(&known)).unwrap();
-        let full = scan(p, &[], Depth::Full, None).unwrap();
+        // Every file read again, each in the hash it is recorded with (the
+        // export's blob ids; BLAKE3 for the one the build added).
+        let full = scan(p, &[], Depth::Full, Some(&known)).unwrap();
         assert_eq!(quick, full);
+        let hashes: Vec<bool> = full
+            .iter()
+            .map(|e| matches!(e.hash, Some(Digest::GitBlob(_))))
+            .collect();
+        assert_eq!(
+            hashes,
+            vec![true, false, true, true],
+            "inplace, new, renamed, same"
+        );
         assert!(diff(&full, &quick, &[]).is_empty());
         // And the recorded hash was taken where nothing changed: a seed
         // with a wrong hash for `same` shows through, one for the others
         // does not.
         let mut forged = known.clone();
         for e in &mut forged.entries {
-            e.hash = Some([0; 32]);
+            e.hash = Some(Digest::GitBlob([0; 20]));
         }
         let seeded = scan(p, &[], Depth::Metadata, Some(&forged)).unwrap();
         let d: Vec<Vec<u8>> = diff(&full, &seeded, &[])

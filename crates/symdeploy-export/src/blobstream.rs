@@ -26,13 +26,11 @@ const CHUNK: usize = 1 << 20;
 
 /// Write blob `id` of `size` bytes into `out`, inflating it from its loose
 /// file or its pack entry. `Ok(false)`: not streamable, nothing was written.
-/// `hasher`, if any, is fed every byte written.
 pub(crate) fn stream(
     objects: &Path,
     id: &ObjectId,
     size: u64,
     out: &mut File,
-    mut hasher: Option<&mut blake3::Hasher>,
 ) -> std::io::Result<bool> {
     for dir in object_dirs(objects) {
         let hex = id.to_string();
@@ -54,7 +52,7 @@ pub(crate) fn stream(
             if header != format!("blob {size}").as_bytes() {
                 return Ok(false);
             }
-            copy_exact(&mut z, out, size, hasher.as_deref_mut())?;
+            copy_exact(&mut z, out, size)?;
             return Ok(true);
         }
         let Ok(packs) = std::fs::read_dir(dir.join("pack")) else {
@@ -90,7 +88,7 @@ pub(crate) fn stream(
                 return Ok(false); // a delta: gix resolves those
             }
             let mut z = Inflater::new(pack);
-            copy_exact(&mut z, out, size, hasher.as_deref_mut())?;
+            copy_exact(&mut z, out, size)?;
             return Ok(true);
         }
     }
@@ -120,12 +118,7 @@ fn object_dirs(objects: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn copy_exact(
-    from: &mut impl Read,
-    to: &mut File,
-    size: u64,
-    mut hasher: Option<&mut blake3::Hasher>,
-) -> std::io::Result<()> {
+fn copy_exact(from: &mut impl Read, to: &mut File, size: u64) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut left = size;
     while left > 0 {
@@ -138,9 +131,6 @@ fn copy_exact(
             ));
         }
         to.write_all(&buf[..n])?;
-        if let Some(h) = hasher.as_deref_mut() {
-            h.update(&buf[..n]);
-        }
         left -= n as u64;
     }
     Ok(())

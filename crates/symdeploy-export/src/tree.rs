@@ -107,8 +107,9 @@ pub fn tree_bytes(repo: &gix::Repository, tree: ObjectId) -> Result<u64> {
 
 /// One regular file as the export wrote it, for a caller that must vouch
 /// for the release's content later (a manifest) without reading every file
-/// back: BLAKE3 of the bytes while they were in memory, and what `fstat`
-/// said of the open file once they were all written.
+/// back: the id of the blob it wrote (the bytes are the blob's, unchanged:
+/// the export applies no filter), and what `fstat` said of the open file
+/// once they were all written.
 ///
 /// The stamp is taken after the last write, on the descriptor the bytes went
 /// through, so it names that inode as its content stands at the end of the
@@ -121,8 +122,8 @@ pub fn tree_bytes(repo: &gix::Repository, tree: ObjectId) -> Result<u64> {
 pub struct Written {
     /// Path relative to the export's top, `/`-separated, as bytes.
     pub path: Vec<u8>,
-    /// BLAKE3 of the content.
-    pub blake3: [u8; 32],
+    /// The git blob id of the content (the blob the tree names).
+    pub blob: ObjectId,
     /// Size in bytes.
     pub size: u64,
     /// Permission bits as created (`mode & 0o7777`, after the umask).
@@ -160,10 +161,10 @@ pub fn export_tree_reporting(
     export(repo, tree, dest, report, false).map(|(stats, _)| stats)
 }
 
-/// [`export_tree_reporting`], also hashing every regular file as it is
-/// written (in the writer threads, from the bytes in hand) and returning
-/// them, sorted by path, with the stamp each had once written ([`Written`]).
-/// Symlinks are not in the list.
+/// [`export_tree_reporting`], also returning every regular file it wrote,
+/// sorted by path, with its blob id and the stamp it had once written
+/// ([`Written`]). Symlinks are not in the list. Costs an `fstat` per file;
+/// nothing is hashed (the tree names each file's blob).
 pub fn export_tree_recording(
     repo: &gix::Repository,
     tree: ObjectId,
@@ -505,21 +506,16 @@ fn worker(
     written
 }
 
-/// The [`Written`] of a file just written through `file`: its hash and
+/// The [`Written`] of a file just written through `file`: its blob and
 /// what fstat says of it now that every byte is in.
-fn written(
-    job: &Job,
-    file: &std::fs::File,
-    hash: blake3::Hash,
-    shared: &Shared,
-) -> Result<Written> {
+fn written(job: &Job, file: &std::fs::File, shared: &Shared) -> Result<Written> {
     use std::os::unix::fs::MetadataExt;
     let meta = file
         .metadata()
         .map_err(|e| Error::io("examine", shared.path(job.path.as_ref()), e))?;
     Ok(Written {
         path: job.path.to_vec(),
-        blake3: *hash.as_bytes(),
+        blob: job.id,
         size: meta.len(),
         mode: meta.mode() & 0o7777,
         ino: meta.ino(),
@@ -572,8 +568,7 @@ fn write_job(
             file.write_all(blob.data)
                 .map_err(|e| Error::io("write", shared.path(job.path.as_ref()), e))?;
             if shared.record {
-                let hash = blake3::hash(blob.data);
-                written_files.push(written(job, &file, hash, shared)?);
+                written_files.push(written(job, &file, shared)?);
             }
             shared.files.fetch_add(1, Ordering::Relaxed);
             let len = blob.data.len() as u64;
@@ -605,9 +600,8 @@ fn write_streamed(
     let name = OsStr::from_bytes(&job.path[job.name_at..]);
     let mut file = std::fs::File::from(create_file(job, shared)?);
     let path = shared.path(job.path.as_ref());
-    let mut hasher = shared.record.then(blake3::Hasher::new);
     let streamed = shared
-        .reading(|| crate::blobstream::stream(&objects, &job.id, size, &mut file, hasher.as_mut()))
+        .reading(|| crate::blobstream::stream(&objects, &job.id, size, &mut file))
         .map_err(|e| Error::io("write", &path, e))?;
     if !streamed {
         // Not streamable (a delta): the ordinary path creates it again.
@@ -619,8 +613,8 @@ fn write_streamed(
         return Ok(false);
     }
     tracing::info!(path = %job.path, size, "streamed from the object store");
-    if let Some(h) = hasher {
-        written_files.push(written(job, &file, h.finalize(), shared)?);
+    if shared.record {
+        written_files.push(written(job, &file, shared)?);
     }
     shared.files.fetch_add(1, Ordering::Relaxed);
     shared.bytes.fetch_add(size, Ordering::Relaxed);
