@@ -51,7 +51,7 @@ impl Source {
 
     /// [`Source::export`], and a long export says how far it has come every
     /// few seconds, so the pusher does not stare at a silent stage.
-    /// Every file is hashed as it is written, for the manifest
+    /// Every file comes back with its blob id and stamp, for the manifest
     /// (`crate::deploy::manifest_seed`).
     pub(crate) fn export_showing_progress(
         &self,

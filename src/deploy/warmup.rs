@@ -465,7 +465,7 @@ pub(crate) struct Exported<'a> {
     pub(crate) what: &'a str,
     /// Prefix of the steps' fault points (`preview-` for previews).
     pub(crate) fault_prefix: &'a str,
-    /// What the export hashed: the manifest reads only the files changed since.
+    /// What the export wrote (blob ids, stamps): the manifest reads only the files changed since.
     pub(crate) seed: Option<&'a crate::deploy::manifest_seed::Seed>,
 }
 
@@ -600,7 +600,7 @@ pub(crate) fn migrate_elsewhere() {
 /// The export stage of a warm-up or a preview: `commit` exported to a
 /// temporary directory in releases/, its REVISION written, renamed to
 /// `releases/<name>` (one rename), with the stage's one-line summary.
-/// Nothing is left behind when it fails. Returns what the export hashed,
+/// Nothing is left behind when it fails. Returns what the export wrote,
 /// taken once the release is in place and before anything else writes to it.
 pub(crate) fn export_stage(
     ctx: &Ctx,
