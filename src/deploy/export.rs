@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use gix::ObjectId;
 pub(crate) use symdeploy_export::Stats;
@@ -50,33 +51,44 @@ impl Source {
     }
 
     /// [`Source::export`], and a long export says how far it has come every
-    /// few seconds, so the pusher does not stare at a silent stage.
+    /// few seconds, so the pusher does not stare at a silent stage; the
+    /// bytes written so far go to `writeback` as they grow.
     /// Every file comes back with its blob id and stamp, for the manifest
     /// (`crate::deploy::manifest_seed`).
     pub(crate) fn export_showing_progress(
         &self,
         repo: &gix::Repository,
         dest: &Path,
+        writeback: &crate::deploy::writeback::Writeback,
     ) -> Result<(Stats, Vec<symdeploy_export::Written>)> {
         let started = std::time::Instant::now();
+        let every = progress_every();
+        // Milliseconds since `started` of the last line shown.
+        let shown = std::sync::atomic::AtomicU64::new(0);
         let report = |p: symdeploy_export::Progress| {
+            writeback.written(p.bytes);
+            let now = started.elapsed();
+            let last = std::time::Duration::from_millis(shown.load(Ordering::Relaxed));
             // Nothing written yet (the walk is still reading trees) says nothing.
-            if p.files == 0 {
+            if p.files == 0 || now < last + every {
                 return;
             }
+            shown.store(now.as_millis() as u64, Ordering::Relaxed);
             crate::sys::output::detail(&format!(
                 "{} so far ({}, {}s)",
                 crate::sys::output::count(p.files, "file", "files"),
                 crate::sys::fs::human_bytes(p.bytes),
-                started.elapsed().as_secs()
+                now.as_secs()
             ))
         };
+        // Often enough for the writeback to follow the bytes closely.
+        let poll = every.min(WRITEBACK_POLL);
         if cfg!(feature = "bench-without-manifest") {
             let stats = symdeploy_export::export_tree_reporting(
                 repo,
                 self.tree,
                 dest,
-                Some((progress_every(), &report)),
+                Some((poll, &report)),
             )?;
             return Ok((stats, Vec::new()));
         }
@@ -84,7 +96,7 @@ impl Source {
             repo,
             self.tree,
             dest,
-            Some((progress_every(), &report)),
+            Some((poll, &report)),
         )?)
     }
 
@@ -113,6 +125,10 @@ pub(crate) fn write_revision(dir: &Path, commit: Commit) -> Result<()> {
     f.write_all(format!("{commit}\n").as_bytes())
         .at("write", &path)
 }
+
+/// How often the export's progress reaches the writeback: at 0.3 GB/s,
+/// every 8 MiB.
+const WRITEBACK_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// How often a long export says how far it has come: every 5 s, or
 /// SYMDEPLOY_EXPORT_PROGRESS_MS (tests make it short).

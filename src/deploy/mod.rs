@@ -18,3 +18,4 @@ pub(crate) mod switch_report;
 pub(crate) mod verify;
 pub(crate) mod warmup;
 pub(crate) mod watch;
+pub(crate) mod writeback;

@@ -410,15 +410,15 @@ fn build(job: &Job, repo: &gix::Repository, durations: &mut BTreeMap<String, f64
     let source = export::Source::of(repo, job.commit)?;
     crate::deploy::disk::preflight(ctx, repo, source, carry_from)?;
 
-    let seed = export_stage(ctx, repo, source, &job.name, durations)?;
+    // The export is written back to disk as it goes, and what is left is
+    // flushed while carry, shared links and the steps run (composer takes
+    // seconds): the sync before `ready` then only waits for what they
+    // wrote. The result does not matter: that final sync vouches.
+    let writeback = crate::deploy::writeback::Writeback::start(root.releases());
+    let seed = export_stage(ctx, repo, source, &job.name, &writeback, durations);
+    let early_sync = writeback.finish();
+    let seed = seed?;
     crate::sys::signals::check(&format!("{} stopped after the export", job.what()))?;
-    // Flush the export to disk while carry, shared links and the steps run
-    // (composer takes seconds): the sync before `ready` then only waits for
-    // what they wrote. The result does not matter: that final sync vouches.
-    let early_sync = {
-        let dir = dir.clone();
-        std::thread::spawn(move || crate::sys::fs::sync_filesystem(&dir).is_ok())
-    };
 
     if let Target::Release { .. } = job.target {
         if !ctx.config.carry.is_empty() {
@@ -607,6 +607,7 @@ pub(crate) fn export_stage(
     repo: &gix::Repository,
     source: export::Source,
     name: &ReleaseName,
+    writeback: &crate::deploy::writeback::Writeback,
     durations: &mut BTreeMap<String, f64>,
 ) -> Result<crate::deploy::manifest_seed::Seed> {
     let root = &ctx.root;
@@ -619,7 +620,7 @@ pub(crate) fn export_stage(
         std::process::id()
     ));
     faults::point("export");
-    let (stats, written) = match source.export_showing_progress(repo, &tmp) {
+    let (stats, written) = match source.export_showing_progress(repo, &tmp, writeback) {
         Ok(s) => s,
         Err(e) => {
             // A partial export is worth nothing; with a full disk it is worse than nothing.
