@@ -7,8 +7,8 @@
 //! inflated blobs and the export idle while the disk wrote. A `syncfs` each
 //! time the export has written another [`FLUSH_EVERY`] bytes starts the
 //! disk's work while the export still runs, and the sync at the end finds
-//! little left: the benchmark's push measured 0.54 s → 0.46 s (export
-//! 0.26 → 0.33 s, sync 0.22 → 0.05 s).
+//! little left: the benchmark's push measured 0.508 s → 0.434 s (export
+//! 0.25 → 0.29 s, sync 0.22 → 0.10 s).
 //!
 //! `syncfs` from a thread of its own, not `sync_file_range` on each file as
 //! it is written: that ran the block allocation and the I/O submission in
@@ -16,7 +16,7 @@
 //! slow; `syncfs` leaves them to the kernel's flusher, in big batches. Each
 //! call is a journal commit of the whole filesystem (other writers' data
 //! too, as the sync before `ready` always was), so the calls are spaced by
-//! bytes written, not by time: a 1 GiB tree makes 64 of them, a small one
+//! bytes written, not by time: a 1 GiB tree makes 32 of them, a small one
 //! none but the last. None of them vouches for anything: the sync before
 //! `ready` still does.
 
@@ -25,9 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// Bytes the export writes between two syncs. On the benchmark tree 16 and
-/// 24 MiB gave the same push (0.45 s), 32 MiB 0.46 s, 48 MiB 0.49 s.
-pub(crate) const FLUSH_EVERY: u64 = 16 << 20;
+/// Bytes the export writes between two syncs. A trade-off, measured on the
+/// benchmark tree (`scripts/bench --parts push`, 9 rounds; push -> ready,
+/// and what the manifest adds to it): 16 MiB 0.439 s, +14.5%; 32 MiB
+/// 0.434 s, +7.6%; 48 MiB 0.476 s, +9.6%; none but the last 0.508 s, +5.6%.
+/// The smaller, the less the sync before `ready` has left to do, and the
+/// less of the manifest's walk (which runs beside that sync) it hides.
+pub(crate) const FLUSH_EVERY: u64 = 32 << 20;
 
 /// A thread syncing the filesystem of the releases while an export fills it.
 pub(crate) struct Writeback {
