@@ -104,18 +104,27 @@ pub(crate) enum Digest {
     GitBlob([u8; 20]),
 }
 
-impl Digest {
-    /// The digest of `content` in the same hash as `self`.
-    fn same_hash_of(self, content: &mut dyn Read, size: u64, buf: &mut [u8]) -> Option<Digest> {
+/// Which of the two hashes a file is hashed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HashKind {
+    /// BLAKE3 ([`Digest::Blake3`]).
+    Blake3,
+    /// git's blob id ([`Digest::GitBlob`]).
+    GitBlob,
+}
+
+impl HashKind {
+    /// The digest of `content` (`size` bytes, as its metadata says) in this hash.
+    fn of(self, content: &mut dyn Read, size: u64, buf: &mut [u8]) -> Option<Digest> {
         match self {
-            Digest::Blake3(_) => {
+            HashKind::Blake3 => {
                 let mut h = blake3::Hasher::new();
                 read_all(content, buf, |b| {
                     h.update(b);
                 })?;
                 Some(Digest::Blake3(*h.finalize().as_bytes()))
             }
-            Digest::GitBlob(_) => {
+            HashKind::GitBlob => {
                 let mut h = gix::hash::hasher(gix::hash::Kind::Sha1);
                 h.update(&gix::objs::encode::loose_header(
                     gix::objs::Kind::Blob,
@@ -126,6 +135,16 @@ impl Digest {
                 let id = h.try_finalize().ok()?;
                 Some(Digest::GitBlob(id.as_slice().try_into().ok()?))
             }
+        }
+    }
+}
+
+impl Digest {
+    /// The hash this digest was made with.
+    fn hash(&self) -> HashKind {
+        match self {
+            Digest::Blake3(_) => HashKind::Blake3,
+            Digest::GitBlob(_) => HashKind::GitBlob,
         }
     }
 
@@ -539,7 +558,7 @@ pub(crate) fn scan(
     let mut entries = walk(dir, excluded)?;
     entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     let walked = started.elapsed();
-    let mut todo: Vec<(usize, Digest)> = Vec::new();
+    let mut todo: Vec<(usize, HashKind)> = Vec::new();
     for (i, e) in entries.iter_mut().enumerate() {
         if e.kind != Kind::File {
             continue;
@@ -557,8 +576,8 @@ pub(crate) fn scan(
         match before.and_then(|k| k.hash) {
             Some(h) if unchanged => e.hash = Some(h),
             // Hashed as it was recorded, so the two compare.
-            Some(h) => todo.push((i, h)),
-            None => todo.push((i, Digest::Blake3([0; 32]))),
+            Some(h) => todo.push((i, h.hash())),
+            None => todo.push((i, HashKind::Blake3)),
         }
     }
     hash_files(dir, &mut entries, &todo);
@@ -721,7 +740,7 @@ fn read_dir_entries(
 /// Hash `entries[i]` for every i in `todo`, one thread per core taking the
 /// next file from a shared counter (files differ in size by orders of
 /// magnitude, so fixed shares would leave a thread idle).
-fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[(usize, Digest)]) {
+fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[(usize, HashKind)]) {
     if todo.is_empty() {
         return;
     }
@@ -741,9 +760,9 @@ fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[(usize, Digest)]) {
                     let mut got = Vec::new();
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(i, like)) = todo.get(k) else { break };
+                        let Some(&(i, hash)) = todo.get(k) else { break };
                         let p = dir.join(std::ffi::OsStr::from_bytes(&entries[i].path));
-                        got.push((i, hash_file(&p, like, &mut buf)));
+                        got.push((i, hash_file(&p, hash, &mut buf)));
                     }
                     got
                 })
@@ -759,11 +778,11 @@ fn hash_files(dir: &Path, entries: &mut [FileEntry], todo: &[(usize, Digest)]) {
     }
 }
 
-/// A regular file's content in the hash of `like`, never following a
+/// A regular file's content in `hash`, never following a
 /// symlink nor blocking on a FIFO swapped in since the walk; `None` if it
 /// cannot be read as one. A file that grows or shrinks while read gets a
 /// blob id of a header that does not fit it: a mismatch, as it should be.
-fn hash_file(path: &Path, like: Digest, buf: &mut [u8]) -> Option<Digest> {
+fn hash_file(path: &Path, hash: HashKind, buf: &mut [u8]) -> Option<Digest> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -773,7 +792,7 @@ fn hash_file(path: &Path, like: Digest, buf: &mut [u8]) -> Option<Digest> {
     if !meta.file_type().is_file() {
         return None;
     }
-    like.same_hash_of(&mut f, meta.len(), buf)
+    hash.of(&mut f, meta.len(), buf)
 }
 
 /// A difference between a release and its manifest: `modified`, `added`,
