@@ -8,6 +8,17 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::common::{text, Env};
 
+/// A refused promote or rollback changed nothing: production still on
+/// `production`, and no `stop` ran. `context`: output to show on failure.
+fn assert_refused_untouched(env: &Env, production: &str, context: &str) {
+    assert_eq!(
+        env.pointed("production").as_deref(),
+        Some(production),
+        "{context}"
+    );
+    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+}
+
 /// Shared `log`, the web user's `temp`, a build step that adds a file, and
 /// daemons that write `stop`/`start` into the trace.
 fn config() -> String {
@@ -211,15 +222,13 @@ fn promote_refuses_a_release_changed_after_its_warmup_before_any_stop() {
         t.contains(&format!("symdeploy warmup --rebuild {}", &second[..12])),
         "{t}"
     );
-    assert_eq!(env.pointed("production").as_deref(), Some(first.as_str()));
-    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+    assert_refused_untouched(&env, &first, "");
 
     // The same through a release tag.
     env.git(&["tag", "release-1", &second]);
     let t = text(&env.push(&["release-1"]));
     assert!(t.contains("not promoting it"), "{t}");
-    assert_eq!(env.pointed("production").as_deref(), Some(first.as_str()));
-    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+    assert_refused_untouched(&env, &first, "");
 
     // The advice works: rebuilt from its commit (warmup stands on
     // production meanwhile), it verifies and goes.
@@ -261,8 +270,7 @@ fn push_o_promote_checks_a_release_that_was_ready_before_the_push() {
         )),
         "{t}"
     );
-    assert_eq!(env.pointed("production").as_deref(), Some(first.as_str()));
-    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+    assert_refused_untouched(&env, &first, "");
 
     // A commit the push itself warms up is promoted without a second hash.
     env.write("www/index.php", "<?php echo 'v3';\n");
@@ -315,8 +323,7 @@ fn rollback_refuses_a_changed_target_unless_forced() {
         "{t}"
     );
     assert!(t.contains("symdeploy rollback --force"), "{t}");
-    assert_eq!(env.pointed("production").as_deref(), Some(second.as_str()));
-    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+    assert_refused_untouched(&env, &second, "");
 
     let o = env.symdeploy(&["rollback", "--force"]);
     let t = text(&o);
@@ -501,12 +508,7 @@ fn a_strict_tag_push_of_a_changed_release_is_refused_before_any_stop() {
     let o = env.push(&["release-1"]);
     let t = text(&o);
     assert!(t.contains("added: www/shell.php; not promoting it"), "{t}");
-    assert_eq!(
-        env.pointed("production").as_deref(),
-        Some(first.as_str()),
-        "{t}"
-    );
-    assert!(env.trace().is_empty(), "no stop ran: {:?}", env.trace());
+    assert_refused_untouched(&env, &first, &t);
 }
 
 /// What people see: a clean check, a changed release, promote's refusal and
